@@ -1,0 +1,139 @@
+-- mailgate's schema. Times are Unix milliseconds (UTC) in INTEGER columns, so the
+-- same SQL works on PostgreSQL (BIGINT) later. Booleans are 0/1 integers.
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- What each support plan includes. Data, not code: admins may edit these rows.
+CREATE TABLE plans (
+    id                       TEXT PRIMARY KEY,
+    name                     TEXT NOT NULL,
+    scope                    TEXT NOT NULL,   -- site | organization | account
+    rank                     INTEGER NOT NULL, -- orders site plans: business = 3
+    chat                     INTEGER NOT NULL,
+    tickets                  TEXT NOT NULL,   -- none | all | business_and_above
+    phone                    TEXT NOT NULL,   -- none | scheduled | direct | premium
+    on_call                  INTEGER NOT NULL,
+    ticket_response_minutes  INTEGER,
+    on_call_response_minutes INTEGER,
+    support_hours            TEXT
+);
+
+INSERT INTO plans VALUES
+ ('sandbox',             'Sandbox',                     'site',         0, 1, 'none', 'none',      0, NULL, NULL, NULL),
+ ('personal',            'Personal',                    'site',         1, 1, 'none', 'none',      0, NULL, NULL, NULL),
+ ('professional',        'Professional',                'site',         2, 1, 'none', 'none',      0, NULL, NULL, NULL),
+ ('business',            'Business',                    'site',         3, 1, 'none', 'scheduled', 0, NULL, NULL, NULL),
+ ('elite',               'Elite',                       'site',         4, 1, 'all',  'direct',    1, 120, 30, 'Mon-Fri 09:00-17:00 America/Los_Angeles'),
+ ('agencies',            'Pantheon for Agencies',       'organization', 0, 1, 'business_and_above', 'none', 0, NULL, NULL, NULL),
+ ('enterprise',          'Pantheon Enterprise',         'organization', 0, 1, 'business_and_above', 'none', 0, NULL, NULL, NULL),
+ ('edu_plus',            'Pantheon for EDU+',           'organization', 0, 1, 'all',  'direct',    1, 120, 30, 'Mon-Fri 09:00-17:00 America/Los_Angeles'),
+ ('priority_enterprise', 'Priority Enterprise Support', 'organization', 0, 1, 'all',  'direct',    1, 120, 30, 'Mon-Fri 09:00-17:00 America/Los_Angeles'),
+ ('diamond',             'Diamond',                     'account',      0, 1, 'all',  'premium',   1, 120, 30, 'Mon-Fri 09:00-17:00 America/Los_Angeles'),
+ ('platinum',            'Platinum',                    'account',      0, 1, 'all',  'premium',   1, 120, 30, 'Mon-Fri 09:00-17:00 America/Los_Angeles');
+
+CREATE TABLE organizations (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT NOT NULL,
+    plan_id    TEXT REFERENCES plans(id),
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE sites (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    name            TEXT NOT NULL,
+    plan_id         TEXT NOT NULL REFERENCES plans(id),
+    organization_id INTEGER REFERENCES organizations(id),
+    created_at      INTEGER NOT NULL
+);
+
+CREATE TABLE users (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    email           TEXT NOT NULL UNIQUE,  -- lower case
+    name            TEXT NOT NULL,
+    role            TEXT NOT NULL,         -- owner | admin | member | unprivileged | agent
+    organization_id INTEGER REFERENCES organizations(id),
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX users_organization ON users(organization_id);
+
+-- Chats and tickets: both are threads of messages.
+CREATE TABLE threads (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind              TEXT NOT NULL,        -- chat | ticket
+    site_id           INTEGER NOT NULL REFERENCES sites(id),
+    customer_id       INTEGER NOT NULL REFERENCES users(id),
+    ticket_number     INTEGER UNIQUE,       -- tickets only: the N of [Ticket #N]
+    ticket_type       TEXT,
+    subject           TEXT NOT NULL,
+    status            TEXT NOT NULL,        -- open | closed
+    assigned_agent_id INTEGER REFERENCES users(id),
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+
+CREATE TABLE messages (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    thread_id      INTEGER NOT NULL REFERENCES threads(id),
+    author_id      INTEGER NOT NULL REFERENCES users(id),
+    body           TEXT NOT NULL,
+    source         TEXT NOT NULL,           -- dashboard | email
+    rfc_message_id TEXT,                    -- Message-ID of an emailed message
+    created_at     INTEGER NOT NULL,
+    UNIQUE (thread_id, rfc_message_id)      -- the same mail delivered twice is one message
+);
+CREATE INDEX messages_thread ON messages(thread_id, id);
+
+-- Attachment bytes, stored once per content (SHA-256).
+CREATE TABLE blobs (
+    sha256  TEXT PRIMARY KEY,
+    content BLOB NOT NULL
+);
+
+CREATE TABLE attachments (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id   INTEGER NOT NULL REFERENCES messages(id),
+    filename     TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    sha256       TEXT NOT NULL REFERENCES blobs(sha256)
+);
+CREATE INDEX attachments_message ON attachments(message_id);
+
+-- One row per SMTP transaction, whatever its outcome.
+CREATE TABLE inbound_log (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at    INTEGER NOT NULL,
+    peer           TEXT NOT NULL,
+    helo           TEXT,
+    mail_from      TEXT,
+    rcpt_to        TEXT NOT NULL,           -- recipients, comma separated
+    message_id     TEXT,
+    decision       TEXT NOT NULL,           -- accepted | duplicate | dropped | rejected
+    reason         TEXT NOT NULL,
+    smtp_reply     TEXT NOT NULL,
+    thread_id      INTEGER,
+    stored_message INTEGER
+);
+CREATE INDEX inbound_log_time ON inbound_log(received_at);
+
+-- Notifications waiting to be sent (the outbox). Rendered when sent, so that
+-- they show the thread as it is then.
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind            TEXT NOT NULL,          -- agent_replied | customer_replied
+    thread_id       INTEGER NOT NULL REFERENCES threads(id),
+    message_id      INTEGER NOT NULL REFERENCES messages(id),
+    recipient_id    INTEGER NOT NULL REFERENCES users(id),
+    status          TEXT NOT NULL,          -- pending | sent | failed
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    rfc_message_id  TEXT,                   -- the Message-ID the notification went out with
+    created_at      INTEGER NOT NULL,
+    sent_at         INTEGER
+);
+CREATE INDEX outbox_pending ON outbox(status, next_attempt_at);
+CREATE INDEX outbox_thread ON outbox(thread_id, recipient_id);

@@ -1,0 +1,414 @@
+//! Route handlers: validate, call the store, shape the answer.
+
+use super::{ApiError, ApiState};
+use crate::domain::{EmailAddress, Role, Source, ThreadKind};
+use crate::pipeline::authorize::is_participant;
+use crate::store::{
+    InboundLogEntry, NewMessage, NewThread, Organization, OutboxItem, Plan, Site, StoredMessage, Thread, User, rfc3339,
+};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+type Shared = State<Arc<ApiState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    json.map(|Json(v)| v).map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+fn required(value: &str, field: &str) -> ApiResult<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ApiError::BadRequest(format!("{field} must not be empty")));
+    }
+    Ok(value.to_owned())
+}
+
+/// `GET /plans`
+pub(super) async fn list_plans(State(state): Shared) -> ApiResult<Json<Vec<Plan>>> {
+    Ok(Json(state.store.plans().await?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewOrganization {
+    name: String,
+    plan: Option<String>,
+}
+
+/// `POST /organizations`
+pub(super) async fn create_organization(
+    State(state): Shared,
+    json: Result<Json<NewOrganization>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Organization>)> {
+    let new = body(json)?;
+    if let Some(plan) = &new.plan {
+        match state.store.plan(plan).await? {
+            Some(p) if p.scope != "site" => {}
+            _ => return Err(ApiError::BadRequest(format!("{plan:?} is not an organization or account plan"))),
+        }
+    }
+    let org = state.store.create_organization(&required(&new.name, "name")?, new.plan.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(org)))
+}
+
+/// `GET /organizations/{id}`
+pub(super) async fn get_organization(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Organization>> {
+    state.store.organization(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("organization {id} not found")))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewSite {
+    name: String,
+    plan: String,
+    organization_id: Option<i64>,
+}
+
+/// `POST /sites`
+pub(super) async fn create_site(
+    State(state): Shared,
+    json: Result<Json<NewSite>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Site>)> {
+    let new = body(json)?;
+    match state.store.plan(&new.plan).await? {
+        Some(p) if p.scope == "site" => {}
+        _ => return Err(ApiError::BadRequest(format!("{:?} is not a site plan (see GET /api/v1/plans)", new.plan))),
+    }
+    if let Some(org) = new.organization_id {
+        state.store.organization(org).await?.ok_or_else(|| ApiError::BadRequest(format!("organization {org} not found")))?;
+    }
+    let site = state.store.create_site(&required(&new.name, "name")?, &new.plan, new.organization_id).await?;
+    Ok((StatusCode::CREATED, Json(site)))
+}
+
+/// `GET /sites/{id}`
+pub(super) async fn get_site(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Site>> {
+    state.store.site(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("site {id} not found")))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewUser {
+    email: String,
+    name: String,
+    role: String,
+    organization_id: Option<i64>,
+}
+
+/// `POST /users`
+pub(super) async fn create_user(
+    State(state): Shared,
+    json: Result<Json<NewUser>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let new = body(json)?;
+    let email = EmailAddress::parse(&new.email)
+        .ok_or_else(|| ApiError::BadRequest(format!("{:?} is not a valid email address", new.email)))?;
+    let role = Role::parse(&new.role).ok_or_else(|| {
+        ApiError::BadRequest(format!("role {:?} is not one of owner, admin, member, unprivileged, agent", new.role))
+    })?;
+    if role == Role::Agent && new.organization_id.is_some() {
+        return Err(ApiError::BadRequest("agents do not belong to a customer organization".to_owned()));
+    }
+    if let Some(org) = new.organization_id {
+        state.store.organization(org).await?.ok_or_else(|| ApiError::BadRequest(format!("organization {org} not found")))?;
+    }
+    let name = crate::notify::render::header_safe(&required(&new.name, "name")?);
+    let user = state.store.create_user(email.as_str(), &name, role, new.organization_id).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// `GET /users/{id}`
+pub(super) async fn get_user(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<User>> {
+    state.store.user(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewChat {
+    site_id: i64,
+    customer_id: i64,
+    message: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewTicket {
+    site_id: i64,
+    customer_id: i64,
+    #[serde(rename = "type")]
+    ticket_type: String,
+    subject: String,
+    description: String,
+}
+
+/// A chat or ticket as the API shows it.
+#[derive(Serialize)]
+pub(super) struct ThreadView {
+    #[serde(flatten)]
+    thread: Thread,
+    messages: Vec<MessageView>,
+}
+
+async fn load_customer_and_site(state: &ApiState, site_id: i64, customer_id: i64) -> ApiResult<(Site, User)> {
+    let site = state.store.site(site_id).await?.ok_or_else(|| ApiError::BadRequest(format!("site {site_id} not found")))?;
+    let customer = state
+        .store
+        .user(customer_id)
+        .await?
+        .ok_or_else(|| ApiError::BadRequest(format!("user {customer_id} not found")))?;
+    if customer.is_agent() {
+        return Err(ApiError::BadRequest("an agent can not open a conversation as a customer".to_owned()));
+    }
+    if site.organization_id.is_some() && customer.organization_id != site.organization_id {
+        return Err(ApiError::Forbidden(format!("user {customer_id} is not a member of site {site_id}'s organization")));
+    }
+    Ok((site, customer))
+}
+
+/// `POST /chats`: a customer opens a chat on a site (every plan has chat).
+pub(super) async fn open_chat(
+    State(state): Shared,
+    json: Result<Json<NewChat>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<ThreadView>)> {
+    let new = body(json)?;
+    let text = required(&new.message, "message")?;
+    let (site, customer) = load_customer_and_site(&state, new.site_id, new.customer_id).await?;
+    let subject = crate::notify::render::header_safe(&text.chars().take(80).collect::<String>());
+    let thread = NewThread { kind: ThreadKind::Chat, site_id: site.id, customer_id: customer.id, ticket_type: None, subject };
+    open_thread(&state, thread, &customer, text).await
+}
+
+/// `POST /tickets`: a customer opens a ticket, if the site's plan includes tickets.
+pub(super) async fn open_ticket(
+    State(state): Shared,
+    json: Result<Json<NewTicket>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<ThreadView>)> {
+    let new = body(json)?;
+    let subject = crate::notify::render::header_safe(&required(&new.subject, "subject")?);
+    let description = required(&new.description, "description")?;
+    let ticket_type = required(&new.ticket_type, "type")?;
+    let (site, customer) = load_customer_and_site(&state, new.site_id, new.customer_id).await?;
+    if !crate::notify::site_has_tickets(&state.store, &site).await? {
+        return Err(ApiError::Forbidden(format!(
+            "tickets are not part of site {}'s plan ({}); use chat instead",
+            site.id, site.plan_id
+        )));
+    }
+    if site.organization_id.is_some() && !customer.role().sees_org_tickets() {
+        return Err(ApiError::Forbidden("Unprivileged users can not see the organization's tickets".to_owned()));
+    }
+    let thread =
+        NewThread { kind: ThreadKind::Ticket, site_id: site.id, customer_id: customer.id, ticket_type: Some(ticket_type), subject };
+    open_thread(&state, thread, &customer, description).await
+}
+
+async fn open_thread(
+    state: &ApiState,
+    thread: NewThread,
+    customer: &User,
+    text: String,
+) -> ApiResult<(StatusCode, Json<ThreadView>)> {
+    // The thread does not exist yet: its first message goes to every agent.
+    let notify = state.store.agents().await?.iter().map(|a| (crate::store::NotificationKind::CustomerReplied, a.id)).collect();
+    let first = NewMessage {
+        thread_id: 0,
+        author_id: customer.id,
+        author_is_agent: false,
+        body: text,
+        source: Source::Dashboard,
+        rfc_message_id: None,
+        attachments: Vec::new(),
+        notify,
+    };
+    let (thread, _) = state.store.create_thread(thread, first).await?;
+    let messages = message_views(state, thread.id).await?;
+    Ok((StatusCode::CREATED, Json(ThreadView { thread, messages })))
+}
+
+async fn find_thread(state: &ApiState, kind: ThreadKind, id: i64) -> ApiResult<Thread> {
+    let thread = match kind {
+        ThreadKind::Chat => state.store.thread(id).await?.filter(|t| t.kind() == ThreadKind::Chat),
+        ThreadKind::Ticket => state.store.ticket_by_number(id).await?,
+    };
+    thread.ok_or_else(|| ApiError::NotFound(format!("{} {id} not found", kind.as_str())))
+}
+
+/// `GET /chats/{id}`
+pub(super) async fn get_chat(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<ThreadView>> {
+    let thread = find_thread(&state, ThreadKind::Chat, id).await?;
+    let messages = message_views(&state, thread.id).await?;
+    Ok(Json(ThreadView { thread, messages }))
+}
+
+/// `GET /tickets/{number}`
+pub(super) async fn get_ticket(State(state): Shared, Path(number): Path<i64>) -> ApiResult<Json<ThreadView>> {
+    let thread = find_thread(&state, ThreadKind::Ticket, number).await?;
+    let messages = message_views(&state, thread.id).await?;
+    Ok(Json(ThreadView { thread, messages }))
+}
+
+/// A message as the API shows it.
+#[derive(Serialize)]
+pub(super) struct MessageView {
+    id: i64,
+    author: AuthorView,
+    text: String,
+    source: String,
+    time: String,
+    message_id: Option<String>,
+    attachments: Vec<AttachmentView>,
+}
+
+#[derive(Serialize)]
+pub(super) struct AuthorView {
+    id: i64,
+    name: String,
+    email: String,
+    role: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct AttachmentView {
+    id: i64,
+    filename: String,
+    content_type: String,
+    size: i64,
+    download: String,
+}
+
+fn message_view(m: StoredMessage) -> MessageView {
+    MessageView {
+        id: m.id,
+        author: AuthorView { id: m.author_id, name: m.author_name, email: m.author_email, role: m.author_role },
+        text: m.body,
+        source: m.source,
+        time: rfc3339(m.created_at),
+        message_id: m.rfc_message_id,
+        attachments: m
+            .attachments
+            .into_iter()
+            .map(|a| AttachmentView {
+                download: format!("/api/v1/attachments/{}", a.id),
+                id: a.id,
+                filename: a.filename,
+                content_type: a.content_type,
+                size: a.size,
+            })
+            .collect(),
+    }
+}
+
+async fn message_views(state: &ApiState, thread_id: i64) -> ApiResult<Vec<MessageView>> {
+    Ok(state.store.messages(thread_id).await?.into_iter().map(message_view).collect())
+}
+
+/// `GET /chats/{id}/messages`
+pub(super) async fn list_chat_messages(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Vec<MessageView>>> {
+    let thread = find_thread(&state, ThreadKind::Chat, id).await?;
+    Ok(Json(message_views(&state, thread.id).await?))
+}
+
+/// `GET /tickets/{number}/messages`
+pub(super) async fn list_ticket_messages(
+    State(state): Shared,
+    Path(number): Path<i64>,
+) -> ApiResult<Json<Vec<MessageView>>> {
+    let thread = find_thread(&state, ThreadKind::Ticket, number).await?;
+    Ok(Json(message_views(&state, thread.id).await?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct PostMessage {
+    author_id: i64,
+    text: String,
+}
+
+/// `POST /chats/{id}/messages`
+pub(super) async fn post_chat_message(
+    State(state): Shared,
+    Path(id): Path<i64>,
+    json: Result<Json<PostMessage>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<MessageView>)> {
+    post_message(&state, ThreadKind::Chat, id, body(json)?).await
+}
+
+/// `POST /tickets/{number}/messages`
+pub(super) async fn post_ticket_message(
+    State(state): Shared,
+    Path(number): Path<i64>,
+    json: Result<Json<PostMessage>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<MessageView>)> {
+    post_message(&state, ThreadKind::Ticket, number, body(json)?).await
+}
+
+async fn post_message(
+    state: &ApiState,
+    kind: ThreadKind,
+    id: i64,
+    post: PostMessage,
+) -> ApiResult<(StatusCode, Json<MessageView>)> {
+    let thread = find_thread(state, kind, id).await?;
+    let text = required(&post.text, "text")?;
+    let author = state
+        .store
+        .user(post.author_id)
+        .await?
+        .ok_or_else(|| ApiError::BadRequest(format!("user {} not found", post.author_id)))?;
+    let site = state.store.site(thread.site_id).await?.ok_or_else(|| ApiError::NotFound("site not found".to_owned()))?;
+    if !author.is_agent() && !is_participant(&thread, &site, &author) {
+        return Err(ApiError::Forbidden(format!("user {} may not write in this conversation", author.id)));
+    }
+    let notify = crate::notify::recipients(&state.store, &thread, &site, &author).await?;
+    let message = NewMessage {
+        thread_id: thread.id,
+        author_id: author.id,
+        author_is_agent: author.is_agent(),
+        body: text,
+        source: Source::Dashboard,
+        rfc_message_id: None,
+        attachments: Vec::new(),
+        notify,
+    };
+    let id = state.store.insert_message(&message, None).await?.id();
+    let stored = state.store.messages(thread.id).await?.into_iter().find(|m| m.id == id);
+    let stored = stored.ok_or_else(|| ApiError::NotFound("message not found".to_owned()))?;
+    Ok((StatusCode::CREATED, Json(message_view(stored))))
+}
+
+/// `GET /attachments/{id}`: the file, offered for download.
+pub(super) async fn download_attachment(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Response> {
+    let (attachment, content) =
+        state.store.attachment(id).await?.ok_or_else(|| ApiError::NotFound(format!("attachment {id} not found")))?;
+    let safe_name: String =
+        attachment.filename.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' }).collect();
+    let content_type = if attachment.content_type.bytes().all(|b| b.is_ascii_graphic()) {
+        attachment.content_type
+    } else {
+        "application/octet-stream".to_owned()
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{safe_name}\"")),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        ],
+        content,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct Limit {
+    limit: Option<i64>,
+}
+
+/// `GET /inbound-log?limit=N`: the latest SMTP transactions and their outcome.
+pub(super) async fn inbound_log(State(state): Shared, Query(q): Query<Limit>) -> ApiResult<Json<Vec<InboundLogEntry>>> {
+    Ok(Json(state.store.inbound_log(q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+}
+
+/// `GET /outbox?limit=N`: the latest notifications and their delivery state.
+pub(super) async fn outbox(State(state): Shared, Query(q): Query<Limit>) -> ApiResult<Json<Vec<OutboxItem>>> {
+    Ok(Json(state.store.outbox(q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+}

@@ -1,0 +1,68 @@
+//! The JSON HTTP API: the Dashboard's side of mailgate. Every route under
+//! `/api/v1` needs `Authorization: Bearer TOKEN`; `/healthz` does not.
+
+mod error;
+mod handlers;
+
+use crate::store::Store;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+pub use error::ApiError;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct ApiState {
+    /// The database.
+    pub store: Store,
+    /// SHA-256 of the bearer token; compared in constant time.
+    pub token_hash: [u8; 32],
+}
+
+/// The API's routes.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let api = Router::new()
+        .route("/plans", get(handlers::list_plans))
+        .route("/organizations", post(handlers::create_organization))
+        .route("/organizations/{id}", get(handlers::get_organization))
+        .route("/sites", post(handlers::create_site))
+        .route("/sites/{id}", get(handlers::get_site))
+        .route("/users", post(handlers::create_user))
+        .route("/users/{id}", get(handlers::get_user))
+        .route("/chats", post(handlers::open_chat))
+        .route("/chats/{id}", get(handlers::get_chat))
+        .route("/chats/{id}/messages", get(handlers::list_chat_messages).post(handlers::post_chat_message))
+        .route("/tickets", post(handlers::open_ticket))
+        .route("/tickets/{number}", get(handlers::get_ticket))
+        .route("/tickets/{number}/messages", get(handlers::list_ticket_messages).post(handlers::post_ticket_message))
+        .route("/attachments/{id}", get(handlers::download_attachment))
+        .route("/inbound-log", get(handlers::inbound_log))
+        .route("/outbox", get(handlers::outbox))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
+    Router::new().nest("/api/v1", api).route("/healthz", get(|| async { "ok" })).with_state(state)
+}
+
+/// Hash of a bearer token, as [`ApiState::token_hash`] stores it.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+async fn require_token(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let given = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(hash_token);
+    // Comparing hashes keeps the comparison's time independent of the secret.
+    let ok = given.is_some_and(|g| g.iter().zip(state.token_hash.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
+    if !ok {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(next.run(request).await)
+}

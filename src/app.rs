@@ -1,0 +1,140 @@
+//! Wiring: opens the store, loads secrets and templates, binds the SMTP and
+//! HTTP listeners and starts the outbound worker; stops them all in order.
+//! No business rules here.
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::domain::token::TokenKey;
+use crate::domain::TokenSigner;
+use crate::notify::render::Renderer;
+use crate::outbound::Outbound;
+use crate::pipeline::Pipeline;
+use crate::smtp::listener;
+use crate::smtp::session::SessionContext;
+use crate::store::Store;
+use anyhow::Context;
+use rand::RngCore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A running mailgate instance.
+#[derive(Debug)]
+pub struct App {
+    /// Where the SMTP listener is bound (the real port when 0 was asked for).
+    pub smtp_addr: SocketAddr,
+    /// Where the HTTP API is bound.
+    pub http_addr: SocketAddr,
+    /// The bearer token of the API.
+    pub api_token: String,
+    /// Whether the token was generated at this start (print it once).
+    pub api_token_generated: bool,
+    /// The database handle.
+    pub store: Store,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Random bytes as lower-case hex.
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    crate::store::hex(&buf)
+}
+
+/// Opens the database and loads the token signer (creating its secret on first start).
+pub async fn open_store(config: &Config) -> anyhow::Result<(Store, TokenSigner)> {
+    if config.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    }
+    let store = Store::open(&config.database_url).await.with_context(|| format!("opening database {}", config.database_url))?;
+    let secret = store.setting_or_init("token_key.1", || random_hex(32)).await?;
+    let secret = data_encoding::HEXLOWER.decode(secret.as_bytes()).context("stored token key is not hex")?;
+    Ok((store, TokenSigner::new(TokenKey::new(1, secret), Vec::new())))
+}
+
+/// Starts every part of the gateway and returns once all listeners are bound.
+pub async fn start(config: Config) -> anyhow::Result<App> {
+    let (store, signer) = open_store(&config).await?;
+    let (api_token, api_token_generated) = match &config.api_token {
+        Some(token) => (token.clone(), false),
+        None => {
+            let existed = store.setting("api_token").await?.is_some();
+            (store.setting_or_init("api_token", || random_hex(24)).await?, !existed)
+        }
+    };
+    let renderer = Arc::new(Renderer::load(config.templates_dir.as_deref()).context("loading templates")?);
+    std::fs::create_dir_all(&config.outbox_dir)
+        .with_context(|| format!("creating outgoing-mail folder {}", config.outbox_dir.display()))?;
+
+    let smtp = TcpListener::bind(config.smtp_listen)
+        .await
+        .with_context(|| format!("binding SMTP listener to {}", config.smtp_listen))?;
+    let http = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP listener to {}", config.http_listen))?;
+    let smtp_addr = smtp.local_addr()?;
+    let http_addr = http.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let pipeline = Pipeline::new(store.clone(), signer.clone(), config.domain.clone());
+    let ctx = Arc::new(SessionContext {
+        hostname: config.hostname.clone(),
+        domain: config.domain.clone(),
+        limits: config.limits.clone(),
+        pipeline,
+    });
+    tasks.spawn(listener::serve(smtp, ctx, shutdown.clone(), tasks.clone()));
+
+    let state = Arc::new(ApiState { store: store.clone(), token_hash: api::hash_token(&api_token) });
+    let http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let server = axum::serve(http, api::router(state)).with_graceful_shutdown(http_shutdown.cancelled_owned());
+        if let Err(error) = server.await {
+            tracing::error!(error = %error, "HTTP server failed");
+        }
+    });
+
+    let outbound = Outbound {
+        store: store.clone(),
+        signer,
+        renderer,
+        outbox_dir: config.outbox_dir.clone(),
+        domain: config.domain.clone(),
+        dashboard_url: config.dashboard_url.clone(),
+        wake: store.outbox_wakeup(),
+    };
+    tasks.spawn(outbound.run(shutdown.clone()));
+
+    tracing::info!(
+        smtp = %smtp_addr,
+        http = %http_addr,
+        database = %config.database_url,
+        outbox = %config.outbox_dir.display(),
+        domain = %config.domain,
+        "mailgate started: replies go to reply+TOKEN@{}, new mail to support@{}",
+        config.domain,
+        config.domain
+    );
+    Ok(App { smtp_addr, http_addr, api_token, api_token_generated, store, shutdown, tasks })
+}
+
+impl App {
+    /// Stops accepting, lets sessions reach a safe point, waits for every
+    /// task, and closes the database.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.store.close().await;
+    }
+
+    /// A token that stops the instance when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}

@@ -1,0 +1,261 @@
+//! Configuration: a TOML file, then `MAILGATE_*` environment variables and
+//! command-line flags on top, then validated into a [`Config`].
+//!
+//! Raw values are parsed once here (addresses, sizes, durations), so a bad
+//! setting stops the server at start with an error naming the key. Nothing
+//! else in mailgate reads the environment or a config file.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Flags shared by every command that needs the gateway's configuration.
+/// Each flag can also be set by the environment variable named beside it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// Configuration file (TOML); see mailgate.example.toml for every key.
+    #[arg(long, short = 'c', env = "MAILGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the SQLite database, the outgoing-mail folder and other state.
+    #[arg(long, env = "MAILGATE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL; defaults to sqlite://DATA_DIR/mailgate.db.
+    #[arg(long, env = "MAILGATE_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Address the SMTP listener binds to [default: 127.0.0.1:2525].
+    #[arg(long, env = "MAILGATE_SMTP_LISTEN", value_name = "ADDR")]
+    pub smtp_listen: Option<SocketAddr>,
+    /// Address the HTTP API binds to [default: 127.0.0.1:8080].
+    #[arg(long, env = "MAILGATE_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Mail domain: reply addresses are reply+TOKEN@DOMAIN and the support
+    /// address is support@DOMAIN [default: localhost].
+    #[arg(long, env = "MAILGATE_DOMAIN", value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// Name the SMTP listener gives in its greeting [default: the domain].
+    #[arg(long, env = "MAILGATE_HOSTNAME", value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Folder outgoing notifications are written to as .eml files
+    /// [default: DATA_DIR/outbox].
+    #[arg(long, env = "MAILGATE_OUTBOX_DIR", value_name = "DIR")]
+    pub outbox_dir: Option<PathBuf>,
+    /// Folder of notification templates overriding the built-in ones.
+    #[arg(long, env = "MAILGATE_TEMPLATES_DIR", value_name = "DIR")]
+    pub templates_dir: Option<PathBuf>,
+    /// Base URL of the web Dashboard, for links in notifications.
+    #[arg(long, env = "MAILGATE_DASHBOARD_URL", value_name = "URL")]
+    pub dashboard_url: Option<String>,
+    /// Largest message accepted, in bytes [default: 26214400 (25 MiB)].
+    #[arg(long, env = "MAILGATE_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    pub max_message_size: Option<usize>,
+}
+
+/// The file's shape: every key optional, defaults applied in [`Config::load`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    smtp_listen: Option<String>,
+    http_listen: Option<String>,
+    domain: Option<String>,
+    hostname: Option<String>,
+    api_token: Option<String>,
+    outbox_dir: Option<PathBuf>,
+    templates_dir: Option<PathBuf>,
+    dashboard_url: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_message_size: Option<usize>,
+    max_recipients: Option<usize>,
+    max_connections: Option<usize>,
+    command_timeout_secs: Option<u64>,
+    data_timeout_secs: Option<u64>,
+}
+
+/// Limits that protect the SMTP listener from oversized or slow clients.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message in bytes; advertised with SIZE, `552` beyond it.
+    pub max_message_size: usize,
+    /// Recipients accepted per message; `452` beyond it.
+    pub max_recipients: usize,
+    /// Concurrent SMTP connections; `421` beyond it.
+    pub max_connections: usize,
+    /// How long the listener waits for a command line.
+    pub command_timeout: Duration,
+    /// How long the listener waits for the next bytes of DATA.
+    pub data_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 50,
+            max_connections: 512,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// The validated configuration of one mailgate instance.
+#[derive(Clone)]
+pub struct Config {
+    /// Where state lives when not told otherwise.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` (the embedded default).
+    pub database_url: String,
+    /// SMTP listener address; port 0 picks a free port (tests).
+    pub smtp_listen: SocketAddr,
+    /// HTTP API address; port 0 picks a free port (tests).
+    pub http_listen: SocketAddr,
+    /// Our mail domain, lower case.
+    pub domain: String,
+    /// Name in the SMTP greeting and EHLO answer.
+    pub hostname: String,
+    /// Bearer token for the API; when absent one is generated and stored.
+    pub api_token: Option<String>,
+    /// Folder that receives outgoing notifications as `.eml` files.
+    pub outbox_dir: PathBuf,
+    /// Folder of templates overriding the built-in ones.
+    pub templates_dir: Option<PathBuf>,
+    /// Dashboard base URL used in notification links.
+    pub dashboard_url: String,
+    /// SMTP limits.
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url)
+            .field("smtp_listen", &self.smtp_listen)
+            .field("http_listen", &self.http_listen)
+            .field("domain", &self.domain)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<secret>"))
+            .field("outbox_dir", &self.outbox_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads the file named by `--config` (if any), applies flags and
+    /// environment variables on top, and validates the result.
+    pub fn load(args: &ConfigArgs) -> anyhow::Result<Self> {
+        let raw = match &args.config {
+            Some(path) => read_file(path)?,
+            None => RawConfig::default(),
+        };
+        let api_token = std::env::var("MAILGATE_API_TOKEN").ok().filter(|t| !t.is_empty()).or(raw.api_token);
+        let data_dir = args.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| PathBuf::from("mailgate-data"));
+        let database_url = args
+            .database_url
+            .clone()
+            .or(raw.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("mailgate.db").display()));
+        let smtp_listen = match (args.smtp_listen, raw.smtp_listen) {
+            (Some(addr), _) => addr,
+            (None, Some(text)) => parse_addr("smtp_listen", &text)?,
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], 2525)),
+        };
+        let http_listen = match (args.http_listen, raw.http_listen) {
+            (Some(addr), _) => addr,
+            (None, Some(text)) => parse_addr("http_listen", &text)?,
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let domain = args.domain.clone().or(raw.domain).unwrap_or_else(|| "localhost".to_owned()).to_ascii_lowercase();
+        if domain.is_empty() || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+            bail!("domain: {domain:?} is not a valid mail domain (letters, digits, dots and dashes)");
+        }
+        let hostname = args.hostname.clone().or(raw.hostname).unwrap_or_else(|| domain.clone());
+        if hostname.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!("hostname: {hostname:?} must not contain spaces or control characters");
+        }
+        let mut limits = Limits::default();
+        if let Some(size) = args.max_message_size.or(raw.limits.max_message_size) {
+            limits.max_message_size = size;
+        }
+        if let Some(n) = raw.limits.max_recipients {
+            limits.max_recipients = n;
+        }
+        if let Some(n) = raw.limits.max_connections {
+            limits.max_connections = n;
+        }
+        if let Some(secs) = raw.limits.command_timeout_secs {
+            limits.command_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = raw.limits.data_timeout_secs {
+            limits.data_timeout = Duration::from_secs(secs);
+        }
+        if limits.max_message_size < 1024 {
+            bail!("limits.max_message_size: {} is too small (at least 1024 bytes)", limits.max_message_size);
+        }
+        if limits.max_recipients == 0 || limits.max_connections == 0 {
+            bail!("limits.max_recipients and limits.max_connections must be at least 1");
+        }
+        let http_port = http_listen.port();
+        Ok(Self {
+            outbox_dir: args.outbox_dir.clone().or(raw.outbox_dir).unwrap_or_else(|| data_dir.join("outbox")),
+            templates_dir: args.templates_dir.clone().or(raw.templates_dir),
+            dashboard_url: args
+                .dashboard_url
+                .clone()
+                .or(raw.dashboard_url)
+                .unwrap_or_else(|| format!("http://{}:{http_port}", http_listen.ip()))
+                .trim_end_matches('/')
+                .to_owned(),
+            data_dir,
+            database_url,
+            smtp_listen,
+            http_listen,
+            domain,
+            hostname,
+            api_token,
+            limits,
+        })
+    }
+
+    /// A configuration for tests and tools: everything under `data_dir`,
+    /// listeners on free loopback ports.
+    pub fn for_data_dir(data_dir: &Path, domain: &str) -> Self {
+        Self {
+            database_url: format!("sqlite://{}", data_dir.join("mailgate.db").display()),
+            smtp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            domain: domain.to_ascii_lowercase(),
+            hostname: domain.to_ascii_lowercase(),
+            api_token: None,
+            outbox_dir: data_dir.join("outbox"),
+            templates_dir: None,
+            dashboard_url: "http://127.0.0.1:8080".to_owned(),
+            limits: Limits::default(),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// The support address, `support@DOMAIN`: the From of notifications, and
+    /// where mail that tries to start a conversation arrives.
+    pub fn support_address(&self) -> String {
+        format!("support@{}", self.domain)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<RawConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+fn parse_addr(key: &str, text: &str) -> anyhow::Result<SocketAddr> {
+    text.parse().with_context(|| format!("{key}: {text:?} is not an address like 127.0.0.1:2525"))
+}

@@ -1,0 +1,213 @@
+//! Reply tokens: the `TOKEN` in `reply+TOKEN@domain`.
+//!
+//! A token names one thread and one recipient and is signed with HMAC-SHA256
+//! under a server secret, so it can be neither guessed nor altered: changing a
+//! single character of it breaks the signature.
+//!
+//! Layout before encoding: `version (1) | key id (1) | thread id (LEB128) |
+//! recipient id (LEB128) | MAC (12)`. The whole is written in lower-case
+//! base32 without padding, because mail systems may change the case of a local
+//! part and base32 survives that. The MAC is 96 bits: an attacker who does not
+//! know the secret has a 2^-96 chance per guess.
+
+use data_encoding::BASE32_NOPAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::fmt;
+
+const VERSION: u8 = 1;
+const MAC_LEN: usize = 12;
+/// Domain separation, so that a MAC made for another purpose never verifies here.
+const CONTEXT: &[u8] = b"mailgate reply token v1";
+
+/// What a valid token says: this recipient may reply in this thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyToken {
+    /// The chat or ticket (row id of `threads`).
+    pub thread_id: i64,
+    /// The user the notification carrying this token was sent to.
+    pub recipient_id: i64,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not base32, or too short or long to be one of ours.
+    #[error("malformed reply token")]
+    Malformed,
+    /// Signed with a key we do not hold, or of an unknown version.
+    #[error("reply token of an unknown key")]
+    UnknownKey,
+    /// The signature does not match: forged or altered.
+    #[error("reply token signature does not verify")]
+    BadSignature,
+}
+
+/// One signing secret with its id.
+#[derive(Clone)]
+pub struct TokenKey {
+    /// Written into every token so that a rotated-out key can still verify.
+    pub id: u8,
+    secret: Vec<u8>,
+}
+
+impl TokenKey {
+    /// A key from its id and secret bytes (at least 32 bytes of randomness).
+    pub fn new(id: u8, secret: Vec<u8>) -> Self {
+        Self { id, secret }
+    }
+}
+
+impl fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// Signs with the current key and verifies with any known key.
+#[derive(Debug, Clone)]
+pub struct TokenSigner {
+    current: TokenKey,
+    older: Vec<TokenKey>,
+}
+
+impl TokenSigner {
+    /// A signer that signs with `current` and also accepts tokens of `older` keys.
+    pub fn new(current: TokenKey, older: Vec<TokenKey>) -> Self {
+        Self { current, older }
+    }
+
+    /// The token for `token`, ready to put in a local part.
+    pub fn sign(&self, token: ReplyToken) -> String {
+        let mut bytes = Vec::with_capacity(24);
+        bytes.push(VERSION);
+        bytes.push(self.current.id);
+        write_varint(&mut bytes, token.thread_id as u64);
+        write_varint(&mut bytes, token.recipient_id as u64);
+        let mac = compute_mac(&self.current, &bytes);
+        bytes.extend_from_slice(&mac[..MAC_LEN]);
+        BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
+    }
+
+    /// Checks a token and says what it names.
+    pub fn verify(&self, text: &str) -> Result<ReplyToken, TokenError> {
+        if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(TokenError::Malformed);
+        }
+        let bytes = BASE32_NOPAD
+            .decode(text.to_ascii_uppercase().as_bytes())
+            .map_err(|_| TokenError::Malformed)?;
+        if bytes.len() < 2 + 2 + MAC_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let (payload, mac) = bytes.split_at(bytes.len() - MAC_LEN);
+        if payload[0] != VERSION {
+            return Err(TokenError::UnknownKey);
+        }
+        let key = std::iter::once(&self.current)
+            .chain(&self.older)
+            .find(|key| key.id == payload[1])
+            .ok_or(TokenError::UnknownKey)?;
+        let mut verifier = mac_for(key);
+        verifier.update(payload);
+        verifier.verify_truncated_left(mac).map_err(|_| TokenError::BadSignature)?;
+        let mut rest = &payload[2..];
+        let thread_id = read_varint(&mut rest).ok_or(TokenError::Malformed)?;
+        let recipient_id = read_varint(&mut rest).ok_or(TokenError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(TokenError::Malformed);
+        }
+        Ok(ReplyToken {
+            thread_id: i64::try_from(thread_id).map_err(|_| TokenError::Malformed)?,
+            recipient_id: i64::try_from(recipient_id).map_err(|_| TokenError::Malformed)?,
+        })
+    }
+}
+
+fn mac_for(key: &TokenKey) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key.secret).expect("HMAC accepts keys of any length");
+    mac.update(CONTEXT);
+    mac
+}
+
+fn compute_mac(key: &TokenKey, payload: &[u8]) -> [u8; 32] {
+    let mut mac = mac_for(key);
+    mac.update(payload);
+    mac.finalize().into_bytes().into()
+}
+
+fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Reads a canonical LEB128 integer (no redundant trailing zero groups).
+fn read_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, &byte) in input.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f).checked_shl(7 * i as u32)?;
+        if byte & 0x80 == 0 {
+            if byte == 0 && i > 0 {
+                return None;
+            }
+            *input = &input[i + 1..];
+            return Some(value);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ReplyToken, TokenError, TokenKey, TokenSigner};
+
+    fn signer() -> TokenSigner {
+        TokenSigner::new(TokenKey::new(1, vec![7; 32]), vec![])
+    }
+
+    #[test]
+    fn round_trips_and_ignores_case() {
+        let token = ReplyToken { thread_id: 42, recipient_id: 1_000_000 };
+        let text = signer().sign(token);
+        assert!(text.len() <= 40, "{text} is too long for a comfortable local part");
+        assert_eq!(signer().verify(&text), Ok(token));
+        assert_eq!(signer().verify(&text.to_uppercase()), Ok(token));
+    }
+
+    #[test]
+    fn refuses_every_single_character_change() {
+        let text = signer().sign(ReplyToken { thread_id: 3, recipient_id: 9 });
+        for i in 0..text.len() {
+            let mut altered = text.clone().into_bytes();
+            altered[i] = if altered[i] == b'a' { b'b' } else { b'a' };
+            let altered = String::from_utf8(altered).unwrap();
+            assert!(signer().verify(&altered).is_err(), "{altered} verified");
+        }
+    }
+
+    #[test]
+    fn refuses_other_keys_and_garbage() {
+        let other = TokenSigner::new(TokenKey::new(1, vec![8; 32]), vec![]);
+        let text = other.sign(ReplyToken { thread_id: 3, recipient_id: 9 });
+        assert_eq!(signer().verify(&text), Err(TokenError::BadSignature));
+        assert_eq!(signer().verify(""), Err(TokenError::Malformed));
+        assert_eq!(signer().verify("abc"), Err(TokenError::Malformed));
+        assert_eq!(signer().verify("not-base32!"), Err(TokenError::Malformed));
+        assert!(signer().verify(&text[..text.len() - 2]).is_err());
+    }
+
+    #[test]
+    fn old_keys_still_verify() {
+        let old = TokenSigner::new(TokenKey::new(1, vec![1; 32]), vec![]);
+        let text = old.sign(ReplyToken { thread_id: 5, recipient_id: 6 });
+        let rotated = TokenSigner::new(TokenKey::new(2, vec![2; 32]), vec![TokenKey::new(1, vec![1; 32])]);
+        assert_eq!(rotated.verify(&text), Ok(ReplyToken { thread_id: 5, recipient_id: 6 }));
+    }
+}

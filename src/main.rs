@@ -1,0 +1,183 @@
+//! The `mailgate` command: run the gateway, or look at one message.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mailgate::config::{Config, ConfigArgs};
+use mailgate::pipeline::{self, Envelope, RecipientTarget};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// mailgate: an email-to-ticket mail gateway. Customers' email replies land in
+/// the right support chat or ticket; mail that would start a new chat is
+/// refused; notifications go out from templates.
+#[derive(Parser)]
+#[command(name = "mailgate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: SMTP listener, HTTP API and notification delivery.
+    ///
+    /// With no configuration it keeps everything under ./mailgate-data: a SQLite
+    /// database and an outgoing-mail folder (outbox/) of .eml files. The API
+    /// token comes from MAILGATE_API_TOKEN or the config file; otherwise one is
+    /// generated and printed at first start.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Show what the pipeline sees in one message, without storing anything.
+    ///
+    /// Prints from, to, subject, message_id, kind (human, auto_reply, bounce),
+    /// thread_token (the token found and where), reply_text and attachments.
+    /// With --config (or --data-dir) it also verifies the token, resolves the
+    /// thread and says what the SMTP answer would be.
+    Inspect {
+        /// The message file (.eml); `-` reads standard input.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Envelope sender to assume (empty for a bounce's null sender).
+        #[arg(long, value_name = "ADDR")]
+        mail_from: Option<String>,
+        /// Envelope recipient to assume, e.g. reply+TOKEN@DOMAIN (repeatable).
+        #[arg(long = "rcpt", value_name = "ADDR")]
+        rcpt: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    mailgate::telemetry::init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: starting the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => serve(config).await,
+        Command::Inspect { file, json, mail_from, rcpt, config } => inspect(file, json, mail_from, rcpt, config).await,
+    }
+}
+
+async fn serve(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args)?;
+    let app = mailgate::app::start(config).await?;
+    if app.api_token_generated {
+        // Printed once, on the console of whoever started the server; never logged.
+        #[allow(clippy::print_stdout, reason = "the generated API token is shown to the operator once")]
+        {
+            println!("Generated API token (stored in the database; set MAILGATE_API_TOKEN to choose your own):");
+            println!("  {}", app.api_token);
+        }
+        let _ = std::io::stdout().flush();
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    app.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn inspect(
+    file: PathBuf,
+    json: bool,
+    mail_from: Option<String>,
+    rcpt: Vec<String>,
+    args: ConfigArgs,
+) -> anyhow::Result<ExitCode> {
+    let raw = if file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+        buf
+    } else {
+        std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let mail_from = mail_from.unwrap_or_else(|| "sender@invalid".to_owned());
+    let with_config = args.config.is_some() || args.data_dir.is_some() || args.database_url.is_some();
+    let mut output = if with_config {
+        let config = Config::load(&args)?;
+        let (store, signer) = mailgate::app::open_store(&config).await?;
+        let pipeline = pipeline::Pipeline::new(store.clone(), signer, config.domain.clone());
+        let mut envelope = Envelope { peer: "inspect".to_owned(), mail_from, ..Envelope::default() };
+        for address in &rcpt {
+            match pipeline.check_recipient(address).await {
+                Ok(target) => envelope.recipients.push((address.clone(), target)),
+                Err(refusal) => envelope.refused.push((address.clone(), refusal)),
+            }
+        }
+        if envelope.recipients.is_empty() && envelope.refused.is_empty() {
+            envelope.recipients.push((config.support_address(), RecipientTarget::Support));
+        }
+        let analysis = pipeline.analyze(&envelope, &raw);
+        let decision = pipeline.dry_run(&envelope, &raw).await;
+        store.close().await;
+        let mut value = serde_json::to_value(&analysis)?;
+        if let Some(map) = value.as_object_mut() {
+            map.insert("decision".to_owned(), serde_json::to_value(decision)?);
+        }
+        value
+    } else {
+        serde_json::to_value(pipeline::analyze(&mail_from, &rcpt, &raw))?
+    };
+    if output.is_null() {
+        output = serde_json::json!({ "error": "not an email: no header section found" });
+    }
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&output)?)?;
+    } else {
+        print_text(&mut stdout, &output)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_text(out: &mut impl Write, value: &serde_json::Value) -> std::io::Result<()> {
+    let Some(map) = value.as_object() else { return writeln!(out, "{value}") };
+    for (key, value) in map {
+        match value {
+            serde_json::Value::String(text) if text.contains('\n') => {
+                writeln!(out, "{key}:")?;
+                for line in text.lines() {
+                    writeln!(out, "  | {line}")?;
+                }
+            }
+            serde_json::Value::String(text) => writeln!(out, "{key}: {text}")?,
+            other => writeln!(out, "{key}: {other}")?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! Who is told about a new message: turns a stored event into outbox rows
+//! (data), never sends anything itself. Rendering lives in [`render`].
+//!
+//! - An agent wrote: the customer side hears of it. For a chat, the customer;
+//!   for a ticket, every member of the site's organization who may see
+//!   tickets (never Unprivileged users), or the customer when the site has no
+//!   organization.
+//! - A customer wrote: the assigned agent, or every agent while nobody is assigned.
+//!
+//! The author is never notified of their own message.
+
+pub mod render;
+
+use crate::domain::ThreadKind;
+use crate::store::{NotificationKind, Site, Store, StoreResult, Thread, User};
+
+/// The notifications a message by `author` in `thread` causes.
+pub async fn recipients(
+    store: &Store,
+    thread: &Thread,
+    site: &Site,
+    author: &User,
+) -> StoreResult<Vec<(NotificationKind, i64)>> {
+    let mut ids: Vec<i64> = Vec::new();
+    let kind = if author.is_agent() {
+        match (thread.kind(), site.organization_id) {
+            (ThreadKind::Ticket, Some(org)) => ids.extend(store.ticket_viewers(org).await?.iter().map(|u| u.id)),
+            _ => ids.push(thread.customer_id),
+        }
+        NotificationKind::AgentReplied
+    } else {
+        match thread.assigned_agent_id {
+            Some(agent) => ids.push(agent),
+            None => ids.extend(store.agents().await?.iter().map(|u| u.id)),
+        }
+        NotificationKind::CustomerReplied
+    };
+    ids.sort_unstable();
+    ids.dedup();
+    ids.retain(|&id| id != author.id);
+    Ok(ids.into_iter().map(|id| (kind, id)).collect())
+}
+
+/// Whether `site` may open tickets: its own plan includes them, or its
+/// organization's plan does (for some plans only for sites on Business and above).
+pub async fn site_has_tickets(store: &Store, site: &Site) -> StoreResult<bool> {
+    let site_plan = store.plan(&site.plan_id).await?;
+    if site_plan.as_ref().is_some_and(|p| p.tickets == "all") {
+        return Ok(true);
+    }
+    let Some(org_id) = site.organization_id else { return Ok(false) };
+    let Some(org_plan) = store.organization(org_id).await?.and_then(|o| o.plan_id) else { return Ok(false) };
+    let Some(org_plan) = store.plan(&org_plan).await? else { return Ok(false) };
+    Ok(match org_plan.tickets.as_str() {
+        "all" => true,
+        "business_and_above" => site_plan.is_some_and(|p| p.rank >= crate::store::BUSINESS_RANK),
+        _ => false,
+    })
+}

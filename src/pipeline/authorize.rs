@@ -1,0 +1,49 @@
+//! Step 4: may this sender write in this thread?
+//!
+//! Allowed: the user a token was issued to (matched by the From address), the
+//! customer who opened the thread, and for tickets any member of the site's
+//! organization who may see tickets (not Unprivileged). A `[Ticket #N]` tag
+//! or a body marker only point at a thread; they never let a stranger in.
+//! Pure: the caller loads the rows.
+
+use super::thread::ThreadRef;
+use crate::domain::ThreadKind;
+use crate::store::{Site, Thread, User};
+
+/// The answer of [`authorize`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorization {
+    /// The sender may write; the message is attributed to this user.
+    Allowed {
+        /// The author.
+        author_id: i64,
+    },
+    /// The sender may not write here, with the reason in words.
+    Denied(String),
+}
+
+/// Decides whether `sender` may post into `thread`, reached through `via`.
+pub fn authorize(thread: &Thread, site: &Site, reference: &ThreadRef, sender: Option<&User>) -> Authorization {
+    let Some(sender) = sender else {
+        return Authorization::Denied("the sender's address is not known to us".to_owned());
+    };
+    if let ThreadRef::Token { recipient_id, .. } = reference {
+        if *recipient_id == sender.id {
+            return Authorization::Allowed { author_id: sender.id };
+        }
+    }
+    if is_participant(thread, site, sender) {
+        return Authorization::Allowed { author_id: sender.id };
+    }
+    Authorization::Denied(format!("{} may not write in this conversation", sender.email))
+}
+
+/// Whether `user` belongs on the customer side of `thread`: its customer, or
+/// for a ticket a member of the site's organization who may see tickets.
+pub fn is_participant(thread: &Thread, site: &Site, user: &User) -> bool {
+    user.id == thread.customer_id
+        || thread.kind() == ThreadKind::Ticket
+            && site.organization_id.is_some()
+            && user.organization_id == site.organization_id
+            && user.role().sees_org_tickets()
+}

@@ -1,0 +1,459 @@
+//! What happens to one inbound message, step by step:
+//! parse → classify → thread → authorize → extract → store (and queue
+//! notifications). The SMTP session calls [`Pipeline::check_recipient`] at
+//! RCPT time and [`Pipeline::ingest`] at the end of DATA, and answers with
+//! the [`Disposition`]. No sockets and no SMTP syntax here.
+//!
+//! Business outcomes (a refused sender, a dropped auto-reply) are
+//! dispositions, not errors. Only a storage failure is an error, and it
+//! becomes a temporary failure so that the sending server retries.
+
+pub mod authorize;
+pub mod classify;
+pub mod extract;
+pub mod parse;
+pub mod thread;
+
+use crate::domain::{EmailAddress, ReplyToken, Source, TokenError, TokenSigner};
+use crate::smtp::reply;
+use crate::store::{InboundLogEntry, Inserted, NewMessage, Store, StoreError, Thread, now_ms};
+use authorize::Authorization;
+use classify::{Classification, MailKind};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use thread::{ThreadRef, Via};
+
+/// What an envelope recipient turned out to be at RCPT time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientTarget {
+    /// `reply+TOKEN@domain` with a verified token of an existing thread.
+    Reply {
+        /// The token text.
+        token: String,
+        /// What it names.
+        parsed: ReplyToken,
+    },
+    /// `support@domain`: mail that continues nothing here would start a chat.
+    Support,
+    /// `postmaster@` or `abuse@`: accepted and recorded, as RFC 5321 asks.
+    Postmaster,
+}
+
+/// Why a recipient was refused at RCPT time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptRefusal {
+    /// Not one of our domains.
+    RelayDenied,
+    /// Our domain, but no such address.
+    UnknownMailbox,
+    /// A reply address whose token does not verify.
+    BadToken(TokenError),
+    /// A valid token of a thread that does not exist (any more).
+    UnknownThread,
+    /// The database could not be asked; try later.
+    Unavailable,
+}
+
+/// Why a message was refused after DATA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It would start a new chat: chats start only in the Dashboard.
+    NoNewChat,
+    /// The sender may not write in the thread it points to.
+    NotAllowed(String),
+    /// It points at a thread that does not exist.
+    UnknownThread,
+    /// A reply with no new text and no attachment.
+    EmptyReply,
+    /// Not an email at all.
+    Unparseable,
+}
+
+/// The outcome of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Stored (or found already stored) in a thread.
+    Accepted {
+        /// The thread.
+        thread_id: i64,
+        /// "chat #N" or "ticket #N", for the reply text.
+        thread_label: String,
+        /// The stored message.
+        message_id: i64,
+        /// It had been stored before (same Message-ID).
+        duplicate: bool,
+    },
+    /// Recorded and not posted (auto-reply, bounce, postmaster mail).
+    Dropped {
+        /// Why.
+        reason: String,
+    },
+    /// Refused with a permanent error.
+    Rejected(Refusal),
+    /// Could not be stored now; the sender should retry.
+    TempFail {
+        /// The error, for the log.
+        reason: String,
+    },
+}
+
+/// The SMTP envelope of one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    /// Client address.
+    pub peer: String,
+    /// HELO/EHLO name.
+    pub helo: Option<String>,
+    /// MAIL FROM address; empty for the null reverse path.
+    pub mail_from: String,
+    /// Accepted recipients, as given, with what they are.
+    pub recipients: Vec<(String, RecipientTarget)>,
+    /// Refused recipients, as given, with why.
+    pub refused: Vec<(String, RcptRefusal)>,
+}
+
+/// A token found in a message and where.
+#[derive(Debug, Clone, Serialize)]
+pub struct FoundToken {
+    /// Where it was found.
+    pub via: Via,
+    /// The token text.
+    pub token: String,
+    /// Whether its signature was checked and holds (needs the server's secret).
+    pub verified: bool,
+}
+
+/// What the pipeline reads in one message, before any decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    /// From address.
+    pub from: Option<String>,
+    /// To and Cc addresses.
+    pub to: Vec<String>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Message-ID.
+    pub message_id: Option<String>,
+    /// Human, auto-reply or bounce.
+    pub kind: MailKind,
+    /// The signal that decided `kind`.
+    pub kind_reason: String,
+    /// The reply token found, and where.
+    pub thread_token: Option<FoundToken>,
+    /// A `[Ticket #N]` tag in the subject.
+    pub subject_ticket: Option<i64>,
+    /// The new text.
+    pub reply_text: String,
+    /// Attachments that would be stored.
+    pub attachments: Vec<AttachmentInfo>,
+    #[serde(skip)]
+    parsed: parse::ParsedMail,
+}
+
+/// An attachment as `inspect` and the API list it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachmentInfo {
+    /// Sanitized name.
+    pub filename: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: usize,
+}
+
+/// Reads a message without any secret or database: for `inspect`.
+pub fn analyze(mail_from: &str, recipients: &[String], raw: &[u8]) -> Option<Analysis> {
+    let parsed = parse::parse(raw)?;
+    let thread_token = recipients
+        .iter()
+        .filter_map(|r| thread::token_from_local_part(r.rsplit_once('@')?.0))
+        .map(|t| (Via::Recipient, t))
+        .chain(thread::token_candidates(&parsed, None))
+        .next()
+        .map(|(via, token)| FoundToken { via, token: token.to_owned(), verified: false });
+    Some(build_analysis(mail_from, parsed, thread_token))
+}
+
+fn build_analysis(mail_from: &str, parsed: parse::ParsedMail, thread_token: Option<FoundToken>) -> Analysis {
+    let Classification { kind, reason } = classify::classify(mail_from, &parsed);
+    Analysis {
+        from: parsed.from.clone(),
+        to: parsed.to.clone(),
+        subject: parsed.subject.clone(),
+        message_id: parsed.message_id.clone(),
+        kind,
+        kind_reason: reason,
+        thread_token,
+        subject_ticket: thread::subject_ticket_number(&parsed),
+        reply_text: extract::reply_text(&parsed),
+        attachments: extract::attachments(&parsed)
+            .into_iter()
+            .map(|a| AttachmentInfo { filename: a.filename, content_type: a.content_type, size: a.content.len() })
+            .collect(),
+        parsed,
+    }
+}
+
+/// The inbound pipeline of one mailgate instance; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    store: Store,
+    signer: TokenSigner,
+    domain: String,
+}
+
+impl Pipeline {
+    /// A pipeline storing into `store`, verifying tokens with `signer`, for mail to `domain`.
+    pub fn new(store: Store, signer: TokenSigner, domain: String) -> Self {
+        Self { store, signer, domain }
+    }
+
+    /// Decides at RCPT time whether we take mail for `address`.
+    pub async fn check_recipient(&self, address: &str) -> Result<RecipientTarget, RcptRefusal> {
+        let address = EmailAddress::parse(address).ok_or(RcptRefusal::UnknownMailbox)?;
+        if address.domain() != self.domain {
+            return Err(RcptRefusal::RelayDenied);
+        }
+        let local = address.local_part();
+        if let Some(token) = thread::token_from_local_part(local) {
+            let parsed = self.signer.verify(token).map_err(RcptRefusal::BadToken)?;
+            return match self.store.thread(parsed.thread_id).await {
+                Ok(Some(_)) => Ok(RecipientTarget::Reply { token: token.to_owned(), parsed }),
+                Ok(None) => Err(RcptRefusal::UnknownThread),
+                Err(_) => Err(RcptRefusal::Unavailable),
+            };
+        }
+        match local {
+            "support" => Ok(RecipientTarget::Support),
+            "postmaster" | "abuse" => Ok(RecipientTarget::Postmaster),
+            _ => Err(RcptRefusal::UnknownMailbox),
+        }
+    }
+
+    /// Records a transaction that ended without a message being received
+    /// (all recipients refused, or the message was too large).
+    pub async fn log_unreceived(&self, envelope: &Envelope, smtp_reply: &str, reason: &str) {
+        let refused: Vec<String> = envelope.refused.iter().map(|(a, r)| format!("{a}: {r:?}")).collect();
+        let entry = InboundLogEntry {
+            received_at: now_ms(),
+            peer: envelope.peer.clone(),
+            helo: envelope.helo.clone(),
+            mail_from: Some(envelope.mail_from.clone()),
+            rcpt_to: all_recipients(envelope),
+            decision: "rejected".to_owned(),
+            reason: if refused.is_empty() { reason.to_owned() } else { format!("{reason}: {}", refused.join("; ")) },
+            smtp_reply: smtp_reply.to_owned(),
+            ..InboundLogEntry::default()
+        };
+        if let Err(error) = self.store.log_inbound(&entry).await {
+            tracing::warn!(error = %error, "could not record a refused transaction");
+        }
+    }
+
+    /// Reads a message with the server's secret: tokens verified.
+    pub fn analyze(&self, envelope: &Envelope, raw: &[u8]) -> Option<Analysis> {
+        let parsed = parse::parse(raw)?;
+        let found = thread::find_thread(&recipient_tokens(envelope), &parsed, &self.signer, &self.domain);
+        let thread_token = match &found {
+            Some(ThreadRef::Token { via, token, .. }) => Some(FoundToken { via: *via, token: token.clone(), verified: true }),
+            _ => None,
+        };
+        Some(build_analysis(&envelope.mail_from, parsed, thread_token))
+    }
+
+    /// Runs the whole pipeline on one message and stores it (with its
+    /// notifications and log entry) when it is accepted.
+    pub async fn ingest(&self, envelope: &Envelope, raw: &[u8]) -> Disposition {
+        let analysis = self.analyze(envelope, raw);
+        let outcome = match &analysis {
+            None => Ok(Plan::Log(Disposition::Rejected(Refusal::Unparseable), None)),
+            Some(analysis) => self.decide(envelope, analysis).await,
+        };
+        let mut log = InboundLogEntry {
+            received_at: now_ms(),
+            peer: envelope.peer.clone(),
+            helo: envelope.helo.clone(),
+            mail_from: Some(envelope.mail_from.clone()),
+            rcpt_to: all_recipients(envelope),
+            message_id: analysis.as_ref().and_then(|a| a.message_id.clone()),
+            ..InboundLogEntry::default()
+        };
+        let result = match outcome {
+            Ok(Plan::Log(disposition, thread_id)) => {
+                fill_log(&mut log, &disposition, thread_id);
+                match self.store.log_inbound(&log).await {
+                    Ok(()) => Ok(disposition),
+                    Err(e) => Err(e),
+                }
+            }
+            Ok(Plan::Store { message, thread }) => {
+                let label = thread_label(&thread);
+                let accepted = Disposition::Accepted { thread_id: thread.id, thread_label: label.clone(), message_id: 0, duplicate: false };
+                fill_log(&mut log, &accepted, Some(thread.id));
+                log.reason = format!("reply from {} stored in {label}", log.mail_from.as_deref().unwrap_or(""));
+                match self.store.insert_message(&message, Some(&log)).await {
+                    Ok(Inserted::New(id)) => {
+                        Ok(Disposition::Accepted { thread_id: thread.id, thread_label: label, message_id: id, duplicate: false })
+                    }
+                    Ok(Inserted::Duplicate(id)) => {
+                        Ok(Disposition::Accepted { thread_id: thread.id, thread_label: label, message_id: id, duplicate: true })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(disposition) => disposition,
+            Err(error) => {
+                tracing::error!(error = %error, "storing an inbound message failed; answering 451");
+                Disposition::TempFail { reason: error.to_string() }
+            }
+        }
+    }
+
+    /// What [`Pipeline::ingest`] would do with a message, without storing anything.
+    pub async fn dry_run(&self, envelope: &Envelope, raw: &[u8]) -> DryRun {
+        let plan = match self.analyze(envelope, raw) {
+            None => Ok(Plan::Log(Disposition::Rejected(Refusal::Unparseable), None)),
+            Some(analysis) => self.decide(envelope, &analysis).await,
+        };
+        let (disposition, thread) = match plan {
+            Ok(Plan::Log(disposition, thread_id)) => (disposition, thread_id),
+            Ok(Plan::Store { thread, .. }) => (
+                Disposition::Accepted { thread_id: thread.id, thread_label: thread_label(&thread), message_id: 0, duplicate: false },
+                Some(thread.id),
+            ),
+            Err(error) => (Disposition::TempFail { reason: error.to_string() }, None),
+        };
+        let mut log = InboundLogEntry::default();
+        fill_log(&mut log, &disposition, thread);
+        DryRun { decision: log.decision, reason: log.reason, thread_id: thread, smtp_reply: log.smtp_reply }
+    }
+
+    /// Decides what to do with an analysed message (reads only).
+    async fn decide(&self, envelope: &Envelope, analysis: &Analysis) -> Result<Plan, StoreError> {
+        let log_only = |d: Disposition| Ok(Plan::Log(d, None));
+        match analysis.kind {
+            MailKind::Bounce => return log_only(Disposition::Dropped { reason: format!("bounce: {}", analysis.kind_reason) }),
+            MailKind::AutoReply => {
+                return log_only(Disposition::Dropped { reason: format!("auto-reply: {}", analysis.kind_reason) });
+            }
+            MailKind::Human => {}
+        }
+        let reference = thread::find_thread(&recipient_tokens(envelope), &analysis.parsed, &self.signer, &self.domain);
+        let thread = match &reference {
+            Some(ThreadRef::Token { thread_id, .. }) => self.store.thread(*thread_id).await?,
+            Some(ThreadRef::TicketNumber { number, .. }) => self.store.ticket_by_number(*number).await?,
+            None => None,
+        };
+        let (Some(reference), Some(thread)) = (reference, thread) else {
+            let to_support = envelope.recipients.iter().any(|(_, t)| *t == RecipientTarget::Support);
+            if !to_support && envelope.recipients.iter().all(|(_, t)| *t == RecipientTarget::Postmaster) {
+                return log_only(Disposition::Dropped { reason: "mail to postmaster, recorded".to_owned() });
+            }
+            return log_only(Disposition::Rejected(if to_support { Refusal::NoNewChat } else { Refusal::UnknownThread }));
+        };
+        let sender = match &analysis.from {
+            Some(from) => self.store.user_by_email(from).await?,
+            None => None,
+        };
+        let Some(site) = self.store.site(thread.site_id).await? else {
+            return Ok(Plan::Log(Disposition::Rejected(Refusal::UnknownThread), Some(thread.id)));
+        };
+        let author = match authorize::authorize(&thread, &site, &reference, sender.as_ref()) {
+            Authorization::Allowed { .. } => sender.expect("allowed implies a known sender"),
+            Authorization::Denied(reason) => {
+                return Ok(Plan::Log(Disposition::Rejected(Refusal::NotAllowed(reason)), Some(thread.id)));
+            }
+        };
+        let attachments = extract::attachments(&analysis.parsed);
+        if analysis.reply_text.trim().is_empty() && attachments.is_empty() {
+            return Ok(Plan::Log(Disposition::Rejected(Refusal::EmptyReply), Some(thread.id)));
+        }
+        let notify = crate::notify::recipients(&self.store, &thread, &site, &author).await?;
+        let message = NewMessage {
+            thread_id: thread.id,
+            author_id: author.id,
+            author_is_agent: author.is_agent(),
+            body: analysis.reply_text.clone(),
+            source: Source::Email,
+            rfc_message_id: Some(dedup_id(analysis)),
+            attachments,
+            notify,
+        };
+        Ok(Plan::Store { message, thread })
+    }
+}
+
+/// What a message would get, for `inspect` and dry runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    /// `accepted`, `dropped`, `rejected` or `tempfail`.
+    pub decision: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The thread it would go to.
+    pub thread_id: Option<i64>,
+    /// The SMTP answer the sender would get.
+    pub smtp_reply: String,
+}
+
+/// What `decide` concluded.
+enum Plan {
+    /// Nothing to store but the log entry.
+    Log(Disposition, Option<i64>),
+    /// Store this message in this thread.
+    Store { message: NewMessage, thread: Thread },
+}
+
+fn recipient_tokens(envelope: &Envelope) -> Vec<(String, ReplyToken)> {
+    envelope
+        .recipients
+        .iter()
+        .filter_map(|(_, target)| match target {
+            RecipientTarget::Reply { token, parsed } => Some((token.clone(), *parsed)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn all_recipients(envelope: &Envelope) -> String {
+    envelope.recipients.iter().map(|(a, _)| a.as_str()).chain(envelope.refused.iter().map(|(a, _)| a.as_str())).collect::<Vec<_>>().join(",")
+}
+
+fn fill_log(log: &mut InboundLogEntry, disposition: &Disposition, thread_id: Option<i64>) {
+    let (decision, reason) = match disposition {
+        Disposition::Accepted { .. } => ("accepted", String::new()),
+        Disposition::Dropped { reason } => ("dropped", reason.clone()),
+        Disposition::Rejected(_) => ("rejected", reply::for_disposition(disposition).text),
+        Disposition::TempFail { reason } => ("tempfail", reason.clone()),
+    };
+    log.decision = decision.to_owned();
+    log.reason = reason;
+    log.smtp_reply = reply::for_disposition(disposition).to_string();
+    log.thread_id = thread_id;
+}
+
+/// "chat #N" or "ticket #N".
+pub fn thread_label(thread: &Thread) -> String {
+    match thread.ticket_number {
+        Some(number) => format!("ticket #{number}"),
+        None => format!("chat #{}", thread.id),
+    }
+}
+
+/// The key that makes a second delivery of the same mail a duplicate: its
+/// Message-ID, or for mail without one a hash of what identifies it (not of
+/// the raw bytes, which differ in their Received lines between deliveries).
+fn dedup_id(analysis: &Analysis) -> String {
+    if let Some(id) = &analysis.message_id {
+        return id.clone();
+    }
+    let mut hash = Sha256::new();
+    for part in [analysis.from.as_deref(), analysis.subject.as_deref(), analysis.parsed.header("date"), Some(&analysis.parsed.readable_text)] {
+        hash.update(part.unwrap_or("").as_bytes());
+        hash.update([0]);
+    }
+    format!("{}@no-message-id.invalid", crate::store::hex(&hash.finalize()[..16]))
+}

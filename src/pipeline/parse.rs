@@ -1,0 +1,126 @@
+//! Step 1: raw bytes to an owned [`ParsedMail`] (mail-parser does the MIME work).
+//!
+//! mail-parser's types stay inside this module; the rest of the pipeline
+//! works on plain owned values. Parsing is lenient: broken MIME or charsets
+//! degrade into whatever text can be recovered, never into a failure. The one
+//! failure is input with no header at all.
+
+use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
+
+/// The parts of a message the pipeline looks at.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedMail {
+    /// From: address, lower case.
+    pub from: Option<String>,
+    /// From: display name.
+    pub from_name: Option<String>,
+    /// To: and Cc: addresses.
+    pub to: Vec<String>,
+    /// Subject, decoded.
+    pub subject: Option<String>,
+    /// Message-ID without angle brackets.
+    pub message_id: Option<String>,
+    /// In-Reply-To Message-IDs, without angle brackets.
+    pub in_reply_to: Vec<String>,
+    /// References Message-IDs, without angle brackets, oldest first.
+    pub references: Vec<String>,
+    /// Top-level header fields as (lower-case name, raw value).
+    pub headers: Vec<(String, String)>,
+    /// `type/subtype` of the top-level part, lower case.
+    pub content_type: String,
+    /// The `report-type` parameter of a `multipart/report`.
+    pub report_type: Option<String>,
+    /// The first text/plain body, decoded to UTF-8.
+    pub text_body: Option<String>,
+    /// The first text/html body, decoded to UTF-8.
+    pub html_body: Option<String>,
+    /// Text for reading: the text body, else the HTML converted to text.
+    pub readable_text: String,
+    /// Attachments and inline parts that are not the body.
+    pub attachments: Vec<ParsedAttachment>,
+}
+
+/// One attachment, decoded.
+#[derive(Debug, Clone)]
+pub struct ParsedAttachment {
+    /// File name as given by the sender (not yet sanitized).
+    pub filename: Option<String>,
+    /// `type/subtype`, lower case.
+    pub content_type: String,
+    /// Decoded bytes.
+    pub content: Vec<u8>,
+    /// Marked `Content-Disposition: inline`.
+    pub inline: bool,
+}
+
+impl ParsedMail {
+    /// The raw value of the first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses `raw`; `None` when the input has no message header at all.
+pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
+    let message = MessageParser::default().parse(raw)?;
+    if message.headers().is_empty() {
+        return None;
+    }
+    let (from, from_name) = match message.from().and_then(Address::first) {
+        Some(addr) => (addr.address().map(str::to_lowercase), addr.name().map(str::to_owned)),
+        None => (None, None),
+    };
+    let mut to = Vec::new();
+    for list in [message.to(), message.cc()].into_iter().flatten() {
+        to.extend(list.iter().filter_map(|a| a.address()).map(str::to_lowercase));
+    }
+    let (content_type, report_type) = match message.root_part().content_type() {
+        Some(ct) => (
+            format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase(),
+            ct.attribute("report-type").map(str::to_ascii_lowercase),
+        ),
+        None => ("text/plain".to_owned(), None),
+    };
+    let text_body = message.text_bodies().next().filter(|p| !p.is_text_html()).and_then(|p| p.text_contents()).map(str::to_owned);
+    let html_body = message.html_bodies().next().filter(|p| p.is_text_html()).and_then(|p| p.text_contents()).map(str::to_owned);
+    let readable_text = match &text_body {
+        Some(text) => text.clone(),
+        None => message.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
+    };
+    let attachments = message
+        .attachments()
+        .map(|part| ParsedAttachment {
+            filename: part.attachment_name().map(str::to_owned),
+            content_type: part
+                .content_type()
+                .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream")).to_ascii_lowercase())
+                .unwrap_or_else(|| "application/octet-stream".to_owned()),
+            content: part.contents().to_vec(),
+            inline: part.content_disposition().is_some_and(|cd| cd.ctype().eq_ignore_ascii_case("inline")),
+        })
+        .collect();
+    Some(ParsedMail {
+        from,
+        from_name,
+        to,
+        subject: message.subject().map(str::to_owned),
+        message_id: message.message_id().map(str::to_owned),
+        in_reply_to: message_ids(message.in_reply_to()),
+        references: message_ids(message.references()),
+        headers: message.headers_raw().map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned())).collect(),
+        content_type,
+        report_type,
+        text_body,
+        html_body,
+        readable_text,
+        attachments,
+    })
+}
+
+fn message_ids(value: &HeaderValue<'_>) -> Vec<String> {
+    match value {
+        HeaderValue::Text(id) => vec![id.to_string()],
+        HeaderValue::TextList(ids) => ids.iter().map(ToString::to_string).collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,144 @@
+//! Step 3: which chat or ticket does this message continue?
+//!
+//! Signals, in the order we trust them:
+//! 1. a reply token in an envelope recipient (`reply+TOKEN@domain`), checked at RCPT;
+//! 2. a token in one of our Message-IDs (`<TOKEN.N@domain>`) found in
+//!    In-Reply-To, then References;
+//! 3. the reference marker `[ref:TOKEN]` every notification carries in its
+//!    body, for mail services that rewrite Reply-To and drop Message-IDs;
+//! 4. a `[Ticket #N]` tag in the subject.
+//!
+//! Tokens are verified here; whether the sender may use what was found is
+//! the next step's question (`authorize`). Pure apart from the signer.
+
+use super::parse::ParsedMail;
+use crate::domain::{ReplyToken, TokenSigner};
+use regex::Regex;
+use serde::Serialize;
+use std::sync::LazyLock;
+
+/// Where a thread reference was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// The envelope recipient's reply token.
+    Recipient,
+    /// A Message-ID of ours in In-Reply-To.
+    InReplyTo,
+    /// A Message-ID of ours in References.
+    References,
+    /// The `[ref:TOKEN]` marker in the body.
+    BodyMarker,
+    /// A `[Ticket #N]` tag in the subject.
+    SubjectTag,
+}
+
+/// A reference to a thread found in a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ThreadRef {
+    /// A verified token: names a thread and the recipient it was issued to.
+    Token {
+        /// Where it was found.
+        via: Via,
+        /// The token text.
+        token: String,
+        /// The thread it names.
+        thread_id: i64,
+        /// The user it was issued to.
+        recipient_id: i64,
+    },
+    /// A ticket number from the subject: names a ticket, proves nothing.
+    TicketNumber {
+        /// Always [`Via::SubjectTag`].
+        via: Via,
+        /// The N of `[Ticket #N]`.
+        number: i64,
+    },
+}
+
+impl ThreadRef {
+    /// Where it was found.
+    pub fn via(&self) -> Via {
+        match self {
+            ThreadRef::Token { via, .. } | ThreadRef::TicketNumber { via, .. } => *via,
+        }
+    }
+}
+
+static BODY_MARKER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\[ref:([A-Za-z2-7]{16,64})\]").expect("valid marker regex"));
+static TICKET_TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)\[ticket\s*#\s*(\d{1,12})\]").expect("valid ticket regex"));
+
+/// The body marker text for a token, as notifications print it.
+pub fn body_marker(token: &str) -> String {
+    format!("[ref:{token}]")
+}
+
+/// The Message-ID (without brackets) of a notification carrying `token`.
+pub fn notification_message_id(token: &str, outbox_id: i64, domain: &str) -> String {
+    format!("{token}.{outbox_id}@{domain}")
+}
+
+/// Token-shaped strings in a message, most trusted first: our Message-IDs
+/// in In-Reply-To, then References (newest first), then body markers. With a
+/// `domain`, only Message-IDs of that domain count. Nothing is verified here.
+pub fn token_candidates<'a>(mail: &'a ParsedMail, domain: Option<&'a str>) -> impl Iterator<Item = (Via, &'a str)> + 'a {
+    let ids = mail
+        .in_reply_to
+        .iter()
+        .rev()
+        .map(|id| (Via::InReplyTo, id))
+        .chain(mail.references.iter().rev().map(|id| (Via::References, id)))
+        .filter_map(move |(via, id)| {
+            let (local, id_domain) = id.rsplit_once('@')?;
+            if domain.is_some_and(|d| !id_domain.eq_ignore_ascii_case(d)) {
+                return None;
+            }
+            let token = local.split('.').next()?;
+            (token.len() >= 16 && token.bytes().all(|b| b.is_ascii_alphanumeric())).then_some((via, token))
+        });
+    let markers = [mail.text_body.as_deref(), mail.html_body.as_deref()]
+        .into_iter()
+        .flatten()
+        .flat_map(|body| BODY_MARKER.captures_iter(body).filter_map(|c| c.get(1)).map(|m| (Via::BodyMarker, m.as_str())));
+    ids.chain(markers)
+}
+
+/// The `[Ticket #N]` number in a subject, if any.
+pub fn subject_ticket_number(mail: &ParsedMail) -> Option<i64> {
+    TICKET_TAG.captures(mail.subject.as_deref()?)?[1].parse().ok()
+}
+
+/// Finds the most trusted verified thread reference in a message, given the
+/// tokens already verified from the envelope recipients.
+pub fn find_thread(
+    recipient_tokens: &[(String, ReplyToken)],
+    mail: &ParsedMail,
+    signer: &TokenSigner,
+    domain: &str,
+) -> Option<ThreadRef> {
+    let from_token = |via, token: &str, parsed: ReplyToken| ThreadRef::Token {
+        via,
+        token: token.to_owned(),
+        thread_id: parsed.thread_id,
+        recipient_id: parsed.recipient_id,
+    };
+    if let Some((token, parsed)) = recipient_tokens.first() {
+        return Some(from_token(Via::Recipient, token, *parsed));
+    }
+    for (via, token) in token_candidates(mail, Some(domain)) {
+        if let Ok(parsed) = signer.verify(token) {
+            return Some(from_token(via, token, parsed));
+        }
+    }
+    let number = subject_ticket_number(mail)?;
+    Some(ThreadRef::TicketNumber { via: Via::SubjectTag, number })
+}
+
+/// Extracts the token from a reply address local part (`reply+TOKEN`).
+pub fn token_from_local_part(local: &str) -> Option<&str> {
+    let (prefix, token) = local.split_once('+')?;
+    prefix.eq_ignore_ascii_case("reply").then_some(token)
+}

@@ -1,0 +1,111 @@
+//! Every SMTP reply mailgate sends, in one place: the mapping from a
+//! pipeline outcome or a protocol error to a code, an enhanced status code
+//! (RFC 3463) and a sentence a person can act on. Makes no decisions.
+
+use crate::pipeline::{Disposition, RcptRefusal, Refusal};
+use std::fmt;
+
+/// One SMTP reply line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpReply {
+    /// Basic status code, e.g. 550.
+    pub code: u16,
+    /// Enhanced status code, e.g. `5.7.1`.
+    pub enhanced: &'static str,
+    /// Human-readable text.
+    pub text: String,
+}
+
+impl SmtpReply {
+    /// A reply from its parts.
+    pub fn new(code: u16, enhanced: &'static str, text: impl Into<String>) -> Self {
+        Self { code, enhanced, text: text.into() }
+    }
+
+    /// Whether this reply accepts (2xx/3xx).
+    pub fn is_positive(&self) -> bool {
+        self.code < 400
+    }
+}
+
+impl fmt::Display for SmtpReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.code, self.enhanced, self.text)
+    }
+}
+
+/// The reply to the end of DATA.
+pub fn for_disposition(disposition: &Disposition) -> SmtpReply {
+    match disposition {
+        Disposition::Accepted { thread_label, duplicate: false, .. } => {
+            SmtpReply::new(250, "2.0.0", format!("Message added to {thread_label}"))
+        }
+        Disposition::Accepted { duplicate: true, .. } => {
+            SmtpReply::new(250, "2.0.0", "Message already received; this repeated delivery is ignored")
+        }
+        Disposition::Dropped { reason } => SmtpReply::new(250, "2.0.0", format!("Message recorded, not posted ({reason})")),
+        Disposition::Rejected(refusal) => for_refusal(refusal),
+        Disposition::TempFail { .. } => {
+            SmtpReply::new(451, "4.3.0", "Temporary problem storing the message; please try again later")
+        }
+    }
+}
+
+fn for_refusal(refusal: &Refusal) -> SmtpReply {
+    match refusal {
+        Refusal::NoNewChat => SmtpReply::new(
+            550,
+            "5.7.1",
+            "A chat can not be started by email. Please start a new chat from your Dashboard \
+             (Support > Launch Chat); to continue a conversation, reply to its notification email",
+        ),
+        Refusal::NotAllowed(reason) => SmtpReply::new(
+            550,
+            "5.7.1",
+            format!(
+                "You are not allowed to write in this conversation ({reason}). Reply from the address \
+                 the notification was sent to, or write in the Dashboard"
+            ),
+        ),
+        Refusal::UnknownThread => SmtpReply::new(
+            550,
+            "5.7.1",
+            "This message does not continue any conversation we know. Start a chat from your Dashboard \
+             (Support > Launch Chat), or reply to a notification email",
+        ),
+        Refusal::EmptyReply => SmtpReply::new(
+            550,
+            "5.6.0",
+            "Your reply has no new text above the quoted message, so nothing was added to the conversation",
+        ),
+        Refusal::Unparseable => {
+            SmtpReply::new(550, "5.6.0", "The message could not be read as an email: it has no header section")
+        }
+    }
+}
+
+/// The reply to a refused RCPT.
+pub fn for_rcpt_refusal(refusal: &RcptRefusal, domain: &str) -> SmtpReply {
+    match refusal {
+        RcptRefusal::RelayDenied => {
+            SmtpReply::new(550, "5.7.1", format!("Relay denied: this server only accepts mail for {domain}"))
+        }
+        RcptRefusal::UnknownMailbox => SmtpReply::new(
+            550,
+            "5.1.1",
+            format!("No such mailbox. Reply to a notification email, or write to support@{domain}"),
+        ),
+        RcptRefusal::BadToken(_) => SmtpReply::new(
+            550,
+            "5.1.1",
+            "This reply address is not valid (damaged or forged). Reply to the notification email itself, \
+             or write in the Dashboard",
+        ),
+        RcptRefusal::UnknownThread => {
+            SmtpReply::new(550, "5.1.1", "This reply address belongs to a conversation that no longer exists")
+        }
+        RcptRefusal::Unavailable => {
+            SmtpReply::new(451, "4.3.0", "Temporary problem checking this address; please try again later")
+        }
+    }
+}

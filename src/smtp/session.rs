@@ -1,0 +1,348 @@
+//! One SMTP session: a small state machine over smtp-proto's request and
+//! DATA receivers, generic over the stream so that it can run on TCP (and
+//! later TLS) alike.
+//!
+//! Pipelining (RFC 2920) falls out of the design: every complete command in
+//! the bytes read so far is answered into one output buffer, which is
+//! flushed before the session waits for more input.
+//!
+//! Limits: a command line is at most 4096 bytes (smtp-proto's limit); a
+//! message larger than the configured size is read to its end and discarded,
+//! then refused with `552`; a client silent for longer than the command or
+//! data timeout is dropped with `421`; after too many errors the session is
+//! closed.
+
+use super::reply::{self, SmtpReply};
+use crate::config::Limits;
+use crate::pipeline::{Disposition, Envelope, Pipeline};
+use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
+use smtp_proto::{Error as ProtoError, Request};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// Errors after which the session is closed.
+const MAX_ERRORS: u32 = 10;
+
+/// What every session of one listener shares.
+#[derive(Debug)]
+pub struct SessionContext {
+    /// Name in the greeting.
+    pub hostname: String,
+    /// Our mail domain, for reply texts.
+    pub domain: String,
+    /// Size, recipient and time limits.
+    pub limits: Limits,
+    /// Where messages go.
+    pub pipeline: Pipeline,
+}
+
+enum Mode {
+    Command,
+    Data { receiver: DataReceiver, too_large: bool },
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct Transaction {
+    envelope: Envelope,
+}
+
+/// Runs one session on `stream` until the client quits, times out, or the
+/// server shuts down (answered with `421` at the next command boundary; a
+/// message being received is finished first).
+pub async fn run<S>(mut stream: S, peer: SocketAddr, ctx: Arc<SessionContext>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut session = Session {
+        ctx,
+        peer,
+        helo: None,
+        transaction: None,
+        mode: Mode::Command,
+        receiver: RequestReceiver::default(),
+        message: Vec::new(),
+        out: Vec::with_capacity(1024),
+        errors: 0,
+    };
+    session.push(&SmtpReply::new(220, "2.0.0", format!("{} ESMTP mailgate ready", session.ctx.hostname)));
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if !session.flush(&mut stream).await {
+            break;
+        }
+        let in_data = matches!(session.mode, Mode::Data { .. });
+        let limit = if in_data { session.ctx.limits.data_timeout } else { session.ctx.limits.command_timeout };
+        let read = tokio::select! {
+            read = tokio::time::timeout(limit, stream.read(&mut buf)) => read,
+            () = shutdown.cancelled(), if !in_data => {
+                session.push(&SmtpReply::new(421, "4.3.0", "Server shutting down, please try again later"));
+                session.flush(&mut stream).await;
+                break;
+            }
+        };
+        let n = match read {
+            Err(_elapsed) => {
+                session.push(&SmtpReply::new(421, "4.4.2", "Timeout waiting for input, closing connection"));
+                session.flush(&mut stream).await;
+                break;
+            }
+            Ok(Err(_)) | Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+        };
+        if let Flow::Close = session.process(&buf[..n]).await {
+            session.flush(&mut stream).await;
+            break;
+        }
+    }
+    session.end_transaction().await;
+    let _ = stream.shutdown().await;
+}
+
+struct Session {
+    ctx: Arc<SessionContext>,
+    peer: SocketAddr,
+    helo: Option<String>,
+    transaction: Option<Transaction>,
+    mode: Mode,
+    receiver: RequestReceiver,
+    message: Vec<u8>,
+    out: Vec<u8>,
+    errors: u32,
+}
+
+impl Session {
+    fn push(&mut self, reply: &SmtpReply) {
+        self.out.extend_from_slice(reply.to_string().as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    async fn flush<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let write = async {
+            stream.write_all(&self.out).await?;
+            stream.flush().await
+        };
+        let ok = matches!(tokio::time::timeout(self.ctx.limits.command_timeout, write).await, Ok(Ok(())));
+        self.out.clear();
+        ok
+    }
+
+    fn error(&mut self, reply: SmtpReply) -> Flow {
+        self.push(&reply);
+        self.errors += 1;
+        if self.errors >= MAX_ERRORS {
+            self.push(&SmtpReply::new(421, "4.7.0", "Too many errors, closing connection"));
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    async fn process(&mut self, bytes: &[u8]) -> Flow {
+        let mut iter = bytes.iter();
+        loop {
+            match &mut self.mode {
+                Mode::Data { receiver, too_large } => {
+                    let done = receiver.ingest(&mut iter, &mut self.message);
+                    if self.message.len() > self.ctx.limits.max_message_size {
+                        *too_large = true;
+                        self.message.clear();
+                    }
+                    if !done {
+                        return Flow::Continue;
+                    }
+                    let too_large = *too_large;
+                    self.mode = Mode::Command;
+                    self.message_complete(too_large).await;
+                }
+                Mode::Command => {
+                    if iter.as_slice().is_empty() {
+                        return Flow::Continue;
+                    }
+                    let request = match self.receiver.ingest(&mut iter) {
+                        Ok(request) => request.into_owned(),
+                        Err(ProtoError::NeedsMoreData { .. }) => return Flow::Continue,
+                        Err(error) => {
+                            if let Flow::Close = self.error(protocol_error(&error)) {
+                                return Flow::Close;
+                            }
+                            continue;
+                        }
+                    };
+                    if let Flow::Close = self.command(request).await {
+                        return Flow::Close;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, request: Request<String>) -> Flow {
+        match request {
+            Request::Ehlo { host } => {
+                self.end_transaction().await;
+                self.helo = Some(host);
+                let lines = [
+                    format!("{} greets you", self.ctx.hostname),
+                    "PIPELINING".to_owned(),
+                    format!("SIZE {}", self.ctx.limits.max_message_size),
+                    "8BITMIME".to_owned(),
+                    "ENHANCEDSTATUSCODES".to_owned(),
+                    "SMTPUTF8".to_owned(),
+                ];
+                for (i, line) in lines.iter().enumerate() {
+                    let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+                    self.out.extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
+                }
+            }
+            Request::Helo { host } | Request::Lhlo { host } => {
+                self.end_transaction().await;
+                self.helo = Some(host);
+                self.out.extend_from_slice(format!("250 {}\r\n", self.ctx.hostname).as_bytes());
+            }
+            Request::Mail { from } => {
+                if self.helo.is_none() {
+                    return self.error(SmtpReply::new(503, "5.5.1", "Say EHLO first"));
+                }
+                if self.transaction.is_some() {
+                    return self.error(SmtpReply::new(503, "5.5.1", "Nested MAIL command; send RSET first"));
+                }
+                if from.size > self.ctx.limits.max_message_size {
+                    return self.error(SmtpReply::new(
+                        552,
+                        "5.3.4",
+                        format!("Message too large: the limit is {} bytes", self.ctx.limits.max_message_size),
+                    ));
+                }
+                let envelope = Envelope {
+                    peer: self.peer.to_string(),
+                    helo: self.helo.clone(),
+                    mail_from: from.address,
+                    ..Envelope::default()
+                };
+                self.transaction = Some(Transaction { envelope });
+                self.push(&SmtpReply::new(250, "2.1.0", "Sender OK"));
+            }
+            Request::Rcpt { to } => {
+                let Some(transaction) = &mut self.transaction else {
+                    return self.error(SmtpReply::new(503, "5.5.1", "Send MAIL FROM first"));
+                };
+                if transaction.envelope.recipients.len() >= self.ctx.limits.max_recipients {
+                    let reply = SmtpReply::new(452, "4.5.3", "Too many recipients for one message");
+                    return self.error(reply);
+                }
+                let address = to.address;
+                match self.ctx.pipeline.check_recipient(&address).await {
+                    Ok(target) => {
+                        transaction.envelope.recipients.push((address, target));
+                        self.push(&SmtpReply::new(250, "2.1.5", "Recipient OK"));
+                    }
+                    Err(refusal) => {
+                        let reply = reply::for_rcpt_refusal(&refusal, &self.ctx.domain);
+                        tracing::info!(rcpt = %address, reply = %reply, "recipient refused");
+                        transaction.envelope.refused.push((address, refusal));
+                        return self.error(reply);
+                    }
+                }
+            }
+            Request::Data => {
+                let Some(transaction) = &self.transaction else {
+                    return self.error(SmtpReply::new(503, "5.5.1", "Send MAIL FROM first"));
+                };
+                if transaction.envelope.recipients.is_empty() {
+                    return self.error(SmtpReply::new(554, "5.5.1", "No valid recipients"));
+                }
+                self.message.clear();
+                self.mode = Mode::Data { receiver: DataReceiver::new(), too_large: false };
+                self.push(&SmtpReply::new(354, "2.0.0", "Start mail input; end with <CRLF>.<CRLF>"));
+            }
+            Request::Bdat { .. } => {
+                return self.error(SmtpReply::new(502, "5.5.1", "BDAT is not supported; use DATA"));
+            }
+            Request::Rset => {
+                self.end_transaction().await;
+                self.push(&SmtpReply::new(250, "2.0.0", "Reset OK"));
+            }
+            Request::Noop { .. } => self.push(&SmtpReply::new(250, "2.0.0", "OK")),
+            Request::Quit => {
+                self.push(&SmtpReply::new(221, "2.0.0", "Bye"));
+                return Flow::Close;
+            }
+            Request::Vrfy { .. } | Request::Expn { .. } => {
+                self.push(&SmtpReply::new(252, "2.5.2", "Cannot verify users; send the message and we will try"));
+            }
+            Request::Help { .. } => {
+                self.push(&SmtpReply::new(214, "2.0.0", "mailgate accepts replies to support notifications"));
+            }
+            Request::StartTls | Request::Auth { .. } => {
+                return self.error(SmtpReply::new(502, "5.5.1", "Command not implemented"));
+            }
+            Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                return self.error(SmtpReply::new(502, "5.5.1", "Command not implemented"));
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn message_complete(&mut self, too_large: bool) {
+        let Some(transaction) = self.transaction.take() else { return };
+        let message = std::mem::take(&mut self.message);
+        if too_large {
+            let reply = SmtpReply::new(
+                552,
+                "5.3.4",
+                format!("Message too large: the limit is {} bytes", self.ctx.limits.max_message_size),
+            );
+            tracing::info!(peer = %self.peer, "message over the size limit refused");
+            self.ctx.pipeline.log_unreceived(&transaction.envelope, &reply.to_string(), "message over the size limit").await;
+            self.push(&reply);
+            return;
+        }
+        let disposition = self.ctx.pipeline.ingest(&transaction.envelope, &message).await;
+        let reply = reply::for_disposition(&disposition);
+        match &disposition {
+            Disposition::Accepted { thread_id, message_id, duplicate, .. } => {
+                tracing::info!(thread_id, message_id, duplicate, "message accepted");
+            }
+            other => tracing::info!(outcome = ?other, "message not posted"),
+        }
+        self.push(&reply);
+    }
+
+    /// Ends the current transaction without DATA; records it when some
+    /// recipient was refused, so that every refusal is in the inbound log.
+    async fn end_transaction(&mut self) {
+        if let Some(transaction) = self.transaction.take() {
+            if !transaction.envelope.refused.is_empty() {
+                let (_, first) = &transaction.envelope.refused[0];
+                let reply = reply::for_rcpt_refusal(first, &self.ctx.domain).to_string();
+                self.ctx.pipeline.log_unreceived(&transaction.envelope, &reply, "recipient refused").await;
+            }
+        }
+    }
+}
+
+fn protocol_error(error: &ProtoError) -> SmtpReply {
+    match error {
+        ProtoError::UnknownCommand => SmtpReply::new(500, "5.5.1", "Unknown command"),
+        ProtoError::InvalidSenderAddress => SmtpReply::new(501, "5.1.7", "Invalid sender address"),
+        ProtoError::InvalidRecipientAddress => SmtpReply::new(501, "5.1.3", "Invalid recipient address"),
+        ProtoError::SyntaxError { syntax } => SmtpReply::new(501, "5.5.4", format!("Syntax: {syntax}")),
+        ProtoError::InvalidParameter { param } => SmtpReply::new(501, "5.5.4", format!("Invalid parameter {param}")),
+        ProtoError::UnsupportedParameter { param } => {
+            let param: String = param.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+            SmtpReply::new(555, "5.5.4", format!("Unsupported parameter {param}"))
+        }
+        ProtoError::ResponseTooLong => SmtpReply::new(500, "5.5.6", "Line too long"),
+        ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
+            SmtpReply::new(500, "5.5.2", "Syntax error")
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! Storage: the only module with SQL in it.
+//!
+//! The embedded default is one SQLite file in WAL mode with
+//! `synchronous=FULL`, so that a committed transaction survives a power loss:
+//! that is what our SMTP `250` promises. Writes go through a pool of exactly
+//! one connection (SQLite has one writer anyway; queueing in the pool is
+//! cheaper than lock retries); reads use their own pool and never block on
+//! writers thanks to WAL.
+//!
+//! Every write that belongs together happens in one transaction: a message,
+//! its attachments, the notifications it causes (outbox rows) and its inbound
+//! log entry commit or vanish together.
+
+mod rows;
+
+pub use rows::{
+    BUSINESS_RANK, rfc3339,
+    Attachment, InboundLogEntry, Inserted, NewAttachment, NewMessage, NewThread, NotificationKind, Organization,
+    OutboxItem, Plan, Site, StoredMessage, Thread, User,
+};
+
+use crate::domain::Role;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqliteConnection, SqlitePool};
+use std::str::FromStr;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use std::time::Duration;
+
+/// A storage failure. Callers ask [`StoreError::is_transient`] whether trying
+/// again later may help (SMTP answers `451` then, instead of a `5xx`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row that must exist does not.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request contradicts what is stored (e.g. a duplicate email).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl StoreError {
+    /// Whether the same operation may succeed later (busy database, I/O).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Database(e) if !matches!(e, sqlx::Error::RowNotFound | sqlx::Error::ColumnDecode { .. }))
+    }
+}
+
+/// Result of a storage operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Milliseconds since the Unix epoch: how every time is stored.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    read: SqlitePool,
+    write: SqlitePool,
+    /// Poked after a commit that queued notifications, so the outbound
+    /// worker does not wait for its next poll.
+    outbox_wakeup: Arc<Notify>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies migrations.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        sqlx::migrate!("migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+        Ok(Self { read, write, outbox_wakeup: Arc::new(Notify::new()) })
+    }
+
+    /// Notified whenever a commit queued notifications.
+    pub fn outbox_wakeup(&self) -> Arc<Notify> {
+        Arc::clone(&self.outbox_wakeup)
+    }
+
+    /// Closes both pools, waiting for connections in use.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    // ----- settings -----
+
+    /// The stored value of `key`, or `init()` stored now under it. The first
+    /// writer wins, so concurrent starts agree on one value.
+    pub async fn setting_or_init(&self, key: &str, init: impl FnOnce() -> String) -> StoreResult<String> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(init())
+            .execute(&self.write)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_one(&self.write).await?)
+    }
+
+    /// The stored value of `key`, if any.
+    pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.read).await?)
+    }
+
+    // ----- plans, organizations, sites, users -----
+
+    /// Every plan, site plans first.
+    pub async fn plans(&self) -> StoreResult<Vec<Plan>> {
+        Ok(sqlx::query_as("SELECT * FROM plans ORDER BY scope DESC, rank, id").fetch_all(&self.read).await?)
+    }
+
+    /// One plan.
+    pub async fn plan(&self, id: &str) -> StoreResult<Option<Plan>> {
+        Ok(sqlx::query_as("SELECT * FROM plans WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+    }
+
+    /// Creates an organization.
+    pub async fn create_organization(&self, name: &str, plan_id: Option<&str>) -> StoreResult<Organization> {
+        Ok(sqlx::query_as("INSERT INTO organizations (name, plan_id, created_at) VALUES ($1, $2, $3) RETURNING *")
+            .bind(name)
+            .bind(plan_id)
+            .bind(now_ms())
+            .fetch_one(&self.write)
+            .await?)
+    }
+
+    /// One organization.
+    pub async fn organization(&self, id: i64) -> StoreResult<Option<Organization>> {
+        Ok(sqlx::query_as("SELECT * FROM organizations WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+    }
+
+    /// Creates a site.
+    pub async fn create_site(&self, name: &str, plan_id: &str, organization_id: Option<i64>) -> StoreResult<Site> {
+        Ok(sqlx::query_as(
+            "INSERT INTO sites (name, plan_id, organization_id, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
+        )
+        .bind(name)
+        .bind(plan_id)
+        .bind(organization_id)
+        .bind(now_ms())
+        .fetch_one(&self.write)
+        .await?)
+    }
+
+    /// One site.
+    pub async fn site(&self, id: i64) -> StoreResult<Option<Site>> {
+        Ok(sqlx::query_as("SELECT * FROM sites WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+    }
+
+    /// Creates a user; the email must not be taken.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        name: &str,
+        role: Role,
+        organization_id: Option<i64>,
+    ) -> StoreResult<User> {
+        let result = sqlx::query_as(
+            "INSERT INTO users (email, name, role, organization_id, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *",
+        )
+        .bind(email)
+        .bind(name)
+        .bind(role.as_str())
+        .bind(organization_id)
+        .bind(now_ms())
+        .fetch_one(&self.write)
+        .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("a user with email {email} already exists")))
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// One user.
+    pub async fn user(&self, id: i64) -> StoreResult<Option<User>> {
+        Ok(sqlx::query_as("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+    }
+
+    /// The user with this (lower-case) email.
+    pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        Ok(sqlx::query_as("SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(&self.read).await?)
+    }
+
+    /// Members of an organization who may see its tickets (not Unprivileged).
+    pub async fn ticket_viewers(&self, organization_id: i64) -> StoreResult<Vec<User>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM users WHERE organization_id = $1 AND role IN ('owner', 'admin', 'member') ORDER BY id",
+        )
+        .bind(organization_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Every support agent.
+    pub async fn agents(&self) -> StoreResult<Vec<User>> {
+        Ok(sqlx::query_as("SELECT * FROM users WHERE role = 'agent' ORDER BY id").fetch_all(&self.read).await?)
+    }
+
+    // ----- threads and messages -----
+
+    /// Opens a chat or ticket with its first message and the notifications
+    /// that message causes, in one transaction.
+    pub async fn create_thread(&self, new: NewThread, first: NewMessage) -> StoreResult<(Thread, i64)> {
+        let mut tx = self.write.begin().await?;
+        let now = now_ms();
+        let ticket_number: Option<i64> = if new.kind == crate::domain::ThreadKind::Ticket {
+            Some(
+                sqlx::query_scalar("SELECT COALESCE(MAX(ticket_number), 0) + 1 FROM threads")
+                    .fetch_one(&mut *tx)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let thread: Thread = sqlx::query_as(
+            "INSERT INTO threads (kind, site_id, customer_id, ticket_number, ticket_type, subject, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $7) RETURNING *",
+        )
+        .bind(new.kind.as_str())
+        .bind(new.site_id)
+        .bind(new.customer_id)
+        .bind(ticket_number)
+        .bind(new.ticket_type)
+        .bind(new.subject)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let first = NewMessage { thread_id: thread.id, ..first };
+        let inserted = insert_message(&mut tx, &first, None).await?;
+        tx.commit().await?;
+        self.outbox_wakeup.notify_one();
+        Ok((thread, inserted.id()))
+    }
+
+    /// One thread.
+    pub async fn thread(&self, id: i64) -> StoreResult<Option<Thread>> {
+        Ok(sqlx::query_as("SELECT * FROM threads WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+    }
+
+    /// The ticket with this number.
+    pub async fn ticket_by_number(&self, number: i64) -> StoreResult<Option<Thread>> {
+        Ok(sqlx::query_as("SELECT * FROM threads WHERE kind = 'ticket' AND ticket_number = $1")
+            .bind(number)
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
+    /// Stores a message with its attachments, notifications and (for mail)
+    /// its inbound log entry, in one transaction. A message whose Message-ID
+    /// is already in the thread is not stored again: the result says
+    /// [`Inserted::Duplicate`], and only the log entry is written.
+    pub async fn insert_message(&self, message: &NewMessage, log: Option<&InboundLogEntry>) -> StoreResult<Inserted> {
+        let mut tx = self.write.begin().await?;
+        let inserted = insert_message(&mut tx, message, log).await?;
+        tx.commit().await?;
+        if matches!(inserted, Inserted::New(_)) && !message.notify.is_empty() {
+            self.outbox_wakeup.notify_one();
+        }
+        Ok(inserted)
+    }
+
+    /// A thread's messages, oldest first, with their attachments.
+    pub async fn messages(&self, thread_id: i64) -> StoreResult<Vec<StoredMessage>> {
+        let mut messages: Vec<StoredMessage> = sqlx::query_as(
+            "SELECT m.id, m.thread_id, m.author_id, u.name AS author_name, u.email AS author_email, u.role AS author_role, \
+                    m.body, m.source, m.rfc_message_id, m.created_at \
+             FROM messages m JOIN users u ON u.id = m.author_id WHERE m.thread_id = $1 ORDER BY m.id",
+        )
+        .bind(thread_id)
+        .fetch_all(&self.read)
+        .await?;
+        let attachments: Vec<Attachment> = sqlx::query_as(
+            "SELECT a.* FROM attachments a JOIN messages m ON m.id = a.message_id WHERE m.thread_id = $1 ORDER BY a.id",
+        )
+        .bind(thread_id)
+        .fetch_all(&self.read)
+        .await?;
+        for attachment in attachments {
+            if let Some(message) = messages.iter_mut().find(|m| m.id == attachment.message_id) {
+                message.attachments.push(attachment);
+            }
+        }
+        Ok(messages)
+    }
+
+    /// One attachment's metadata and bytes.
+    pub async fn attachment(&self, id: i64) -> StoreResult<Option<(Attachment, Vec<u8>)>> {
+        let Some(attachment): Option<Attachment> =
+            sqlx::query_as("SELECT * FROM attachments WHERE id = $1").bind(id).fetch_optional(&self.read).await?
+        else {
+            return Ok(None);
+        };
+        let content: Vec<u8> = sqlx::query_scalar("SELECT content FROM blobs WHERE sha256 = $1")
+            .bind(&attachment.sha256)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(Some((attachment, content)))
+    }
+
+    // ----- inbound log -----
+
+    /// Records the outcome of an SMTP transaction that stored nothing.
+    pub async fn log_inbound(&self, entry: &InboundLogEntry) -> StoreResult<()> {
+        insert_log(&mut *self.write.acquire().await?, entry, None).await
+    }
+
+    /// The most recent inbound log entries, newest first.
+    pub async fn inbound_log(&self, limit: i64) -> StoreResult<Vec<InboundLogEntry>> {
+        Ok(sqlx::query_as("SELECT * FROM inbound_log ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    // ----- outbox -----
+
+    /// Notifications due for sending, oldest first.
+    pub async fn due_outbox(&self, limit: i64) -> StoreResult<Vec<OutboxItem>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
+        )
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?)
+    }
+
+    /// Every outbox item, newest first.
+    pub async fn outbox(&self, limit: i64) -> StoreResult<Vec<OutboxItem>> {
+        Ok(sqlx::query_as("SELECT * FROM outbox ORDER BY id DESC LIMIT $1").bind(limit).fetch_all(&self.read).await?)
+    }
+
+    /// Marks a notification as sent under `rfc_message_id`.
+    pub async fn mark_sent(&self, id: i64, rfc_message_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE outbox SET status = 'sent', sent_at = $1, rfc_message_id = $2, attempts = attempts + 1 WHERE id = $3")
+            .bind(now_ms())
+            .bind(rfc_message_id)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt; the item is retried at `retry_at`, or given
+    /// up (`failed`) when `retry_at` is `None`.
+    pub async fn mark_attempt_failed(&self, id: i64, error: &str, retry_at: Option<i64>) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, \
+             status = CASE WHEN $2 IS NULL THEN 'failed' ELSE 'pending' END, \
+             next_attempt_at = COALESCE($2, next_attempt_at) WHERE id = $3",
+        )
+        .bind(error)
+        .bind(retry_at)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Message-IDs of the notifications already sent to `recipient_id` in a
+    /// thread, oldest first: the References of the next one.
+    pub async fn sent_notification_ids(&self, thread_id: i64, recipient_id: i64) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT rfc_message_id FROM outbox WHERE thread_id = $1 AND recipient_id = $2 \
+             AND status = 'sent' AND rfc_message_id IS NOT NULL ORDER BY id",
+        )
+        .bind(thread_id)
+        .bind(recipient_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+}
+
+async fn insert_message(
+    conn: &mut SqliteConnection,
+    message: &NewMessage,
+    log: Option<&InboundLogEntry>,
+) -> StoreResult<Inserted> {
+    let now = now_ms();
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO messages (thread_id, author_id, body, source, rfc_message_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (thread_id, rfc_message_id) DO NOTHING RETURNING id",
+    )
+    .bind(message.thread_id)
+    .bind(message.author_id)
+    .bind(&message.body)
+    .bind(message.source.as_str())
+    .bind(&message.rfc_message_id)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(id) = id else {
+        let existing: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE thread_id = $1 AND rfc_message_id = $2")
+            .bind(message.thread_id)
+            .bind(&message.rfc_message_id)
+            .fetch_one(&mut *conn)
+            .await?;
+        if let Some(log) = log {
+            let duplicate = InboundLogEntry {
+                decision: "duplicate".to_owned(),
+                reason: format!("already stored as message {existing}; delivered again"),
+                ..log.clone()
+            };
+            insert_log(conn, &duplicate, Some(existing)).await?;
+        }
+        return Ok(Inserted::Duplicate(existing));
+    };
+    for attachment in &message.attachments {
+        let sha256 = hex(&Sha256::digest(&attachment.content));
+        sqlx::query("INSERT INTO blobs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING")
+            .bind(&sha256)
+            .bind(&attachment.content)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO attachments (message_id, filename, content_type, size, sha256) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(&attachment.filename)
+        .bind(&attachment.content_type)
+        .bind(attachment.content.len() as i64)
+        .bind(&sha256)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (kind, recipient_id) in &message.notify {
+        sqlx::query(
+            "INSERT INTO outbox (kind, thread_id, message_id, recipient_id, status, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+        )
+        .bind(kind.as_str())
+        .bind(message.thread_id)
+        .bind(id)
+        .bind(recipient_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE threads SET updated_at = $1, \
+         assigned_agent_id = CASE WHEN assigned_agent_id IS NULL AND $2 = 1 THEN $3 ELSE assigned_agent_id END \
+         WHERE id = $4",
+    )
+    .bind(now)
+    .bind(i64::from(message.author_is_agent))
+    .bind(message.author_id)
+    .bind(message.thread_id)
+    .execute(&mut *conn)
+    .await?;
+    if let Some(log) = log {
+        insert_log(conn, log, Some(id)).await?;
+    }
+    Ok(Inserted::New(id))
+}
+
+async fn insert_log(conn: &mut SqliteConnection, entry: &InboundLogEntry, stored: Option<i64>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, smtp_reply, thread_id, stored_message) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(entry.received_at)
+    .bind(&entry.peer)
+    .bind(&entry.helo)
+    .bind(&entry.mail_from)
+    .bind(&entry.rcpt_to)
+    .bind(&entry.message_id)
+    .bind(&entry.decision)
+    .bind(&entry.reason)
+    .bind(&entry.smtp_reply)
+    .bind(entry.thread_id)
+    .bind(stored.or(entry.stored_message))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(bytes)
+}

@@ -1,0 +1,343 @@
+//! Row types: what the store reads and writes.
+
+use crate::domain::{Role, Source, ThreadKind};
+use serde::Serialize;
+
+/// What a support plan includes (a row of `plans`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Plan {
+    /// Short id, e.g. `elite`.
+    pub id: String,
+    /// Display name, e.g. `Elite`.
+    pub name: String,
+    /// `site`, `organization` or `account`: what the plan is bought for.
+    pub scope: String,
+    /// Orders site plans; tickets "for sites on Business and above" compare it.
+    pub rank: i64,
+    /// Chat support (every plan).
+    pub chat: bool,
+    /// `none`, `all`, or `business_and_above` (sites whose plan ranks at least Business).
+    pub tickets: String,
+    /// `none`, `scheduled`, `direct` or `premium`.
+    pub phone: String,
+    /// Whether emergencies page the on-call engineers.
+    pub on_call: bool,
+    /// Promised first response to a ticket, in minutes (support hours).
+    pub ticket_response_minutes: Option<i64>,
+    /// Promised response to an on-call emergency, in minutes (24/7).
+    pub on_call_response_minutes: Option<i64>,
+    /// When the ticket response time applies, e.g. `Mon-Fri 09:00-17:00 America/Los_Angeles`.
+    pub support_hours: Option<String>,
+}
+
+/// Rank of the Business site plan.
+pub const BUSINESS_RANK: i64 = 3;
+
+/// A customer organization.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Organization {
+    /// Row id.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// The organization's own plan (Agencies, Enterprise, ...), if any.
+    pub plan_id: Option<String>,
+    /// Creation time, Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub created_at: i64,
+}
+
+/// A customer's site.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Site {
+    /// Row id.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// The site's plan.
+    pub plan_id: String,
+    /// The organization the site belongs to, if any.
+    pub organization_id: Option<i64>,
+    /// Creation time, Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub created_at: i64,
+}
+
+/// A person: a customer (with an organization role) or a support agent.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct User {
+    /// Row id.
+    pub id: i64,
+    /// Lower-case email address.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Role name; see [`Role`].
+    pub role: String,
+    /// Organization the user belongs to, if any.
+    pub organization_id: Option<i64>,
+    /// Creation time, Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub created_at: i64,
+}
+
+impl User {
+    /// The user's role; an unknown stored role counts as Unprivileged.
+    pub fn role(&self) -> Role {
+        Role::parse(&self.role).unwrap_or(Role::Unprivileged)
+    }
+
+    /// Whether this user is one of our support agents.
+    pub fn is_agent(&self) -> bool {
+        self.role() == Role::Agent
+    }
+}
+
+/// A chat or a ticket.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Thread {
+    /// Row id; chats are known by it.
+    pub id: i64,
+    /// `chat` or `ticket`.
+    pub kind: String,
+    /// The site the conversation is about.
+    pub site_id: i64,
+    /// The customer who started it.
+    pub customer_id: i64,
+    /// Tickets only: the number shown as `[Ticket #N]`.
+    pub ticket_number: Option<i64>,
+    /// Tickets only: the type chosen when opening it.
+    pub ticket_type: Option<String>,
+    /// Subject line (for chats, a summary of the first message).
+    pub subject: String,
+    /// `open` or `closed`.
+    pub status: String,
+    /// The agent handling it; set when an agent first writes.
+    pub assigned_agent_id: Option<i64>,
+    /// Creation time, Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub created_at: i64,
+    /// Time of the last message, Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub updated_at: i64,
+}
+
+impl Thread {
+    /// Chat or ticket.
+    pub fn kind(&self) -> ThreadKind {
+        ThreadKind::parse(&self.kind).unwrap_or(ThreadKind::Chat)
+    }
+}
+
+/// What opening a thread needs besides its first message.
+#[derive(Debug, Clone)]
+pub struct NewThread {
+    /// Chat or ticket.
+    pub kind: ThreadKind,
+    /// The site it is about.
+    pub site_id: i64,
+    /// The customer opening it.
+    pub customer_id: i64,
+    /// Tickets: the ticket type.
+    pub ticket_type: Option<String>,
+    /// Subject line.
+    pub subject: String,
+}
+
+/// Which notification an outbox row asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    /// To the customer side: an agent wrote.
+    AgentReplied,
+    /// To the agents: a customer wrote.
+    CustomerReplied,
+}
+
+impl NotificationKind {
+    /// Stored name, also the template's base name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::AgentReplied => "agent_replied",
+            NotificationKind::CustomerReplied => "customer_replied",
+        }
+    }
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The thread it belongs to.
+    pub thread_id: i64,
+    /// Who wrote it.
+    pub author_id: i64,
+    /// Whether the author is an agent (assigns an unassigned thread to them).
+    pub author_is_agent: bool,
+    /// The text as it appears in the history.
+    pub body: String,
+    /// Dashboard or email.
+    pub source: Source,
+    /// For mail: its Message-ID, which makes a second delivery a duplicate.
+    pub rfc_message_id: Option<String>,
+    /// Files that came with it.
+    pub attachments: Vec<NewAttachment>,
+    /// Notifications to queue, one per recipient.
+    pub notify: Vec<(NotificationKind, i64)>,
+}
+
+/// An attachment to store.
+#[derive(Debug, Clone)]
+pub struct NewAttachment {
+    /// Sanitized file name.
+    pub filename: String,
+    /// MIME type, e.g. `image/png`.
+    pub content_type: String,
+    /// The decoded bytes.
+    pub content: Vec<u8>,
+}
+
+/// Outcome of storing a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored now, with this id.
+    New(i64),
+    /// Already stored under this id (same Message-ID, same thread).
+    Duplicate(i64),
+}
+
+impl Inserted {
+    /// The message's id either way.
+    pub fn id(self) -> i64 {
+        match self {
+            Inserted::New(id) | Inserted::Duplicate(id) => id,
+        }
+    }
+}
+
+/// A stored message with its author and attachments.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StoredMessage {
+    /// Row id.
+    pub id: i64,
+    /// Its thread.
+    pub thread_id: i64,
+    /// Its author's user id.
+    pub author_id: i64,
+    /// Its author's name.
+    pub author_name: String,
+    /// Its author's email.
+    pub author_email: String,
+    /// Its author's role.
+    pub author_role: String,
+    /// The text.
+    pub body: String,
+    /// `dashboard` or `email`.
+    pub source: String,
+    /// Message-ID of emailed messages.
+    pub rfc_message_id: Option<String>,
+    /// Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub created_at: i64,
+    /// Attachments, filled in after the query.
+    #[sqlx(skip)]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A stored attachment's metadata.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Attachment {
+    /// Row id; the download path is `/api/v1/attachments/{id}`.
+    pub id: i64,
+    /// The message it came with.
+    pub message_id: i64,
+    /// Sanitized file name.
+    pub filename: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// SHA-256 of the content: where the bytes are stored.
+    pub sha256: String,
+}
+
+/// One SMTP transaction's outcome (a row of `inbound_log`).
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+pub struct InboundLogEntry {
+    /// Filled in by the database.
+    #[sqlx(default)]
+    pub id: i64,
+    /// Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub received_at: i64,
+    /// Client IP and port.
+    pub peer: String,
+    /// What the client said in HELO/EHLO.
+    pub helo: Option<String>,
+    /// Envelope sender; empty for bounces.
+    pub mail_from: Option<String>,
+    /// Envelope recipients, comma separated.
+    pub rcpt_to: String,
+    /// The message's Message-ID, if DATA got that far.
+    pub message_id: Option<String>,
+    /// `accepted`, `duplicate`, `dropped` or `rejected`.
+    pub decision: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The SMTP reply the client got.
+    pub smtp_reply: String,
+    /// The thread the message went to, if any.
+    pub thread_id: Option<i64>,
+    /// The stored message, if any.
+    pub stored_message: Option<i64>,
+}
+
+/// A notification in the outbox.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct OutboxItem {
+    /// Row id; also names the `.eml` file.
+    pub id: i64,
+    /// Which notification.
+    pub kind: String,
+    /// The thread it is about.
+    pub thread_id: i64,
+    /// The message that caused it.
+    pub message_id: i64,
+    /// Who receives it.
+    pub recipient_id: i64,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// When it is due, Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub next_attempt_at: i64,
+    /// The last failure, in words.
+    pub last_error: Option<String>,
+    /// The Message-ID it was sent with.
+    pub rfc_message_id: Option<String>,
+    /// Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub created_at: i64,
+    /// Unix ms.
+    #[serde(serialize_with = "opt_time_ms")]
+    pub sent_at: Option<i64>,
+}
+
+/// Serializes Unix milliseconds as an RFC 3339 time.
+fn time_ms<S: serde::Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&rfc3339(*ms))
+}
+
+fn opt_time_ms<S: serde::Serializer>(ms: &Option<i64>, serializer: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => serializer.serialize_str(&rfc3339(*ms)),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// Unix milliseconds as an RFC 3339 UTC time with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
