@@ -4,8 +4,8 @@
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
-use crate::domain::token::TokenKey;
 use crate::domain::TokenSigner;
+use crate::domain::token::TokenKey;
 use crate::notify::render::Renderer;
 use crate::outbound::Outbound;
 use crate::pipeline::Pipeline;
@@ -50,10 +50,19 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Store, TokenSigner)>
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }
-    let store = Store::open(&config.database_url).await.with_context(|| format!("opening database {}", config.database_url))?;
-    let secret = store.setting_or_init("token_key.1", || random_hex(32)).await?;
-    let secret = data_encoding::HEXLOWER.decode(secret.as_bytes()).context("stored token key is not hex")?;
-    Ok((store, TokenSigner::new(TokenKey::new(1, secret), Vec::new())))
+    let store = Store::open(&config.database_url)
+        .await
+        .with_context(|| format!("opening database {}", config.database_url))?;
+    let secret = store
+        .setting_or_init("token_key.1", || random_hex(32))
+        .await?;
+    let secret = data_encoding::HEXLOWER
+        .decode(secret.as_bytes())
+        .context("stored token key is not hex")?;
+    Ok((
+        store,
+        TokenSigner::new(TokenKey::new(1, secret), Vec::new()),
+    ))
 }
 
 /// Starts every part of the gateway and returns once all listeners are bound.
@@ -63,12 +72,22 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         Some(token) => (token.clone(), false),
         None => {
             let existed = store.setting("api_token").await?.is_some();
-            (store.setting_or_init("api_token", || random_hex(24)).await?, !existed)
+            (
+                store
+                    .setting_or_init("api_token", || random_hex(24))
+                    .await?,
+                !existed,
+            )
         }
     };
-    let renderer = Arc::new(Renderer::load(config.templates_dir.as_deref()).context("loading templates")?);
-    std::fs::create_dir_all(&config.outbox_dir)
-        .with_context(|| format!("creating outgoing-mail folder {}", config.outbox_dir.display()))?;
+    let renderer =
+        Arc::new(Renderer::load(config.templates_dir.as_deref()).context("loading templates")?);
+    std::fs::create_dir_all(&config.outbox_dir).with_context(|| {
+        format!(
+            "creating outgoing-mail folder {}",
+            config.outbox_dir.display()
+        )
+    })?;
 
     let smtp = TcpListener::bind(config.smtp_listen)
         .await
@@ -90,10 +109,14 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     });
     tasks.spawn(listener::serve(smtp, ctx, shutdown.clone(), tasks.clone()));
 
-    let state = Arc::new(ApiState { store: store.clone(), token_hash: api::hash_token(&api_token) });
+    let state = Arc::new(ApiState {
+        store: store.clone(),
+        token_hash: api::hash_token(&api_token),
+    });
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
-        let server = axum::serve(http, api::router(state)).with_graceful_shutdown(http_shutdown.cancelled_owned());
+        let server = axum::serve(http, api::router(state))
+            .with_graceful_shutdown(http_shutdown.cancelled_owned());
         if let Err(error) = server.await {
             tracing::error!(error = %error, "HTTP server failed");
         }
@@ -120,7 +143,15 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         config.domain,
         config.domain
     );
-    Ok(App { smtp_addr, http_addr, api_token, api_token_generated, store, shutdown, tasks })
+    Ok(App {
+        smtp_addr,
+        http_addr,
+        api_token,
+        api_token_generated,
+        store,
+        shutdown,
+        tasks,
+    })
 }
 
 impl App {

@@ -157,8 +157,15 @@ impl Config {
             Some(path) => read_file(path)?,
             None => RawConfig::default(),
         };
-        let api_token = std::env::var("MAILGATE_API_TOKEN").ok().filter(|t| !t.is_empty()).or(raw.api_token);
-        let data_dir = args.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| PathBuf::from("mailgate-data"));
+        let api_token = std::env::var("MAILGATE_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or(raw.api_token);
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(raw.data_dir)
+            .unwrap_or_else(|| PathBuf::from("mailgate-data"));
         let database_url = args
             .database_url
             .clone()
@@ -174,12 +181,30 @@ impl Config {
             (None, Some(text)) => parse_addr("http_listen", &text)?,
             (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
-        let domain = args.domain.clone().or(raw.domain).unwrap_or_else(|| "localhost".to_owned()).to_ascii_lowercase();
-        if domain.is_empty() || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
-            bail!("domain: {domain:?} is not a valid mail domain (letters, digits, dots and dashes)");
+        let domain = args
+            .domain
+            .clone()
+            .or(raw.domain)
+            .unwrap_or_else(|| "localhost".to_owned())
+            .to_ascii_lowercase();
+        if domain.is_empty()
+            || !domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            bail!(
+                "domain: {domain:?} is not a valid mail domain (letters, digits, dots and dashes)"
+            );
         }
-        let hostname = args.hostname.clone().or(raw.hostname).unwrap_or_else(|| domain.clone());
-        if hostname.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let hostname = args
+            .hostname
+            .clone()
+            .or(raw.hostname)
+            .unwrap_or_else(|| domain.clone());
+        if hostname
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
             bail!("hostname: {hostname:?} must not contain spaces or control characters");
         }
         let mut limits = Limits::default();
@@ -199,14 +224,21 @@ impl Config {
             limits.data_timeout = Duration::from_secs(secs);
         }
         if limits.max_message_size < 1024 {
-            bail!("limits.max_message_size: {} is too small (at least 1024 bytes)", limits.max_message_size);
+            bail!(
+                "limits.max_message_size: {} is too small (at least 1024 bytes)",
+                limits.max_message_size
+            );
         }
         if limits.max_recipients == 0 || limits.max_connections == 0 {
             bail!("limits.max_recipients and limits.max_connections must be at least 1");
         }
         let http_port = http_listen.port();
         Ok(Self {
-            outbox_dir: args.outbox_dir.clone().or(raw.outbox_dir).unwrap_or_else(|| data_dir.join("outbox")),
+            outbox_dir: args
+                .outbox_dir
+                .clone()
+                .or(raw.outbox_dir)
+                .unwrap_or_else(|| data_dir.join("outbox")),
             templates_dir: args.templates_dir.clone().or(raw.templates_dir),
             dashboard_url: args
                 .dashboard_url
@@ -252,10 +284,12 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> anyhow::Result<RawConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 
 fn parse_addr(key: &str, text: &str) -> anyhow::Result<SocketAddr> {
-    text.parse().with_context(|| format!("{key}: {text:?} is not an address like 127.0.0.1:2525"))
+    text.parse()
+        .with_context(|| format!("{key}: {text:?} is not an address like 127.0.0.1:2525"))
 }

@@ -1,5 +1,11 @@
 //! The `mailgate` command: run the gateway, or look at one message.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command line is the one place that talks to the console"
+)]
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mailgate::config::{Config, ConfigArgs};
@@ -75,7 +81,13 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
-        Command::Inspect { file, json, mail_from, rcpt, config } => inspect(file, json, mail_from, rcpt, config).await,
+        Command::Inspect {
+            file,
+            json,
+            mail_from,
+            rcpt,
+            config,
+        } => inspect(file, json, mail_from, rcpt, config).await,
     }
 }
 
@@ -84,9 +96,14 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let app = mailgate::app::start(config).await?;
     if app.api_token_generated {
         // Printed once, on the console of whoever started the server; never logged.
-        #[allow(clippy::print_stdout, reason = "the generated API token is shown to the operator once")]
+        #[allow(
+            clippy::print_stdout,
+            reason = "the generated API token is shown to the operator once"
+        )]
         {
-            println!("Generated API token (stored in the database; set MAILGATE_API_TOKEN to choose your own):");
+            println!(
+                "Generated API token (stored in the database; set MAILGATE_API_TOKEN to choose your own):"
+            );
             println!("  {}", app.api_token);
         }
         let _ = std::io::stdout().flush();
@@ -127,12 +144,17 @@ async fn inspect(
         std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
     };
     let mail_from = mail_from.unwrap_or_else(|| "sender@invalid".to_owned());
-    let with_config = args.config.is_some() || args.data_dir.is_some() || args.database_url.is_some();
+    let with_config =
+        args.config.is_some() || args.data_dir.is_some() || args.database_url.is_some();
     let mut output = if with_config {
         let config = Config::load(&args)?;
         let (store, signer) = mailgate::app::open_store(&config).await?;
         let pipeline = pipeline::Pipeline::new(store.clone(), signer, config.domain.clone());
-        let mut envelope = Envelope { peer: "inspect".to_owned(), mail_from, ..Envelope::default() };
+        let mut envelope = Envelope {
+            peer: "inspect".to_owned(),
+            mail_from,
+            ..Envelope::default()
+        };
         for address in &rcpt {
             match pipeline.check_recipient(address).await {
                 Ok(target) => envelope.recipients.push((address.clone(), target)),
@@ -140,7 +162,9 @@ async fn inspect(
             }
         }
         if envelope.recipients.is_empty() && envelope.refused.is_empty() {
-            envelope.recipients.push((config.support_address(), RecipientTarget::Support));
+            envelope
+                .recipients
+                .push((config.support_address(), RecipientTarget::Support));
         }
         let analysis = pipeline.analyze(&envelope, &raw);
         let decision = pipeline.dry_run(&envelope, &raw).await;
@@ -166,7 +190,9 @@ async fn inspect(
 }
 
 fn print_text(out: &mut impl Write, value: &serde_json::Value) -> std::io::Result<()> {
-    let Some(map) = value.as_object() else { return writeln!(out, "{value}") };
+    let Some(map) = value.as_object() else {
+        return writeln!(out, "{value}");
+    };
     for (key, value) in map {
         match value {
             serde_json::Value::String(text) if text.contains('\n') => {

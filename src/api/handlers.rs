@@ -4,7 +4,8 @@ use super::{ApiError, ApiState};
 use crate::domain::{EmailAddress, Role, Source, ThreadKind};
 use crate::pipeline::authorize::is_participant;
 use crate::store::{
-    InboundLogEntry, NewMessage, NewThread, Organization, OutboxItem, Plan, Site, StoredMessage, Thread, User, rfc3339,
+    InboundLogEntry, NewMessage, NewThread, Organization, OutboxItem, Plan, Site, StoredMessage,
+    Thread, User, rfc3339,
 };
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -18,7 +19,8 @@ type Shared = State<Arc<ApiState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
 fn body<T>(json: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    json.map(|Json(v)| v).map_err(|e| ApiError::BadRequest(e.body_text()))
+    json.map(|Json(v)| v)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
 fn required(value: &str, field: &str) -> ApiResult<String> {
@@ -49,16 +51,31 @@ pub(super) async fn create_organization(
     if let Some(plan) = &new.plan {
         match state.store.plan(plan).await? {
             Some(p) if p.scope != "site" => {}
-            _ => return Err(ApiError::BadRequest(format!("{plan:?} is not an organization or account plan"))),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "{plan:?} is not an organization or account plan"
+                )));
+            }
         }
     }
-    let org = state.store.create_organization(&required(&new.name, "name")?, new.plan.as_deref()).await?;
+    let org = state
+        .store
+        .create_organization(&required(&new.name, "name")?, new.plan.as_deref())
+        .await?;
     Ok((StatusCode::CREATED, Json(org)))
 }
 
 /// `GET /organizations/{id}`
-pub(super) async fn get_organization(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Organization>> {
-    state.store.organization(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("organization {id} not found")))
+pub(super) async fn get_organization(
+    State(state): Shared,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Organization>> {
+    state
+        .store
+        .organization(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("organization {id} not found")))
 }
 
 #[derive(Deserialize)]
@@ -76,18 +93,39 @@ pub(super) async fn create_site(
     let new = body(json)?;
     match state.store.plan(&new.plan).await? {
         Some(p) if p.scope == "site" => {}
-        _ => return Err(ApiError::BadRequest(format!("{:?} is not a site plan (see GET /api/v1/plans)", new.plan))),
+        _ => {
+            return Err(ApiError::BadRequest(format!(
+                "{:?} is not a site plan (see GET /api/v1/plans)",
+                new.plan
+            )));
+        }
     }
     if let Some(org) = new.organization_id {
-        state.store.organization(org).await?.ok_or_else(|| ApiError::BadRequest(format!("organization {org} not found")))?;
+        state
+            .store
+            .organization(org)
+            .await?
+            .ok_or_else(|| ApiError::BadRequest(format!("organization {org} not found")))?;
     }
-    let site = state.store.create_site(&required(&new.name, "name")?, &new.plan, new.organization_id).await?;
+    let site = state
+        .store
+        .create_site(
+            &required(&new.name, "name")?,
+            &new.plan,
+            new.organization_id,
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(site)))
 }
 
 /// `GET /sites/{id}`
 pub(super) async fn get_site(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Site>> {
-    state.store.site(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("site {id} not found")))
+    state
+        .store
+        .site(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("site {id} not found")))
 }
 
 #[derive(Deserialize)]
@@ -104,25 +142,43 @@ pub(super) async fn create_user(
     json: Result<Json<NewUser>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     let new = body(json)?;
-    let email = EmailAddress::parse(&new.email)
-        .ok_or_else(|| ApiError::BadRequest(format!("{:?} is not a valid email address", new.email)))?;
+    let email = EmailAddress::parse(&new.email).ok_or_else(|| {
+        ApiError::BadRequest(format!("{:?} is not a valid email address", new.email))
+    })?;
     let role = Role::parse(&new.role).ok_or_else(|| {
-        ApiError::BadRequest(format!("role {:?} is not one of owner, admin, member, unprivileged, agent", new.role))
+        ApiError::BadRequest(format!(
+            "role {:?} is not one of owner, admin, member, unprivileged, agent",
+            new.role
+        ))
     })?;
     if role == Role::Agent && new.organization_id.is_some() {
-        return Err(ApiError::BadRequest("agents do not belong to a customer organization".to_owned()));
+        return Err(ApiError::BadRequest(
+            "agents do not belong to a customer organization".to_owned(),
+        ));
     }
     if let Some(org) = new.organization_id {
-        state.store.organization(org).await?.ok_or_else(|| ApiError::BadRequest(format!("organization {org} not found")))?;
+        state
+            .store
+            .organization(org)
+            .await?
+            .ok_or_else(|| ApiError::BadRequest(format!("organization {org} not found")))?;
     }
     let name = crate::notify::render::header_safe(&required(&new.name, "name")?);
-    let user = state.store.create_user(email.as_str(), &name, role, new.organization_id).await?;
+    let user = state
+        .store
+        .create_user(email.as_str(), &name, role, new.organization_id)
+        .await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
 /// `GET /users/{id}`
 pub(super) async fn get_user(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<User>> {
-    state.store.user(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
+    state
+        .store
+        .user(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
 }
 
 #[derive(Deserialize)]
@@ -150,18 +206,30 @@ pub(super) struct ThreadView {
     messages: Vec<MessageView>,
 }
 
-async fn load_customer_and_site(state: &ApiState, site_id: i64, customer_id: i64) -> ApiResult<(Site, User)> {
-    let site = state.store.site(site_id).await?.ok_or_else(|| ApiError::BadRequest(format!("site {site_id} not found")))?;
+async fn load_customer_and_site(
+    state: &ApiState,
+    site_id: i64,
+    customer_id: i64,
+) -> ApiResult<(Site, User)> {
+    let site = state
+        .store
+        .site(site_id)
+        .await?
+        .ok_or_else(|| ApiError::BadRequest(format!("site {site_id} not found")))?;
     let customer = state
         .store
         .user(customer_id)
         .await?
         .ok_or_else(|| ApiError::BadRequest(format!("user {customer_id} not found")))?;
     if customer.is_agent() {
-        return Err(ApiError::BadRequest("an agent can not open a conversation as a customer".to_owned()));
+        return Err(ApiError::BadRequest(
+            "an agent can not open a conversation as a customer".to_owned(),
+        ));
     }
     if site.organization_id.is_some() && customer.organization_id != site.organization_id {
-        return Err(ApiError::Forbidden(format!("user {customer_id} is not a member of site {site_id}'s organization")));
+        return Err(ApiError::Forbidden(format!(
+            "user {customer_id} is not a member of site {site_id}'s organization"
+        )));
     }
     Ok((site, customer))
 }
@@ -175,7 +243,13 @@ pub(super) async fn open_chat(
     let text = required(&new.message, "message")?;
     let (site, customer) = load_customer_and_site(&state, new.site_id, new.customer_id).await?;
     let subject = crate::notify::render::header_safe(&text.chars().take(80).collect::<String>());
-    let thread = NewThread { kind: ThreadKind::Chat, site_id: site.id, customer_id: customer.id, ticket_type: None, subject };
+    let thread = NewThread {
+        kind: ThreadKind::Chat,
+        site_id: site.id,
+        customer_id: customer.id,
+        ticket_type: None,
+        subject,
+    };
     open_thread(&state, thread, &customer, text).await
 }
 
@@ -196,10 +270,17 @@ pub(super) async fn open_ticket(
         )));
     }
     if site.organization_id.is_some() && !customer.role().sees_org_tickets() {
-        return Err(ApiError::Forbidden("Unprivileged users can not see the organization's tickets".to_owned()));
+        return Err(ApiError::Forbidden(
+            "Unprivileged users can not see the organization's tickets".to_owned(),
+        ));
     }
-    let thread =
-        NewThread { kind: ThreadKind::Ticket, site_id: site.id, customer_id: customer.id, ticket_type: Some(ticket_type), subject };
+    let thread = NewThread {
+        kind: ThreadKind::Ticket,
+        site_id: site.id,
+        customer_id: customer.id,
+        ticket_type: Some(ticket_type),
+        subject,
+    };
     open_thread(&state, thread, &customer, description).await
 }
 
@@ -210,7 +291,13 @@ async fn open_thread(
     text: String,
 ) -> ApiResult<(StatusCode, Json<ThreadView>)> {
     // The thread does not exist yet: its first message goes to every agent.
-    let notify = state.store.agents().await?.iter().map(|a| (crate::store::NotificationKind::CustomerReplied, a.id)).collect();
+    let notify = state
+        .store
+        .agents()
+        .await?
+        .iter()
+        .map(|a| (crate::store::NotificationKind::CustomerReplied, a.id))
+        .collect();
     let first = NewMessage {
         thread_id: 0,
         author_id: customer.id,
@@ -228,21 +315,31 @@ async fn open_thread(
 
 async fn find_thread(state: &ApiState, kind: ThreadKind, id: i64) -> ApiResult<Thread> {
     let thread = match kind {
-        ThreadKind::Chat => state.store.thread(id).await?.filter(|t| t.kind() == ThreadKind::Chat),
+        ThreadKind::Chat => state
+            .store
+            .thread(id)
+            .await?
+            .filter(|t| t.kind() == ThreadKind::Chat),
         ThreadKind::Ticket => state.store.ticket_by_number(id).await?,
     };
     thread.ok_or_else(|| ApiError::NotFound(format!("{} {id} not found", kind.as_str())))
 }
 
 /// `GET /chats/{id}`
-pub(super) async fn get_chat(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<ThreadView>> {
+pub(super) async fn get_chat(
+    State(state): Shared,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<ThreadView>> {
     let thread = find_thread(&state, ThreadKind::Chat, id).await?;
     let messages = message_views(&state, thread.id).await?;
     Ok(Json(ThreadView { thread, messages }))
 }
 
 /// `GET /tickets/{number}`
-pub(super) async fn get_ticket(State(state): Shared, Path(number): Path<i64>) -> ApiResult<Json<ThreadView>> {
+pub(super) async fn get_ticket(
+    State(state): Shared,
+    Path(number): Path<i64>,
+) -> ApiResult<Json<ThreadView>> {
     let thread = find_thread(&state, ThreadKind::Ticket, number).await?;
     let messages = message_views(&state, thread.id).await?;
     Ok(Json(ThreadView { thread, messages }))
@@ -280,7 +377,12 @@ pub(super) struct AttachmentView {
 fn message_view(m: StoredMessage) -> MessageView {
     MessageView {
         id: m.id,
-        author: AuthorView { id: m.author_id, name: m.author_name, email: m.author_email, role: m.author_role },
+        author: AuthorView {
+            id: m.author_id,
+            name: m.author_name,
+            email: m.author_email,
+            role: m.author_role,
+        },
         text: m.body,
         source: m.source,
         time: rfc3339(m.created_at),
@@ -300,11 +402,20 @@ fn message_view(m: StoredMessage) -> MessageView {
 }
 
 async fn message_views(state: &ApiState, thread_id: i64) -> ApiResult<Vec<MessageView>> {
-    Ok(state.store.messages(thread_id).await?.into_iter().map(message_view).collect())
+    Ok(state
+        .store
+        .messages(thread_id)
+        .await?
+        .into_iter()
+        .map(message_view)
+        .collect())
 }
 
 /// `GET /chats/{id}/messages`
-pub(super) async fn list_chat_messages(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Vec<MessageView>>> {
+pub(super) async fn list_chat_messages(
+    State(state): Shared,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<MessageView>>> {
     let thread = find_thread(&state, ThreadKind::Chat, id).await?;
     Ok(Json(message_views(&state, thread.id).await?))
 }
@@ -355,9 +466,16 @@ async fn post_message(
         .user(post.author_id)
         .await?
         .ok_or_else(|| ApiError::BadRequest(format!("user {} not found", post.author_id)))?;
-    let site = state.store.site(thread.site_id).await?.ok_or_else(|| ApiError::NotFound("site not found".to_owned()))?;
+    let site = state
+        .store
+        .site(thread.site_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("site not found".to_owned()))?;
     if !author.is_agent() && !is_participant(&thread, &site, &author) {
-        return Err(ApiError::Forbidden(format!("user {} may not write in this conversation", author.id)));
+        return Err(ApiError::Forbidden(format!(
+            "user {} may not write in this conversation",
+            author.id
+        )));
     }
     let notify = crate::notify::recipients(&state.store, &thread, &site, &author).await?;
     let message = NewMessage {
@@ -371,18 +489,42 @@ async fn post_message(
         notify,
     };
     let id = state.store.insert_message(&message, None).await?.id();
-    let stored = state.store.messages(thread.id).await?.into_iter().find(|m| m.id == id);
+    let stored = state
+        .store
+        .messages(thread.id)
+        .await?
+        .into_iter()
+        .find(|m| m.id == id);
     let stored = stored.ok_or_else(|| ApiError::NotFound("message not found".to_owned()))?;
     Ok((StatusCode::CREATED, Json(message_view(stored))))
 }
 
 /// `GET /attachments/{id}`: the file, offered for download.
-pub(super) async fn download_attachment(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Response> {
-    let (attachment, content) =
-        state.store.attachment(id).await?.ok_or_else(|| ApiError::NotFound(format!("attachment {id} not found")))?;
-    let safe_name: String =
-        attachment.filename.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' }).collect();
-    let content_type = if attachment.content_type.bytes().all(|b| b.is_ascii_graphic()) {
+pub(super) async fn download_attachment(
+    State(state): Shared,
+    Path(id): Path<i64>,
+) -> ApiResult<Response> {
+    let (attachment, content) = state
+        .store
+        .attachment(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("attachment {id} not found")))?;
+    let safe_name: String = attachment
+        .filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let content_type = if attachment
+        .content_type
+        .bytes()
+        .all(|b| b.is_ascii_graphic())
+    {
         attachment.content_type
     } else {
         "application/octet-stream".to_owned()
@@ -390,7 +532,10 @@ pub(super) async fn download_attachment(State(state): Shared, Path(id): Path<i64
     Ok((
         [
             (header::CONTENT_TYPE, content_type),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{safe_name}\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{safe_name}\""),
+            ),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
         ],
         content,
@@ -404,11 +549,27 @@ pub(super) struct Limit {
 }
 
 /// `GET /inbound-log?limit=N`: the latest SMTP transactions and their outcome.
-pub(super) async fn inbound_log(State(state): Shared, Query(q): Query<Limit>) -> ApiResult<Json<Vec<InboundLogEntry>>> {
-    Ok(Json(state.store.inbound_log(q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+pub(super) async fn inbound_log(
+    State(state): Shared,
+    Query(q): Query<Limit>,
+) -> ApiResult<Json<Vec<InboundLogEntry>>> {
+    Ok(Json(
+        state
+            .store
+            .inbound_log(q.limit.unwrap_or(100).clamp(1, 1000))
+            .await?,
+    ))
 }
 
 /// `GET /outbox?limit=N`: the latest notifications and their delivery state.
-pub(super) async fn outbox(State(state): Shared, Query(q): Query<Limit>) -> ApiResult<Json<Vec<OutboxItem>>> {
-    Ok(Json(state.store.outbox(q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+pub(super) async fn outbox(
+    State(state): Shared,
+    Query(q): Query<Limit>,
+) -> ApiResult<Json<Vec<OutboxItem>>> {
+    Ok(Json(
+        state
+            .store
+            .outbox(q.limit.unwrap_or(100).clamp(1, 1000))
+            .await?,
+    ))
 }

@@ -18,7 +18,11 @@ impl EmailAddress {
         }
         let (local, domain) = input.rsplit_once('@')?;
         let bad = |c: char| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"".contains(c);
-        if local.is_empty() || local.len() > 64 || domain.is_empty() || !domain.contains('.') && domain != "localhost" {
+        if local.is_empty()
+            || local.len() > 64
+            || domain.is_empty()
+            || !domain.contains('.') && domain != "localhost"
+        {
             return None;
         }
         if local.chars().any(bad) || domain.chars().any(bad) || domain.contains('@') {
@@ -66,8 +70,20 @@ mod tests {
 
     #[test]
     fn refuses_header_breaking_input() {
-        for bad in ["", "anna", "@example.com", "anna@", "an na@example.com", "anna@exa\r\nmple.com", "a<b@example.com", "anna@example..com"] {
-            assert!(EmailAddress::parse(bad).is_none(), "{bad:?} should be refused");
+        for bad in [
+            "",
+            "anna",
+            "@example.com",
+            "anna@",
+            "an na@example.com",
+            "anna@exa\r\nmple.com",
+            "a<b@example.com",
+            "anna@example..com",
+        ] {
+            assert!(
+                EmailAddress::parse(bad).is_none(),
+                "{bad:?} should be refused"
+            );
         }
     }
 }

@@ -24,7 +24,9 @@ pub async fn recipients(
     let mut ids: Vec<i64> = Vec::new();
     let kind = if author.is_agent() {
         match (thread.kind(), site.organization_id) {
-            (ThreadKind::Ticket, Some(org)) => ids.extend(store.ticket_viewers(org).await?.iter().map(|u| u.id)),
+            (ThreadKind::Ticket, Some(org)) => {
+                ids.extend(store.ticket_viewers(org).await?.iter().map(|u| u.id));
+            }
             _ => ids.push(thread.customer_id),
         }
         NotificationKind::AgentReplied
@@ -48,9 +50,15 @@ pub async fn site_has_tickets(store: &Store, site: &Site) -> StoreResult<bool> {
     if site_plan.as_ref().is_some_and(|p| p.tickets == "all") {
         return Ok(true);
     }
-    let Some(org_id) = site.organization_id else { return Ok(false) };
-    let Some(org_plan) = store.organization(org_id).await?.and_then(|o| o.plan_id) else { return Ok(false) };
-    let Some(org_plan) = store.plan(&org_plan).await? else { return Ok(false) };
+    let Some(org_id) = site.organization_id else {
+        return Ok(false);
+    };
+    let Some(org_plan) = store.organization(org_id).await?.and_then(|o| o.plan_id) else {
+        return Ok(false);
+    };
+    let Some(org_plan) = store.plan(&org_plan).await? else {
+        return Ok(false);
+    };
     Ok(match org_plan.tickets.as_str() {
         "all" => true,
         "business_and_above" => site_plan.is_some_and(|p| p.rank >= crate::store::BUSINESS_RANK),

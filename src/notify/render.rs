@@ -11,10 +11,22 @@ use std::path::Path;
 
 /// Every template: (name, built-in text).
 const BUILTIN: &[(&str, &str)] = &[
-    ("agent_replied.subject", include_str!("../../templates/agent_replied.subject")),
-    ("agent_replied.txt", include_str!("../../templates/agent_replied.txt")),
-    ("customer_replied.subject", include_str!("../../templates/customer_replied.subject")),
-    ("customer_replied.txt", include_str!("../../templates/customer_replied.txt")),
+    (
+        "agent_replied.subject",
+        include_str!("../../templates/agent_replied.subject"),
+    ),
+    (
+        "agent_replied.txt",
+        include_str!("../../templates/agent_replied.txt"),
+    ),
+    (
+        "customer_replied.subject",
+        include_str!("../../templates/customer_replied.subject"),
+    ),
+    (
+        "customer_replied.txt",
+        include_str!("../../templates/customer_replied.txt"),
+    ),
 ];
 
 /// A rendered notification.
@@ -41,12 +53,16 @@ impl Renderer {
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         for (name, builtin) in BUILTIN {
-            let text = match override_dir.map(|dir| dir.join(name)).filter(|p| p.is_file()) {
+            let text = match override_dir
+                .map(|dir| dir.join(name))
+                .filter(|p| p.is_file())
+            {
                 Some(path) => std::fs::read_to_string(&path)
                     .map_err(|e| anyhow::anyhow!("reading template {}: {e}", path.display()))?,
                 None => (*builtin).to_owned(),
             };
-            env.add_template_owned(*name, text).map_err(|e| anyhow::anyhow!("template {name}: {e:#}"))?;
+            env.add_template_owned(*name, text)
+                .map_err(|e| anyhow::anyhow!("template {name}: {e:#}"))?;
         }
         Ok(Self { env })
     }
@@ -63,14 +79,25 @@ impl Renderer {
             .get_template(&format!("{kind}.txt"))?
             .render(context)
             .map_err(|e| anyhow::anyhow!("rendering {kind}.txt: {e:#}"))?;
-        Ok(Rendered { subject: header_safe(&subject), text })
+        Ok(Rendered {
+            subject: header_safe(&subject),
+            text,
+        })
     }
 }
 
 /// One line, no control characters, at most 200 characters.
 pub fn header_safe(text: &str) -> String {
-    let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    flat.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect()
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    flat.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect()
 }
 
 #[cfg(test)]
@@ -79,7 +106,10 @@ mod tests {
 
     #[test]
     fn subjects_cannot_carry_headers() {
-        assert_eq!(header_safe("Help\r\nBcc: victim@example.com"), "Help Bcc: victim@example.com");
+        assert_eq!(
+            header_safe("Help\r\nBcc: victim@example.com"),
+            "Help Bcc: victim@example.com"
+        );
         assert_eq!(header_safe("  a\tb\n"), "a b");
     }
 }

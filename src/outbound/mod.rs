@@ -120,13 +120,20 @@ impl Outbound {
             match self.deliver(&item).await {
                 Ok(message_id) => {
                     self.store.mark_sent(item.id, &message_id).await?;
-                    tracing::info!(outbox_id = item.id, thread_id = item.thread_id, "notification sent");
+                    tracing::info!(
+                        outbox_id = item.id,
+                        thread_id = item.thread_id,
+                        "notification sent"
+                    );
                 }
                 Err(error) => {
                     let attempts = item.attempts + 1;
-                    let retry_at = (attempts < MAX_ATTEMPTS).then(|| now_ms() + 1000 * (1i64 << attempts.min(12)));
+                    let retry_at = (attempts < MAX_ATTEMPTS)
+                        .then(|| now_ms() + 1000 * (1i64 << attempts.min(12)));
                     tracing::warn!(outbox_id = item.id, attempts, error = %format!("{error:#}"), "notification failed");
-                    self.store.mark_attempt_failed(item.id, &format!("{error:#}"), retry_at).await?;
+                    self.store
+                        .mark_attempt_failed(item.id, &format!("{error:#}"), retry_at)
+                        .await?;
                 }
             }
         }
@@ -134,19 +141,40 @@ impl Outbound {
     }
 
     async fn deliver(&self, item: &OutboxItem) -> anyhow::Result<String> {
-        let thread = self.store.thread(item.thread_id).await?.context("thread vanished")?;
-        let recipient = self.store.user(item.recipient_id).await?.context("recipient vanished")?;
-        let site = self.store.site(thread.site_id).await?.context("site vanished")?;
+        let thread = self
+            .store
+            .thread(item.thread_id)
+            .await?
+            .context("thread vanished")?;
+        let recipient = self
+            .store
+            .user(item.recipient_id)
+            .await?
+            .context("recipient vanished")?;
+        let site = self
+            .store
+            .site(thread.site_id)
+            .await?
+            .context("site vanished")?;
         let messages = self.store.messages(thread.id).await?;
-        let position = messages.iter().position(|m| m.id == item.message_id).context("message vanished")?;
-        let token = self.signer.sign(ReplyToken { thread_id: thread.id, recipient_id: recipient.id });
+        let position = messages
+            .iter()
+            .position(|m| m.id == item.message_id)
+            .context("message vanished")?;
+        let token = self.signer.sign(ReplyToken {
+            thread_id: thread.id,
+            recipient_id: recipient.id,
+        });
         let path = if thread.kind() == crate::domain::ThreadKind::Ticket {
             format!("tickets/{}", thread.ticket_number.unwrap_or(thread.id))
         } else {
             format!("chats/{}", thread.id)
         };
         let context = TemplateContext {
-            recipient: Person { name: &recipient.name, email: &recipient.email },
+            recipient: Person {
+                name: &recipient.name,
+                email: &recipient.email,
+            },
             thread: ThreadContext {
                 id: thread.id,
                 kind: thread.kind.clone(),
@@ -156,32 +184,68 @@ impl Outbound {
                 ticket_type: thread.ticket_type.clone(),
                 url: format!("{}/{path}", self.dashboard_url),
             },
-            site: SiteContext { name: &site.name, plan: &site.plan_id },
+            site: SiteContext {
+                name: &site.name,
+                plan: &site.plan_id,
+            },
             message: message_context(&messages[position]),
-            history: messages[position.saturating_sub(5)..position].iter().rev().map(message_context).collect(),
+            history: messages[position.saturating_sub(5)..position]
+                .iter()
+                .rev()
+                .map(message_context)
+                .collect(),
             reply_marker: REPLY_ABOVE_MARKER,
             ref_marker: body_marker(&token),
         };
         let rendered = self.renderer.render(&item.kind, &context)?;
         let message_id = notification_message_id(&token, item.id, &self.domain);
-        let earlier = self.store.sent_notification_ids(thread.id, recipient.id).await?;
-        let support: Mailbox = format!("Support <support@{}>", self.domain).parse().context("support address")?;
-        let reply_to = Mailbox::new(Some("Support".to_owned()), format!("reply+{token}@{}", self.domain).parse()?);
-        let to = Mailbox::new(Some(recipient.name.clone()), recipient.email.parse().map_err(|e| anyhow!("recipient {}: {e}", recipient.email))?);
+        let earlier = self
+            .store
+            .sent_notification_ids(thread.id, recipient.id)
+            .await?;
+        let support: Mailbox = format!("Support <support@{}>", self.domain)
+            .parse()
+            .context("support address")?;
+        let reply_to = Mailbox::new(
+            Some("Support".to_owned()),
+            format!("reply+{token}@{}", self.domain).parse()?,
+        );
+        let to = Mailbox::new(
+            Some(recipient.name.clone()),
+            recipient
+                .email
+                .parse()
+                .map_err(|e| anyhow!("recipient {}: {e}", recipient.email))?,
+        );
         let mut builder = Message::builder()
             .from(support)
             .reply_to(reply_to)
             .to(to)
             .subject(rendered.subject)
             .message_id(Some(format!("<{message_id}>")))
-            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".to_owned()))
-            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Mailgate-Thread"), thread_label(&thread)));
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("Auto-Submitted"),
+                "auto-generated".to_owned(),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("X-Mailgate-Thread"),
+                thread_label(&thread),
+            ));
         if let Some(last) = earlier.last() {
-            builder = builder
-                .in_reply_to(format!("<{last}>"))
-                .references(earlier.iter().rev().take(20).rev().map(|id| format!("<{id}>")).collect::<Vec<_>>().join(" "));
+            builder = builder.in_reply_to(format!("<{last}>")).references(
+                earlier
+                    .iter()
+                    .rev()
+                    .take(20)
+                    .rev()
+                    .map(|id| format!("<{id}>"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
         }
-        let email = builder.header(ContentType::TEXT_PLAIN).body(rendered.text)?;
+        let email = builder
+            .header(ContentType::TEXT_PLAIN)
+            .body(rendered.text)?;
         self.write_file(item.id, &email.formatted()).await?;
         Ok(message_id)
     }
@@ -193,7 +257,8 @@ impl Outbound {
             use std::io::Write;
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let tmp = dir.join(format!(".{id}.eml.tmp"));
-            let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            let mut file = std::fs::File::create(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
             file.write_all(&bytes)?;
             file.sync_all()?;
             std::fs::rename(&tmp, dir.join(format!("{id}.eml")))?;
@@ -213,7 +278,11 @@ fn message_context(m: &crate::store::StoredMessage) -> MessageContext<'_> {
         attachments: m
             .attachments
             .iter()
-            .map(|a| AttachmentContext { filename: &a.filename, content_type: &a.content_type, size: a.size })
+            .map(|a| AttachmentContext {
+                filename: &a.filename,
+                content_type: &a.content_type,
+                size: a.size,
+            })
             .collect(),
     }
 }

@@ -63,10 +63,18 @@ const AUTO_REPLY_SUBJECTS: &[&str] = &[
 
 /// Classifies a message given its envelope sender (`""` is the null reverse path).
 pub fn classify(mail_from: &str, mail: &ParsedMail) -> Classification {
-    let bounce = |reason: &str| Classification { kind: MailKind::Bounce, reason: reason.to_owned() };
-    let auto = |reason: String| Classification { kind: MailKind::AutoReply, reason };
+    let bounce = |reason: &str| Classification {
+        kind: MailKind::Bounce,
+        reason: reason.to_owned(),
+    };
+    let auto = |reason: String| Classification {
+        kind: MailKind::AutoReply,
+        reason,
+    };
 
-    if mail.content_type == "multipart/report" && mail.report_type.as_deref() == Some("delivery-status") {
+    if mail.content_type == "multipart/report"
+        && mail.report_type.as_deref() == Some("delivery-status")
+    {
         return bounce("multipart/report; report-type=delivery-status");
     }
     if mail_from.is_empty() {
@@ -91,10 +99,10 @@ pub fn classify(mail_from: &str, mail: &ParsedMail) -> Classification {
         "x-ms-exchange-generated-message-source",
         "x-ms-exchange-inbox-rules-loop",
     ] {
-        if let Some(value) = mail.header(name) {
-            if !(name == "x-autoreply" && value.eq_ignore_ascii_case("no")) {
-                return auto(format!("{name} header"));
-            }
+        if let Some(value) = mail.header(name)
+            && !(name == "x-autoreply" && value.eq_ignore_ascii_case("no"))
+        {
+            return auto(format!("{name} header"));
         }
     }
     if let Some(value) = mail.header("precedence") {
@@ -114,7 +122,10 @@ pub fn classify(mail_from: &str, mail: &ParsedMail) -> Classification {
             return auto(format!("out-of-office subject ({prefix})"));
         }
     }
-    Classification { kind: MailKind::Human, reason: String::new() }
+    Classification {
+        kind: MailKind::Human,
+        reason: String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -134,8 +145,14 @@ mod tests {
 
     #[test]
     fn rfc3834_and_vendor_headers_are_auto_replies() {
-        for header in ["Auto-Submitted: auto-replied", "X-Autoreply: yes", "Precedence: bulk", "List-Id: <l.example.com>"] {
-            let raw = format!("From: a@example.com\r\n{header}\r\nSubject: Re: help\r\n\r\nAway\r\n");
+        for header in [
+            "Auto-Submitted: auto-replied",
+            "X-Autoreply: yes",
+            "Precedence: bulk",
+            "List-Id: <l.example.com>",
+        ] {
+            let raw =
+                format!("From: a@example.com\r\n{header}\r\nSubject: Re: help\r\n\r\nAway\r\n");
             assert_eq!(kind("a@example.com", &raw), MailKind::AutoReply, "{header}");
         }
         let raw = "From: a@example.com\r\nAuto-Submitted: no\r\nSubject: Re: help\r\n\r\nHi\r\n";

@@ -17,27 +17,30 @@ pub const REPLY_ABOVE_MARKER: &str = "-- Reply above this line --";
 static QUOTE_HEADER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
         r"(?i)^\s*(",
-        r"on\s.{1,200}\swrote:\s*$",                  // English
-        r"|am\s.{1,200}\sschrieb.{0,100}:\s*$",         // German
-        r"|le\s.{1,200}\sa\sécrit\s*:\s*$",             // French
-        r"|el\s.{1,200}\sescribió\s*:\s*$",             // Spanish
-        r"|em\s.{1,200}\sescreveu\s*:\s*$",             // Portuguese
-        r"|il\s.{1,200}\sha\sscritto\s*:\s*$",          // Italian
-        r"|op\s.{1,200}\sschreef.{0,100}:\s*$",         // Dutch
+        r"on\s.{1,200}\swrote:\s*$",            // English
+        r"|am\s.{1,200}\sschrieb.{0,100}:\s*$", // German
+        r"|le\s.{1,200}\sa\sécrit\s*:\s*$",     // French
+        r"|el\s.{1,200}\sescribió\s*:\s*$",     // Spanish
+        r"|em\s.{1,200}\sescreveu\s*:\s*$",     // Portuguese
+        r"|il\s.{1,200}\sha\sscritto\s*:\s*$",  // Italian
+        r"|op\s.{1,200}\sschreef.{0,100}:\s*$", // Dutch
         r"|-{2,}\s*original message\s*-{2,}",
         r"|-{2,}\s*forwarded message\s*-{2,}",
-        r"|_{10,}\s*$",                                  // Outlook's rule above From:/Sent:
+        r"|_{10,}\s*$", // Outlook's rule above From:/Sent:
         r")"
     ))
     .expect("valid quote header regex")
 });
 
 /// "On Mon, 1 Jan 2026 at 10:00, Anna Agent <" wrapped before "...> wrote:".
-static WRAPPED_ON: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)^\s*on\s.{1,200}$").expect("valid regex"));
-static WRAPPED_WROTE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)^.{0,200}wrote:\s*$").expect("valid regex"));
+static WRAPPED_ON: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)^\s*on\s.{1,200}$").expect("valid regex"));
+static WRAPPED_WROTE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)^.{0,200}wrote:\s*$").expect("valid regex"));
 /// Outlook's header block: a From: line with Sent:/Date: right after.
-static OUTLOOK_FROM: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)^\s*\*?(from|von|de|da|van|från|od|от)\s*:\*?\s").expect("valid regex"));
+static OUTLOOK_FROM: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*\*?(from|von|de|da|van|från|od|от)\s*:\*?\s").expect("valid regex")
+});
 static OUTLOOK_SENT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)^\s*\*?(sent|date|gesendet|datum|envoyé|enviado|inviato|verzonden|skickat|wysłano|отправлено)\s*:").expect("valid regex")
 });
@@ -58,10 +61,19 @@ pub fn reply_text(mail: &ParsedMail) -> String {
         if lower.contains("reply above this line") || QUOTE_HEADER.is_match(line) {
             break;
         }
-        if WRAPPED_ON.is_match(line) && lines.get(i + 1).is_some_and(|next| WRAPPED_WROTE.is_match(next)) {
+        if WRAPPED_ON.is_match(line)
+            && lines
+                .get(i + 1)
+                .is_some_and(|next| WRAPPED_WROTE.is_match(next))
+        {
             break;
         }
-        if OUTLOOK_FROM.is_match(line) && lines[i + 1..].iter().take(3).any(|next| OUTLOOK_SENT.is_match(next)) {
+        if OUTLOOK_FROM.is_match(line)
+            && lines[i + 1..]
+                .iter()
+                .take(3)
+                .any(|next| OUTLOOK_SENT.is_match(next))
+        {
             break;
         }
         if line == "-- " || line == "--" {
@@ -74,11 +86,21 @@ pub fn reply_text(mail: &ParsedMail) -> String {
         kept.push(line);
         i += 1;
     }
-    while kept.last().is_some_and(|l| l.trim().is_empty() || MOBILE_FOOTER.is_match(l)) {
+    while kept
+        .last()
+        .is_some_and(|l| l.trim().is_empty() || MOBILE_FOOTER.is_match(l))
+    {
         kept.pop();
     }
-    let start = kept.iter().position(|l| !l.trim().is_empty()).unwrap_or(kept.len());
-    kept[start..].iter().map(|l| l.trim_end()).collect::<Vec<_>>().join("\n")
+    let start = kept
+        .iter()
+        .position(|l| !l.trim().is_empty())
+        .unwrap_or(kept.len());
+    kept[start..]
+        .iter()
+        .map(|l| l.trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Largest attachment kept, in bytes.
@@ -90,7 +112,9 @@ pub fn attachments(mail: &ParsedMail) -> Vec<NewAttachment> {
     mail.attachments
         .iter()
         .enumerate()
-        .filter(|(_, a)| !(a.inline && a.content_type.starts_with("image/") && a.content.len() < 2048))
+        .filter(|(_, a)| {
+            !(a.inline && a.content_type.starts_with("image/") && a.content.len() < 2048)
+        })
         .filter(|(_, a)| !a.content.is_empty() && a.content.len() <= MAX_ATTACHMENT_SIZE)
         .map(|(i, a)| NewAttachment {
             filename: sanitize_filename(a, i),
@@ -131,16 +155,41 @@ mod tests {
 
     #[test]
     fn cuts_quoted_history() {
-        assert_eq!(text("Works now, thanks!\r\n\r\nOn Mon, 2 Nov 2026 at 10:00, Support <support@x.com> wrote:\r\n> old\r\n"), "Works now, thanks!");
-        assert_eq!(text("Yes.\r\n\r\nOn Mon, 2 Nov 2026 at 10:00, Anna Agent <\r\nsupport@x.com> wrote:\r\n> old\r\n"), "Yes.");
-        assert_eq!(text("Top\r\n\r\n-----Original Message-----\r\nFrom: x\r\n"), "Top");
-        assert_eq!(text("Hi\r\n\r\nFrom: Support <s@x.com>\r\nSent: Monday\r\nTo: me\r\n"), "Hi");
-        assert_eq!(text("New text\r\n-- Reply above this line --\r\nold\r\n"), "New text");
+        assert_eq!(
+            text(
+                "Works now, thanks!\r\n\r\nOn Mon, 2 Nov 2026 at 10:00, Support <support@x.com> wrote:\r\n> old\r\n"
+            ),
+            "Works now, thanks!"
+        );
+        assert_eq!(
+            text(
+                "Yes.\r\n\r\nOn Mon, 2 Nov 2026 at 10:00, Anna Agent <\r\nsupport@x.com> wrote:\r\n> old\r\n"
+            ),
+            "Yes."
+        );
+        assert_eq!(
+            text("Top\r\n\r\n-----Original Message-----\r\nFrom: x\r\n"),
+            "Top"
+        );
+        assert_eq!(
+            text("Hi\r\n\r\nFrom: Support <s@x.com>\r\nSent: Monday\r\nTo: me\r\n"),
+            "Hi"
+        );
+        assert_eq!(
+            text("New text\r\n-- Reply above this line --\r\nold\r\n"),
+            "New text"
+        );
     }
 
     #[test]
     fn cuts_signatures_and_footers() {
-        assert_eq!(text("Thanks, Anna\r\n\r\nSent from my iPhone\r\n"), "Thanks, Anna");
-        assert_eq!(text("Thanks\r\n-- \r\nAnna Example\r\nACME Inc.\r\n"), "Thanks");
+        assert_eq!(
+            text("Thanks, Anna\r\n\r\nSent from my iPhone\r\n"),
+            "Thanks, Anna"
+        );
+        assert_eq!(
+            text("Thanks\r\n-- \r\nAnna Example\r\nACME Inc.\r\n"),
+            "Thanks"
+        );
     }
 }

@@ -170,11 +170,19 @@ pub fn analyze(mail_from: &str, recipients: &[String], raw: &[u8]) -> Option<Ana
         .map(|t| (Via::Recipient, t))
         .chain(thread::token_candidates(&parsed, None))
         .next()
-        .map(|(via, token)| FoundToken { via, token: token.to_owned(), verified: false });
+        .map(|(via, token)| FoundToken {
+            via,
+            token: token.to_owned(),
+            verified: false,
+        });
     Some(build_analysis(mail_from, parsed, thread_token))
 }
 
-fn build_analysis(mail_from: &str, parsed: parse::ParsedMail, thread_token: Option<FoundToken>) -> Analysis {
+fn build_analysis(
+    mail_from: &str,
+    parsed: parse::ParsedMail,
+    thread_token: Option<FoundToken>,
+) -> Analysis {
     let Classification { kind, reason } = classify::classify(mail_from, &parsed);
     Analysis {
         from: parsed.from.clone(),
@@ -188,7 +196,11 @@ fn build_analysis(mail_from: &str, parsed: parse::ParsedMail, thread_token: Opti
         reply_text: extract::reply_text(&parsed),
         attachments: extract::attachments(&parsed)
             .into_iter()
-            .map(|a| AttachmentInfo { filename: a.filename, content_type: a.content_type, size: a.content.len() })
+            .map(|a| AttachmentInfo {
+                filename: a.filename,
+                content_type: a.content_type,
+                size: a.content.len(),
+            })
             .collect(),
         parsed,
     }
@@ -205,7 +217,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline storing into `store`, verifying tokens with `signer`, for mail to `domain`.
     pub fn new(store: Store, signer: TokenSigner, domain: String) -> Self {
-        Self { store, signer, domain }
+        Self {
+            store,
+            signer,
+            domain,
+        }
     }
 
     /// Decides at RCPT time whether we take mail for `address`.
@@ -218,7 +234,10 @@ impl Pipeline {
         if let Some(token) = thread::token_from_local_part(local) {
             let parsed = self.signer.verify(token).map_err(RcptRefusal::BadToken)?;
             return match self.store.thread(parsed.thread_id).await {
-                Ok(Some(_)) => Ok(RecipientTarget::Reply { token: token.to_owned(), parsed }),
+                Ok(Some(_)) => Ok(RecipientTarget::Reply {
+                    token: token.to_owned(),
+                    parsed,
+                }),
                 Ok(None) => Err(RcptRefusal::UnknownThread),
                 Err(_) => Err(RcptRefusal::Unavailable),
             };
@@ -233,7 +252,11 @@ impl Pipeline {
     /// Records a transaction that ended without a message being received
     /// (all recipients refused, or the message was too large).
     pub async fn log_unreceived(&self, envelope: &Envelope, smtp_reply: &str, reason: &str) {
-        let refused: Vec<String> = envelope.refused.iter().map(|(a, r)| format!("{a}: {r:?}")).collect();
+        let refused: Vec<String> = envelope
+            .refused
+            .iter()
+            .map(|(a, r)| format!("{a}: {r:?}"))
+            .collect();
         let entry = InboundLogEntry {
             received_at: now_ms(),
             peer: envelope.peer.clone(),
@@ -241,7 +264,11 @@ impl Pipeline {
             mail_from: Some(envelope.mail_from.clone()),
             rcpt_to: all_recipients(envelope),
             decision: "rejected".to_owned(),
-            reason: if refused.is_empty() { reason.to_owned() } else { format!("{reason}: {}", refused.join("; ")) },
+            reason: if refused.is_empty() {
+                reason.to_owned()
+            } else {
+                format!("{reason}: {}", refused.join("; "))
+            },
             smtp_reply: smtp_reply.to_owned(),
             ..InboundLogEntry::default()
         };
@@ -253,9 +280,18 @@ impl Pipeline {
     /// Reads a message with the server's secret: tokens verified.
     pub fn analyze(&self, envelope: &Envelope, raw: &[u8]) -> Option<Analysis> {
         let parsed = parse::parse(raw)?;
-        let found = thread::find_thread(&recipient_tokens(envelope), &parsed, &self.signer, &self.domain);
+        let found = thread::find_thread(
+            &recipient_tokens(envelope),
+            &parsed,
+            &self.signer,
+            &self.domain,
+        );
         let thread_token = match &found {
-            Some(ThreadRef::Token { via, token, .. }) => Some(FoundToken { via: *via, token: token.clone(), verified: true }),
+            Some(ThreadRef::Token { via, token, .. }) => Some(FoundToken {
+                via: *via,
+                token: token.clone(),
+                verified: true,
+            }),
             _ => None,
         };
         Some(build_analysis(&envelope.mail_from, parsed, thread_token))
@@ -288,16 +324,30 @@ impl Pipeline {
             }
             Ok(Plan::Store { message, thread }) => {
                 let label = thread_label(&thread);
-                let accepted = Disposition::Accepted { thread_id: thread.id, thread_label: label.clone(), message_id: 0, duplicate: false };
+                let accepted = Disposition::Accepted {
+                    thread_id: thread.id,
+                    thread_label: label.clone(),
+                    message_id: 0,
+                    duplicate: false,
+                };
                 fill_log(&mut log, &accepted, Some(thread.id));
-                log.reason = format!("reply from {} stored in {label}", log.mail_from.as_deref().unwrap_or(""));
+                log.reason = format!(
+                    "reply from {} stored in {label}",
+                    log.mail_from.as_deref().unwrap_or("")
+                );
                 match self.store.insert_message(&message, Some(&log)).await {
-                    Ok(Inserted::New(id)) => {
-                        Ok(Disposition::Accepted { thread_id: thread.id, thread_label: label, message_id: id, duplicate: false })
-                    }
-                    Ok(Inserted::Duplicate(id)) => {
-                        Ok(Disposition::Accepted { thread_id: thread.id, thread_label: label, message_id: id, duplicate: true })
-                    }
+                    Ok(Inserted::New(id)) => Ok(Disposition::Accepted {
+                        thread_id: thread.id,
+                        thread_label: label,
+                        message_id: id,
+                        duplicate: false,
+                    }),
+                    Ok(Inserted::Duplicate(id)) => Ok(Disposition::Accepted {
+                        thread_id: thread.id,
+                        thread_label: label,
+                        message_id: id,
+                        duplicate: true,
+                    }),
                     Err(e) => Err(e),
                 }
             }
@@ -307,7 +357,9 @@ impl Pipeline {
             Ok(disposition) => disposition,
             Err(error) => {
                 tracing::error!(error = %error, "storing an inbound message failed; answering 451");
-                Disposition::TempFail { reason: error.to_string() }
+                Disposition::TempFail {
+                    reason: error.to_string(),
+                }
             }
         }
     }
@@ -321,55 +373,106 @@ impl Pipeline {
         let (disposition, thread) = match plan {
             Ok(Plan::Log(disposition, thread_id)) => (disposition, thread_id),
             Ok(Plan::Store { thread, .. }) => (
-                Disposition::Accepted { thread_id: thread.id, thread_label: thread_label(&thread), message_id: 0, duplicate: false },
+                Disposition::Accepted {
+                    thread_id: thread.id,
+                    thread_label: thread_label(&thread),
+                    message_id: 0,
+                    duplicate: false,
+                },
                 Some(thread.id),
             ),
-            Err(error) => (Disposition::TempFail { reason: error.to_string() }, None),
+            Err(error) => (
+                Disposition::TempFail {
+                    reason: error.to_string(),
+                },
+                None,
+            ),
         };
         let mut log = InboundLogEntry::default();
         fill_log(&mut log, &disposition, thread);
-        DryRun { decision: log.decision, reason: log.reason, thread_id: thread, smtp_reply: log.smtp_reply }
+        DryRun {
+            decision: log.decision,
+            reason: log.reason,
+            thread_id: thread,
+            smtp_reply: log.smtp_reply,
+        }
     }
 
     /// Decides what to do with an analysed message (reads only).
     async fn decide(&self, envelope: &Envelope, analysis: &Analysis) -> Result<Plan, StoreError> {
         let log_only = |d: Disposition| Ok(Plan::Log(d, None));
         match analysis.kind {
-            MailKind::Bounce => return log_only(Disposition::Dropped { reason: format!("bounce: {}", analysis.kind_reason) }),
+            MailKind::Bounce => {
+                return log_only(Disposition::Dropped {
+                    reason: format!("bounce: {}", analysis.kind_reason),
+                });
+            }
             MailKind::AutoReply => {
-                return log_only(Disposition::Dropped { reason: format!("auto-reply: {}", analysis.kind_reason) });
+                return log_only(Disposition::Dropped {
+                    reason: format!("auto-reply: {}", analysis.kind_reason),
+                });
             }
             MailKind::Human => {}
         }
-        let reference = thread::find_thread(&recipient_tokens(envelope), &analysis.parsed, &self.signer, &self.domain);
+        let reference = thread::find_thread(
+            &recipient_tokens(envelope),
+            &analysis.parsed,
+            &self.signer,
+            &self.domain,
+        );
         let thread = match &reference {
             Some(ThreadRef::Token { thread_id, .. }) => self.store.thread(*thread_id).await?,
-            Some(ThreadRef::TicketNumber { number, .. }) => self.store.ticket_by_number(*number).await?,
+            Some(ThreadRef::TicketNumber { number, .. }) => {
+                self.store.ticket_by_number(*number).await?
+            }
             None => None,
         };
         let (Some(reference), Some(thread)) = (reference, thread) else {
-            let to_support = envelope.recipients.iter().any(|(_, t)| *t == RecipientTarget::Support);
-            if !to_support && envelope.recipients.iter().all(|(_, t)| *t == RecipientTarget::Postmaster) {
-                return log_only(Disposition::Dropped { reason: "mail to postmaster, recorded".to_owned() });
+            let to_support = envelope
+                .recipients
+                .iter()
+                .any(|(_, t)| *t == RecipientTarget::Support);
+            if !to_support
+                && envelope
+                    .recipients
+                    .iter()
+                    .all(|(_, t)| *t == RecipientTarget::Postmaster)
+            {
+                return log_only(Disposition::Dropped {
+                    reason: "mail to postmaster, recorded".to_owned(),
+                });
             }
-            return log_only(Disposition::Rejected(if to_support { Refusal::NoNewChat } else { Refusal::UnknownThread }));
+            return log_only(Disposition::Rejected(if to_support {
+                Refusal::NoNewChat
+            } else {
+                Refusal::UnknownThread
+            }));
         };
         let sender = match &analysis.from {
             Some(from) => self.store.user_by_email(from).await?,
             None => None,
         };
         let Some(site) = self.store.site(thread.site_id).await? else {
-            return Ok(Plan::Log(Disposition::Rejected(Refusal::UnknownThread), Some(thread.id)));
+            return Ok(Plan::Log(
+                Disposition::Rejected(Refusal::UnknownThread),
+                Some(thread.id),
+            ));
         };
         let author = match authorize::authorize(&thread, &site, &reference, sender.as_ref()) {
             Authorization::Allowed { .. } => sender.expect("allowed implies a known sender"),
             Authorization::Denied(reason) => {
-                return Ok(Plan::Log(Disposition::Rejected(Refusal::NotAllowed(reason)), Some(thread.id)));
+                return Ok(Plan::Log(
+                    Disposition::Rejected(Refusal::NotAllowed(reason)),
+                    Some(thread.id),
+                ));
             }
         };
         let attachments = extract::attachments(&analysis.parsed);
         if analysis.reply_text.trim().is_empty() && attachments.is_empty() {
-            return Ok(Plan::Log(Disposition::Rejected(Refusal::EmptyReply), Some(thread.id)));
+            return Ok(Plan::Log(
+                Disposition::Rejected(Refusal::EmptyReply),
+                Some(thread.id),
+            ));
         }
         let notify = crate::notify::recipients(&self.store, &thread, &site, &author).await?;
         let message = NewMessage {
@@ -382,7 +485,10 @@ impl Pipeline {
             attachments,
             notify,
         };
-        Ok(Plan::Store { message, thread })
+        Ok(Plan::Store {
+            message: Box::new(message),
+            thread,
+        })
     }
 }
 
@@ -404,7 +510,10 @@ enum Plan {
     /// Nothing to store but the log entry.
     Log(Disposition, Option<i64>),
     /// Store this message in this thread.
-    Store { message: NewMessage, thread: Thread },
+    Store {
+        message: Box<NewMessage>,
+        thread: Thread,
+    },
 }
 
 fn recipient_tokens(envelope: &Envelope) -> Vec<(String, ReplyToken)> {
@@ -419,7 +528,13 @@ fn recipient_tokens(envelope: &Envelope) -> Vec<(String, ReplyToken)> {
 }
 
 fn all_recipients(envelope: &Envelope) -> String {
-    envelope.recipients.iter().map(|(a, _)| a.as_str()).chain(envelope.refused.iter().map(|(a, _)| a.as_str())).collect::<Vec<_>>().join(",")
+    envelope
+        .recipients
+        .iter()
+        .map(|(a, _)| a.as_str())
+        .chain(envelope.refused.iter().map(|(a, _)| a.as_str()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn fill_log(log: &mut InboundLogEntry, disposition: &Disposition, thread_id: Option<i64>) {
@@ -451,9 +566,17 @@ fn dedup_id(analysis: &Analysis) -> String {
         return id.clone();
     }
     let mut hash = Sha256::new();
-    for part in [analysis.from.as_deref(), analysis.subject.as_deref(), analysis.parsed.header("date"), Some(&analysis.parsed.readable_text)] {
+    for part in [
+        analysis.from.as_deref(),
+        analysis.subject.as_deref(),
+        analysis.parsed.header("date"),
+        Some(&analysis.parsed.readable_text),
+    ] {
         hash.update(part.unwrap_or("").as_bytes());
         hash.update([0]);
     }
-    format!("{}@no-message-id.invalid", crate::store::hex(&hash.finalize()[..16]))
+    format!(
+        "{}@no-message-id.invalid",
+        crate::store::hex(&hash.finalize()[..16])
+    )
 }

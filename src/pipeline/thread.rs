@@ -84,7 +84,10 @@ pub fn notification_message_id(token: &str, outbox_id: i64, domain: &str) -> Str
 /// Token-shaped strings in a message, most trusted first: our Message-IDs
 /// in In-Reply-To, then References (newest first), then body markers. With a
 /// `domain`, only Message-IDs of that domain count. Nothing is verified here.
-pub fn token_candidates<'a>(mail: &'a ParsedMail, domain: Option<&'a str>) -> impl Iterator<Item = (Via, &'a str)> + 'a {
+pub fn token_candidates<'a>(
+    mail: &'a ParsedMail,
+    domain: Option<&'a str>,
+) -> impl Iterator<Item = (Via, &'a str)> + 'a {
     let ids = mail
         .in_reply_to
         .iter()
@@ -97,18 +100,26 @@ pub fn token_candidates<'a>(mail: &'a ParsedMail, domain: Option<&'a str>) -> im
                 return None;
             }
             let token = local.split('.').next()?;
-            (token.len() >= 16 && token.bytes().all(|b| b.is_ascii_alphanumeric())).then_some((via, token))
+            (token.len() >= 16 && token.bytes().all(|b| b.is_ascii_alphanumeric()))
+                .then_some((via, token))
         });
     let markers = [mail.text_body.as_deref(), mail.html_body.as_deref()]
         .into_iter()
         .flatten()
-        .flat_map(|body| BODY_MARKER.captures_iter(body).filter_map(|c| c.get(1)).map(|m| (Via::BodyMarker, m.as_str())));
+        .flat_map(|body| {
+            BODY_MARKER
+                .captures_iter(body)
+                .filter_map(|c| c.get(1))
+                .map(|m| (Via::BodyMarker, m.as_str()))
+        });
     ids.chain(markers)
 }
 
 /// The `[Ticket #N]` number in a subject, if any.
 pub fn subject_ticket_number(mail: &ParsedMail) -> Option<i64> {
-    TICKET_TAG.captures(mail.subject.as_deref()?)?[1].parse().ok()
+    TICKET_TAG.captures(mail.subject.as_deref()?)?[1]
+        .parse()
+        .ok()
 }
 
 /// Finds the most trusted verified thread reference in a message, given the
@@ -134,7 +145,10 @@ pub fn find_thread(
         }
     }
     let number = subject_ticket_number(mail)?;
-    Some(ThreadRef::TicketNumber { via: Via::SubjectTag, number })
+    Some(ThreadRef::TicketNumber {
+        via: Via::SubjectTag,
+        number,
+    })
 }
 
 /// Extracts the token from a reply address local part (`reply+TOKEN`).

@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Errors after which the session is closed.
 const MAX_ERRORS: u32 = 10;
+/// Longest command line accepted, CRLF included. RFC 5321 asks for 512;
+/// extensions make lines longer, so we allow some room.
+const MAX_COMMAND_LINE: usize = 2048;
 
 /// What every session of one listener shares.
 #[derive(Debug)]
@@ -40,7 +43,10 @@ pub struct SessionContext {
 
 enum Mode {
     Command,
-    Data { receiver: DataReceiver, too_large: bool },
+    Data {
+        receiver: DataReceiver,
+        too_large: bool,
+    },
 }
 
 enum Flow {
@@ -55,8 +61,12 @@ struct Transaction {
 /// Runs one session on `stream` until the client quits, times out, or the
 /// server shuts down (answered with `421` at the next command boundary; a
 /// message being received is finished first).
-pub async fn run<S>(mut stream: S, peer: SocketAddr, ctx: Arc<SessionContext>, shutdown: CancellationToken)
-where
+pub async fn run<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut session = Session {
@@ -69,15 +79,24 @@ where
         message: Vec::new(),
         out: Vec::with_capacity(1024),
         errors: 0,
+        line_len: 0,
+        discarding_line: false,
     };
-    session.push(&SmtpReply::new(220, "2.0.0", format!("{} ESMTP mailgate ready", session.ctx.hostname)));
+    // No enhanced status code in the greeting (RFC 2034).
+    session.out.extend_from_slice(
+        format!("220 {} ESMTP mailgate ready\r\n", session.ctx.hostname).as_bytes(),
+    );
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         if !session.flush(&mut stream).await {
             break;
         }
         let in_data = matches!(session.mode, Mode::Data { .. });
-        let limit = if in_data { session.ctx.limits.data_timeout } else { session.ctx.limits.command_timeout };
+        let limit = if in_data {
+            session.ctx.limits.data_timeout
+        } else {
+            session.ctx.limits.command_timeout
+        };
         let read = tokio::select! {
             read = tokio::time::timeout(limit, stream.read(&mut buf)) => read,
             () = shutdown.cancelled(), if !in_data => {
@@ -88,7 +107,11 @@ where
         };
         let n = match read {
             Err(_elapsed) => {
-                session.push(&SmtpReply::new(421, "4.4.2", "Timeout waiting for input, closing connection"));
+                session.push(&SmtpReply::new(
+                    421,
+                    "4.4.2",
+                    "Timeout waiting for input, closing connection",
+                ));
                 session.flush(&mut stream).await;
                 break;
             }
@@ -114,6 +137,10 @@ struct Session {
     message: Vec<u8>,
     out: Vec<u8>,
     errors: u32,
+    /// Bytes of the current, unfinished command line seen so far.
+    line_len: usize,
+    /// Skipping the rest of an overlong command line.
+    discarding_line: bool,
 }
 
 impl Session {
@@ -130,7 +157,10 @@ impl Session {
             stream.write_all(&self.out).await?;
             stream.flush().await
         };
-        let ok = matches!(tokio::time::timeout(self.ctx.limits.command_timeout, write).await, Ok(Ok(())));
+        let ok = matches!(
+            tokio::time::timeout(self.ctx.limits.command_timeout, write).await,
+            Ok(Ok(()))
+        );
         self.out.clear();
         ok
     }
@@ -139,7 +169,11 @@ impl Session {
         self.push(&reply);
         self.errors += 1;
         if self.errors >= MAX_ERRORS {
-            self.push(&SmtpReply::new(421, "4.7.0", "Too many errors, closing connection"));
+            self.push(&SmtpReply::new(
+                421,
+                "4.7.0",
+                "Too many errors, closing connection",
+            ));
             return Flow::Close;
         }
         Flow::Continue
@@ -149,7 +183,10 @@ impl Session {
         let mut iter = bytes.iter();
         loop {
             match &mut self.mode {
-                Mode::Data { receiver, too_large } => {
+                Mode::Data {
+                    receiver,
+                    too_large,
+                } => {
                     let done = receiver.ingest(&mut iter, &mut self.message);
                     if self.message.len() > self.ctx.limits.max_message_size {
                         *too_large = true;
@@ -163,9 +200,35 @@ impl Session {
                     self.message_complete(too_large).await;
                 }
                 Mode::Command => {
-                    if iter.as_slice().is_empty() {
+                    let rest = iter.as_slice();
+                    if rest.is_empty() {
                         return Flow::Continue;
                     }
+                    let newline = rest.iter().position(|&b| b == b'\n');
+                    if self.discarding_line {
+                        let Some(end) = newline else {
+                            return Flow::Continue;
+                        };
+                        iter = rest[end + 1..].iter();
+                        self.discarding_line = false;
+                        if let Flow::Close =
+                            self.error(SmtpReply::new(500, "5.5.6", "Line too long"))
+                        {
+                            return Flow::Close;
+                        }
+                        continue;
+                    }
+                    if self.line_len + newline.map_or(rest.len(), |end| end + 1) > MAX_COMMAND_LINE
+                    {
+                        self.receiver = RequestReceiver::default();
+                        self.discarding_line = true;
+                        self.line_len = 0;
+                        continue;
+                    }
+                    self.line_len = match newline {
+                        Some(_) => 0,
+                        None => self.line_len + rest.len(),
+                    };
                     let request = match self.receiver.ingest(&mut iter) {
                         Ok(request) => request.into_owned(),
                         Err(ProtoError::NeedsMoreData { .. }) => return Flow::Continue,
@@ -186,6 +249,11 @@ impl Session {
 
     async fn command(&mut self, request: Request<String>) -> Flow {
         match request {
+            Request::Ehlo { host } | Request::Helo { host } | Request::Lhlo { host }
+                if host.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+            {
+                return self.error(SmtpReply::new(501, "5.5.4", "Invalid host name"));
+            }
             Request::Ehlo { host } => {
                 self.end_transaction().await;
                 self.helo = Some(host);
@@ -199,26 +267,35 @@ impl Session {
                 ];
                 for (i, line) in lines.iter().enumerate() {
                     let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-                    self.out.extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
+                    self.out
+                        .extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
                 }
             }
             Request::Helo { host } | Request::Lhlo { host } => {
                 self.end_transaction().await;
                 self.helo = Some(host);
-                self.out.extend_from_slice(format!("250 {}\r\n", self.ctx.hostname).as_bytes());
+                self.out
+                    .extend_from_slice(format!("250 {}\r\n", self.ctx.hostname).as_bytes());
             }
             Request::Mail { from } => {
                 if self.helo.is_none() {
                     return self.error(SmtpReply::new(503, "5.5.1", "Say EHLO first"));
                 }
                 if self.transaction.is_some() {
-                    return self.error(SmtpReply::new(503, "5.5.1", "Nested MAIL command; send RSET first"));
+                    return self.error(SmtpReply::new(
+                        503,
+                        "5.5.1",
+                        "Nested MAIL command; send RSET first",
+                    ));
                 }
                 if from.size > self.ctx.limits.max_message_size {
                     return self.error(SmtpReply::new(
                         552,
                         "5.3.4",
-                        format!("Message too large: the limit is {} bytes", self.ctx.limits.max_message_size),
+                        format!(
+                            "Message too large: the limit is {} bytes",
+                            self.ctx.limits.max_message_size
+                        ),
                     ));
                 }
                 let envelope = Envelope {
@@ -260,11 +337,22 @@ impl Session {
                     return self.error(SmtpReply::new(554, "5.5.1", "No valid recipients"));
                 }
                 self.message.clear();
-                self.mode = Mode::Data { receiver: DataReceiver::new(), too_large: false };
-                self.push(&SmtpReply::new(354, "2.0.0", "Start mail input; end with <CRLF>.<CRLF>"));
+                self.mode = Mode::Data {
+                    receiver: DataReceiver::new(),
+                    too_large: false,
+                };
+                self.push(&SmtpReply::new(
+                    354,
+                    "2.0.0",
+                    "Start mail input; end with <CRLF>.<CRLF>",
+                ));
             }
             Request::Bdat { .. } => {
-                return self.error(SmtpReply::new(502, "5.5.1", "BDAT is not supported; use DATA"));
+                return self.error(SmtpReply::new(
+                    502,
+                    "5.5.1",
+                    "BDAT is not supported; use DATA",
+                ));
             }
             Request::Rset => {
                 self.end_transaction().await;
@@ -276,10 +364,18 @@ impl Session {
                 return Flow::Close;
             }
             Request::Vrfy { .. } | Request::Expn { .. } => {
-                self.push(&SmtpReply::new(252, "2.5.2", "Cannot verify users; send the message and we will try"));
+                self.push(&SmtpReply::new(
+                    252,
+                    "2.5.2",
+                    "Cannot verify users; send the message and we will try",
+                ));
             }
             Request::Help { .. } => {
-                self.push(&SmtpReply::new(214, "2.0.0", "mailgate accepts replies to support notifications"));
+                self.push(&SmtpReply::new(
+                    214,
+                    "2.0.0",
+                    "mailgate accepts replies to support notifications",
+                ));
             }
             Request::StartTls | Request::Auth { .. } => {
                 return self.error(SmtpReply::new(502, "5.5.1", "Command not implemented"));
@@ -292,23 +388,44 @@ impl Session {
     }
 
     async fn message_complete(&mut self, too_large: bool) {
-        let Some(transaction) = self.transaction.take() else { return };
+        let Some(transaction) = self.transaction.take() else {
+            return;
+        };
         let message = std::mem::take(&mut self.message);
         if too_large {
             let reply = SmtpReply::new(
                 552,
                 "5.3.4",
-                format!("Message too large: the limit is {} bytes", self.ctx.limits.max_message_size),
+                format!(
+                    "Message too large: the limit is {} bytes",
+                    self.ctx.limits.max_message_size
+                ),
             );
             tracing::info!(peer = %self.peer, "message over the size limit refused");
-            self.ctx.pipeline.log_unreceived(&transaction.envelope, &reply.to_string(), "message over the size limit").await;
+            self.ctx
+                .pipeline
+                .log_unreceived(
+                    &transaction.envelope,
+                    &reply.to_string(),
+                    "message over the size limit",
+                )
+                .await;
             self.push(&reply);
             return;
         }
-        let disposition = self.ctx.pipeline.ingest(&transaction.envelope, &message).await;
+        let disposition = self
+            .ctx
+            .pipeline
+            .ingest(&transaction.envelope, &message)
+            .await;
         let reply = reply::for_disposition(&disposition);
         match &disposition {
-            Disposition::Accepted { thread_id, message_id, duplicate, .. } => {
+            Disposition::Accepted {
+                thread_id,
+                message_id,
+                duplicate,
+                ..
+            } => {
                 tracing::info!(thread_id, message_id, duplicate, "message accepted");
             }
             other => tracing::info!(outcome = ?other, "message not posted"),
@@ -319,12 +436,15 @@ impl Session {
     /// Ends the current transaction without DATA; records it when some
     /// recipient was refused, so that every refusal is in the inbound log.
     async fn end_transaction(&mut self) {
-        if let Some(transaction) = self.transaction.take() {
-            if !transaction.envelope.refused.is_empty() {
-                let (_, first) = &transaction.envelope.refused[0];
-                let reply = reply::for_rcpt_refusal(first, &self.ctx.domain).to_string();
-                self.ctx.pipeline.log_unreceived(&transaction.envelope, &reply, "recipient refused").await;
-            }
+        let Some(transaction) = self.transaction.take() else {
+            return;
+        };
+        if let Some((_, first)) = transaction.envelope.refused.first() {
+            let reply = reply::for_rcpt_refusal(first, &self.ctx.domain).to_string();
+            self.ctx
+                .pipeline
+                .log_unreceived(&transaction.envelope, &reply, "recipient refused")
+                .await;
         }
     }
 }
@@ -333,11 +453,21 @@ fn protocol_error(error: &ProtoError) -> SmtpReply {
     match error {
         ProtoError::UnknownCommand => SmtpReply::new(500, "5.5.1", "Unknown command"),
         ProtoError::InvalidSenderAddress => SmtpReply::new(501, "5.1.7", "Invalid sender address"),
-        ProtoError::InvalidRecipientAddress => SmtpReply::new(501, "5.1.3", "Invalid recipient address"),
-        ProtoError::SyntaxError { syntax } => SmtpReply::new(501, "5.5.4", format!("Syntax: {syntax}")),
-        ProtoError::InvalidParameter { param } => SmtpReply::new(501, "5.5.4", format!("Invalid parameter {param}")),
+        ProtoError::InvalidRecipientAddress => {
+            SmtpReply::new(501, "5.1.3", "Invalid recipient address")
+        }
+        ProtoError::SyntaxError { syntax } => {
+            SmtpReply::new(501, "5.5.4", format!("Syntax: {syntax}"))
+        }
+        ProtoError::InvalidParameter { param } => {
+            SmtpReply::new(501, "5.5.4", format!("Invalid parameter {param}"))
+        }
         ProtoError::UnsupportedParameter { param } => {
-            let param: String = param.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+            let param: String = param
+                .chars()
+                .filter(char::is_ascii_graphic)
+                .take(64)
+                .collect();
             SmtpReply::new(555, "5.5.4", format!("Unsupported parameter {param}"))
         }
         ProtoError::ResponseTooLong => SmtpReply::new(500, "5.5.6", "Line too long"),

@@ -14,9 +14,8 @@
 mod rows;
 
 pub use rows::{
-    BUSINESS_RANK, rfc3339,
-    Attachment, InboundLogEntry, Inserted, NewAttachment, NewMessage, NewThread, NotificationKind, Organization,
-    OutboxItem, Plan, Site, StoredMessage, Thread, User,
+    Attachment, BUSINESS_RANK, InboundLogEntry, Inserted, NewAttachment, NewMessage, NewThread,
+    NotificationKind, Organization, OutboxItem, Plan, Site, StoredMessage, Thread, User, rfc3339,
 };
 
 use crate::domain::Role;
@@ -25,8 +24,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{SqliteConnection, SqlitePool};
 use std::str::FromStr;
 use std::sync::Arc;
-use tokio::sync::Notify;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// A storage failure. Callers ask [`StoreError::is_transient`] whether trying
 /// again later may help (SMTP answers `451` then, instead of a `5xx`).
@@ -80,10 +79,20 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
         sqlx::migrate!("migrations/sqlite").run(&write).await?;
-        let read = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
-        Ok(Self { read, write, outbox_wakeup: Arc::new(Notify::new()) })
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self {
+            read,
+            write,
+            outbox_wakeup: Arc::new(Notify::new()),
+        })
     }
 
     /// Notified whenever a commit queued notifications.
@@ -101,49 +110,86 @@ impl Store {
 
     /// The stored value of `key`, or `init()` stored now under it. The first
     /// writer wins, so concurrent starts agree on one value.
-    pub async fn setting_or_init(&self, key: &str, init: impl FnOnce() -> String) -> StoreResult<String> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(init())
-            .execute(&self.write)
-            .await?;
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_one(&self.write).await?)
+    pub async fn setting_or_init(
+        &self,
+        key: &str,
+        init: impl FnOnce() -> String,
+    ) -> StoreResult<String> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(init())
+        .execute(&self.write)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_one(&self.write)
+                .await?,
+        )
     }
 
     /// The stored value of `key`, if any.
     pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.read).await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.read)
+                .await?,
+        )
     }
 
     // ----- plans, organizations, sites, users -----
 
     /// Every plan, site plans first.
     pub async fn plans(&self) -> StoreResult<Vec<Plan>> {
-        Ok(sqlx::query_as("SELECT * FROM plans ORDER BY scope DESC, rank, id").fetch_all(&self.read).await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM plans ORDER BY scope DESC, rank, id")
+                .fetch_all(&self.read)
+                .await?,
+        )
     }
 
     /// One plan.
     pub async fn plan(&self, id: &str) -> StoreResult<Option<Plan>> {
-        Ok(sqlx::query_as("SELECT * FROM plans WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+        Ok(sqlx::query_as("SELECT * FROM plans WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?)
     }
 
     /// Creates an organization.
-    pub async fn create_organization(&self, name: &str, plan_id: Option<&str>) -> StoreResult<Organization> {
-        Ok(sqlx::query_as("INSERT INTO organizations (name, plan_id, created_at) VALUES ($1, $2, $3) RETURNING *")
-            .bind(name)
-            .bind(plan_id)
-            .bind(now_ms())
-            .fetch_one(&self.write)
-            .await?)
+    pub async fn create_organization(
+        &self,
+        name: &str,
+        plan_id: Option<&str>,
+    ) -> StoreResult<Organization> {
+        Ok(sqlx::query_as(
+            "INSERT INTO organizations (name, plan_id, created_at) VALUES ($1, $2, $3) RETURNING *",
+        )
+        .bind(name)
+        .bind(plan_id)
+        .bind(now_ms())
+        .fetch_one(&self.write)
+        .await?)
     }
 
     /// One organization.
     pub async fn organization(&self, id: i64) -> StoreResult<Option<Organization>> {
-        Ok(sqlx::query_as("SELECT * FROM organizations WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+        Ok(sqlx::query_as("SELECT * FROM organizations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?)
     }
 
     /// Creates a site.
-    pub async fn create_site(&self, name: &str, plan_id: &str, organization_id: Option<i64>) -> StoreResult<Site> {
+    pub async fn create_site(
+        &self,
+        name: &str,
+        plan_id: &str,
+        organization_id: Option<i64>,
+    ) -> StoreResult<Site> {
         Ok(sqlx::query_as(
             "INSERT INTO sites (name, plan_id, organization_id, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
         )
@@ -157,7 +203,10 @@ impl Store {
 
     /// One site.
     pub async fn site(&self, id: i64) -> StoreResult<Option<Site>> {
-        Ok(sqlx::query_as("SELECT * FROM sites WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+        Ok(sqlx::query_as("SELECT * FROM sites WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?)
     }
 
     /// Creates a user; the email must not be taken.
@@ -179,21 +228,27 @@ impl Store {
         .fetch_one(&self.write)
         .await;
         match result {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("a user with email {email} already exists")))
-            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+                format!("a user with email {email} already exists"),
+            )),
             other => Ok(other?),
         }
     }
 
     /// One user.
     pub async fn user(&self, id: i64) -> StoreResult<Option<User>> {
-        Ok(sqlx::query_as("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+        Ok(sqlx::query_as("SELECT * FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?)
     }
 
     /// The user with this (lower-case) email.
     pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        Ok(sqlx::query_as("SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(&self.read).await?)
+        Ok(sqlx::query_as("SELECT * FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&self.read)
+            .await?)
     }
 
     /// Members of an organization who may see its tickets (not Unprivileged).
@@ -208,14 +263,22 @@ impl Store {
 
     /// Every support agent.
     pub async fn agents(&self) -> StoreResult<Vec<User>> {
-        Ok(sqlx::query_as("SELECT * FROM users WHERE role = 'agent' ORDER BY id").fetch_all(&self.read).await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM users WHERE role = 'agent' ORDER BY id")
+                .fetch_all(&self.read)
+                .await?,
+        )
     }
 
     // ----- threads and messages -----
 
     /// Opens a chat or ticket with its first message and the notifications
     /// that message causes, in one transaction.
-    pub async fn create_thread(&self, new: NewThread, first: NewMessage) -> StoreResult<(Thread, i64)> {
+    pub async fn create_thread(
+        &self,
+        new: NewThread,
+        first: NewMessage,
+    ) -> StoreResult<(Thread, i64)> {
         let mut tx = self.write.begin().await?;
         let now = now_ms();
         let ticket_number: Option<i64> = if new.kind == crate::domain::ThreadKind::Ticket {
@@ -240,7 +303,10 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let first = NewMessage { thread_id: thread.id, ..first };
+        let first = NewMessage {
+            thread_id: thread.id,
+            ..first
+        };
         let inserted = insert_message(&mut tx, &first, None).await?;
         tx.commit().await?;
         self.outbox_wakeup.notify_one();
@@ -249,22 +315,31 @@ impl Store {
 
     /// One thread.
     pub async fn thread(&self, id: i64) -> StoreResult<Option<Thread>> {
-        Ok(sqlx::query_as("SELECT * FROM threads WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+        Ok(sqlx::query_as("SELECT * FROM threads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?)
     }
 
     /// The ticket with this number.
     pub async fn ticket_by_number(&self, number: i64) -> StoreResult<Option<Thread>> {
-        Ok(sqlx::query_as("SELECT * FROM threads WHERE kind = 'ticket' AND ticket_number = $1")
-            .bind(number)
-            .fetch_optional(&self.read)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM threads WHERE kind = 'ticket' AND ticket_number = $1")
+                .bind(number)
+                .fetch_optional(&self.read)
+                .await?,
+        )
     }
 
     /// Stores a message with its attachments, notifications and (for mail)
     /// its inbound log entry, in one transaction. A message whose Message-ID
     /// is already in the thread is not stored again: the result says
     /// [`Inserted::Duplicate`], and only the log entry is written.
-    pub async fn insert_message(&self, message: &NewMessage, log: Option<&InboundLogEntry>) -> StoreResult<Inserted> {
+    pub async fn insert_message(
+        &self,
+        message: &NewMessage,
+        log: Option<&InboundLogEntry>,
+    ) -> StoreResult<Inserted> {
         let mut tx = self.write.begin().await?;
         let inserted = insert_message(&mut tx, message, log).await?;
         tx.commit().await?;
@@ -301,7 +376,10 @@ impl Store {
     /// One attachment's metadata and bytes.
     pub async fn attachment(&self, id: i64) -> StoreResult<Option<(Attachment, Vec<u8>)>> {
         let Some(attachment): Option<Attachment> =
-            sqlx::query_as("SELECT * FROM attachments WHERE id = $1").bind(id).fetch_optional(&self.read).await?
+            sqlx::query_as("SELECT * FROM attachments WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?
         else {
             return Ok(None);
         };
@@ -321,10 +399,12 @@ impl Store {
 
     /// The most recent inbound log entries, newest first.
     pub async fn inbound_log(&self, limit: i64) -> StoreResult<Vec<InboundLogEntry>> {
-        Ok(sqlx::query_as("SELECT * FROM inbound_log ORDER BY id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM inbound_log ORDER BY id DESC LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?,
+        )
     }
 
     // ----- outbox -----
@@ -342,7 +422,12 @@ impl Store {
 
     /// Every outbox item, newest first.
     pub async fn outbox(&self, limit: i64) -> StoreResult<Vec<OutboxItem>> {
-        Ok(sqlx::query_as("SELECT * FROM outbox ORDER BY id DESC LIMIT $1").bind(limit).fetch_all(&self.read).await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM outbox ORDER BY id DESC LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?,
+        )
     }
 
     /// Marks a notification as sent under `rfc_message_id`.
@@ -358,7 +443,12 @@ impl Store {
 
     /// Records a failed attempt; the item is retried at `retry_at`, or given
     /// up (`failed`) when `retry_at` is `None`.
-    pub async fn mark_attempt_failed(&self, id: i64, error: &str, retry_at: Option<i64>) -> StoreResult<()> {
+    pub async fn mark_attempt_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_error = $1, \
              status = CASE WHEN $2 IS NULL THEN 'failed' ELSE 'pending' END, \
@@ -374,7 +464,11 @@ impl Store {
 
     /// Message-IDs of the notifications already sent to `recipient_id` in a
     /// thread, oldest first: the References of the next one.
-    pub async fn sent_notification_ids(&self, thread_id: i64, recipient_id: i64) -> StoreResult<Vec<String>> {
+    pub async fn sent_notification_ids(
+        &self,
+        thread_id: i64,
+        recipient_id: i64,
+    ) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT rfc_message_id FROM outbox WHERE thread_id = $1 AND recipient_id = $2 \
              AND status = 'sent' AND rfc_message_id IS NOT NULL ORDER BY id",
@@ -405,11 +499,13 @@ async fn insert_message(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = id else {
-        let existing: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE thread_id = $1 AND rfc_message_id = $2")
-            .bind(message.thread_id)
-            .bind(&message.rfc_message_id)
-            .fetch_one(&mut *conn)
-            .await?;
+        let existing: i64 = sqlx::query_scalar(
+            "SELECT id FROM messages WHERE thread_id = $1 AND rfc_message_id = $2",
+        )
+        .bind(message.thread_id)
+        .bind(&message.rfc_message_id)
+        .fetch_one(&mut *conn)
+        .await?;
         if let Some(log) = log {
             let duplicate = InboundLogEntry {
                 decision: "duplicate".to_owned(),
@@ -422,11 +518,13 @@ async fn insert_message(
     };
     for attachment in &message.attachments {
         let sha256 = hex(&Sha256::digest(&attachment.content));
-        sqlx::query("INSERT INTO blobs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING")
-            .bind(&sha256)
-            .bind(&attachment.content)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "INSERT INTO blobs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(&sha256)
+        .bind(&attachment.content)
+        .execute(&mut *conn)
+        .await?;
         sqlx::query(
             "INSERT INTO attachments (message_id, filename, content_type, size, sha256) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -468,7 +566,11 @@ async fn insert_message(
     Ok(Inserted::New(id))
 }
 
-async fn insert_log(conn: &mut SqliteConnection, entry: &InboundLogEntry, stored: Option<i64>) -> StoreResult<()> {
+async fn insert_log(
+    conn: &mut SqliteConnection,
+    entry: &InboundLogEntry,
+    stored: Option<i64>,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, smtp_reply, thread_id, stored_message) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",

@@ -1,0 +1,131 @@
+//! The `mailgate` binary itself: help texts, `inspect`, and `serve` on the
+//! embedded default.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn mailgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mailgate"))
+}
+
+#[test]
+fn help_explains_the_commands_and_flags() {
+    let out = mailgate().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("serve") && text.contains("inspect"), "{text}");
+    let out = mailgate().args(["serve", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config",
+        "--data-dir",
+        "--smtp-listen",
+        "--http-listen",
+        "--domain",
+        "MAILGATE_DATA_DIR",
+    ] {
+        assert!(text.contains(flag), "serve --help lacks {flag}: {text}");
+    }
+}
+
+#[test]
+fn inspect_prints_what_the_pipeline_sees() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/mail/gmail/reply_with_quote.eml"
+    );
+    let out = mailgate()
+        .args(["inspect", "--json", fixture])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "from",
+        "to",
+        "subject",
+        "message_id",
+        "kind",
+        "thread_token",
+        "reply_text",
+        "attachments",
+    ] {
+        assert!(value.get(key).is_some(), "inspect lacks {key}: {value}");
+    }
+    assert_eq!(value["kind"], "human");
+    assert_eq!(value["thread_token"]["via"], "in_reply_to");
+    assert_eq!(
+        value["reply_text"],
+        "Yes, that fixed it. Thank you!\n\nAnna"
+    );
+}
+
+#[test]
+fn inspect_refuses_a_missing_file_clearly() {
+    let out = mailgate()
+        .args(["inspect", "/nonexistent/x.eml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent/x.eml"));
+}
+
+#[test]
+fn serve_runs_on_the_embedded_default_and_prints_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = mailgate()
+        .args([
+            "serve",
+            "--smtp-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path())
+        .env("MAILGATE_DOMAIN", "env.example.test")
+        .env_remove("MAILGATE_API_TOKEN")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    // Keep draining the log so the server never writes into a closed pipe.
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let started = lines_rx.iter().find(|l| l.contains("mailgate started"));
+    let started = started.expect("a start line in the log");
+    assert!(
+        started.contains("env.example.test"),
+        "domain from MAILGATE_DOMAIN: {started}"
+    );
+    let data = dir.path().join("mailgate-data");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !data.join("mailgate.db").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(data.join("mailgate.db").exists() && data.join("outbox").is_dir());
+    send_sigterm(child.id());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM stops it cleanly: {status}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.contains("Generated API token"), "{stdout}");
+}
+
+fn send_sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -1,0 +1,416 @@
+//! Test harness: a real mailgate on free loopback ports with a temporary
+//! data directory, a raw SMTP client, and API helpers.
+
+use mailgate::app::App;
+use mailgate::config::Config;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Our mail domain in tests.
+pub const DOMAIN: &str = "support.example.test";
+
+/// A running instance and what a test needs to talk to it.
+pub struct TestApp {
+    pub app: Option<App>,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+    pub smtp: std::net::SocketAddr,
+}
+
+/// Starts a fresh instance (empty database) with `tweak` applied to its config.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    start_in(dir, tweak).await
+}
+
+/// Starts a fresh instance with the default test configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::for_data_dir(dir.path(), DOMAIN);
+    config.api_token = Some("test-token".to_owned());
+    tweak(&mut config);
+    let app = mailgate::app::start(config).await.expect("app starts");
+    TestApp {
+        base: format!("http://{}/api/v1", app.http_addr),
+        smtp: app.smtp_addr,
+        token: app.api_token.clone(),
+        app: Some(app),
+        dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    /// Stops the instance and starts a new one on the same data directory.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+        start_in(self.dir, |_| {}).await
+    }
+
+    /// Stops the instance.
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+    }
+
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.dir.path().join("outbox")
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs and insists on 201, returning the body.
+    pub async fn create(&self, path: &str, body: Value) -> Value {
+        let (status, value) = self.post(path, body).await;
+        assert_eq!(status, 201, "POST {path} answered {status}: {value}");
+        value
+    }
+
+    /// The messages of a chat or ticket (`/chats/1` or `/tickets/1`).
+    pub async fn messages(&self, thread: &str) -> Vec<Value> {
+        let (status, value) = self.get(&format!("{thread}/messages")).await;
+        assert_eq!(status, 200, "{value}");
+        value.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until the outbox folder holds `count` .eml files; returns them
+    /// (parsed into headers and body) ordered by outbox id.
+    pub async fn wait_for_mail(&self, count: usize) -> Vec<Eml> {
+        for _ in 0..200 {
+            let mails = self.read_outbox();
+            if mails.len() >= count {
+                return mails;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "expected {count} notifications, found {}",
+            self.read_outbox().len()
+        );
+    }
+
+    /// The .eml files written so far, ordered by outbox id.
+    pub fn read_outbox(&self) -> Vec<Eml> {
+        let Ok(entries) = std::fs::read_dir(self.outbox_dir()) else {
+            return Vec::new();
+        };
+        let mut files: Vec<(i64, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .filter_map(|p| Some((p.file_stem()?.to_str()?.parse().ok()?, p)))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, path)| Eml::parse(&std::fs::read(path).expect("read eml")))
+            .collect()
+    }
+
+    /// An SMTP client connected to the instance, past the greeting.
+    pub async fn smtp(&self) -> Smtp {
+        Smtp::connect(self.smtp).await
+    }
+
+    /// Sends one message in a fresh session; returns the reply to DATA (or the
+    /// first refusal before it).
+    pub async fn send(&self, from: &str, to: &[&str], message: &str) -> String {
+        let mut smtp = self.smtp().await;
+        smtp.expect("EHLO client.example.org", "250").await;
+        let reply = smtp.send(from, to, message).await;
+        smtp.cmd("QUIT").await;
+        reply
+    }
+}
+
+/// A notification read back from the outbox folder.
+#[derive(Debug, Clone)]
+pub struct Eml {
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Eml {
+    fn parse(raw: &[u8]) -> Self {
+        let message = mail_parser::MessageParser::default()
+            .parse(raw)
+            .expect("notification parses");
+        let headers = message
+            .headers_raw()
+            .map(|(n, v)| (n.to_owned(), v.trim().to_owned()))
+            .collect();
+        let body = message
+            .body_text(0)
+            .map(std::borrow::Cow::into_owned)
+            .unwrap_or_default();
+        Self { headers, body }
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    /// The address in Reply-To (`reply+TOKEN@domain`).
+    pub fn reply_address(&self) -> String {
+        let value = self.header("Reply-To");
+        let start = value.find('<').map_or(0, |i| i + 1);
+        let end = value.rfind('>').unwrap_or(value.len());
+        value[start..end].to_owned()
+    }
+
+    /// The TOKEN of the reply address.
+    pub fn token(&self) -> String {
+        let address = self.reply_address();
+        address
+            .trim_start_matches("reply+")
+            .split('@')
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// The recipient address in To.
+    pub fn to(&self) -> String {
+        let value = self.header("To");
+        let start = value.find('<').map_or(0, |i| i + 1);
+        let end = value.rfind('>').unwrap_or(value.len());
+        value[start..end].to_owned()
+    }
+}
+
+/// A raw SMTP client: one command, one reply.
+pub struct Smtp {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    pub greeting: String,
+}
+
+impl Smtp {
+    pub async fn connect(addr: std::net::SocketAddr) -> Smtp {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (read, writer) = stream.into_split();
+        let mut smtp = Smtp {
+            reader: BufReader::new(read),
+            writer,
+            greeting: String::new(),
+        };
+        smtp.greeting = smtp.read_reply().await;
+        smtp
+    }
+
+    /// Reads one (possibly multi-line) reply; empty string on EOF.
+    pub async fn read_reply(&mut self) -> String {
+        let mut reply = String::new();
+        loop {
+            let mut line = String::new();
+            let read =
+                tokio::time::timeout(Duration::from_secs(20), self.reader.read_line(&mut line))
+                    .await
+                    .expect("reply within 20 s")
+                    .expect("read");
+            if read == 0 {
+                return reply;
+            }
+            reply.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return reply;
+            }
+        }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    /// Sends a command line and returns the reply.
+    pub async fn cmd(&mut self, line: &str) -> String {
+        self.write(format!("{line}\r\n").as_bytes()).await;
+        self.read_reply().await
+    }
+
+    /// Sends a command and asserts the reply starts with `code`.
+    pub async fn expect(&mut self, line: &str, code: &str) -> String {
+        let reply = self.cmd(line).await;
+        assert!(
+            reply.starts_with(code),
+            "{line:?} answered {reply:?}, expected {code}"
+        );
+        reply
+    }
+
+    /// MAIL, RCPTs and DATA; returns the reply to the end of data, or the
+    /// first refusal.
+    pub async fn send(&mut self, from: &str, to: &[&str], message: &str) -> String {
+        let reply = self.cmd(&format!("MAIL FROM:<{from}>")).await;
+        if !reply.starts_with('2') {
+            return reply;
+        }
+        let mut accepted = 0;
+        let mut refusal = String::new();
+        for rcpt in to {
+            let reply = self.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+            if reply.starts_with('2') {
+                accepted += 1;
+            } else if refusal.is_empty() {
+                refusal = reply;
+            }
+        }
+        if accepted == 0 {
+            self.cmd("RSET").await;
+            return refusal;
+        }
+        let reply = self.cmd("DATA").await;
+        if !reply.starts_with("354") {
+            return reply;
+        }
+        self.write(&dot_stuff(message)).await;
+        self.write(b".\r\n").await;
+        self.read_reply().await
+    }
+}
+
+/// CRLF line endings and dot-stuffing, as a client does before DATA's end.
+pub fn dot_stuff(message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 64);
+    for line in message.replace("\r\n", "\n").split_inclusive('\n') {
+        let line = line.trim_end_matches('\n');
+        if line.starts_with('.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// A customer organization with one site and people in every role, plus two agents.
+pub struct World {
+    pub org: i64,
+    pub site: i64,
+    pub owner: i64,
+    pub member: i64,
+    pub unprivileged: i64,
+    pub agent: i64,
+    pub agent2: i64,
+    pub stranger: i64,
+}
+
+pub const OWNER: &str = "olivia@acme.example";
+pub const MEMBER: &str = "mike@acme.example";
+pub const UNPRIVILEGED: &str = "uma@acme.example";
+pub const AGENT: &str = "alex@agents.example";
+pub const AGENT2: &str = "bea@agents.example";
+pub const STRANGER: &str = "sam@elsewhere.example";
+
+impl TestApp {
+    /// Creates the [`World`] with a site on `site_plan` in an organization on `org_plan`.
+    pub async fn world(&self, site_plan: &str, org_plan: Option<&str>) -> World {
+        let org = self
+            .create("/organizations", json!({"name": "ACME", "plan": org_plan}))
+            .await["id"]
+            .as_i64()
+            .unwrap();
+        let site = self
+            .create(
+                "/sites",
+                json!({"name": "acme.example", "plan": site_plan, "organization_id": org}),
+            )
+            .await;
+        let user = |email: &str, name: &str, role: &str, org: Option<i64>| json!({"email": email, "name": name, "role": role, "organization_id": org});
+        let owner = self
+            .create("/users", user(OWNER, "Olivia Owner", "owner", Some(org)))
+            .await;
+        let member = self
+            .create("/users", user(MEMBER, "Mike Member", "member", Some(org)))
+            .await;
+        let unprivileged = self
+            .create(
+                "/users",
+                user(UNPRIVILEGED, "Uma Unprivileged", "unprivileged", Some(org)),
+            )
+            .await;
+        let agent = self
+            .create("/users", user(AGENT, "Alex Agent", "agent", None))
+            .await;
+        let agent2 = self
+            .create("/users", user(AGENT2, "Bea Agent", "agent", None))
+            .await;
+        let other_org = self
+            .create("/organizations", json!({"name": "Elsewhere"}))
+            .await["id"]
+            .as_i64()
+            .unwrap();
+        let stranger = self
+            .create(
+                "/users",
+                user(STRANGER, "Sam Stranger", "owner", Some(other_org)),
+            )
+            .await;
+        let id = |v: Value| v["id"].as_i64().unwrap();
+        World {
+            org,
+            site: id(site),
+            owner: id(owner),
+            member: id(member),
+            unprivileged: id(unprivileged),
+            agent: id(agent),
+            agent2: id(agent2),
+            stranger: id(stranger),
+        }
+    }
+}
+
+/// A reply as a mail client writes it: new text on top, the notification quoted below.
+pub fn reply_mail(
+    from: &str,
+    to: &str,
+    subject: &str,
+    message_id: &str,
+    extra_headers: &str,
+    text: &str,
+) -> String {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: Re: {subject}\r\nMessage-ID: <{message_id}>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n{extra_headers}\r\n{text}\r\n\r\n\
+         On Sun, 22 Nov 2026 at 09:00, Support <support@{DOMAIN}> wrote:\r\n> -- Reply above this line --\r\n> Hello,\r\n> earlier text\r\n"
+    )
+}
