@@ -133,20 +133,37 @@ fn send_sigterm(pid: u32) {
 #[test]
 fn the_example_config_is_valid_and_broken_ones_are_named() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/mailgate.example.toml");
-    let args = mailgate::config::ConfigArgs { config: Some(example.into()), ..Default::default() };
+    let args = mailgate::config::ConfigArgs {
+        config: Some(example.into()),
+        ..Default::default()
+    };
     let config = mailgate::config::Config::load(&args).expect("the example config loads");
     assert_eq!(config.limits.max_message_size, 26_214_400);
 
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.toml");
     std::fs::write(&broken, "smtp_listen = \"not an address\"\n").unwrap();
-    let out = mailgate().args(["serve", "--config"]).arg(&broken).output().unwrap();
+    let out = mailgate()
+        .args(["serve", "--config"])
+        .arg(&broken)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("smtp_listen"), "the error names the key: {stderr}");
+    assert!(
+        stderr.contains("smtp_listen"),
+        "the error names the key: {stderr}"
+    );
 
     std::fs::write(&broken, "domian = \"typo.example\"\n").unwrap();
-    let out = mailgate().args(["serve", "--config"]).arg(&broken).output().unwrap();
+    let out = mailgate()
+        .args(["serve", "--config"])
+        .arg(&broken)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("domian"), "unknown keys are named");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("domian"),
+        "unknown keys are named"
+    );
 }
