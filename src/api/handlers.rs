@@ -4,8 +4,8 @@ use super::{ApiError, ApiState};
 use crate::domain::{EmailAddress, Role, Source, ThreadKind};
 use crate::pipeline::authorize::is_participant;
 use crate::store::{
-    InboundLogEntry, NewMessage, NewThread, Organization, OutboxItem, Plan, Site, StoredMessage,
-    Thread, User, rfc3339,
+    Bounce, InboundLogEntry, NewMessage, NewThread, Organization, OutboxItem, Plan, Site,
+    StoredMessage, Thread, User, rfc3339,
 };
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -570,6 +570,19 @@ pub(super) async fn outbox(
         state
             .store
             .outbox(q.limit.unwrap_or(100).clamp(1, 1000))
+            .await?,
+    ))
+}
+
+/// `GET /bounces?limit=N`: delivery failure reports about our notifications.
+pub(super) async fn bounces(
+    State(state): Shared,
+    Query(q): Query<Limit>,
+) -> ApiResult<Json<Vec<Bounce>>> {
+    Ok(Json(
+        state
+            .store
+            .bounces(q.limit.unwrap_or(100).clamp(1, 1000))
             .await?,
     ))
 }

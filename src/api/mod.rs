@@ -49,6 +49,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/attachments/{id}", get(handlers::download_attachment))
         .route("/inbound-log", get(handlers::inbound_log))
         .route("/outbox", get(handlers::outbox))
+        .route("/bounces", get(handlers::bounces))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_token,

@@ -54,12 +54,53 @@ const AUTO_REPLY_SUBJECTS: &[&str] = &[
     "automatiskt svar",
     "frånvaro",
     "odpowiedź automatyczna",
+    "automatyczna odpowiedź",
+    "nieobecność",
     "автоматический ответ",
+    "автоответ",
+    "нет на месте",
     "自動応答",
+    "自動返信",
     "不在",
     "自动回复",
     "自動回覆",
+    "自动答复",
+    "absent du bureau",
+    "ausência",
+    "fora do escritório",
+    "afwezig",
+    "ausente",
 ];
+
+/// Subject prefixes of delivery failure reports, lower case.
+const BOUNCE_SUBJECTS: &[&str] = &[
+    "undeliverable:",
+    "undelivered mail",
+    "delivery status notification",
+    "mail delivery failed",
+    "delivery failure",
+    "failure notice",
+    "returned mail:",
+    "mail delivery subsystem",
+    "unzustellbar:",
+    "non remis :",
+    "non remis:",
+    "no se puede entregar:",
+    "onbestelbaar:",
+    "impossibile recapitare:",
+    "não é possível entregar:",
+    "olevererbart:",
+    "niedostarczalne:",
+    "недоставляемое сообщение:",
+    "配信不能:",
+    "无法投递:",
+];
+
+/// Local parts of the senders of delivery reports.
+fn is_mail_system(local: &str) -> bool {
+    let local = local.to_ascii_lowercase();
+    local == "mailer-daemon" || local == "postmaster" || local.starts_with("microsoftexchange")
+}
 
 /// Classifies a message given its envelope sender (`""` is the null reverse path).
 pub fn classify(mail_from: &str, mail: &ParsedMail) -> Classification {
@@ -80,11 +121,29 @@ pub fn classify(mail_from: &str, mail: &ParsedMail) -> Classification {
     if mail_from.is_empty() {
         return bounce("null reverse path (MAIL FROM:<>)");
     }
-    if let Some(from) = &mail.from {
-        let local = from.split('@').next().unwrap_or("");
-        if local.eq_ignore_ascii_case("mailer-daemon") {
-            return bounce("From: MAILER-DAEMON");
-        }
+    if mail.delivery_status.is_some() {
+        return bounce("message/delivery-status part");
+    }
+    if mail.header("x-ms-exchange-message-is-ndr").is_some() {
+        return bounce("X-MS-Exchange-Message-Is-Ndr header");
+    }
+    let from_local = mail
+        .from
+        .as_deref()
+        .and_then(|f| f.split('@').next())
+        .unwrap_or("");
+    if from_local.eq_ignore_ascii_case("mailer-daemon") {
+        return bounce("From: MAILER-DAEMON");
+    }
+    let subject = mail.subject.as_deref().unwrap_or("").trim().to_lowercase();
+    if is_mail_system(from_local) && BOUNCE_SUBJECTS.iter().any(|p| subject.starts_with(p)) {
+        return bounce("delivery failure subject from the mail system");
+    }
+    if mail
+        .readable_text
+        .contains("This is the qmail-send program")
+    {
+        return bounce("qmail delivery report");
     }
     if let Some(value) = mail.header("auto-submitted") {
         let value = value.split(';').next().unwrap_or("").trim();

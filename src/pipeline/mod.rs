@@ -9,6 +9,7 @@
 //! becomes a temporary failure so that the sending server retries.
 
 pub mod authorize;
+pub mod bounce;
 pub mod classify;
 pub mod extract;
 pub mod parse;
@@ -16,7 +17,9 @@ pub mod thread;
 
 use crate::domain::{EmailAddress, ReplyToken, Source, TokenError, TokenSigner};
 use crate::smtp::reply;
-use crate::store::{InboundLogEntry, Inserted, NewMessage, Store, StoreError, Thread, now_ms};
+use crate::store::{
+    Bounce, InboundLogEntry, Inserted, NewMessage, Store, StoreError, Thread, now_ms,
+};
 use authorize::Authorization;
 use classify::{Classification, MailKind};
 use serde::Serialize;
@@ -37,6 +40,12 @@ pub enum RecipientTarget {
     Support,
     /// `postmaster@` or `abuse@`: accepted and recorded, as RFC 5321 asks.
     Postmaster,
+    /// `bounces@` or `bounces+ID@`: where delivery reports about our
+    /// notifications come back (ID: the outbox row, when the address says it).
+    Bounces {
+        /// The outbox id named by the address.
+        outbox_id: Option<i64>,
+    },
 }
 
 /// Why a recipient was refused at RCPT time.
@@ -146,6 +155,9 @@ pub struct Analysis {
     pub reply_text: String,
     /// Attachments that would be stored.
     pub attachments: Vec<AttachmentInfo>,
+    /// For bounces: what failed, and for which of our messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounce: Option<bounce::BounceReport>,
     #[serde(skip)]
     parsed: parse::ParsedMail,
 }
@@ -185,6 +197,7 @@ fn build_analysis(
 ) -> Analysis {
     let Classification { kind, reason } = classify::classify(mail_from, &parsed);
     Analysis {
+        bounce: (kind == MailKind::Bounce).then(|| bounce::read(&parsed)),
         from: parsed.from.clone(),
         to: parsed.to.clone(),
         subject: parsed.subject.clone(),
@@ -241,6 +254,17 @@ impl Pipeline {
                 Ok(None) => Err(RcptRefusal::UnknownThread),
                 Err(_) => Err(RcptRefusal::Unavailable),
             };
+        }
+        if let Some(rest) = local.strip_prefix("bounces") {
+            let outbox_id = match rest {
+                "" => None,
+                _ => Some(
+                    rest.strip_prefix('+')
+                        .and_then(|id| id.parse().ok())
+                        .ok_or(RcptRefusal::UnknownMailbox)?,
+                ),
+            };
+            return Ok(RecipientTarget::Bounces { outbox_id });
         }
         match local {
             "support" => Ok(RecipientTarget::Support),
@@ -317,10 +341,14 @@ impl Pipeline {
         let result = match outcome {
             Ok(Plan::Log(disposition, thread_id)) => {
                 fill_log(&mut log, &disposition, thread_id);
-                match self.store.log_inbound(&log).await {
-                    Ok(()) => Ok(disposition),
-                    Err(e) => Err(e),
-                }
+                self.store.log_inbound(&log).await.map(|()| disposition)
+            }
+            Ok(Plan::Bounce(disposition, bounce)) => {
+                fill_log(&mut log, &disposition, None);
+                self.store
+                    .record_bounce(&log, &bounce)
+                    .await
+                    .map(|()| disposition)
             }
             Ok(Plan::Store { message, thread }) => {
                 let label = thread_label(&thread);
@@ -372,6 +400,7 @@ impl Pipeline {
         };
         let (disposition, thread) = match plan {
             Ok(Plan::Log(disposition, thread_id)) => (disposition, thread_id),
+            Ok(Plan::Bounce(disposition, _)) => (disposition, None),
             Ok(Plan::Store { thread, .. }) => (
                 Disposition::Accepted {
                     thread_id: thread.id,
@@ -398,14 +427,71 @@ impl Pipeline {
         }
     }
 
+    /// Ties a bounce to the notification it is about: the VERP recipient
+    /// (`bounces+ID@`), else our Message-ID in the returned message.
+    async fn bounce_plan(&self, envelope: &Envelope, analysis: &Analysis) -> Plan {
+        let report = analysis.bounce.clone().unwrap_or_default();
+        let from_verp = envelope.recipients.iter().find_map(|(_, t)| match t {
+            RecipientTarget::Bounces { outbox_id } => *outbox_id,
+            _ => None,
+        });
+        let from_message_id = report.original_message_id.as_deref().and_then(|id| {
+            let (local, domain) = id.rsplit_once('@')?;
+            let (token, outbox_id) = local.split_once('.')?;
+            (domain.eq_ignore_ascii_case(&self.domain) && self.signer.verify(token).is_ok())
+                .then(|| outbox_id.parse().ok())?
+        });
+        let mut outbox = None;
+        for id in [from_verp, from_message_id].into_iter().flatten() {
+            if let Ok(Some(item)) = self.store.outbox_item(id).await {
+                outbox = Some(item);
+                break;
+            }
+        }
+        let recipient = match (&report.failed_recipient, &outbox) {
+            (Some(address), _) => Some(address.clone()),
+            (None, Some(item)) => self
+                .store
+                .user(item.recipient_id)
+                .await
+                .ok()
+                .flatten()
+                .map(|u| u.email),
+            (None, None) => None,
+        };
+        let reason = format!(
+            "bounce ({}): {} failed{}{}",
+            analysis.kind_reason,
+            recipient.as_deref().unwrap_or("an unknown recipient"),
+            report
+                .status
+                .as_deref()
+                .map(|s| format!(" with {s}"))
+                .unwrap_or_default(),
+            outbox
+                .as_ref()
+                .map(|o| format!(", notification {}", o.id))
+                .unwrap_or_default(),
+        );
+        let bounce = Bounce {
+            received_at: now_ms(),
+            outbox_id: outbox.as_ref().map(|o| o.id),
+            recipient,
+            status: report.status,
+            severity: report.severity,
+            diagnostic: report.diagnostic,
+            original_message_id: report.original_message_id,
+            ..Bounce::default()
+        };
+        Plan::Bounce(Disposition::Dropped { reason }, Box::new(bounce))
+    }
+
     /// Decides what to do with an analysed message (reads only).
     async fn decide(&self, envelope: &Envelope, analysis: &Analysis) -> Result<Plan, StoreError> {
         let log_only = |d: Disposition| Ok(Plan::Log(d, None));
         match analysis.kind {
             MailKind::Bounce => {
-                return log_only(Disposition::Dropped {
-                    reason: format!("bounce: {}", analysis.kind_reason),
-                });
+                return Ok(self.bounce_plan(envelope, analysis).await);
             }
             MailKind::AutoReply => {
                 return log_only(Disposition::Dropped {
@@ -509,6 +595,8 @@ pub struct DryRun {
 enum Plan {
     /// Nothing to store but the log entry.
     Log(Disposition, Option<i64>),
+    /// A bounce to record with the log entry.
+    Bounce(Disposition, Box<Bounce>),
     /// Store this message in this thread.
     Store {
         message: Box<NewMessage>,

@@ -5,7 +5,7 @@
 //! degrade into whatever text can be recovered, never into a failure. The one
 //! failure is input with no header at all.
 
-use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
+use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders, PartType};
 
 /// The parts of a message the pipeline looks at.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +38,11 @@ pub struct ParsedMail {
     pub readable_text: String,
     /// Attachments and inline parts that are not the body.
     pub attachments: Vec<ParsedAttachment>,
+    /// The text of a `message/delivery-status` part (bounces).
+    pub delivery_status: Option<String>,
+    /// Message-IDs of messages returned inside this one (a bounce's
+    /// `message/rfc822` or `text/rfc822-headers` part).
+    pub returned_message_ids: Vec<String>,
 }
 
 /// One attachment, decoded.
@@ -51,6 +56,8 @@ pub struct ParsedAttachment {
     pub content: Vec<u8>,
     /// Marked `Content-Disposition: inline`.
     pub inline: bool,
+    /// `Content-ID`, without angle brackets, for `cid:` references.
+    pub content_id: Option<String>,
 }
 
 impl ParsedMail {
@@ -125,8 +132,38 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
             inline: part
                 .content_disposition()
                 .is_some_and(|cd| cd.ctype().eq_ignore_ascii_case("inline")),
+            content_id: part
+                .content_id()
+                .map(|id| id.trim_matches(['<', '>']).to_owned()),
         })
         .collect();
+    let mut delivery_status = None;
+    let mut returned_message_ids = Vec::new();
+    for part in &message.parts {
+        let Some(ct) = part.content_type() else {
+            continue;
+        };
+        let kind = format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase();
+        match (kind.as_str(), &part.body) {
+            (_, PartType::Message(returned)) => {
+                returned_message_ids.extend(returned.message_id().map(str::to_owned));
+            }
+            ("message/delivery-status" | "message/global-delivery-status", _) => {
+                delivery_status
+                    .get_or_insert_with(|| String::from_utf8_lossy(part.contents()).into_owned());
+            }
+            ("text/rfc822-headers" | "message/rfc822-headers", _) => {
+                let headers = MessageParser::default().parse_headers(part.contents());
+                returned_message_ids.extend(
+                    headers
+                        .as_ref()
+                        .and_then(|h| h.message_id())
+                        .map(str::to_owned),
+                );
+            }
+            _ => {}
+        }
+    }
     Some(ParsedMail {
         from,
         from_name,
@@ -145,6 +182,8 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
         html_body,
         readable_text,
         attachments,
+        delivery_status,
+        returned_message_ids,
     })
 }
 

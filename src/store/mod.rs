@@ -14,8 +14,9 @@
 mod rows;
 
 pub use rows::{
-    Attachment, BUSINESS_RANK, InboundLogEntry, Inserted, NewAttachment, NewMessage, NewThread,
-    NotificationKind, Organization, OutboxItem, Plan, Site, StoredMessage, Thread, User, rfc3339,
+    Attachment, BUSINESS_RANK, Bounce, InboundLogEntry, Inserted, NewAttachment, NewMessage,
+    NewThread, NotificationKind, Organization, OutboxItem, Plan, Site, StoredMessage, Thread, User,
+    rfc3339,
 };
 
 use crate::domain::Role;
@@ -395,6 +396,45 @@ impl Store {
     /// Records the outcome of an SMTP transaction that stored nothing.
     pub async fn log_inbound(&self, entry: &InboundLogEntry) -> StoreResult<()> {
         insert_log(&mut *self.write.acquire().await?, entry, None).await
+    }
+
+    /// Records a bounce together with its inbound log entry.
+    pub async fn record_bounce(&self, log: &InboundLogEntry, bounce: &Bounce) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO bounces (received_at, outbox_id, recipient, status, severity, diagnostic, original_message_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(bounce.received_at)
+        .bind(bounce.outbox_id)
+        .bind(&bounce.recipient)
+        .bind(&bounce.status)
+        .bind(&bounce.severity)
+        .bind(&bounce.diagnostic)
+        .bind(&bounce.original_message_id)
+        .execute(&mut *tx)
+        .await?;
+        insert_log(&mut tx, log, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The most recent bounces, newest first.
+    pub async fn bounces(&self, limit: i64) -> StoreResult<Vec<Bounce>> {
+        Ok(
+            sqlx::query_as("SELECT * FROM bounces ORDER BY id DESC LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// One outbox item.
+    pub async fn outbox_item(&self, id: i64) -> StoreResult<Option<OutboxItem>> {
+        Ok(sqlx::query_as("SELECT * FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?)
     }
 
     /// The most recent inbound log entries, newest first.

@@ -341,3 +341,26 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// A delivery failure report about mail we sent (a row of `bounces`).
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+pub struct Bounce {
+    /// Filled in by the database.
+    #[sqlx(default)]
+    pub id: i64,
+    /// Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub received_at: i64,
+    /// The notification that bounced, when the bounce says which.
+    pub outbox_id: Option<i64>,
+    /// The address that failed.
+    pub recipient: Option<String>,
+    /// Enhanced status code.
+    pub status: Option<String>,
+    /// `hard` or `soft`.
+    pub severity: Option<String>,
+    /// The remote server's words.
+    pub diagnostic: Option<String>,
+    /// Message-ID of the returned message.
+    pub original_message_id: Option<String>,
+}

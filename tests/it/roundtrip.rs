@@ -483,3 +483,92 @@ async fn empty_reply_is_refused_with_an_explanation() {
     assert!(answer.starts_with("550 5.6.0"), "{answer}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_bounce_is_tied_to_the_notification_it_answers() {
+    let app = spawn_app().await;
+    let w = app.world("sandbox", None).await;
+    let chat = app
+        .create(
+            "/chats",
+            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
+        )
+        .await;
+    let chat_id = chat["id"].as_i64().unwrap();
+    app.create(
+        &format!("/chats/{chat_id}/messages"),
+        json!({"author_id": w.agent, "text": "Hi"}),
+    )
+    .await;
+    let note = app.wait_for_mail(3).await.remove(2);
+    let bounce = format!(
+        "From: MAILER-DAEMON@mx.acme.example\r\nTo: bounces@{DOMAIN}\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\n\r\nCould not deliver.\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n\
+         Reporting-MTA: dns; mx.acme.example\r\n\r\nFinal-Recipient: rfc822; {OWNER}\r\nAction: failed\r\nStatus: 5.2.1\r\n\r\n\
+         --b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {}\r\nSubject: x\r\n\r\n--b--\r\n",
+        note.header("Message-ID")
+    );
+    let answer = app.send("", &[&format!("bounces@{DOMAIN}")], &bounce).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    let (_, bounces) = app.get("/bounces").await;
+    assert_eq!(bounces[0]["recipient"], OWNER);
+    assert_eq!(bounces[0]["status"], "5.2.1");
+    assert_eq!(bounces[0]["severity"], "hard");
+    let (_, outbox) = app.get("/outbox").await;
+    let notified = outbox.as_array().unwrap().iter().find(|o| {
+        o["rfc_message_id"]
+            .as_str()
+            .is_some_and(|id| note.header("Message-ID").contains(id))
+    });
+    assert_eq!(
+        bounces[0]["outbox_id"],
+        notified.unwrap()["id"],
+        "tied to the notification by its Message-ID"
+    );
+    assert_eq!(
+        app.messages(&format!("/chats/{chat_id}")).await.len(),
+        2,
+        "never posted"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.read_outbox().len(), 3, "never answered");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_html_only_reply_lands_as_readable_text() {
+    let app = spawn_app().await;
+    let w = app.world("sandbox", None).await;
+    let chat = app
+        .create(
+            "/chats",
+            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
+        )
+        .await;
+    let chat_id = chat["id"].as_i64().unwrap();
+    app.create(
+        &format!("/chats/{chat_id}/messages"),
+        json!({"author_id": w.agent, "text": "Hi"}),
+    )
+    .await;
+    let note = app.wait_for_mail(3).await.remove(2);
+    let html = format!(
+        "From: {OWNER}\r\nTo: {}\r\nSubject: Re: x\r\nMessage-ID: <html-1@acme.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>It is <b>fixed</b>, see <a href=\"https://acme.example/ok\">the page</a>.</p>\
+         <div class=\"gmail_quote\">On Mon, Support wrote:<blockquote>old</blockquote></div></body></html>\r\n",
+        note.reply_address()
+    );
+    let answer = app.send(OWNER, &[&note.reply_address()], &html).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    let last = app
+        .messages(&format!("/chats/{chat_id}"))
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(
+        last["text"],
+        "It is fixed, see the page (https://acme.example/ok)."
+    );
+    app.stop().await;
+}

@@ -1,0 +1,289 @@
+//! Where quoted history starts in a plain-text reply.
+//!
+//! Real clients introduce the quoted message in a few shapes, in many
+//! languages: an attribution line ("On <date>, <name> wrote:"), possibly
+//! wrapped over two lines; Outlook's "-----Original Message-----" or a rule
+//! of underscores followed by a From:/Sent:/To:/Subject: block; a
+//! forwarded-message banner; and our own "reply above this line" marker.
+
+use regex::{Regex, RegexSet};
+use std::sync::LazyLock;
+
+/// Verbs that end an attribution line, per language (lower case, before the colon).
+const ATTRIBUTION_ENDINGS: &[&str] = &[
+    "wrote",            // English
+    "writes",           // English (older clients)
+    "schrieb",          // German
+    "a écrit",          // French
+    "escribió",         // Spanish
+    "escreveu",         // Portuguese
+    "ha scritto",       // Italian
+    "scrive",           // Italian (older)
+    "schreef",          // Dutch
+    "skrev",            // Swedish, Norwegian, Danish
+    "napisał(a)",       // Polish
+    "napisał",          // Polish
+    "napisała",         // Polish
+    "pisze",            // Polish (older)
+    "пишет",            // Russian
+    "написал(а)",       // Russian
+    "написал",          // Russian
+    "написала",         // Russian
+    "のメッセージ",     // Japanese
+    "さんは書きました", // Japanese
+    "写道",             // Chinese (simplified)
+    "寫道",             // Chinese (traditional)
+];
+
+/// An attribution: ends with one of the verbs and a colon (ASCII or full
+/// width), and mentions a date, a time or an address, so that "Here is what
+/// I wrote:" in a customer's own text is not mistaken for one. Gmail's
+/// Japanese and Russian attributions have no verb: a date and `<address>:`.
+static ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
+    let verbs = ATTRIBUTION_ENDINGS
+        .iter()
+        .map(|v| regex::escape(v))
+        .collect::<Vec<_>>()
+        .join("|");
+    Regex::new(&format!(
+        r"(?i)(?:{verbs})\s*[:：]\s*$|@[^\s<>]+>\s*[:：]\s*$|\b(?:schrieb|schreef|skrev)\s.{{1,120}}[:：]\s*$"
+    ))
+    .expect("valid attribution regex")
+});
+/// How attributions begin, for recognising one wrapped over two lines.
+static LEAD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*(on|am|le|el|em|il|op|den|w dniu)\s").expect("valid regex")
+});
+static ADDRESS_TAIL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\s*\S*@\S*>").expect("valid regex"));
+static HAS_DATE_OR_ADDRESS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\d|@").expect("valid regex"));
+
+/// "-----Original Message-----" and its translations; also "Forwarded message" banners.
+static BANNERS: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new([
+        r"(?i)^\s*-{2,}\s*(original message|ursprüngliche nachricht|message d'origine|mensaje original|mensagem original|messaggio originale|oorspronkelijk bericht|ursprungligt meddelande|wiadomość oryginalna|oryginalna wiadomość|исходное сообщение|исходное письмо|元のメッセージ|原始邮件|原始郵件)\s*-{2,}\s*$",
+        r"(?i)^\s*-{2,}\s*(forwarded message|weitergeleitete nachricht|message transféré|mensaje reenviado|mensagem encaminhada|messaggio inoltrato|doorgestuurd bericht|vidarebefordrat meddelande|przekazana wiadomość|wiadomość przekazana|пересылаемое сообщение|転送されたメッセージ|转发的邮件|轉寄的郵件)\s*-{2,}\s*$",
+        r"(?i)^\s*(begin forwarded message|anfang der weitergeleiteten nachricht|début du message réenvoyé|inicio del mensaje reenviado)\s*:\s*$",
+        r"^\s*_{10,}\s*$",
+    ])
+    .expect("valid banner regexes")
+});
+
+/// Header labels of a quoted-message block, localized (Outlook and others).
+static FROM_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*\*?\s*(from|von|de|da|van|från|od|от|差出人|发件人|寄件者)\s*\*?\s*[:：]")
+        .expect("valid regex")
+});
+static SENT_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)^\s*\*?\s*(sent|date|gesendet|datum|envoyé|date d'envoi|enviado|enviado el|fecha|inviato|data|verzonden|skickat|wysłano|отправлено|дата|送信日時|日時|发送时间|時間|寄件日期|to|an|à|para|a|aan|till|do|кому|宛先|收件人|subject|betreff|objet|asunto|assunto|oggetto|onderwerp|ämne|temat|тема|件名|主题)\s*\*?\s*[:：]",
+    )
+    .expect("valid regex")
+});
+
+/// Our own marker, quoted or not, in any case.
+fn is_our_marker(line: &str) -> bool {
+    line.to_lowercase().contains("reply above this line")
+}
+
+fn is_attribution(line: &str) -> bool {
+    let line = line.trim();
+    !line.starts_with('>')
+        && line.len() < 400
+        && ATTRIBUTION.is_match(line)
+        && HAS_DATE_OR_ADDRESS.is_match(line)
+}
+
+/// Where quoted history starts, and the attribution lines to drop that
+/// introduce quotes the person answered below (inline or bottom posting).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Scan {
+    /// The first line of trailing history (`lines.len()` when none).
+    pub(super) end: usize,
+    /// Attribution lines above quotes that were answered.
+    pub(super) drop: Vec<usize>,
+}
+
+/// Scans a reply for the start of quoted history.
+pub(super) fn scan(lines: &[&str]) -> Scan {
+    let mut drop = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if let Some(span) = attribution_at(lines, i) {
+            if answered_below(lines, i + span) {
+                drop.extend(i..i + span);
+                i += span;
+                continue;
+            }
+            return Scan { end: i, drop };
+        }
+        if is_our_marker(lines[i]) {
+            if lines[i].trim_start().starts_with('>') && answered_below(lines, i + 1) {
+                i += 1;
+                continue;
+            }
+            // The line introducing the quote (an attribution) goes too.
+            return Scan {
+                end: attribution_before(lines, i).unwrap_or(i),
+                drop,
+            };
+        }
+        if let Some(end) = block_start_at(lines, i) {
+            return Scan { end, drop };
+        }
+        i += 1;
+    }
+    Scan {
+        end: lines.len(),
+        drop,
+    }
+}
+
+/// The index of the first line of quoted history, if any.
+#[cfg(test)]
+pub(super) fn history_start(lines: &[&str]) -> Option<usize> {
+    let scan = scan(lines);
+    (scan.end < lines.len()).then_some(scan.end)
+}
+
+/// Whether the person wrote something below the quote block starting at `from`.
+fn answered_below(lines: &[&str], from: usize) -> bool {
+    lines[from.min(lines.len())..]
+        .iter()
+        .skip_while(|l| l.trim().is_empty() || l.trim_start().starts_with('>'))
+        .any(|l| !l.trim().is_empty())
+}
+
+/// An attribution at line `i`: how many lines it spans (1, or 2 when wrapped).
+fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
+    let line = lines[i];
+    if let Some(next) = lines
+        .get(i + 1)
+        .filter(|n| !n.trim().is_empty() && !line.trim().is_empty())
+    {
+        let wrapped = line.trim_end().ends_with(['<', ',', '('])
+            || ADDRESS_TAIL.is_match(next)
+            || LEAD.is_match(line) && !is_attribution(line);
+        if wrapped && is_attribution(&format!("{} {}", line.trim_end(), next.trim_start())) {
+            return Some(2);
+        }
+    }
+    is_attribution(line).then_some(1)
+}
+
+/// A banner or header block that starts history at `i`.
+fn block_start_at(lines: &[&str], i: usize) -> Option<usize> {
+    let line = lines[i];
+    {
+        if BANNERS.is_match(line) {
+            let rule = line.trim_start().starts_with('_');
+            // A rule of underscores is only a separator when a header block follows.
+            if !rule || header_block_at(lines, i + 1) {
+                return Some(i);
+            }
+        }
+        if header_block_at(lines, i) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// A quoted line of ours may be preceded by its attribution; find it.
+fn attribution_before(lines: &[&str], marker: usize) -> Option<usize> {
+    let mut i = marker;
+    while i > 0 {
+        i -= 1;
+        let line = lines[i].trim();
+        if line.is_empty() || line.trim_start_matches('>').trim().is_empty() {
+            continue;
+        }
+        if is_attribution(lines[i]) {
+            return Some(i);
+        }
+        if i > 0 && is_attribution(&format!("{} {}", lines[i - 1].trim_end(), line)) {
+            return Some(i - 1);
+        }
+        return None;
+    }
+    None
+}
+
+/// A From: line followed within four lines by another header label.
+fn header_block_at(lines: &[&str], at: usize) -> bool {
+    let mut i = at;
+    while lines.get(i).is_some_and(|l| l.trim().is_empty()) && i < at + 2 {
+        i += 1;
+    }
+    let Some(line) = lines.get(i) else {
+        return false;
+    };
+    FROM_LABEL.is_match(line)
+        && lines
+            .iter()
+            .skip(i + 1)
+            .take(4)
+            .any(|next| SENT_LABEL.is_match(next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::history_start;
+
+    fn start(text: &str) -> Option<usize> {
+        history_start(&text.lines().collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn attributions_in_many_languages() {
+        for line in [
+            "On Sun, Nov 22, 2026 at 9:59 AM Support <support@x.example> wrote:",
+            "Am 25.11.26 um 10:02 schrieb Support:",
+            "Le lun. 23 nov. 2026 à 10:00, Support <support@x.example> a écrit :",
+            "El lun, 23 nov 2026 a las 10:00, Support (<support@x.example>) escribió:",
+            "Em seg., 23 de nov. de 2026 às 10:00, Support <support@x.example> escreveu:",
+            "Il giorno lun 23 nov 2026 alle ore 10:00 Support <support@x.example> ha scritto:",
+            "Op ma 23 nov. 2026 om 10:00 schreef Support <support@x.example>:",
+            "Den mån 23 nov. 2026 kl 10:00 skrev Support <support@x.example>:",
+            "W dniu pon., 23 lis 2026 o 10:00 Support <support@x.example> napisał(a):",
+            "23 ноября 2026 г., в 10:00, Support <support@x.example> пишет:",
+            "пн, 23 нояб. 2026 г. в 10:00, Support <support@x.example>:",
+            "2026年11月23日(月) 10:00 Support <support@x.example>:",
+            "Support <support@x.example> 于2026年11月23日周一 10:00写道：",
+        ] {
+            assert_eq!(
+                start(&format!("Answer\n\n{line}\n> old")),
+                Some(2),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_customer_saying_wrote_is_not_a_quote() {
+        assert_eq!(start("Here is what I wrote:\nthe config"), None);
+    }
+
+    #[test]
+    fn outlook_blocks_and_banners() {
+        assert_eq!(start("Hi\n\n-----Original Message-----\nFrom: x"), Some(2));
+        assert_eq!(
+            start("Hi\n\n-----Ursprüngliche Nachricht-----\nVon: x"),
+            Some(2)
+        );
+        assert_eq!(
+            start("Hi\n________________________________\nFrom: S\nSent: Monday\n"),
+            Some(1)
+        );
+        assert_eq!(
+            start("Hi\nVon: Support <s@x>\nGesendet: Montag\nAn: mich\n"),
+            Some(1)
+        );
+        assert_eq!(
+            start("Hi\n\n---------- Forwarded message ---------\nFrom: a"),
+            Some(2)
+        );
+        assert_eq!(start("Numbers\n________________\nmore text"), None);
+    }
+}

@@ -1,0 +1,87 @@
+//! Signatures at the end of a reply: the `-- ` delimiter, mobile footers,
+//! and a trailing block that begins with the sender's name.
+
+use regex::Regex;
+use std::sync::LazyLock;
+
+/// "Sent from my iPhone" and its relatives, in the languages we read.
+static MOBILE_FOOTER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?i)^\s*(",
+        r"sent from my \S|sent from (outlook|mail for windows|yahoo mail|samsung|my mobile)|sent via |get outlook for |sent from proton",
+        r"|von meinem .{1,40} gesendet|gesendet von meinem |gesendet mit |von meinem .{1,40} gesendet",
+        r"|envoyé de mon |envoyé depuis mon |obtenir outlook pour ",
+        r"|enviado desde mi |enviado desde |obtener outlook para ",
+        r"|enviado do meu |enviado de meu |obter o outlook para ",
+        r"|inviato da |scarica outlook per ",
+        r"|verzonden (vanaf|met) mijn |verstuurd vanaf mijn |outlook voor ",
+        r"|skickat från min |skickades från min |hämta outlook för ",
+        r"|wysłane z (mojego )?|pobierz outlook dla ",
+        r"|отправлено с |отправлено из |получить outlook для ",
+        r"|.{0,20}から送信\s*$|.{0,20}から送信されました",
+        r"|发自我的|从我的.{0,20}发送|從我的.{0,20}傳送|寄件自我的",
+        r")"
+    ))
+    .expect("valid footer regex")
+});
+
+/// Removes the signature from the end of `lines`.
+pub(super) fn strip<'a>(lines: &[&'a str], sender_name: Option<&str>) -> Vec<&'a str> {
+    let mut lines: Vec<&str> = lines.to_vec();
+    // The `-- ` delimiter (RFC 3676), or a bare `--` when little follows it.
+    if let Some(i) = lines.iter().rposition(|l| *l == "-- " || (*l == "--")) {
+        let after = lines.len() - i - 1;
+        if lines[i] == "-- " || after <= 10 {
+            lines.truncate(i);
+        }
+    }
+    drop_trailing_footers(&mut lines);
+    if let Some(name) = sender_name
+        .map(str::trim)
+        .filter(|n| n.chars().filter(|c| c.is_alphabetic()).count() >= 3)
+    {
+        strip_name_block(&mut lines, name);
+    }
+    drop_trailing_footers(&mut lines);
+    lines
+}
+
+fn drop_trailing_footers(lines: &mut Vec<&str>) {
+    while let Some(last) = lines.last() {
+        if last.trim().is_empty() || MOBILE_FOOTER.is_match(last) {
+            lines.pop();
+        } else {
+            break;
+        }
+    }
+}
+
+/// In the last paragraph: a line that is the sender's name followed by more
+/// lines (title, company, phone) is a signature. When the name opens the
+/// paragraph and something precedes it, the whole paragraph goes; after a
+/// sign-off ("Thanks,") the name stays and what follows it goes.
+fn strip_name_block(lines: &mut Vec<&str>, name: &str) {
+    let start = lines
+        .iter()
+        .rposition(|l| l.trim().is_empty())
+        .map_or(0, |i| i + 1);
+    let name = name.to_lowercase();
+    let Some(offset) = lines[start..].iter().position(|l| {
+        let line = l.trim().trim_end_matches([',', '.']).to_lowercase();
+        line == name
+            || (line.starts_with(&name)
+                && line.len() <= name.len() + 40
+                && !line[name.len()..].starts_with(char::is_alphanumeric))
+    }) else {
+        return;
+    };
+    let at = start + offset;
+    if at + 1 >= lines.len() || lines.len() - at > 8 {
+        return; // the name ends the message (a sign-off), or too much follows to be a signature
+    }
+    if offset == 0 && start > 0 {
+        lines.truncate(start);
+    } else {
+        lines.truncate(at + 1);
+    }
+}
