@@ -132,11 +132,15 @@ pub const MIN_IMAGE_SIZE: usize = 2048;
 /// Attachments worth storing, with sanitized names. Left out: empty and
 /// oversized parts, tiny images, and inline images shown only in a signature.
 pub fn attachments(mail: &ParsedMail) -> Vec<NewAttachment> {
-    let signature_cids = mail
-        .html_body
-        .as_deref()
-        .map(html::signature_only_cids)
-        .unwrap_or_default();
+    // Parsing the HTML again is only worth it when an image could be a signature logo.
+    let has_cid_images = mail
+        .attachments
+        .iter()
+        .any(|a| a.content_id.is_some() && a.content_type.starts_with("image/"));
+    let signature_cids = match (&mail.html_body, has_cid_images) {
+        (Some(html), true) => html::signature_only_cids(html),
+        _ => Default::default(),
+    };
     mail.attachments
         .iter()
         .enumerate()

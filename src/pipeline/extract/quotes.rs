@@ -89,7 +89,9 @@ fn is_our_marker(line: &str) -> bool {
 
 fn is_attribution(line: &str) -> bool {
     let line = line.trim();
-    !line.starts_with('>')
+    // Every attribution ends with a colon: a cheap test before the regexes.
+    line.ends_with([':', '：'])
+        && !line.starts_with('>')
         && line.len() < 400
         && ATTRIBUTION.is_match(line)
         && HAS_DATE_OR_ADDRESS.is_match(line)
@@ -160,7 +162,7 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
     let line = lines[i];
     if let Some(next) = lines
         .get(i + 1)
-        .filter(|n| !n.trim().is_empty() && !line.trim().is_empty())
+        .filter(|n| n.trim_end().ends_with([':', '：']) && !line.trim().is_empty())
     {
         let wrapped = line.trim_end().ends_with(['<', ',', '('])
             || ADDRESS_TAIL.is_match(next)
@@ -175,6 +177,9 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
 /// A banner or header block that starts history at `i`.
 fn block_start_at(lines: &[&str], i: usize) -> Option<usize> {
     let line = lines[i];
+    if !line.contains([':', '-', '_', '：']) {
+        return None;
+    }
     {
         if BANNERS.is_match(line) {
             let rule = line.trim_start().starts_with('_');
