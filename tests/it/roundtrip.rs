@@ -572,3 +572,82 @@ async fn an_html_only_reply_lands_as_readable_text() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn inspect_with_the_instance_data_dir_says_what_would_happen() {
+    let app = spawn_app().await;
+    let w = app.world("sandbox", None).await;
+    let chat = app
+        .create(
+            "/chats",
+            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
+        )
+        .await;
+    let chat_id = chat["id"].as_i64().unwrap();
+    app.create(
+        &format!("/chats/{chat_id}/messages"),
+        json!({"author_id": w.agent, "text": "Hi"}),
+    )
+    .await;
+    let note = app.wait_for_mail(3).await.remove(2);
+    let file = app.dir.path().join("reply.eml");
+    std::fs::write(
+        &file,
+        reply_mail(
+            OWNER,
+            &note.reply_address(),
+            "x",
+            "insp@acme.example",
+            "",
+            "Looks good",
+        ),
+    )
+    .unwrap();
+    let run = |rcpt: String, from: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+            .args([
+                "inspect",
+                "--json",
+                "--domain",
+                DOMAIN,
+                "--mail-from",
+                from,
+                "--rcpt",
+                &rcpt,
+                "--data-dir",
+            ])
+            .arg(app.dir.path())
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let value = run(note.reply_address(), OWNER);
+    assert_eq!(value["thread_token"]["verified"], true);
+    assert_eq!(value["thread_token"]["via"], "recipient");
+    assert_eq!(value["decision"]["decision"], "accepted");
+    assert_eq!(value["decision"]["thread_id"], chat_id);
+    assert!(
+        value["decision"]["smtp_reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("250")
+    );
+    let value = run(format!("support@{DOMAIN}"), OWNER);
+    // Sent to the support address with nothing that names a thread: a new chat, refused.
+    assert_eq!(value["decision"]["decision"], "rejected");
+    assert!(
+        value["decision"]["smtp_reply"]
+            .as_str()
+            .unwrap()
+            .contains("Launch Chat")
+    );
+    // Nothing was stored by either run.
+    assert_eq!(app.messages(&format!("/chats/{chat_id}")).await.len(), 2);
+    app.stop().await;
+}
