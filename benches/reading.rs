@@ -40,21 +40,11 @@ fn measure(messages: &[Vec<u8>], budget: Duration, mut f: impl FnMut(&[u8])) -> 
 
 fn main() {
     let mut paths = Vec::new();
-    fixtures(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mail"),
-        &mut paths,
-    );
+    fixtures(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mail"), &mut paths);
     paths.sort();
-    let messages: Vec<Vec<u8>> = paths
-        .iter()
-        .map(|p| std::fs::read(p).expect("read"))
-        .collect();
+    let messages: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).expect("read")).collect();
     let bytes: usize = messages.iter().map(Vec::len).sum();
-    println!(
-        "{} fixture messages, {} bytes on average",
-        messages.len(),
-        bytes / messages.len()
-    );
+    println!("{} fixture messages, {} bytes on average", messages.len(), bytes / messages.len());
     let budget = Duration::from_secs(3);
     // Interleave the two measurements twice so that drift affects both alike.
     let mut parse = Vec::new();
@@ -64,25 +54,12 @@ fn main() {
             black_box(mail_parser::MessageParser::default().parse(black_box(m)));
         }));
         read.push(measure(&messages, budget, |m| {
-            black_box(mailgate::pipeline::analyze(
-                "sender@example.org",
-                &[],
-                black_box(m),
-            ));
+            black_box(mailgate::pipeline::analyze("sender@example.org", &[], black_box(m)));
         }));
     }
     let parse = parse.iter().min().copied().unwrap_or_default();
     let read = read.iter().min().copied().unwrap_or_default();
-    println!(
-        "mail-parser parse alone:   {:>8.1} µs/message",
-        parse.as_secs_f64() * 1e6
-    );
-    println!(
-        "whole reading step:        {:>8.1} µs/message",
-        read.as_secs_f64() * 1e6
-    );
-    println!(
-        "ratio reading / parse:     {:>8.2}x",
-        read.as_secs_f64() / parse.as_secs_f64()
-    );
+    println!("mail-parser parse alone:   {:>8.1} µs/message", parse.as_secs_f64() * 1e6);
+    println!("whole reading step:        {:>8.1} µs/message", read.as_secs_f64() * 1e6);
+    println!("ratio reading / parse:     {:>8.2}x", read.as_secs_f64() / parse.as_secs_f64());
 }

@@ -8,10 +8,11 @@ use crate::domain::TokenSigner;
 use crate::domain::token::TokenKey;
 use crate::notify::render::Renderer;
 use crate::outbound::Outbound;
+use crate::outbound::mailer::Mailer;
 use crate::pipeline::Pipeline;
 use crate::smtp::listener;
 use crate::smtp::session::SessionContext;
-use crate::store::Store;
+use crate::store::{OutboxPolicy, Store};
 use anyhow::Context;
 use rand::RngCore;
 use std::net::SocketAddr;
@@ -50,19 +51,17 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Store, TokenSigner)>
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }
+    let policy = OutboxPolicy {
+        coalesce_ms: config.delivery.coalesce_window.as_millis() as i64,
+        lifetime_ms: config.delivery.lifetime.as_millis() as i64,
+    };
     let store = Store::open(&config.database_url)
         .await
-        .with_context(|| format!("opening database {}", config.database_url))?;
-    let secret = store
-        .setting_or_init("token_key.1", || random_hex(32))
-        .await?;
-    let secret = data_encoding::HEXLOWER
-        .decode(secret.as_bytes())
-        .context("stored token key is not hex")?;
-    Ok((
-        store,
-        TokenSigner::new(TokenKey::new(1, secret), Vec::new()),
-    ))
+        .with_context(|| format!("opening database {}", config.database_url))?
+        .with_outbox_policy(policy);
+    let secret = store.setting_or_init("token_key.1", || random_hex(32)).await?;
+    let secret = data_encoding::HEXLOWER.decode(secret.as_bytes()).context("stored token key is not hex")?;
+    Ok((store, TokenSigner::new(TokenKey::new(1, secret), Vec::new())))
 }
 
 /// Starts every part of the gateway and returns once all listeners are bound.
@@ -72,22 +71,22 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         Some(token) => (token.clone(), false),
         None => {
             let existed = store.setting("api_token").await?.is_some();
-            (
-                store
-                    .setting_or_init("api_token", || random_hex(24))
-                    .await?,
-                !existed,
-            )
+            (store.setting_or_init("api_token", || random_hex(24)).await?, !existed)
         }
     };
-    let renderer =
-        Arc::new(Renderer::load(config.templates_dir.as_deref()).context("loading templates")?);
-    std::fs::create_dir_all(&config.outbox_dir).with_context(|| {
-        format!(
-            "creating outgoing-mail folder {}",
-            config.outbox_dir.display()
-        )
-    })?;
+    let renderer = Arc::new(Renderer::load(config.templates_dir.as_deref()).context("loading templates")?);
+    if let Some(problem) = renderer.check().into_iter().next() {
+        anyhow::bail!("broken template: {problem}");
+    }
+    let dkim = config.delivery.dkim.as_ref().map(crate::outbound::load_dkim).transpose()?;
+    let mailer = Mailer::new(
+        config.delivery.relay_url.as_deref(),
+        config.outbox_dir.clone(),
+        &config.hostname,
+        config.delivery.concurrency,
+    )?;
+    std::fs::create_dir_all(&config.outbox_dir)
+        .with_context(|| format!("creating outgoing-mail folder {}", config.outbox_dir.display()))?;
 
     let smtp = TcpListener::bind(config.smtp_listen)
         .await
@@ -112,46 +111,41 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let state = Arc::new(ApiState {
         store: store.clone(),
         token_hash: api::hash_token(&api_token),
+        on_call_address: config.on_call_address.clone(),
     });
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
-        let server = axum::serve(http, api::router(state))
-            .with_graceful_shutdown(http_shutdown.cancelled_owned());
+        let server = axum::serve(http, api::router(state)).with_graceful_shutdown(http_shutdown.cancelled_owned());
         if let Err(error) = server.await {
             tracing::error!(error = %error, "HTTP server failed");
         }
     });
 
-    let outbound = Outbound {
+    let delivered_by = mailer.describe();
+    let outbound = Arc::new(Outbound {
         store: store.clone(),
         signer,
         renderer,
-        outbox_dir: config.outbox_dir.clone(),
+        mailer,
         domain: config.domain.clone(),
         dashboard_url: config.dashboard_url.clone(),
+        delivery: config.delivery.clone(),
+        dkim,
         wake: store.outbox_wakeup(),
-    };
+    });
     tasks.spawn(outbound.run(shutdown.clone()));
 
     tracing::info!(
         smtp = %smtp_addr,
         http = %http_addr,
         database = %config.database_url,
-        outbox = %config.outbox_dir.display(),
+        outgoing = %delivered_by,
         domain = %config.domain,
         "mailgate started: replies go to reply+TOKEN@{}, new mail to support@{}",
         config.domain,
         config.domain
     );
-    Ok(App {
-        smtp_addr,
-        http_addr,
-        api_token,
-        api_token_generated,
-        store,
-        shutdown,
-        tasks,
-    })
+    Ok(App { smtp_addr, http_addr, api_token, api_token_generated, store, shutdown, tasks })
 }
 
 impl App {

@@ -51,6 +51,11 @@ pub struct ConfigArgs {
     /// Largest message accepted, in bytes [default: 26214400 (25 MiB)].
     #[arg(long, env = "MAILGATE_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     pub max_message_size: Option<usize>,
+    /// SMTP relay for outgoing mail, e.g. smtp://host:25,
+    /// smtp://user:pass@host:587?tls=starttls or smtps://host:465
+    /// [default: none: mail is written to the outgoing-mail folder].
+    #[arg(long, env = "MAILGATE_RELAY_URL", value_name = "URL")]
+    pub relay: Option<String>,
 }
 
 /// The file's shape: every key optional, defaults applied in [`Config::load`].
@@ -67,8 +72,82 @@ struct RawConfig {
     outbox_dir: Option<PathBuf>,
     templates_dir: Option<PathBuf>,
     dashboard_url: Option<String>,
+    on_call_address: Option<String>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    delivery: RawDelivery,
+    dkim: Option<RawDkim>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    relay_url: Option<String>,
+    concurrency: Option<u32>,
+    coalesce_window_secs: Option<u64>,
+    lifetime_hours: Option<u64>,
+    retry_base_secs: Option<u64>,
+    retry_max_secs: Option<u64>,
+    max_hard_bounces: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDkim {
+    selector: String,
+    private_key: PathBuf,
+    domain: Option<String>,
+    algorithm: Option<String>,
+}
+
+/// How outgoing mail is delivered.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// The SMTP relay URL; `None` writes `.eml` files to the outgoing-mail folder.
+    pub relay_url: Option<String>,
+    /// Deliveries in flight at once (also the relay connection pool size).
+    pub concurrency: u32,
+    /// Replies to one person in one thread within this window become one notification.
+    pub coalesce_window: Duration,
+    /// How long a failing delivery is retried.
+    pub lifetime: Duration,
+    /// The first retry delay; doubled at each attempt, with jitter.
+    pub retry_base: Duration,
+    /// The longest delay between two attempts.
+    pub retry_max: Duration,
+    /// Hard bounces after which mail to an address stops.
+    pub max_hard_bounces: u32,
+    /// DKIM signing, when configured.
+    pub dkim: Option<DkimSettings>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            relay_url: None,
+            concurrency: 8,
+            coalesce_window: Duration::from_secs(10),
+            lifetime: Duration::from_secs(48 * 3600),
+            retry_base: Duration::from_secs(30),
+            retry_max: Duration::from_secs(3600),
+            max_hard_bounces: 3,
+            dkim: None,
+        }
+    }
+}
+
+/// DKIM signing settings.
+#[derive(Debug, Clone)]
+pub struct DkimSettings {
+    /// The selector: the key is published at `<selector>._domainkey.<domain>`.
+    pub selector: String,
+    /// The signing domain (`d=`), by default our mail domain.
+    pub domain: String,
+    /// PEM file of the private key.
+    pub private_key: PathBuf,
+    /// `rsa` or `ed25519`.
+    pub algorithm: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +212,10 @@ pub struct Config {
     pub dashboard_url: String,
     /// SMTP limits.
     pub limits: Limits,
+    /// Outgoing mail.
+    pub delivery: DeliveryConfig,
+    /// Where on-call pages go.
+    pub on_call_address: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -157,15 +240,8 @@ impl Config {
             Some(path) => read_file(path)?,
             None => RawConfig::default(),
         };
-        let api_token = std::env::var("MAILGATE_API_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .or(raw.api_token);
-        let data_dir = args
-            .data_dir
-            .clone()
-            .or(raw.data_dir)
-            .unwrap_or_else(|| PathBuf::from("mailgate-data"));
+        let api_token = std::env::var("MAILGATE_API_TOKEN").ok().filter(|t| !t.is_empty()).or(raw.api_token);
+        let data_dir = args.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| PathBuf::from("mailgate-data"));
         let database_url = args
             .database_url
             .clone()
@@ -181,30 +257,12 @@ impl Config {
             (None, Some(text)) => parse_addr("http_listen", &text)?,
             (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
-        let domain = args
-            .domain
-            .clone()
-            .or(raw.domain)
-            .unwrap_or_else(|| "localhost".to_owned())
-            .to_ascii_lowercase();
-        if domain.is_empty()
-            || !domain
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-        {
-            bail!(
-                "domain: {domain:?} is not a valid mail domain (letters, digits, dots and dashes)"
-            );
+        let domain = args.domain.clone().or(raw.domain).unwrap_or_else(|| "localhost".to_owned()).to_ascii_lowercase();
+        if domain.is_empty() || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+            bail!("domain: {domain:?} is not a valid mail domain (letters, digits, dots and dashes)");
         }
-        let hostname = args
-            .hostname
-            .clone()
-            .or(raw.hostname)
-            .unwrap_or_else(|| domain.clone());
-        if hostname
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-        {
+        let hostname = args.hostname.clone().or(raw.hostname).unwrap_or_else(|| domain.clone());
+        if hostname.chars().any(|c| c.is_whitespace() || c.is_control()) {
             bail!("hostname: {hostname:?} must not contain spaces or control characters");
         }
         let mut limits = Limits::default();
@@ -224,21 +282,48 @@ impl Config {
             limits.data_timeout = Duration::from_secs(secs);
         }
         if limits.max_message_size < 1024 {
-            bail!(
-                "limits.max_message_size: {} is too small (at least 1024 bytes)",
-                limits.max_message_size
-            );
+            bail!("limits.max_message_size: {} is too small (at least 1024 bytes)", limits.max_message_size);
         }
         if limits.max_recipients == 0 || limits.max_connections == 0 {
             bail!("limits.max_recipients and limits.max_connections must be at least 1");
         }
+        let mut delivery = DeliveryConfig {
+            relay_url: args.relay.clone().or(raw.delivery.relay_url).filter(|u| !u.is_empty()),
+            ..DeliveryConfig::default()
+        };
+        if let Some(n) = raw.delivery.concurrency {
+            delivery.concurrency = n.max(1);
+        }
+        if let Some(secs) = raw.delivery.coalesce_window_secs {
+            delivery.coalesce_window = Duration::from_secs(secs);
+        }
+        if let Some(hours) = raw.delivery.lifetime_hours {
+            delivery.lifetime = Duration::from_secs(hours * 3600);
+        }
+        if let Some(secs) = raw.delivery.retry_base_secs {
+            delivery.retry_base = Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = raw.delivery.retry_max_secs {
+            delivery.retry_max = Duration::from_secs(secs.max(1));
+        }
+        if let Some(n) = raw.delivery.max_hard_bounces {
+            delivery.max_hard_bounces = n.max(1);
+        }
+        if let Some(url) = &delivery.relay_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            bail!("delivery.relay_url: {url:?} must start with smtp:// or smtps://");
+        }
+        delivery.dkim = raw.dkim.map(|d| DkimSettings {
+            selector: d.selector,
+            domain: d.domain.unwrap_or_else(|| domain.clone()),
+            private_key: d.private_key,
+            algorithm: d.algorithm.unwrap_or_else(|| "rsa".to_owned()),
+        });
+        let on_call_address = raw.on_call_address.unwrap_or_else(|| format!("oncall@{domain}"));
         let http_port = http_listen.port();
         Ok(Self {
-            outbox_dir: args
-                .outbox_dir
-                .clone()
-                .or(raw.outbox_dir)
-                .unwrap_or_else(|| data_dir.join("outbox")),
+            outbox_dir: args.outbox_dir.clone().or(raw.outbox_dir).unwrap_or_else(|| data_dir.join("outbox")),
             templates_dir: args.templates_dir.clone().or(raw.templates_dir),
             dashboard_url: args
                 .dashboard_url
@@ -255,6 +340,8 @@ impl Config {
             hostname,
             api_token,
             limits,
+            delivery,
+            on_call_address,
         })
     }
 
@@ -272,6 +359,8 @@ impl Config {
             templates_dir: None,
             dashboard_url: "http://127.0.0.1:8080".to_owned(),
             limits: Limits::default(),
+            delivery: DeliveryConfig { coalesce_window: Duration::ZERO, ..DeliveryConfig::default() },
+            on_call_address: format!("oncall@{}", domain.to_ascii_lowercase()),
             data_dir: data_dir.to_path_buf(),
         }
     }
@@ -284,12 +373,10 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> anyhow::Result<RawConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 
 fn parse_addr(key: &str, text: &str) -> anyhow::Result<SocketAddr> {
-    text.parse()
-        .with_context(|| format!("{key}: {text:?} is not an address like 127.0.0.1:2525"))
+    text.parse().with_context(|| format!("{key}: {text:?} is not an address like 127.0.0.1:2525"))
 }

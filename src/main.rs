@@ -57,6 +57,57 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Check or preview the notification templates.
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+        /// Folder of templates overriding the built-in ones.
+        #[arg(long, env = "MAILGATE_TEMPLATES_DIR", value_name = "DIR", global = true)]
+        templates_dir: Option<PathBuf>,
+    },
+    /// Look at outgoing mail and retry failed deliveries.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Compile every template and render it with sample data; report every
+    /// error with its file and line. Exits 1 when something is wrong.
+    Check,
+    /// Render one notification with sample data.
+    Render {
+        /// The notification, e.g. agent_replied (see `templates check` for the list).
+        name: String,
+        /// Print the HTML body instead of the subject and text.
+        #[arg(long)]
+        html: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// List outgoing mail, newest first.
+    List {
+        /// Only the failed ones.
+        #[arg(long)]
+        failed: bool,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a failed item back in the queue (a running server sends it).
+    Retry {
+        /// The outbox id.
+        id: i64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,13 +132,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
-        Command::Inspect {
-            file,
-            json,
-            mail_from,
-            rcpt,
-            config,
-        } => inspect(file, json, mail_from, rcpt, config).await,
+        Command::Inspect { file, json, mail_from, rcpt, config } => inspect(file, json, mail_from, rcpt, config).await,
+        Command::Templates { command, templates_dir } => templates(command, templates_dir),
+        Command::Outbox { command, config } => outbox(command, config).await,
     }
 }
 
@@ -96,14 +143,9 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let app = mailgate::app::start(config).await?;
     if app.api_token_generated {
         // Printed once, on the console of whoever started the server; never logged.
-        #[allow(
-            clippy::print_stdout,
-            reason = "the generated API token is shown to the operator once"
-        )]
+        #[allow(clippy::print_stdout, reason = "the generated API token is shown to the operator once")]
         {
-            println!(
-                "Generated API token (stored in the database; set MAILGATE_API_TOKEN to choose your own):"
-            );
+            println!("Generated API token (stored in the database; set MAILGATE_API_TOKEN to choose your own):");
             println!("  {}", app.api_token);
         }
         let _ = std::io::stdout().flush();
@@ -144,17 +186,12 @@ async fn inspect(
         std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
     };
     let mail_from = mail_from.unwrap_or_else(|| "sender@invalid".to_owned());
-    let with_config =
-        args.config.is_some() || args.data_dir.is_some() || args.database_url.is_some();
+    let with_config = args.config.is_some() || args.data_dir.is_some() || args.database_url.is_some();
     let mut output = if with_config {
         let config = Config::load(&args)?;
         let (store, signer) = mailgate::app::open_store(&config).await?;
         let pipeline = pipeline::Pipeline::new(store.clone(), signer, config.domain.clone());
-        let mut envelope = Envelope {
-            peer: "inspect".to_owned(),
-            mail_from,
-            ..Envelope::default()
-        };
+        let mut envelope = Envelope { peer: "inspect".to_owned(), mail_from, ..Envelope::default() };
         for address in &rcpt {
             match pipeline.check_recipient(address).await {
                 Ok(target) => envelope.recipients.push((address.clone(), target)),
@@ -162,9 +199,7 @@ async fn inspect(
             }
         }
         if envelope.recipients.is_empty() && envelope.refused.is_empty() {
-            envelope
-                .recipients
-                .push((config.support_address(), RecipientTarget::Support));
+            envelope.recipients.push((config.support_address(), RecipientTarget::Support));
         }
         let analysis = pipeline.analyze(&envelope, &raw);
         let decision = pipeline.dry_run(&envelope, &raw).await;
@@ -206,4 +241,69 @@ fn print_text(out: &mut impl Write, value: &serde_json::Value) -> std::io::Resul
         }
     }
     Ok(())
+}
+
+fn templates(command: TemplatesCommand, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use mailgate::notify::render::{KINDS, Renderer, sample_context};
+    let renderer = Renderer::load(dir.as_deref())?;
+    match command {
+        TemplatesCommand::Check => {
+            let problems = renderer.check();
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+            if problems.is_empty() {
+                println!("{} notifications, {} templates: all good", KINDS.len(), KINDS.len() * 3);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        TemplatesCommand::Render { name, html } => {
+            if !KINDS.contains(&name.as_str()) {
+                anyhow::bail!("no notification {name:?}; there are: {}", KINDS.join(", "));
+            }
+            let rendered = renderer.render(&name, &sample_context(&name))?;
+            if html {
+                print!("{}", rendered.html);
+            } else {
+                println!("Subject: {}\n\n{}", rendered.subject, rendered.text);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn outbox(command: OutboxCommand, args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args)?;
+    let (store, _) = mailgate::app::open_store(&config).await?;
+    let result = match command {
+        OutboxCommand::List { failed, limit, json } => {
+            let items = store.outbox(failed, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                println!("{:>6}  {:<8}  {:<22}  {:<32}  {:>3}  LAST ERROR", "ID", "STATUS", "KIND", "TO", "TRY");
+                for item in items {
+                    println!(
+                        "{:>6}  {:<8}  {:<22}  {:<32}  {:>3}  {}",
+                        item.id,
+                        item.status,
+                        item.kind,
+                        item.to_address,
+                        item.attempts,
+                        item.last_error.unwrap_or_default()
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        OutboxCommand::Retry { id } => {
+            let item = store.retry(id).await?;
+            println!("outbox item {} to {} is queued again", item.id, item.to_address);
+            ExitCode::SUCCESS
+        }
+    };
+    store.close().await;
+    Ok(result)
 }

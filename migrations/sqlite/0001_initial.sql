@@ -119,21 +119,34 @@ CREATE TABLE inbound_log (
 );
 CREATE INDEX inbound_log_time ON inbound_log(received_at);
 
--- Notifications waiting to be sent (the outbox). Rendered when sent, so that
--- they show the thread as it is then.
+-- Mail waiting to be sent (the outbox). Notifications about a message are
+-- rendered when sent, so that they show the thread as it is then (and several
+-- messages in quick succession become one notification).
 CREATE TABLE outbox (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind            TEXT NOT NULL,          -- agent_replied | customer_replied
-    thread_id       INTEGER NOT NULL REFERENCES threads(id),
-    message_id      INTEGER NOT NULL REFERENCES messages(id),
-    recipient_id    INTEGER NOT NULL REFERENCES users(id),
-    status          TEXT NOT NULL,          -- pending | sent | failed
+    kind            TEXT NOT NULL,          -- the template: agent_replied, ticket_received, refusal_no_new_chat, ...
+    thread_id       INTEGER REFERENCES threads(id),
+    message_id      INTEGER REFERENCES messages(id),
+    recipient_id    INTEGER REFERENCES users(id),
+    to_address      TEXT NOT NULL,
+    context         TEXT NOT NULL DEFAULT '{}', -- JSON: what the template needs beyond the thread
+    status          TEXT NOT NULL,          -- pending | sending | sent | failed | merged
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
+    claimed_until   INTEGER,                -- a worker's lease while sending
+    expires_at      INTEGER NOT NULL,       -- retries stop after this
     last_error      TEXT,
-    rfc_message_id  TEXT,                   -- the Message-ID the notification went out with
+    rfc_message_id  TEXT,                   -- the Message-ID it went out with
     created_at      INTEGER NOT NULL,
     sent_at         INTEGER
 );
-CREATE INDEX outbox_pending ON outbox(status, next_attempt_at);
+CREATE INDEX outbox_due ON outbox(status, next_attempt_at);
 CREATE INDEX outbox_thread ON outbox(thread_id, recipient_id);
+
+-- Refusal notices sent, to send at most one per address per hour.
+CREATE TABLE notices_sent (
+    address TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    sent_at INTEGER NOT NULL
+);
+CREATE INDEX notices_sent_address ON notices_sent(address, sent_at);

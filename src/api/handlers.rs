@@ -4,8 +4,8 @@ use super::{ApiError, ApiState};
 use crate::domain::{EmailAddress, Role, Source, ThreadKind};
 use crate::pipeline::authorize::is_participant;
 use crate::store::{
-    Bounce, InboundLogEntry, NewMessage, NewThread, Organization, OutboxItem, Plan, Site,
-    StoredMessage, Thread, User, rfc3339,
+    Bounce, InboundLogEntry, NewMessage, NewThread, Organization, OutboxItem, Plan, Site, StoredMessage, Thread, User,
+    rfc3339,
 };
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -19,8 +19,7 @@ type Shared = State<Arc<ApiState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
 fn body<T>(json: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    json.map(|Json(v)| v)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
+    json.map(|Json(v)| v).map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
 fn required(value: &str, field: &str) -> ApiResult<String> {
@@ -52,24 +51,16 @@ pub(super) async fn create_organization(
         match state.store.plan(plan).await? {
             Some(p) if p.scope != "site" => {}
             _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "{plan:?} is not an organization or account plan"
-                )));
+                return Err(ApiError::BadRequest(format!("{plan:?} is not an organization or account plan")));
             }
         }
     }
-    let org = state
-        .store
-        .create_organization(&required(&new.name, "name")?, new.plan.as_deref())
-        .await?;
+    let org = state.store.create_organization(&required(&new.name, "name")?, new.plan.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(org)))
 }
 
 /// `GET /organizations/{id}`
-pub(super) async fn get_organization(
-    State(state): Shared,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Organization>> {
+pub(super) async fn get_organization(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Organization>> {
     state
         .store
         .organization(id)
@@ -94,10 +85,7 @@ pub(super) async fn create_site(
     match state.store.plan(&new.plan).await? {
         Some(p) if p.scope == "site" => {}
         _ => {
-            return Err(ApiError::BadRequest(format!(
-                "{:?} is not a site plan (see GET /api/v1/plans)",
-                new.plan
-            )));
+            return Err(ApiError::BadRequest(format!("{:?} is not a site plan (see GET /api/v1/plans)", new.plan)));
         }
     }
     if let Some(org) = new.organization_id {
@@ -107,25 +95,13 @@ pub(super) async fn create_site(
             .await?
             .ok_or_else(|| ApiError::BadRequest(format!("organization {org} not found")))?;
     }
-    let site = state
-        .store
-        .create_site(
-            &required(&new.name, "name")?,
-            &new.plan,
-            new.organization_id,
-        )
-        .await?;
+    let site = state.store.create_site(&required(&new.name, "name")?, &new.plan, new.organization_id).await?;
     Ok((StatusCode::CREATED, Json(site)))
 }
 
 /// `GET /sites/{id}`
 pub(super) async fn get_site(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Site>> {
-    state
-        .store
-        .site(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("site {id} not found")))
+    state.store.site(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("site {id} not found")))
 }
 
 #[derive(Deserialize)]
@@ -142,19 +118,13 @@ pub(super) async fn create_user(
     json: Result<Json<NewUser>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     let new = body(json)?;
-    let email = EmailAddress::parse(&new.email).ok_or_else(|| {
-        ApiError::BadRequest(format!("{:?} is not a valid email address", new.email))
-    })?;
+    let email = EmailAddress::parse(&new.email)
+        .ok_or_else(|| ApiError::BadRequest(format!("{:?} is not a valid email address", new.email)))?;
     let role = Role::parse(&new.role).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "role {:?} is not one of owner, admin, member, unprivileged, agent",
-            new.role
-        ))
+        ApiError::BadRequest(format!("role {:?} is not one of owner, admin, member, unprivileged, agent", new.role))
     })?;
     if role == Role::Agent && new.organization_id.is_some() {
-        return Err(ApiError::BadRequest(
-            "agents do not belong to a customer organization".to_owned(),
-        ));
+        return Err(ApiError::BadRequest("agents do not belong to a customer organization".to_owned()));
     }
     if let Some(org) = new.organization_id {
         state
@@ -164,21 +134,13 @@ pub(super) async fn create_user(
             .ok_or_else(|| ApiError::BadRequest(format!("organization {org} not found")))?;
     }
     let name = crate::notify::render::header_safe(&required(&new.name, "name")?);
-    let user = state
-        .store
-        .create_user(email.as_str(), &name, role, new.organization_id)
-        .await?;
+    let user = state.store.create_user(email.as_str(), &name, role, new.organization_id).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
 /// `GET /users/{id}`
 pub(super) async fn get_user(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<User>> {
-    state
-        .store
-        .user(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
+    state.store.user(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
 }
 
 #[derive(Deserialize)]
@@ -206,25 +168,16 @@ pub(super) struct ThreadView {
     messages: Vec<MessageView>,
 }
 
-async fn load_customer_and_site(
-    state: &ApiState,
-    site_id: i64,
-    customer_id: i64,
-) -> ApiResult<(Site, User)> {
-    let site = state
-        .store
-        .site(site_id)
-        .await?
-        .ok_or_else(|| ApiError::BadRequest(format!("site {site_id} not found")))?;
+async fn load_customer_and_site(state: &ApiState, site_id: i64, customer_id: i64) -> ApiResult<(Site, User)> {
+    let site =
+        state.store.site(site_id).await?.ok_or_else(|| ApiError::BadRequest(format!("site {site_id} not found")))?;
     let customer = state
         .store
         .user(customer_id)
         .await?
         .ok_or_else(|| ApiError::BadRequest(format!("user {customer_id} not found")))?;
     if customer.is_agent() {
-        return Err(ApiError::BadRequest(
-            "an agent can not open a conversation as a customer".to_owned(),
-        ));
+        return Err(ApiError::BadRequest("an agent can not open a conversation as a customer".to_owned()));
     }
     if site.organization_id.is_some() && customer.organization_id != site.organization_id {
         return Err(ApiError::Forbidden(format!(
@@ -243,14 +196,9 @@ pub(super) async fn open_chat(
     let text = required(&new.message, "message")?;
     let (site, customer) = load_customer_and_site(&state, new.site_id, new.customer_id).await?;
     let subject = crate::notify::render::header_safe(&text.chars().take(80).collect::<String>());
-    let thread = NewThread {
-        kind: ThreadKind::Chat,
-        site_id: site.id,
-        customer_id: customer.id,
-        ticket_type: None,
-        subject,
-    };
-    open_thread(&state, thread, &customer, text).await
+    let thread =
+        NewThread { kind: ThreadKind::Chat, site_id: site.id, customer_id: customer.id, ticket_type: None, subject };
+    open_thread(&state, thread, &customer, text, false).await
 }
 
 /// `POST /tickets`: a customer opens a ticket, if the site's plan includes tickets.
@@ -270,10 +218,11 @@ pub(super) async fn open_ticket(
         )));
     }
     if site.organization_id.is_some() && !customer.role().sees_org_tickets() {
-        return Err(ApiError::Forbidden(
-            "Unprivileged users can not see the organization's tickets".to_owned(),
-        ));
+        return Err(ApiError::Forbidden("Unprivileged users can not see the organization's tickets".to_owned()));
     }
+    // Emergencies on plans with on-call page the on-call engineers at once.
+    let emergency = ["emergency", "downtime", "down"].iter().any(|w| ticket_type.to_lowercase().contains(w));
+    let page_on_call = emergency && crate::notify::site_has_on_call(&state.store, &site).await?;
     let thread = NewThread {
         kind: ThreadKind::Ticket,
         site_id: site.id,
@@ -281,7 +230,7 @@ pub(super) async fn open_ticket(
         ticket_type: Some(ticket_type),
         subject,
     };
-    open_thread(&state, thread, &customer, description).await
+    open_thread(&state, thread, &customer, description, page_on_call).await
 }
 
 async fn open_thread(
@@ -289,15 +238,18 @@ async fn open_thread(
     thread: NewThread,
     customer: &User,
     text: String,
+    page_on_call: bool,
 ) -> ApiResult<(StatusCode, Json<ThreadView>)> {
-    // The thread does not exist yet: its first message goes to every agent.
-    let notify = state
-        .store
-        .agents()
-        .await?
-        .iter()
-        .map(|a| (crate::store::NotificationKind::CustomerReplied, a.id))
-        .collect();
+    use crate::store::NotificationKind;
+    // Nobody is assigned yet: every agent hears of it; a ticket's customer
+    // gets the receipt with the response time the plan promises.
+    let is_ticket = thread.kind == ThreadKind::Ticket;
+    let agent_kind = if is_ticket { NotificationKind::TicketOpened } else { NotificationKind::CustomerReplied };
+    let mut notify: Vec<(NotificationKind, i64)> =
+        state.store.agents().await?.iter().map(|a| (agent_kind, a.id)).collect();
+    if is_ticket {
+        notify.push((NotificationKind::TicketReceived, customer.id));
+    }
     let first = NewMessage {
         thread_id: 0,
         author_id: customer.id,
@@ -308,38 +260,38 @@ async fn open_thread(
         attachments: Vec::new(),
         notify,
     };
-    let (thread, _) = state.store.create_thread(thread, first).await?;
+    let also = match page_on_call {
+        true => vec![crate::store::NewOutbox {
+            kind: "on_call_page".to_owned(),
+            thread_id: None,
+            recipient_id: None,
+            to_address: state.on_call_address.clone(),
+            context: serde_json::json!({}),
+        }],
+        false => Vec::new(),
+    };
+    let (thread, _) = state.store.create_thread(thread, first, &also).await?;
     let messages = message_views(state, thread.id).await?;
     Ok((StatusCode::CREATED, Json(ThreadView { thread, messages })))
 }
 
 async fn find_thread(state: &ApiState, kind: ThreadKind, id: i64) -> ApiResult<Thread> {
     let thread = match kind {
-        ThreadKind::Chat => state
-            .store
-            .thread(id)
-            .await?
-            .filter(|t| t.kind() == ThreadKind::Chat),
+        ThreadKind::Chat => state.store.thread(id).await?.filter(|t| t.kind() == ThreadKind::Chat),
         ThreadKind::Ticket => state.store.ticket_by_number(id).await?,
     };
     thread.ok_or_else(|| ApiError::NotFound(format!("{} {id} not found", kind.as_str())))
 }
 
 /// `GET /chats/{id}`
-pub(super) async fn get_chat(
-    State(state): Shared,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<ThreadView>> {
+pub(super) async fn get_chat(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<ThreadView>> {
     let thread = find_thread(&state, ThreadKind::Chat, id).await?;
     let messages = message_views(&state, thread.id).await?;
     Ok(Json(ThreadView { thread, messages }))
 }
 
 /// `GET /tickets/{number}`
-pub(super) async fn get_ticket(
-    State(state): Shared,
-    Path(number): Path<i64>,
-) -> ApiResult<Json<ThreadView>> {
+pub(super) async fn get_ticket(State(state): Shared, Path(number): Path<i64>) -> ApiResult<Json<ThreadView>> {
     let thread = find_thread(&state, ThreadKind::Ticket, number).await?;
     let messages = message_views(&state, thread.id).await?;
     Ok(Json(ThreadView { thread, messages }))
@@ -377,12 +329,7 @@ pub(super) struct AttachmentView {
 fn message_view(m: StoredMessage) -> MessageView {
     MessageView {
         id: m.id,
-        author: AuthorView {
-            id: m.author_id,
-            name: m.author_name,
-            email: m.author_email,
-            role: m.author_role,
-        },
+        author: AuthorView { id: m.author_id, name: m.author_name, email: m.author_email, role: m.author_role },
         text: m.body,
         source: m.source,
         time: rfc3339(m.created_at),
@@ -402,20 +349,11 @@ fn message_view(m: StoredMessage) -> MessageView {
 }
 
 async fn message_views(state: &ApiState, thread_id: i64) -> ApiResult<Vec<MessageView>> {
-    Ok(state
-        .store
-        .messages(thread_id)
-        .await?
-        .into_iter()
-        .map(message_view)
-        .collect())
+    Ok(state.store.messages(thread_id).await?.into_iter().map(message_view).collect())
 }
 
 /// `GET /chats/{id}/messages`
-pub(super) async fn list_chat_messages(
-    State(state): Shared,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Vec<MessageView>>> {
+pub(super) async fn list_chat_messages(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Vec<MessageView>>> {
     let thread = find_thread(&state, ThreadKind::Chat, id).await?;
     Ok(Json(message_views(&state, thread.id).await?))
 }
@@ -466,16 +404,10 @@ async fn post_message(
         .user(post.author_id)
         .await?
         .ok_or_else(|| ApiError::BadRequest(format!("user {} not found", post.author_id)))?;
-    let site = state
-        .store
-        .site(thread.site_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("site not found".to_owned()))?;
+    let site =
+        state.store.site(thread.site_id).await?.ok_or_else(|| ApiError::NotFound("site not found".to_owned()))?;
     if !author.is_agent() && !is_participant(&thread, &site, &author) {
-        return Err(ApiError::Forbidden(format!(
-            "user {} may not write in this conversation",
-            author.id
-        )));
+        return Err(ApiError::Forbidden(format!("user {} may not write in this conversation", author.id)));
     }
     let notify = crate::notify::recipients(&state.store, &thread, &site, &author).await?;
     let message = NewMessage {
@@ -489,42 +421,21 @@ async fn post_message(
         notify,
     };
     let id = state.store.insert_message(&message, None).await?.id();
-    let stored = state
-        .store
-        .messages(thread.id)
-        .await?
-        .into_iter()
-        .find(|m| m.id == id);
+    let stored = state.store.messages(thread.id).await?.into_iter().find(|m| m.id == id);
     let stored = stored.ok_or_else(|| ApiError::NotFound("message not found".to_owned()))?;
     Ok((StatusCode::CREATED, Json(message_view(stored))))
 }
 
 /// `GET /attachments/{id}`: the file, offered for download.
-pub(super) async fn download_attachment(
-    State(state): Shared,
-    Path(id): Path<i64>,
-) -> ApiResult<Response> {
-    let (attachment, content) = state
-        .store
-        .attachment(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("attachment {id} not found")))?;
+pub(super) async fn download_attachment(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Response> {
+    let (attachment, content) =
+        state.store.attachment(id).await?.ok_or_else(|| ApiError::NotFound(format!("attachment {id} not found")))?;
     let safe_name: String = attachment
         .filename
         .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' })
         .collect();
-    let content_type = if attachment
-        .content_type
-        .bytes()
-        .all(|b| b.is_ascii_graphic())
-    {
+    let content_type = if attachment.content_type.bytes().all(|b| b.is_ascii_graphic()) {
         attachment.content_type
     } else {
         "application/octet-stream".to_owned()
@@ -532,10 +443,7 @@ pub(super) async fn download_attachment(
     Ok((
         [
             (header::CONTENT_TYPE, content_type),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{safe_name}\""),
-            ),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{safe_name}\"")),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
         ],
         content,
@@ -549,40 +457,67 @@ pub(super) struct Limit {
 }
 
 /// `GET /inbound-log?limit=N`: the latest SMTP transactions and their outcome.
-pub(super) async fn inbound_log(
-    State(state): Shared,
-    Query(q): Query<Limit>,
-) -> ApiResult<Json<Vec<InboundLogEntry>>> {
-    Ok(Json(
-        state
-            .store
-            .inbound_log(q.limit.unwrap_or(100).clamp(1, 1000))
-            .await?,
-    ))
+pub(super) async fn inbound_log(State(state): Shared, Query(q): Query<Limit>) -> ApiResult<Json<Vec<InboundLogEntry>>> {
+    Ok(Json(state.store.inbound_log(q.limit.unwrap_or(100).clamp(1, 1000)).await?))
 }
 
-/// `GET /outbox?limit=N`: the latest notifications and their delivery state.
-pub(super) async fn outbox(
+#[derive(Deserialize)]
+pub(super) struct OutboxQuery {
+    limit: Option<i64>,
+    status: Option<String>,
+}
+
+/// `GET /outbox?limit=N&status=failed`: the latest outgoing mail and its delivery state.
+pub(super) async fn outbox(State(state): Shared, Query(q): Query<OutboxQuery>) -> ApiResult<Json<Vec<OutboxItem>>> {
+    let failed_only = match q.status.as_deref() {
+        None | Some("") | Some("all") => false,
+        Some("failed") => true,
+        Some(other) => return Err(ApiError::BadRequest(format!("status {other:?} is not `failed` or `all`"))),
+    };
+    Ok(Json(state.store.outbox(failed_only, q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+}
+
+/// `POST /outbox/{id}/retry`: puts a failed item back in the queue.
+pub(super) async fn retry_outbox(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<OutboxItem>> {
+    Ok(Json(state.store.retry(id).await?))
+}
+
+/// `POST /chats/{id}/transcript` `{recipient_id?}`: mails the chat's transcript
+/// (to its customer by default).
+pub(super) async fn send_transcript(
     State(state): Shared,
-    Query(q): Query<Limit>,
-) -> ApiResult<Json<Vec<OutboxItem>>> {
-    Ok(Json(
-        state
-            .store
-            .outbox(q.limit.unwrap_or(100).clamp(1, 1000))
-            .await?,
-    ))
+    Path(id): Path<i64>,
+    json: Option<Json<TranscriptRequest>>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let thread = find_thread(&state, ThreadKind::Chat, id).await?;
+    let recipient_id = json.and_then(|Json(r)| r.recipient_id).unwrap_or(thread.customer_id);
+    let recipient = state
+        .store
+        .user(recipient_id)
+        .await?
+        .ok_or_else(|| ApiError::BadRequest(format!("user {recipient_id} not found")))?;
+    let site =
+        state.store.site(thread.site_id).await?.ok_or_else(|| ApiError::NotFound("site not found".to_owned()))?;
+    if !recipient.is_agent() && !is_participant(&thread, &site, &recipient) {
+        return Err(ApiError::Forbidden(format!("user {recipient_id} may not see this chat")));
+    }
+    let new = crate::store::NewOutbox {
+        kind: "chat_transcript".to_owned(),
+        thread_id: Some(thread.id),
+        recipient_id: Some(recipient.id),
+        to_address: recipient.email.clone(),
+        context: serde_json::json!({}),
+    };
+    let outbox_id = state.store.enqueue(&new, None).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "outbox_id": outbox_id, "to": recipient.email }))))
+}
+
+#[derive(Deserialize)]
+pub(super) struct TranscriptRequest {
+    recipient_id: Option<i64>,
 }
 
 /// `GET /bounces?limit=N`: delivery failure reports about our notifications.
-pub(super) async fn bounces(
-    State(state): Shared,
-    Query(q): Query<Limit>,
-) -> ApiResult<Json<Vec<Bounce>>> {
-    Ok(Json(
-        state
-            .store
-            .bounces(q.limit.unwrap_or(100).clamp(1, 1000))
-            .await?,
-    ))
+pub(super) async fn bounces(State(state): Shared, Query(q): Query<Limit>) -> ApiResult<Json<Vec<Bounce>>> {
+    Ok(Json(state.store.bounces(q.limit.unwrap_or(100).clamp(1, 1000)).await?))
 }

@@ -22,6 +22,8 @@ pub struct ApiState {
     pub store: Store,
     /// SHA-256 of the bearer token; compared in constant time.
     pub token_hash: [u8; 32],
+    /// Where on-call pages go.
+    pub on_call_address: String,
 }
 
 /// The API's routes.
@@ -36,28 +38,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/users/{id}", get(handlers::get_user))
         .route("/chats", post(handlers::open_chat))
         .route("/chats/{id}", get(handlers::get_chat))
-        .route(
-            "/chats/{id}/messages",
-            get(handlers::list_chat_messages).post(handlers::post_chat_message),
-        )
+        .route("/chats/{id}/messages", get(handlers::list_chat_messages).post(handlers::post_chat_message))
         .route("/tickets", post(handlers::open_ticket))
         .route("/tickets/{number}", get(handlers::get_ticket))
-        .route(
-            "/tickets/{number}/messages",
-            get(handlers::list_ticket_messages).post(handlers::post_ticket_message),
-        )
+        .route("/tickets/{number}/messages", get(handlers::list_ticket_messages).post(handlers::post_ticket_message))
         .route("/attachments/{id}", get(handlers::download_attachment))
         .route("/inbound-log", get(handlers::inbound_log))
         .route("/outbox", get(handlers::outbox))
+        .route("/outbox/{id}/retry", post(handlers::retry_outbox))
+        .route("/chats/{id}/transcript", post(handlers::send_transcript))
         .route("/bounces", get(handlers::bounces))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            require_token,
-        ));
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
+    Router::new().nest("/api/v1", api).route("/healthz", get(|| async { "ok" })).with_state(state)
 }
 
 /// Hash of a bearer token, as [`ApiState::token_hash`] stores it.
@@ -65,11 +57,7 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-async fn require_token(
-    State(state): State<Arc<ApiState>>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+async fn require_token(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Result<Response, ApiError> {
     let given = request
         .headers()
         .get(AUTHORIZATION)
@@ -77,12 +65,7 @@ async fn require_token(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(hash_token);
     // Comparing hashes keeps the comparison's time independent of the secret.
-    let ok = given.is_some_and(|g| {
-        g.iter()
-            .zip(state.token_hash.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    });
+    let ok = given.is_some_and(|g| g.iter().zip(state.token_hash.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
     if !ok {
         return Err(ApiError::Unauthorized);
     }

@@ -18,11 +18,7 @@ impl EmailAddress {
         }
         let (local, domain) = input.rsplit_once('@')?;
         let bad = |c: char| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"".contains(c);
-        if local.is_empty()
-            || local.len() > 64
-            || domain.is_empty()
-            || !domain.contains('.') && domain != "localhost"
-        {
+        if local.is_empty() || local.len() > 64 || domain.is_empty() || !domain.contains('.') && domain != "localhost" {
             return None;
         }
         if local.chars().any(bad) || domain.chars().any(bad) || domain.contains('@') {
@@ -80,10 +76,7 @@ mod tests {
             "a<b@example.com",
             "anna@example..com",
         ] {
-            assert!(
-                EmailAddress::parse(bad).is_none(),
-                "{bad:?} should be refused"
-            );
+            assert!(EmailAddress::parse(bad).is_none(), "{bad:?} should be refused");
         }
     }
 }

@@ -60,9 +60,7 @@ impl TokenKey {
 
 impl fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenKey")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenKey").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -96,9 +94,7 @@ impl TokenSigner {
         if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(TokenError::Malformed);
         }
-        let bytes = BASE32_NOPAD
-            .decode(text.to_ascii_uppercase().as_bytes())
-            .map_err(|_| TokenError::Malformed)?;
+        let bytes = BASE32_NOPAD.decode(text.to_ascii_uppercase().as_bytes()).map_err(|_| TokenError::Malformed)?;
         if bytes.len() < 2 + 2 + MAC_LEN {
             return Err(TokenError::Malformed);
         }
@@ -112,9 +108,7 @@ impl TokenSigner {
             .ok_or(TokenError::UnknownKey)?;
         let mut verifier = mac_for(key);
         verifier.update(payload);
-        verifier
-            .verify_truncated_left(mac)
-            .map_err(|_| TokenError::BadSignature)?;
+        verifier.verify_truncated_left(mac).map_err(|_| TokenError::BadSignature)?;
         let mut rest = &payload[2..];
         let thread_id = read_varint(&mut rest).ok_or(TokenError::Malformed)?;
         let recipient_id = read_varint(&mut rest).ok_or(TokenError::Malformed)?;
@@ -129,8 +123,7 @@ impl TokenSigner {
 }
 
 fn mac_for(key: &TokenKey) -> Hmac<Sha256> {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(&key.secret).expect("HMAC accepts keys of any length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key.secret).expect("HMAC accepts keys of any length");
     mac.update(CONTEXT);
     mac
 }
@@ -179,25 +172,16 @@ mod tests {
 
     #[test]
     fn round_trips_and_ignores_case() {
-        let token = ReplyToken {
-            thread_id: 42,
-            recipient_id: 1_000_000,
-        };
+        let token = ReplyToken { thread_id: 42, recipient_id: 1_000_000 };
         let text = signer().sign(token);
-        assert!(
-            text.len() <= 40,
-            "{text} is too long for a comfortable local part"
-        );
+        assert!(text.len() <= 40, "{text} is too long for a comfortable local part");
         assert_eq!(signer().verify(&text), Ok(token));
         assert_eq!(signer().verify(&text.to_uppercase()), Ok(token));
     }
 
     #[test]
     fn refuses_every_single_character_change() {
-        let text = signer().sign(ReplyToken {
-            thread_id: 3,
-            recipient_id: 9,
-        });
+        let text = signer().sign(ReplyToken { thread_id: 3, recipient_id: 9 });
         for i in 0..text.len() {
             let mut altered = text.clone().into_bytes();
             altered[i] = if altered[i] == b'a' { b'b' } else { b'a' };
@@ -209,10 +193,7 @@ mod tests {
     #[test]
     fn refuses_other_keys_and_garbage() {
         let other = TokenSigner::new(TokenKey::new(1, vec![8; 32]), vec![]);
-        let text = other.sign(ReplyToken {
-            thread_id: 3,
-            recipient_id: 9,
-        });
+        let text = other.sign(ReplyToken { thread_id: 3, recipient_id: 9 });
         assert_eq!(signer().verify(&text), Err(TokenError::BadSignature));
         assert_eq!(signer().verify(""), Err(TokenError::Malformed));
         assert_eq!(signer().verify("abc"), Err(TokenError::Malformed));
@@ -223,20 +204,8 @@ mod tests {
     #[test]
     fn old_keys_still_verify() {
         let old = TokenSigner::new(TokenKey::new(1, vec![1; 32]), vec![]);
-        let text = old.sign(ReplyToken {
-            thread_id: 5,
-            recipient_id: 6,
-        });
-        let rotated = TokenSigner::new(
-            TokenKey::new(2, vec![2; 32]),
-            vec![TokenKey::new(1, vec![1; 32])],
-        );
-        assert_eq!(
-            rotated.verify(&text),
-            Ok(ReplyToken {
-                thread_id: 5,
-                recipient_id: 6
-            })
-        );
+        let text = old.sign(ReplyToken { thread_id: 5, recipient_id: 6 });
+        let rotated = TokenSigner::new(TokenKey::new(2, vec![2; 32]), vec![TokenKey::new(1, vec![1; 32])]);
+        assert_eq!(rotated.verify(&text), Ok(ReplyToken { thread_id: 5, recipient_id: 6 }));
     }
 }

@@ -65,3 +65,14 @@ pub async fn site_has_tickets(store: &Store, site: &Site) -> StoreResult<bool> {
         _ => false,
     })
 }
+
+/// Whether emergencies on `site` page the on-call engineers: its plan, or
+/// its organization's plan, includes on-call.
+pub async fn site_has_on_call(store: &Store, site: &Site) -> StoreResult<bool> {
+    if store.plan(&site.plan_id).await?.is_some_and(|p| p.on_call) {
+        return Ok(true);
+    }
+    let Some(org_id) = site.organization_id else { return Ok(false) };
+    let Some(org_plan) = store.organization(org_id).await?.and_then(|o| o.plan_id) else { return Ok(false) };
+    Ok(store.plan(&org_plan).await?.is_some_and(|p| p.on_call))
+}

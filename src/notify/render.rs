@@ -1,32 +1,74 @@
-//! Notification rendering: minijinja templates to a subject and a plain-text
-//! body. The built-in templates (the `templates/` folder, compiled in) can be
-//! overridden file by file from a configured folder.
+//! Notification rendering: minijinja templates to a subject, a plain-text
+//! body and an HTML body.
 //!
-//! A rendered subject is flattened to one line with control characters
-//! removed, so nothing a user wrote can add a header.
+//! Every kind of notification has three templates in `templates/`:
+//! `<kind>.subject`, `<kind>.txt` and `<kind>.html` (files starting with `_`
+//! are shared parts). They are compiled into the binary; a file of the same
+//! name in the configured templates folder overrides one. HTML templates
+//! escape everything they print (minijinja's auto-escaping for `.html`), and a
+//! rendered subject is flattened to one line, so nothing a user wrote can
+//! add a header or markup. Undefined variables are errors, which is how
+//! `templates check` finds a misspelt one.
 
 use minijinja::Environment;
 use serde::Serialize;
 use std::path::Path;
 
-/// Every template: (name, built-in text).
-const BUILTIN: &[(&str, &str)] = &[
-    (
-        "agent_replied.subject",
-        include_str!("../../templates/agent_replied.subject"),
-    ),
-    (
-        "agent_replied.txt",
-        include_str!("../../templates/agent_replied.txt"),
-    ),
-    (
-        "customer_replied.subject",
-        include_str!("../../templates/customer_replied.subject"),
-    ),
-    (
-        "customer_replied.txt",
-        include_str!("../../templates/customer_replied.txt"),
-    ),
+macro_rules! builtin {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../templates/", $name)))),*]
+    };
+}
+
+/// Every template file: (name, built-in text).
+const BUILTIN: &[(&str, &str)] = builtin![
+    "_layout.html",
+    "_messages.html",
+    "_messages.txt",
+    "agent_replied.subject",
+    "agent_replied.txt",
+    "agent_replied.html",
+    "customer_replied.subject",
+    "customer_replied.txt",
+    "customer_replied.html",
+    "ticket_opened.subject",
+    "ticket_opened.txt",
+    "ticket_opened.html",
+    "ticket_received.subject",
+    "ticket_received.txt",
+    "ticket_received.html",
+    "refusal_no_new_chat.subject",
+    "refusal_no_new_chat.txt",
+    "refusal_no_new_chat.html",
+    "refusal_tickets_not_in_plan.subject",
+    "refusal_tickets_not_in_plan.txt",
+    "refusal_tickets_not_in_plan.html",
+    "refusal_thread_closed.subject",
+    "refusal_thread_closed.txt",
+    "refusal_thread_closed.html",
+    "refusal_not_allowed.subject",
+    "refusal_not_allowed.txt",
+    "refusal_not_allowed.html",
+    "on_call_page.subject",
+    "on_call_page.txt",
+    "on_call_page.html",
+    "chat_transcript.subject",
+    "chat_transcript.txt",
+    "chat_transcript.html",
+];
+
+/// Every kind of notification, by template name.
+pub const KINDS: &[&str] = &[
+    "agent_replied",
+    "customer_replied",
+    "ticket_opened",
+    "ticket_received",
+    "refusal_no_new_chat",
+    "refusal_tickets_not_in_plan",
+    "refusal_thread_closed",
+    "refusal_not_allowed",
+    "on_call_page",
+    "chat_transcript",
 ];
 
 /// A rendered notification.
@@ -36,6 +78,140 @@ pub struct Rendered {
     pub subject: String,
     /// Plain-text body.
     pub text: String,
+    /// HTML body.
+    pub html: String,
+}
+
+/// What every template may use. Fields that do not apply to a kind are
+/// `None` (a refusal has no thread).
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationContext {
+    /// Who receives it.
+    pub recipient: PersonContext,
+    /// The support address.
+    pub support_address: String,
+    /// The Dashboard's base URL.
+    pub dashboard_url: String,
+    /// The thread it is about.
+    pub thread: Option<ThreadContext>,
+    /// The thread's site.
+    pub site: Option<SiteContext>,
+    /// What the site's plan promises.
+    pub plan: Option<PlanContext>,
+    /// The new messages (several when replies were folded together; every
+    /// message for a transcript).
+    pub messages: Vec<MessageContext>,
+    /// Earlier messages, newest first, for context.
+    pub history: Vec<MessageContext>,
+    /// The "reply above this line" marker, or empty when no reply is expected.
+    pub reply_marker: String,
+    /// The `[ref:TOKEN]` marker, or empty.
+    pub ref_marker: String,
+    /// For refusal notices: what was refused and why.
+    pub refusal: Option<RefusalContext>,
+}
+
+/// A person.
+#[derive(Debug, Clone, Serialize)]
+pub struct PersonContext {
+    /// Display name.
+    pub name: String,
+    /// Address.
+    pub email: String,
+}
+
+/// A chat or ticket.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadContext {
+    /// Row id.
+    pub id: i64,
+    /// `chat` or `ticket`.
+    pub kind: String,
+    /// `chat #N` / `ticket #N`.
+    pub label: String,
+    /// `[Chat #N]` / `[Ticket #N]`, the stable subject tag.
+    pub label_tag: String,
+    /// Subject.
+    pub subject: String,
+    /// Tickets: the number.
+    pub ticket_number: Option<i64>,
+    /// Tickets: the type.
+    pub ticket_type: Option<String>,
+    /// The conversation in the Dashboard.
+    pub url: String,
+}
+
+/// A site.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteContext {
+    /// Name.
+    pub name: String,
+    /// Plan id.
+    pub plan: String,
+    /// Plan display name.
+    pub plan_name: String,
+}
+
+/// The promises of the plan that applies to a site.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanContext {
+    /// Plan display name.
+    pub name: String,
+    /// "2 hours", or `None` without a ticket promise.
+    pub ticket_response: Option<String>,
+    /// "30 minutes", or `None` without on-call.
+    pub on_call_response: Option<String>,
+    /// When the ticket promise applies.
+    pub support_hours: Option<String>,
+}
+
+/// A message.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageContext {
+    /// Author's name.
+    pub author_name: String,
+    /// `dashboard` or `email`.
+    pub source: String,
+    /// RFC 3339 time.
+    pub time: String,
+    /// The text.
+    pub body: String,
+    /// Its attachments.
+    pub attachments: Vec<AttachmentContext>,
+}
+
+/// An attachment.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachmentContext {
+    /// File name.
+    pub filename: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: i64,
+}
+
+/// A refused email.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusalContext {
+    /// Its subject.
+    pub subject: String,
+    /// Why it was refused, in words.
+    pub reason: String,
+}
+
+/// "2 hours", "30 minutes", "1 day".
+pub fn human_minutes(minutes: i64) -> String {
+    let plural = |n: i64, unit: &str| {
+        if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") }
+    };
+    if minutes % (24 * 60) == 0 {
+        plural(minutes / (24 * 60), "day")
+    } else if minutes % 60 == 0 {
+        plural(minutes / 60, "hour")
+    } else {
+        plural(minutes, "minute")
+    }
 }
 
 /// The compiled templates.
@@ -46,70 +222,181 @@ pub struct Renderer {
 
 impl Renderer {
     /// Compiles the built-in templates, each replaced by the file of the same
-    /// name in `override_dir` when there is one. Fails naming the template
-    /// with a syntax error.
+    /// name in `override_dir` when there is one. Fails naming the file (and
+    /// line) with a syntax error.
     pub fn load(override_dir: Option<&Path>) -> anyhow::Result<Self> {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         for (name, builtin) in BUILTIN {
-            let text = match override_dir
-                .map(|dir| dir.join(name))
-                .filter(|p| p.is_file())
-            {
+            let text = match override_dir.map(|dir| dir.join(name)).filter(|p| p.is_file()) {
                 Some(path) => std::fs::read_to_string(&path)
                     .map_err(|e| anyhow::anyhow!("reading template {}: {e}", path.display()))?,
                 None => (*builtin).to_owned(),
             };
-            env.add_template_owned(*name, text)
-                .map_err(|e| anyhow::anyhow!("template {name}: {e:#}"))?;
+            env.add_template_owned(*name, text).map_err(|e| template_error(name, &e))?;
         }
         Ok(Self { env })
     }
 
-    /// Renders notification `kind` (e.g. `agent_replied`) with `context`.
-    pub fn render(&self, kind: &str, context: &impl Serialize) -> anyhow::Result<Rendered> {
-        let subject = self
-            .env
-            .get_template(&format!("{kind}.subject"))?
-            .render(context)
-            .map_err(|e| anyhow::anyhow!("rendering {kind}.subject: {e:#}"))?;
-        let text = self
-            .env
-            .get_template(&format!("{kind}.txt"))?
-            .render(context)
-            .map_err(|e| anyhow::anyhow!("rendering {kind}.txt: {e:#}"))?;
-        Ok(Rendered {
-            subject: header_safe(&subject),
-            text,
-        })
+    /// Renders notification `kind` with `context`.
+    pub fn render(&self, kind: &str, context: &NotificationContext) -> anyhow::Result<Rendered> {
+        let render = |suffix: &str| -> anyhow::Result<String> {
+            let name = format!("{kind}.{suffix}");
+            let template = self.env.get_template(&name).map_err(|e| template_error(&name, &e))?;
+            template.render(context).map_err(|e| template_error(&name, &e))
+        };
+        Ok(Rendered { subject: header_safe(&render("subject")?), text: render("txt")?, html: render("html")? })
+    }
+
+    /// Renders every kind with sample data: finds undefined variables and
+    /// runtime errors that compiling alone does not.
+    pub fn check(&self) -> Vec<String> {
+        KINDS
+            .iter()
+            .filter_map(|kind| self.render(kind, &sample_context(kind)).err().map(|e| format!("{e:#}")))
+            .collect()
+    }
+}
+
+fn template_error(name: &str, error: &minijinja::Error) -> anyhow::Error {
+    let file = error.name().unwrap_or(name);
+    match error.line() {
+        Some(line) => {
+            anyhow::anyhow!("templates/{file}:{line}: {}", error.detail().unwrap_or(&error.kind().to_string()))
+        }
+        None => anyhow::anyhow!("templates/{file}: {error}"),
     }
 }
 
 /// One line, no control characters, at most 200 characters.
 pub fn header_safe(text: &str) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    flat.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(200)
-        .collect()
+    let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    flat.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect()
+}
+
+/// Sample data for `templates check`, `templates render` and the snapshot tests.
+pub fn sample_context(kind: &str) -> NotificationContext {
+    let message = |author: &str, time: &str, body: &str, source: &str| MessageContext {
+        author_name: author.to_owned(),
+        source: source.to_owned(),
+        time: time.to_owned(),
+        body: body.to_owned(),
+        attachments: Vec::new(),
+    };
+    let is_ticket = !matches!(kind, "agent_replied" | "customer_replied" | "chat_transcript");
+    let thread = ThreadContext {
+        id: 12,
+        kind: if is_ticket { "ticket" } else { "chat" }.to_owned(),
+        label: if is_ticket { "ticket #7" } else { "chat #12" }.to_owned(),
+        label_tag: if is_ticket { "[Ticket #7]" } else { "[Chat #12]" }.to_owned(),
+        subject: "Checkout returns a 502 <error>".to_owned(),
+        ticket_number: is_ticket.then_some(7),
+        ticket_type: is_ticket.then(|| if kind == "on_call_page" { "Emergency" } else { "Performance" }.to_owned()),
+        url: if is_ticket {
+            "https://dashboard.example.com/tickets/7"
+        } else {
+            "https://dashboard.example.com/chats/12"
+        }
+        .to_owned(),
+    };
+    let mut screenshot = message(
+        "Anna Example",
+        "2026-11-23T10:04:00.000Z",
+        "Only Live is affected, since 9:00.\nSee the screenshot & the log <attached>.",
+        "email",
+    );
+    screenshot.attachments.push(AttachmentContext {
+        filename: "error page.png".to_owned(),
+        content_type: "image/png".to_owned(),
+        size: 48213,
+    });
+    let (messages, history) = match kind {
+        "agent_replied" => (
+            vec![message(
+                "Alex Agent",
+                "2026-11-23T10:05:00.000Z",
+                "Thanks! I cleared the cache; please try again.",
+                "dashboard",
+            )],
+            vec![
+                screenshot,
+                message("Anna Example", "2026-11-23T09:58:00.000Z", "Checkout returns a 502.", "dashboard"),
+            ],
+        ),
+        "customer_replied" | "ticket_opened" | "on_call_page" => (vec![screenshot], Vec::new()),
+        "chat_transcript" => (
+            vec![
+                message("Anna Example", "2026-11-23T09:58:00.000Z", "Checkout returns a 502.", "dashboard"),
+                message("Alex Agent", "2026-11-23T10:00:00.000Z", "Which environment is affected?", "dashboard"),
+                screenshot,
+            ],
+            Vec::new(),
+        ),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let refusal = kind.starts_with("refusal_").then(|| RefusalContext {
+        subject: "Help: site down".to_owned(),
+        reason: "sam@elsewhere.example may not write in this conversation".to_owned(),
+    });
+    let expects_reply = matches!(kind, "agent_replied" | "customer_replied" | "ticket_opened" | "ticket_received");
+    NotificationContext {
+        recipient: PersonContext { name: "Anna Example".to_owned(), email: "anna@acme.example".to_owned() },
+        support_address: "support@support.example.com".to_owned(),
+        dashboard_url: "https://dashboard.example.com".to_owned(),
+        thread: refusal.is_none().then_some(thread),
+        site: refusal.is_none().then(|| SiteContext {
+            name: "acme.example".to_owned(),
+            plan: "elite".to_owned(),
+            plan_name: "Elite".to_owned(),
+        }),
+        plan: refusal.is_none().then(|| PlanContext {
+            name: "Elite".to_owned(),
+            ticket_response: Some(human_minutes(120)),
+            on_call_response: Some(human_minutes(30)),
+            support_hours: Some("Mon-Fri 09:00-17:00 America/Los_Angeles".to_owned()),
+        }),
+        messages,
+        history,
+        reply_marker: if expects_reply {
+            crate::pipeline::extract::REPLY_ABOVE_MARKER.to_owned()
+        } else {
+            String::new()
+        },
+        ref_marker: if expects_reply { "[ref:aeaqcanljlyhz5giqsz4ratieq]".to_owned() } else { String::new() },
+        refusal,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::header_safe;
+    use super::{Renderer, header_safe, human_minutes};
 
     #[test]
     fn subjects_cannot_carry_headers() {
-        assert_eq!(
-            header_safe("Help\r\nBcc: victim@example.com"),
-            "Help Bcc: victim@example.com"
-        );
+        assert_eq!(header_safe("Help\r\nBcc: victim@example.com"), "Help Bcc: victim@example.com");
         assert_eq!(header_safe("  a\tb\n"), "a b");
+    }
+
+    #[test]
+    fn the_built_in_templates_check_clean() {
+        let renderer = Renderer::load(None).unwrap();
+        assert_eq!(renderer.check(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn response_times_read_naturally() {
+        assert_eq!(human_minutes(120), "2 hours");
+        assert_eq!(human_minutes(30), "30 minutes");
+        assert_eq!(human_minutes(60), "1 hour");
+        assert_eq!(human_minutes(1440), "1 day");
+    }
+
+    #[test]
+    fn html_escapes_what_users_wrote() {
+        let renderer = Renderer::load(None).unwrap();
+        let rendered = renderer.render("customer_replied", &super::sample_context("customer_replied")).unwrap();
+        assert!(rendered.html.contains("the log &lt;attached&gt;"), "{}", rendered.html);
+        assert!(!rendered.html.contains("<attached>"));
     }
 }

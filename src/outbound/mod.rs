@@ -1,34 +1,49 @@
-//! Outbound notifications: the worker drains the outbox, renders each
-//! notification and hands it to the mail sink. On the embedded default the
-//! sink is a folder of `.eml` files.
+//! Outbound mail: the worker claims due outbox items, renders each one,
+//! builds the message (lettre) with its threading headers, signs it (DKIM,
+//! when configured) and hands it to the [`mailer::Mailer`]: a folder of
+//! `.eml` files by default, an SMTP relay when one is configured.
 //!
-//! Exactly once: the file is named by the outbox row id and written
-//! atomically (temporary file, fsync, rename) before the row is marked sent.
-//! If the process dies in between, the row is sent again and the same file
-//! is replaced, not duplicated.
+//! - **Durable**: items live in the database until sent. A claim is a lease;
+//!   an item whose worker died is claimed again when the lease runs out.
+//! - **Retries**: a 4xx answer or a network failure is retried with
+//!   exponential backoff and jitter until the item's lifetime ends; a 5xx
+//!   answer fails the item at once. Failed items stay visible and can be
+//!   retried by hand.
+//! - **Coalescing**: a reply notification waits for the coalescing window;
+//!   when it goes out it carries every reply queued for the same person in
+//!   the same thread since, and those items are marked `merged`.
+//! - **Bounces**: after the configured number of hard bounces to an address,
+//!   mail to it is not attempted and the item fails saying why.
 
-use crate::domain::{ReplyToken, TokenSigner};
-use crate::notify::render::Renderer;
+pub mod mailer;
+
+use crate::config::DeliveryConfig;
+use crate::domain::{ReplyToken, ThreadKind, TokenSigner};
+use crate::notify::render::{
+    AttachmentContext, MessageContext, NotificationContext, PersonContext, PlanContext, RefusalContext, Renderer,
+    SiteContext, ThreadContext, human_minutes,
+};
 use crate::pipeline::extract::REPLY_ABOVE_MARKER;
 use crate::pipeline::thread::{body_marker, notification_message_id};
 use crate::pipeline::thread_label;
-use crate::store::{OutboxItem, Store, now_ms};
-use anyhow::{Context, anyhow};
+use crate::store::{OutboxItem, Plan, Site, Store, StoredMessage, Thread, now_ms, rfc3339};
+use anyhow::Context;
 use lettre::Message;
+use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, header::ContentType};
-use serde::Serialize;
-use std::path::PathBuf;
+use lettre::message::{Mailbox, MultiPart};
+use mailer::{DeliveryError, Mailer};
+use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Attempts before a notification is given up as failed.
-const MAX_ATTEMPTS: i64 = 8;
+/// How long a claim lasts before another pass may take the item again.
+const LEASE_MS: i64 = 5 * 60 * 1000;
 
 /// Everything the worker needs.
-#[derive(Debug)]
 pub struct Outbound {
     /// Where the outbox lives.
     pub store: Store,
@@ -36,72 +51,49 @@ pub struct Outbound {
     pub signer: TokenSigner,
     /// The templates.
     pub renderer: Arc<Renderer>,
-    /// Folder the `.eml` files go to.
-    pub outbox_dir: PathBuf,
+    /// Folder or relay.
+    pub mailer: Mailer,
     /// Our mail domain.
     pub domain: String,
     /// Dashboard base URL for links.
     pub dashboard_url: String,
-    /// Poked after a commit that queued notifications.
+    /// Retries, concurrency, bounces, DKIM.
+    pub delivery: DeliveryConfig,
+    /// The DKIM signer, loaded from `delivery.dkim`.
+    pub dkim: Option<DkimConfig>,
+    /// Poked after a commit that queued mail.
     pub wake: Arc<Notify>,
 }
 
-#[derive(Serialize)]
-struct TemplateContext<'a> {
-    recipient: Person<'a>,
-    thread: ThreadContext,
-    site: SiteContext<'a>,
-    message: MessageContext<'a>,
-    history: Vec<MessageContext<'a>>,
-    reply_marker: &'a str,
-    ref_marker: String,
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("mailer", &self.mailer)
+            .field("dkim", &self.dkim.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
-#[derive(Serialize)]
-struct Person<'a> {
-    name: &'a str,
-    email: &'a str,
-}
-
-#[derive(Serialize)]
-struct ThreadContext {
-    id: i64,
-    kind: String,
-    label: String,
-    subject: String,
-    ticket_number: Option<i64>,
-    ticket_type: Option<String>,
-    url: String,
-}
-
-#[derive(Serialize)]
-struct SiteContext<'a> {
-    name: &'a str,
-    plan: &'a str,
-}
-
-#[derive(Serialize)]
-struct MessageContext<'a> {
-    author_name: &'a str,
-    author_email: &'a str,
-    body: &'a str,
-    source: &'a str,
-    attachments: Vec<AttachmentContext<'a>>,
-}
-
-#[derive(Serialize)]
-struct AttachmentContext<'a> {
-    filename: &'a str,
-    content_type: &'a str,
-    size: i64,
+/// Loads the DKIM signer from its settings.
+pub fn load_dkim(settings: &crate::config::DkimSettings) -> anyhow::Result<DkimConfig> {
+    let pem = std::fs::read_to_string(&settings.private_key)
+        .with_context(|| format!("dkim.private_key: reading {}", settings.private_key.display()))?;
+    let algorithm = match settings.algorithm.as_str() {
+        "rsa" => DkimSigningAlgorithm::Rsa,
+        "ed25519" => DkimSigningAlgorithm::Ed25519,
+        other => anyhow::bail!("dkim.algorithm: {other:?} is not rsa or ed25519"),
+    };
+    let key = DkimSigningKey::new(&pem, algorithm)
+        .map_err(|e| anyhow::anyhow!("dkim.private_key {}: {e}", settings.private_key.display()))?;
+    Ok(DkimConfig::default_config(settings.selector.clone(), settings.domain.clone(), key))
 }
 
 impl Outbound {
-    /// Sends due notifications until `shutdown`, waking on `wake` or every second.
-    pub async fn run(self, shutdown: CancellationToken) {
-        std::fs::create_dir_all(&self.outbox_dir).ok();
+    /// Sends due mail until `shutdown`, waking on `wake` or every second.
+    /// On shutdown, deliveries in progress finish; nothing new is claimed.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            if let Err(error) = self.deliver_due().await {
+            if let Err(error) = Arc::clone(&self).deliver_due().await {
                 tracing::warn!(error = %format!("{error:#}"), "outbox pass failed");
             }
             tokio::select! {
@@ -112,175 +104,242 @@ impl Outbound {
         }
     }
 
-    /// One pass over the due notifications.
-    pub async fn deliver_due(&self) -> anyhow::Result<usize> {
-        let items = self.store.due_outbox(100).await?;
+    /// One pass: claims up to `concurrency` due items and delivers them concurrently.
+    pub async fn deliver_due(self: Arc<Self>) -> anyhow::Result<usize> {
+        let items = self.store.claim_due(i64::from(self.delivery.concurrency), LEASE_MS).await?;
         let count = items.len();
+        let mut running = JoinSet::new();
         for item in items {
-            match self.deliver(&item).await {
-                Ok(message_id) => {
-                    self.store.mark_sent(item.id, &message_id).await?;
-                    tracing::info!(
-                        outbox_id = item.id,
-                        thread_id = item.thread_id,
-                        "notification sent"
-                    );
-                }
-                Err(error) => {
-                    let attempts = item.attempts + 1;
-                    let retry_at = (attempts < MAX_ATTEMPTS)
-                        .then(|| now_ms() + 1000 * (1i64 << attempts.min(12)));
-                    tracing::warn!(outbox_id = item.id, attempts, error = %format!("{error:#}"), "notification failed");
-                    self.store
-                        .mark_attempt_failed(item.id, &format!("{error:#}"), retry_at)
-                        .await?;
-                }
+            let this = Arc::clone(&self);
+            running.spawn(async move { this.deliver_one(item).await });
+        }
+        while let Some(result) = running.join_next().await {
+            if let Err(error) = result.map_err(anyhow::Error::from).and_then(|r| r) {
+                tracing::warn!(error = %format!("{error:#}"), "recording a delivery failed");
             }
         }
         Ok(count)
     }
 
-    async fn deliver(&self, item: &OutboxItem) -> anyhow::Result<String> {
-        let thread = self
-            .store
-            .thread(item.thread_id)
-            .await?
-            .context("thread vanished")?;
-        let recipient = self
-            .store
-            .user(item.recipient_id)
-            .await?
-            .context("recipient vanished")?;
-        let site = self
-            .store
-            .site(thread.site_id)
-            .await?
-            .context("site vanished")?;
-        let messages = self.store.messages(thread.id).await?;
-        let position = messages
-            .iter()
-            .position(|m| m.id == item.message_id)
-            .context("message vanished")?;
-        let token = self.signer.sign(ReplyToken {
-            thread_id: thread.id,
-            recipient_id: recipient.id,
-        });
-        let path = if thread.kind() == crate::domain::ThreadKind::Ticket {
-            format!("tickets/{}", thread.ticket_number.unwrap_or(thread.id))
+    async fn deliver_one(&self, item: OutboxItem) -> anyhow::Result<()> {
+        let bounces = self.store.hard_bounces(&item.to_address).await?;
+        if bounces >= i64::from(self.delivery.max_hard_bounces) {
+            let why = format!("suppressed: {} hard-bounced {bounces} times; mail to it has stopped", item.to_address);
+            tracing::warn!(outbox_id = item.id, "{why}");
+            self.store.mark_attempt_failed(item.id, &why, None).await?;
+            return Ok(());
+        }
+        let merged = if matches!(item.kind.as_str(), "agent_replied" | "customer_replied") {
+            self.store.coalescible(&item).await?
         } else {
-            format!("chats/{}", thread.id)
+            Vec::new()
         };
-        let context = TemplateContext {
-            recipient: Person {
-                name: &recipient.name,
-                email: &recipient.email,
-            },
-            thread: ThreadContext {
-                id: thread.id,
-                kind: thread.kind.clone(),
-                label: thread_label(&thread),
-                subject: thread.subject.clone(),
-                ticket_number: thread.ticket_number,
-                ticket_type: thread.ticket_type.clone(),
-                url: format!("{}/{path}", self.dashboard_url),
-            },
-            site: SiteContext {
-                name: &site.name,
-                plan: &site.plan_id,
-            },
-            message: message_context(&messages[position]),
-            history: messages[position.saturating_sub(5)..position]
-                .iter()
-                .rev()
-                .map(message_context)
-                .collect(),
-            reply_marker: REPLY_ABOVE_MARKER,
-            ref_marker: body_marker(&token),
+        let result = match self.build(&item, &merged).await {
+            Ok((message_id, envelope, bytes)) => {
+                self.mailer.send(item.id, &envelope, &bytes).await.map(|()| message_id)
+            }
+            Err(error) => Err(DeliveryError { permanent: false, message: format!("{error:#}") }),
         };
+        match result {
+            Ok(message_id) => {
+                let merged_ids: Vec<i64> = merged.iter().map(|m| m.id).collect();
+                self.store.mark_sent(item.id, &message_id, &merged_ids).await?;
+                tracing::info!(outbox_id = item.id, kind = %item.kind, merged = merged_ids.len(), via = %self.mailer.describe(), "mail sent");
+            }
+            Err(error) => {
+                let attempts = item.attempts + 1;
+                let retry_at = (!error.permanent).then(|| now_ms() + self.backoff_ms(attempts));
+                let retry_at = retry_at.filter(|at| *at <= item.expires_at);
+                let why = match (error.permanent, retry_at) {
+                    (true, _) => format!("permanent failure: {}", error.message),
+                    (false, None) => format!("gave up after {attempts} attempts: {}", error.message),
+                    (false, Some(_)) => error.message.clone(),
+                };
+                tracing::warn!(outbox_id = item.id, attempts, permanent = error.permanent, error = %why, "delivery failed");
+                self.store.mark_attempt_failed(item.id, &why, retry_at).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Exponential backoff with ±25 % jitter, capped.
+    fn backoff_ms(&self, attempts: i64) -> i64 {
+        let base = self.delivery.retry_base.as_millis() as f64;
+        let cap = self.delivery.retry_max.as_millis() as f64;
+        let exponential = (base * 2f64.powi(attempts.clamp(0, 30) as i32 - 1)).min(cap);
+        let jitter: f64 = rand::rng().random_range(0.75..1.25);
+        (exponential * jitter).max(1.0) as i64
+    }
+
+    /// Renders and builds the mail of `item`: its Message-ID, envelope and bytes.
+    async fn build(
+        &self,
+        item: &OutboxItem,
+        merged: &[OutboxItem],
+    ) -> anyhow::Result<(String, lettre::address::Envelope, Vec<u8>)> {
+        let recipient = match item.recipient_id {
+            Some(id) => self.store.user(id).await?,
+            None => None,
+        };
+        let thread = match item.thread_id {
+            Some(id) => self.store.thread(id).await?,
+            None => None,
+        };
+        let token = match (&thread, &recipient) {
+            (Some(thread), Some(user)) => {
+                Some(self.signer.sign(ReplyToken { thread_id: thread.id, recipient_id: user.id }))
+            }
+            _ => None,
+        };
+        let context = self.context(item, merged, recipient.as_ref(), thread.as_ref(), token.as_deref()).await?;
         let rendered = self.renderer.render(&item.kind, &context)?;
-        let message_id = notification_message_id(&token, item.id, &self.domain);
-        let earlier = self
-            .store
-            .sent_notification_ids(thread.id, recipient.id)
-            .await?;
-        let support: Mailbox = format!("Support <support@{}>", self.domain)
-            .parse()
-            .context("support address")?;
-        let reply_to = Mailbox::new(
-            Some("Support".to_owned()),
-            format!("reply+{token}@{}", self.domain).parse()?,
-        );
-        let to = Mailbox::new(
-            Some(recipient.name.clone()),
-            recipient
-                .email
-                .parse()
-                .map_err(|e| anyhow!("recipient {}: {e}", recipient.email))?,
-        );
+        let message_id = match &token {
+            Some(token) => notification_message_id(token, item.id, &self.domain),
+            None => format!("mailgate.{}.{:08x}@{}", item.id, rand::rng().random::<u32>(), self.domain),
+        };
+        let support: Mailbox = format!("Support <support@{}>", self.domain).parse().context("support address")?;
+        let to_name = recipient.as_ref().map(|u| u.name.clone());
+        let to =
+            Mailbox::new(to_name, item.to_address.parse().map_err(|e| anyhow::anyhow!("{}: {e}", item.to_address))?);
         let mut builder = Message::builder()
             .from(support)
-            .reply_to(reply_to)
             .to(to)
             .subject(rendered.subject)
             .message_id(Some(format!("<{message_id}>")))
+            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".to_owned()))
             .raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("Auto-Submitted"),
-                "auto-generated".to_owned(),
-            ))
-            .raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("X-Mailgate-Thread"),
-                thread_label(&thread),
+                HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
+                "OOF, AutoReply".to_owned(),
             ));
-        if let Some(last) = earlier.last() {
-            builder = builder.in_reply_to(format!("<{last}>")).references(
-                earlier
-                    .iter()
-                    .rev()
-                    .take(20)
-                    .rev()
-                    .map(|id| format!("<{id}>"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
+        if let Some(token) = &token {
+            let reply_to = format!("reply+{token}@{}", self.domain).parse()?;
+            builder = builder.reply_to(Mailbox::new(Some("Support".to_owned()), reply_to));
         }
-        let email = builder
-            .header(ContentType::TEXT_PLAIN)
-            .body(rendered.text)?;
-        self.write_file(item.id, &email.formatted()).await?;
-        Ok(message_id)
+        if let Some(thread) = &thread {
+            builder = builder.raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("X-Mailgate-Thread"),
+                thread_label(thread),
+            ));
+            let earlier = self.store.sent_notification_ids(thread.id, &item.to_address).await?;
+            if let Some(last) = earlier.last() {
+                let references: Vec<String> = earlier.iter().rev().take(20).rev().map(|id| format!("<{id}>")).collect();
+                builder = builder.in_reply_to(format!("<{last}>")).references(references.join(" "));
+            }
+        }
+        let verp = format!("bounces+{}@{}", item.id, self.domain).parse()?;
+        let envelope = lettre::address::Envelope::new(Some(verp), vec![item.to_address.parse()?])?;
+        let mut email = builder
+            .envelope(envelope.clone())
+            .multipart(MultiPart::alternative_plain_html(rendered.text, rendered.html))?;
+        if let Some(dkim) = &self.dkim {
+            email.sign(dkim);
+        }
+        Ok((message_id, envelope, email.formatted()))
     }
 
-    async fn write_file(&self, id: i64, bytes: &[u8]) -> anyhow::Result<()> {
-        let dir = self.outbox_dir.clone();
-        let bytes = bytes.to_vec();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            use std::io::Write;
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let tmp = dir.join(format!(".{id}.eml.tmp"));
-            let mut file = std::fs::File::create(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, dir.join(format!("{id}.eml")))?;
-            std::fs::File::open(&dir)?.sync_all()?;
-            Ok(())
+    async fn context(
+        &self,
+        item: &OutboxItem,
+        merged: &[OutboxItem],
+        recipient: Option<&crate::store::User>,
+        thread: Option<&Thread>,
+        token: Option<&str>,
+    ) -> anyhow::Result<NotificationContext> {
+        let extra: serde_json::Value = serde_json::from_str(&item.context).unwrap_or_default();
+        let mut context = NotificationContext {
+            recipient: PersonContext {
+                name: recipient.map_or_else(|| item.to_address.clone(), |u| u.name.clone()),
+                email: item.to_address.clone(),
+            },
+            support_address: format!("support@{}", self.domain),
+            dashboard_url: self.dashboard_url.clone(),
+            thread: None,
+            site: None,
+            plan: None,
+            messages: Vec::new(),
+            history: Vec::new(),
+            reply_marker: if token.is_some() { REPLY_ABOVE_MARKER.to_owned() } else { String::new() },
+            ref_marker: token.map(body_marker).unwrap_or_default(),
+            refusal: item.kind.starts_with("refusal_").then(|| RefusalContext {
+                subject: extra["subject"].as_str().unwrap_or("(no subject)").to_owned(),
+                reason: extra["reason"].as_str().unwrap_or("").to_owned(),
+            }),
+        };
+        let Some(thread) = thread else { return Ok(context) };
+        let site = self.store.site(thread.site_id).await?.context("site vanished")?;
+        context.plan = self.effective_plan(&site).await?.map(|plan| PlanContext {
+            name: plan.name.clone(),
+            ticket_response: plan.ticket_response_minutes.map(human_minutes),
+            on_call_response: plan.on_call_response_minutes.map(human_minutes),
+            support_hours: plan.support_hours.clone(),
+        });
+        let plan_name = self.store.plan(&site.plan_id).await?.map_or_else(|| site.plan_id.clone(), |p| p.name);
+        context.site = Some(SiteContext { name: site.name.clone(), plan: site.plan_id.clone(), plan_name });
+        let path = match (thread.kind(), thread.ticket_number) {
+            (ThreadKind::Ticket, Some(number)) => format!("tickets/{number}"),
+            _ => format!("chats/{}", thread.id),
+        };
+        let label = thread_label(thread);
+        context.thread = Some(ThreadContext {
+            id: thread.id,
+            kind: thread.kind.clone(),
+            label_tag: format!("[{}]", capitalize(&label)),
+            label,
+            subject: thread.subject.clone(),
+            ticket_number: thread.ticket_number,
+            ticket_type: thread.ticket_type.clone(),
+            url: format!("{}/{path}", self.dashboard_url),
+        });
+        let all = self.store.messages(thread.id).await?;
+        if item.kind == "chat_transcript" {
+            context.messages = all.iter().map(message_context).collect();
+            return Ok(context);
+        }
+        let mut new_ids: Vec<i64> =
+            item.message_id.into_iter().chain(merged.iter().filter_map(|m| m.message_id)).collect();
+        new_ids.sort_unstable();
+        let first_new = all.iter().position(|m| new_ids.contains(&m.id)).unwrap_or(all.len());
+        context.messages = all.iter().filter(|m| new_ids.contains(&m.id)).map(message_context).collect();
+        context.history = all[first_new.saturating_sub(5)..first_new].iter().rev().map(message_context).collect();
+        Ok(context)
+    }
+
+    /// The plan whose promises apply to a site: its organization's plan when
+    /// that one promises a ticket response time, else the site's own plan.
+    async fn effective_plan(&self, site: &Site) -> anyhow::Result<Option<Plan>> {
+        let site_plan = self.store.plan(&site.plan_id).await?;
+        let org_plan = match site.organization_id {
+            Some(org) => match self.store.organization(org).await?.and_then(|o| o.plan_id) {
+                Some(plan) => self.store.plan(&plan).await?,
+                None => None,
+            },
+            None => None,
+        };
+        Ok(match (site_plan, org_plan) {
+            (Some(site), _) if site.ticket_response_minutes.is_some() => Some(site),
+            (_, Some(org)) if org.ticket_response_minutes.is_some() => Some(org),
+            (site, _) => site,
         })
-        .await?
     }
 }
 
-fn message_context(m: &crate::store::StoredMessage) -> MessageContext<'_> {
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+fn message_context(m: &StoredMessage) -> MessageContext {
     MessageContext {
-        author_name: &m.author_name,
-        author_email: &m.author_email,
-        body: &m.body,
-        source: &m.source,
+        author_name: m.author_name.clone(),
+        source: m.source.clone(),
+        time: rfc3339(m.created_at),
+        body: m.body.clone(),
         attachments: m
             .attachments
             .iter()
             .map(|a| AttachmentContext {
-                filename: &a.filename,
-                content_type: &a.content_type,
+                filename: a.filename.clone(),
+                content_type: a.content_type.clone(),
                 size: a.size,
             })
             .collect(),

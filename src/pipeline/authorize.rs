@@ -23,26 +23,15 @@ pub enum Authorization {
 }
 
 /// Decides whether `sender` may post into `thread`, reached through `via`.
-pub fn authorize(
-    thread: &Thread,
-    site: &Site,
-    reference: &ThreadRef,
-    sender: Option<&User>,
-) -> Authorization {
+pub fn authorize(thread: &Thread, site: &Site, reference: &ThreadRef, sender: Option<&User>) -> Authorization {
     let Some(sender) = sender else {
         return Authorization::Denied("the sender's address is not known to us".to_owned());
     };
-    let token_holder =
-        matches!(reference, ThreadRef::Token { recipient_id, .. } if *recipient_id == sender.id);
+    let token_holder = matches!(reference, ThreadRef::Token { recipient_id, .. } if *recipient_id == sender.id);
     if token_holder || is_participant(thread, site, sender) {
-        return Authorization::Allowed {
-            author_id: sender.id,
-        };
+        return Authorization::Allowed { author_id: sender.id };
     }
-    Authorization::Denied(format!(
-        "{} may not write in this conversation",
-        sender.email
-    ))
+    Authorization::Denied(format!("{} may not write in this conversation", sender.email))
 }
 
 /// Whether `user` belongs on the customer side of `thread`: its customer, or

@@ -24,18 +24,14 @@ pub struct BounceReport {
 }
 
 static FIELD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?im)^(final-recipient|original-recipient|status|diagnostic-code|action)\s*:\s*(.+)$",
-    )
-    .expect("valid regex")
+    Regex::new(r"(?im)^(final-recipient|original-recipient|status|diagnostic-code|action)\s*:\s*(.+)$")
+        .expect("valid regex")
 });
 static STATUS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b").expect("valid regex"));
-static BASIC_CODE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b([45])[0-5]\d\b").expect("valid regex"));
-static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"<?([A-Za-z0-9._%+\-=]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,})>?").expect("valid regex")
-});
+static BASIC_CODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b([45])[0-5]\d\b").expect("valid regex"));
+static ADDRESS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"<?([A-Za-z0-9._%+\-=]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,})>?").expect("valid regex"));
 /// Sentences of non-standard bounces followed (on the same or next lines) by the failed address.
 static RECIPIENT_SENTENCES: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
@@ -56,10 +52,8 @@ static QMAIL_RECIPIENT: LazyLock<Regex> =
 
 /// Reads a bounce.
 pub fn read(mail: &ParsedMail) -> BounceReport {
-    let mut report = BounceReport {
-        original_message_id: mail.returned_message_ids.first().cloned(),
-        ..Default::default()
-    };
+    let mut report =
+        BounceReport { original_message_id: mail.returned_message_ids.first().cloned(), ..Default::default() };
     if let Some(dsn) = &mail.delivery_status {
         for capture in FIELD.captures_iter(dsn) {
             let value = capture[2].trim();
@@ -89,21 +83,13 @@ pub fn read(mail: &ParsedMail) -> BounceReport {
     if report.diagnostic.is_none() {
         report.diagnostic = body
             .lines()
-            .find(|l| {
-                STATUS.is_match(l) || BASIC_CODE.is_match(l) && l.to_lowercase().contains("said")
-            })
+            .find(|l| STATUS.is_match(l) || BASIC_CODE.is_match(l) && l.to_lowercase().contains("said"))
             .map(|l| l.trim().chars().take(500).collect());
     }
-    let class = report
-        .status
-        .as_deref()
-        .and_then(|s| s.chars().next())
-        .or_else(|| {
-            let diagnostic = report.diagnostic.as_deref()?;
-            BASIC_CODE
-                .captures(diagnostic)
-                .and_then(|c| c[1].chars().next())
-        });
+    let class = report.status.as_deref().and_then(|s| s.chars().next()).or_else(|| {
+        let diagnostic = report.diagnostic.as_deref()?;
+        BASIC_CODE.captures(diagnostic).and_then(|c| c[1].chars().next())
+    });
     report.severity = match class {
         Some('5') => Some("hard".to_owned()),
         Some('4') => Some("soft".to_owned()),
@@ -118,9 +104,7 @@ fn recipient_from_prose(body: &str) -> Option<String> {
     }
     let found = RECIPIENT_SENTENCES.captures(body)?;
     if let Some(address) = found.name("exch") {
-        return ADDRESS
-            .captures(address.as_str())
-            .map(|c| c[1].to_lowercase());
+        return ADDRESS.captures(address.as_str()).map(|c| c[1].to_lowercase());
     }
     let after = &body[found.get(0)?.end()..];
     ADDRESS.captures(after).map(|c| c[1].to_lowercase())

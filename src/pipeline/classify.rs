@@ -104,18 +104,10 @@ fn is_mail_system(local: &str) -> bool {
 
 /// Classifies a message given its envelope sender (`""` is the null reverse path).
 pub fn classify(mail_from: &str, mail: &ParsedMail) -> Classification {
-    let bounce = |reason: &str| Classification {
-        kind: MailKind::Bounce,
-        reason: reason.to_owned(),
-    };
-    let auto = |reason: String| Classification {
-        kind: MailKind::AutoReply,
-        reason,
-    };
+    let bounce = |reason: &str| Classification { kind: MailKind::Bounce, reason: reason.to_owned() };
+    let auto = |reason: String| Classification { kind: MailKind::AutoReply, reason };
 
-    if mail.content_type == "multipart/report"
-        && mail.report_type.as_deref() == Some("delivery-status")
-    {
+    if mail.content_type == "multipart/report" && mail.report_type.as_deref() == Some("delivery-status") {
         return bounce("multipart/report; report-type=delivery-status");
     }
     if mail_from.is_empty() {
@@ -127,11 +119,7 @@ pub fn classify(mail_from: &str, mail: &ParsedMail) -> Classification {
     if mail.header("x-ms-exchange-message-is-ndr").is_some() {
         return bounce("X-MS-Exchange-Message-Is-Ndr header");
     }
-    let from_local = mail
-        .from
-        .as_deref()
-        .and_then(|f| f.split('@').next())
-        .unwrap_or("");
+    let from_local = mail.from.as_deref().and_then(|f| f.split('@').next()).unwrap_or("");
     if from_local.eq_ignore_ascii_case("mailer-daemon") {
         return bounce("From: MAILER-DAEMON");
     }
@@ -139,10 +127,7 @@ pub fn classify(mail_from: &str, mail: &ParsedMail) -> Classification {
     if is_mail_system(from_local) && BOUNCE_SUBJECTS.iter().any(|p| subject.starts_with(p)) {
         return bounce("delivery failure subject from the mail system");
     }
-    if mail
-        .readable_text
-        .contains("This is the qmail-send program")
-    {
+    if mail.readable_text.contains("This is the qmail-send program") {
         return bounce("qmail delivery report");
     }
     if let Some(value) = mail.header("auto-submitted") {
@@ -181,10 +166,7 @@ pub fn classify(mail_from: &str, mail: &ParsedMail) -> Classification {
             return auto(format!("out-of-office subject ({prefix})"));
         }
     }
-    Classification {
-        kind: MailKind::Human,
-        reason: String::new(),
-    }
+    Classification { kind: MailKind::Human, reason: String::new() }
 }
 
 #[cfg(test)]
@@ -204,14 +186,10 @@ mod tests {
 
     #[test]
     fn rfc3834_and_vendor_headers_are_auto_replies() {
-        for header in [
-            "Auto-Submitted: auto-replied",
-            "X-Autoreply: yes",
-            "Precedence: bulk",
-            "List-Id: <l.example.com>",
-        ] {
-            let raw =
-                format!("From: a@example.com\r\n{header}\r\nSubject: Re: help\r\n\r\nAway\r\n");
+        for header in
+            ["Auto-Submitted: auto-replied", "X-Autoreply: yes", "Precedence: bulk", "List-Id: <l.example.com>"]
+        {
+            let raw = format!("From: a@example.com\r\n{header}\r\nSubject: Re: help\r\n\r\nAway\r\n");
             assert_eq!(kind("a@example.com", &raw), MailKind::AutoReply, "{header}");
         }
         let raw = "From: a@example.com\r\nAuto-Submitted: no\r\nSubject: Re: help\r\n\r\nHi\r\n";

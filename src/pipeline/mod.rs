@@ -17,9 +17,7 @@ pub mod thread;
 
 use crate::domain::{EmailAddress, ReplyToken, Source, TokenError, TokenSigner};
 use crate::smtp::reply;
-use crate::store::{
-    Bounce, InboundLogEntry, Inserted, NewMessage, Store, StoreError, Thread, now_ms,
-};
+use crate::store::{Bounce, InboundLogEntry, Inserted, NewMessage, NewOutbox, Store, StoreError, Thread, now_ms};
 use authorize::Authorization;
 use classify::{Classification, MailKind};
 use serde::Serialize;
@@ -182,19 +180,11 @@ pub fn analyze(mail_from: &str, recipients: &[String], raw: &[u8]) -> Option<Ana
         .map(|t| (Via::Recipient, t))
         .chain(thread::token_candidates(&parsed, None))
         .next()
-        .map(|(via, token)| FoundToken {
-            via,
-            token: token.to_owned(),
-            verified: false,
-        });
+        .map(|(via, token)| FoundToken { via, token: token.to_owned(), verified: false });
     Some(build_analysis(mail_from, parsed, thread_token))
 }
 
-fn build_analysis(
-    mail_from: &str,
-    parsed: parse::ParsedMail,
-    thread_token: Option<FoundToken>,
-) -> Analysis {
+fn build_analysis(mail_from: &str, parsed: parse::ParsedMail, thread_token: Option<FoundToken>) -> Analysis {
     let Classification { kind, reason } = classify::classify(mail_from, &parsed);
     Analysis {
         bounce: (kind == MailKind::Bounce).then(|| bounce::read(&parsed)),
@@ -209,11 +199,7 @@ fn build_analysis(
         reply_text: extract::reply_text(&parsed),
         attachments: extract::attachments(&parsed)
             .into_iter()
-            .map(|a| AttachmentInfo {
-                filename: a.filename,
-                content_type: a.content_type,
-                size: a.content.len(),
-            })
+            .map(|a| AttachmentInfo { filename: a.filename, content_type: a.content_type, size: a.content.len() })
             .collect(),
         parsed,
     }
@@ -230,11 +216,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline storing into `store`, verifying tokens with `signer`, for mail to `domain`.
     pub fn new(store: Store, signer: TokenSigner, domain: String) -> Self {
-        Self {
-            store,
-            signer,
-            domain,
-        }
+        Self { store, signer, domain }
     }
 
     /// Decides at RCPT time whether we take mail for `address`.
@@ -247,10 +229,7 @@ impl Pipeline {
         if let Some(token) = thread::token_from_local_part(local) {
             let parsed = self.signer.verify(token).map_err(RcptRefusal::BadToken)?;
             return match self.store.thread(parsed.thread_id).await {
-                Ok(Some(_)) => Ok(RecipientTarget::Reply {
-                    token: token.to_owned(),
-                    parsed,
-                }),
+                Ok(Some(_)) => Ok(RecipientTarget::Reply { token: token.to_owned(), parsed }),
                 Ok(None) => Err(RcptRefusal::UnknownThread),
                 Err(_) => Err(RcptRefusal::Unavailable),
             };
@@ -258,11 +237,7 @@ impl Pipeline {
         if let Some(rest) = local.strip_prefix("bounces") {
             let outbox_id = match rest {
                 "" => None,
-                _ => Some(
-                    rest.strip_prefix('+')
-                        .and_then(|id| id.parse().ok())
-                        .ok_or(RcptRefusal::UnknownMailbox)?,
-                ),
+                _ => Some(rest.strip_prefix('+').and_then(|id| id.parse().ok()).ok_or(RcptRefusal::UnknownMailbox)?),
             };
             return Ok(RecipientTarget::Bounces { outbox_id });
         }
@@ -276,11 +251,7 @@ impl Pipeline {
     /// Records a transaction that ended without a message being received
     /// (all recipients refused, or the message was too large).
     pub async fn log_unreceived(&self, envelope: &Envelope, smtp_reply: &str, reason: &str) {
-        let refused: Vec<String> = envelope
-            .refused
-            .iter()
-            .map(|(a, r)| format!("{a}: {r:?}"))
-            .collect();
+        let refused: Vec<String> = envelope.refused.iter().map(|(a, r)| format!("{a}: {r:?}")).collect();
         let entry = InboundLogEntry {
             received_at: now_ms(),
             peer: envelope.peer.clone(),
@@ -288,11 +259,7 @@ impl Pipeline {
             mail_from: Some(envelope.mail_from.clone()),
             rcpt_to: all_recipients(envelope),
             decision: "rejected".to_owned(),
-            reason: if refused.is_empty() {
-                reason.to_owned()
-            } else {
-                format!("{reason}: {}", refused.join("; "))
-            },
+            reason: if refused.is_empty() { reason.to_owned() } else { format!("{reason}: {}", refused.join("; ")) },
             smtp_reply: smtp_reply.to_owned(),
             ..InboundLogEntry::default()
         };
@@ -304,18 +271,11 @@ impl Pipeline {
     /// Reads a message with the server's secret: tokens verified.
     pub fn analyze(&self, envelope: &Envelope, raw: &[u8]) -> Option<Analysis> {
         let parsed = parse::parse(raw)?;
-        let found = thread::find_thread(
-            &recipient_tokens(envelope),
-            &parsed,
-            &self.signer,
-            &self.domain,
-        );
+        let found = thread::find_thread(&recipient_tokens(envelope), &parsed, &self.signer, &self.domain);
         let thread_token = match &found {
-            Some(ThreadRef::Token { via, token, .. }) => Some(FoundToken {
-                via: *via,
-                token: token.clone(),
-                verified: true,
-            }),
+            Some(ThreadRef::Token { via, token, .. }) => {
+                Some(FoundToken { via: *via, token: token.clone(), verified: true })
+            }
             _ => None,
         };
         Some(build_analysis(&envelope.mail_from, parsed, thread_token))
@@ -341,14 +301,20 @@ impl Pipeline {
         let result = match outcome {
             Ok(Plan::Log(disposition, thread_id)) => {
                 fill_log(&mut log, &disposition, thread_id);
-                self.store.log_inbound(&log).await.map(|()| disposition)
+                let notice = match (&disposition, &analysis) {
+                    (Disposition::Rejected(refusal), Some(analysis)) => {
+                        self.refusal_notice(envelope, analysis, refusal).await
+                    }
+                    _ => None,
+                };
+                match notice {
+                    Some(notice) => self.store.enqueue(&notice, Some(&log)).await.map(|_| disposition),
+                    None => self.store.log_inbound(&log).await.map(|()| disposition),
+                }
             }
             Ok(Plan::Bounce(disposition, bounce)) => {
                 fill_log(&mut log, &disposition, None);
-                self.store
-                    .record_bounce(&log, &bounce)
-                    .await
-                    .map(|()| disposition)
+                self.store.record_bounce(&log, &bounce).await.map(|()| disposition)
             }
             Ok(Plan::Store { message, thread }) => {
                 let label = thread_label(&thread);
@@ -359,10 +325,7 @@ impl Pipeline {
                     duplicate: false,
                 };
                 fill_log(&mut log, &accepted, Some(thread.id));
-                log.reason = format!(
-                    "reply from {} stored in {label}",
-                    log.mail_from.as_deref().unwrap_or("")
-                );
+                log.reason = format!("reply from {} stored in {label}", log.mail_from.as_deref().unwrap_or(""));
                 match self.store.insert_message(&message, Some(&log)).await {
                     Ok(Inserted::New(id)) => Ok(Disposition::Accepted {
                         thread_id: thread.id,
@@ -385,9 +348,7 @@ impl Pipeline {
             Ok(disposition) => disposition,
             Err(error) => {
                 tracing::error!(error = %error, "storing an inbound message failed; answering 451");
-                Disposition::TempFail {
-                    reason: error.to_string(),
-                }
+                Disposition::TempFail { reason: error.to_string() }
             }
         }
     }
@@ -410,21 +371,43 @@ impl Pipeline {
                 },
                 Some(thread.id),
             ),
-            Err(error) => (
-                Disposition::TempFail {
-                    reason: error.to_string(),
-                },
-                None,
-            ),
+            Err(error) => (Disposition::TempFail { reason: error.to_string() }, None),
         };
         let mut log = InboundLogEntry::default();
         fill_log(&mut log, &disposition, thread);
-        DryRun {
-            decision: log.decision,
-            reason: log.reason,
-            thread_id: thread,
-            smtp_reply: log.smtp_reply,
+        DryRun { decision: log.decision, reason: log.reason, thread_id: thread, smtp_reply: log.smtp_reply }
+    }
+
+    /// The notice that tells a person why their mail was refused, when one
+    /// should go: only to a sender we know (a user with that From address,
+    /// who is also the envelope sender), only for a person's mail (auto-replies
+    /// and bounces never reach here), at most once per address per hour.
+    async fn refusal_notice(&self, envelope: &Envelope, analysis: &Analysis, refusal: &Refusal) -> Option<NewOutbox> {
+        let kind = match refusal {
+            Refusal::NoNewChat => "refusal_no_new_chat",
+            Refusal::NotAllowed(_) => "refusal_not_allowed",
+            Refusal::UnknownThread | Refusal::EmptyReply | Refusal::Unparseable => return None,
+        };
+        let from = analysis.from.as_deref()?;
+        if analysis.kind != MailKind::Human || !from.eq_ignore_ascii_case(&envelope.mail_from) {
+            return None;
         }
+        let user = self.store.user_by_email(from).await.ok()??;
+        let hour_ago = now_ms() - 3600 * 1000;
+        if self.store.notice_sent_since(&user.email, hour_ago).await.unwrap_or(true) {
+            return None;
+        }
+        let reason = match refusal {
+            Refusal::NotAllowed(reason) => reason.clone(),
+            _ => String::new(),
+        };
+        Some(NewOutbox {
+            kind: kind.to_owned(),
+            thread_id: None,
+            recipient_id: Some(user.id),
+            to_address: user.email,
+            context: serde_json::json!({ "subject": analysis.subject.as_deref().unwrap_or(""), "reason": reason }),
+        })
     }
 
     /// Ties a bounce to the notification it is about: the VERP recipient
@@ -450,28 +433,15 @@ impl Pipeline {
         }
         let recipient = match (&report.failed_recipient, &outbox) {
             (Some(address), _) => Some(address.clone()),
-            (None, Some(item)) => self
-                .store
-                .user(item.recipient_id)
-                .await
-                .ok()
-                .flatten()
-                .map(|u| u.email),
+            (None, Some(item)) => Some(item.to_address.clone()),
             (None, None) => None,
         };
         let reason = format!(
             "bounce ({}): {} failed{}{}",
             analysis.kind_reason,
             recipient.as_deref().unwrap_or("an unknown recipient"),
-            report
-                .status
-                .as_deref()
-                .map(|s| format!(" with {s}"))
-                .unwrap_or_default(),
-            outbox
-                .as_ref()
-                .map(|o| format!(", notification {}", o.id))
-                .unwrap_or_default(),
+            report.status.as_deref().map(|s| format!(" with {s}")).unwrap_or_default(),
+            outbox.as_ref().map(|o| format!(", notification {}", o.id)).unwrap_or_default(),
         );
         let bounce = Bounce {
             received_at: now_ms(),
@@ -494,39 +464,20 @@ impl Pipeline {
                 return Ok(self.bounce_plan(envelope, analysis).await);
             }
             MailKind::AutoReply => {
-                return log_only(Disposition::Dropped {
-                    reason: format!("auto-reply: {}", analysis.kind_reason),
-                });
+                return log_only(Disposition::Dropped { reason: format!("auto-reply: {}", analysis.kind_reason) });
             }
             MailKind::Human => {}
         }
-        let reference = thread::find_thread(
-            &recipient_tokens(envelope),
-            &analysis.parsed,
-            &self.signer,
-            &self.domain,
-        );
+        let reference = thread::find_thread(&recipient_tokens(envelope), &analysis.parsed, &self.signer, &self.domain);
         let thread = match &reference {
             Some(ThreadRef::Token { thread_id, .. }) => self.store.thread(*thread_id).await?,
-            Some(ThreadRef::TicketNumber { number, .. }) => {
-                self.store.ticket_by_number(*number).await?
-            }
+            Some(ThreadRef::TicketNumber { number, .. }) => self.store.ticket_by_number(*number).await?,
             None => None,
         };
         let (Some(reference), Some(thread)) = (reference, thread) else {
-            let to_support = envelope
-                .recipients
-                .iter()
-                .any(|(_, t)| *t == RecipientTarget::Support);
-            if !to_support
-                && envelope
-                    .recipients
-                    .iter()
-                    .all(|(_, t)| *t == RecipientTarget::Postmaster)
-            {
-                return log_only(Disposition::Dropped {
-                    reason: "mail to postmaster, recorded".to_owned(),
-                });
+            let to_support = envelope.recipients.iter().any(|(_, t)| *t == RecipientTarget::Support);
+            if !to_support && envelope.recipients.iter().all(|(_, t)| *t == RecipientTarget::Postmaster) {
+                return log_only(Disposition::Dropped { reason: "mail to postmaster, recorded".to_owned() });
             }
             return log_only(Disposition::Rejected(if to_support {
                 Refusal::NoNewChat
@@ -539,26 +490,17 @@ impl Pipeline {
             None => None,
         };
         let Some(site) = self.store.site(thread.site_id).await? else {
-            return Ok(Plan::Log(
-                Disposition::Rejected(Refusal::UnknownThread),
-                Some(thread.id),
-            ));
+            return Ok(Plan::Log(Disposition::Rejected(Refusal::UnknownThread), Some(thread.id)));
         };
         let author = match authorize::authorize(&thread, &site, &reference, sender.as_ref()) {
             Authorization::Allowed { .. } => sender.expect("allowed implies a known sender"),
             Authorization::Denied(reason) => {
-                return Ok(Plan::Log(
-                    Disposition::Rejected(Refusal::NotAllowed(reason)),
-                    Some(thread.id),
-                ));
+                return Ok(Plan::Log(Disposition::Rejected(Refusal::NotAllowed(reason)), Some(thread.id)));
             }
         };
         let attachments = extract::attachments(&analysis.parsed);
         if analysis.reply_text.trim().is_empty() && attachments.is_empty() {
-            return Ok(Plan::Log(
-                Disposition::Rejected(Refusal::EmptyReply),
-                Some(thread.id),
-            ));
+            return Ok(Plan::Log(Disposition::Rejected(Refusal::EmptyReply), Some(thread.id)));
         }
         let notify = crate::notify::recipients(&self.store, &thread, &site, &author).await?;
         let message = NewMessage {
@@ -571,10 +513,7 @@ impl Pipeline {
             attachments,
             notify,
         };
-        Ok(Plan::Store {
-            message: Box::new(message),
-            thread,
-        })
+        Ok(Plan::Store { message: Box::new(message), thread })
     }
 }
 
@@ -598,10 +537,7 @@ enum Plan {
     /// A bounce to record with the log entry.
     Bounce(Disposition, Box<Bounce>),
     /// Store this message in this thread.
-    Store {
-        message: Box<NewMessage>,
-        thread: Thread,
-    },
+    Store { message: Box<NewMessage>, thread: Thread },
 }
 
 fn recipient_tokens(envelope: &Envelope) -> Vec<(String, ReplyToken)> {
@@ -663,8 +599,5 @@ fn dedup_id(analysis: &Analysis) -> String {
         hash.update(part.unwrap_or("").as_bytes());
         hash.update([0]);
     }
-    format!(
-        "{}@no-message-id.invalid",
-        crate::store::hex(&hash.finalize()[..16])
-    )
+    format!("{}@no-message-id.invalid", crate::store::hex(&hash.finalize()[..16]))
 }

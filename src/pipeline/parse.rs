@@ -63,10 +63,7 @@ pub struct ParsedAttachment {
 impl ParsedMail {
     /// The raw value of the first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -77,19 +74,12 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
         return None;
     }
     let (from, from_name) = match message.from().and_then(Address::first) {
-        Some(addr) => (
-            addr.address().map(str::to_lowercase),
-            addr.name().map(str::to_owned),
-        ),
+        Some(addr) => (addr.address().map(str::to_lowercase), addr.name().map(str::to_owned)),
         None => (None, None),
     };
     let mut to = Vec::new();
     for list in [message.to(), message.cc()].into_iter().flatten() {
-        to.extend(
-            list.iter()
-                .filter_map(|a| a.address())
-                .map(str::to_lowercase),
-        );
+        to.extend(list.iter().filter_map(|a| a.address()).map(str::to_lowercase));
     }
     let (content_type, report_type) = match message.root_part().content_type() {
         Some(ct) => (
@@ -98,24 +88,13 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
         ),
         None => ("text/plain".to_owned(), None),
     };
-    let text_body = message
-        .text_bodies()
-        .next()
-        .filter(|p| !p.is_text_html())
-        .and_then(|p| p.text_contents())
-        .map(str::to_owned);
-    let html_body = message
-        .html_bodies()
-        .next()
-        .filter(|p| p.is_text_html())
-        .and_then(|p| p.text_contents())
-        .map(str::to_owned);
+    let text_body =
+        message.text_bodies().next().filter(|p| !p.is_text_html()).and_then(|p| p.text_contents()).map(str::to_owned);
+    let html_body =
+        message.html_bodies().next().filter(|p| p.is_text_html()).and_then(|p| p.text_contents()).map(str::to_owned);
     let readable_text = match &text_body {
         Some(text) => text.clone(),
-        None => message
-            .body_text(0)
-            .map(std::borrow::Cow::into_owned)
-            .unwrap_or_default(),
+        None => message.body_text(0).map(std::borrow::Cow::into_owned).unwrap_or_default(),
     };
     let attachments = message
         .attachments()
@@ -123,18 +102,11 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
             filename: part.attachment_name().map(str::to_owned),
             content_type: part
                 .content_type()
-                .map(|ct| {
-                    format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream"))
-                        .to_ascii_lowercase()
-                })
+                .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream")).to_ascii_lowercase())
                 .unwrap_or_else(|| "application/octet-stream".to_owned()),
             content: part.contents().to_vec(),
-            inline: part
-                .content_disposition()
-                .is_some_and(|cd| cd.ctype().eq_ignore_ascii_case("inline")),
-            content_id: part
-                .content_id()
-                .map(|id| id.trim_matches(['<', '>']).to_owned()),
+            inline: part.content_disposition().is_some_and(|cd| cd.ctype().eq_ignore_ascii_case("inline")),
+            content_id: part.content_id().map(|id| id.trim_matches(['<', '>']).to_owned()),
         })
         .collect();
     let mut delivery_status = None;
@@ -149,17 +121,11 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
                 returned_message_ids.extend(returned.message_id().map(str::to_owned));
             }
             ("message/delivery-status" | "message/global-delivery-status", _) => {
-                delivery_status
-                    .get_or_insert_with(|| String::from_utf8_lossy(part.contents()).into_owned());
+                delivery_status.get_or_insert_with(|| String::from_utf8_lossy(part.contents()).into_owned());
             }
             ("text/rfc822-headers" | "message/rfc822-headers", _) => {
                 let headers = MessageParser::default().parse_headers(part.contents());
-                returned_message_ids.extend(
-                    headers
-                        .as_ref()
-                        .and_then(|h| h.message_id())
-                        .map(str::to_owned),
-                );
+                returned_message_ids.extend(headers.as_ref().and_then(|h| h.message_id()).map(str::to_owned));
             }
             _ => {}
         }
@@ -172,10 +138,7 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
         message_id: message.message_id().map(str::to_owned),
         in_reply_to: message_ids(message.in_reply_to()),
         references: message_ids(message.references()),
-        headers: message
-            .headers_raw()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
-            .collect(),
+        headers: message.headers_raw().map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned())).collect(),
         content_type,
         report_type,
         text_body,

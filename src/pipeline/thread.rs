@@ -100,26 +100,17 @@ pub fn token_candidates<'a>(
                 return None;
             }
             let token = local.split('.').next()?;
-            (token.len() >= 16 && token.bytes().all(|b| b.is_ascii_alphanumeric()))
-                .then_some((via, token))
+            (token.len() >= 16 && token.bytes().all(|b| b.is_ascii_alphanumeric())).then_some((via, token))
         });
-    let markers = [mail.text_body.as_deref(), mail.html_body.as_deref()]
-        .into_iter()
-        .flatten()
-        .flat_map(|body| {
-            BODY_MARKER
-                .captures_iter(body)
-                .filter_map(|c| c.get(1))
-                .map(|m| (Via::BodyMarker, m.as_str()))
-        });
+    let markers = [mail.text_body.as_deref(), mail.html_body.as_deref()].into_iter().flatten().flat_map(|body| {
+        BODY_MARKER.captures_iter(body).filter_map(|c| c.get(1)).map(|m| (Via::BodyMarker, m.as_str()))
+    });
     ids.chain(markers)
 }
 
 /// The `[Ticket #N]` number in a subject, if any.
 pub fn subject_ticket_number(mail: &ParsedMail) -> Option<i64> {
-    TICKET_TAG.captures(mail.subject.as_deref()?)?[1]
-        .parse()
-        .ok()
+    TICKET_TAG.captures(mail.subject.as_deref()?)?[1].parse().ok()
 }
 
 /// Finds the most trusted verified thread reference in a message, given the
@@ -145,10 +136,7 @@ pub fn find_thread(
         }
     }
     let number = subject_ticket_number(mail)?;
-    Some(ThreadRef::TicketNumber {
-        via: Via::SubjectTag,
-        number,
-    })
+    Some(ThreadRef::TicketNumber { via: Via::SubjectTag, number })
 }
 
 /// Extracts the token from a reply address local part (`reply+TOKEN`).

@@ -14,12 +14,7 @@ use tracing::Instrument;
 
 /// Accepts connections on `listener` until `shutdown` fires; sessions are
 /// spawned on `tasks` so that the caller can wait for them to finish.
-pub async fn serve(
-    listener: TcpListener,
-    ctx: Arc<SessionContext>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) {
+pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>, shutdown: CancellationToken, tasks: TaskTracker) {
     let permits = Arc::new(Semaphore::new(ctx.limits.max_connections));
     loop {
         let accepted = tokio::select! {
@@ -38,9 +33,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tasks.spawn(async move {
-                let _ = stream
-                    .write_all(b"421 4.3.2 Too many connections, please try again later\r\n")
-                    .await;
+                let _ = stream.write_all(b"421 4.3.2 Too many connections, please try again later\r\n").await;
                 let _ = stream.shutdown().await;
             });
             continue;

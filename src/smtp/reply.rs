@@ -19,11 +19,7 @@ pub struct SmtpReply {
 impl SmtpReply {
     /// A reply from its parts.
     pub fn new(code: u16, enhanced: &'static str, text: impl Into<String>) -> Self {
-        Self {
-            code,
-            enhanced,
-            text: text.into(),
-        }
+        Self { code, enhanced, text: text.into() }
     }
 
     /// Whether this reply accepts (2xx/3xx).
@@ -41,29 +37,19 @@ impl fmt::Display for SmtpReply {
 /// The reply to the end of DATA.
 pub fn for_disposition(disposition: &Disposition) -> SmtpReply {
     match disposition {
-        Disposition::Accepted {
-            thread_label,
-            duplicate: false,
-            ..
-        } => SmtpReply::new(250, "2.0.0", format!("Message added to {thread_label}")),
-        Disposition::Accepted {
-            duplicate: true, ..
-        } => SmtpReply::new(
-            250,
-            "2.0.0",
-            "Message already received; this repeated delivery is ignored",
-        ),
-        Disposition::Dropped { reason } => SmtpReply::new(
-            250,
-            "2.0.0",
-            format!("Message recorded, not posted ({reason})"),
-        ),
+        Disposition::Accepted { thread_label, duplicate: false, .. } => {
+            SmtpReply::new(250, "2.0.0", format!("Message added to {thread_label}"))
+        }
+        Disposition::Accepted { duplicate: true, .. } => {
+            SmtpReply::new(250, "2.0.0", "Message already received; this repeated delivery is ignored")
+        }
+        Disposition::Dropped { reason } => {
+            SmtpReply::new(250, "2.0.0", format!("Message recorded, not posted ({reason})"))
+        }
         Disposition::Rejected(refusal) => for_refusal(refusal),
-        Disposition::TempFail { .. } => SmtpReply::new(
-            451,
-            "4.3.0",
-            "Temporary problem storing the message; please try again later",
-        ),
+        Disposition::TempFail { .. } => {
+            SmtpReply::new(451, "4.3.0", "Temporary problem storing the message; please try again later")
+        }
     }
 }
 
@@ -94,22 +80,18 @@ fn for_refusal(refusal: &Refusal) -> SmtpReply {
             "5.6.0",
             "Your reply has no new text above the quoted message, so nothing was added to the conversation",
         ),
-        Refusal::Unparseable => SmtpReply::new(
-            550,
-            "5.6.0",
-            "The message could not be read as an email: it has no header section",
-        ),
+        Refusal::Unparseable => {
+            SmtpReply::new(550, "5.6.0", "The message could not be read as an email: it has no header section")
+        }
     }
 }
 
 /// The reply to a refused RCPT.
 pub fn for_rcpt_refusal(refusal: &RcptRefusal, domain: &str) -> SmtpReply {
     match refusal {
-        RcptRefusal::RelayDenied => SmtpReply::new(
-            550,
-            "5.7.1",
-            format!("Relay denied: this server only accepts mail for {domain}"),
-        ),
+        RcptRefusal::RelayDenied => {
+            SmtpReply::new(550, "5.7.1", format!("Relay denied: this server only accepts mail for {domain}"))
+        }
         RcptRefusal::UnknownMailbox => SmtpReply::new(
             550,
             "5.1.1",
@@ -121,15 +103,11 @@ pub fn for_rcpt_refusal(refusal: &RcptRefusal, domain: &str) -> SmtpReply {
             "This reply address is not valid (damaged or forged). Reply to the notification email itself, \
              or write in the Dashboard",
         ),
-        RcptRefusal::UnknownThread => SmtpReply::new(
-            550,
-            "5.1.1",
-            "This reply address belongs to a conversation that no longer exists",
-        ),
-        RcptRefusal::Unavailable => SmtpReply::new(
-            451,
-            "4.3.0",
-            "Temporary problem checking this address; please try again later",
-        ),
+        RcptRefusal::UnknownThread => {
+            SmtpReply::new(550, "5.1.1", "This reply address belongs to a conversation that no longer exists")
+        }
+        RcptRefusal::Unavailable => {
+            SmtpReply::new(451, "4.3.0", "Temporary problem checking this address; please try again later")
+        }
     }
 }

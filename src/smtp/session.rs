@@ -43,10 +43,7 @@ pub struct SessionContext {
 
 enum Mode {
     Command,
-    Data {
-        receiver: DataReceiver,
-        too_large: bool,
-    },
+    Data { receiver: DataReceiver, too_large: bool },
 }
 
 enum Flow {
@@ -61,12 +58,8 @@ struct Transaction {
 /// Runs one session on `stream` until the client quits, times out, or the
 /// server shuts down (answered with `421` at the next command boundary; a
 /// message being received is finished first).
-pub async fn run<S>(
-    mut stream: S,
-    peer: SocketAddr,
-    ctx: Arc<SessionContext>,
-    shutdown: CancellationToken,
-) where
+pub async fn run<S>(mut stream: S, peer: SocketAddr, ctx: Arc<SessionContext>, shutdown: CancellationToken)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut session = Session {
@@ -83,20 +76,14 @@ pub async fn run<S>(
         discarding_line: false,
     };
     // No enhanced status code in the greeting (RFC 2034).
-    session.out.extend_from_slice(
-        format!("220 {} ESMTP mailgate ready\r\n", session.ctx.hostname).as_bytes(),
-    );
+    session.out.extend_from_slice(format!("220 {} ESMTP mailgate ready\r\n", session.ctx.hostname).as_bytes());
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         if !session.flush(&mut stream).await {
             break;
         }
         let in_data = matches!(session.mode, Mode::Data { .. });
-        let limit = if in_data {
-            session.ctx.limits.data_timeout
-        } else {
-            session.ctx.limits.command_timeout
-        };
+        let limit = if in_data { session.ctx.limits.data_timeout } else { session.ctx.limits.command_timeout };
         let read = tokio::select! {
             read = tokio::time::timeout(limit, stream.read(&mut buf)) => read,
             () = shutdown.cancelled(), if !in_data => {
@@ -107,11 +94,7 @@ pub async fn run<S>(
         };
         let n = match read {
             Err(_elapsed) => {
-                session.push(&SmtpReply::new(
-                    421,
-                    "4.4.2",
-                    "Timeout waiting for input, closing connection",
-                ));
+                session.push(&SmtpReply::new(421, "4.4.2", "Timeout waiting for input, closing connection"));
                 session.flush(&mut stream).await;
                 break;
             }
@@ -157,10 +140,7 @@ impl Session {
             stream.write_all(&self.out).await?;
             stream.flush().await
         };
-        let ok = matches!(
-            tokio::time::timeout(self.ctx.limits.command_timeout, write).await,
-            Ok(Ok(()))
-        );
+        let ok = matches!(tokio::time::timeout(self.ctx.limits.command_timeout, write).await, Ok(Ok(())));
         self.out.clear();
         ok
     }
@@ -169,11 +149,7 @@ impl Session {
         self.push(&reply);
         self.errors += 1;
         if self.errors >= MAX_ERRORS {
-            self.push(&SmtpReply::new(
-                421,
-                "4.7.0",
-                "Too many errors, closing connection",
-            ));
+            self.push(&SmtpReply::new(421, "4.7.0", "Too many errors, closing connection"));
             return Flow::Close;
         }
         Flow::Continue
@@ -183,10 +159,7 @@ impl Session {
         let mut iter = bytes.iter();
         loop {
             match &mut self.mode {
-                Mode::Data {
-                    receiver,
-                    too_large,
-                } => {
+                Mode::Data { receiver, too_large } => {
                     let done = receiver.ingest(&mut iter, &mut self.message);
                     if self.message.len() > self.ctx.limits.max_message_size {
                         *too_large = true;
@@ -211,15 +184,12 @@ impl Session {
                         };
                         iter = rest[end + 1..].iter();
                         self.discarding_line = false;
-                        if let Flow::Close =
-                            self.error(SmtpReply::new(500, "5.5.6", "Line too long"))
-                        {
+                        if let Flow::Close = self.error(SmtpReply::new(500, "5.5.6", "Line too long")) {
                             return Flow::Close;
                         }
                         continue;
                     }
-                    if self.line_len + newline.map_or(rest.len(), |end| end + 1) > MAX_COMMAND_LINE
-                    {
+                    if self.line_len + newline.map_or(rest.len(), |end| end + 1) > MAX_COMMAND_LINE {
                         self.receiver = RequestReceiver::default();
                         self.discarding_line = true;
                         self.line_len = 0;
@@ -267,35 +237,26 @@ impl Session {
                 ];
                 for (i, line) in lines.iter().enumerate() {
                     let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-                    self.out
-                        .extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
+                    self.out.extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
                 }
             }
             Request::Helo { host } | Request::Lhlo { host } => {
                 self.end_transaction().await;
                 self.helo = Some(host);
-                self.out
-                    .extend_from_slice(format!("250 {}\r\n", self.ctx.hostname).as_bytes());
+                self.out.extend_from_slice(format!("250 {}\r\n", self.ctx.hostname).as_bytes());
             }
             Request::Mail { from } => {
                 if self.helo.is_none() {
                     return self.error(SmtpReply::new(503, "5.5.1", "Say EHLO first"));
                 }
                 if self.transaction.is_some() {
-                    return self.error(SmtpReply::new(
-                        503,
-                        "5.5.1",
-                        "Nested MAIL command; send RSET first",
-                    ));
+                    return self.error(SmtpReply::new(503, "5.5.1", "Nested MAIL command; send RSET first"));
                 }
                 if from.size > self.ctx.limits.max_message_size {
                     return self.error(SmtpReply::new(
                         552,
                         "5.3.4",
-                        format!(
-                            "Message too large: the limit is {} bytes",
-                            self.ctx.limits.max_message_size
-                        ),
+                        format!("Message too large: the limit is {} bytes", self.ctx.limits.max_message_size),
                     ));
                 }
                 let envelope = Envelope {
@@ -337,22 +298,11 @@ impl Session {
                     return self.error(SmtpReply::new(554, "5.5.1", "No valid recipients"));
                 }
                 self.message.clear();
-                self.mode = Mode::Data {
-                    receiver: DataReceiver::new(),
-                    too_large: false,
-                };
-                self.push(&SmtpReply::new(
-                    354,
-                    "2.0.0",
-                    "Start mail input; end with <CRLF>.<CRLF>",
-                ));
+                self.mode = Mode::Data { receiver: DataReceiver::new(), too_large: false };
+                self.push(&SmtpReply::new(354, "2.0.0", "Start mail input; end with <CRLF>.<CRLF>"));
             }
             Request::Bdat { .. } => {
-                return self.error(SmtpReply::new(
-                    502,
-                    "5.5.1",
-                    "BDAT is not supported; use DATA",
-                ));
+                return self.error(SmtpReply::new(502, "5.5.1", "BDAT is not supported; use DATA"));
             }
             Request::Rset => {
                 self.end_transaction().await;
@@ -364,18 +314,10 @@ impl Session {
                 return Flow::Close;
             }
             Request::Vrfy { .. } | Request::Expn { .. } => {
-                self.push(&SmtpReply::new(
-                    252,
-                    "2.5.2",
-                    "Cannot verify users; send the message and we will try",
-                ));
+                self.push(&SmtpReply::new(252, "2.5.2", "Cannot verify users; send the message and we will try"));
             }
             Request::Help { .. } => {
-                self.push(&SmtpReply::new(
-                    214,
-                    "2.0.0",
-                    "mailgate accepts replies to support notifications",
-                ));
+                self.push(&SmtpReply::new(214, "2.0.0", "mailgate accepts replies to support notifications"));
             }
             Request::StartTls | Request::Auth { .. } => {
                 return self.error(SmtpReply::new(502, "5.5.1", "Command not implemented"));
@@ -396,36 +338,20 @@ impl Session {
             let reply = SmtpReply::new(
                 552,
                 "5.3.4",
-                format!(
-                    "Message too large: the limit is {} bytes",
-                    self.ctx.limits.max_message_size
-                ),
+                format!("Message too large: the limit is {} bytes", self.ctx.limits.max_message_size),
             );
             tracing::info!(peer = %self.peer, "message over the size limit refused");
             self.ctx
                 .pipeline
-                .log_unreceived(
-                    &transaction.envelope,
-                    &reply.to_string(),
-                    "message over the size limit",
-                )
+                .log_unreceived(&transaction.envelope, &reply.to_string(), "message over the size limit")
                 .await;
             self.push(&reply);
             return;
         }
-        let disposition = self
-            .ctx
-            .pipeline
-            .ingest(&transaction.envelope, &message)
-            .await;
+        let disposition = self.ctx.pipeline.ingest(&transaction.envelope, &message).await;
         let reply = reply::for_disposition(&disposition);
         match &disposition {
-            Disposition::Accepted {
-                thread_id,
-                message_id,
-                duplicate,
-                ..
-            } => {
+            Disposition::Accepted { thread_id, message_id, duplicate, .. } => {
                 tracing::info!(thread_id, message_id, duplicate, "message accepted");
             }
             other => tracing::info!(outcome = ?other, "message not posted"),
@@ -441,10 +367,7 @@ impl Session {
         };
         if let Some((_, first)) = transaction.envelope.refused.first() {
             let reply = reply::for_rcpt_refusal(first, &self.ctx.domain).to_string();
-            self.ctx
-                .pipeline
-                .log_unreceived(&transaction.envelope, &reply, "recipient refused")
-                .await;
+            self.ctx.pipeline.log_unreceived(&transaction.envelope, &reply, "recipient refused").await;
         }
     }
 }
@@ -453,21 +376,11 @@ fn protocol_error(error: &ProtoError) -> SmtpReply {
     match error {
         ProtoError::UnknownCommand => SmtpReply::new(500, "5.5.1", "Unknown command"),
         ProtoError::InvalidSenderAddress => SmtpReply::new(501, "5.1.7", "Invalid sender address"),
-        ProtoError::InvalidRecipientAddress => {
-            SmtpReply::new(501, "5.1.3", "Invalid recipient address")
-        }
-        ProtoError::SyntaxError { syntax } => {
-            SmtpReply::new(501, "5.5.4", format!("Syntax: {syntax}"))
-        }
-        ProtoError::InvalidParameter { param } => {
-            SmtpReply::new(501, "5.5.4", format!("Invalid parameter {param}"))
-        }
+        ProtoError::InvalidRecipientAddress => SmtpReply::new(501, "5.1.3", "Invalid recipient address"),
+        ProtoError::SyntaxError { syntax } => SmtpReply::new(501, "5.5.4", format!("Syntax: {syntax}")),
+        ProtoError::InvalidParameter { param } => SmtpReply::new(501, "5.5.4", format!("Invalid parameter {param}")),
         ProtoError::UnsupportedParameter { param } => {
-            let param: String = param
-                .chars()
-                .filter(char::is_ascii_graphic)
-                .take(64)
-                .collect();
+            let param: String = param.chars().filter(char::is_ascii_graphic).take(64).collect();
             SmtpReply::new(555, "5.5.4", format!("Unsupported parameter {param}"))
         }
         ProtoError::ResponseTooLong => SmtpReply::new(500, "5.5.6", "Line too long"),

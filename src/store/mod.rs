@@ -14,9 +14,8 @@
 mod rows;
 
 pub use rows::{
-    Attachment, BUSINESS_RANK, Bounce, InboundLogEntry, Inserted, NewAttachment, NewMessage,
-    NewThread, NotificationKind, Organization, OutboxItem, Plan, Site, StoredMessage, Thread, User,
-    rfc3339,
+    Attachment, BUSINESS_RANK, Bounce, InboundLogEntry, Inserted, NewAttachment, NewMessage, NewOutbox, NewThread,
+    NotificationKind, Organization, OutboxItem, Plan, Site, StoredMessage, Thread, User, rfc3339,
 };
 
 use crate::domain::Role;
@@ -69,6 +68,23 @@ pub struct Store {
     /// Poked after a commit that queued notifications, so the outbound
     /// worker does not wait for its next poll.
     outbox_wakeup: Arc<Notify>,
+    /// When queued mail is due and how long it is retried.
+    policy: OutboxPolicy,
+}
+
+/// Timing of queued mail.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxPolicy {
+    /// Replies are held this long so that several become one notification.
+    pub coalesce_ms: i64,
+    /// Delivery is retried until this long after queueing.
+    pub lifetime_ms: i64,
+}
+
+impl Default for OutboxPolicy {
+    fn default() -> Self {
+        Self { coalesce_ms: 0, lifetime_ms: 2 * 24 * 3600 * 1000 }
+    }
 }
 
 impl Store {
@@ -80,20 +96,16 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
+        let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         sqlx::migrate!("migrations/sqlite").run(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await?;
-        Ok(Self {
-            read,
-            write,
-            outbox_wakeup: Arc::new(Notify::new()),
-        })
+        let read = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+        Ok(Self { read, write, outbox_wakeup: Arc::new(Notify::new()), policy: OutboxPolicy::default() })
+    }
+
+    /// The same store with another outbox timing.
+    pub fn with_outbox_policy(mut self, policy: OutboxPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Notified whenever a commit queued notifications.
@@ -111,86 +123,49 @@ impl Store {
 
     /// The stored value of `key`, or `init()` stored now under it. The first
     /// writer wins, so concurrent starts agree on one value.
-    pub async fn setting_or_init(
-        &self,
-        key: &str,
-        init: impl FnOnce() -> String,
-    ) -> StoreResult<String> {
-        sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(init())
-        .execute(&self.write)
-        .await?;
-        Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-                .bind(key)
-                .fetch_one(&self.write)
-                .await?,
-        )
+    pub async fn setting_or_init(&self, key: &str, init: impl FnOnce() -> String) -> StoreResult<String> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(init())
+            .execute(&self.write)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_one(&self.write).await?)
     }
 
     /// The stored value of `key`, if any.
     pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.read).await?)
     }
 
     // ----- plans, organizations, sites, users -----
 
     /// Every plan, site plans first.
     pub async fn plans(&self) -> StoreResult<Vec<Plan>> {
-        Ok(
-            sqlx::query_as("SELECT * FROM plans ORDER BY scope DESC, rank, id")
-                .fetch_all(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT * FROM plans ORDER BY scope DESC, rank, id").fetch_all(&self.read).await?)
     }
 
     /// One plan.
     pub async fn plan(&self, id: &str) -> StoreResult<Option<Plan>> {
-        Ok(sqlx::query_as("SELECT * FROM plans WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?)
+        Ok(sqlx::query_as("SELECT * FROM plans WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
     }
 
     /// Creates an organization.
-    pub async fn create_organization(
-        &self,
-        name: &str,
-        plan_id: Option<&str>,
-    ) -> StoreResult<Organization> {
-        Ok(sqlx::query_as(
-            "INSERT INTO organizations (name, plan_id, created_at) VALUES ($1, $2, $3) RETURNING *",
-        )
-        .bind(name)
-        .bind(plan_id)
-        .bind(now_ms())
-        .fetch_one(&self.write)
-        .await?)
+    pub async fn create_organization(&self, name: &str, plan_id: Option<&str>) -> StoreResult<Organization> {
+        Ok(sqlx::query_as("INSERT INTO organizations (name, plan_id, created_at) VALUES ($1, $2, $3) RETURNING *")
+            .bind(name)
+            .bind(plan_id)
+            .bind(now_ms())
+            .fetch_one(&self.write)
+            .await?)
     }
 
     /// One organization.
     pub async fn organization(&self, id: i64) -> StoreResult<Option<Organization>> {
-        Ok(sqlx::query_as("SELECT * FROM organizations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?)
+        Ok(sqlx::query_as("SELECT * FROM organizations WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
     }
 
     /// Creates a site.
-    pub async fn create_site(
-        &self,
-        name: &str,
-        plan_id: &str,
-        organization_id: Option<i64>,
-    ) -> StoreResult<Site> {
+    pub async fn create_site(&self, name: &str, plan_id: &str, organization_id: Option<i64>) -> StoreResult<Site> {
         Ok(sqlx::query_as(
             "INSERT INTO sites (name, plan_id, organization_id, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
         )
@@ -204,10 +179,7 @@ impl Store {
 
     /// One site.
     pub async fn site(&self, id: i64) -> StoreResult<Option<Site>> {
-        Ok(sqlx::query_as("SELECT * FROM sites WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?)
+        Ok(sqlx::query_as("SELECT * FROM sites WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
     }
 
     /// Creates a user; the email must not be taken.
@@ -229,27 +201,21 @@ impl Store {
         .fetch_one(&self.write)
         .await;
         match result {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
-                format!("a user with email {email} already exists"),
-            )),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("a user with email {email} already exists")))
+            }
             other => Ok(other?),
         }
     }
 
     /// One user.
     pub async fn user(&self, id: i64) -> StoreResult<Option<User>> {
-        Ok(sqlx::query_as("SELECT * FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?)
+        Ok(sqlx::query_as("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
     }
 
     /// The user with this (lower-case) email.
     pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        Ok(sqlx::query_as("SELECT * FROM users WHERE email = $1")
-            .bind(email)
-            .fetch_optional(&self.read)
-            .await?)
+        Ok(sqlx::query_as("SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(&self.read).await?)
     }
 
     /// Members of an organization who may see its tickets (not Unprivileged).
@@ -264,21 +230,19 @@ impl Store {
 
     /// Every support agent.
     pub async fn agents(&self) -> StoreResult<Vec<User>> {
-        Ok(
-            sqlx::query_as("SELECT * FROM users WHERE role = 'agent' ORDER BY id")
-                .fetch_all(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT * FROM users WHERE role = 'agent' ORDER BY id").fetch_all(&self.read).await?)
     }
 
     // ----- threads and messages -----
 
     /// Opens a chat or ticket with its first message and the notifications
     /// that message causes, in one transaction.
+    /// `also` are further mails about the new thread (an on-call page).
     pub async fn create_thread(
         &self,
         new: NewThread,
         first: NewMessage,
+        also: &[NewOutbox],
     ) -> StoreResult<(Thread, i64)> {
         let mut tx = self.write.begin().await?;
         let now = now_ms();
@@ -304,11 +268,11 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let first = NewMessage {
-            thread_id: thread.id,
-            ..first
-        };
-        let inserted = insert_message(&mut tx, &first, None).await?;
+        let first = NewMessage { thread_id: thread.id, ..first };
+        let inserted = insert_message(&mut tx, self.policy, &first, None).await?;
+        for mail in also {
+            insert_outbox(&mut tx, self.policy, &NewOutbox { thread_id: Some(thread.id), ..mail.clone() }).await?;
+        }
         tx.commit().await?;
         self.outbox_wakeup.notify_one();
         Ok((thread, inserted.id()))
@@ -316,33 +280,24 @@ impl Store {
 
     /// One thread.
     pub async fn thread(&self, id: i64) -> StoreResult<Option<Thread>> {
-        Ok(sqlx::query_as("SELECT * FROM threads WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?)
+        Ok(sqlx::query_as("SELECT * FROM threads WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
     }
 
     /// The ticket with this number.
     pub async fn ticket_by_number(&self, number: i64) -> StoreResult<Option<Thread>> {
-        Ok(
-            sqlx::query_as("SELECT * FROM threads WHERE kind = 'ticket' AND ticket_number = $1")
-                .bind(number)
-                .fetch_optional(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT * FROM threads WHERE kind = 'ticket' AND ticket_number = $1")
+            .bind(number)
+            .fetch_optional(&self.read)
+            .await?)
     }
 
     /// Stores a message with its attachments, notifications and (for mail)
     /// its inbound log entry, in one transaction. A message whose Message-ID
     /// is already in the thread is not stored again: the result says
     /// [`Inserted::Duplicate`], and only the log entry is written.
-    pub async fn insert_message(
-        &self,
-        message: &NewMessage,
-        log: Option<&InboundLogEntry>,
-    ) -> StoreResult<Inserted> {
+    pub async fn insert_message(&self, message: &NewMessage, log: Option<&InboundLogEntry>) -> StoreResult<Inserted> {
         let mut tx = self.write.begin().await?;
-        let inserted = insert_message(&mut tx, message, log).await?;
+        let inserted = insert_message(&mut tx, self.policy, message, log).await?;
         tx.commit().await?;
         if matches!(inserted, Inserted::New(_)) && !message.notify.is_empty() {
             self.outbox_wakeup.notify_one();
@@ -377,10 +332,7 @@ impl Store {
     /// One attachment's metadata and bytes.
     pub async fn attachment(&self, id: i64) -> StoreResult<Option<(Attachment, Vec<u8>)>> {
         let Some(attachment): Option<Attachment> =
-            sqlx::query_as("SELECT * FROM attachments WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.read)
-                .await?
+            sqlx::query_as("SELECT * FROM attachments WHERE id = $1").bind(id).fetch_optional(&self.read).await?
         else {
             return Ok(None);
         };
@@ -421,76 +373,98 @@ impl Store {
 
     /// The most recent bounces, newest first.
     pub async fn bounces(&self, limit: i64) -> StoreResult<Vec<Bounce>> {
-        Ok(
-            sqlx::query_as("SELECT * FROM bounces ORDER BY id DESC LIMIT $1")
-                .bind(limit)
-                .fetch_all(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT * FROM bounces ORDER BY id DESC LIMIT $1").bind(limit).fetch_all(&self.read).await?)
     }
 
     /// One outbox item.
     pub async fn outbox_item(&self, id: i64) -> StoreResult<Option<OutboxItem>> {
-        Ok(sqlx::query_as("SELECT * FROM outbox WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?)
+        Ok(sqlx::query_as("SELECT * FROM outbox WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
     }
 
     /// The most recent inbound log entries, newest first.
     pub async fn inbound_log(&self, limit: i64) -> StoreResult<Vec<InboundLogEntry>> {
-        Ok(
-            sqlx::query_as("SELECT * FROM inbound_log ORDER BY id DESC LIMIT $1")
-                .bind(limit)
-                .fetch_all(&self.read)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT * FROM inbound_log ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?)
     }
 
     // ----- outbox -----
 
-    /// Notifications due for sending, oldest first.
-    pub async fn due_outbox(&self, limit: i64) -> StoreResult<Vec<OutboxItem>> {
+    /// Claims up to `limit` due items for `lease_ms`: pending ones whose time
+    /// has come, and ones whose previous worker's lease ran out (it died).
+    pub async fn claim_due(&self, limit: i64, lease_ms: i64) -> StoreResult<Vec<OutboxItem>> {
+        let now = now_ms();
         Ok(sqlx::query_as(
-            "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
+            "UPDATE outbox SET status = 'sending', claimed_until = $1 WHERE id IN ( \
+               SELECT id FROM outbox WHERE (status = 'pending' AND next_attempt_at <= $2) \
+                  OR (status = 'sending' AND claimed_until < $2) ORDER BY id LIMIT $3) RETURNING *",
         )
-        .bind(now_ms())
+        .bind(now + lease_ms)
+        .bind(now)
         .bind(limit)
         .fetch_all(&self.write)
         .await?)
     }
 
-    /// Every outbox item, newest first.
-    pub async fn outbox(&self, limit: i64) -> StoreResult<Vec<OutboxItem>> {
-        Ok(
-            sqlx::query_as("SELECT * FROM outbox ORDER BY id DESC LIMIT $1")
-                .bind(limit)
-                .fetch_all(&self.read)
-                .await?,
-        )
+    /// Outbox items, newest first; only failed ones when `failed_only`.
+    pub async fn outbox(&self, failed_only: bool, limit: i64) -> StoreResult<Vec<OutboxItem>> {
+        Ok(sqlx::query_as("SELECT * FROM outbox WHERE ($1 = 0 OR status = 'failed') ORDER BY id DESC LIMIT $2")
+            .bind(i64::from(failed_only))
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?)
     }
 
-    /// Marks a notification as sent under `rfc_message_id`.
-    pub async fn mark_sent(&self, id: i64, rfc_message_id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE outbox SET status = 'sent', sent_at = $1, rfc_message_id = $2, attempts = attempts + 1 WHERE id = $3")
-            .bind(now_ms())
+    /// Other pending notifications to the same person about the same thread,
+    /// which the one being sent now can carry too.
+    pub async fn coalescible(&self, item: &OutboxItem) -> StoreResult<Vec<OutboxItem>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM outbox WHERE status = 'pending' AND thread_id = $1 AND to_address = $2 \
+             AND kind IN ('agent_replied', 'customer_replied') AND id <> $3 ORDER BY id",
+        )
+        .bind(item.thread_id)
+        .bind(&item.to_address)
+        .bind(item.id)
+        .fetch_all(&self.write)
+        .await?)
+    }
+
+    /// Marks an item sent under `rfc_message_id`, and `merged` ones as
+    /// carried by it.
+    pub async fn mark_sent(&self, id: i64, rfc_message_id: &str, merged: &[i64]) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE outbox SET status = 'sent', sent_at = $1, rfc_message_id = $2, attempts = attempts + 1, \
+             claimed_until = NULL, last_error = NULL WHERE id = $3",
+        )
+        .bind(now)
+        .bind(rfc_message_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        for other in merged {
+            sqlx::query(
+                "UPDATE outbox SET status = 'merged', sent_at = $1, rfc_message_id = $2, last_error = $3 \
+                 WHERE id = $4 AND status = 'pending'",
+            )
+            .bind(now)
             .bind(rfc_message_id)
-            .bind(id)
-            .execute(&self.write)
+            .bind(format!("sent together with notification {id}"))
+            .bind(other)
+            .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Records a failed attempt; the item is retried at `retry_at`, or given
-    /// up (`failed`) when `retry_at` is `None`.
-    pub async fn mark_attempt_failed(
-        &self,
-        id: i64,
-        error: &str,
-        retry_at: Option<i64>,
-    ) -> StoreResult<()> {
+    /// Records a failed attempt: retried at `retry_at`, or given up
+    /// (`failed`) when `retry_at` is `None`.
+    pub async fn mark_attempt_failed(&self, id: i64, error: &str, retry_at: Option<i64>) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, \
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, claimed_until = NULL, \
              status = CASE WHEN $2 IS NULL THEN 'failed' ELSE 'pending' END, \
              next_attempt_at = COALESCE($2, next_attempt_at) WHERE id = $3",
         )
@@ -502,26 +476,107 @@ impl Store {
         Ok(())
     }
 
-    /// Message-IDs of the notifications already sent to `recipient_id` in a
-    /// thread, oldest first: the References of the next one.
-    pub async fn sent_notification_ids(
-        &self,
-        thread_id: i64,
-        recipient_id: i64,
-    ) -> StoreResult<Vec<String>> {
+    /// Puts a failed item back in the queue, due now, with a fresh lifetime.
+    pub async fn retry(&self, id: i64) -> StoreResult<OutboxItem> {
+        let now = now_ms();
+        let item: Option<OutboxItem> = sqlx::query_as(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = $1, expires_at = $2, claimed_until = NULL \
+             WHERE id = $3 AND status = 'failed' RETURNING *",
+        )
+        .bind(now)
+        .bind(now + self.policy.lifetime_ms)
+        .bind(id)
+        .fetch_optional(&self.write)
+        .await?;
+        match item {
+            Some(item) => {
+                self.outbox_wakeup.notify_one();
+                Ok(item)
+            }
+            None => match self.outbox_item(id).await? {
+                Some(other) => Err(StoreError::Conflict(format!(
+                    "outbox item {id} is {}, not failed; only failed items can be retried",
+                    other.status
+                ))),
+                None => Err(StoreError::NotFound("outbox item")),
+            },
+        }
+    }
+
+    /// Queues a mail that is not about one new message, together with the
+    /// inbound log entry that caused it (if any), in one transaction.
+    pub async fn enqueue(&self, new: &NewOutbox, log: Option<&InboundLogEntry>) -> StoreResult<i64> {
+        let mut tx = self.write.begin().await?;
+        let now = now_ms();
+        let id = insert_outbox(&mut tx, self.policy, new).await?;
+        if new.kind.starts_with("refusal_") {
+            sqlx::query("INSERT INTO notices_sent (address, kind, sent_at) VALUES ($1, $2, $3)")
+                .bind(&new.to_address)
+                .bind(&new.kind)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(log) = log {
+            insert_log(&mut tx, log, None).await?;
+        }
+        tx.commit().await?;
+        self.outbox_wakeup.notify_one();
+        Ok(id)
+    }
+
+    /// Whether a refusal notice went to `address` since `since` (Unix ms).
+    pub async fn notice_sent_since(&self, address: &str, since: i64) -> StoreResult<bool> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notices_sent WHERE address = $1 AND sent_at >= $2")
+            .bind(address)
+            .bind(since)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(count > 0)
+    }
+
+    /// Hard bounces recorded for an address.
+    pub async fn hard_bounces(&self, address: &str) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM bounces WHERE recipient = $1 AND severity = 'hard'")
+            .bind(address)
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    /// Message-IDs of the mail already sent to `address` about a thread,
+    /// oldest first: the References of the next one.
+    pub async fn sent_notification_ids(&self, thread_id: i64, address: &str) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT rfc_message_id FROM outbox WHERE thread_id = $1 AND recipient_id = $2 \
+            "SELECT rfc_message_id FROM outbox WHERE thread_id = $1 AND to_address = $2 \
              AND status = 'sent' AND rfc_message_id IS NOT NULL ORDER BY id",
         )
         .bind(thread_id)
-        .bind(recipient_id)
+        .bind(address)
         .fetch_all(&self.read)
         .await?)
     }
 }
 
+async fn insert_outbox(conn: &mut SqliteConnection, policy: OutboxPolicy, new: &NewOutbox) -> StoreResult<i64> {
+    let now = now_ms();
+    Ok(sqlx::query_scalar(
+        "INSERT INTO outbox (kind, thread_id, recipient_id, to_address, context, status, next_attempt_at, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $6) RETURNING id",
+    )
+    .bind(&new.kind)
+    .bind(new.thread_id)
+    .bind(new.recipient_id)
+    .bind(&new.to_address)
+    .bind(new.context.to_string())
+    .bind(now)
+    .bind(now + policy.lifetime_ms)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 async fn insert_message(
     conn: &mut SqliteConnection,
+    policy: OutboxPolicy,
     message: &NewMessage,
     log: Option<&InboundLogEntry>,
 ) -> StoreResult<Inserted> {
@@ -539,13 +594,11 @@ async fn insert_message(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = id else {
-        let existing: i64 = sqlx::query_scalar(
-            "SELECT id FROM messages WHERE thread_id = $1 AND rfc_message_id = $2",
-        )
-        .bind(message.thread_id)
-        .bind(&message.rfc_message_id)
-        .fetch_one(&mut *conn)
-        .await?;
+        let existing: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE thread_id = $1 AND rfc_message_id = $2")
+            .bind(message.thread_id)
+            .bind(&message.rfc_message_id)
+            .fetch_one(&mut *conn)
+            .await?;
         if let Some(log) = log {
             let duplicate = InboundLogEntry {
                 decision: "duplicate".to_owned(),
@@ -558,13 +611,11 @@ async fn insert_message(
     };
     for attachment in &message.attachments {
         let sha256 = hex(&Sha256::digest(&attachment.content));
-        sqlx::query(
-            "INSERT INTO blobs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
-        )
-        .bind(&sha256)
-        .bind(&attachment.content)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query("INSERT INTO blobs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING")
+            .bind(&sha256)
+            .bind(&attachment.content)
+            .execute(&mut *conn)
+            .await?;
         sqlx::query(
             "INSERT INTO attachments (message_id, filename, content_type, size, sha256) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -577,15 +628,18 @@ async fn insert_message(
         .await?;
     }
     for (kind, recipient_id) in &message.notify {
+        let due = if kind.coalesces() { now + policy.coalesce_ms } else { now };
         sqlx::query(
-            "INSERT INTO outbox (kind, thread_id, message_id, recipient_id, status, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+            "INSERT INTO outbox (kind, thread_id, message_id, recipient_id, to_address, status, next_attempt_at, expires_at, created_at) \
+             SELECT $1, $2, $3, u.id, u.email, 'pending', $4, $5, $6 FROM users u WHERE u.id = $7",
         )
         .bind(kind.as_str())
         .bind(message.thread_id)
         .bind(id)
-        .bind(recipient_id)
+        .bind(due)
+        .bind(now + policy.lifetime_ms)
         .bind(now)
+        .bind(recipient_id)
         .execute(&mut *conn)
         .await?;
     }
@@ -606,11 +660,7 @@ async fn insert_message(
     Ok(Inserted::New(id))
 }
 
-async fn insert_log(
-    conn: &mut SqliteConnection,
-    entry: &InboundLogEntry,
-    stored: Option<i64>,
-) -> StoreResult<()> {
+async fn insert_log(conn: &mut SqliteConnection, entry: &InboundLogEntry, stored: Option<i64>) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, smtp_reply, thread_id, stored_message) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",

@@ -144,7 +144,7 @@ pub struct NewThread {
     pub subject: String,
 }
 
-/// Which notification an outbox row asks for.
+/// Which notification about a message an outbox row asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationKind {
@@ -152,6 +152,10 @@ pub enum NotificationKind {
     AgentReplied,
     /// To the agents: a customer wrote.
     CustomerReplied,
+    /// To the agents: a customer opened a ticket.
+    TicketOpened,
+    /// To the customer: your ticket was received, with the promised response time.
+    TicketReceived,
 }
 
 impl NotificationKind {
@@ -160,8 +164,32 @@ impl NotificationKind {
         match self {
             NotificationKind::AgentReplied => "agent_replied",
             NotificationKind::CustomerReplied => "customer_replied",
+            NotificationKind::TicketOpened => "ticket_opened",
+            NotificationKind::TicketReceived => "ticket_received",
         }
     }
+
+    /// Replies in quick succession are folded into one notification; the
+    /// opening of a ticket is told at once.
+    pub fn coalesces(self) -> bool {
+        matches!(self, NotificationKind::AgentReplied | NotificationKind::CustomerReplied)
+    }
+}
+
+/// A mail to queue that is not about one new message (a refusal notice, a
+/// page, a transcript).
+#[derive(Debug, Clone)]
+pub struct NewOutbox {
+    /// The template.
+    pub kind: String,
+    /// The thread it is about, if any.
+    pub thread_id: Option<i64>,
+    /// The user it goes to, if a user.
+    pub recipient_id: Option<i64>,
+    /// The address it goes to.
+    pub to_address: String,
+    /// Extra template data.
+    pub context: serde_json::Value,
 }
 
 /// A message to store.
@@ -291,26 +319,35 @@ pub struct InboundLogEntry {
     pub stored_message: Option<i64>,
 }
 
-/// A notification in the outbox.
+/// A mail in the outbox.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OutboxItem {
-    /// Row id; also names the `.eml` file.
+    /// Row id; also names the `.eml` file and the VERP address.
     pub id: i64,
-    /// Which notification.
+    /// The template.
     pub kind: String,
     /// The thread it is about.
-    pub thread_id: i64,
+    pub thread_id: Option<i64>,
     /// The message that caused it.
-    pub message_id: i64,
-    /// Who receives it.
-    pub recipient_id: i64,
-    /// `pending`, `sent` or `failed`.
+    pub message_id: Option<i64>,
+    /// The user it goes to.
+    pub recipient_id: Option<i64>,
+    /// The address it goes to.
+    pub to_address: String,
+    /// Extra template data (JSON).
+    pub context: String,
+    /// `pending`, `sending`, `sent`, `failed` or `merged` (folded into another).
     pub status: String,
     /// Attempts made so far.
     pub attempts: i64,
     /// When it is due, Unix ms.
     #[serde(serialize_with = "time_ms")]
     pub next_attempt_at: i64,
+    /// A worker's lease while sending, Unix ms.
+    pub claimed_until: Option<i64>,
+    /// Retries stop after this, Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub expires_at: i64,
     /// The last failure, in words.
     pub last_error: Option<String>,
     /// The Message-ID it was sent with.
@@ -322,7 +359,6 @@ pub struct OutboxItem {
     #[serde(serialize_with = "opt_time_ms")]
     pub sent_at: Option<i64>,
 }
-
 /// Serializes Unix milliseconds as an RFC 3339 time.
 fn time_ms<S: serde::Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&rfc3339(*ms))
@@ -337,9 +373,7 @@ fn opt_time_ms<S: serde::Serializer>(ms: &Option<i64>, serializer: S) -> Result<
 
 /// Unix milliseconds as an RFC 3339 UTC time with milliseconds.
 pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A delivery failure report about mail we sent (a row of `bounces`).

@@ -10,25 +10,11 @@ async fn every_api_route_needs_the_token() {
     let url = format!("{}/plans", app.base);
     let response = app.http.get(&url).send().await.unwrap();
     assert_eq!(response.status(), 401);
-    let response = app
-        .http
-        .get(&url)
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
+    let response = app.http.get(&url).bearer_auth("wrong").send().await.unwrap();
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("API token"));
-    let health = app
-        .http
-        .get(format!(
-            "http://{}/healthz",
-            app.app.as_ref().unwrap().http_addr
-        ))
-        .send()
-        .await
-        .unwrap();
+    let health = app.http.get(format!("http://{}/healthz", app.app.as_ref().unwrap().http_addr)).send().await.unwrap();
     assert_eq!(health.status(), 200);
     app.stop().await;
 }
@@ -39,13 +25,7 @@ async fn plans_are_seeded_rows() {
     let (status, plans) = app.get("/plans").await;
     assert_eq!(status, 200);
     let plans = plans.as_array().unwrap();
-    let plan = |id: &str| {
-        plans
-            .iter()
-            .find(|p| p["id"] == id)
-            .unwrap_or_else(|| panic!("plan {id}"))
-            .clone()
-    };
+    let plan = |id: &str| plans.iter().find(|p| p["id"] == id).unwrap_or_else(|| panic!("plan {id}")).clone();
     assert_eq!(plan("sandbox")["chat"], true);
     assert_eq!(plan("sandbox")["tickets"], "none");
     assert_eq!(plan("business")["phone"], "scheduled");
@@ -62,41 +42,17 @@ async fn plans_are_seeded_rows() {
 #[tokio::test]
 async fn bad_input_gets_clear_errors() {
     let app = spawn_app().await;
-    let (status, body) = app
-        .post("/sites", json!({"name": "x", "plan": "gold"}))
-        .await;
+    let (status, body) = app.post("/sites", json!({"name": "x", "plan": "gold"})).await;
     assert_eq!(status, 400);
-    assert!(
-        body["error"].as_str().unwrap().contains("not a site plan"),
-        "{body}"
-    );
-    let (status, body) = app
-        .post(
-            "/users",
-            json!({"email": "not an address", "name": "X", "role": "member"}),
-        )
-        .await;
+    assert!(body["error"].as_str().unwrap().contains("not a site plan"), "{body}");
+    let (status, body) = app.post("/users", json!({"email": "not an address", "name": "X", "role": "member"})).await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = app
-        .post(
-            "/users",
-            json!({"email": "x@example.org", "name": "X", "role": "king"}),
-        )
-        .await;
+    let (status, body) = app.post("/users", json!({"email": "x@example.org", "name": "X", "role": "king"})).await;
     assert_eq!(status, 400, "{body}");
     let (status, _) = app.post("/users", json!({"email": "x@example.org"})).await;
     assert_eq!(status, 400);
-    app.create(
-        "/users",
-        json!({"email": "x@example.org", "name": "X", "role": "agent"}),
-    )
-    .await;
-    let (status, body) = app
-        .post(
-            "/users",
-            json!({"email": "X@Example.org", "name": "X2", "role": "agent"}),
-        )
-        .await;
+    app.create("/users", json!({"email": "x@example.org", "name": "X", "role": "agent"})).await;
+    let (status, body) = app.post("/users", json!({"email": "X@Example.org", "name": "X2", "role": "agent"})).await;
     assert_eq!(status, 409, "emails are unique regardless of case: {body}");
     let (status, _) = app.get("/chats/999").await;
     assert_eq!(status, 404);
@@ -109,25 +65,14 @@ async fn tickets_only_where_the_plan_includes_them() {
     let w = app.world("professional", Some("agencies")).await;
     let ticket = json!({"site_id": w.site, "customer_id": w.owner, "type": "Bug", "subject": "S", "description": "D"});
     let (status, body) = app.post("/tickets", ticket).await;
-    assert_eq!(
-        status, 403,
-        "Agencies get tickets only for sites on Business and above: {body}"
-    );
+    assert_eq!(status, 403, "Agencies get tickets only for sites on Business and above: {body}");
     assert!(body["error"].as_str().unwrap().contains("not part of"));
     // Chat works on every plan.
-    app.create(
-        "/chats",
-        json!({"site_id": w.site, "customer_id": w.owner, "message": "Hi"}),
-    )
-    .await;
+    app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hi"})).await;
 
-    let business = app
-        .create(
-            "/sites",
-            json!({"name": "b", "plan": "business", "organization_id": w.org}),
-        )
-        .await;
-    let ticket = json!({"site_id": business["id"], "customer_id": w.owner, "type": "Bug", "subject": "S", "description": "D"});
+    let business = app.create("/sites", json!({"name": "b", "plan": "business", "organization_id": w.org})).await;
+    let ticket =
+        json!({"site_id": business["id"], "customer_id": w.owner, "type": "Bug", "subject": "S", "description": "D"});
     let created = app.create("/tickets", ticket).await;
     assert_eq!(created["ticket_number"], 1);
     assert_eq!(created["ticket_type"], "Bug");
@@ -135,10 +80,7 @@ async fn tickets_only_where_the_plan_includes_them() {
 
     let ticket = json!({"site_id": business["id"], "customer_id": w.unprivileged, "type": "Bug", "subject": "S", "description": "D"});
     let (status, _) = app.post("/tickets", ticket).await;
-    assert_eq!(
-        status, 403,
-        "Unprivileged users can not see tickets, so they can not open one"
-    );
+    assert_eq!(status, 403, "Unprivileged users can not see tickets, so they can not open one");
     let ticket = json!({"site_id": business["id"], "customer_id": w.stranger, "type": "Bug", "subject": "S", "description": "D"});
     let (status, _) = app.post("/tickets", ticket).await;
     assert_eq!(status, 403, "not a member of the site's organization");
@@ -149,34 +91,18 @@ async fn tickets_only_where_the_plan_includes_them() {
 async fn only_participants_and_agents_may_post() {
     let app = spawn_app().await;
     let w = app.world("sandbox", None).await;
-    let chat = app
-        .create(
-            "/chats",
-            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hi"}),
-        )
-        .await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hi"})).await;
     let path = format!("/chats/{}/messages", chat["id"]);
-    let (status, _) = app
-        .post(&path, json!({"author_id": w.stranger, "text": "me too"}))
-        .await;
+    let (status, _) = app.post(&path, json!({"author_id": w.stranger, "text": "me too"})).await;
     assert_eq!(status, 403);
-    let (status, _) = app
-        .post(&path, json!({"author_id": w.member, "text": "me too"}))
-        .await;
+    let (status, _) = app.post(&path, json!({"author_id": w.member, "text": "me too"})).await;
     assert_eq!(status, 403, "a chat belongs to its customer");
-    let (status, _) = app
-        .post(&path, json!({"author_id": w.agent2, "text": ""}))
-        .await;
+    let (status, _) = app.post(&path, json!({"author_id": w.agent2, "text": ""})).await;
     assert_eq!(status, 400);
-    let posted = app
-        .create(&path, json!({"author_id": w.agent2, "text": "On it"}))
-        .await;
+    let posted = app.create(&path, json!({"author_id": w.agent2, "text": "On it"})).await;
     assert_eq!(posted["source"], "dashboard");
     assert_eq!(posted["author"]["role"], "agent");
     let (_, chat) = app.get(&format!("/chats/{}", chat["id"])).await;
-    assert_eq!(
-        chat["assigned_agent_id"], w.agent2,
-        "the first agent to answer is assigned"
-    );
+    assert_eq!(chat["assigned_agent_id"], w.agent2, "the first agent to answer is assigned");
     app.stop().await;
 }

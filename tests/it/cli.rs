@@ -17,60 +17,28 @@ fn help_explains_the_commands_and_flags() {
     assert!(text.contains("serve") && text.contains("inspect"), "{text}");
     let out = mailgate().args(["serve", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in [
-        "--config",
-        "--data-dir",
-        "--smtp-listen",
-        "--http-listen",
-        "--domain",
-        "MAILGATE_DATA_DIR",
-    ] {
+    for flag in ["--config", "--data-dir", "--smtp-listen", "--http-listen", "--domain", "MAILGATE_DATA_DIR"] {
         assert!(text.contains(flag), "serve --help lacks {flag}: {text}");
     }
 }
 
 #[test]
 fn inspect_prints_what_the_pipeline_sees() {
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/mail/gmail/reply_with_quote.eml"
-    );
-    let out = mailgate()
-        .args(["inspect", "--json", fixture])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/mail/gmail/reply_with_quote.eml");
+    let out = mailgate().args(["inspect", "--json", fixture]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in [
-        "from",
-        "to",
-        "subject",
-        "message_id",
-        "kind",
-        "thread_token",
-        "reply_text",
-        "attachments",
-    ] {
+    for key in ["from", "to", "subject", "message_id", "kind", "thread_token", "reply_text", "attachments"] {
         assert!(value.get(key).is_some(), "inspect lacks {key}: {value}");
     }
     assert_eq!(value["kind"], "human");
     assert_eq!(value["thread_token"]["via"], "in_reply_to");
-    assert_eq!(
-        value["reply_text"],
-        "Yes, that fixed it. Thank you!\n\nAnna"
-    );
+    assert_eq!(value["reply_text"], "Yes, that fixed it. Thank you!\n\nAnna");
 }
 
 #[test]
 fn inspect_refuses_a_missing_file_clearly() {
-    let out = mailgate()
-        .args(["inspect", "/nonexistent/x.eml"])
-        .output()
-        .unwrap();
+    let out = mailgate().args(["inspect", "/nonexistent/x.eml"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent/x.eml"));
 }
@@ -79,13 +47,7 @@ fn inspect_refuses_a_missing_file_clearly() {
 fn serve_runs_on_the_embedded_default_and_prints_its_token() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = mailgate()
-        .args([
-            "serve",
-            "--smtp-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["serve", "--smtp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
         .current_dir(dir.path())
         .env("MAILGATE_DOMAIN", "env.example.test")
         .env_remove("MAILGATE_API_TOKEN")
@@ -104,10 +66,7 @@ fn serve_runs_on_the_embedded_default_and_prints_its_token() {
     });
     let started = lines_rx.iter().find(|l| l.contains("mailgate started"));
     let started = started.expect("a start line in the log");
-    assert!(
-        started.contains("env.example.test"),
-        "domain from MAILGATE_DOMAIN: {started}"
-    );
+    assert!(started.contains("env.example.test"), "domain from MAILGATE_DOMAIN: {started}");
     let data = dir.path().join("mailgate-data");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !data.join("mailgate.db").exists() && Instant::now() < deadline {
@@ -123,47 +82,27 @@ fn serve_runs_on_the_embedded_default_and_prints_its_token() {
 }
 
 fn send_sigterm(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(status.success());
 }
 
 #[test]
 fn the_example_config_is_valid_and_broken_ones_are_named() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/mailgate.example.toml");
-    let args = mailgate::config::ConfigArgs {
-        config: Some(example.into()),
-        ..Default::default()
-    };
+    let args = mailgate::config::ConfigArgs { config: Some(example.into()), ..Default::default() };
     let config = mailgate::config::Config::load(&args).expect("the example config loads");
     assert_eq!(config.limits.max_message_size, 26_214_400);
 
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.toml");
     std::fs::write(&broken, "smtp_listen = \"not an address\"\n").unwrap();
-    let out = mailgate()
-        .args(["serve", "--config"])
-        .arg(&broken)
-        .output()
-        .unwrap();
+    let out = mailgate().args(["serve", "--config"]).arg(&broken).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("smtp_listen"),
-        "the error names the key: {stderr}"
-    );
+    assert!(stderr.contains("smtp_listen"), "the error names the key: {stderr}");
 
     std::fs::write(&broken, "domian = \"typo.example\"\n").unwrap();
-    let out = mailgate()
-        .args(["serve", "--config"])
-        .arg(&broken)
-        .output()
-        .unwrap();
+    let out = mailgate().args(["serve", "--config"]).arg(&broken).output().unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("domian"),
-        "unknown keys are named"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("domian"), "unknown keys are named");
 }

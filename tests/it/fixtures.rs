@@ -28,37 +28,22 @@ fn every_fixture_reads_as_expected() {
     for path in &all {
         let expected_path = path.with_extension("expected.json");
         let expected: Value = serde_json::from_str(
-            &std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
-                panic!("{} has no {}", path.display(), expected_path.display())
-            }),
+            &std::fs::read_to_string(&expected_path)
+                .unwrap_or_else(|_| panic!("{} has no {}", path.display(), expected_path.display())),
         )
         .expect("expected JSON");
         let raw = std::fs::read(path).unwrap();
         let analysis = mailgate::pipeline::analyze("sender@example.org", &[], &raw);
         let actual = serde_json::to_value(&analysis).unwrap();
-        let suite = path
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let suite = path.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
         let score = table.entry(suite).or_default();
         score.1 += 1;
-        let mismatches: Vec<String> = expected
-            .as_object()
-            .unwrap()
-            .iter()
-            .filter_map(|(key, want)| check(key, want, &actual))
-            .collect();
+        let mismatches: Vec<String> =
+            expected.as_object().unwrap().iter().filter_map(|(key, want)| check(key, want, &actual)).collect();
         if mismatches.is_empty() {
             score.0 += 1;
         } else {
-            failures.push(format!(
-                "{}\n{}",
-                path.strip_prefix(&root).unwrap().display(),
-                mismatches.join("\n")
-            ));
+            failures.push(format!("{}\n{}", path.strip_prefix(&root).unwrap().display(), mismatches.join("\n")));
         }
     }
     let mut report = String::from("fixture suite        passed/total\n");
@@ -77,28 +62,18 @@ fn every_fixture_reads_as_expected() {
 /// the fields the expectation names, arrays element by element.
 fn check(key: &str, want: &Value, actual: &Value) -> Option<String> {
     let ok = match key {
-        "reply_text_contains" => actual["reply_text"]
-            .as_str()
-            .unwrap_or("")
-            .contains(want.as_str().unwrap_or("\u{0}")),
+        "reply_text_contains" => actual["reply_text"].as_str().unwrap_or("").contains(want.as_str().unwrap_or("\u{0}")),
         _ => subset(want, actual.get(key).unwrap_or(&Value::Null)),
     };
-    let got = if key == "reply_text_contains" {
-        &actual["reply_text"]
-    } else {
-        actual.get(key).unwrap_or(&Value::Null)
-    };
+    let got =
+        if key == "reply_text_contains" { &actual["reply_text"] } else { actual.get(key).unwrap_or(&Value::Null) };
     (!ok).then(|| format!("  {key}: expected {want}, got {got}"))
 }
 
 fn subset(want: &Value, got: &Value) -> bool {
     match (want, got) {
-        (Value::Object(w), Value::Object(g)) => w
-            .iter()
-            .all(|(k, v)| g.get(k).is_some_and(|gv| subset(v, gv))),
-        (Value::Array(w), Value::Array(g)) => {
-            w.len() == g.len() && w.iter().zip(g).all(|(a, b)| subset(a, b))
-        }
+        (Value::Object(w), Value::Object(g)) => w.iter().all(|(k, v)| g.get(k).is_some_and(|gv| subset(v, gv))),
+        (Value::Array(w), Value::Array(g)) => w.len() == g.len() && w.iter().zip(g).all(|(a, b)| subset(a, b)),
         _ => want == got,
     }
 }

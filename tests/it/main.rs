@@ -1,12 +1,6 @@
 //! mailgate's integration tests: one binary, real sockets, real SQLite files.
-#![allow(
-    unreachable_pub,
-    reason = "test helpers are shared between the modules of this one binary"
-)]
-#![allow(
-    clippy::print_stderr,
-    reason = "the fixture score table is meant to be read"
-)]
+#![allow(unreachable_pub, reason = "test helpers are shared between the modules of this one binary")]
+#![allow(clippy::print_stderr, reason = "the fixture score table is meant to be read")]
 
 mod api;
 mod cli;

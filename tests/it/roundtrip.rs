@@ -9,10 +9,7 @@ async fn chat_round_trip_by_email() {
     let app = spawn_app().await;
     let w = app.world("sandbox", None).await;
     let chat = app
-        .create(
-            "/chats",
-            json!({"site_id": w.site, "customer_id": w.owner, "message": "My site shows a 502"}),
-        )
+        .create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "My site shows a 502"}))
         .await;
     let chat_id = chat["id"].as_i64().unwrap();
     // Opening the chat tells both agents.
@@ -27,28 +24,12 @@ async fn chat_round_trip_by_email() {
     let mails = app.wait_for_mail(3).await;
     let note = &mails[2];
     assert_eq!(note.to(), OWNER);
-    assert!(
-        note.body.contains("Which environment is affected?"),
-        "{}",
-        note.body
-    );
-    assert!(
-        note.reply_address().starts_with("reply+")
-            && note.reply_address().ends_with(&format!("@{DOMAIN}"))
-    );
-    assert!(
-        note.header("Message-ID").contains(&note.token()),
-        "Message-ID carries the token"
-    );
-    assert!(
-        note.body.contains(&format!("[ref:{}]", note.token())),
-        "body carries the reference marker"
-    );
+    assert!(note.body.contains("Which environment is affected?"), "{}", note.body);
+    assert!(note.reply_address().starts_with("reply+") && note.reply_address().ends_with(&format!("@{DOMAIN}")));
+    assert!(note.header("Message-ID").contains(&note.token()), "Message-ID carries the token");
+    assert!(note.body.contains(&format!("[ref:{}]", note.token())), "body carries the reference marker");
     assert_eq!(note.header("Auto-Submitted"), "auto-generated");
-    assert!(
-        note.header("Subject")
-            .contains(&format!("[Chat #{chat_id}]"))
-    );
+    assert!(note.header("Subject").contains(&format!("[Chat #{chat_id}]")));
 
     let reply = reply_mail(
         &format!("Olivia Owner <{OWNER}>"),
@@ -64,10 +45,7 @@ async fn chat_round_trip_by_email() {
 
     let messages = app.messages(&format!("/chats/{chat_id}")).await;
     let last = messages.last().unwrap();
-    assert_eq!(
-        last["text"],
-        "Only Live is affected, since 9:00.\n\nThanks, Olivia"
-    );
+    assert_eq!(last["text"], "Only Live is affected, since 9:00.\n\nThanks, Olivia");
     assert_eq!(last["source"], "email");
     assert_eq!(last["author"]["email"], OWNER);
     assert!(last["time"].as_str().unwrap().ends_with('Z'));
@@ -88,18 +66,12 @@ async fn chat_round_trip_by_email() {
         "",
         "Fixed: the cache was full.",
     );
-    let answer = app
-        .send(AGENT, &[&agent_note.reply_address()], &reply)
-        .await;
+    let answer = app.send(AGENT, &[&agent_note.reply_address()], &reply).await;
     assert!(answer.starts_with("250"), "{answer}");
     let mails = app.wait_for_mail(5).await;
     assert_eq!(mails[4].to(), OWNER);
     assert!(mails[4].body.contains("Fixed: the cache was full."));
-    assert_eq!(
-        mails[4].header("In-Reply-To"),
-        note.header("Message-ID"),
-        "threaded under the earlier notification"
-    );
+    assert_eq!(mails[4].header("In-Reply-To"), note.header("Message-ID"), "threaded under the earlier notification");
     let messages = app.messages(&format!("/chats/{chat_id}")).await;
     assert_eq!(messages.last().unwrap()["author"]["email"], AGENT);
     assert_eq!(messages.last().unwrap()["source"], "email");
@@ -118,28 +90,23 @@ async fn ticket_notifies_members_who_may_see_it_and_members_may_reply() {
         )
         .await;
     let number = ticket["ticket_number"].as_i64().unwrap();
-    app.wait_for_mail(2).await; // both agents hear about the new ticket
-    app.create(
-        &format!("/tickets/{number}/messages"),
-        json!({"author_id": w.agent, "text": "Can you send a screenshot?"}),
-    )
-    .await;
-    let mails = app.wait_for_mail(4).await;
-    let mut to: Vec<String> = mails[2..].iter().map(Eml::to).collect();
+    // Both agents hear about the new ticket; the customer gets a receipt with the plan's promise.
+    let mails = app.wait_for_mail(3).await;
+    let receipt = mails.iter().find(|m| m.to() == OWNER).expect("a receipt to the customer");
+    assert!(receipt.header("Subject").contains("We received your ticket"), "{}", receipt.header("Subject"));
+    assert!(receipt.body.contains("within 2 hours"), "{}", receipt.body);
+    let opened: Vec<&Eml> = mails.iter().filter(|m| m.to() != OWNER).collect();
+    assert_eq!(opened.len(), 2);
+    assert!(opened[0].body.contains("Performance") && opened[0].body.contains("2 hours"), "{}", opened[0].body);
+    app.create(&format!("/tickets/{number}/messages"), json!({"author_id": w.agent, "text": "Can you send a screenshot?"}))
+        .await;
+    let mails = app.wait_for_mail(5).await;
+    let mut to: Vec<String> = mails[3..].iter().map(Eml::to).collect();
     to.sort();
-    assert_eq!(
-        to,
-        vec![MEMBER.to_owned(), OWNER.to_owned()],
-        "owner and member; never the Unprivileged user"
-    );
-    assert!(
-        mails[2]
-            .header("Subject")
-            .contains(&format!("[Ticket #{number}]"))
-    );
+    assert_eq!(to, vec![MEMBER.to_owned(), OWNER.to_owned()], "owner and member; never the Unprivileged user");
+    assert!(mails[3].header("Subject").contains(&format!("[Ticket #{number}]")));
 
-    // The member replies with a screenshot attached.
-    let note = mails[2..].iter().find(|m| m.to() == MEMBER).unwrap();
+    let note = mails[3..].iter().find(|m| m.to() == MEMBER).unwrap();
     let boundary = "b1";
     let message = format!(
         "From: {MEMBER}\r\nTo: {}\r\nSubject: Re: {}\r\nMessage-ID: <m-1@acme.example>\r\nMIME-Version: 1.0\r\n\
@@ -157,27 +124,18 @@ async fn ticket_notifies_members_who_may_see_it_and_members_may_reply() {
     assert_eq!(last["text"], "Here it is.");
     assert_eq!(last["author"]["email"], MEMBER);
     let attachment = &last["attachments"][0];
-    assert_eq!(
-        attachment["filename"], "shot.png",
-        "directories stripped from the name"
-    );
+    assert_eq!(attachment["filename"], "shot.png", "directories stripped from the name");
     assert_eq!(attachment["content_type"], "image/png");
     let download = attachment["download"].as_str().unwrap();
     let response = app
         .http
-        .get(format!(
-            "http://{}{download}",
-            app.app.as_ref().unwrap().http_addr
-        ))
+        .get(format!("http://{}{download}", app.app.as_ref().unwrap().http_addr))
         .bearer_auth(&app.token)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.bytes().await.unwrap().len() as i64,
-        attachment["size"].as_i64().unwrap()
-    );
+    assert_eq!(response.bytes().await.unwrap().len() as i64, attachment["size"].as_i64().unwrap());
     app.stop().await;
 }
 
@@ -188,20 +146,13 @@ async fn new_chat_by_email_is_refused_with_directions() {
     let message = format!(
         "From: {OWNER}\r\nTo: support@{DOMAIN}\r\nSubject: Help!\r\nMessage-ID: <new@acme.example>\r\n\r\nMy site is down.\r\n"
     );
-    let answer = app
-        .send(OWNER, &[&format!("support@{DOMAIN}")], &message)
-        .await;
+    let answer = app.send(OWNER, &[&format!("support@{DOMAIN}")], &message).await;
     assert!(answer.starts_with("550 5.7.1"), "{answer}");
     assert!(answer.contains("Support > Launch Chat"), "{answer}");
     let (_, log) = app.get("/inbound-log").await;
     assert_eq!(log[0]["decision"], "rejected");
     assert_eq!(log[0]["message_id"], "new@acme.example");
-    assert!(
-        log[0]["smtp_reply"]
-            .as_str()
-            .unwrap()
-            .starts_with("550 5.7.1")
-    );
+    assert!(log[0]["smtp_reply"].as_str().unwrap().starts_with("550 5.7.1"));
     app.stop().await;
 }
 
@@ -209,18 +160,10 @@ async fn new_chat_by_email_is_refused_with_directions() {
 async fn reply_to_support_address_threads_by_message_id_and_body_marker() {
     let app = spawn_app().await;
     let w = app.world("sandbox", None).await;
-    let chat = app
-        .create(
-            "/chats",
-            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
-        )
-        .await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
     let chat_id = chat["id"].as_i64().unwrap();
-    app.create(
-        &format!("/chats/{chat_id}/messages"),
-        json!({"author_id": w.agent, "text": "Hi, how can I help?"}),
-    )
-    .await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi, how can I help?"}))
+        .await;
     let mails = app.wait_for_mail(3).await;
     let note = &mails[2];
     let support = format!("support@{DOMAIN}");
@@ -254,10 +197,7 @@ async fn reply_to_support_address_threads_by_message_id_and_body_marker() {
         .iter()
         .map(|m| m["text"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(
-        texts,
-        ["Hello", "Hi, how can I help?", "By Message-ID", "By marker"]
-    );
+    assert_eq!(texts, ["Hello", "Hi, how can I help?", "By Message-ID", "By marker"]);
     app.stop().await;
 }
 
@@ -272,19 +212,9 @@ async fn subject_ticket_tag_only_lets_in_people_who_may_see_the_ticket() {
     let support = format!("support@{DOMAIN}");
     let subject = format!("[Ticket #{number}] Invoice");
 
-    let reply = reply_mail(
-        MEMBER,
-        &support,
-        &subject,
-        "t-1@acme.example",
-        "",
-        "Adding: it was March.",
-    );
+    let reply = reply_mail(MEMBER, &support, &subject, "t-1@acme.example", "", "Adding: it was March.");
     let answer = app.send(MEMBER, &[&support], &reply).await;
-    assert!(
-        answer.starts_with("250"),
-        "a member who may see the ticket: {answer}"
-    );
+    assert!(answer.starts_with("250"), "a member who may see the ticket: {answer}");
 
     for (who, id) in [(STRANGER, "t-2@x"), (UNPRIVILEGED, "t-3@x")] {
         let reply = reply_mail(who, &support, &subject, id, "", "Let me in");
@@ -300,28 +230,12 @@ async fn subject_ticket_tag_only_lets_in_people_who_may_see_the_ticket() {
 async fn someone_elses_token_is_refused() {
     let app = spawn_app().await;
     let w = app.world("sandbox", None).await;
-    let chat = app
-        .create(
-            "/chats",
-            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
-        )
-        .await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
     let chat_id = chat["id"].as_i64().unwrap();
-    app.create(
-        &format!("/chats/{chat_id}/messages"),
-        json!({"author_id": w.agent, "text": "Hi"}),
-    )
-    .await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
     let note = app.wait_for_mail(3).await.remove(2);
     // Spoofed From: the stranger uses the owner's reply address.
-    let reply = reply_mail(
-        STRANGER,
-        &note.reply_address(),
-        "x",
-        "s-1@x",
-        "",
-        "I am in your chat",
-    );
+    let reply = reply_mail(STRANGER, &note.reply_address(), "x", "s-1@x", "", "I am in your chat");
     let answer = app.send(STRANGER, &[&note.reply_address()], &reply).await;
     assert!(answer.starts_with("550 5.7.1"), "{answer}");
     assert!(answer.contains("not allowed"), "{answer}");
@@ -333,36 +247,17 @@ async fn someone_elses_token_is_refused() {
 async fn the_same_message_delivered_twice_is_stored_once() {
     let app = spawn_app().await;
     let w = app.world("sandbox", None).await;
-    let chat = app
-        .create(
-            "/chats",
-            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
-        )
-        .await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
     let chat_id = chat["id"].as_i64().unwrap();
-    app.create(
-        &format!("/chats/{chat_id}/messages"),
-        json!({"author_id": w.agent, "text": "Hi"}),
-    )
-    .await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
     let note = app.wait_for_mail(3).await.remove(2);
-    let reply = reply_mail(
-        OWNER,
-        &note.reply_address(),
-        "x",
-        "dup-1@acme.example",
-        "",
-        "Once only",
-    );
+    let reply = reply_mail(OWNER, &note.reply_address(), "x", "dup-1@acme.example", "", "Once only");
     for _ in 0..2 {
         let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
         assert!(answer.starts_with("250"), "{answer}");
     }
     let messages = app.messages(&format!("/chats/{chat_id}")).await;
-    assert_eq!(
-        messages.iter().filter(|m| m["text"] == "Once only").count(),
-        1
-    );
+    assert_eq!(messages.iter().filter(|m| m["text"] == "Once only").count(), 1);
     let (_, log) = app.get("/inbound-log").await;
     assert_eq!(log[0]["decision"], "duplicate");
     assert_eq!(log[1]["decision"], "accepted");
@@ -376,18 +271,9 @@ async fn the_same_message_delivered_twice_is_stored_once() {
 async fn auto_replies_and_bounces_are_recorded_never_posted() {
     let app = spawn_app().await;
     let w = app.world("sandbox", None).await;
-    let chat = app
-        .create(
-            "/chats",
-            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
-        )
-        .await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
     let chat_id = chat["id"].as_i64().unwrap();
-    app.create(
-        &format!("/chats/{chat_id}/messages"),
-        json!({"author_id": w.agent, "text": "Hi"}),
-    )
-    .await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
     let note = app.wait_for_mail(3).await.remove(2);
     let ooo = reply_mail(
         OWNER,
@@ -405,11 +291,7 @@ async fn auto_replies_and_bounces_are_recorded_never_posted() {
     );
     let answer = app.send("", &[&note.reply_address()], &bounce).await;
     assert!(answer.starts_with("250"), "{answer}");
-    assert_eq!(
-        app.messages(&format!("/chats/{chat_id}")).await.len(),
-        2,
-        "nothing posted"
-    );
+    assert_eq!(app.messages(&format!("/chats/{chat_id}")).await.len(), 2, "nothing posted");
     let (_, log) = app.get("/inbound-log").await;
     assert_eq!(log[0]["decision"], "dropped");
     assert!(log[0]["reason"].as_str().unwrap().starts_with("bounce"));
@@ -423,33 +305,14 @@ async fn auto_replies_and_bounces_are_recorded_never_posted() {
 async fn tokens_and_messages_survive_a_restart() {
     let app = spawn_app().await;
     let w = app.world("sandbox", None).await;
-    let chat = app
-        .create(
-            "/chats",
-            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
-        )
-        .await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
     let chat_id = chat["id"].as_i64().unwrap();
-    app.create(
-        &format!("/chats/{chat_id}/messages"),
-        json!({"author_id": w.agent, "text": "Hi"}),
-    )
-    .await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
     let note = app.wait_for_mail(3).await.remove(2);
     let app = app.restart().await;
-    let reply = reply_mail(
-        OWNER,
-        &note.reply_address(),
-        "x",
-        "after-restart@acme.example",
-        "",
-        "Still works",
-    );
+    let reply = reply_mail(OWNER, &note.reply_address(), "x", "after-restart@acme.example", "", "Still works");
     let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
-    assert!(
-        answer.starts_with("250"),
-        "the token secret persisted: {answer}"
-    );
+    assert!(answer.starts_with("250"), "the token secret persisted: {answer}");
     assert_eq!(app.messages(&format!("/chats/{chat_id}")).await.len(), 3);
     app.stop().await;
 }
@@ -458,27 +321,11 @@ async fn tokens_and_messages_survive_a_restart() {
 async fn empty_reply_is_refused_with_an_explanation() {
     let app = spawn_app().await;
     let w = app.world("sandbox", None).await;
-    let chat = app
-        .create(
-            "/chats",
-            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
-        )
-        .await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
     let chat_id = chat["id"].as_i64().unwrap();
-    app.create(
-        &format!("/chats/{chat_id}/messages"),
-        json!({"author_id": w.agent, "text": "Hi"}),
-    )
-    .await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
     let note = app.wait_for_mail(3).await.remove(2);
-    let reply = reply_mail(
-        OWNER,
-        &note.reply_address(),
-        "x",
-        "empty@acme.example",
-        "",
-        "",
-    );
+    let reply = reply_mail(OWNER, &note.reply_address(), "x", "empty@acme.example", "", "");
     let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
     assert!(answer.starts_with("550 5.6.0"), "{answer}");
     app.stop().await;
@@ -488,18 +335,9 @@ async fn empty_reply_is_refused_with_an_explanation() {
 async fn a_bounce_is_tied_to_the_notification_it_answers() {
     let app = spawn_app().await;
     let w = app.world("sandbox", None).await;
-    let chat = app
-        .create(
-            "/chats",
-            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
-        )
-        .await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
     let chat_id = chat["id"].as_i64().unwrap();
-    app.create(
-        &format!("/chats/{chat_id}/messages"),
-        json!({"author_id": w.agent, "text": "Hi"}),
-    )
-    .await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
     let note = app.wait_for_mail(3).await.remove(2);
     let bounce = format!(
         "From: MAILER-DAEMON@mx.acme.example\r\nTo: bounces@{DOMAIN}\r\nSubject: Undelivered Mail Returned to Sender\r\n\
@@ -516,21 +354,13 @@ async fn a_bounce_is_tied_to_the_notification_it_answers() {
     assert_eq!(bounces[0]["status"], "5.2.1");
     assert_eq!(bounces[0]["severity"], "hard");
     let (_, outbox) = app.get("/outbox").await;
-    let notified = outbox.as_array().unwrap().iter().find(|o| {
-        o["rfc_message_id"]
-            .as_str()
-            .is_some_and(|id| note.header("Message-ID").contains(id))
-    });
-    assert_eq!(
-        bounces[0]["outbox_id"],
-        notified.unwrap()["id"],
-        "tied to the notification by its Message-ID"
-    );
-    assert_eq!(
-        app.messages(&format!("/chats/{chat_id}")).await.len(),
-        2,
-        "never posted"
-    );
+    let notified = outbox
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["rfc_message_id"].as_str().is_some_and(|id| note.header("Message-ID").contains(id)));
+    assert_eq!(bounces[0]["outbox_id"], notified.unwrap()["id"], "tied to the notification by its Message-ID");
+    assert_eq!(app.messages(&format!("/chats/{chat_id}")).await.len(), 2, "never posted");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(app.read_outbox().len(), 3, "never answered");
     app.stop().await;
@@ -540,18 +370,9 @@ async fn a_bounce_is_tied_to_the_notification_it_answers() {
 async fn an_html_only_reply_lands_as_readable_text() {
     let app = spawn_app().await;
     let w = app.world("sandbox", None).await;
-    let chat = app
-        .create(
-            "/chats",
-            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
-        )
-        .await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
     let chat_id = chat["id"].as_i64().unwrap();
-    app.create(
-        &format!("/chats/{chat_id}/messages"),
-        json!({"author_id": w.agent, "text": "Hi"}),
-    )
-    .await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
     let note = app.wait_for_mail(3).await.remove(2);
     let html = format!(
         "From: {OWNER}\r\nTo: {}\r\nSubject: Re: x\r\nMessage-ID: <html-1@acme.example>\r\nMIME-Version: 1.0\r\n\
@@ -561,15 +382,8 @@ async fn an_html_only_reply_lands_as_readable_text() {
     );
     let answer = app.send(OWNER, &[&note.reply_address()], &html).await;
     assert!(answer.starts_with("250"), "{answer}");
-    let last = app
-        .messages(&format!("/chats/{chat_id}"))
-        .await
-        .pop()
-        .unwrap();
-    assert_eq!(
-        last["text"],
-        "It is fixed, see the page (https://acme.example/ok)."
-    );
+    let last = app.messages(&format!("/chats/{chat_id}")).await.pop().unwrap();
+    assert_eq!(last["text"], "It is fixed, see the page (https://acme.example/ok).");
     app.stop().await;
 }
 
@@ -577,54 +391,21 @@ async fn an_html_only_reply_lands_as_readable_text() {
 async fn inspect_with_the_instance_data_dir_says_what_would_happen() {
     let app = spawn_app().await;
     let w = app.world("sandbox", None).await;
-    let chat = app
-        .create(
-            "/chats",
-            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
-        )
-        .await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
     let chat_id = chat["id"].as_i64().unwrap();
-    app.create(
-        &format!("/chats/{chat_id}/messages"),
-        json!({"author_id": w.agent, "text": "Hi"}),
-    )
-    .await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
     let note = app.wait_for_mail(3).await.remove(2);
     let file = app.dir.path().join("reply.eml");
-    std::fs::write(
-        &file,
-        reply_mail(
-            OWNER,
-            &note.reply_address(),
-            "x",
-            "insp@acme.example",
-            "",
-            "Looks good",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&file, reply_mail(OWNER, &note.reply_address(), "x", "insp@acme.example", "", "Looks good"))
+        .unwrap();
     let run = |rcpt: String, from: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
-            .args([
-                "inspect",
-                "--json",
-                "--domain",
-                DOMAIN,
-                "--mail-from",
-                from,
-                "--rcpt",
-                &rcpt,
-                "--data-dir",
-            ])
+            .args(["inspect", "--json", "--domain", DOMAIN, "--mail-from", from, "--rcpt", &rcpt, "--data-dir"])
             .arg(app.dir.path())
             .arg(&file)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     let value = run(note.reply_address(), OWNER);
@@ -632,21 +413,11 @@ async fn inspect_with_the_instance_data_dir_says_what_would_happen() {
     assert_eq!(value["thread_token"]["via"], "recipient");
     assert_eq!(value["decision"]["decision"], "accepted");
     assert_eq!(value["decision"]["thread_id"], chat_id);
-    assert!(
-        value["decision"]["smtp_reply"]
-            .as_str()
-            .unwrap()
-            .starts_with("250")
-    );
+    assert!(value["decision"]["smtp_reply"].as_str().unwrap().starts_with("250"));
     let value = run(format!("support@{DOMAIN}"), OWNER);
     // Sent to the support address with nothing that names a thread: a new chat, refused.
     assert_eq!(value["decision"]["decision"], "rejected");
-    assert!(
-        value["decision"]["smtp_reply"]
-            .as_str()
-            .unwrap()
-            .contains("Launch Chat")
-    );
+    assert!(value["decision"]["smtp_reply"].as_str().unwrap().contains("Launch Chat"));
     // Nothing was stored by either run.
     assert_eq!(app.messages(&format!("/chats/{chat_id}")).await.len(), 2);
     app.stop().await;

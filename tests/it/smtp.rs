@@ -8,18 +8,9 @@ use tokio::io::AsyncReadExt;
 /// A chat with one agent notification sent to the owner; returns (chat id, notification).
 async fn chat_with_notification(app: &TestApp) -> (i64, Eml) {
     let w = app.world("sandbox", None).await;
-    let chat = app
-        .create(
-            "/chats",
-            json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"}),
-        )
-        .await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
     let chat_id = chat["id"].as_i64().unwrap();
-    app.create(
-        &format!("/chats/{chat_id}/messages"),
-        json!({"author_id": w.agent, "text": "Hi"}),
-    )
-    .await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
     (chat_id, app.wait_for_mail(3).await.remove(2))
 }
 
@@ -29,13 +20,7 @@ async fn greets_and_advertises_extensions() {
     let mut smtp = app.smtp().await;
     assert!(smtp.greeting.starts_with("220 "), "{}", smtp.greeting);
     let ehlo = smtp.expect("EHLO client.example.org", "250").await;
-    for ext in [
-        "PIPELINING",
-        "SIZE 26214400",
-        "8BITMIME",
-        "ENHANCEDSTATUSCODES",
-        "SMTPUTF8",
-    ] {
+    for ext in ["PIPELINING", "SIZE 26214400", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"] {
         assert!(ehlo.contains(ext), "EHLO lacks {ext}: {ehlo}");
     }
     smtp.expect("NOOP", "250").await;
@@ -51,8 +36,7 @@ async fn refuses_commands_out_of_order_and_unknown_ones() {
     let mut smtp = app.smtp().await;
     smtp.expect("MAIL FROM:<a@example.org>", "503").await;
     smtp.expect("EHLO client.example.org", "250").await;
-    smtp.expect(&format!("RCPT TO:<support@{DOMAIN}>"), "503")
-        .await;
+    smtp.expect(&format!("RCPT TO:<support@{DOMAIN}>"), "503").await;
     smtp.expect("DATA", "503").await;
     smtp.expect("FROB the widget", "500").await;
     smtp.expect("MAIL FROM:a@example.org", "501").await;
@@ -72,51 +56,28 @@ async fn refuses_bad_recipients_at_rcpt_time() {
     let mut smtp = app.smtp().await;
     smtp.expect("EHLO client.example.org", "250").await;
     smtp.expect("MAIL FROM:<olivia@acme.example>", "250").await;
-    let relay = smtp
-        .expect("RCPT TO:<someone@gmail.example>", "550 5.7.1")
-        .await;
+    let relay = smtp.expect("RCPT TO:<someone@gmail.example>", "550 5.7.1").await;
     assert!(relay.to_lowercase().contains("relay denied"), "{relay}");
-    smtp.expect(&format!("RCPT TO:<nobody@{DOMAIN}>"), "550 5.1.1")
-        .await;
-    smtp.expect(&format!("RCPT TO:<reply+garbage@{DOMAIN}>"), "550 5.1.1")
-        .await;
+    smtp.expect(&format!("RCPT TO:<nobody@{DOMAIN}>"), "550 5.1.1").await;
+    smtp.expect(&format!("RCPT TO:<reply+garbage@{DOMAIN}>"), "550 5.1.1").await;
     // Altered token: one character changed.
     let token = note.token();
     let mut altered = token.clone().into_bytes();
     altered[5] = if altered[5] == b'a' { b'b' } else { b'a' };
     let altered = String::from_utf8(altered).unwrap();
-    smtp.expect(&format!("RCPT TO:<reply+{altered}@{DOMAIN}>"), "550 5.1.1")
-        .await;
+    smtp.expect(&format!("RCPT TO:<reply+{altered}@{DOMAIN}>"), "550 5.1.1").await;
     // Truncated token.
-    smtp.expect(
-        &format!("RCPT TO:<reply+{}@{DOMAIN}>", &token[..token.len() - 3]),
-        "550 5.1.1",
-    )
-    .await;
+    smtp.expect(&format!("RCPT TO:<reply+{}@{DOMAIN}>", &token[..token.len() - 3]), "550 5.1.1").await;
     // The real one, in upper case (some systems change the case of local parts).
-    smtp.expect(
-        &format!(
-            "RCPT TO:<REPLY+{}@{}>",
-            token.to_uppercase(),
-            DOMAIN.to_uppercase()
-        ),
-        "250",
-    )
-    .await;
-    smtp.expect(&format!("RCPT TO:<postmaster@{DOMAIN}>"), "250")
-        .await;
+    smtp.expect(&format!("RCPT TO:<REPLY+{}@{}>", token.to_uppercase(), DOMAIN.to_uppercase()), "250").await;
+    smtp.expect(&format!("RCPT TO:<postmaster@{DOMAIN}>"), "250").await;
     smtp.expect("QUIT", "221").await;
     drop(smtp);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let (_, log) = app.get("/inbound-log").await;
     let entry = &log[0];
     assert_eq!(entry["decision"], "rejected", "{entry}");
-    assert!(
-        entry["rcpt_to"]
-            .as_str()
-            .unwrap()
-            .contains("someone@gmail.example")
-    );
+    assert!(entry["rcpt_to"].as_str().unwrap().contains("someone@gmail.example"));
     app.stop().await;
 }
 
@@ -126,19 +87,10 @@ async fn pipelined_transaction_gets_every_reply_in_order() {
     let (chat_id, note) = chat_with_notification(&app).await;
     let mut smtp = app.smtp().await;
     smtp.expect("EHLO client.example.org", "250").await;
-    let message = reply_mail(
-        OLIVIA,
-        &note.reply_address(),
-        "x",
-        "pipe-1@acme.example",
-        "",
-        "Pipelined hello",
-    );
-    let mut batch = format!(
-        "MAIL FROM:<{OLIVIA}>\r\nRCPT TO:<nobody@{DOMAIN}>\r\nRCPT TO:<{}>\r\nDATA\r\n",
-        note.reply_address()
-    )
-    .into_bytes();
+    let message = reply_mail(OLIVIA, &note.reply_address(), "x", "pipe-1@acme.example", "", "Pipelined hello");
+    let mut batch =
+        format!("MAIL FROM:<{OLIVIA}>\r\nRCPT TO:<nobody@{DOMAIN}>\r\nRCPT TO:<{}>\r\nDATA\r\n", note.reply_address())
+            .into_bytes();
     smtp.write(&batch).await;
     assert!(smtp.read_reply().await.starts_with("250"));
     assert!(smtp.read_reply().await.starts_with("550"));
@@ -150,13 +102,7 @@ async fn pipelined_transaction_gets_every_reply_in_order() {
     assert!(smtp.read_reply().await.starts_with("250 2.0.0"));
     assert!(smtp.read_reply().await.starts_with("250"));
     assert!(smtp.read_reply().await.starts_with("221"));
-    assert_eq!(
-        app.messages(&format!("/chats/{chat_id}"))
-            .await
-            .last()
-            .unwrap()["text"],
-        "Pipelined hello"
-    );
+    assert_eq!(app.messages(&format!("/chats/{chat_id}")).await.last().unwrap()["text"], "Pipelined hello");
     app.stop().await;
 }
 
@@ -167,20 +113,11 @@ async fn dot_stuffed_lines_come_back_unstuffed() {
     let app = spawn_app().await;
     let (chat_id, note) = chat_with_notification(&app).await;
     let text = "Steps:\r\n.htaccess was changed\r\n..and then\r\n.\r\nend";
-    let message = format!(
-        "From: {OWNER}\r\nSubject: Re: x\r\nMessage-ID: <dots@acme.example>\r\n\r\n{text}\r\n"
-    );
+    let message = format!("From: {OWNER}\r\nSubject: Re: x\r\nMessage-ID: <dots@acme.example>\r\n\r\n{text}\r\n");
     let answer = app.send(OWNER, &[&note.reply_address()], &message).await;
     assert!(answer.starts_with("250"), "{answer}");
-    let last = app
-        .messages(&format!("/chats/{chat_id}"))
-        .await
-        .pop()
-        .unwrap();
-    assert_eq!(
-        last["text"],
-        "Steps:\n.htaccess was changed\n..and then\n.\nend"
-    );
+    let last = app.messages(&format!("/chats/{chat_id}")).await.pop().unwrap();
+    assert_eq!(last["text"], "Steps:\n.htaccess was changed\n..and then\n.\nend");
     app.stop().await;
 }
 
@@ -190,16 +127,12 @@ async fn large_messages_are_taken_and_oversized_ones_refused_after_reading_them(
     let (chat_id, note) = chat_with_notification(&app).await;
     let line = "x".repeat(76);
     let big_body: String = std::iter::repeat_n(format!("{line}\r\n"), 2000).collect(); // ~156 KB
-    let message = format!(
-        "From: {OWNER}\r\nSubject: Re: x\r\nMessage-ID: <big@acme.example>\r\n\r\nBig one\r\n{big_body}"
-    );
+    let message =
+        format!("From: {OWNER}\r\nSubject: Re: x\r\nMessage-ID: <big@acme.example>\r\n\r\nBig one\r\n{big_body}");
     let answer = app.send(OWNER, &[&note.reply_address()], &message).await;
     assert!(answer.starts_with("250"), "{answer}");
     assert!(
-        app.messages(&format!("/chats/{chat_id}"))
-            .await
-            .last()
-            .unwrap()["text"]
+        app.messages(&format!("/chats/{chat_id}")).await.last().unwrap()["text"]
             .as_str()
             .unwrap()
             .starts_with("Big one")
@@ -208,13 +141,10 @@ async fn large_messages_are_taken_and_oversized_ones_refused_after_reading_them(
     let mut smtp = app.smtp().await;
     smtp.expect("EHLO client.example.org", "250").await;
     // Declared too large up front.
-    smtp.expect(&format!("MAIL FROM:<{OWNER}> SIZE=300000"), "552 5.3.4")
-        .await;
+    smtp.expect(&format!("MAIL FROM:<{OWNER}> SIZE=300000"), "552 5.3.4").await;
     // Undeclared: the whole message is read, then refused, and the session goes on.
     let huge_body: String = std::iter::repeat_n(format!("{line}\r\n"), 4000).collect(); // ~312 KB
-    let message = format!(
-        "From: {OWNER}\r\nSubject: Re: x\r\nMessage-ID: <huge@acme.example>\r\n\r\n{huge_body}"
-    );
+    let message = format!("From: {OWNER}\r\nSubject: Re: x\r\nMessage-ID: <huge@acme.example>\r\n\r\n{huge_body}");
     let answer = smtp.send(OWNER, &[&note.reply_address()], &message).await;
     assert!(answer.starts_with("552 5.3.4"), "{answer}");
     smtp.expect("NOOP", "250").await;
@@ -230,11 +160,9 @@ async fn too_many_recipients_are_refused() {
     smtp.expect("EHLO client.example.org", "250").await;
     smtp.expect("MAIL FROM:<a@example.org>", "250").await;
     for _ in 0..3 {
-        smtp.expect(&format!("RCPT TO:<support@{DOMAIN}>"), "250")
-            .await;
+        smtp.expect(&format!("RCPT TO:<support@{DOMAIN}>"), "250").await;
     }
-    smtp.expect(&format!("RCPT TO:<support@{DOMAIN}>"), "452 4.5.3")
-        .await;
+    smtp.expect(&format!("RCPT TO:<support@{DOMAIN}>"), "452 4.5.3").await;
     app.stop().await;
 }
 
@@ -247,8 +175,7 @@ async fn garbage_input_gets_errors_then_the_door() {
     assert!(smtp.read_reply().await.starts_with('5'));
     smtp.write(b"EHLO a\rb\r\n").await;
     let _ = smtp.read_reply().await;
-    smtp.write(format!("NOOP {}\r\n", "A".repeat(10_000)).as_bytes())
-        .await;
+    smtp.write(format!("NOOP {}\r\n", "A".repeat(10_000)).as_bytes()).await;
     assert!(smtp.read_reply().await.starts_with("500"));
     let mut closed = false;
     for _ in 0..12 {
@@ -270,21 +197,14 @@ async fn garbage_input_gets_errors_then_the_door() {
 async fn message_without_headers_is_refused_clearly() {
     let app = spawn_app().await;
     let (_, note) = chat_with_notification(&app).await;
-    let answer = app
-        .send(
-            OWNER,
-            &[&note.reply_address()],
-            "\r\n\r\njust a body without any header\r\n",
-        )
-        .await;
+    let answer = app.send(OWNER, &[&note.reply_address()], "\r\n\r\njust a body without any header\r\n").await;
     assert!(answer.starts_with("550 5.6.0"), "{answer}");
     app.stop().await;
 }
 
 #[tokio::test]
 async fn silent_clients_are_dropped() {
-    let app =
-        spawn_app_with(|c| c.limits.command_timeout = std::time::Duration::from_millis(300)).await;
+    let app = spawn_app_with(|c| c.limits.command_timeout = std::time::Duration::from_millis(300)).await;
     let mut smtp = app.smtp().await;
     let reply = smtp.read_reply().await;
     assert!(reply.starts_with("421 4.4.2"), "{reply}");

@@ -83,13 +83,8 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("request");
+        let response =
+            self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.expect("request");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -118,10 +113,7 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!(
-            "expected {count} notifications, found {}",
-            self.read_outbox().len()
-        );
+        panic!("expected {count} notifications, found {}", self.read_outbox().len());
     }
 
     /// The .eml files written so far, ordered by outbox id.
@@ -136,10 +128,7 @@ impl TestApp {
             .filter_map(|p| Some((p.file_stem()?.to_str()?.parse().ok()?, p)))
             .collect();
         files.sort();
-        files
-            .into_iter()
-            .map(|(_, path)| Eml::parse(&std::fs::read(path).expect("read eml")))
-            .collect()
+        files.into_iter().map(|(_, path)| Eml::parse(&std::fs::read(path).expect("read eml"))).collect()
     }
 
     /// An SMTP client connected to the instance, past the greeting.
@@ -167,26 +156,14 @@ pub struct Eml {
 
 impl Eml {
     fn parse(raw: &[u8]) -> Self {
-        let message = mail_parser::MessageParser::default()
-            .parse(raw)
-            .expect("notification parses");
-        let headers = message
-            .headers_raw()
-            .map(|(n, v)| (n.to_owned(), v.trim().to_owned()))
-            .collect();
-        let body = message
-            .body_text(0)
-            .map(std::borrow::Cow::into_owned)
-            .unwrap_or_default();
+        let message = mail_parser::MessageParser::default().parse(raw).expect("notification parses");
+        let headers = message.headers_raw().map(|(n, v)| (n.to_owned(), v.trim().to_owned())).collect();
+        let body = message.body_text(0).map(std::borrow::Cow::into_owned).unwrap_or_default();
         Self { headers, body }
     }
 
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).unwrap_or("")
     }
 
     /// The address in Reply-To (`reply+TOKEN@domain`).
@@ -200,12 +177,7 @@ impl Eml {
     /// The TOKEN of the reply address.
     pub fn token(&self) -> String {
         let address = self.reply_address();
-        address
-            .trim_start_matches("reply+")
-            .split('@')
-            .next()
-            .unwrap_or("")
-            .to_owned()
+        address.trim_start_matches("reply+").split('@').next().unwrap_or("").to_owned()
     }
 
     /// The recipient address in To.
@@ -228,11 +200,7 @@ impl Smtp {
     pub async fn connect(addr: std::net::SocketAddr) -> Smtp {
         let stream = TcpStream::connect(addr).await.expect("connect");
         let (read, writer) = stream.into_split();
-        let mut smtp = Smtp {
-            reader: BufReader::new(read),
-            writer,
-            greeting: String::new(),
-        };
+        let mut smtp = Smtp { reader: BufReader::new(read), writer, greeting: String::new() };
         smtp.greeting = smtp.read_reply().await;
         smtp
     }
@@ -242,11 +210,10 @@ impl Smtp {
         let mut reply = String::new();
         loop {
             let mut line = String::new();
-            let read =
-                tokio::time::timeout(Duration::from_secs(20), self.reader.read_line(&mut line))
-                    .await
-                    .expect("reply within 20 s")
-                    .expect("read");
+            let read = tokio::time::timeout(Duration::from_secs(20), self.reader.read_line(&mut line))
+                .await
+                .expect("reply within 20 s")
+                .expect("read");
             if read == 0 {
                 return reply;
             }
@@ -270,10 +237,7 @@ impl Smtp {
     /// Sends a command and asserts the reply starts with `code`.
     pub async fn expect(&mut self, line: &str, code: &str) -> String {
         let reply = self.cmd(line).await;
-        assert!(
-            reply.starts_with(code),
-            "{line:?} answered {reply:?}, expected {code}"
-        );
+        assert!(reply.starts_with(code), "{line:?} answered {reply:?}, expected {code}");
         reply
     }
 
@@ -344,47 +308,19 @@ pub const STRANGER: &str = "sam@elsewhere.example";
 impl TestApp {
     /// Creates the [`World`] with a site on `site_plan` in an organization on `org_plan`.
     pub async fn world(&self, site_plan: &str, org_plan: Option<&str>) -> World {
-        let org = self
-            .create("/organizations", json!({"name": "ACME", "plan": org_plan}))
-            .await["id"]
-            .as_i64()
-            .unwrap();
-        let site = self
-            .create(
-                "/sites",
-                json!({"name": "acme.example", "plan": site_plan, "organization_id": org}),
-            )
-            .await;
+        let org =
+            self.create("/organizations", json!({"name": "ACME", "plan": org_plan})).await["id"].as_i64().unwrap();
+        let site =
+            self.create("/sites", json!({"name": "acme.example", "plan": site_plan, "organization_id": org})).await;
         let user = |email: &str, name: &str, role: &str, org: Option<i64>| json!({"email": email, "name": name, "role": role, "organization_id": org});
-        let owner = self
-            .create("/users", user(OWNER, "Olivia Owner", "owner", Some(org)))
-            .await;
-        let member = self
-            .create("/users", user(MEMBER, "Mike Member", "member", Some(org)))
-            .await;
-        let unprivileged = self
-            .create(
-                "/users",
-                user(UNPRIVILEGED, "Uma Unprivileged", "unprivileged", Some(org)),
-            )
-            .await;
-        let agent = self
-            .create("/users", user(AGENT, "Alex Agent", "agent", None))
-            .await;
-        let agent2 = self
-            .create("/users", user(AGENT2, "Bea Agent", "agent", None))
-            .await;
-        let other_org = self
-            .create("/organizations", json!({"name": "Elsewhere"}))
-            .await["id"]
-            .as_i64()
-            .unwrap();
-        let stranger = self
-            .create(
-                "/users",
-                user(STRANGER, "Sam Stranger", "owner", Some(other_org)),
-            )
-            .await;
+        let owner = self.create("/users", user(OWNER, "Olivia Owner", "owner", Some(org))).await;
+        let member = self.create("/users", user(MEMBER, "Mike Member", "member", Some(org))).await;
+        let unprivileged =
+            self.create("/users", user(UNPRIVILEGED, "Uma Unprivileged", "unprivileged", Some(org))).await;
+        let agent = self.create("/users", user(AGENT, "Alex Agent", "agent", None)).await;
+        let agent2 = self.create("/users", user(AGENT2, "Bea Agent", "agent", None)).await;
+        let other_org = self.create("/organizations", json!({"name": "Elsewhere"})).await["id"].as_i64().unwrap();
+        let stranger = self.create("/users", user(STRANGER, "Sam Stranger", "owner", Some(other_org))).await;
         let id = |v: Value| v["id"].as_i64().unwrap();
         World {
             org,
@@ -400,14 +336,7 @@ impl TestApp {
 }
 
 /// A reply as a mail client writes it: new text on top, the notification quoted below.
-pub fn reply_mail(
-    from: &str,
-    to: &str,
-    subject: &str,
-    message_id: &str,
-    extra_headers: &str,
-    text: &str,
-) -> String {
+pub fn reply_mail(from: &str, to: &str, subject: &str, message_id: &str, extra_headers: &str, text: &str) -> String {
     format!(
         "From: {from}\r\nTo: {to}\r\nSubject: Re: {subject}\r\nMessage-ID: <{message_id}>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n\
          MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n{extra_headers}\r\n{text}\r\n\r\n\

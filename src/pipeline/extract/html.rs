@@ -30,8 +30,7 @@ static CUT_FROM: LazyLock<Selector> = LazyLock::new(|| {
         .expect("valid cut selector")
 });
 static SIGNATURES: LazyLock<Selector> = LazyLock::new(|| {
-    Selector::parse(".gmail_signature, #Signature, .moz-signature, #signature")
-        .expect("valid signature selector")
+    Selector::parse(".gmail_signature, #Signature, .moz-signature, #signature").expect("valid signature selector")
 });
 
 /// The readable text of an HTML body, without quoted history when `strip_quotes`.
@@ -52,20 +51,14 @@ pub fn to_text(html: &str, strip_quotes: bool) -> String {
 pub fn signature_only_cids(html: &str) -> HashSet<String> {
     let document = Html::parse_document(html);
     let img = Selector::parse("img[src]").expect("valid img selector");
-    let cid = |src: &str| {
-        src.strip_prefix("cid:")
-            .map(|c| c.trim().to_ascii_lowercase())
-    };
+    let cid = |src: &str| src.strip_prefix("cid:").map(|c| c.trim().to_ascii_lowercase());
     let mut in_signature = HashSet::new();
     for signature in document.select(&SIGNATURES) {
         in_signature.extend(signature.select(&img).filter_map(|i| cid(i.attr("src")?)));
     }
     let outside: HashSet<String> = document
         .select(&img)
-        .filter(|i| {
-            !i.ancestors()
-                .any(|a| a.value().as_element().is_some_and(is_signature))
-        })
+        .filter(|i| !i.ancestors().any(|a| a.value().as_element().is_some_and(is_signature)))
         .filter_map(|i| cid(i.attr("src")?))
         .collect();
     in_signature.retain(|c| !outside.contains(c));
@@ -73,15 +66,9 @@ pub fn signature_only_cids(html: &str) -> HashSet<String> {
 }
 
 fn is_signature(element: &scraper::node::Element) -> bool {
-    element.has_class(
-        "gmail_signature",
-        scraper::CaseSensitivity::AsciiCaseInsensitive,
-    ) || element.has_class(
-        "moz-signature",
-        scraper::CaseSensitivity::AsciiCaseInsensitive,
-    ) || element
-        .id()
-        .is_some_and(|id| id.eq_ignore_ascii_case("signature"))
+    element.has_class("gmail_signature", scraper::CaseSensitivity::AsciiCaseInsensitive)
+        || element.has_class("moz-signature", scraper::CaseSensitivity::AsciiCaseInsensitive)
+        || element.id().is_some_and(|id| id.eq_ignore_ascii_case("signature"))
 }
 
 /// Returns `false` once the cut point was reached: stop everything.
@@ -119,16 +106,11 @@ fn walk(
                 "pre" => out.pre += 1,
                 "li" => {
                     out.block();
-                    let marker = match node
-                        .parent()
-                        .and_then(|p| p.value().as_element().map(|e| e.name() == "ol"))
-                    {
+                    let marker = match node.parent().and_then(|p| p.value().as_element().map(|e| e.name() == "ol")) {
                         Some(true) => {
                             let n = node
                                 .prev_siblings()
-                                .filter(|s| {
-                                    s.value().as_element().is_some_and(|e| e.name() == "li")
-                                })
+                                .filter(|s| s.value().as_element().is_some_and(|e| e.name() == "li"))
                                 .count()
                                 + 1;
                             format!("{n}. ")
@@ -155,8 +137,7 @@ fn walk(
                         out.link_target(href);
                     }
                 }
-                "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "table" | "ul" | "ol"
-                | "blockquote" => out.paragraph(),
+                "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "table" | "ul" | "ol" | "blockquote" => out.paragraph(),
                 _ if is_block(name) || name == "li" => out.block(),
                 _ => {}
             }
@@ -287,23 +268,11 @@ impl TextWriter {
 
     fn link_target(&mut self, href: &str) {
         let href = href.trim();
-        if href.is_empty()
-            || href.starts_with('#')
-            || href.starts_with("cid:")
-            || href.starts_with("javascript:")
-        {
+        if href.is_empty() || href.starts_with('#') || href.starts_with("cid:") || href.starts_with("javascript:") {
             return;
         }
         let shown = href.strip_prefix("mailto:").unwrap_or(href);
-        let tail: String = self
-            .out
-            .chars()
-            .rev()
-            .take(shown.len() + 2)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let tail: String = self.out.chars().rev().take(shown.len() + 2).collect::<Vec<_>>().into_iter().rev().collect();
         if tail.trim_end().ends_with(shown) || tail.trim_end().ends_with(href) {
             return;
         }

@@ -37,18 +37,11 @@ pub fn reply_text(mail: &ParsedMail) -> String {
 
 /// The new text of a plain-text reply from a sender called `sender_name`.
 pub fn new_text(text: &str, sender_name: Option<&str>) -> String {
-    let text = text
-        .replace("\r\n", "\n")
-        .replace('\r', "\n")
-        .replace(['\u{feff}', '\u{200b}'], "");
+    let text = text.replace("\r\n", "\n").replace('\r', "\n").replace(['\u{feff}', '\u{200b}'], "");
     let lines: Vec<&str> = text.lines().collect();
     let scan = quotes::scan(&lines);
-    let lines: Vec<&str> = lines[..scan.end]
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !scan.drop.contains(i))
-        .map(|(_, l)| *l)
-        .collect();
+    let lines: Vec<&str> =
+        lines[..scan.end].iter().enumerate().filter(|(i, _)| !scan.drop.contains(i)).map(|(_, l)| *l).collect();
     let written = without_quotes(&lines);
     let trimmed = signature::strip(&written, sender_name);
     let result = tidy(&trimmed);
@@ -71,12 +64,7 @@ fn without_quotes<'a>(lines: &[&'a str]) -> Vec<&'a str> {
     // blocks. A single quote followed by the answer (bottom posting) is not.
     let answered_blocks = (0..lines.len())
         .filter(|&i| is_quote(lines[i]) && lines.get(i + 1).is_none_or(|n| !is_quote(n)))
-        .filter(|&i| {
-            lines[i + 1..]
-                .iter()
-                .take_while(|l| !is_quote(l))
-                .any(|l| is_text(l))
-        })
+        .filter(|&i| lines[i + 1..].iter().take_while(|l| !is_quote(l)).any(|l| is_text(l)))
         .count();
     let first_text = lines.iter().position(|l| is_text(l));
     let first_quote = lines.iter().position(|l| is_quote(l));
@@ -90,16 +78,8 @@ fn without_quotes<'a>(lines: &[&'a str]) -> Vec<&'a str> {
         }
         // Keep a quoted line only when it is the last of its block and an answer follows.
         let last_of_block = lines.get(i + 1).is_none_or(|next| !is_quote(next));
-        let answered = lines[i + 1..]
-            .iter()
-            .take_while(|l| !is_quote(l))
-            .any(|l| is_text(l));
-        let has_words = line
-            .trim_start()
-            .trim_start_matches('>')
-            .trim()
-            .chars()
-            .any(char::is_alphanumeric);
+        let answered = lines[i + 1..].iter().take_while(|l| !is_quote(l)).any(|l| is_text(l));
+        let has_words = line.trim_start().trim_start_matches('>').trim().chars().any(char::is_alphanumeric);
         if interleaved && last_of_block && answered && has_words {
             kept.push(*line);
         }
@@ -133,10 +113,8 @@ pub const MIN_IMAGE_SIZE: usize = 2048;
 /// oversized parts, tiny images, and inline images shown only in a signature.
 pub fn attachments(mail: &ParsedMail) -> Vec<NewAttachment> {
     // Parsing the HTML again is only worth it when an image could be a signature logo.
-    let has_cid_images = mail
-        .attachments
-        .iter()
-        .any(|a| a.content_id.is_some() && a.content_type.starts_with("image/"));
+    let has_cid_images =
+        mail.attachments.iter().any(|a| a.content_id.is_some() && a.content_type.starts_with("image/"));
     let signature_cids = match (&mail.html_body, has_cid_images) {
         (Some(html), true) => html::signature_only_cids(html),
         _ => Default::default(),
@@ -145,14 +123,9 @@ pub fn attachments(mail: &ParsedMail) -> Vec<NewAttachment> {
         .iter()
         .enumerate()
         .filter(|(_, a)| !a.content.is_empty() && a.content.len() <= MAX_ATTACHMENT_SIZE)
+        .filter(|(_, a)| !(a.content_type.starts_with("image/") && a.content.len() < MIN_IMAGE_SIZE))
         .filter(|(_, a)| {
-            !(a.content_type.starts_with("image/") && a.content.len() < MIN_IMAGE_SIZE)
-        })
-        .filter(|(_, a)| {
-            let cid = a
-                .content_id
-                .as_deref()
-                .map(|c| c.trim_matches(['<', '>']).to_ascii_lowercase());
+            let cid = a.content_id.as_deref().map(|c| c.trim_matches(['<', '>']).to_ascii_lowercase());
             !cid.is_some_and(|c| signature_cids.contains(&c))
         })
         .map(|(i, a)| NewAttachment {
@@ -201,15 +174,9 @@ mod tests {
                 "Works now, thanks!\n\nOn Mon, 2 Nov 2026 at 10:00, Support <support@x.com> wrote:\n> old\n",
                 "Works now, thanks!",
             ),
-            (
-                "Yes.\n\nOn Mon, 2 Nov 2026 at 10:00, Anna Agent <\nsupport@x.com> wrote:\n> old\n",
-                "Yes.",
-            ),
+            ("Yes.\n\nOn Mon, 2 Nov 2026 at 10:00, Anna Agent <\nsupport@x.com> wrote:\n> old\n", "Yes."),
             ("Top\n\n-----Original Message-----\nFrom: x\n", "Top"),
-            (
-                "Hi\n\nFrom: Support <s@x.com>\nSent: Monday\nTo: me\n",
-                "Hi",
-            ),
+            ("Hi\n\nFrom: Support <s@x.com>\nSent: Monday\nTo: me\n", "Hi"),
             ("New text\n-- Reply above this line --\nold\n", "New text"),
         ];
         for (input, expected) in cases {
@@ -220,40 +187,22 @@ mod tests {
     #[test]
     fn keeps_inline_answers_with_context() {
         let text = "> Which environment?\nLive.\n\n> Since when?\nSince Monday.\n\n> Thanks\n";
-        assert_eq!(
-            new_text(text, None),
-            "> Which environment?\nLive.\n\n> Since when?\nSince Monday."
-        );
+        assert_eq!(new_text(text, None), "> Which environment?\nLive.\n\n> Since when?\nSince Monday.");
     }
 
     #[test]
     fn cuts_signatures_and_footers() {
+        assert_eq!(new_text("Thanks, Anna\n\nSent from my iPhone\n", None), "Thanks, Anna");
+        assert_eq!(new_text("Thanks\n-- \nAnna Example\nACME Inc.\n", None), "Thanks");
         assert_eq!(
-            new_text("Thanks, Anna\n\nSent from my iPhone\n", None),
-            "Thanks, Anna"
-        );
-        assert_eq!(
-            new_text("Thanks\n-- \nAnna Example\nACME Inc.\n", None),
-            "Thanks"
-        );
-        assert_eq!(
-            new_text(
-                "Works now.\n\nThanks,\nAnna Example\nCTO | ACME Inc.\n+1 555 0100\n",
-                Some("Anna Example")
-            ),
+            new_text("Works now.\n\nThanks,\nAnna Example\nCTO | ACME Inc.\n+1 555 0100\n", Some("Anna Example")),
             "Works now.\n\nThanks,\nAnna Example"
         );
         assert_eq!(
-            new_text(
-                "Works now.\n\nAnna Example\nACME Inc. | +1 555 0100\n",
-                Some("Anna Example")
-            ),
+            new_text("Works now.\n\nAnna Example\nACME Inc. | +1 555 0100\n", Some("Anna Example")),
             "Works now."
         );
         // A signature that is all the message has is kept.
-        assert_eq!(
-            new_text("-- \nAnna Example\nACME Inc.\n", None),
-            "--\nAnna Example\nACME Inc."
-        );
+        assert_eq!(new_text("-- \nAnna Example\nACME Inc.\n", None), "--\nAnna Example\nACME Inc.");
     }
 }

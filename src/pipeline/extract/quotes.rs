@@ -40,24 +40,17 @@ const ATTRIBUTION_ENDINGS: &[&str] = &[
 /// I wrote:" in a customer's own text is not mistaken for one. Gmail's
 /// Japanese and Russian attributions have no verb: a date and `<address>:`.
 static ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
-    let verbs = ATTRIBUTION_ENDINGS
-        .iter()
-        .map(|v| regex::escape(v))
-        .collect::<Vec<_>>()
-        .join("|");
+    let verbs = ATTRIBUTION_ENDINGS.iter().map(|v| regex::escape(v)).collect::<Vec<_>>().join("|");
     Regex::new(&format!(
         r"(?i)(?:{verbs})\s*[:：]\s*$|@[^\s<>]+>\s*[:：]\s*$|\b(?:schrieb|schreef|skrev)\s.{{1,120}}[:：]\s*$"
     ))
     .expect("valid attribution regex")
 });
 /// How attributions begin, for recognising one wrapped over two lines.
-static LEAD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*(on|am|le|el|em|il|op|den|w dniu)\s").expect("valid regex")
-});
-static ADDRESS_TAIL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^\s*\S*@\S*>").expect("valid regex"));
-static HAS_DATE_OR_ADDRESS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\d|@").expect("valid regex"));
+static LEAD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)^\s*(on|am|le|el|em|il|op|den|w dniu)\s").expect("valid regex"));
+static ADDRESS_TAIL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*\S*@\S*>").expect("valid regex"));
+static HAS_DATE_OR_ADDRESS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d|@").expect("valid regex"));
 
 /// "-----Original Message-----" and its translations; also "Forwarded message" banners.
 static BANNERS: LazyLock<RegexSet> = LazyLock::new(|| {
@@ -126,20 +119,14 @@ pub(super) fn scan(lines: &[&str]) -> Scan {
                 continue;
             }
             // The line introducing the quote (an attribution) goes too.
-            return Scan {
-                end: attribution_before(lines, i).unwrap_or(i),
-                drop,
-            };
+            return Scan { end: attribution_before(lines, i).unwrap_or(i), drop };
         }
         if let Some(end) = block_start_at(lines, i) {
             return Scan { end, drop };
         }
         i += 1;
     }
-    Scan {
-        end: lines.len(),
-        drop,
-    }
+    Scan { end: lines.len(), drop }
 }
 
 /// The index of the first line of quoted history, if any.
@@ -160,10 +147,7 @@ fn answered_below(lines: &[&str], from: usize) -> bool {
 /// An attribution at line `i`: how many lines it spans (1, or 2 when wrapped).
 fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
     let line = lines[i];
-    if let Some(next) = lines
-        .get(i + 1)
-        .filter(|n| n.trim_end().ends_with([':', '：']) && !line.trim().is_empty())
-    {
+    if let Some(next) = lines.get(i + 1).filter(|n| n.trim_end().ends_with([':', '：']) && !line.trim().is_empty()) {
         let wrapped = line.trim_end().ends_with(['<', ',', '('])
             || ADDRESS_TAIL.is_match(next)
             || LEAD.is_match(line) && !is_attribution(line);
@@ -224,12 +208,7 @@ fn header_block_at(lines: &[&str], at: usize) -> bool {
     let Some(line) = lines.get(i) else {
         return false;
     };
-    FROM_LABEL.is_match(line)
-        && lines
-            .iter()
-            .skip(i + 1)
-            .take(4)
-            .any(|next| SENT_LABEL.is_match(next))
+    FROM_LABEL.is_match(line) && lines.iter().skip(i + 1).take(4).any(|next| SENT_LABEL.is_match(next))
 }
 
 #[cfg(test)]
@@ -257,11 +236,7 @@ mod tests {
             "2026年11月23日(月) 10:00 Support <support@x.example>:",
             "Support <support@x.example> 于2026年11月23日周一 10:00写道：",
         ] {
-            assert_eq!(
-                start(&format!("Answer\n\n{line}\n> old")),
-                Some(2),
-                "{line}"
-            );
+            assert_eq!(start(&format!("Answer\n\n{line}\n> old")), Some(2), "{line}");
         }
     }
 
@@ -273,22 +248,10 @@ mod tests {
     #[test]
     fn outlook_blocks_and_banners() {
         assert_eq!(start("Hi\n\n-----Original Message-----\nFrom: x"), Some(2));
-        assert_eq!(
-            start("Hi\n\n-----Ursprüngliche Nachricht-----\nVon: x"),
-            Some(2)
-        );
-        assert_eq!(
-            start("Hi\n________________________________\nFrom: S\nSent: Monday\n"),
-            Some(1)
-        );
-        assert_eq!(
-            start("Hi\nVon: Support <s@x>\nGesendet: Montag\nAn: mich\n"),
-            Some(1)
-        );
-        assert_eq!(
-            start("Hi\n\n---------- Forwarded message ---------\nFrom: a"),
-            Some(2)
-        );
+        assert_eq!(start("Hi\n\n-----Ursprüngliche Nachricht-----\nVon: x"), Some(2));
+        assert_eq!(start("Hi\n________________________________\nFrom: S\nSent: Monday\n"), Some(1));
+        assert_eq!(start("Hi\nVon: Support <s@x>\nGesendet: Montag\nAn: mich\n"), Some(1));
+        assert_eq!(start("Hi\n\n---------- Forwarded message ---------\nFrom: a"), Some(2));
         assert_eq!(start("Numbers\n________________\nmore text"), None);
     }
 }

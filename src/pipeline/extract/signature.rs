@@ -36,10 +36,7 @@ pub(super) fn strip<'a>(lines: &[&'a str], sender_name: Option<&str>) -> Vec<&'a
         }
     }
     drop_trailing_footers(&mut lines);
-    if let Some(name) = sender_name
-        .map(str::trim)
-        .filter(|n| n.chars().filter(|c| c.is_alphabetic()).count() >= 3)
-    {
+    if let Some(name) = sender_name.map(str::trim).filter(|n| n.chars().filter(|c| c.is_alphabetic()).count() >= 3) {
         strip_name_block(&mut lines, name);
     }
     drop_trailing_footers(&mut lines);
@@ -61,10 +58,7 @@ fn drop_trailing_footers(lines: &mut Vec<&str>) {
 /// paragraph and something precedes it, the whole paragraph goes; after a
 /// sign-off ("Thanks,") the name stays and what follows it goes.
 fn strip_name_block(lines: &mut Vec<&str>, name: &str) {
-    let start = lines
-        .iter()
-        .rposition(|l| l.trim().is_empty())
-        .map_or(0, |i| i + 1);
+    let start = lines.iter().rposition(|l| l.trim().is_empty()).map_or(0, |i| i + 1);
     let name = name.to_lowercase();
     let Some(offset) = lines[start..].iter().position(|l| {
         let line = l.trim().trim_end_matches([',', '.']).to_lowercase();
