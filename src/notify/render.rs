@@ -172,7 +172,7 @@ pub struct MessageContext {
     pub author_name: String,
     /// `dashboard` or `email`.
     pub source: String,
-    /// RFC 3339 time.
+    /// When it was written, e.g. `2026-11-23 10:05 UTC`.
     pub time: String,
     /// The text.
     pub body: String,
@@ -302,7 +302,7 @@ pub fn sample_context(kind: &str) -> NotificationContext {
     };
     let mut screenshot = message(
         "Anna Example",
-        "2026-11-23T10:04:00.000Z",
+        "2026-11-23 10:04 UTC",
         "Only Live is affected, since 9:00.\nSee the screenshot & the log <attached>.",
         "email",
     );
@@ -315,20 +315,17 @@ pub fn sample_context(kind: &str) -> NotificationContext {
         "agent_replied" => (
             vec![message(
                 "Alex Agent",
-                "2026-11-23T10:05:00.000Z",
+                "2026-11-23 10:05 UTC",
                 "Thanks! I cleared the cache; please try again.",
                 "dashboard",
             )],
-            vec![
-                screenshot,
-                message("Anna Example", "2026-11-23T09:58:00.000Z", "Checkout returns a 502.", "dashboard"),
-            ],
+            vec![screenshot, message("Anna Example", "2026-11-23 09:58 UTC", "Checkout returns a 502.", "dashboard")],
         ),
         "customer_replied" | "ticket_opened" | "on_call_page" => (vec![screenshot], Vec::new()),
         "chat_transcript" => (
             vec![
-                message("Anna Example", "2026-11-23T09:58:00.000Z", "Checkout returns a 502.", "dashboard"),
-                message("Alex Agent", "2026-11-23T10:00:00.000Z", "Which environment is affected?", "dashboard"),
+                message("Anna Example", "2026-11-23 09:58 UTC", "Checkout returns a 502.", "dashboard"),
+                message("Alex Agent", "2026-11-23 10:00 UTC", "Which environment is affected?", "dashboard"),
                 screenshot,
             ],
             Vec::new(),

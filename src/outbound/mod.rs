@@ -26,14 +26,18 @@ use crate::notify::render::{
 use crate::pipeline::extract::REPLY_ABOVE_MARKER;
 use crate::pipeline::thread::{body_marker, notification_message_id};
 use crate::pipeline::thread_label;
-use crate::store::{OutboxItem, Plan, Site, Store, StoredMessage, Thread, now_ms, rfc3339};
+use crate::store::{OutboxItem, Plan, Site, Store, StoredMessage, Thread, now_ms};
 use anyhow::Context;
 use lettre::Message;
-use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use mailer::{DeliveryError, Mailer};
 use rand::Rng;
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -60,7 +64,7 @@ pub struct Outbound {
     /// Retries, concurrency, bounces, DKIM.
     pub delivery: DeliveryConfig,
     /// The DKIM signer, loaded from `delivery.dkim`.
-    pub dkim: Option<DkimConfig>,
+    pub dkim: Option<DkimSigning>,
     /// Poked after a commit that queued mail.
     pub wake: Arc<Notify>,
 }
@@ -74,18 +78,54 @@ impl std::fmt::Debug for Outbound {
     }
 }
 
+/// A DKIM signer (mail-auth), RSA-SHA256 or Ed25519, relaxed/relaxed.
+pub enum DkimSigning {
+    /// RSA with SHA-256.
+    Rsa(DkimSigner<RsaKey<Sha256>, Done>),
+    /// Ed25519 with SHA-256.
+    Ed25519(DkimSigner<Ed25519Key, Done>),
+}
+
+/// Headers covered by our signature.
+const SIGNED_HEADERS: [&str; 9] =
+    ["From", "To", "Subject", "Date", "Message-ID", "Reply-To", "In-Reply-To", "References", "Content-Type"];
+
+impl DkimSigning {
+    /// The `DKIM-Signature:` header line(s) for a formatted message.
+    pub fn header_for(&self, message: &[u8]) -> anyhow::Result<String> {
+        let signature = match self {
+            DkimSigning::Rsa(signer) => signer.sign(message),
+            DkimSigning::Ed25519(signer) => signer.sign(message),
+        };
+        Ok(signature.map_err(|e| anyhow::anyhow!("DKIM signing failed: {e}"))?.to_header())
+    }
+}
+
 /// Loads the DKIM signer from its settings.
-pub fn load_dkim(settings: &crate::config::DkimSettings) -> anyhow::Result<DkimConfig> {
-    let pem = std::fs::read_to_string(&settings.private_key)
+pub fn load_dkim(settings: &crate::config::DkimSettings) -> anyhow::Result<DkimSigning> {
+    let pem = std::fs::read(&settings.private_key)
         .with_context(|| format!("dkim.private_key: reading {}", settings.private_key.display()))?;
-    let algorithm = match settings.algorithm.as_str() {
-        "rsa" => DkimSigningAlgorithm::Rsa,
-        "ed25519" => DkimSigningAlgorithm::Ed25519,
+    let bad_key =
+        |e: &dyn std::fmt::Display| anyhow::anyhow!("dkim.private_key {}: {e}", settings.private_key.display());
+    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad_key(&e))?;
+    macro_rules! configure {
+        ($key:expr) => {
+            DkimSigner::from_key($key)
+                .domain(settings.domain.clone())
+                .selector(settings.selector.clone())
+                .headers(SIGNED_HEADERS)
+                .header_canonicalization(Canonicalization::Relaxed)
+                .body_canonicalization(Canonicalization::Relaxed)
+        };
+    }
+    Ok(match settings.algorithm.as_str() {
+        "rsa" => DkimSigning::Rsa(configure!(RsaKey::<Sha256>::from_key_der(der).map_err(|e| bad_key(&e))?)),
+        "ed25519" => {
+            let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(der.secret_der()).map_err(|e| bad_key(&e))?;
+            DkimSigning::Ed25519(configure!(key))
+        }
         other => anyhow::bail!("dkim.algorithm: {other:?} is not rsa or ed25519"),
-    };
-    let key = DkimSigningKey::new(&pem, algorithm)
-        .map_err(|e| anyhow::anyhow!("dkim.private_key {}: {e}", settings.private_key.display()))?;
-    Ok(DkimConfig::default_config(settings.selector.clone(), settings.domain.clone(), key))
+    })
 }
 
 impl Outbound {
@@ -96,9 +136,15 @@ impl Outbound {
             if let Err(error) = Arc::clone(&self).deliver_due().await {
                 tracing::warn!(error = %format!("{error:#}"), "outbox pass failed");
             }
+            // Sleep until the next item is due (a coalescing window ends, a
+            // retry comes up), at most a second, or until new mail is queued.
+            let until_due = match self.store.next_due().await {
+                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(10, 1000) as u64),
+                _ => Duration::from_secs(1),
+            };
             tokio::select! {
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = tokio::time::sleep(until_due) => {}
                 () = shutdown.cancelled() => return,
             }
         }
@@ -228,13 +274,16 @@ impl Outbound {
         }
         let verp = format!("bounces+{}@{}", item.id, self.domain).parse()?;
         let envelope = lettre::address::Envelope::new(Some(verp), vec![item.to_address.parse()?])?;
-        let mut email = builder
+        let email = builder
             .envelope(envelope.clone())
             .multipart(MultiPart::alternative_plain_html(rendered.text, rendered.html))?;
+        let mut bytes = email.formatted();
         if let Some(dkim) = &self.dkim {
-            email.sign(dkim);
+            let mut signed = dkim.header_for(&bytes)?.into_bytes();
+            signed.append(&mut bytes);
+            bytes = signed;
         }
-        Ok((message_id, envelope, email.formatted()))
+        Ok((message_id, envelope, bytes))
     }
 
     async fn context(
@@ -332,7 +381,9 @@ fn message_context(m: &StoredMessage) -> MessageContext {
     MessageContext {
         author_name: m.author_name.clone(),
         source: m.source.clone(),
-        time: rfc3339(m.created_at),
+        time: chrono::DateTime::from_timestamp_millis(m.created_at)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default(),
         body: m.body.clone(),
         attachments: m
             .attachments

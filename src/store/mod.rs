@@ -395,16 +395,30 @@ impl Store {
     /// has come, and ones whose previous worker's lease ran out (it died).
     pub async fn claim_due(&self, limit: i64, lease_ms: i64) -> StoreResult<Vec<OutboxItem>> {
         let now = now_ms();
+        // Of several reply notifications to one person about one thread, only
+        // the oldest is claimed: it carries the others when it goes out.
         Ok(sqlx::query_as(
             "UPDATE outbox SET status = 'sending', claimed_until = $1 WHERE id IN ( \
-               SELECT id FROM outbox WHERE (status = 'pending' AND next_attempt_at <= $2) \
-                  OR (status = 'sending' AND claimed_until < $2) ORDER BY id LIMIT $3) RETURNING *",
+               SELECT o.id FROM outbox o WHERE ((o.status = 'pending' AND o.next_attempt_at <= $2) \
+                  OR (o.status = 'sending' AND o.claimed_until < $2)) \
+                 AND NOT (o.kind IN ('agent_replied', 'customer_replied') AND EXISTS ( \
+                   SELECT 1 FROM outbox e WHERE e.thread_id = o.thread_id AND e.to_address = o.to_address \
+                     AND e.kind IN ('agent_replied', 'customer_replied') AND e.id < o.id \
+                     AND e.status IN ('pending', 'sending'))) \
+               ORDER BY o.id LIMIT $3) RETURNING *",
         )
         .bind(now + lease_ms)
         .bind(now)
         .bind(limit)
         .fetch_all(&self.write)
         .await?)
+    }
+
+    /// When the next pending item is due, if any.
+    pub async fn next_due(&self) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+            .fetch_one(&self.read)
+            .await?)
     }
 
     /// Outbox items, newest first; only failed ones when `failed_only`.

@@ -3,8 +3,11 @@
 #![allow(clippy::print_stderr, reason = "the fixture score table is meant to be read")]
 
 mod api;
+mod capture;
 mod cli;
+mod delivery;
 mod fixtures;
 mod roundtrip;
 mod smtp;
 mod support;
+mod templates;

@@ -98,8 +98,11 @@ async fn ticket_notifies_members_who_may_see_it_and_members_may_reply() {
     let opened: Vec<&Eml> = mails.iter().filter(|m| m.to() != OWNER).collect();
     assert_eq!(opened.len(), 2);
     assert!(opened[0].body.contains("Performance") && opened[0].body.contains("2 hours"), "{}", opened[0].body);
-    app.create(&format!("/tickets/{number}/messages"), json!({"author_id": w.agent, "text": "Can you send a screenshot?"}))
-        .await;
+    app.create(
+        &format!("/tickets/{number}/messages"),
+        json!({"author_id": w.agent, "text": "Can you send a screenshot?"}),
+    )
+    .await;
     let mails = app.wait_for_mail(5).await;
     let mut to: Vec<String> = mails[3..].iter().map(Eml::to).collect();
     to.sort();

@@ -1,0 +1,380 @@
+//! Outbound delivery through a real SMTP relay (the capture receiver):
+//! headers, bodies, threading, retries, permanent failures, crash recovery,
+//! coalescing, DKIM, bounces, refusal notices and pages.
+
+use crate::capture::Capture;
+use crate::support::*;
+use serde_json::json;
+use std::time::Duration;
+
+/// An instance delivering through `relay`, retrying fast.
+async fn app_with_relay(relay: &Capture, tweak: impl FnOnce(&mut mailgate::config::Config)) -> TestApp {
+    let url = relay.url();
+    spawn_app_with(move |c| {
+        c.delivery.relay_url = Some(url);
+        c.delivery.retry_base = Duration::from_millis(200);
+        c.delivery.retry_max = Duration::from_millis(400);
+        tweak(c);
+    })
+    .await
+}
+
+/// Polls the outbox API until `done` holds (the relay's 250 comes a moment
+/// before the item is marked sent); returns the items.
+async fn wait_outbox(app: &TestApp, done: impl Fn(&[serde_json::Value]) -> bool) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (_, items) = app.get("/outbox").await;
+        if items.as_array().is_some_and(|a| done(a)) {
+            return items;
+        }
+        last = items;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the outbox never reached the expected state: {last}");
+}
+
+/// A chat opened by the owner; returns its id.
+async fn chat(app: &TestApp, w: &World) -> i64 {
+    let chat =
+        app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Checkout fails"})).await;
+    chat["id"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn notifications_carry_both_bodies_and_thread_in_mail_clients() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |_| {}).await;
+    let w = app.world("sandbox", None).await;
+    let chat_id = chat(&app, &w).await;
+    relay.wait_for(2).await; // the agents
+    for (i, text) in ["First <answer> & more", "Second answer", "Third answer"].iter().enumerate() {
+        app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": text})).await;
+        relay.wait_for(3 + i).await;
+    }
+    let to_owner: Vec<_> = relay.messages().into_iter().filter(|m| m.rcpt_to == [OWNER]).collect();
+    assert_eq!(to_owner.len(), 3);
+    let first = &to_owner[0];
+    let parsed = first.parsed();
+    assert!(
+        first.mail_from.starts_with("bounces+") && first.mail_from.ends_with(&format!("@{DOMAIN}")),
+        "VERP: {}",
+        first.mail_from
+    );
+    assert_eq!(first.header("Auto-Submitted"), "auto-generated");
+    assert!(first.header("Reply-To").contains("reply+"));
+    assert!(first.header("Content-Type").starts_with("multipart/alternative"));
+    assert!(parsed.body_text(0).unwrap().contains("First <answer> & more"));
+    let html = parsed.body_html(0).unwrap();
+    assert!(html.contains("First &lt;answer&gt; &amp; more"), "HTML escapes what users wrote: {html}");
+    // Threading: each notification answers the previous ones.
+    let ids: Vec<String> = to_owner.iter().map(|m| m.header("Message-ID")).collect();
+    assert!(first.header("In-Reply-To").is_empty());
+    assert_eq!(to_owner[1].header("In-Reply-To"), ids[0]);
+    assert_eq!(to_owner[2].header("In-Reply-To"), ids[1]);
+    assert!(to_owner[2].header("References").contains(&ids[0]) && to_owner[2].header("References").contains(&ids[1]));
+    let subjects: Vec<String> = to_owner.iter().map(|m| m.header("Subject")).collect();
+    assert!(subjects.iter().all(|s| s == &subjects[0]), "a stable subject: {subjects:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_421_is_retried_and_a_550_fails_for_good() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |_| {}).await;
+    let w = app.world("sandbox", None).await;
+    relay.fail_next("421 4.3.0 try again later");
+    relay.fail_next("421 4.3.0 try again later");
+    relay.fail_next("421 4.3.0 try again later");
+    let chat_id = chat(&app, &w).await;
+    relay.wait_for(2).await; // both agents got it in the end
+    assert!(relay.attempts() >= 5, "{} attempts", relay.attempts());
+    let outbox = wait_outbox(&app, |items| items.iter().all(|o| o["status"] == "sent")).await;
+    assert!(outbox.as_array().unwrap().iter().any(|o| o["attempts"].as_i64().unwrap() > 1));
+
+    relay.fail_next("550 5.1.1 no such user");
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hello?"})).await;
+    let mut failed = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, items) = app.get("/outbox?status=failed").await;
+        if items.as_array().is_some_and(|a| !a.is_empty()) {
+            failed = items[0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(failed["status"], "failed", "a 5xx is permanent");
+    assert!(failed["last_error"].as_str().unwrap().contains("permanent"), "{failed}");
+    let attempts_before = relay.attempts();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(relay.attempts(), attempts_before, "no retry after a 5xx");
+
+    // An operator retries it once the address is fixed.
+    let (status, retried) = app.post(&format!("/outbox/{}/retry", failed["id"]), json!({})).await;
+    assert_eq!(status, 200, "{retried}");
+    relay.wait_for(3).await;
+    let (status, body) = app.post(&format!("/outbox/{}/retry", failed["id"]), json!({})).await;
+    assert_eq!(status, 409, "only failed items can be retried: {body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_relay_loses_nothing() {
+    // A port where nothing listens: connection refused is transient.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let app = spawn_app_with(move |c| {
+        c.delivery.relay_url = Some(format!("smtp://{dead}"));
+        c.delivery.retry_base = Duration::from_secs(3600);
+    })
+    .await;
+    let w = app.world("sandbox", None).await;
+    chat(&app, &w).await;
+    let mut pending = 0;
+    for _ in 0..100 {
+        let (_, items) = app.get("/outbox").await;
+        pending = items.as_array().unwrap().iter().filter(|o| o["status"] == "pending" && o["attempts"] == 1).count();
+        if pending == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending, 2, "both notifications wait for the next attempt");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn mail_claimed_by_a_worker_that_died_is_sent_after_restart() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |_| {}).await;
+    let w = app.world("sandbox", None).await;
+    let store = app.app.as_ref().unwrap().store.clone();
+    // Stop the instance, then fake a worker that claimed an item and died.
+    let data = app.dir.path().to_path_buf();
+    chat(&app, &w).await;
+    relay.wait_for(2).await;
+    let app = app.restart().await;
+    drop(store);
+    let db = format!("sqlite://{}", data.join("mailgate.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query("UPDATE outbox SET status = 'sending', claimed_until = 0, sent_at = NULL WHERE id = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    // The expired lease is taken over (the capture relay was not configured on restart: folder mode).
+    app.wait_for_mail(1).await;
+    wait_outbox(&app, |items| items.iter().all(|o| o["status"] == "sent")).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn replies_in_quick_succession_become_one_notification() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| c.delivery.coalesce_window = Duration::from_millis(700)).await;
+    let w = app.world("sandbox", None).await;
+    let chat_id = chat(&app, &w).await;
+    relay.wait_for(2).await;
+    for text in ["One", "Two", "Three"] {
+        app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": text})).await;
+    }
+    let mails = relay.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(relay.messages().len(), 3, "one notification for three replies");
+    let text = mails[2].parsed().body_text(0).unwrap().into_owned();
+    assert!(text.contains("One") && text.contains("Two") && text.contains("Three"), "{text}");
+    wait_outbox(&app, |items| items.iter().filter(|o| o["status"] == "merged").count() == 2).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn addresses_that_hard_bounce_stop_getting_mail() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| c.delivery.max_hard_bounces = 1).await;
+    let w = app.world("sandbox", None).await;
+    let chat_id = chat(&app, &w).await;
+    relay.wait_for(2).await;
+    let bounce = format!(
+        "From: MAILER-DAEMON@mx.acme.example\r\nSubject: Undelivered Mail\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\n\r\nfailed\r\n\
+         --b\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; {OWNER}\r\nStatus: 5.1.1\r\n\r\n--b--\r\n"
+    );
+    let answer = app.send("", &[&format!("bounces+1@{DOMAIN}")], &bounce).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hello?"})).await;
+    let mut failed = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, items) = app.get("/outbox?status=failed").await;
+        if items.as_array().is_some_and(|a| !a.is_empty()) {
+            failed = items[0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed["last_error"].as_str().unwrap_or("").contains("suppressed"), "agents see why: {failed}");
+    assert_eq!(relay.messages().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_new_chat_gets_one_notice_an_hour() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |_| {}).await;
+    app.world("sandbox", None).await;
+    let support = format!("support@{DOMAIN}");
+    for i in 0..2 {
+        let message = format!(
+            "From: {OWNER}\r\nTo: {support}\r\nSubject: Site down\r\nMessage-ID: <n{i}@acme.example>\r\n\r\nHelp\r\n"
+        );
+        let answer = app.send(OWNER, &[&support], &message).await;
+        assert!(answer.starts_with("550 5.7.1"), "{answer}");
+    }
+    // A stranger and an auto-reply get nothing.
+    let message = "From: nobody@elsewhere.example\r\nSubject: Hi\r\nMessage-ID: <n3@x>\r\n\r\nHelp\r\n";
+    app.send("nobody@elsewhere.example", &[&support], message).await;
+    let mails = relay.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(relay.messages().len(), 1, "one notice, only to the known sender");
+    assert_eq!(mails[0].rcpt_to, [OWNER]);
+    let text = mails[0].parsed().body_text(0).unwrap().into_owned();
+    assert!(text.contains("Support > Launch Chat"), "{text}");
+    assert_eq!(mails[0].header("Auto-Submitted"), "auto-generated");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn emergencies_on_on_call_plans_page_the_on_call_address() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| c.on_call_address = "pager@ops.example".to_owned()).await;
+    let w = app.world("elite", None).await;
+    let ticket = json!({"site_id": w.site, "customer_id": w.owner, "type": "Emergency", "subject": "Site down",
+                        "description": "Live returns 503 everywhere"});
+    app.create("/tickets", ticket).await;
+    let mails = relay.wait_for(4).await; // two agents, the receipt, the page
+    let page = mails.iter().find(|m| m.rcpt_to == ["pager@ops.example"]).expect("an on-call page");
+    assert!(page.header("Subject").starts_with("[ON-CALL]"), "{}", page.header("Subject"));
+    assert!(page.parsed().body_text(0).unwrap().contains("30 minutes"));
+
+    // A plan without on-call pages nobody.
+    let site = app.create("/sites", json!({"name": "small", "plan": "sandbox", "organization_id": w.org})).await;
+    let chat = app.create("/chats", json!({"site_id": site["id"], "customer_id": w.owner, "message": "down!"})).await;
+    assert!(chat["id"].as_i64().is_some());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(relay.messages().iter().filter(|m| m.rcpt_to == ["pager@ops.example"]).count(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_chat_transcript_is_mailed_on_request() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |_| {}).await;
+    let w = app.world("sandbox", None).await;
+    let chat_id = chat(&app, &w).await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Fixed it"})).await;
+    relay.wait_for(3).await;
+    let (status, body) = app.post(&format!("/chats/{chat_id}/transcript"), json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let mails = relay.wait_for(4).await;
+    let transcript = &mails[3];
+    assert_eq!(transcript.rcpt_to, [OWNER]);
+    let text = transcript.parsed().body_text(0).unwrap().into_owned();
+    assert!(text.contains("Checkout fails") && text.contains("Fixed it"), "{text}");
+    let (status, _) = app.post(&format!("/chats/{chat_id}/transcript"), json!({"recipient_id": w.stranger})).await;
+    assert_eq!(status, 403);
+    app.stop().await;
+}
+
+/// A DNS cache holding the test's DKIM record, so that mail-auth (an
+/// independent implementation) verifies without any network.
+#[derive(Default)]
+struct StaticTxt(std::sync::Mutex<std::collections::HashMap<String, mail_auth::Txt>>);
+
+impl mail_auth::ResolverCache<String, mail_auth::Txt> for StaticTxt {
+    fn get<Q>(&self, name: &Q) -> Option<mail_auth::Txt>
+    where
+        String: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.lock().unwrap().get(name).cloned()
+    }
+    fn remove<Q>(&self, name: &Q) -> Option<mail_auth::Txt>
+    where
+        String: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.lock().unwrap().remove(name)
+    }
+    fn insert(&self, key: String, value: mail_auth::Txt, _valid_until: std::time::Instant) {
+        self.0.lock().unwrap().insert(key, value);
+    }
+}
+
+#[tokio::test]
+async fn notifications_are_dkim_signed_and_verify_independently() {
+    use mail_auth::common::parse::TxtRecordParser;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("dkim.pem");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed (.ci/run installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    openssl(&["genrsa", "-traditional", "-out", key.to_str().unwrap(), "2048"]);
+    let public_der = openssl(&["rsa", "-in", key.to_str().unwrap(), "-pubout", "-outform", "DER"]);
+    let record = format!("v=DKIM1; k=rsa; p={}", data_encoding::BASE64.encode(&public_der));
+
+    let relay = Capture::start().await;
+    let key_path = key.clone();
+    let app = app_with_relay(&relay, move |c| {
+        c.delivery.dkim = Some(mailgate::config::DkimSettings {
+            selector: "mg2026".to_owned(),
+            domain: DOMAIN.to_owned(),
+            private_key: key_path,
+            algorithm: "rsa".to_owned(),
+        });
+    })
+    .await;
+    let w = app.world("sandbox", None).await;
+    chat(&app, &w).await;
+    let mails = relay.wait_for(1).await;
+    let raw = mails[0].data.replace("\r\n", "\n").replace('\n', "\r\n");
+    assert!(mails[0].header("DKIM-Signature").contains("s=mg2026"), "signed with our selector");
+    // dkimpy, an implementation independent of ours, verifies it.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/dkim_verify.py");
+    let mut child = std::process::Command::new("python3")
+        .args([script, &record])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), raw.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "dkimpy says {} {} (needs `pip install dkimpy`, which .ci/run does)",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let cache = StaticTxt::default();
+    let domain_key = mail_auth::common::verify::DomainKey::parse(record.as_bytes()).expect("our DNS record parses");
+    let txt = mail_auth::Txt::DomainKey(std::sync::Arc::new(domain_key));
+    for name in [format!("mg2026._domainkey.{DOMAIN}."), format!("mg2026._domainkey.{DOMAIN}")] {
+        mail_auth::ResolverCache::insert(&cache, name, txt.clone(), std::time::Instant::now());
+    }
+    let authenticator = mail_auth::MessageAuthenticator::new_cloudflare().unwrap();
+    let message = mail_auth::AuthenticatedMessage::parse(raw.as_bytes()).unwrap();
+    let results = authenticator.verify_dkim(mail_auth::Parameters::new(&message).with_txt_cache(&cache)).await;
+    assert!(!results.is_empty());
+    assert!(results.iter().all(|r| r.result() == &mail_auth::DkimResult::Pass), "{results:?}");
+
+    // Altering the body breaks the signature: the verifier is really checking.
+    let tampered = raw.replacen("Checkout fails", "Checkout works", 1);
+    let message = mail_auth::AuthenticatedMessage::parse(tampered.as_bytes()).unwrap();
+    let results = authenticator.verify_dkim(mail_auth::Parameters::new(&message).with_txt_cache(&cache)).await;
+    assert!(results.iter().all(|r| r.result() != &mail_auth::DkimResult::Pass), "{results:?}");
+    app.stop().await;
+}

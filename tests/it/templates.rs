@@ -1,0 +1,63 @@
+//! Snapshots of every notification rendered with the sample data (subject,
+//! text and HTML), and the checks that guard the templates.
+
+use mailgate::notify::render::{KINDS, Renderer, sample_context};
+
+#[test]
+fn every_notification_renders_as_its_snapshot() {
+    let renderer = Renderer::load(None).expect("built-in templates compile");
+    for kind in KINDS {
+        let rendered = renderer.render(kind, &sample_context(kind)).expect("renders");
+        let shown = format!("Subject: {}\n\n{}\n----- HTML -----\n{}", rendered.subject, rendered.text, rendered.html);
+        insta::assert_snapshot!(*kind, shown);
+    }
+}
+
+#[test]
+fn a_broken_template_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agent_replied.txt"), "Hello {{ recipient.name }}\n{% if %}\n").unwrap();
+    let error = Renderer::load(Some(dir.path())).unwrap_err();
+    assert!(format!("{error:#}").contains("templates/agent_replied.txt:2"), "{error:#}");
+
+    std::fs::write(dir.path().join("agent_replied.txt"), "Hello {{ recipient.nmae }}\n").unwrap();
+    let renderer = Renderer::load(Some(dir.path())).unwrap();
+    let problems = renderer.check();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("templates/agent_replied.txt:1"), "{problems:?}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["templates", "check", "--templates-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("agent_replied.txt:1"));
+
+    // The server refuses to start with it, and says which.
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["serve", "--smtp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--templates-dir"])
+        .arg(dir.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("agent_replied.txt"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn names_cannot_inject_headers_into_a_subject() {
+    let renderer = Renderer::load(None).unwrap();
+    let mut context = sample_context("agent_replied");
+    if let Some(thread) = context.thread.as_mut() {
+        thread.subject = "Help\r\nBcc: victim@example.com".to_owned();
+    }
+    let rendered = renderer.render("agent_replied", &context).unwrap();
+    assert!(!rendered.subject.contains('\n') && !rendered.subject.contains('\r'), "{:?}", rendered.subject);
+}
