@@ -112,6 +112,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         store: store.clone(),
         token_hash: api::hash_token(&api_token),
         on_call_address: config.on_call_address.clone(),
+        signer: signer.clone(),
     });
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -129,6 +130,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         mailer,
         domain: config.domain.clone(),
         dashboard_url: config.dashboard_url.clone(),
+        public_url: config.public_url.clone(),
         delivery: config.delivery.clone(),
         dkim,
         wake: store.outbox_wakeup(),

@@ -51,6 +51,10 @@ pub struct ConfigArgs {
     /// Largest message accepted, in bytes [default: 26214400 (25 MiB)].
     #[arg(long, env = "MAILGATE_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     pub max_message_size: Option<usize>,
+    /// Public base URL where this server's /unsubscribe links are reachable
+    /// (for one-click List-Unsubscribe) [default: none: mailto links only].
+    #[arg(long, env = "MAILGATE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
     /// SMTP relay for outgoing mail, e.g. smtp://host:25,
     /// smtp://user:pass@host:587?tls=starttls or smtps://host:465
     /// [default: none: mail is written to the outgoing-mail folder].
@@ -72,6 +76,7 @@ struct RawConfig {
     outbox_dir: Option<PathBuf>,
     templates_dir: Option<PathBuf>,
     dashboard_url: Option<String>,
+    public_url: Option<String>,
     on_call_address: Option<String>,
     #[serde(default)]
     limits: RawLimits,
@@ -216,6 +221,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Where on-call pages go.
     pub on_call_address: String,
+    /// Public base URL of this server, for one-click unsubscribe links.
+    pub public_url: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -342,6 +349,7 @@ impl Config {
             limits,
             delivery,
             on_call_address,
+            public_url: args.public_url.clone().or(raw.public_url).map(|u| u.trim_end_matches('/').to_owned()),
         })
     }
 
@@ -361,6 +369,7 @@ impl Config {
             limits: Limits::default(),
             delivery: DeliveryConfig { coalesce_window: Duration::ZERO, ..DeliveryConfig::default() },
             on_call_address: format!("oncall@{}", domain.to_ascii_lowercase()),
+            public_url: None,
             data_dir: data_dir.to_path_buf(),
         }
     }

@@ -150,3 +150,11 @@ CREATE TABLE notices_sent (
     sent_at INTEGER NOT NULL
 );
 CREATE INDEX notices_sent_address ON notices_sent(address, sent_at);
+
+-- Kinds of notification a user chose not to receive (List-Unsubscribe).
+CREATE TABLE notification_optouts (
+    user_id    INTEGER NOT NULL REFERENCES users(id),
+    kind       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, kind)
+);

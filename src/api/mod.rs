@@ -24,6 +24,8 @@ pub struct ApiState {
     pub token_hash: [u8; 32],
     /// Where on-call pages go.
     pub on_call_address: String,
+    /// Verifies unsubscribe tokens.
+    pub signer: crate::domain::TokenSigner,
 }
 
 /// The API's routes.
@@ -49,7 +51,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/chats/{id}/transcript", post(handlers::send_transcript))
         .route("/bounces", get(handlers::bounces))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
-    Router::new().nest("/api/v1", api).route("/healthz", get(|| async { "ok" })).with_state(state)
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok" }))
+        // The token in the link is the credential: no bearer token here.
+        .route("/unsubscribe/{token}", get(handlers::unsubscribe_page).post(handlers::unsubscribe))
+        .with_state(state)
 }
 
 /// Hash of a bearer token, as [`ApiState::token_hash`] stores it.

@@ -79,18 +79,38 @@ impl TokenSigner {
 
     /// The token for `token`, ready to put in a local part.
     pub fn sign(&self, token: ReplyToken) -> String {
+        self.sign_pair(Purpose::Reply, token.thread_id, token.recipient_id)
+    }
+
+    /// Checks a reply token and says what it names.
+    pub fn verify(&self, text: &str) -> Result<ReplyToken, TokenError> {
+        let (thread_id, recipient_id) = self.verify_pair(Purpose::Reply, text)?;
+        Ok(ReplyToken { thread_id, recipient_id })
+    }
+
+    /// The token of an unsubscribe link: user `user_id` opts out of
+    /// notification kind number `kind`.
+    pub fn sign_unsubscribe(&self, user_id: i64, kind: i64) -> String {
+        self.sign_pair(Purpose::Unsubscribe, user_id, kind)
+    }
+
+    /// Checks an unsubscribe token: (user id, notification kind number).
+    pub fn verify_unsubscribe(&self, text: &str) -> Result<(i64, i64), TokenError> {
+        self.verify_pair(Purpose::Unsubscribe, text)
+    }
+
+    fn sign_pair(&self, purpose: Purpose, a: i64, b: i64) -> String {
         let mut bytes = Vec::with_capacity(24);
         bytes.push(VERSION);
         bytes.push(self.current.id);
-        write_varint(&mut bytes, token.thread_id as u64);
-        write_varint(&mut bytes, token.recipient_id as u64);
-        let mac = compute_mac(&self.current, &bytes);
+        write_varint(&mut bytes, a as u64);
+        write_varint(&mut bytes, b as u64);
+        let mac = compute_mac(&self.current, purpose, &bytes);
         bytes.extend_from_slice(&mac[..MAC_LEN]);
         BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
     }
 
-    /// Checks a token and says what it names.
-    pub fn verify(&self, text: &str) -> Result<ReplyToken, TokenError> {
+    fn verify_pair(&self, purpose: Purpose, text: &str) -> Result<(i64, i64), TokenError> {
         if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(TokenError::Malformed);
         }
@@ -106,30 +126,38 @@ impl TokenSigner {
             .chain(&self.older)
             .find(|key| key.id == payload[1])
             .ok_or(TokenError::UnknownKey)?;
-        let mut verifier = mac_for(key);
+        let mut verifier = mac_for(key, purpose);
         verifier.update(payload);
         verifier.verify_truncated_left(mac).map_err(|_| TokenError::BadSignature)?;
         let mut rest = &payload[2..];
-        let thread_id = read_varint(&mut rest).ok_or(TokenError::Malformed)?;
-        let recipient_id = read_varint(&mut rest).ok_or(TokenError::Malformed)?;
+        let a = read_varint(&mut rest).ok_or(TokenError::Malformed)?;
+        let b = read_varint(&mut rest).ok_or(TokenError::Malformed)?;
         if !rest.is_empty() {
             return Err(TokenError::Malformed);
         }
-        Ok(ReplyToken {
-            thread_id: i64::try_from(thread_id).map_err(|_| TokenError::Malformed)?,
-            recipient_id: i64::try_from(recipient_id).map_err(|_| TokenError::Malformed)?,
-        })
+        Ok((i64::try_from(a).map_err(|_| TokenError::Malformed)?, i64::try_from(b).map_err(|_| TokenError::Malformed)?))
     }
 }
 
-fn mac_for(key: &TokenKey) -> Hmac<Sha256> {
+/// What a token is for; part of the MAC, so that a token made for one
+/// purpose never verifies for another.
+#[derive(Clone, Copy)]
+enum Purpose {
+    Reply,
+    Unsubscribe,
+}
+
+fn mac_for(key: &TokenKey, purpose: Purpose) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(&key.secret).expect("HMAC accepts keys of any length");
-    mac.update(CONTEXT);
+    mac.update(match purpose {
+        Purpose::Reply => CONTEXT,
+        Purpose::Unsubscribe => b"mailgate unsubscribe token v1",
+    });
     mac
 }
 
-fn compute_mac(key: &TokenKey, payload: &[u8]) -> [u8; 32] {
-    let mut mac = mac_for(key);
+fn compute_mac(key: &TokenKey, purpose: Purpose, payload: &[u8]) -> [u8; 32] {
+    let mut mac = mac_for(key, purpose);
     mac.update(payload);
     mac.finalize().into_bytes().into()
 }
@@ -199,6 +227,15 @@ mod tests {
         assert_eq!(signer().verify("abc"), Err(TokenError::Malformed));
         assert_eq!(signer().verify("not-base32!"), Err(TokenError::Malformed));
         assert!(signer().verify(&text[..text.len() - 2]).is_err());
+    }
+
+    #[test]
+    fn a_reply_token_is_no_unsubscribe_token() {
+        let reply = signer().sign(ReplyToken { thread_id: 3, recipient_id: 9 });
+        assert_eq!(signer().verify_unsubscribe(&reply), Err(TokenError::BadSignature));
+        let unsubscribe = signer().sign_unsubscribe(9, 1);
+        assert_eq!(signer().verify(&unsubscribe), Err(TokenError::BadSignature));
+        assert_eq!(signer().verify_unsubscribe(&unsubscribe), Ok((9, 1)));
     }
 
     #[test]

@@ -40,8 +40,15 @@ pub async fn recipients(
     ids.sort_unstable();
     ids.dedup();
     ids.retain(|&id| id != author.id);
+    let opted_out = store.opted_out(kind.as_str()).await?;
+    ids.retain(|id| !opted_out.contains(id));
     Ok(ids.into_iter().map(|id| (kind, id)).collect())
 }
+
+/// Notifications a recipient may opt out of (List-Unsubscribe). Receipts,
+/// refusal notices, pages and transcripts are not among them. The position
+/// in this list is the number carried by unsubscribe tokens.
+pub const OPTIONAL_KINDS: &[&str] = &["agent_replied", "customer_replied", "ticket_opened"];
 
 /// Whether `site` may open tickets: its own plan includes them, or its
 /// organization's plan does (for some plans only for sites on Business and above).

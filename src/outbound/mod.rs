@@ -61,6 +61,8 @@ pub struct Outbound {
     pub domain: String,
     /// Dashboard base URL for links.
     pub dashboard_url: String,
+    /// This server's public URL, for one-click unsubscribe links.
+    pub public_url: Option<String>,
     /// Retries, concurrency, bounces, DKIM.
     pub delivery: DeliveryConfig,
     /// The DKIM signer, loaded from `delivery.dkim`.
@@ -175,6 +177,13 @@ impl Outbound {
             self.store.mark_attempt_failed(item.id, &why, None).await?;
             return Ok(());
         }
+        if let Some(user) = item.recipient_id
+            && crate::notify::OPTIONAL_KINDS.contains(&item.kind.as_str())
+            && self.store.opted_out(&item.kind).await?.contains(&user)
+        {
+            self.store.mark_skipped(item.id, "the recipient opted out of this kind of notification").await?;
+            return Ok(());
+        }
         let merged = if matches!(item.kind.as_str(), "agent_replied" | "customer_replied") {
             self.store.coalescible(&item).await?
         } else {
@@ -257,6 +266,19 @@ impl Outbound {
                 HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
                 "OOF, AutoReply".to_owned(),
             ));
+        let optional = crate::notify::OPTIONAL_KINDS.iter().position(|k| *k == item.kind);
+        if let (Some(kind), Some(user)) = (optional, &recipient) {
+            let token = self.signer.sign_unsubscribe(user.id, kind as i64);
+            let mut links = format!("<mailto:unsubscribe+{token}@{}>", self.domain);
+            if let Some(base) = &self.public_url {
+                links = format!("<{base}/unsubscribe/{token}>, {links}");
+                builder = builder.raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".to_owned(),
+                ));
+            }
+            builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), links));
+        }
         if let Some(token) = &token {
             let reply_to = format!("reply+{token}@{}", self.domain).parse()?;
             builder = builder.reply_to(Mailbox::new(Some("Support".to_owned()), reply_to));

@@ -38,6 +38,13 @@ pub enum RecipientTarget {
     Support,
     /// `postmaster@` or `abuse@`: accepted and recorded, as RFC 5321 asks.
     Postmaster,
+    /// `unsubscribe+TOKEN@`: a List-Unsubscribe mailto link was used.
+    Unsubscribe {
+        /// Who opts out.
+        user_id: i64,
+        /// Of which notification kind.
+        kind: &'static str,
+    },
     /// `bounces@` or `bounces+ID@`: where delivery reports about our
     /// notifications come back (ID: the outbox row, when the address says it).
     Bounces {
@@ -234,6 +241,11 @@ impl Pipeline {
                 Err(_) => Err(RcptRefusal::Unavailable),
             };
         }
+        if let Some(token) = local.strip_prefix("unsubscribe+") {
+            let (user_id, kind) = self.signer.verify_unsubscribe(token).map_err(RcptRefusal::BadToken)?;
+            let kind = usize::try_from(kind).ok().and_then(|k| crate::notify::OPTIONAL_KINDS.get(k));
+            return Ok(RecipientTarget::Unsubscribe { user_id, kind: kind.ok_or(RcptRefusal::UnknownMailbox)? });
+        }
         if let Some(rest) = local.strip_prefix("bounces") {
             let outbox_id = match rest {
                 "" => None,
@@ -285,9 +297,25 @@ impl Pipeline {
     /// notifications and log entry) when it is accepted.
     pub async fn ingest(&self, envelope: &Envelope, raw: &[u8]) -> Disposition {
         let analysis = self.analyze(envelope, raw);
-        let outcome = match &analysis {
-            None => Ok(Plan::Log(Disposition::Rejected(Refusal::Unparseable), None)),
-            Some(analysis) => self.decide(envelope, analysis).await,
+        let unsubscribes: Vec<(i64, &str)> = envelope
+            .recipients
+            .iter()
+            .filter_map(|(_, t)| match t {
+                RecipientTarget::Unsubscribe { user_id, kind } => Some((*user_id, *kind)),
+                _ => None,
+            })
+            .collect();
+        for (user_id, kind) in &unsubscribes {
+            if let Err(error) = self.store.opt_out(*user_id, kind).await {
+                return Disposition::TempFail { reason: error.to_string() };
+            }
+        }
+        let outcome = match (&analysis, unsubscribes.first()) {
+            (_, Some((_, kind))) if unsubscribes.len() == envelope.recipients.len() => {
+                Ok(Plan::Log(Disposition::Dropped { reason: format!("unsubscribed from {kind} notifications") }, None))
+            }
+            (None, _) => Ok(Plan::Log(Disposition::Rejected(Refusal::Unparseable), None)),
+            (Some(analysis), _) => self.decide(envelope, analysis).await,
         };
         let mut log = InboundLogEntry {
             received_at: now_ms(),

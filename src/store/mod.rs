@@ -549,6 +549,38 @@ impl Store {
         Ok(count > 0)
     }
 
+    /// Records that a user does not want notifications of `kind` any more.
+    pub async fn opt_out(&self, user_id: i64, kind: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO notification_optouts (user_id, kind, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, kind) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(kind)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Users who opted out of notifications of `kind`.
+    pub async fn opted_out(&self, kind: &str) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT user_id FROM notification_optouts WHERE kind = $1")
+            .bind(kind)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    /// Marks an item as not sent on purpose (its recipient opted out).
+    pub async fn mark_skipped(&self, id: i64, why: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE outbox SET status = 'skipped', last_error = $1, claimed_until = NULL WHERE id = $2")
+            .bind(why)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     /// Hard bounces recorded for an address.
     pub async fn hard_bounces(&self, address: &str) -> StoreResult<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM bounces WHERE recipient = $1 AND severity = 'hard'")

@@ -378,3 +378,45 @@ async fn notifications_are_dkim_signed_and_verify_independently() {
     assert!(results.iter().all(|r| r.result() != &mail_auth::DkimResult::Pass), "{results:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn list_unsubscribe_by_mail_and_by_one_click() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| c.public_url = Some("https://mailgate.example.com".to_owned())).await;
+    let w = app.world("sandbox", None).await;
+    let chat_id = chat(&app, &w).await;
+    let mails = relay.wait_for(2).await;
+    // The agents' notification offers both ways out.
+    let header = mails[0].header("List-Unsubscribe");
+    assert!(
+        header.contains("<mailto:unsubscribe+") && header.contains("https://mailgate.example.com/unsubscribe/"),
+        "{header}"
+    );
+    assert_eq!(mails[0].header("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click");
+
+    // Agent 1 unsubscribes by mail, agent 2 with one click.
+    let mailto = header.split("<mailto:").nth(1).unwrap().split('>').next().unwrap().to_owned();
+    let by_mail = mails.iter().find(|m| m.rcpt_to == [AGENT]).unwrap().header("List-Unsubscribe");
+    let mailto_agent = by_mail.split("<mailto:").nth(1).unwrap().split('>').next().unwrap().to_owned();
+    let answer = app.send(AGENT, &[&mailto_agent], "Subject: unsubscribe\r\n\r\n").await;
+    assert!(answer.starts_with("250"), "{answer}");
+    let click = mails.iter().find(|m| m.rcpt_to == [AGENT2]).unwrap().header("List-Unsubscribe");
+    let url = click.split('<').nth(1).unwrap().split('>').next().unwrap();
+    let path = url.trim_start_matches("https://mailgate.example.com");
+    let http = format!("http://{}{path}", app.app.as_ref().unwrap().http_addr);
+    let page = app.http.get(&http).send().await.unwrap();
+    assert_eq!(page.status(), 200, "GET only shows a button");
+    let done = app.http.post(&http).body("List-Unsubscribe=One-Click").send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    assert!(!mailto.is_empty());
+
+    // The customer writes again: no agent gets mail now.
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.owner, "text": "Anyone?"})).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(relay.messages().len(), 2, "both agents opted out of customer replies");
+    // A forged link does nothing.
+    let bad =
+        app.http.post(format!("http://{}/unsubscribe/aaaaaaaaaaaaaaaaaaaaaaaaaa", app.app.as_ref().unwrap().http_addr));
+    assert_eq!(bad.send().await.unwrap().status(), 404);
+    app.stop().await;
+}

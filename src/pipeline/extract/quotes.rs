@@ -155,7 +155,15 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
             return Some(2);
         }
     }
-    is_attribution(line).then_some(1)
+    if is_attribution(line) {
+        return Some(1);
+    }
+    // Without a date or an address, the quote right below it is the proof.
+    let trimmed = line.trim();
+    let quote_follows =
+        lines[i + 1..].iter().find(|l| !l.trim().is_empty()).is_some_and(|l| l.trim_start().starts_with('>'));
+    (trimmed.ends_with([':', '：']) && !trimmed.starts_with('>') && ATTRIBUTION.is_match(trimmed) && quote_follows)
+        .then_some(1)
 }
 
 /// A banner or header block that starts history at `i`.
@@ -238,6 +246,11 @@ mod tests {
         ] {
             assert_eq!(start(&format!("Answer\n\n{line}\n> old")), Some(2), "{line}");
         }
+    }
+
+    #[test]
+    fn an_attribution_without_a_date_is_known_by_the_quote_below_it() {
+        assert_eq!(start("Thanks\n\nOn Sun, Alex wrote:\n> old"), Some(2));
     }
 
     #[test]
