@@ -552,3 +552,31 @@ pub(super) async fn unsubscribe(State(state): Shared, Path(token): Path<String>)
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("Unsubscribed from {what} notifications.\n"))
         .into_response())
 }
+
+async fn set_status(state: &ApiState, kind: ThreadKind, id: i64, status: &str) -> ApiResult<Json<Thread>> {
+    let thread = find_thread(state, kind, id).await?;
+    state.store.set_thread_status(thread.id, status).await?;
+    let thread =
+        state.store.thread(thread.id).await?.ok_or_else(|| ApiError::NotFound("thread vanished".to_owned()))?;
+    Ok(Json(thread))
+}
+
+/// `POST /chats/{id}/close`: emailed replies are refused from now on.
+pub(super) async fn close_chat(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Thread>> {
+    set_status(&state, ThreadKind::Chat, id, "closed").await
+}
+
+/// `POST /tickets/{number}/close`
+pub(super) async fn close_ticket(State(state): Shared, Path(number): Path<i64>) -> ApiResult<Json<Thread>> {
+    set_status(&state, ThreadKind::Ticket, number, "closed").await
+}
+
+/// `POST /chats/{id}/reopen`
+pub(super) async fn reopen_chat(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Thread>> {
+    set_status(&state, ThreadKind::Chat, id, "open").await
+}
+
+/// `POST /tickets/{number}/reopen`
+pub(super) async fn reopen_ticket(State(state): Shared, Path(number): Path<i64>) -> ApiResult<Json<Thread>> {
+    set_status(&state, ThreadKind::Ticket, number, "open").await
+}

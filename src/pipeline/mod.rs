@@ -79,6 +79,8 @@ pub enum Refusal {
     UnknownThread,
     /// A reply with no new text and no attachment.
     EmptyReply,
+    /// The thread is closed.
+    ThreadClosed,
     /// Not an email at all.
     Unparseable,
 }
@@ -414,6 +416,7 @@ impl Pipeline {
         let kind = match refusal {
             Refusal::NoNewChat => "refusal_no_new_chat",
             Refusal::NotAllowed(_) => "refusal_not_allowed",
+            Refusal::ThreadClosed => "refusal_thread_closed",
             Refusal::UnknownThread | Refusal::EmptyReply | Refusal::Unparseable => return None,
         };
         let from = analysis.from.as_deref()?;
@@ -526,6 +529,9 @@ impl Pipeline {
                 return Ok(Plan::Log(Disposition::Rejected(Refusal::NotAllowed(reason)), Some(thread.id)));
             }
         };
+        if thread.status == "closed" {
+            return Ok(Plan::Log(Disposition::Rejected(Refusal::ThreadClosed), Some(thread.id)));
+        }
         let attachments = extract::attachments(&analysis.parsed);
         if analysis.reply_text.trim().is_empty() && attachments.is_empty() {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::EmptyReply), Some(thread.id)));

@@ -75,6 +75,12 @@ fn for_refusal(refusal: &Refusal) -> SmtpReply {
             "This message does not continue any conversation we know. Start a chat from your Dashboard \
              (Support > Launch Chat), or reply to a notification email",
         ),
+        Refusal::ThreadClosed => SmtpReply::new(
+            550,
+            "5.7.1",
+            "This conversation is closed, so your reply was not added. If you still need help, start a new \
+             chat from your Dashboard (Support > Launch Chat)",
+        ),
         Refusal::EmptyReply => SmtpReply::new(
             550,
             "5.6.0",

@@ -278,6 +278,17 @@ impl Store {
         Ok((thread, inserted.id()))
     }
 
+    /// Opens or closes a thread.
+    pub async fn set_thread_status(&self, id: i64, status: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE threads SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     /// One thread.
     pub async fn thread(&self, id: i64) -> StoreResult<Option<Thread>> {
         Ok(sqlx::query_as("SELECT * FROM threads WHERE id = $1").bind(id).fetch_optional(&self.read).await?)

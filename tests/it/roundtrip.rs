@@ -425,3 +425,26 @@ async fn inspect_with_the_instance_data_dir_says_what_would_happen() {
     assert_eq!(app.messages(&format!("/chats/{chat_id}")).await.len(), 2);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn replies_to_a_closed_conversation_are_refused_until_it_reopens() {
+    let app = spawn_app().await;
+    let w = app.world("sandbox", None).await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
+    let chat_id = chat["id"].as_i64().unwrap();
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
+    let note = app.wait_for_mail(3).await.remove(2);
+    let (status, closed) = app.post(&format!("/chats/{chat_id}/close"), json!({})).await;
+    assert_eq!((status, closed["status"].as_str()), (200, Some("closed")));
+    let reply = reply_mail(OWNER, &note.reply_address(), "x", "late@acme.example", "", "One more thing");
+    let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("550 5.7.1") && answer.contains("closed"), "{answer}");
+    // The sender is told once, by mail.
+    let notice = app.wait_for_mail(4).await.remove(3);
+    assert_eq!(notice.to(), OWNER);
+    assert!(notice.header("Subject").contains("closed"), "{}", notice.header("Subject"));
+    app.post(&format!("/chats/{chat_id}/reopen"), json!({})).await;
+    let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    app.stop().await;
+}
