@@ -10,6 +10,7 @@ use crate::notify::render::Renderer;
 use crate::outbound::Outbound;
 use crate::outbound::mailer::Mailer;
 use crate::pipeline::Pipeline;
+use crate::rules::{LiveRules, RuleSet};
 use crate::smtp::listener;
 use crate::smtp::session::SessionContext;
 use crate::store::{OutboxPolicy, Store};
@@ -99,7 +100,17 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let pipeline = Pipeline::new(store.clone(), signer.clone(), config.domain.clone());
+    let rules = Arc::new(LiveRules::new(load_rules(config.rules_file.as_deref())?));
+    let pipeline = Pipeline::new(
+        store.clone(),
+        signer.clone(),
+        config.domain.clone(),
+        Arc::clone(&rules),
+        config.on_call_address.clone(),
+    );
+    if let Some(path) = config.rules_file.clone() {
+        tasks.spawn(watch_rules(path, Arc::clone(&rules), shutdown.clone()));
+    }
     let ctx = Arc::new(SessionContext {
         hostname: config.hostname.clone(),
         domain: config.domain.clone(),
@@ -163,5 +174,55 @@ impl App {
     /// A token that stops the instance when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+}
+
+/// Loads the rules file, or the built-in rules without one. Errors list
+/// every problem with its line.
+pub fn load_rules(path: Option<&std::path::Path>) -> anyhow::Result<RuleSet> {
+    let Some(path) = path else { return Ok(RuleSet::built_in()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading rules file {}", path.display()))?;
+    crate::rules::compile(&text, &path.display().to_string())
+        .map_err(|errors| anyhow::anyhow!("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))
+}
+
+/// Reloads the rules on SIGHUP and when the file changes (checked every
+/// second). A broken file is refused with the same errors as `rules check`,
+/// and the rules in force keep serving.
+async fn watch_rules(path: std::path::PathBuf, rules: Arc<LiveRules>, shutdown: CancellationToken) {
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = stamp(&path);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<bool>();
+        let forced = tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = signalled => true,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
+        };
+        let now = stamp(&path);
+        if !forced && now == seen {
+            continue;
+        }
+        seen = now;
+        match load_rules(Some(&path)) {
+            Ok(new) => {
+                let count = new.rules.len();
+                rules.replace(new);
+                tracing::info!(file = %path.display(), rules = count, "routing rules reloaded");
+            }
+            Err(error) => {
+                tracing::error!(file = %path.display(), "routing rules refused; the previous rules stay in force:\n{error:#}");
+            }
+        }
     }
 }

@@ -51,6 +51,10 @@ pub struct ConfigArgs {
     /// Largest message accepted, in bytes [default: 26214400 (25 MiB)].
     #[arg(long, env = "MAILGATE_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     pub max_message_size: Option<usize>,
+    /// Routing rules file (TOML); reloaded on SIGHUP and when it changes
+    /// [default: the built-in rules, rules/default.toml].
+    #[arg(long, env = "MAILGATE_RULES_FILE", value_name = "FILE")]
+    pub rules: Option<PathBuf>,
     /// Public base URL where this server's /unsubscribe links are reachable
     /// (for one-click List-Unsubscribe) [default: none: mailto links only].
     #[arg(long, env = "MAILGATE_PUBLIC_URL", value_name = "URL")]
@@ -77,6 +81,8 @@ struct RawConfig {
     templates_dir: Option<PathBuf>,
     dashboard_url: Option<String>,
     public_url: Option<String>,
+    rules_file: Option<PathBuf>,
+    admin_token: Option<String>,
     on_call_address: Option<String>,
     #[serde(default)]
     limits: RawLimits,
@@ -223,6 +229,10 @@ pub struct Config {
     pub on_call_address: String,
     /// Public base URL of this server, for one-click unsubscribe links.
     pub public_url: Option<String>,
+    /// The routing rules file; `None` uses the built-in rules.
+    pub rules_file: Option<PathBuf>,
+    /// Bearer token of the admin API; generated and stored when absent.
+    pub admin_token: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -350,6 +360,8 @@ impl Config {
             delivery,
             on_call_address,
             public_url: args.public_url.clone().or(raw.public_url).map(|u| u.trim_end_matches('/').to_owned()),
+            rules_file: args.rules.clone().or(raw.rules_file),
+            admin_token: std::env::var("MAILGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(raw.admin_token),
         })
     }
 
@@ -370,6 +382,8 @@ impl Config {
             delivery: DeliveryConfig { coalesce_window: Duration::ZERO, ..DeliveryConfig::default() },
             on_call_address: format!("oncall@{}", domain.to_ascii_lowercase()),
             public_url: None,
+            rules_file: None,
+            admin_token: None,
             data_dir: data_dir.to_path_buf(),
         }
     }

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod notify;
 pub mod outbound;
 pub mod pipeline;
+pub mod rules;
 pub mod smtp;
 pub mod store;
 pub mod telemetry;

@@ -65,6 +65,25 @@ enum Command {
         #[arg(long, env = "MAILGATE_TEMPLATES_DIR", value_name = "DIR", global = true)]
         templates_dir: Option<PathBuf>,
     },
+    /// Check routing rules, or try them on a message.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// The inbound log: every SMTP transaction and what became of it.
+    Log {
+        /// Only the transactions this routing rule acted on.
+        #[arg(long, value_name = "NAME")]
+        rule: Option<String>,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Look at outgoing mail and retry failed deliveries.
     Outbox {
         #[command(subcommand)]
@@ -86,6 +105,39 @@ enum TemplatesCommand {
         /// Print the HTML body instead of the subject and text.
         #[arg(long)]
         html: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate a rules file: every error names the rule, the field and the
+    /// line. Without FILE, the configured (or built-in) rules. Exits 1 on errors.
+    Check {
+        /// The rules file.
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Dry-run the rules on a message against the live database, storing
+    /// nothing: every rule considered, which conditions held, the decision and
+    /// the SMTP answer the sender would get.
+    Test {
+        /// The message (.eml).
+        message: PathBuf,
+        /// Rules file to try instead of the configured ones.
+        #[arg(long = "rules-file", value_name = "FILE")]
+        rules_file: Option<PathBuf>,
+        /// Envelope sender to assume [default: the From address].
+        #[arg(long, value_name = "ADDR")]
+        mail_from: Option<String>,
+        /// Envelope recipient to assume (repeatable) [default: support@DOMAIN].
+        #[arg(long = "rcpt", value_name = "ADDR")]
+        rcpt: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }
 
@@ -135,6 +187,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { file, json, mail_from, rcpt, config } => inspect(file, json, mail_from, rcpt, config).await,
         Command::Templates { command, templates_dir } => templates(command, templates_dir),
         Command::Outbox { command, config } => outbox(command, config).await,
+        Command::Rules { command } => rules(command).await,
+        Command::Log { rule, limit, json, config } => log(rule, limit, json, config).await,
     }
 }
 
@@ -190,7 +244,16 @@ async fn inspect(
     let mut output = if with_config {
         let config = Config::load(&args)?;
         let (store, signer) = mailgate::app::open_store(&config).await?;
-        let pipeline = pipeline::Pipeline::new(store.clone(), signer, config.domain.clone());
+        let rules = std::sync::Arc::new(mailgate::rules::LiveRules::new(mailgate::app::load_rules(
+            config.rules_file.as_deref(),
+        )?));
+        let pipeline = pipeline::Pipeline::new(
+            store.clone(),
+            signer,
+            config.domain.clone(),
+            rules,
+            config.on_call_address.clone(),
+        );
         let mut envelope = Envelope { peer: "inspect".to_owned(), mail_from, ..Envelope::default() };
         for address in &rcpt {
             match pipeline.check_recipient(address).await {
@@ -306,4 +369,104 @@ async fn outbox(command: OutboxCommand, args: ConfigArgs) -> anyhow::Result<Exit
     };
     store.close().await;
     Ok(result)
+}
+
+async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        RulesCommand::Check { file, config } => {
+            let file = match file {
+                Some(file) => Some(file),
+                None => Config::load(&config)?.rules_file,
+            };
+            let Some(file) = file else {
+                let rules = mailgate::rules::RuleSet::built_in();
+                println!("built-in rules: {} rules, all good", rules.rules.len());
+                return Ok(ExitCode::SUCCESS);
+            };
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            match mailgate::rules::compile(&text, &file.display().to_string()) {
+                Ok(rules) => {
+                    println!("{}: {} rules, all good", file.display(), rules.rules.len());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    for error in errors {
+                        eprintln!("error: {error}");
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        RulesCommand::Test { message, rules_file, mail_from, rcpt, json, config } => {
+            let mut config = Config::load(&config)?;
+            if rules_file.is_some() {
+                config.rules_file = rules_file;
+            }
+            let raw = std::fs::read(&message).with_context(|| format!("reading {}", message.display()))?;
+            let (store, signer) = mailgate::app::open_store(&config).await?;
+            let rules = std::sync::Arc::new(mailgate::rules::LiveRules::new(mailgate::app::load_rules(
+                config.rules_file.as_deref(),
+            )?));
+            let pipeline = pipeline::Pipeline::new(
+                store.clone(),
+                signer,
+                config.domain.clone(),
+                rules,
+                config.on_call_address.clone(),
+            );
+            let from = pipeline::analyze("", &[], &raw).and_then(|a| a.from).unwrap_or_default();
+            let mut envelope =
+                Envelope { peer: "rules test".to_owned(), mail_from: mail_from.unwrap_or(from), ..Envelope::default() };
+            let rcpt = if rcpt.is_empty() { vec![config.support_address()] } else { rcpt };
+            for address in rcpt {
+                match pipeline.check_recipient(&address).await {
+                    Ok(target) => envelope.recipients.push((address, target)),
+                    Err(refusal) => envelope.refused.push((address, refusal)),
+                }
+            }
+            let result = pipeline.dry_run(&envelope, &raw).await;
+            store.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for refused in &envelope.refused {
+                println!("RCPT {} refused: {:?}", refused.0, refused.1);
+            }
+            for trace in &result.routing.trace {
+                let mark = if trace.matched { "MATCH" } else { "     " };
+                println!("{mark} {}", trace.rule);
+                for (condition, held) in &trace.conditions {
+                    println!("        [{}] {condition}", if *held { "x" } else { " " });
+                }
+            }
+            println!("decision:   {} {}", result.decision, result.reason);
+            println!("smtp reply: {}", result.smtp_reply);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn log(rule: Option<String>, limit: i64, json: bool, args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args)?;
+    let (store, _) = mailgate::app::open_store(&config).await?;
+    let entries = store.inbound_log(rule.as_deref(), limit).await?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in entries {
+        println!(
+            "{}  {:<9} {:<28} {} -> {}  [{}]  {}",
+            mailgate::store::rfc3339(e.received_at),
+            e.decision,
+            e.mail_from.unwrap_or_default(),
+            e.message_id.unwrap_or_default(),
+            e.rcpt_to,
+            e.rules,
+            e.smtp_reply
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

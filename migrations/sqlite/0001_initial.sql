@@ -70,6 +70,9 @@ CREATE TABLE threads (
     subject           TEXT NOT NULL,
     status            TEXT NOT NULL,        -- open | closed
     assigned_agent_id INTEGER REFERENCES users(id),
+    queue             TEXT,                 -- set by routing rules
+    priority          TEXT NOT NULL DEFAULT 'normal', -- low | normal | high | urgent
+    tags              TEXT NOT NULL DEFAULT '[]',     -- JSON array of strings
     created_at        INTEGER NOT NULL,
     updated_at        INTEGER NOT NULL
 );
@@ -115,7 +118,8 @@ CREATE TABLE inbound_log (
     reason         TEXT NOT NULL,
     smtp_reply     TEXT NOT NULL,
     thread_id      INTEGER,
-    stored_message INTEGER
+    stored_message INTEGER,
+    rules          TEXT NOT NULL DEFAULT '' -- names of the routing rules that decided, comma separated
 );
 CREATE INDEX inbound_log_time ON inbound_log(received_at);
 

@@ -259,6 +259,8 @@ async fn open_thread(
         rfc_message_id: None,
         attachments: Vec::new(),
         notify,
+        routing: None,
+        extra_mail: Vec::new(),
     };
     let also = match page_on_call {
         true => vec![crate::store::NewOutbox {
@@ -270,7 +272,7 @@ async fn open_thread(
         }],
         false => Vec::new(),
     };
-    let (thread, _) = state.store.create_thread(thread, first, &also).await?;
+    let (thread, _) = state.store.create_thread(thread, first, &also, None).await?;
     let messages = message_views(state, thread.id).await?;
     Ok((StatusCode::CREATED, Json(ThreadView { thread, messages })))
 }
@@ -419,6 +421,8 @@ async fn post_message(
         rfc_message_id: None,
         attachments: Vec::new(),
         notify,
+        routing: None,
+        extra_mail: Vec::new(),
     };
     let id = state.store.insert_message(&message, None).await?.id();
     let stored = state.store.messages(thread.id).await?.into_iter().find(|m| m.id == id);
@@ -456,9 +460,20 @@ pub(super) struct Limit {
     limit: Option<i64>,
 }
 
-/// `GET /inbound-log?limit=N`: the latest SMTP transactions and their outcome.
-pub(super) async fn inbound_log(State(state): Shared, Query(q): Query<Limit>) -> ApiResult<Json<Vec<InboundLogEntry>>> {
-    Ok(Json(state.store.inbound_log(q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+#[derive(Deserialize)]
+pub(super) struct LogQuery {
+    limit: Option<i64>,
+    rule: Option<String>,
+}
+
+/// `GET /inbound-log?limit=N&rule=NAME`: the latest SMTP transactions and
+/// their outcome; with `rule`, those that routing rule acted on.
+pub(super) async fn inbound_log(
+    State(state): Shared,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Json<Vec<InboundLogEntry>>> {
+    let rule = q.rule.as_deref().filter(|r| !r.is_empty());
+    Ok(Json(state.store.inbound_log(rule, q.limit.unwrap_or(100).clamp(1, 1000)).await?))
 }
 
 #[derive(Deserialize)]

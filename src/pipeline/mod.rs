@@ -16,8 +16,12 @@ pub mod parse;
 pub mod thread;
 
 use crate::domain::{EmailAddress, ReplyToken, Source, TokenError, TokenSigner};
+use crate::rules;
 use crate::smtp::reply;
-use crate::store::{Bounce, InboundLogEntry, Inserted, NewMessage, NewOutbox, Store, StoreError, Thread, now_ms};
+use crate::store::{
+    Bounce, InboundLogEntry, Inserted, NewMessage, NewOutbox, NewThread, NotificationKind, Routing, Store, StoreError,
+    Thread, now_ms,
+};
 use authorize::Authorization;
 use classify::{Classification, MailKind};
 use serde::Serialize;
@@ -38,6 +42,9 @@ pub enum RecipientTarget {
     Support,
     /// `postmaster@` or `abuse@`: accepted and recorded, as RFC 5321 asks.
     Postmaster,
+    /// One of the rules file's `ticket_addresses` (e.g. `downtime@`): mail
+    /// that a rule may turn into a ticket.
+    TicketAddress(String),
     /// `unsubscribe+TOKEN@`: a List-Unsubscribe mailto link was used.
     Unsubscribe {
         /// Who opts out.
@@ -81,6 +88,17 @@ pub enum Refusal {
     EmptyReply,
     /// The thread is closed.
     ThreadClosed,
+    /// A routing rule refused it with this answer.
+    Rule {
+        /// 4xx or 5xx.
+        code: u16,
+        /// Enhanced status code.
+        status: String,
+        /// The answer's text.
+        text: String,
+        /// The refusal notice to send, if any.
+        notice: Option<String>,
+    },
     /// Not an email at all.
     Unparseable,
 }
@@ -220,12 +238,28 @@ pub struct Pipeline {
     store: Store,
     signer: TokenSigner,
     domain: String,
+    /// The routing rules in force (swapped on reload).
+    rules: std::sync::Arc<rules::LiveRules>,
+    /// Where on-call pages go.
+    on_call_address: String,
 }
 
 impl Pipeline {
-    /// A pipeline storing into `store`, verifying tokens with `signer`, for mail to `domain`.
-    pub fn new(store: Store, signer: TokenSigner, domain: String) -> Self {
-        Self { store, signer, domain }
+    /// A pipeline storing into `store`, verifying tokens with `signer`, for
+    /// mail to `domain`, routed by `rules`.
+    pub fn new(
+        store: Store,
+        signer: TokenSigner,
+        domain: String,
+        rules: std::sync::Arc<rules::LiveRules>,
+        on_call_address: String,
+    ) -> Self {
+        Self { store, signer, domain, rules, on_call_address }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> std::sync::Arc<rules::RuleSet> {
+        self.rules.current()
     }
 
     /// Decides at RCPT time whether we take mail for `address`.
@@ -254,6 +288,9 @@ impl Pipeline {
                 _ => Some(rest.strip_prefix('+').and_then(|id| id.parse().ok()).ok_or(RcptRefusal::UnknownMailbox)?),
             };
             return Ok(RecipientTarget::Bounces { outbox_id });
+        }
+        if self.rules.current().ticket_addresses.iter().any(|a| a == local) {
+            return Ok(RecipientTarget::TicketAddress(local.to_owned()));
         }
         match local {
             "support" => Ok(RecipientTarget::Support),
@@ -312,12 +349,18 @@ impl Pipeline {
                 return Disposition::TempFail { reason: error.to_string() };
             }
         }
+        let no_rules = rules::Decision::default;
         let outcome = match (&analysis, unsubscribes.first()) {
-            (_, Some((_, kind))) if unsubscribes.len() == envelope.recipients.len() => {
-                Ok(Plan::Log(Disposition::Dropped { reason: format!("unsubscribed from {kind} notifications") }, None))
-            }
-            (None, _) => Ok(Plan::Log(Disposition::Rejected(Refusal::Unparseable), None)),
-            (Some(analysis), _) => self.decide(envelope, analysis).await,
+            (_, Some((_, kind))) if unsubscribes.len() == envelope.recipients.len() => Ok((
+                Plan::Log(Disposition::Dropped { reason: format!("unsubscribed from {kind} notifications") }, None),
+                no_rules(),
+            )),
+            (None, _) => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), no_rules())),
+            (Some(analysis), _) => self.decide(envelope, analysis, false).await,
+        };
+        let (outcome, rule_names) = match outcome {
+            Ok((plan, decision)) => (Ok(plan), decision.rules.join(",")),
+            Err(e) => (Err(e), String::new()),
         };
         let mut log = InboundLogEntry {
             received_at: now_ms(),
@@ -326,9 +369,25 @@ impl Pipeline {
             mail_from: Some(envelope.mail_from.clone()),
             rcpt_to: all_recipients(envelope),
             message_id: analysis.as_ref().and_then(|a| a.message_id.clone()),
+            rules: rule_names,
             ..InboundLogEntry::default()
         };
         let result = match outcome {
+            Ok(Plan::OpenTicket { thread, first }) => {
+                fill_log(&mut log, &Disposition::Dropped { reason: String::new() }, None);
+                log.decision = "accepted".to_owned();
+                log.reason = "opened a ticket from email".to_owned();
+                log.smtp_reply = "250 2.0.0 Ticket opened".to_owned();
+                match self.store.create_thread(thread, *first, &[], Some(&log)).await {
+                    Ok((thread, message_id)) => Ok(Disposition::Accepted {
+                        thread_id: thread.id,
+                        thread_label: thread_label(&thread),
+                        message_id,
+                        duplicate: false,
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
             Ok(Plan::Log(disposition, thread_id)) => {
                 fill_log(&mut log, &disposition, thread_id);
                 let notice = match (&disposition, &analysis) {
@@ -383,15 +442,29 @@ impl Pipeline {
         }
     }
 
-    /// What [`Pipeline::ingest`] would do with a message, without storing anything.
+    /// What [`Pipeline::ingest`] would do with a message, without storing
+    /// anything: the decision, the SMTP answer, and every rule considered.
     pub async fn dry_run(&self, envelope: &Envelope, raw: &[u8]) -> DryRun {
-        let plan = match self.analyze(envelope, raw) {
-            None => Ok(Plan::Log(Disposition::Rejected(Refusal::Unparseable), None)),
-            Some(analysis) => self.decide(envelope, &analysis).await,
+        let decided = match self.analyze(envelope, raw) {
+            None => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), rules::Decision::default())),
+            Some(analysis) => self.decide(envelope, &analysis, true).await,
+        };
+        let (plan, routing) = match decided {
+            Ok((plan, decision)) => (Ok(plan), decision),
+            Err(e) => (Err(e), rules::Decision::default()),
         };
         let (disposition, thread) = match plan {
             Ok(Plan::Log(disposition, thread_id)) => (disposition, thread_id),
             Ok(Plan::Bounce(disposition, _)) => (disposition, None),
+            Ok(Plan::OpenTicket { .. }) => (
+                Disposition::Accepted {
+                    thread_id: 0,
+                    thread_label: "a new ticket".to_owned(),
+                    message_id: 0,
+                    duplicate: false,
+                },
+                None,
+            ),
             Ok(Plan::Store { thread, .. }) => (
                 Disposition::Accepted {
                     thread_id: thread.id,
@@ -405,7 +478,7 @@ impl Pipeline {
         };
         let mut log = InboundLogEntry::default();
         fill_log(&mut log, &disposition, thread);
-        DryRun { decision: log.decision, reason: log.reason, thread_id: thread, smtp_reply: log.smtp_reply }
+        DryRun { decision: log.decision, reason: log.reason, thread_id: thread, smtp_reply: log.smtp_reply, routing }
     }
 
     /// The notice that tells a person why their mail was refused, when one
@@ -417,6 +490,8 @@ impl Pipeline {
             Refusal::NoNewChat => "refusal_no_new_chat",
             Refusal::NotAllowed(_) => "refusal_not_allowed",
             Refusal::ThreadClosed => "refusal_thread_closed",
+            Refusal::Rule { notice: Some(notice), .. } => notice.as_str(),
+            Refusal::Rule { notice: None, .. } => return None,
             Refusal::UnknownThread | Refusal::EmptyReply | Refusal::Unparseable => return None,
         };
         let from = analysis.from.as_deref()?;
@@ -488,16 +563,14 @@ impl Pipeline {
     }
 
     /// Decides what to do with an analysed message (reads only).
-    async fn decide(&self, envelope: &Envelope, analysis: &Analysis) -> Result<Plan, StoreError> {
-        let log_only = |d: Disposition| Ok(Plan::Log(d, None));
-        match analysis.kind {
-            MailKind::Bounce => {
-                return Ok(self.bounce_plan(envelope, analysis).await);
-            }
-            MailKind::AutoReply => {
-                return log_only(Disposition::Dropped { reason: format!("auto-reply: {}", analysis.kind_reason) });
-            }
-            MailKind::Human => {}
+    async fn decide(
+        &self,
+        envelope: &Envelope,
+        analysis: &Analysis,
+        explain: bool,
+    ) -> Result<(Plan, rules::Decision), StoreError> {
+        if analysis.kind == MailKind::Bounce {
+            return Ok((self.bounce_plan(envelope, analysis).await, rules::Decision::default()));
         }
         let reference = thread::find_thread(&recipient_tokens(envelope), &analysis.parsed, &self.signer, &self.domain);
         let thread = match &reference {
@@ -505,30 +578,138 @@ impl Pipeline {
             Some(ThreadRef::TicketNumber { number, .. }) => self.store.ticket_by_number(*number).await?,
             None => None,
         };
-        let (Some(reference), Some(thread)) = (reference, thread) else {
-            let to_support = envelope.recipients.iter().any(|(_, t)| *t == RecipientTarget::Support);
-            if !to_support && envelope.recipients.iter().all(|(_, t)| *t == RecipientTarget::Postmaster) {
-                return log_only(Disposition::Dropped { reason: "mail to postmaster, recorded".to_owned() });
-            }
-            return log_only(Disposition::Rejected(if to_support {
-                Refusal::NoNewChat
-            } else {
-                Refusal::UnknownThread
-            }));
-        };
         let sender = match &analysis.from {
             Some(from) => self.store.user_by_email(from).await?,
             None => None,
         };
-        let Some(site) = self.store.site(thread.site_id).await? else {
-            return Ok(Plan::Log(Disposition::Rejected(Refusal::UnknownThread), Some(thread.id)));
+        let site = match &thread {
+            Some(thread) => self.store.site(thread.site_id).await?,
+            None => None,
         };
-        let author = match authorize::authorize(&thread, &site, &reference, sender.as_ref()) {
-            Authorization::Allowed { .. } => sender.expect("allowed implies a known sender"),
-            Authorization::Denied(reason) => {
-                return Ok(Plan::Log(Disposition::Rejected(Refusal::NotAllowed(reason)), Some(thread.id)));
+        // The security gate comes first: no rule can let a stranger in.
+        let mut author = None;
+        if let (Some(reference), Some(thread), Some(site)) = (&reference, &thread, &site) {
+            match authorize::authorize(thread, site, reference, sender.as_ref()) {
+                Authorization::Allowed { .. } => author = sender.clone(),
+                Authorization::Denied(_) if analysis.kind == MailKind::AutoReply => {
+                    let reason = format!("auto-reply from outside the conversation: {}", analysis.kind_reason);
+                    return Ok((
+                        Plan::Log(Disposition::Dropped { reason }, Some(thread.id)),
+                        rules::Decision::default(),
+                    ));
+                }
+                Authorization::Denied(reason) => {
+                    let plan = Plan::Log(Disposition::Rejected(Refusal::NotAllowed(reason)), Some(thread.id));
+                    return Ok((plan, rules::Decision::default()));
+                }
+            }
+        }
+        let thread = thread.filter(|_| author.is_some());
+        let input = self.rule_input(envelope, analysis, thread.as_ref(), site.as_ref(), sender.as_ref()).await?;
+        let rules = self.rules.current();
+        let decision = rules.evaluate(&input, explain);
+        let thread_id = thread.as_ref().map(|t| t.id);
+        let named = |what: &str| match decision.rules.last() {
+            Some(rule) => format!("{what} by rule {rule}"),
+            None => what.to_owned(),
+        };
+        let plan = match &decision.actions.outcome {
+            Some(rules::Outcome::Reject { code, status, text, notice }) => Plan::Log(
+                Disposition::Rejected(Refusal::Rule {
+                    code: *code,
+                    status: status.clone(),
+                    text: text.clone(),
+                    notice: notice.clone(),
+                }),
+                thread_id,
+            ),
+            Some(rules::Outcome::Drop) => Plan::Log(Disposition::Dropped { reason: named("dropped") }, thread_id),
+            Some(rules::Outcome::OpenTicket { ticket_type }) if thread.is_none() => {
+                self.open_ticket_plan(envelope, analysis, sender.as_ref(), ticket_type, &decision, &rules).await?
+            }
+            outcome => {
+                let accepted = matches!(outcome, Some(rules::Outcome::Accept));
+                self.default_plan(envelope, analysis, thread, site, author, accepted, &decision).await?
             }
         };
+        Ok((plan, decision))
+    }
+
+    /// What the rules see of a message.
+    async fn rule_input(
+        &self,
+        envelope: &Envelope,
+        analysis: &Analysis,
+        thread: Option<&Thread>,
+        site: Option<&crate::store::Site>,
+        sender: Option<&crate::store::User>,
+    ) -> Result<rules::RuleInput, StoreError> {
+        let (has_tickets, has_on_call) = match site {
+            Some(site) => (
+                crate::notify::site_has_tickets(&self.store, site).await?,
+                crate::notify::site_has_on_call(&self.store, site).await?,
+            ),
+            None => match sender.and_then(|u| u.organization_id) {
+                Some(org) => self.org_features(org).await?,
+                None => (false, false),
+            },
+        };
+        Ok(rules::RuleInput {
+            sender: envelope.mail_from.clone(),
+            recipients: envelope.recipients.iter().map(|(a, _)| a.to_lowercase()).collect(),
+            from: analysis.from.clone().unwrap_or_default(),
+            to: analysis.to.clone(),
+            subject: analysis.subject.clone().unwrap_or_default(),
+            headers: analysis.parsed.headers.clone(),
+            text: analysis.reply_text.clone(),
+            kind: Some(analysis.kind),
+            thread: thread.map_or_else(|| "none".to_owned(), |t| t.kind.clone()),
+            plan: site.map(|s| s.plan_id.clone()),
+            has_tickets,
+            has_on_call,
+            role: sender.map(crate::store::User::role),
+            now: chrono::Utc::now(),
+        })
+    }
+
+    /// Features of the best site of an organization (for mail that names no thread).
+    async fn org_features(&self, org: i64) -> Result<(bool, bool), StoreError> {
+        let mut features = (false, false);
+        for site in self.store.sites_of_organization(org).await? {
+            features.0 |= crate::notify::site_has_tickets(&self.store, &site).await?;
+            features.1 |= crate::notify::site_has_on_call(&self.store, &site).await?;
+        }
+        Ok(features)
+    }
+
+    /// The pipeline's own decision, with the rules' routing actions applied.
+    #[allow(clippy::too_many_arguments, reason = "the pieces decide() already loaded")]
+    async fn default_plan(
+        &self,
+        envelope: &Envelope,
+        analysis: &Analysis,
+        thread: Option<Thread>,
+        site: Option<crate::store::Site>,
+        author: Option<crate::store::User>,
+        accepted_by_rule: bool,
+        decision: &rules::Decision,
+    ) -> Result<Plan, StoreError> {
+        let (Some(thread), Some(site), Some(author)) = (thread, site, author) else {
+            let to_support = envelope.recipients.iter().any(|(_, t)| *t == RecipientTarget::Support);
+            if !to_support && envelope.recipients.iter().all(|(_, t)| *t == RecipientTarget::Postmaster) {
+                return Ok(Plan::Log(Disposition::Dropped { reason: "mail to postmaster, recorded".to_owned() }, None));
+            }
+            if analysis.kind == MailKind::AutoReply {
+                let reason = format!("auto-reply: {}", analysis.kind_reason);
+                return Ok(Plan::Log(Disposition::Dropped { reason }, None));
+            }
+            let refusal = if to_support { Refusal::NoNewChat } else { Refusal::UnknownThread };
+            return Ok(Plan::Log(Disposition::Rejected(refusal), None));
+        };
+        if analysis.kind == MailKind::AutoReply && !accepted_by_rule {
+            let reason = format!("auto-reply: {}", analysis.kind_reason);
+            return Ok(Plan::Log(Disposition::Dropped { reason }, Some(thread.id)));
+        }
         if thread.status == "closed" {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::ThreadClosed), Some(thread.id)));
         }
@@ -537,6 +718,7 @@ impl Pipeline {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::EmptyReply), Some(thread.id)));
         }
         let notify = crate::notify::recipients(&self.store, &thread, &site, &author).await?;
+        let routing = self.routing(&thread, decision).await?;
         let message = NewMessage {
             thread_id: thread.id,
             author_id: author.id,
@@ -546,8 +728,120 @@ impl Pipeline {
             rfc_message_id: Some(dedup_id(analysis)),
             attachments,
             notify,
+            routing,
+            extra_mail: self.pages(decision),
         };
         Ok(Plan::Store { message: Box::new(message), thread })
+    }
+
+    /// The on-call page the rules asked for, if any.
+    fn pages(&self, decision: &rules::Decision) -> Vec<NewOutbox> {
+        match decision.actions.page_on_call {
+            true => vec![NewOutbox {
+                kind: "on_call_page".to_owned(),
+                thread_id: None,
+                recipient_id: None,
+                to_address: self.on_call_address.clone(),
+                context: serde_json::json!({}),
+            }],
+            false => Vec::new(),
+        }
+    }
+
+    /// The rules' queue, priority, tags and assignment, applied to `thread`.
+    async fn routing(&self, thread: &Thread, decision: &rules::Decision) -> Result<Option<Routing>, StoreError> {
+        let actions = &decision.actions;
+        if actions.queue.is_none() && actions.priority.is_none() && actions.tags.is_empty() && actions.assign.is_none()
+        {
+            return Ok(None);
+        }
+        let assign = match &actions.assign {
+            Some(email) => match self.store.user_by_email(email).await? {
+                Some(agent) if agent.is_agent() => Some(agent.id),
+                _ => {
+                    tracing::warn!(agent = %email, "rule assigns to an unknown agent; ignored");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut tags: Vec<String> = serde_json::from_str(&thread.tags).unwrap_or_default();
+        for tag in &actions.tags {
+            if !tags.contains(tag) {
+                tags.push(tag.clone());
+            }
+        }
+        Ok(Some(Routing { queue: actions.queue.clone(), priority: actions.priority.clone(), tags, assign }))
+    }
+
+    /// Opens a ticket from an email to a ticket address, when the sender's
+    /// organization has a site whose plan includes tickets.
+    async fn open_ticket_plan(
+        &self,
+        envelope: &Envelope,
+        analysis: &Analysis,
+        sender: Option<&crate::store::User>,
+        ticket_type: &str,
+        decision: &rules::Decision,
+        rules: &rules::RuleSet,
+    ) -> Result<Plan, StoreError> {
+        let to_ticket_address = envelope.recipients.iter().any(|(_, t)| matches!(t, RecipientTarget::TicketAddress(_)));
+        let not_in_plan = || {
+            Plan::Log(
+                Disposition::Rejected(Refusal::Rule {
+                    code: 550,
+                    status: "5.7.1".to_owned(),
+                    text: "Tickets are not part of your site's plan, so no ticket was opened. Please start a chat \
+                           from your Dashboard (Support > Launch Chat)"
+                        .to_owned(),
+                    notice: Some("refusal_tickets_not_in_plan".to_owned()),
+                }),
+                None,
+            )
+        };
+        let (true, Some(customer)) = (to_ticket_address && !rules.ticket_addresses.is_empty(), sender) else {
+            return Ok(Plan::Log(Disposition::Rejected(Refusal::NoNewChat), None));
+        };
+        let Some(org) = customer.organization_id.filter(|_| customer.role().sees_org_tickets()) else {
+            return Ok(not_in_plan());
+        };
+        let mut chosen = None;
+        for site in self.store.sites_of_organization(org).await? {
+            if crate::notify::site_has_tickets(&self.store, &site).await? {
+                chosen = Some(site);
+                break;
+            }
+        }
+        let Some(site) = chosen else { return Ok(not_in_plan()) };
+        let attachments = extract::attachments(&analysis.parsed);
+        let subject = crate::notify::render::header_safe(analysis.subject.as_deref().unwrap_or("(no subject)"));
+        let mut notify: Vec<(NotificationKind, i64)> =
+            self.store.agents().await?.iter().map(|a| (NotificationKind::TicketOpened, a.id)).collect();
+        notify.push((NotificationKind::TicketReceived, customer.id));
+        let new_thread = NewThread {
+            kind: crate::domain::ThreadKind::Ticket,
+            site_id: site.id,
+            customer_id: customer.id,
+            ticket_type: Some(ticket_type.to_owned()),
+            subject: if subject.is_empty() { "(no subject)".to_owned() } else { subject },
+        };
+        let first = NewMessage {
+            thread_id: 0,
+            author_id: customer.id,
+            author_is_agent: false,
+            body: if analysis.reply_text.trim().is_empty() {
+                "(no text)".to_owned()
+            } else {
+                analysis.reply_text.clone()
+            },
+            source: Source::Email,
+            rfc_message_id: Some(dedup_id(analysis)),
+            attachments,
+            notify,
+            routing: None,
+            extra_mail: self.pages(decision),
+        };
+        Ok(Plan::OpenTicket { thread: new_thread, first: Box::new(first) })
     }
 }
 
@@ -562,6 +856,8 @@ pub struct DryRun {
     pub thread_id: Option<i64>,
     /// The SMTP answer the sender would get.
     pub smtp_reply: String,
+    /// The rules that matched, their actions, and every rule considered.
+    pub routing: rules::Decision,
 }
 
 /// What `decide` concluded.
@@ -570,6 +866,8 @@ enum Plan {
     Log(Disposition, Option<i64>),
     /// A bounce to record with the log entry.
     Bounce(Disposition, Box<Bounce>),
+    /// Open a ticket from this mail.
+    OpenTicket { thread: NewThread, first: Box<NewMessage> },
     /// Store this message in this thread.
     Store { message: Box<NewMessage>, thread: Thread },
 }

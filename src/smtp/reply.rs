@@ -11,15 +11,20 @@ pub struct SmtpReply {
     /// Basic status code, e.g. 550.
     pub code: u16,
     /// Enhanced status code, e.g. `5.7.1`.
-    pub enhanced: &'static str,
+    pub enhanced: String,
     /// Human-readable text.
     pub text: String,
 }
 
 impl SmtpReply {
     /// A reply from its parts.
-    pub fn new(code: u16, enhanced: &'static str, text: impl Into<String>) -> Self {
-        Self { code, enhanced, text: text.into() }
+    pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Self {
+        Self { code, enhanced: enhanced.to_owned(), text: text.into() }
+    }
+
+    /// A reply whose codes come from configuration (a routing rule).
+    pub fn dynamic(code: u16, status: &str, text: &str) -> Self {
+        Self { code, enhanced: status.to_owned(), text: text.to_owned() }
     }
 
     /// Whether this reply accepts (2xx/3xx).
@@ -81,6 +86,7 @@ fn for_refusal(refusal: &Refusal) -> SmtpReply {
             "This conversation is closed, so your reply was not added. If you still need help, start a new \
              chat from your Dashboard (Support > Launch Chat)",
         ),
+        Refusal::Rule { code, status, text, .. } => SmtpReply::dynamic(*code, status, text),
         Refusal::EmptyReply => SmtpReply::new(
             550,
             "5.6.0",

@@ -15,7 +15,7 @@ mod rows;
 
 pub use rows::{
     Attachment, BUSINESS_RANK, Bounce, InboundLogEntry, Inserted, NewAttachment, NewMessage, NewOutbox, NewThread,
-    NotificationKind, Organization, OutboxItem, Plan, Site, StoredMessage, Thread, User, rfc3339,
+    NotificationKind, Organization, OutboxItem, Plan, Routing, Site, StoredMessage, Thread, User, rfc3339,
 };
 
 use crate::domain::Role;
@@ -182,6 +182,16 @@ impl Store {
         Ok(sqlx::query_as("SELECT * FROM sites WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
     }
 
+    /// The sites of an organization, best plan first.
+    pub async fn sites_of_organization(&self, organization_id: i64) -> StoreResult<Vec<Site>> {
+        Ok(sqlx::query_as(
+            "SELECT s.* FROM sites s JOIN plans p ON p.id = s.plan_id WHERE s.organization_id = $1 ORDER BY p.rank DESC, s.id",
+        )
+        .bind(organization_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     /// Creates a user; the email must not be taken.
     pub async fn create_user(
         &self,
@@ -236,13 +246,15 @@ impl Store {
     // ----- threads and messages -----
 
     /// Opens a chat or ticket with its first message and the notifications
-    /// that message causes, in one transaction.
-    /// `also` are further mails about the new thread (an on-call page).
+    /// that message causes, in one transaction. `also` are further mails about
+    /// the new thread (an on-call page); `log` the inbound log entry of the
+    /// email that opened it.
     pub async fn create_thread(
         &self,
         new: NewThread,
         first: NewMessage,
         also: &[NewOutbox],
+        log: Option<&InboundLogEntry>,
     ) -> StoreResult<(Thread, i64)> {
         let mut tx = self.write.begin().await?;
         let now = now_ms();
@@ -269,7 +281,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let first = NewMessage { thread_id: thread.id, ..first };
-        let inserted = insert_message(&mut tx, self.policy, &first, None).await?;
+        let inserted = insert_message(&mut tx, self.policy, &first, log).await?;
         for mail in also {
             insert_outbox(&mut tx, self.policy, &NewOutbox { thread_id: Some(thread.id), ..mail.clone() }).await?;
         }
@@ -392,12 +404,17 @@ impl Store {
         Ok(sqlx::query_as("SELECT * FROM outbox WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
     }
 
-    /// The most recent inbound log entries, newest first.
-    pub async fn inbound_log(&self, limit: i64) -> StoreResult<Vec<InboundLogEntry>> {
-        Ok(sqlx::query_as("SELECT * FROM inbound_log ORDER BY id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?)
+    /// The most recent inbound log entries, newest first; with `rule`, only
+    /// those that rule decided or acted on.
+    pub async fn inbound_log(&self, rule: Option<&str>, limit: i64) -> StoreResult<Vec<InboundLogEntry>> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM inbound_log WHERE ($1 IS NULL OR ',' || rules || ',' LIKE '%,' || $1 || ',%') \
+             ORDER BY id DESC LIMIT $2",
+        )
+        .bind(rule)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
     }
 
     // ----- outbox -----
@@ -711,6 +728,22 @@ async fn insert_message(
     .bind(message.thread_id)
     .execute(&mut *conn)
     .await?;
+    if let Some(routing) = &message.routing {
+        sqlx::query(
+            "UPDATE threads SET queue = COALESCE($1, queue), priority = COALESCE($2, priority), tags = $3, \
+             assigned_agent_id = COALESCE($4, assigned_agent_id) WHERE id = $5",
+        )
+        .bind(&routing.queue)
+        .bind(&routing.priority)
+        .bind(serde_json::to_string(&routing.tags).unwrap_or_else(|_| "[]".to_owned()))
+        .bind(routing.assign)
+        .bind(message.thread_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for mail in &message.extra_mail {
+        insert_outbox(conn, policy, &NewOutbox { thread_id: Some(message.thread_id), ..mail.clone() }).await?;
+    }
     if let Some(log) = log {
         insert_log(conn, log, Some(id)).await?;
     }
@@ -719,8 +752,8 @@ async fn insert_message(
 
 async fn insert_log(conn: &mut SqliteConnection, entry: &InboundLogEntry, stored: Option<i64>) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, smtp_reply, thread_id, stored_message) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, smtp_reply, \
+         thread_id, stored_message, rules) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(entry.received_at)
     .bind(&entry.peer)
@@ -733,6 +766,7 @@ async fn insert_log(conn: &mut SqliteConnection, entry: &InboundLogEntry, stored
     .bind(&entry.smtp_reply)
     .bind(entry.thread_id)
     .bind(stored.or(entry.stored_message))
+    .bind(&entry.rules)
     .execute(conn)
     .await?;
     Ok(())

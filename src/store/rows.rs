@@ -112,8 +112,14 @@ pub struct Thread {
     pub subject: String,
     /// `open` or `closed`.
     pub status: String,
-    /// The agent handling it; set when an agent first writes.
+    /// The agent handling it; set when an agent first writes, or by a rule.
     pub assigned_agent_id: Option<i64>,
+    /// The queue a routing rule put it in.
+    pub queue: Option<String>,
+    /// `low`, `normal`, `high` or `urgent`.
+    pub priority: String,
+    /// Tags added by routing rules (JSON array).
+    pub tags: String,
     /// Creation time, Unix ms.
     #[serde(serialize_with = "time_ms")]
     pub created_at: i64,
@@ -211,6 +217,23 @@ pub struct NewMessage {
     pub attachments: Vec<NewAttachment>,
     /// Notifications to queue, one per recipient.
     pub notify: Vec<(NotificationKind, i64)>,
+    /// What the routing rules set on the thread.
+    pub routing: Option<Routing>,
+    /// Further mail about the thread (an on-call page).
+    pub extra_mail: Vec<NewOutbox>,
+}
+
+/// What routing rules set on a thread.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// Queue, when set.
+    pub queue: Option<String>,
+    /// Priority, when set.
+    pub priority: Option<String>,
+    /// The thread's tags after the rules (replaces the stored list).
+    pub tags: Vec<String>,
+    /// Agent to assign, when set.
+    pub assign: Option<i64>,
 }
 
 /// An attachment to store.
@@ -317,6 +340,8 @@ pub struct InboundLogEntry {
     pub thread_id: Option<i64>,
     /// The stored message, if any.
     pub stored_message: Option<i64>,
+    /// The routing rules that matched, comma separated.
+    pub rules: String,
 }
 
 /// A mail in the outbox.
