@@ -33,6 +33,10 @@ pub struct App {
     pub api_token: String,
     /// Whether the token was generated at this start (print it once).
     pub api_token_generated: bool,
+    /// The bearer token of the admin API (rules check and dry run).
+    pub admin_token: String,
+    /// Whether the admin token was generated at this start (print it once).
+    pub admin_token_generated: bool,
     /// The database handle.
     pub store: Store,
     shutdown: CancellationToken,
@@ -68,6 +72,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Store, TokenSigner)>
 /// Starts every part of the gateway and returns once all listeners are bound.
 pub async fn start(config: Config) -> anyhow::Result<App> {
     let (store, signer) = open_store(&config).await?;
+    let (admin_token, admin_token_generated) = match &config.admin_token {
+        Some(token) => (token.clone(), false),
+        None => {
+            let existed = store.setting("admin_token").await?.is_some();
+            (store.setting_or_init("admin_token", || random_hex(24)).await?, !existed)
+        }
+    };
     let (api_token, api_token_generated) = match &config.api_token {
         Some(token) => (token.clone(), false),
         None => {
@@ -122,8 +133,11 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let state = Arc::new(ApiState {
         store: store.clone(),
         token_hash: api::hash_token(&api_token),
+        admin_hash: api::hash_token(&admin_token),
         on_call_address: config.on_call_address.clone(),
         signer: signer.clone(),
+        domain: config.domain.clone(),
+        rules: Arc::clone(&rules),
     });
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -158,7 +172,17 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         config.domain,
         config.domain
     );
-    Ok(App { smtp_addr, http_addr, api_token, api_token_generated, store, shutdown, tasks })
+    Ok(App {
+        smtp_addr,
+        http_addr,
+        api_token,
+        api_token_generated,
+        admin_token,
+        admin_token_generated,
+        store,
+        shutdown,
+        tasks,
+    })
 }
 
 impl App {

@@ -204,6 +204,11 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         }
         let _ = std::io::stdout().flush();
     }
+    if app.admin_token_generated {
+        println!("Generated admin token (for /api/v1/admin; set MAILGATE_ADMIN_TOKEN to choose your own):");
+        println!("  {}", app.admin_token);
+        let _ = std::io::stdout().flush();
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     app.shutdown().await;

@@ -595,3 +595,72 @@ pub(super) async fn reopen_chat(State(state): Shared, Path(id): Path<i64>) -> Ap
 pub(super) async fn reopen_ticket(State(state): Shared, Path(number): Path<i64>) -> ApiResult<Json<Thread>> {
     set_status(&state, ThreadKind::Ticket, number, "open").await
 }
+
+/// `GET /admin/rules`: the rules in force.
+pub(super) async fn current_rules(State(state): Shared) -> Json<serde_json::Value> {
+    let rules = state.rules.current();
+    let names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
+    Json(serde_json::json!({ "source": rules.source, "rules": names, "ticket_addresses": rules.ticket_addresses }))
+}
+
+#[derive(Deserialize)]
+pub(super) struct RulesText {
+    rules: String,
+}
+
+/// `POST /admin/rules/check` `{rules}`: validates a rules file's text.
+pub(super) async fn check_rules(json: Result<Json<RulesText>, JsonRejection>) -> ApiResult<Json<serde_json::Value>> {
+    let text = body(json)?.rules;
+    Ok(Json(match crate::rules::compile(&text, "rules.toml") {
+        Ok(rules) => serde_json::json!({ "ok": true, "rules": rules.rules.len(), "errors": [] }),
+        Err(errors) => serde_json::json!({ "ok": false, "errors": errors }),
+    }))
+}
+
+#[derive(Deserialize)]
+pub(super) struct RulesTest {
+    /// The message, as raw RFC 5322 text.
+    message: String,
+    /// Rules to try instead of the ones in force.
+    rules: Option<String>,
+    mail_from: Option<String>,
+    #[serde(default)]
+    rcpt: Vec<String>,
+}
+
+/// `POST /admin/rules/test` `{message, rules?, mail_from?, rcpt?}`: a dry run
+/// against the live database, storing nothing.
+pub(super) async fn test_rules(
+    State(state): Shared,
+    json: Result<Json<RulesTest>, JsonRejection>,
+) -> ApiResult<Json<crate::pipeline::DryRun>> {
+    use crate::pipeline::{Envelope, Pipeline, analyze};
+    let request = body(json)?;
+    let rules = match &request.rules {
+        Some(text) => {
+            Arc::new(crate::rules::LiveRules::new(crate::rules::compile(text, "rules.toml").map_err(|errors| {
+                ApiError::BadRequest(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+            })?))
+        }
+        None => Arc::clone(&state.rules),
+    };
+    let pipeline = Pipeline::new(
+        state.store.clone(),
+        state.signer.clone(),
+        state.domain.clone(),
+        rules,
+        state.on_call_address.clone(),
+    );
+    let raw = request.message.replace("\r\n", "\n").replace('\n', "\r\n");
+    let from = analyze("", &[], raw.as_bytes()).and_then(|a| a.from).unwrap_or_default();
+    let mut envelope =
+        Envelope { peer: "rules test".to_owned(), mail_from: request.mail_from.unwrap_or(from), ..Envelope::default() };
+    let rcpt = if request.rcpt.is_empty() { vec![format!("support@{}", state.domain)] } else { request.rcpt };
+    for address in rcpt {
+        match pipeline.check_recipient(&address).await {
+            Ok(target) => envelope.recipients.push((address, target)),
+            Err(refusal) => envelope.refused.push((address, refusal)),
+        }
+    }
+    Ok(Json(pipeline.dry_run(&envelope, raw.as_bytes()).await))
+}

@@ -26,6 +26,12 @@ pub struct ApiState {
     pub on_call_address: String,
     /// Verifies unsubscribe tokens.
     pub signer: crate::domain::TokenSigner,
+    /// SHA-256 of the admin bearer token.
+    pub admin_hash: [u8; 32],
+    /// Our mail domain (for dry runs).
+    pub domain: String,
+    /// The routing rules in force.
+    pub rules: Arc<crate::rules::LiveRules>,
 }
 
 /// The API's routes.
@@ -55,7 +61,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/chats/{id}/transcript", post(handlers::send_transcript))
         .route("/bounces", get(handlers::bounces))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
+    let admin = Router::new()
+        .route("/rules", get(handlers::current_rules))
+        .route("/rules/check", post(handlers::check_rules))
+        .route("/rules/test", post(handlers::test_rules))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin));
     Router::new()
+        .nest("/api/v1/admin", admin)
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok" }))
         // The token in the link is the credential: no bearer token here.
@@ -68,16 +80,27 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-async fn require_token(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Result<Response, ApiError> {
+/// Whether the request's bearer token hashes to `expected`. Comparing
+/// hashes keeps the comparison's time independent of the secret.
+fn bearer_matches(request: &Request, expected: &[u8; 32]) -> bool {
     let given = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(hash_token);
-    // Comparing hashes keeps the comparison's time independent of the secret.
-    let ok = given.is_some_and(|g| g.iter().zip(state.token_hash.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
-    if !ok {
+    given.is_some_and(|g| g.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
+}
+
+async fn require_token(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Result<Response, ApiError> {
+    if !bearer_matches(&request, &state.token_hash) {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(next.run(request).await)
+}
+
+async fn require_admin(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Result<Response, ApiError> {
+    if !bearer_matches(&request, &state.admin_hash) {
         return Err(ApiError::Unauthorized);
     }
     Ok(next.run(request).await)

@@ -118,7 +118,8 @@ pub struct Thread {
     pub queue: Option<String>,
     /// `low`, `normal`, `high` or `urgent`.
     pub priority: String,
-    /// Tags added by routing rules (JSON array).
+    /// Tags added by routing rules (stored as a JSON array, shown as a list).
+    #[serde(serialize_with = "json_list")]
     pub tags: String,
     /// Creation time, Unix ms.
     #[serde(serialize_with = "time_ms")]
@@ -422,4 +423,10 @@ pub struct Bounce {
     pub diagnostic: Option<String>,
     /// Message-ID of the returned message.
     pub original_message_id: Option<String>,
+}
+
+/// Serializes a stored JSON array as the array itself.
+fn json_list<S: serde::Serializer>(json: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    let list: Vec<String> = serde_json::from_str(json).unwrap_or_default();
+    serde::Serialize::serialize(&list, serializer)
 }

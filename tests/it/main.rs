@@ -8,6 +8,7 @@ mod cli;
 mod delivery;
 mod fixtures;
 mod roundtrip;
+mod rules;
 mod smtp;
 mod support;
 mod templates;
