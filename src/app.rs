@@ -118,7 +118,8 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         config.domain.clone(),
         Arc::clone(&rules),
         config.on_call_address.clone(),
-    );
+    )
+    .with_auth(sender_auth(&config)?);
     if let Some(path) = config.rules_file.clone() {
         tasks.spawn(watch_rules(path, Arc::clone(&rules), shutdown.clone()));
     }
@@ -249,4 +250,17 @@ async fn watch_rules(path: std::path::PathBuf, rules: Arc<LiveRules>, shutdown: 
             }
         }
     }
+}
+
+/// The SPF/DKIM/DMARC checker of a configuration, when enabled.
+pub fn sender_auth(config: &Config) -> anyhow::Result<Option<Arc<crate::pipeline::authenticate::SenderAuth>>> {
+    if !config.auth.enabled {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(crate::pipeline::authenticate::SenderAuth::new(
+        &config.auth.resolver,
+        &config.auth.records,
+        config.auth.on_dmarc_fail,
+        &config.hostname,
+    )?)))
 }

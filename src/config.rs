@@ -88,6 +88,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     delivery: RawDelivery,
+    #[serde(default)]
+    auth: RawAuth,
     dkim: Option<RawDkim>,
 }
 
@@ -101,6 +103,40 @@ struct RawDelivery {
     retry_base_secs: Option<u64>,
     retry_max_secs: Option<u64>,
     max_hard_bounces: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    enabled: Option<bool>,
+    resolver: Option<String>,
+    on_dmarc_fail: Option<crate::pipeline::authenticate::OnDmarcFail>,
+    #[serde(default)]
+    records: std::collections::HashMap<String, String>,
+}
+
+/// Sender authentication (SPF, DKIM, DMARC) of inbound mail.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Whether to check at all.
+    pub enabled: bool,
+    /// `system`, `cloudflare`, `google`, `quad9` or `static`.
+    pub resolver: String,
+    /// What a DMARC failure leads to.
+    pub on_dmarc_fail: crate::pipeline::authenticate::OnDmarcFail,
+    /// TXT records served without DNS (name -> value).
+    pub records: std::collections::HashMap<String, String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            resolver: "system".to_owned(),
+            on_dmarc_fail: crate::pipeline::authenticate::OnDmarcFail::Refuse,
+            records: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +269,8 @@ pub struct Config {
     pub rules_file: Option<PathBuf>,
     /// Bearer token of the admin API; generated and stored when absent.
     pub admin_token: Option<String>,
+    /// SPF, DKIM and DMARC checks of inbound mail.
+    pub auth: AuthConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -361,6 +399,12 @@ impl Config {
             on_call_address,
             public_url: args.public_url.clone().or(raw.public_url).map(|u| u.trim_end_matches('/').to_owned()),
             rules_file: args.rules.clone().or(raw.rules_file),
+            auth: AuthConfig {
+                enabled: raw.auth.enabled.unwrap_or(true),
+                resolver: raw.auth.resolver.unwrap_or_else(|| "system".to_owned()),
+                on_dmarc_fail: raw.auth.on_dmarc_fail.unwrap_or(crate::pipeline::authenticate::OnDmarcFail::Refuse),
+                records: raw.auth.records,
+            },
             admin_token: std::env::var("MAILGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(raw.admin_token),
         })
     }
@@ -384,6 +428,8 @@ impl Config {
             public_url: None,
             rules_file: None,
             admin_token: None,
+            // Tests answer DNS from configured records only.
+            auth: AuthConfig { resolver: "static".to_owned(), ..AuthConfig::default() },
             data_dir: data_dir.to_path_buf(),
         }
     }

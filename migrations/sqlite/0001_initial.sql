@@ -119,7 +119,18 @@ CREATE TABLE inbound_log (
     smtp_reply     TEXT NOT NULL,
     thread_id      INTEGER,
     stored_message INTEGER,
-    rules          TEXT NOT NULL DEFAULT '' -- names of the routing rules that decided, comma separated
+    rules          TEXT NOT NULL DEFAULT '', -- names of the routing rules that decided, comma separated
+    auth           TEXT NOT NULL DEFAULT ''  -- SPF, DKIM and DMARC results
+);
+
+-- Mail held for an agent (a DMARC failure with auth.on_dmarc_fail = "hold").
+CREATE TABLE held_messages (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at INTEGER NOT NULL,
+    mail_from   TEXT NOT NULL,
+    rcpt_to     TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    raw         BLOB NOT NULL
 );
 CREATE INDEX inbound_log_time ON inbound_log(received_at);
 

@@ -8,6 +8,7 @@
 //! dispositions, not errors. Only a storage failure is an error, and it
 //! becomes a temporary failure so that the sending server retries.
 
+pub mod authenticate;
 pub mod authorize;
 pub mod bounce;
 pub mod classify;
@@ -88,6 +89,8 @@ pub enum Refusal {
     EmptyReply,
     /// The thread is closed.
     ThreadClosed,
+    /// The From domain failed DMARC.
+    DmarcFailed(String),
     /// A routing rule refused it with this answer.
     Rule {
         /// 4xx or 5xx.
@@ -138,6 +141,8 @@ pub struct Envelope {
     pub peer: String,
     /// HELO/EHLO name.
     pub helo: Option<String>,
+    /// Client IP, for SPF.
+    pub peer_ip: Option<std::net::IpAddr>,
     /// MAIL FROM address; empty for the null reverse path.
     pub mail_from: String,
     /// Accepted recipients, as given, with what they are.
@@ -242,6 +247,8 @@ pub struct Pipeline {
     rules: std::sync::Arc<rules::LiveRules>,
     /// Where on-call pages go.
     on_call_address: String,
+    /// SPF, DKIM and DMARC checks; `None` when turned off.
+    auth: Option<std::sync::Arc<authenticate::SenderAuth>>,
 }
 
 impl Pipeline {
@@ -254,7 +261,42 @@ impl Pipeline {
         rules: std::sync::Arc<rules::LiveRules>,
         on_call_address: String,
     ) -> Self {
-        Self { store, signer, domain, rules, on_call_address }
+        Self { store, signer, domain, rules, on_call_address, auth: None }
+    }
+
+    /// The same pipeline, checking senders with `auth`.
+    pub fn with_auth(mut self, auth: Option<std::sync::Arc<authenticate::SenderAuth>>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// What a DMARC failure leads to, by configuration; `None` when the
+    /// message passes (or checks are off, or the policy is to accept).
+    fn dmarc_verdict(&self, auth: Option<&authenticate::AuthResults>) -> Option<Plan> {
+        let (results, checker) = (auth?, self.auth.as_ref()?);
+        if !results.dmarc_failed() {
+            return None;
+        }
+        match checker.on_fail {
+            authenticate::OnDmarcFail::Refuse => {
+                Some(Plan::Log(Disposition::Rejected(Refusal::DmarcFailed(results.from_domain.clone())), None))
+            }
+            authenticate::OnDmarcFail::Hold => Some(Plan::Hold(format!(
+                "held for an agent: {} failed DMARC ({})",
+                results.from_domain,
+                results.summary()
+            ))),
+            authenticate::OnDmarcFail::Accept => None,
+        }
+    }
+
+    /// Runs SPF, DKIM and DMARC for a message that is not a bounce.
+    async fn authenticate(&self, envelope: &Envelope, kind: MailKind, raw: &[u8]) -> Option<authenticate::AuthResults> {
+        let (auth, ip) = (self.auth.as_ref()?, envelope.peer_ip?);
+        if kind == MailKind::Bounce {
+            return None;
+        }
+        Some(auth.check(ip, envelope.helo.as_deref().unwrap_or(""), &envelope.mail_from, raw).await)
     }
 
     /// The rules in force.
@@ -350,13 +392,19 @@ impl Pipeline {
             }
         }
         let no_rules = rules::Decision::default;
-        let outcome = match (&analysis, unsubscribes.first()) {
-            (_, Some((_, kind))) if unsubscribes.len() == envelope.recipients.len() => Ok((
+        let auth = match &analysis {
+            Some(analysis) => self.authenticate(envelope, analysis.kind, raw).await,
+            None => None,
+        };
+        let dmarc_verdict = self.dmarc_verdict(auth.as_ref());
+        let outcome = match (&analysis, unsubscribes.first(), dmarc_verdict) {
+            (_, Some((_, kind)), _) if unsubscribes.len() == envelope.recipients.len() => Ok((
                 Plan::Log(Disposition::Dropped { reason: format!("unsubscribed from {kind} notifications") }, None),
                 no_rules(),
             )),
-            (None, _) => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), no_rules())),
-            (Some(analysis), _) => self.decide(envelope, analysis, false).await,
+            (None, _, _) => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), no_rules())),
+            (Some(_), _, Some(verdict)) => Ok((verdict, no_rules())),
+            (Some(analysis), _, None) => self.decide(envelope, analysis, false).await,
         };
         let (outcome, rule_names) = match outcome {
             Ok((plan, decision)) => (Ok(plan), decision.rules.join(",")),
@@ -370,9 +418,16 @@ impl Pipeline {
             rcpt_to: all_recipients(envelope),
             message_id: analysis.as_ref().and_then(|a| a.message_id.clone()),
             rules: rule_names,
+            auth: auth.as_ref().map(authenticate::AuthResults::summary).unwrap_or_default(),
             ..InboundLogEntry::default()
         };
         let result = match outcome {
+            Ok(Plan::Hold(reason)) => {
+                let disposition = Disposition::Dropped { reason: reason.clone() };
+                fill_log(&mut log, &disposition, None);
+                log.decision = "held".to_owned();
+                self.store.hold(&log, raw).await.map(|()| disposition)
+            }
             Ok(Plan::OpenTicket { thread, first }) => {
                 fill_log(&mut log, &Disposition::Dropped { reason: String::new() }, None);
                 log.decision = "accepted".to_owned();
@@ -445,9 +500,15 @@ impl Pipeline {
     /// What [`Pipeline::ingest`] would do with a message, without storing
     /// anything: the decision, the SMTP answer, and every rule considered.
     pub async fn dry_run(&self, envelope: &Envelope, raw: &[u8]) -> DryRun {
-        let decided = match self.analyze(envelope, raw) {
-            None => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), rules::Decision::default())),
-            Some(analysis) => self.decide(envelope, &analysis, true).await,
+        let analysis = self.analyze(envelope, raw);
+        let auth = match &analysis {
+            Some(analysis) => self.authenticate(envelope, analysis.kind, raw).await,
+            None => None,
+        };
+        let decided = match (analysis, self.dmarc_verdict(auth.as_ref())) {
+            (None, _) => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), rules::Decision::default())),
+            (Some(_), Some(verdict)) => Ok((verdict, rules::Decision::default())),
+            (Some(analysis), None) => self.decide(envelope, &analysis, true).await,
         };
         let (plan, routing) = match decided {
             Ok((plan, decision)) => (Ok(plan), decision),
@@ -456,6 +517,7 @@ impl Pipeline {
         let (disposition, thread) = match plan {
             Ok(Plan::Log(disposition, thread_id)) => (disposition, thread_id),
             Ok(Plan::Bounce(disposition, _)) => (disposition, None),
+            Ok(Plan::Hold(reason)) => (Disposition::Dropped { reason }, None),
             Ok(Plan::OpenTicket { .. }) => (
                 Disposition::Accepted {
                     thread_id: 0,
@@ -478,7 +540,14 @@ impl Pipeline {
         };
         let mut log = InboundLogEntry::default();
         fill_log(&mut log, &disposition, thread);
-        DryRun { decision: log.decision, reason: log.reason, thread_id: thread, smtp_reply: log.smtp_reply, routing }
+        DryRun {
+            decision: log.decision,
+            reason: log.reason,
+            thread_id: thread,
+            smtp_reply: log.smtp_reply,
+            routing,
+            auth,
+        }
     }
 
     /// The notice that tells a person why their mail was refused, when one
@@ -490,6 +559,7 @@ impl Pipeline {
             Refusal::NoNewChat => "refusal_no_new_chat",
             Refusal::NotAllowed(_) => "refusal_not_allowed",
             Refusal::ThreadClosed => "refusal_thread_closed",
+            Refusal::DmarcFailed(_) => return None,
             Refusal::Rule { notice: Some(notice), .. } => notice.as_str(),
             Refusal::Rule { notice: None, .. } => return None,
             Refusal::UnknownThread | Refusal::EmptyReply | Refusal::Unparseable => return None,
@@ -858,6 +928,8 @@ pub struct DryRun {
     pub smtp_reply: String,
     /// The rules that matched, their actions, and every rule considered.
     pub routing: rules::Decision,
+    /// SPF, DKIM and DMARC results, when checked.
+    pub auth: Option<authenticate::AuthResults>,
 }
 
 /// What `decide` concluded.
@@ -868,6 +940,8 @@ enum Plan {
     Bounce(Disposition, Box<Bounce>),
     /// Open a ticket from this mail.
     OpenTicket { thread: NewThread, first: Box<NewMessage> },
+    /// Keep the raw mail for an agent; answer 250.
+    Hold(String),
     /// Store this message in this thread.
     Store { message: Box<NewMessage>, thread: Thread },
 }

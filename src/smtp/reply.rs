@@ -87,6 +87,14 @@ fn for_refusal(refusal: &Refusal) -> SmtpReply {
              chat from your Dashboard (Support > Launch Chat)",
         ),
         Refusal::Rule { code, status, text, .. } => SmtpReply::dynamic(*code, status, text),
+        Refusal::DmarcFailed(domain) => SmtpReply::new(
+            550,
+            "5.7.1",
+            format!(
+                "Your message failed DMARC authentication for {domain}, so it may be forged. Send it through \
+                 your domain's own mail servers, or write in the Dashboard"
+            ),
+        ),
         Refusal::EmptyReply => SmtpReply::new(
             550,
             "5.6.0",

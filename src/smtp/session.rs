@@ -261,6 +261,7 @@ impl Session {
                 }
                 let envelope = Envelope {
                     peer: self.peer.to_string(),
+                    peer_ip: Some(self.peer.ip()),
                     helo: self.helo.clone(),
                     mail_from: from.address,
                     ..Envelope::default()

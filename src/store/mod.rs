@@ -182,6 +182,34 @@ impl Store {
         Ok(sqlx::query_as("SELECT * FROM sites WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
     }
 
+    /// Keeps a message for an agent to look at, with its log entry.
+    pub async fn hold(&self, log: &InboundLogEntry, raw: &[u8]) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO held_messages (received_at, mail_from, rcpt_to, reason, raw) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(log.received_at)
+        .bind(log.mail_from.as_deref().unwrap_or(""))
+        .bind(&log.rcpt_to)
+        .bind(&log.reason)
+        .bind(raw)
+        .execute(&mut *tx)
+        .await?;
+        insert_log(&mut tx, log, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Held messages, newest first: (id, received_at, mail_from, rcpt_to, reason, size).
+    pub async fn held(&self, limit: i64) -> StoreResult<Vec<(i64, i64, String, String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, received_at, mail_from, rcpt_to, reason, LENGTH(raw) FROM held_messages ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     /// The sites of an organization, best plan first.
     pub async fn sites_of_organization(&self, organization_id: i64) -> StoreResult<Vec<Site>> {
         Ok(sqlx::query_as(
@@ -753,7 +781,7 @@ async fn insert_message(
 async fn insert_log(conn: &mut SqliteConnection, entry: &InboundLogEntry, stored: Option<i64>) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, smtp_reply, \
-         thread_id, stored_message, rules) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         thread_id, stored_message, rules, auth) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(entry.received_at)
     .bind(&entry.peer)
@@ -767,6 +795,7 @@ async fn insert_log(conn: &mut SqliteConnection, entry: &InboundLogEntry, stored
     .bind(entry.thread_id)
     .bind(stored.or(entry.stored_message))
     .bind(&entry.rules)
+    .bind(&entry.auth)
     .execute(conn)
     .await?;
     Ok(())

@@ -343,6 +343,8 @@ pub struct InboundLogEntry {
     pub stored_message: Option<i64>,
     /// The routing rules that matched, comma separated.
     pub rules: String,
+    /// SPF, DKIM and DMARC results.
+    pub auth: String,
 }
 
 /// A mail in the outbox.

@@ -1,0 +1,255 @@
+//! Sender authentication: SPF, DKIM and DMARC for every message (mail-auth).
+//!
+//! A message whose From domain fails DMARC (neither an aligned SPF pass nor
+//! an aligned DKIM pass, and the domain publishes a DMARC record) is refused
+//! by default, or held, or only recorded, by configuration. A DNS failure is
+//! never a reason to refuse: it is recorded as `temperror`.
+//!
+//! The resolver is configurable. `static` answers only from records given in
+//! the configuration (tests, and air-gapped set-ups); the others ask DNS, with
+//! the answers cached.
+
+use mail_auth::common::parse::TxtRecordParser;
+use mail_auth::common::verify::DomainKey;
+use mail_auth::dmarc::Dmarc;
+use mail_auth::spf::Spf;
+use mail_auth::{
+    AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, Parameters, ResolverCache, SpfResult, Txt,
+};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What to do with mail whose From domain fails DMARC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDmarcFail {
+    /// Refuse it with `550 5.7.1`.
+    Refuse,
+    /// Accept it (250) without posting; keep it for an agent to look at.
+    Hold,
+    /// Only record the result.
+    Accept,
+}
+
+/// The outcome of the checks, as recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuthResults {
+    /// `pass`, `fail`, `softfail`, `neutral`, `none`, `temperror`, `permerror`.
+    pub spf: String,
+    /// The best DKIM result: `pass`, `fail`, `none`, ...
+    pub dkim: String,
+    /// `pass`, `fail`, `none`, `temperror`, `permerror`.
+    pub dmarc: String,
+    /// The From domain judged.
+    pub from_domain: String,
+}
+
+impl AuthResults {
+    /// `spf=pass dkim=none dmarc=fail (example.com)`, for the inbound log.
+    pub fn summary(&self) -> String {
+        format!("spf={} dkim={} dmarc={} ({})", self.spf, self.dkim, self.dmarc, self.from_domain)
+    }
+
+    /// Whether the From domain failed DMARC.
+    pub fn dmarc_failed(&self) -> bool {
+        self.dmarc == "fail"
+    }
+}
+
+/// A TXT cache: records from the configuration (kept for ever) and answers
+/// from DNS (kept for their TTL, at most 4096 of them).
+#[derive(Default)]
+struct TxtCache(Mutex<HashMap<String, (Txt, Option<Instant>)>>);
+
+impl ResolverCache<String, Txt> for TxtCache {
+    fn get<Q>(&self, name: &Q) -> Option<Txt>
+    where
+        String: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (value, until) = map.get(name)?;
+        until.is_none_or(|t| t > Instant::now()).then(|| value.clone())
+    }
+    fn remove<Q>(&self, name: &Q) -> Option<Txt>
+    where
+        String: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name).map(|(v, _)| v)
+    }
+    fn insert(&self, key: String, value: Txt, valid_until: Instant) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= 4096 {
+            map.retain(|_, (_, until)| until.is_none());
+        }
+        map.insert(key, (value, Some(valid_until)));
+    }
+}
+
+/// Runs the checks; shared by every session.
+pub struct SenderAuth {
+    authenticator: MessageAuthenticator,
+    cache: Arc<TxtCache>,
+    /// Our host name, for SPF's `%{r}`.
+    host: String,
+    /// What to do on a DMARC failure.
+    pub on_fail: OnDmarcFail,
+}
+
+impl std::fmt::Debug for SenderAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SenderAuth").field("on_fail", &self.on_fail).finish_non_exhaustive()
+    }
+}
+
+impl SenderAuth {
+    /// A checker using `resolver` (`system`, `cloudflare`, `google`, `quad9`
+    /// or `static`) and the given TXT records (name -> value).
+    pub fn new(
+        resolver: &str,
+        records: &HashMap<String, String>,
+        on_fail: OnDmarcFail,
+        host: &str,
+    ) -> anyhow::Result<Self> {
+        use mail_auth::hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
+        let mut options = ResolverOpts::default();
+        options.timeout = Duration::from_secs(3);
+        options.attempts = 1;
+        let authenticator = match resolver {
+            "system" => MessageAuthenticator::new_system_conf(),
+            "cloudflare" => MessageAuthenticator::new_cloudflare(),
+            "google" => MessageAuthenticator::new_google(),
+            "quad9" => MessageAuthenticator::new_quad9(),
+            "static" => MessageAuthenticator::new(
+                ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::with_capacity(0)),
+                options,
+            ),
+            other => anyhow::bail!("auth.resolver: {other:?} is not system, cloudflare, google, quad9 or static"),
+        }
+        .map_err(|e| anyhow::anyhow!("auth.resolver: {e}"))?;
+        let cache = Arc::new(TxtCache::default());
+        {
+            let mut map = cache.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (name, value) in records {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                let parsed = if name.starts_with("_dmarc.") {
+                    Dmarc::parse(value.as_bytes()).map(|r| Txt::Dmarc(Arc::new(r)))
+                } else if name.contains("._domainkey.") {
+                    DomainKey::parse(value.as_bytes()).map(|r| Txt::DomainKey(Arc::new(r)))
+                } else {
+                    Spf::parse(value.as_bytes()).map(|r| Txt::Spf(Arc::new(r)))
+                }
+                .map_err(|e| anyhow::anyhow!("auth.records.{name:?}: {e}"))?;
+                map.insert(format!("{name}."), (parsed.clone(), None));
+                map.insert(name, (parsed, None));
+            }
+        }
+        Ok(Self { authenticator, cache, host: host.to_owned(), on_fail })
+    }
+
+    /// Checks one message received from `ip`, which said `helo`, with envelope sender `mail_from`.
+    pub async fn check(&self, ip: IpAddr, helo: &str, mail_from: &str, raw: &[u8]) -> AuthResults {
+        let Some(message) = AuthenticatedMessage::parse(raw) else {
+            return AuthResults { spf: "none".into(), dkim: "none".into(), dmarc: "none".into(), ..Default::default() };
+        };
+        let cache = self.cache.as_ref();
+        let helo = if helo.is_empty() { "unknown" } else { helo };
+        let spf_sender = if mail_from.is_empty() { format!("postmaster@{helo}") } else { mail_from.to_owned() };
+        let spf = self
+            .authenticator
+            .verify_spf(
+                Parameters::new(mail_auth::spf::verify::SpfParameters::verify_mail_from(
+                    ip,
+                    helo,
+                    &self.host,
+                    &spf_sender,
+                ))
+                .with_txt_cache(cache),
+            )
+            .await;
+        let dkim = self.authenticator.verify_dkim(Parameters::new(&message).with_txt_cache(cache)).await;
+        let mail_from_domain = spf_sender.rsplit_once('@').map_or(helo, |(_, d)| d).to_owned();
+        let dmarc = self
+            .authenticator
+            .verify_dmarc(
+                Parameters::new(mail_auth::dmarc::verify::DmarcParameters {
+                    message: &message,
+                    dkim_output: &dkim,
+                    rfc5321_mail_from_domain: &mail_from_domain,
+                    spf_output: &spf,
+                    domain_suffix_fn: organizational_domain,
+                })
+                .with_txt_cache(cache),
+            )
+            .await;
+        let dkim_word = if dkim.is_empty() {
+            "none"
+        } else if dkim.iter().any(|d| d.result() == &DkimResult::Pass) {
+            "pass"
+        } else {
+            dkim_result(dkim[0].result())
+        };
+        let dmarc_word = match (dmarc.dkim_result(), dmarc.spf_result()) {
+            (DmarcResult::Pass, _) | (_, DmarcResult::Pass) => "pass",
+            (DmarcResult::Fail(_), _) | (_, DmarcResult::Fail(_)) => "fail",
+            (DmarcResult::TempError(_), _) | (_, DmarcResult::TempError(_)) => "temperror",
+            (DmarcResult::PermError(_), _) | (_, DmarcResult::PermError(_)) => "permerror",
+            _ => "none",
+        };
+        AuthResults {
+            spf: spf_result(spf.result()).to_owned(),
+            dkim: dkim_word.to_owned(),
+            dmarc: dmarc_word.to_owned(),
+            from_domain: dmarc.domain().to_owned(),
+        }
+    }
+}
+
+/// The registrable domain, for DMARC alignment: the last two labels (a
+/// public-suffix list would do better for names like example.co.uk).
+fn organizational_domain(domain: &str) -> &str {
+    let mut dots = domain.rmatch_indices('.');
+    match (dots.next(), dots.next()) {
+        (Some(_), Some((i, _))) => &domain[i + 1..],
+        _ => domain,
+    }
+}
+
+fn spf_result(result: SpfResult) -> &'static str {
+    match result {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::SoftFail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::TempError => "temperror",
+        SpfResult::PermError => "permerror",
+        SpfResult::None => "none",
+    }
+}
+
+fn dkim_result(result: &DkimResult) -> &'static str {
+    match result {
+        DkimResult::Pass => "pass",
+        DkimResult::Neutral(_) => "neutral",
+        DkimResult::Fail(_) => "fail",
+        DkimResult::PermError(_) => "permerror",
+        DkimResult::TempError(_) => "temperror",
+        DkimResult::None => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::organizational_domain;
+
+    #[test]
+    fn organizational_domains() {
+        assert_eq!(organizational_domain("mail.acme.example"), "acme.example");
+        assert_eq!(organizational_domain("acme.example"), "acme.example");
+        assert_eq!(organizational_domain("localhost"), "localhost");
+    }
+}
