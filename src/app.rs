@@ -119,7 +119,9 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         Arc::clone(&rules),
         config.on_call_address.clone(),
     )
-    .with_auth(sender_auth(&config)?);
+    .with_auth(sender_auth(&config)?)
+    .with_mime_limits(config.limits.mime)
+    .with_loop_limit(config.limits.max_messages_per_sender_per_hour);
     if let Some(path) = config.rules_file.clone() {
         tasks.spawn(watch_rules(path, Arc::clone(&rules), shutdown.clone()));
     }
@@ -128,6 +130,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         domain: config.domain.clone(),
         limits: config.limits.clone(),
         pipeline,
+        bad_tokens: Default::default(),
     });
     tasks.spawn(listener::serve(smtp, ctx, shutdown.clone(), tasks.clone()));
 

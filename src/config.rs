@@ -205,6 +205,11 @@ struct RawLimits {
     max_connections: Option<usize>,
     command_timeout_secs: Option<u64>,
     data_timeout_secs: Option<u64>,
+    max_connections_per_ip: Option<usize>,
+    max_mime_parts: Option<usize>,
+    max_mime_depth: Option<usize>,
+    max_header_fields: Option<usize>,
+    max_messages_per_sender_per_hour: Option<u32>,
 }
 
 /// Limits that protect the SMTP listener from oversized or slow clients.
@@ -220,6 +225,12 @@ pub struct Limits {
     pub command_timeout: Duration,
     /// How long the listener waits for the next bytes of DATA.
     pub data_timeout: Duration,
+    /// Concurrent SMTP connections from one IP address; `421` beyond it.
+    pub max_connections_per_ip: usize,
+    /// MIME parts, multipart nesting and header fields a message may have.
+    pub mime: crate::pipeline::MimeLimits,
+    /// Loop breaker: messages accepted from one sender in an hour; `451` beyond it.
+    pub max_messages_per_sender_per_hour: u32,
 }
 
 impl Default for Limits {
@@ -230,6 +241,9 @@ impl Default for Limits {
             max_connections: 512,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            max_connections_per_ip: 20,
+            mime: crate::pipeline::MimeLimits::default(),
+            max_messages_per_sender_per_hour: 120,
         }
     }
 }
@@ -335,6 +349,21 @@ impl Config {
         }
         if let Some(secs) = raw.limits.data_timeout_secs {
             limits.data_timeout = Duration::from_secs(secs);
+        }
+        if let Some(n) = raw.limits.max_connections_per_ip {
+            limits.max_connections_per_ip = n.max(1);
+        }
+        if let Some(n) = raw.limits.max_mime_parts {
+            limits.mime.max_parts = n.max(1);
+        }
+        if let Some(n) = raw.limits.max_mime_depth {
+            limits.mime.max_depth = n.max(1);
+        }
+        if let Some(n) = raw.limits.max_header_fields {
+            limits.mime.max_headers = n.max(10);
+        }
+        if let Some(n) = raw.limits.max_messages_per_sender_per_hour {
+            limits.max_messages_per_sender_per_hour = n.max(1);
         }
         if limits.max_message_size < 1024 {
             bail!("limits.max_message_size: {} is too small (at least 1024 bytes)", limits.max_message_size);

@@ -664,3 +664,15 @@ pub(super) async fn test_rules(
     }
     Ok(Json(pipeline.dry_run(&envelope, raw.as_bytes()).await))
 }
+
+/// `GET /held?limit=N`: mail held for an agent (DMARC failures with `hold`).
+pub(super) async fn held(State(state): Shared, Query(q): Query<Limit>) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    let rows = state.store.held(q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|(id, at, from, rcpt, reason, size)| {
+                serde_json::json!({"id": id, "received_at": rfc3339(at), "mail_from": from, "rcpt_to": rcpt, "reason": reason, "size": size})
+            })
+            .collect(),
+    ))
+}

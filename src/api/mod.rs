@@ -60,6 +60,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/outbox/{id}/retry", post(handlers::retry_outbox))
         .route("/chats/{id}/transcript", post(handlers::send_transcript))
         .route("/bounces", get(handlers::bounces))
+        .route("/held", get(handlers::held))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
     let admin = Router::new()
         .route("/rules", get(handlers::current_rules))

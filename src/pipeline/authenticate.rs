@@ -193,11 +193,13 @@ impl SenderAuth {
         } else {
             dkim_result(dkim[0].result())
         };
-        let dmarc_word = match (dmarc.dkim_result(), dmarc.spf_result()) {
-            (DmarcResult::Pass, _) | (_, DmarcResult::Pass) => "pass",
-            (DmarcResult::Fail(_), _) | (_, DmarcResult::Fail(_)) => "fail",
-            (DmarcResult::TempError(_), _) | (_, DmarcResult::TempError(_)) => "temperror",
-            (DmarcResult::PermError(_), _) | (_, DmarcResult::PermError(_)) => "permerror",
+        // mail-auth leaves both results at None when a record exists but
+        // nothing passed: that is a DMARC failure too.
+        let dmarc_word = match (dmarc.dkim_result(), dmarc.spf_result(), dmarc.dmarc_record().is_some()) {
+            (DmarcResult::Pass, _, _) | (_, DmarcResult::Pass, _) => "pass",
+            (DmarcResult::TempError(_), _, _) | (_, DmarcResult::TempError(_), _) => "temperror",
+            (DmarcResult::PermError(_), _, _) | (_, DmarcResult::PermError(_), _) => "permerror",
+            (DmarcResult::Fail(_), _, _) | (_, DmarcResult::Fail(_), _) | (_, _, true) => "fail",
             _ => "none",
         };
         AuthResults {

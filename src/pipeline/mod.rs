@@ -91,6 +91,8 @@ pub enum Refusal {
     ThreadClosed,
     /// The From domain failed DMARC.
     DmarcFailed(String),
+    /// More MIME parts, nesting or header fields than the limits allow.
+    TooComplex(String),
     /// A routing rule refused it with this answer.
     Rule {
         /// 4xx or 5xx.
@@ -127,6 +129,11 @@ pub enum Disposition {
     },
     /// Refused with a permanent error.
     Rejected(Refusal),
+    /// Not now: a loop breaker tripped; the sender should retry later.
+    Deferred {
+        /// Why.
+        reason: String,
+    },
     /// Could not be stored now; the sender should retry.
     TempFail {
         /// The error, for the log.
@@ -249,6 +256,43 @@ pub struct Pipeline {
     on_call_address: String,
     /// SPF, DKIM and DMARC checks; `None` when turned off.
     auth: Option<std::sync::Arc<authenticate::SenderAuth>>,
+    /// How complex a message may be.
+    mime_limits: MimeLimits,
+    /// Loop breaker: emailed messages per sender, and per thread, per hour.
+    loop_limit: i64,
+}
+
+/// How complex a message may be before it is refused.
+#[derive(Debug, Clone, Copy)]
+pub struct MimeLimits {
+    /// MIME parts in one message.
+    pub max_parts: usize,
+    /// Nesting depth of multiparts.
+    pub max_depth: usize,
+    /// Header fields at the top level.
+    pub max_headers: usize,
+}
+
+impl Default for MimeLimits {
+    fn default() -> Self {
+        Self { max_parts: 500, max_depth: 20, max_headers: 500 }
+    }
+}
+
+impl MimeLimits {
+    /// Why `mail` is too complex, if it is.
+    fn check(&self, mail: &parse::ParsedMail) -> Option<String> {
+        if mail.part_count > self.max_parts {
+            return Some(format!("{} MIME parts (the limit is {})", mail.part_count, self.max_parts));
+        }
+        if mail.depth > self.max_depth {
+            return Some(format!("multiparts nested {} deep (the limit is {})", mail.depth, self.max_depth));
+        }
+        if mail.headers.len() > self.max_headers {
+            return Some(format!("{} header fields (the limit is {})", mail.headers.len(), self.max_headers));
+        }
+        None
+    }
 }
 
 impl Pipeline {
@@ -261,7 +305,29 @@ impl Pipeline {
         rules: std::sync::Arc<rules::LiveRules>,
         on_call_address: String,
     ) -> Self {
-        Self { store, signer, domain, rules, on_call_address, auth: None }
+        Self {
+            store,
+            signer,
+            domain,
+            rules,
+            on_call_address,
+            auth: None,
+            mime_limits: MimeLimits::default(),
+            loop_limit: 120,
+        }
+    }
+
+    /// The same pipeline with another loop breaker: at most `per_hour`
+    /// emailed messages per sender, and per thread, in an hour.
+    pub fn with_loop_limit(mut self, per_hour: u32) -> Self {
+        self.loop_limit = i64::from(per_hour);
+        self
+    }
+
+    /// The same pipeline with other complexity limits.
+    pub fn with_mime_limits(mut self, limits: MimeLimits) -> Self {
+        self.mime_limits = limits;
+        self
     }
 
     /// The same pipeline, checking senders with `auth`.
@@ -403,6 +469,10 @@ impl Pipeline {
                 no_rules(),
             )),
             (None, _, _) => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), no_rules())),
+            (Some(analysis), _, _) if self.mime_limits.check(&analysis.parsed).is_some() => {
+                let why = self.mime_limits.check(&analysis.parsed).unwrap_or_default();
+                Ok((Plan::Log(Disposition::Rejected(Refusal::TooComplex(why)), None), no_rules()))
+            }
             (Some(_), _, Some(verdict)) => Ok((verdict, no_rules())),
             (Some(analysis), _, None) => self.decide(envelope, analysis, false).await,
         };
@@ -559,7 +629,7 @@ impl Pipeline {
             Refusal::NoNewChat => "refusal_no_new_chat",
             Refusal::NotAllowed(_) => "refusal_not_allowed",
             Refusal::ThreadClosed => "refusal_thread_closed",
-            Refusal::DmarcFailed(_) => return None,
+            Refusal::DmarcFailed(_) | Refusal::TooComplex(_) => return None,
             Refusal::Rule { notice: Some(notice), .. } => notice.as_str(),
             Refusal::Rule { notice: None, .. } => return None,
             Refusal::UnknownThread | Refusal::EmptyReply | Refusal::Unparseable => return None,
@@ -787,6 +857,16 @@ impl Pipeline {
         if analysis.reply_text.trim().is_empty() && attachments.is_empty() {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::EmptyReply), Some(thread.id)));
         }
+        let (by_sender, in_thread) = self.store.recent_email(author.id, thread.id, now_ms() - 3600 * 1000).await?;
+        if by_sender >= self.loop_limit || in_thread >= self.loop_limit {
+            let reason = format!(
+                "loop breaker: {by_sender} messages from {} and {in_thread} in {} in the last hour (limit {})",
+                author.email,
+                thread_label(&thread),
+                self.loop_limit
+            );
+            return Ok(Plan::Log(Disposition::Deferred { reason }, Some(thread.id)));
+        }
         let notify = crate::notify::recipients(&self.store, &thread, &site, &author).await?;
         let routing = self.routing(&thread, decision).await?;
         let message = NewMessage {
@@ -973,6 +1053,7 @@ fn fill_log(log: &mut InboundLogEntry, disposition: &Disposition, thread_id: Opt
         Disposition::Dropped { reason } => ("dropped", reason.clone()),
         Disposition::Rejected(_) => ("rejected", reply::for_disposition(disposition).text),
         Disposition::TempFail { reason } => ("tempfail", reason.clone()),
+        Disposition::Deferred { reason } => ("deferred", reason.clone()),
     };
     log.decision = decision.to_owned();
     log.reason = reason;

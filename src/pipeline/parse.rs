@@ -43,6 +43,10 @@ pub struct ParsedMail {
     /// Message-IDs of messages returned inside this one (a bounce's
     /// `message/rfc822` or `text/rfc822-headers` part).
     pub returned_message_ids: Vec<String>,
+    /// How many MIME parts the message has.
+    pub part_count: usize,
+    /// How deeply its multiparts nest.
+    pub depth: usize,
 }
 
 /// One attachment, decoded.
@@ -147,6 +151,8 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
         attachments,
         delivery_status,
         returned_message_ids,
+        part_count: message.parts.len(),
+        depth: depth(&message, 0, 0),
     })
 }
 
@@ -155,5 +161,16 @@ fn message_ids(value: &HeaderValue<'_>) -> Vec<String> {
         HeaderValue::Text(id) => vec![id.to_string()],
         HeaderValue::TextList(ids) => ids.iter().map(ToString::to_string).collect(),
         _ => Vec::new(),
+    }
+}
+
+/// The nesting depth of multiparts below part `id` (bounded by the part count).
+fn depth(message: &mail_parser::Message<'_>, id: u32, level: usize) -> usize {
+    if level > message.parts.len() {
+        return level;
+    }
+    match message.parts.get(id as usize).and_then(|p| p.sub_parts()) {
+        Some(children) => children.iter().map(|c| depth(message, *c, level + 1)).max().unwrap_or(level + 1),
+        None => level,
     }
 }

@@ -3,7 +3,9 @@
 //! shutdown. Never reads message content or the store.
 
 use super::session::{self, SessionContext};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -16,6 +18,7 @@ use tracing::Instrument;
 /// spawned on `tasks` so that the caller can wait for them to finish.
 pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>, shutdown: CancellationToken, tasks: TaskTracker) {
     let permits = Arc::new(Semaphore::new(ctx.limits.max_connections));
+    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -38,6 +41,15 @@ pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>, shutdown: Ca
             });
             continue;
         };
+        let Some(ip_slot) = IpSlot::take(&per_ip, peer.ip(), ctx.limits.max_connections_per_ip) else {
+            tasks.spawn(async move {
+                let _ = stream
+                    .write_all(b"421 4.7.0 Too many connections from your address, please try again later\r\n")
+                    .await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        };
         let span = tracing::info_span!("smtp", peer = %peer);
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
@@ -47,8 +59,39 @@ pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>, shutdown: Ca
                 session::run(stream, peer, ctx, shutdown).await;
                 tracing::debug!("disconnected");
                 drop(permit);
+                drop(ip_slot);
             }
             .instrument(span),
         );
+    }
+}
+
+/// One connection counted against its IP address; released when dropped.
+struct IpSlot {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, limit: usize) -> Option<Self> {
+        let mut counts = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(ip).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Self { map: Arc::clone(map), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }

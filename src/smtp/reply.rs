@@ -52,6 +52,9 @@ pub fn for_disposition(disposition: &Disposition) -> SmtpReply {
             SmtpReply::new(250, "2.0.0", format!("Message recorded, not posted ({reason})"))
         }
         Disposition::Rejected(refusal) => for_refusal(refusal),
+        Disposition::Deferred { .. } => {
+            SmtpReply::new(451, "4.7.1", "Too many messages in a short time (a mail loop?); please try again later")
+        }
         Disposition::TempFail { .. } => {
             SmtpReply::new(451, "4.3.0", "Temporary problem storing the message; please try again later")
         }
@@ -87,6 +90,7 @@ fn for_refusal(refusal: &Refusal) -> SmtpReply {
              chat from your Dashboard (Support > Launch Chat)",
         ),
         Refusal::Rule { code, status, text, .. } => SmtpReply::dynamic(*code, status, text),
+        Refusal::TooComplex(why) => SmtpReply::new(552, "5.3.4", format!("Message too complex: {why}")),
         Refusal::DmarcFailed(domain) => SmtpReply::new(
             550,
             "5.7.1",

@@ -39,6 +39,29 @@ pub struct SessionContext {
     pub limits: Limits,
     /// Where messages go.
     pub pipeline: Pipeline,
+    /// Bad reply tokens per client address: (count, last time). Peers that
+    /// keep guessing are answered more and more slowly.
+    pub bad_tokens: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl SessionContext {
+    /// Records a bad token from `ip` and says how long to wait before answering.
+    fn penalty(&self, ip: std::net::IpAddr) -> std::time::Duration {
+        let mut map = self.bad_tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if map.len() > 10_000 {
+            map.retain(|_, (_, at)| now.duration_since(*at).as_secs() < 600);
+        }
+        let entry = map.entry(ip).or_insert((0, now));
+        if now.duration_since(entry.1).as_secs() > 600 {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+        entry.1 = now;
+        // Three free guesses, then 250 ms doubling up to 8 s.
+        let extra = entry.0.saturating_sub(3).min(6);
+        if entry.0 <= 3 { std::time::Duration::ZERO } else { std::time::Duration::from_millis(250 << extra) }
+    }
 }
 
 enum Mode {
@@ -284,6 +307,13 @@ impl Session {
                         self.push(&SmtpReply::new(250, "2.1.5", "Recipient OK"));
                     }
                     Err(refusal) => {
+                        if matches!(refusal, crate::pipeline::RcptRefusal::BadToken(_)) {
+                            let wait = self.ctx.penalty(self.peer.ip());
+                            if !wait.is_zero() {
+                                tracing::info!(peer = %self.peer, wait_ms = wait.as_millis() as u64, "bad reply token: slowing down");
+                                tokio::time::sleep(wait).await;
+                            }
+                        }
                         let reply = reply::for_rcpt_refusal(&refusal, &self.ctx.domain);
                         tracing::info!(rcpt = %address, reply = %reply, "recipient refused");
                         transaction.envelope.refused.push((address, refusal));

@@ -329,6 +329,20 @@ impl Store {
         Ok(())
     }
 
+    /// Emailed messages stored since `since` (Unix ms) by `author_id`, and in `thread_id`.
+    pub async fn recent_email(&self, author_id: i64, thread_id: i64, since: i64) -> StoreResult<(i64, i64)> {
+        Ok(sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN author_id = $1 THEN 1 ELSE 0 END), 0), \
+                    COALESCE(SUM(CASE WHEN thread_id = $2 THEN 1 ELSE 0 END), 0) \
+             FROM messages WHERE created_at >= $3 AND source = 'email' AND (author_id = $1 OR thread_id = $2)",
+        )
+        .bind(author_id)
+        .bind(thread_id)
+        .bind(since)
+        .fetch_one(&self.read)
+        .await?)
+    }
+
     /// One thread.
     pub async fn thread(&self, id: i64) -> StoreResult<Option<Thread>> {
         Ok(sqlx::query_as("SELECT * FROM threads WHERE id = $1").bind(id).fetch_optional(&self.read).await?)

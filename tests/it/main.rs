@@ -9,6 +9,7 @@ mod delivery;
 mod fixtures;
 mod roundtrip;
 mod rules;
+mod security;
 mod smtp;
 mod support;
 mod templates;

@@ -1,0 +1,202 @@
+//! Hostile input: forged senders (SPF, DKIM, DMARC), and the limits that
+//! keep the listener up.
+
+use crate::support::*;
+use mail_auth::common::crypto::{Ed25519Key, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::DkimSigner;
+use serde_json::json;
+use std::collections::HashMap;
+
+/// DNS as the tests see it: acme.example allows only 192.0.2.1 to send and
+/// asks receivers to reject what fails DMARC.
+fn acme_records() -> HashMap<String, String> {
+    HashMap::from([
+        ("acme.example".to_owned(), "v=spf1 ip4:192.0.2.1 -all".to_owned()),
+        ("_dmarc.acme.example".to_owned(), "v=DMARC1; p=reject".to_owned()),
+    ])
+}
+
+async fn chat_note(app: &TestApp) -> Eml {
+    let w = app.world("sandbox", None).await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
+    app.create(&format!("/chats/{}/messages", chat["id"]), json!({"author_id": w.agent, "text": "Hi"})).await;
+    app.wait_for_mail(3).await.remove(2)
+}
+
+#[tokio::test]
+async fn a_spoofed_from_failing_dmarc_is_refused_and_recorded() {
+    let app = spawn_app_with(|c| c.auth.records = acme_records()).await;
+    let note = chat_note(&app).await;
+    // Sent from 127.0.0.1, which acme.example's SPF does not allow, unsigned.
+    let reply = reply_mail(OWNER, &note.reply_address(), "x", "spoof-1@acme.example", "", "I am Olivia, honest");
+    let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("550 5.7.1") && answer.contains("DMARC"), "{answer}");
+    let (_, log) = app.get("/inbound-log").await;
+    assert!(log[0]["auth"].as_str().unwrap().contains("spf=fail"), "{}", log[0]);
+    assert!(log[0]["auth"].as_str().unwrap().contains("dmarc=fail"), "{}", log[0]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_dkim_signed_reply_passes_dmarc_even_when_spf_fails() {
+    let pkcs8 = Ed25519Key::generate_pkcs8().unwrap();
+    let key = Ed25519Key::from_pkcs8_der(&pkcs8).unwrap();
+    let public = data_encoding::BASE64.encode(&key.public_key());
+    let mut records = acme_records();
+    records.insert("s1._domainkey.acme.example".to_owned(), format!("v=DKIM1; k=ed25519; p={public}"));
+    let app = spawn_app_with(move |c| c.auth.records = records).await;
+    let note = chat_note(&app).await;
+    let reply = reply_mail(OWNER, &note.reply_address(), "x", "signed-1@acme.example", "", "Signed by my domain");
+    let signer =
+        DkimSigner::from_key(key).domain("acme.example").selector("s1").headers(["From", "Subject", "Message-ID"]);
+    let signature = signer.sign(reply.as_bytes()).unwrap().to_header();
+    let signed = format!("{signature}{reply}");
+    let answer = app.send(OWNER, &[&note.reply_address()], &signed).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    let (_, log) = app.get("/inbound-log").await;
+    assert!(log[0]["auth"].as_str().unwrap().contains("dkim=pass"), "{}", log[0]);
+    assert!(log[0]["auth"].as_str().unwrap().contains("dmarc=pass"), "{}", log[0]);
+    let _ = Sha256; // the signer's hash for RSA keys; Ed25519 needs none
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_hold_a_dmarc_failure_is_kept_for_an_agent() {
+    let app = spawn_app_with(|c| {
+        c.auth.records = acme_records();
+        c.auth.on_dmarc_fail = mailgate::pipeline::authenticate::OnDmarcFail::Hold;
+    })
+    .await;
+    let note = chat_note(&app).await;
+    let reply = reply_mail(OWNER, &note.reply_address(), "x", "held-1@acme.example", "", "Held?");
+    let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    let (_, held) = app.get("/held").await;
+    assert_eq!(held.as_array().unwrap().len(), 1, "{held}");
+    assert!(held[0]["reason"].as_str().unwrap().contains("DMARC"));
+    let (_, log) = app.get("/inbound-log").await;
+    assert_eq!(log[0]["decision"], "held");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ten_thousand_recipients_get_clear_answers() {
+    let app = spawn_app().await;
+    let mut smtp = app.smtp().await;
+    smtp.expect("EHLO load.example", "250").await;
+    smtp.expect("MAIL FROM:<a@example.org>", "250").await;
+    let mut batch = String::new();
+    for i in 0..10_000 {
+        batch.push_str(&format!("RCPT TO:<user{i}@{DOMAIN}>\r\n"));
+    }
+    smtp.write(batch.as_bytes()).await;
+    let mut answered = 0;
+    let mut closed = false;
+    while answered < 10_000 {
+        let reply = smtp.read_reply().await;
+        if reply.is_empty() {
+            closed = true;
+            break;
+        }
+        assert!(reply.starts_with('4') || reply.starts_with('5'), "{reply}");
+        answered += 1;
+    }
+    assert!(closed || answered == 10_000, "every recipient answered, or the session closed after too many errors");
+    let mut other = app.smtp().await;
+    other.expect("EHLO still.up", "250").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_mime_bomb_is_refused_without_harm() {
+    let app = spawn_app().await;
+    let note = chat_note(&app).await;
+    // 5,000 parts, and multiparts nested 200 deep.
+    let mut wide = String::from(
+        "From: olivia@acme.example\r\nSubject: Re: x\r\nMessage-ID: <bomb-1@x>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n",
+    );
+    for i in 0..5000 {
+        wide.push_str(&format!("--b\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n"));
+    }
+    wide.push_str("--b--\r\n");
+    let answer = app.send(OWNER, &[&note.reply_address()], &wide).await;
+    assert!(answer.starts_with("552") || answer.starts_with("554") || answer.starts_with("550"), "{answer}");
+    let mut deep =
+        String::from("From: olivia@acme.example\r\nSubject: Re: x\r\nMessage-ID: <bomb-2@x>\r\nMIME-Version: 1.0\r\n");
+    for i in 0..200 {
+        deep.push_str(&format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n"));
+    }
+    deep.push_str("Content-Type: text/plain\r\n\r\ndeep\r\n");
+    let answer = app.send(OWNER, &[&note.reply_address()], &deep).await;
+    assert!(answer.starts_with('2') || answer.starts_with('5'), "a clear answer: {answer}");
+    let mut other = app.smtp().await;
+    other.expect("EHLO still.up", "250").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn header_injection_through_names_and_subjects_goes_nowhere() {
+    let app = spawn_app().await;
+    let w = app.world("elite", None).await;
+    let evil = "Help\r\nBcc: victim@evil.example\r\nX-Injected: 1";
+    let ticket = app
+        .create(
+            "/tickets",
+            json!({"site_id": w.site, "customer_id": w.owner, "type": "Bug", "subject": evil, "description": "D"}),
+        )
+        .await;
+    assert!(!ticket["subject"].as_str().unwrap().contains('\n'));
+    let (status, _) =
+        app.post("/users", json!({"email": "x@y.example\r\nBcc: v@evil.example", "name": "X", "role": "member"})).await;
+    assert_eq!(status, 400);
+    let mails = app.wait_for_mail(3).await;
+    for mail in mails {
+        assert!(mail.header("Bcc").is_empty() && mail.header("X-Injected").is_empty(), "{:?}", mail.headers);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_can_not_take_every_connection() {
+    let app = spawn_app_with(|c| c.limits.max_connections_per_ip = 2).await;
+    let _a = app.smtp().await;
+    let _b = app.smtp().await;
+    let third = app.smtp().await;
+    assert!(third.greeting.starts_with("421 4.7.0"), "{}", third.greeting);
+    drop(_a);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let again = app.smtp().await;
+    assert!(again.greeting.starts_with("220"), "a slot frees when a connection ends: {}", again.greeting);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn guessing_tokens_gets_slower() {
+    let app = spawn_app().await;
+    let mut smtp = app.smtp().await;
+    smtp.expect("EHLO guesser.example", "250").await;
+    smtp.expect("MAIL FROM:<g@guesser.example>", "250").await;
+    let started = std::time::Instant::now();
+    for i in 0..6 {
+        let reply = smtp.cmd(&format!("RCPT TO:<reply+aeaqcaaaaaaaaaaaaaaaaaaa{i}q@{DOMAIN}>")).await;
+        assert!(reply.starts_with("550 5.1.1"), "{reply}");
+    }
+    // Three free guesses, then 250 + 500 + 1000 ms of tarpit at least.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1700), "{:?}", started.elapsed());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_mail_loop_is_deferred_after_the_hourly_cap() {
+    let app = spawn_app_with(|c| c.limits.max_messages_per_sender_per_hour = 3).await;
+    let note = chat_note(&app).await;
+    for i in 0..3 {
+        let reply = reply_mail(OWNER, &note.reply_address(), "x", &format!("loop-{i}@acme.example"), "", "again");
+        assert!(app.send(OWNER, &[&note.reply_address()], &reply).await.starts_with("250"));
+    }
+    let reply = reply_mail(OWNER, &note.reply_address(), "x", "loop-9@acme.example", "", "again");
+    let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("451 4.7.1"), "{answer}");
+    app.stop().await;
+}
