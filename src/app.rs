@@ -64,9 +64,33 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Store, TokenSigner)>
         .await
         .with_context(|| format!("opening database {}", config.database_url))?
         .with_outbox_policy(policy);
-    let secret = store.setting_or_init("token_key.1", || random_hex(32)).await?;
-    let secret = data_encoding::HEXLOWER.decode(secret.as_bytes()).context("stored token key is not hex")?;
-    Ok((store, TokenSigner::new(TokenKey::new(1, secret), Vec::new())))
+    store.setting_or_init("token_key.1", || random_hex(32)).await?;
+    let mut keys = Vec::new();
+    for (name, value) in store.settings_with_prefix("token_key.").await? {
+        let id: u8 = name.trim_start_matches("token_key.").parse().with_context(|| format!("setting {name}"))?;
+        let secret =
+            data_encoding::HEXLOWER.decode(value.as_bytes()).with_context(|| format!("setting {name} is not hex"))?;
+        keys.push(TokenKey::new(id, secret));
+    }
+    keys.sort_by_key(|k| k.id);
+    let current = keys.pop().context("no token key")?;
+    Ok((store, TokenSigner::new(current, keys).with_lifetime_days(config.token_lifetime_days)))
+}
+
+/// Adds a new token key and makes it the one new tokens are signed with;
+/// tokens signed with older keys keep verifying. Returns the new key's id.
+/// A running server picks it up at its next start.
+pub async fn rotate_token_key(store: &Store) -> anyhow::Result<u8> {
+    let newest = store
+        .settings_with_prefix("token_key.")
+        .await?
+        .iter()
+        .filter_map(|(name, _)| name.trim_start_matches("token_key.").parse::<u8>().ok())
+        .max()
+        .unwrap_or(0);
+    let id = newest.checked_add(1).context("255 keys exist; no room for another")?;
+    store.setting_or_init(&format!("token_key.{id}"), || random_hex(32)).await?;
+    Ok(id)
 }
 
 /// Starts every part of the gateway and returns once all listeners are bound.

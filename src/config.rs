@@ -83,6 +83,7 @@ struct RawConfig {
     public_url: Option<String>,
     rules_file: Option<PathBuf>,
     admin_token: Option<String>,
+    token_lifetime_days: Option<u32>,
     on_call_address: Option<String>,
     #[serde(default)]
     limits: RawLimits,
@@ -285,6 +286,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// SPF, DKIM and DMARC checks of inbound mail.
     pub auth: AuthConfig,
+    /// Reply tokens older than this many days are refused (`0`: never).
+    pub token_lifetime_days: Option<u32>,
 }
 
 impl std::fmt::Debug for Config {
@@ -428,6 +431,10 @@ impl Config {
             on_call_address,
             public_url: args.public_url.clone().or(raw.public_url).map(|u| u.trim_end_matches('/').to_owned()),
             rules_file: args.rules.clone().or(raw.rules_file),
+            token_lifetime_days: match raw.token_lifetime_days.unwrap_or(180) {
+                0 => None,
+                days => Some(days),
+            },
             auth: AuthConfig {
                 enabled: raw.auth.enabled.unwrap_or(true),
                 resolver: raw.auth.resolver.unwrap_or_else(|| "system".to_owned()),
@@ -457,6 +464,7 @@ impl Config {
             public_url: None,
             rules_file: None,
             admin_token: None,
+            token_lifetime_days: Some(180),
             // Tests answer DNS from configured records only.
             auth: AuthConfig { resolver: "static".to_owned(), ..AuthConfig::default() },
             data_dir: data_dir.to_path_buf(),

@@ -84,6 +84,11 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Manage the secrets that sign reply tokens.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Look at outgoing mail and retry failed deliveries.
     Outbox {
         #[command(subcommand)]
@@ -142,6 +147,21 @@ enum RulesCommand {
 }
 
 #[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key: new tokens use it (after a restart); tokens
+    /// signed with older keys keep verifying.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List the key ids (never the secrets).
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum OutboxCommand {
     /// List outgoing mail, newest first.
     List {
@@ -188,6 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Templates { command, templates_dir } => templates(command, templates_dir),
         Command::Outbox { command, config } => outbox(command, config).await,
         Command::Rules { command } => rules(command).await,
+        Command::Keys { command } => keys(command).await,
         Command::Log { rule, limit, json, config } => log(rule, limit, json, config).await,
     }
 }
@@ -473,5 +494,25 @@ async fn log(rule: Option<String>, limit: i64, json: bool, args: ConfigArgs) -> 
             e.smtp_reply
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
+    let (KeysCommand::Rotate { config: args } | KeysCommand::List { config: args }) = &command;
+    let config = Config::load(args)?;
+    let (store, signer) = mailgate::app::open_store(&config).await?;
+    match command {
+        KeysCommand::Rotate { .. } => {
+            let id = mailgate::app::rotate_token_key(&store).await?;
+            println!("token key {id} added; restart mailgate to sign new tokens with it (older keys keep verifying)");
+        }
+        KeysCommand::List { .. } => {
+            for (name, _) in store.settings_with_prefix("token_key.").await? {
+                println!("{name}");
+            }
+            println!("signing with key {}", signer.current_key_id());
+        }
+    }
+    store.close().await;
     Ok(ExitCode::SUCCESS)
 }

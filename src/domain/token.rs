@@ -5,7 +5,9 @@
 //! single character of it breaks the signature.
 //!
 //! Layout before encoding: `version (1) | key id (1) | thread id (LEB128) |
-//! recipient id (LEB128) | MAC (12)`. The whole is written in lower-case
+//! recipient id (LEB128) | day issued (LEB128) | MAC (12)`. The day makes
+//! tokens expire (a configured lifetime); the key id lets the secret rotate:
+//! new tokens are signed with the newest key, older keys still verify. The whole is written in lower-case
 //! base32 without padding, because mail systems may change the case of a local
 //! part and base32 survives that. The MAC is 96 bits: an attacker who does not
 //! know the secret has a 2^-96 chance per guess.
@@ -15,7 +17,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Days are counted from 2025-01-01, which keeps the number (and the token) short.
+const EPOCH_DAY: i64 = 20_089;
 const MAC_LEN: usize = 12;
 /// Domain separation, so that a MAC made for another purpose never verifies here.
 const CONTEXT: &[u8] = b"mailgate reply token v1";
@@ -41,6 +45,9 @@ pub enum TokenError {
     /// The signature does not match: forged or altered.
     #[error("reply token signature does not verify")]
     BadSignature,
+    /// Genuine, but older than the configured lifetime.
+    #[error("reply token has expired")]
+    Expired,
 }
 
 /// One signing secret with its id.
@@ -69,12 +76,30 @@ impl fmt::Debug for TokenKey {
 pub struct TokenSigner {
     current: TokenKey,
     older: Vec<TokenKey>,
+    /// Tokens older than this many days are refused; `None`: never.
+    lifetime_days: Option<i64>,
 }
 
 impl TokenSigner {
     /// A signer that signs with `current` and also accepts tokens of `older` keys.
     pub fn new(current: TokenKey, older: Vec<TokenKey>) -> Self {
-        Self { current, older }
+        Self { current, older, lifetime_days: None }
+    }
+
+    /// The same signer, refusing tokens older than `days`.
+    pub fn with_lifetime_days(mut self, days: Option<u32>) -> Self {
+        self.lifetime_days = days.map(i64::from);
+        self
+    }
+
+    /// The id of the key new tokens are signed with.
+    pub fn current_key_id(&self) -> u8 {
+        self.current.id
+    }
+
+    /// A reply token as if issued `days_ago` days ago (tests of expiry).
+    pub fn sign_issued_days_ago(&self, token: ReplyToken, days_ago: i64) -> String {
+        self.sign_pair_on(Purpose::Reply, token.thread_id, token.recipient_id, today() - days_ago)
     }
 
     /// The token for `token`, ready to put in a local part.
@@ -100,11 +125,16 @@ impl TokenSigner {
     }
 
     fn sign_pair(&self, purpose: Purpose, a: i64, b: i64) -> String {
+        self.sign_pair_on(purpose, a, b, today())
+    }
+
+    fn sign_pair_on(&self, purpose: Purpose, a: i64, b: i64, day: i64) -> String {
         let mut bytes = Vec::with_capacity(24);
         bytes.push(VERSION);
         bytes.push(self.current.id);
         write_varint(&mut bytes, a as u64);
         write_varint(&mut bytes, b as u64);
+        write_varint(&mut bytes, (day - EPOCH_DAY).max(0) as u64);
         let mac = compute_mac(&self.current, purpose, &bytes);
         bytes.extend_from_slice(&mac[..MAC_LEN]);
         BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
@@ -132,11 +162,20 @@ impl TokenSigner {
         let mut rest = &payload[2..];
         let a = read_varint(&mut rest).ok_or(TokenError::Malformed)?;
         let b = read_varint(&mut rest).ok_or(TokenError::Malformed)?;
+        let issued = read_varint(&mut rest).ok_or(TokenError::Malformed)? as i64 + EPOCH_DAY;
         if !rest.is_empty() {
             return Err(TokenError::Malformed);
         }
+        if self.lifetime_days.is_some_and(|days| today() - issued > days) {
+            return Err(TokenError::Expired);
+        }
         Ok((i64::try_from(a).map_err(|_| TokenError::Malformed)?, i64::try_from(b).map_err(|_| TokenError::Malformed)?))
     }
+}
+
+/// Days since the Unix epoch, today (UTC).
+fn today() -> i64 {
+    chrono::Utc::now().timestamp().div_euclid(86_400)
 }
 
 /// What a token is for; part of the MAC, so that a token made for one
@@ -236,6 +275,14 @@ mod tests {
         let unsubscribe = signer().sign_unsubscribe(9, 1);
         assert_eq!(signer().verify(&unsubscribe), Err(TokenError::BadSignature));
         assert_eq!(signer().verify_unsubscribe(&unsubscribe), Ok((9, 1)));
+    }
+
+    #[test]
+    fn tokens_expire_after_their_lifetime() {
+        let signer = signer().with_lifetime_days(Some(30));
+        let token = ReplyToken { thread_id: 1, recipient_id: 2 };
+        assert_eq!(signer.verify(&signer.sign_issued_days_ago(token, 29)), Ok(token));
+        assert_eq!(signer.verify(&signer.sign_issued_days_ago(token, 31)), Err(TokenError::Expired));
     }
 
     #[test]

@@ -121,6 +121,11 @@ pub fn for_rcpt_refusal(refusal: &RcptRefusal, domain: &str) -> SmtpReply {
             "5.1.1",
             format!("No such mailbox. Reply to a notification email, or write to support@{domain}"),
         ),
+        RcptRefusal::BadToken(crate::domain::TokenError::Expired) => SmtpReply::new(
+            550,
+            "5.1.1",
+            "This reply address has expired. Reply to a newer notification, or write in the Dashboard",
+        ),
         RcptRefusal::BadToken(_) => SmtpReply::new(
             550,
             "5.1.1",

@@ -307,7 +307,8 @@ impl Session {
                         self.push(&SmtpReply::new(250, "2.1.5", "Recipient OK"));
                     }
                     Err(refusal) => {
-                        if matches!(refusal, crate::pipeline::RcptRefusal::BadToken(_)) {
+                        if matches!(&refusal, crate::pipeline::RcptRefusal::BadToken(e) if *e != crate::domain::TokenError::Expired)
+                        {
                             let wait = self.ctx.penalty(self.peer.ip());
                             if !wait.is_zero() {
                                 tracing::info!(peer = %self.peer, wait_ms = wait.as_millis() as u64, "bad reply token: slowing down");

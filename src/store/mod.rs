@@ -132,6 +132,14 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_one(&self.write).await?)
     }
 
+    /// Every setting whose key starts with `prefix`.
+    pub async fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, String)>> {
+        Ok(sqlx::query_as("SELECT key, value FROM settings WHERE key LIKE $1 || '%' ORDER BY key")
+            .bind(prefix)
+            .fetch_all(&self.write)
+            .await?)
+    }
+
     /// The stored value of `key`, if any.
     pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.read).await?)

@@ -200,3 +200,38 @@ async fn a_mail_loop_is_deferred_after_the_hourly_cap() {
     assert!(answer.starts_with("451 4.7.1"), "{answer}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn rotated_keys_keep_old_tokens_working_and_expired_tokens_are_refused() {
+    let app = spawn_app().await;
+    let note = chat_note(&app).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(app.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let app = app.restart().await;
+    let reply = reply_mail(OWNER, &note.reply_address(), "x", "after-rotation@acme.example", "", "Still mine");
+    let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("250"), "a token of the old key still verifies: {answer}");
+    let list = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["keys", "list", "--data-dir"])
+        .arg(app.dir.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("signing with key 2"));
+
+    // A genuine token, issued 200 days ago, is past the 180-day lifetime.
+    let (store, signer) =
+        mailgate::app::open_store(&mailgate::config::Config::for_data_dir(app.dir.path(), DOMAIN)).await.unwrap();
+    let token = signer.verify(&note.token()).unwrap();
+    let old = signer.sign_issued_days_ago(token, 200);
+    store.close().await;
+    let mut smtp = app.smtp().await;
+    smtp.expect("EHLO old.example", "250").await;
+    smtp.expect(&format!("MAIL FROM:<{OWNER}>"), "250").await;
+    let reply = smtp.expect(&format!("RCPT TO:<reply+{old}@{DOMAIN}>"), "550 5.1.1").await;
+    assert!(reply.contains("expired"), "{reply}");
+    app.stop().await;
+}
