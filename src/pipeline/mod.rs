@@ -712,6 +712,12 @@ impl Pipeline {
         if analysis.kind == MailKind::Bounce {
             return Ok((self.bounce_plan(envelope, analysis).await, rules::Decision::default()));
         }
+        // RFC 5321: postmaster@ must take mail; it is recorded, not routed.
+        if !envelope.recipients.is_empty() && envelope.recipients.iter().all(|(_, t)| *t == RecipientTarget::Postmaster)
+        {
+            let plan = Plan::Log(Disposition::Dropped { reason: "mail to postmaster, recorded".to_owned() }, None);
+            return Ok((plan, rules::Decision::default()));
+        }
         let reference = thread::find_thread(&recipient_tokens(envelope), &analysis.parsed, &self.signer, &self.domain);
         let thread = match &reference {
             Some(ThreadRef::Token { thread_id, .. }) => self.store.thread(*thread_id).await?,

@@ -5,6 +5,7 @@
 mod api;
 mod capture;
 mod cli;
+mod crash;
 mod delivery;
 mod fixtures;
 mod roundtrip;

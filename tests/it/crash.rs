@@ -1,0 +1,174 @@
+//! The real binary under SIGTERM and SIGKILL: a graceful drain, and no
+//! acknowledged message lost or doubled across a crash.
+
+use crate::support::*;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A `mailgate serve` process on free ports; returns it with its SMTP and HTTP addresses.
+fn serve(data: &std::path::Path) -> (Child, std::net::SocketAddr, std::net::SocketAddr) {
+    let config = data.join("mailgate.toml");
+    std::fs::write(&config, "[delivery]\ncoalesce_window_secs = 0\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["serve", "--smtp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--domain", DOMAIN])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(data)
+        .env("MAILGATE_API_TOKEN", "crash-token")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = rx.iter().find(|l| l.contains("mailgate started")).expect("the server starts");
+    let field = |name: &str| -> std::net::SocketAddr {
+        let rest = &started[started.find(&format!("{name}=")).unwrap() + name.len() + 1..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    (child, field("smtp"), field("http"))
+}
+
+fn signal(child: &Child, name: &str) {
+    assert!(Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap().success());
+}
+
+async fn api(http: std::net::SocketAddr, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    let url = format!("http://{http}/api/v1{path}");
+    let request = if method == "POST" { client.post(url).json(&body) } else { client.get(url) };
+    request.bearer_auth("crash-token").send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_message_in_flight_finish_and_refuses_new_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, smtp, _) = serve(dir.path());
+    let mut idle = Smtp::connect(smtp).await;
+    idle.expect("EHLO idle.example", "250").await;
+    let mut busy = Smtp::connect(smtp).await;
+    busy.expect("EHLO busy.example", "250").await;
+    busy.expect(&format!("MAIL FROM:<a@example.org>"), "250").await;
+    busy.expect(&format!("RCPT TO:<postmaster@{DOMAIN}>"), "250").await;
+    busy.expect("DATA", "354").await;
+    busy.write(b"From: a@example.org\r\nSubject: in flight\r\n\r\nhalf of it").await;
+    signal(&child, "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The idle session is told to come back later.
+    assert!(idle.read_reply().await.starts_with("421"));
+    // The message in flight completes.
+    busy.write(b"\r\nand the rest\r\n.\r\n").await;
+    assert!(busy.read_reply().await.starts_with("250"));
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "{status}");
+    assert!(tokio::net::TcpStream::connect(smtp).await.is_err(), "no longer listening");
+}
+
+#[tokio::test]
+async fn after_sigkill_under_load_every_acknowledged_message_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, smtp, http) = serve(dir.path());
+    let org = api(http, "POST", "/organizations", json!({"name": "ACME"})).await;
+    let site = api(http, "POST", "/sites", json!({"name": "s", "plan": "sandbox", "organization_id": org["id"]})).await;
+    let owner = api(
+        http,
+        "POST",
+        "/users",
+        json!({"email": OWNER, "name": "O", "role": "owner", "organization_id": org["id"]}),
+    )
+    .await;
+    let agent = api(http, "POST", "/users", json!({"email": AGENT, "name": "A", "role": "agent"})).await;
+    let chat =
+        api(http, "POST", "/chats", json!({"site_id": site["id"], "customer_id": owner["id"], "message": "Hi"})).await;
+    api(http, "POST", &format!("/chats/{}/messages", chat["id"]), json!({"author_id": agent["id"], "text": "Hello"}))
+        .await;
+    // The reply address from the notification file.
+    let outbox = dir.path().join("outbox");
+    let mut reply_to = String::new();
+    for _ in 0..200 {
+        if let Ok(text) = std::fs::read_to_string(outbox.join("2.eml")) {
+            reply_to = text
+                .lines()
+                .find(|l| l.starts_with("Reply-To:"))
+                .unwrap_or("")
+                .split('<')
+                .nth(1)
+                .unwrap_or("")
+                .trim_end_matches('>')
+                .to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(reply_to.starts_with("reply+"), "{reply_to}");
+
+    // Eight clients send as fast as they can; the server is killed under them.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let acknowledged = std::sync::Arc::clone(&acknowledged);
+        let reply_to = reply_to.clone();
+        clients.push(tokio::spawn(async move {
+            for n in 0.. {
+                let Ok(stream) = tokio::net::TcpStream::connect(smtp).await else { return };
+                drop(stream);
+                let mut client = Smtp::connect(smtp).await;
+                if !client.cmd("EHLO load.example").await.starts_with("250") {
+                    return;
+                }
+                let id = format!("crash-{c}-{n}@acme.example");
+                let message =
+                    format!("From: {OWNER}\r\nSubject: Re: x\r\nMessage-ID: <{id}>\r\n\r\nmessage {c}/{n}\r\n");
+                let answer = client.send(OWNER, &[&reply_to], &message).await;
+                if answer.starts_with("250") {
+                    acknowledged.lock().unwrap().push(id);
+                } else if answer.is_empty() {
+                    return;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(&child, "KILL");
+    let _ = child.wait();
+    for client in clients {
+        let _ = client.await;
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 10, "the load ran ({} acknowledged)", acknowledged.len());
+
+    let (mut child, _, http) = serve(dir.path());
+    let messages = api(http, "GET", &format!("/chats/{}/messages", chat["id"]), json!({})).await;
+    let stored: Vec<String> =
+        messages.as_array().unwrap().iter().filter_map(|m| m["message_id"].as_str().map(str::to_owned)).collect();
+    for id in &acknowledged {
+        assert_eq!(
+            stored.iter().filter(|s| *s == id).count(),
+            1,
+            "{id} was acknowledged, so it is stored exactly once"
+        );
+    }
+    // Notifications queued before the crash are all delivered after it.
+    let mut pending = usize::MAX;
+    for _ in 0..200 {
+        let items = api(http, "GET", "/outbox?limit=1000", json!({})).await;
+        pending =
+            items.as_array().unwrap().iter().filter(|o| o["status"] == "pending" || o["status"] == "sending").count();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pending, 0, "every queued notification went out after the restart");
+    signal(&child, "TERM");
+    let _ = child.wait();
+}
