@@ -57,7 +57,7 @@ async fn sigterm_lets_a_message_in_flight_finish_and_refuses_new_work() {
     idle.expect("EHLO idle.example", "250").await;
     let mut busy = Smtp::connect(smtp).await;
     busy.expect("EHLO busy.example", "250").await;
-    busy.expect(&format!("MAIL FROM:<a@example.org>"), "250").await;
+    busy.expect("MAIL FROM:<a@example.org>", "250").await;
     busy.expect(&format!("RCPT TO:<postmaster@{DOMAIN}>"), "250").await;
     busy.expect("DATA", "354").await;
     busy.write(b"From: a@example.org\r\nSubject: in flight\r\n\r\nhalf of it").await;
