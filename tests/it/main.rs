@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod delivery;
 mod fixtures;
+mod fuzz;
 mod roundtrip;
 mod rules;
 mod security;

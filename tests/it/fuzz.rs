@@ -1,0 +1,200 @@
+//! Property tests in place of coverage-guided fuzzing (cargo fuzz needs a
+//! nightly toolchain, which this project can not install): arbitrary and
+//! mutated input into the message pipeline, the SMTP session and the rules
+//! compiler. Nothing may panic, and the session answers only in SMTP.
+//!
+//! `scripts/fuzz` runs these with many more cases (PROPTEST_CASES); a
+//! failing case is kept by proptest under `proptest-regressions/` and becomes
+//! a regression test.
+
+use mailgate::config::Limits;
+use mailgate::pipeline::Pipeline;
+use mailgate::smtp::session::{SessionContext, run};
+use proptest::prelude::*;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The fixture corpus: seeds for the mutations.
+fn corpus() -> Vec<Vec<u8>> {
+    fn walk(dir: &Path, out: &mut Vec<Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "eml") {
+                out.push(std::fs::read(path).unwrap());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mail"), &mut out);
+    out
+}
+
+/// A byte-level mutation of a seed.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip(usize, u8),
+    Truncate(usize),
+    Insert(usize, Vec<u8>),
+    Duplicate(usize, usize),
+}
+
+fn mutate(mut data: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+    for m in mutations {
+        let len = data.len().max(1);
+        match m {
+            Mutation::Flip(at, byte) => {
+                if !data.is_empty() {
+                    data[at % len] ^= byte;
+                }
+            }
+            Mutation::Truncate(at) => data.truncate(at % len),
+            Mutation::Insert(at, bytes) => {
+                let at = (at % len).min(data.len());
+                data.splice(at..at, bytes.iter().copied());
+            }
+            Mutation::Duplicate(at, n) => {
+                let at = at % len;
+                let end = (at + n % 4096).min(data.len());
+                let copy = data[at.min(data.len())..end].to_vec();
+                data.splice(end..end, copy);
+            }
+        }
+    }
+    data
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(a, b)| Mutation::Flip(a, b)),
+        any::<usize>().prop_map(Mutation::Truncate),
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(a, b)| Mutation::Insert(a, b)),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::Duplicate(a, b)),
+        // The shapes that break parsers: boundaries, encodings, CR/LF/NUL.
+        (
+            any::<usize>(),
+            prop::sample::select(vec![
+                b"\r\n--".to_vec(),
+                b"\r\n\r\n".to_vec(),
+                b"=?utf-8?B?".to_vec(),
+                b"\0".to_vec(),
+                b"\r".to_vec(),
+                b"Content-Type: multipart/mixed; boundary=x\r\n".to_vec(),
+                b"=\r\n".to_vec(),
+                b"\xff\xfe".to_vec(),
+            ])
+        )
+            .prop_map(|(a, b)| Mutation::Insert(a, b)),
+    ]
+}
+
+/// Cases per property: 64 in the test suite, more under `scripts/fuzz`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(default)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_pipeline_reads_any_bytes(data in prop::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = mailgate::pipeline::analyze("", &[], &data);
+    }
+
+    #[test]
+    fn the_pipeline_reads_mutated_real_mail(seed in any::<prop::sample::Index>(), mutations in prop::collection::vec(mutation(), 1..8)) {
+        let corpus = corpus();
+        let data = mutate(corpus[seed.index(corpus.len())].clone(), &mutations);
+        if let Some(analysis) = mailgate::pipeline::analyze("a@example.org", &[], &data) {
+            // What comes out is valid UTF-8 by construction; it must also be bounded.
+            prop_assert!(analysis.reply_text.len() <= data.len() * 4 + 64);
+        }
+    }
+
+    #[test]
+    fn the_rules_compiler_takes_any_text(text in "(\\[\\[rules\\]\\]|name = \"x\"|\\[rules\\.(when|then|unless)\\]|subject = '[^']{0,8}'|drop = true|kind = \"[a-z_]{0,10}\"|\n){0,30}") {
+        let _ = mailgate::rules::compile(&text, "fuzz.toml");
+    }
+}
+
+/// Runs one SMTP session over an in-memory pipe, feeding `input` in chunks;
+/// returns everything the server said.
+async fn converse(ctx: Arc<SessionContext>, input: Vec<u8>, chunk: usize) -> Vec<u8> {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let session = tokio::spawn(run(server, peer, ctx, tokio_util::sync::CancellationToken::new()));
+    let (mut read, mut write) = tokio::io::split(client);
+    let writer = tokio::spawn(async move {
+        for piece in input.chunks(chunk.max(1)) {
+            if write.write_all(piece).await.is_err() {
+                return;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), read.read_to_end(&mut out)).await;
+    let _ = writer.await;
+    session.await.expect("the session never panics");
+    out
+}
+
+fn command() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"EHLO fuzz.example\r\n".to_vec()),
+        Just(b"HELO x\r\n".to_vec()),
+        Just(b"MAIL FROM:<a@example.org>\r\n".to_vec()),
+        Just(b"MAIL FROM:<> SIZE=99999999999999999999\r\n".to_vec()),
+        Just(b"RCPT TO:<support@fuzz.test>\r\n".to_vec()),
+        Just(b"RCPT TO:<postmaster@fuzz.test>\r\n".to_vec()),
+        Just(b"RCPT TO:<reply+aaaaaaaaaaaaaaaaaaaaaaaaaa@fuzz.test>\r\n".to_vec()),
+        Just(b"DATA\r\n".to_vec()),
+        Just(b"Subject: x\r\n\r\nbody\r\n.\r\n".to_vec()),
+        Just(b"BDAT 10 LAST\r\n".to_vec()),
+        Just(b"RSET\r\nNOOP\r\n".to_vec()),
+        Just(b"\r\n.\r\n".to_vec()),
+        prop::collection::vec(any::<u8>(), 0..200),
+    ]
+}
+
+#[test]
+fn the_smtp_session_answers_any_conversation_in_smtp() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = runtime.block_on(async {
+        let (store, signer) =
+            mailgate::app::open_store(&mailgate::config::Config::for_data_dir(dir.path(), "fuzz.test")).await.unwrap();
+        let rules = Arc::new(mailgate::rules::LiveRules::new(mailgate::rules::RuleSet::built_in()));
+        let pipeline = Pipeline::new(store, signer, "fuzz.test".to_owned(), rules, "oncall@fuzz.test".to_owned());
+        let limits = Limits {
+            max_message_size: 64 * 1024,
+            command_timeout: std::time::Duration::from_secs(5),
+            ..Limits::default()
+        };
+        Arc::new(SessionContext {
+            hostname: "fuzz.test".to_owned(),
+            domain: "fuzz.test".to_owned(),
+            limits,
+            pipeline,
+            bad_tokens: Default::default(),
+        })
+    });
+    let mut runner =
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: cases(48), ..ProptestConfig::default() });
+    runner
+        .run(&(prop::collection::vec(command(), 0..24), 1usize..64), |(commands, chunk)| {
+            let input: Vec<u8> = commands.concat();
+            let out = runtime.block_on(converse(Arc::clone(&ctx), input, chunk));
+            let text = String::from_utf8_lossy(&out);
+            for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+                let code_ok = line.len() >= 4
+                    && line.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+                    && (line.as_bytes()[3] == b' ' || line.as_bytes()[3] == b'-');
+                prop_assert!(code_ok, "not an SMTP reply line: {line:?}");
+            }
+            Ok(())
+        })
+        .unwrap();
+}
