@@ -155,6 +155,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         limits: config.limits.clone(),
         pipeline,
         bad_tokens: Default::default(),
+        tls: config.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?,
     });
     tasks.spawn(listener::serve(smtp, ctx, shutdown.clone(), tasks.clone()));
 
@@ -290,4 +291,25 @@ pub fn sender_auth(config: &Config) -> anyhow::Result<Option<Arc<crate::pipeline
         config.auth.on_dmarc_fail,
         &config.hostname,
     )?)))
+}
+
+/// The STARTTLS acceptor of a certificate chain and key (PEM files).
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("tls certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("tls certificate {}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("tls certificate {}: no certificate found", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("tls private key {}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .context("tls protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("tls certificate and key do not match")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

@@ -55,6 +55,12 @@ pub struct ConfigArgs {
     /// [default: the built-in rules, rules/default.toml].
     #[arg(long, env = "MAILGATE_RULES_FILE", value_name = "FILE")]
     pub rules: Option<PathBuf>,
+    /// PEM certificate chain for STARTTLS (with --tls-key).
+    #[arg(long, env = "MAILGATE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for STARTTLS (with --tls-cert).
+    #[arg(long, env = "MAILGATE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Public base URL where this server's /unsubscribe links are reachable
     /// (for one-click List-Unsubscribe) [default: none: mailto links only].
     #[arg(long, env = "MAILGATE_PUBLIC_URL", value_name = "URL")]
@@ -84,6 +90,7 @@ struct RawConfig {
     rules_file: Option<PathBuf>,
     admin_token: Option<String>,
     token_lifetime_days: Option<u32>,
+    tls: Option<RawTls>,
     on_call_address: Option<String>,
     #[serde(default)]
     limits: RawLimits,
@@ -104,6 +111,13 @@ struct RawDelivery {
     retry_base_secs: Option<u64>,
     retry_max_secs: Option<u64>,
     max_hard_bounces: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificate: PathBuf,
+    private_key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -288,6 +302,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Reply tokens older than this many days are refused (`0`: never).
     pub token_lifetime_days: Option<u32>,
+    /// STARTTLS certificate chain and key (PEM files), when offered.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl std::fmt::Debug for Config {
@@ -431,6 +447,12 @@ impl Config {
             on_call_address,
             public_url: args.public_url.clone().or(raw.public_url).map(|u| u.trim_end_matches('/').to_owned()),
             rules_file: args.rules.clone().or(raw.rules_file),
+            tls: match (args.tls_cert.clone(), args.tls_key.clone(), raw.tls) {
+                (Some(cert), Some(key), _) => Some((cert, key)),
+                (None, None, Some(tls)) => Some((tls.certificate, tls.private_key)),
+                (None, None, None) => None,
+                _ => bail!("tls: --tls-cert and --tls-key go together"),
+            },
             token_lifetime_days: match raw.token_lifetime_days.unwrap_or(180) {
                 0 => None,
                 days => Some(days),
@@ -465,6 +487,7 @@ impl Config {
             rules_file: None,
             admin_token: None,
             token_lifetime_days: Some(180),
+            tls: None,
             // Tests answer DNS from configured records only.
             auth: AuthConfig { resolver: "static".to_owned(), ..AuthConfig::default() },
             data_dir: data_dir.to_path_buf(),

@@ -29,7 +29,6 @@ const MAX_ERRORS: u32 = 10;
 const MAX_COMMAND_LINE: usize = 2048;
 
 /// What every session of one listener shares.
-#[derive(Debug)]
 pub struct SessionContext {
     /// Name in the greeting.
     pub hostname: String,
@@ -39,9 +38,20 @@ pub struct SessionContext {
     pub limits: Limits,
     /// Where messages go.
     pub pipeline: Pipeline,
+    /// STARTTLS, when a certificate is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Bad reply tokens per client address: (count, last time). Peers that
     /// keep guessing are answered more and more slowly.
     pub bad_tokens: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl std::fmt::Debug for SessionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionContext")
+            .field("hostname", &self.hostname)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionContext {
@@ -72,6 +82,8 @@ enum Mode {
 enum Flow {
     Continue,
     Close,
+    /// The client asked for TLS and was told to go ahead.
+    StartTls,
 }
 
 struct Transaction {
@@ -81,7 +93,7 @@ struct Transaction {
 /// Runs one session on `stream` until the client quits, times out, or the
 /// server shuts down (answered with `421` at the next command boundary; a
 /// message being received is finished first).
-pub async fn run<S>(mut stream: S, peer: SocketAddr, ctx: Arc<SessionContext>, shutdown: CancellationToken)
+pub async fn run<S>(stream: S, peer: SocketAddr, ctx: Arc<SessionContext>, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -97,9 +109,42 @@ where
         errors: 0,
         line_len: 0,
         discarding_line: false,
+        tls_active: false,
     };
     // No enhanced status code in the greeting (RFC 2034).
     session.out.extend_from_slice(format!("220 {} ESMTP mailgate ready\r\n", session.ctx.hostname).as_bytes());
+    if let Some(plain) = drive(&mut session, stream, &shutdown).await {
+        // STARTTLS: the same session continues over TLS, from a clean state
+        // (RFC 3207): no EHLO, no transaction, nothing pipelined before it.
+        let Some(acceptor) = session.ctx.tls.clone() else { return };
+        let limit = session.ctx.limits.command_timeout.min(std::time::Duration::from_secs(30));
+        let handshake = tokio::select! {
+            result = tokio::time::timeout(limit, acceptor.accept(plain)) => result,
+            () = shutdown.cancelled() => return,
+        };
+        match handshake {
+            Ok(Ok(tls)) => {
+                session.helo = None;
+                session.transaction = None;
+                session.receiver = RequestReceiver::default();
+                session.tls_active = true;
+                if let Some(mut tls) = drive(&mut session, tls, &shutdown).await {
+                    let _ = tls.shutdown().await;
+                }
+            }
+            Ok(Err(error)) => tracing::info!(peer = %session.peer, error = %error, "TLS handshake failed"),
+            Err(_) => tracing::info!(peer = %session.peer, "TLS handshake timed out"),
+        }
+    }
+    session.end_transaction().await;
+}
+
+/// Runs the command loop on `stream` until the session ends (`None`) or the
+/// client asked for STARTTLS (`Some(stream)`, to be wrapped in TLS).
+async fn drive<S>(session: &mut Session, mut stream: S, shutdown: &CancellationToken) -> Option<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         if !session.flush(&mut stream).await {
@@ -124,13 +169,23 @@ where
             Ok(Err(_)) | Ok(Ok(0)) => break,
             Ok(Ok(n)) => n,
         };
-        if let Flow::Close = session.process(&buf[..n]).await {
-            session.flush(&mut stream).await;
-            break;
+        match session.process(&buf[..n]).await {
+            Flow::Continue => {}
+            Flow::Close => {
+                session.flush(&mut stream).await;
+                break;
+            }
+            Flow::StartTls => {
+                // Bytes pipelined after STARTTLS were sent in the clear: dropped.
+                if session.flush(&mut stream).await {
+                    return Some(stream);
+                }
+                break;
+            }
         }
     }
-    session.end_transaction().await;
     let _ = stream.shutdown().await;
+    None
 }
 
 struct Session {
@@ -147,6 +202,8 @@ struct Session {
     line_len: usize,
     /// Skipping the rest of an overlong command line.
     discarding_line: bool,
+    /// The session already runs over TLS.
+    tls_active: bool,
 }
 
 impl Session {
@@ -232,8 +289,9 @@ impl Session {
                             continue;
                         }
                     };
-                    if let Flow::Close = self.command(request).await {
-                        return Flow::Close;
+                    match self.command(request).await {
+                        Flow::Continue => {}
+                        other => return other,
                     }
                 }
             }
@@ -258,6 +316,10 @@ impl Session {
                     "ENHANCEDSTATUSCODES".to_owned(),
                     "SMTPUTF8".to_owned(),
                 ];
+                let mut lines = lines.to_vec();
+                if self.ctx.tls.is_some() && !self.tls_active {
+                    lines.insert(1, "STARTTLS".to_owned());
+                }
                 for (i, line) in lines.iter().enumerate() {
                     let sep = if i + 1 == lines.len() { ' ' } else { '-' };
                     self.out.extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
@@ -350,6 +412,16 @@ impl Session {
             }
             Request::Help { .. } => {
                 self.push(&SmtpReply::new(214, "2.0.0", "mailgate accepts replies to support notifications"));
+            }
+            Request::StartTls if self.ctx.tls.is_some() && !self.tls_active => {
+                if self.transaction.is_some() {
+                    return self.error(SmtpReply::new(503, "5.5.1", "STARTTLS is not allowed in a mail transaction"));
+                }
+                self.push(&SmtpReply::new(220, "2.0.0", "Ready to start TLS"));
+                return Flow::StartTls;
+            }
+            Request::StartTls if self.tls_active => {
+                return self.error(SmtpReply::new(503, "5.5.1", "TLS is already active"));
             }
             Request::StartTls | Request::Auth { .. } => {
                 return self.error(SmtpReply::new(502, "5.5.1", "Command not implemented"));

@@ -123,7 +123,11 @@ proptest! {
 /// returns everything the server said.
 async fn converse(ctx: Arc<SessionContext>, input: Vec<u8>, chunk: usize) -> Vec<u8> {
     let (client, server) = tokio::io::duplex(64 * 1024);
-    let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    // A fresh address per conversation, so the bad-token tarpit of one case
+    // does not slow down the next.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let peer = std::net::SocketAddr::from(([127, (n >> 16) as u8, (n >> 8) as u8, n as u8], 40000));
     let session = tokio::spawn(run(server, peer, ctx, tokio_util::sync::CancellationToken::new()));
     let (mut read, mut write) = tokio::io::split(client);
     let writer = tokio::spawn(async move {
@@ -179,6 +183,7 @@ fn the_smtp_session_answers_any_conversation_in_smtp() {
             limits,
             pipeline,
             bad_tokens: Default::default(),
+            tls: None,
         })
     });
     let mut runner =

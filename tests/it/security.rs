@@ -235,3 +235,66 @@ async fn rotated_keys_keep_old_tokens_working_and_expired_tokens_are_refused() {
     assert!(reply.contains("expired"), "{reply}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn starttls_with_a_real_tls_client() {
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+    let keys = tempfile::tempdir().unwrap();
+    let (cert, key) = (keys.path().join("cert.pem"), keys.path().join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (scripts/test installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (c, k) = (cert.clone(), key.clone());
+    let app = spawn_app_with(move |config| config.tls = Some((c, k))).await;
+    let note = chat_note(&app).await;
+
+    // STARTTLS is offered, and refused inside a transaction.
+    let mut smtp = app.smtp().await;
+    let ehlo = smtp.expect("EHLO tls.example", "250").await;
+    assert!(ehlo.contains("STARTTLS"), "{ehlo}");
+    smtp.expect("MAIL FROM:<a@example.org>", "250").await;
+    smtp.expect("STARTTLS", "503").await;
+
+    // lettre, with our certificate as its only root, requires TLS and sends a reply.
+    let pem = std::fs::read(&cert).unwrap();
+    let tls = TlsParameters::builder("localhost".to_owned())
+        .add_root_certificate(Certificate::from_pem(&pem).unwrap())
+        .build_rustls()
+        .unwrap();
+    let client = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(app.smtp.port())
+        .tls(Tls::Required(tls))
+        .build();
+    let envelope =
+        lettre::address::Envelope::new(Some(OWNER.parse().unwrap()), vec![note.reply_address().parse().unwrap()])
+            .unwrap();
+    let reply = reply_mail(OWNER, &note.reply_address(), "x", "tls-1@acme.example", "", "Sent over TLS");
+    let response = client.send_raw(&envelope, reply.as_bytes()).await.expect("delivered over STARTTLS");
+    assert!(response.is_positive());
+    let texts: Vec<String> =
+        app.messages("/chats/1").await.iter().map(|m| m["text"].as_str().unwrap_or("").to_owned()).collect();
+    assert!(texts.iter().any(|t| t == "Sent over TLS"), "{texts:?}");
+
+    // Commands pipelined after STARTTLS were sent in the clear: they are dropped, not run.
+    let mut raw = tokio::net::TcpStream::connect(app.smtp).await.unwrap();
+    let mut greeting = vec![0u8; 512];
+    let _ = tokio::io::AsyncReadExt::read(&mut raw, &mut greeting).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut raw, b"EHLO x\r\nSTARTTLS\r\nMAIL FROM:<injected@evil.example>\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut raw, &mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.contains("220 2.0.0 Ready to start TLS") && !answer.contains("2.1.0"), "{answer}");
+    drop(raw);
+    app.stop().await;
+}
