@@ -298,3 +298,66 @@ async fn starttls_with_a_real_tls_client() {
     drop(raw);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_200_mb_message_is_read_to_its_end_and_refused() {
+    let app = spawn_app().await;
+    let note = chat_note(&app).await;
+    let mut smtp = app.smtp().await;
+    smtp.expect("EHLO big.example", "250").await;
+    smtp.expect(&format!("MAIL FROM:<{OWNER}>"), "250").await;
+    smtp.expect(&format!("RCPT TO:<{}>", note.reply_address()), "250").await;
+    smtp.expect("DATA", "354").await;
+    smtp.write(format!("From: {OWNER}\r\nSubject: huge\r\nMessage-ID: <huge@acme.example>\r\n\r\n").as_bytes()).await;
+    let line = format!("{}\r\n", "x".repeat(998));
+    let chunk: String = std::iter::repeat_n(line.as_str(), 1024).collect(); // 1 MiB
+    for _ in 0..200 {
+        smtp.write(chunk.as_bytes()).await;
+    }
+    smtp.write(b".\r\n").await;
+    let answer = smtp.read_reply().await;
+    assert!(answer.starts_with("552 5.3.4"), "{answer}");
+    smtp.expect("NOOP", "250").await;
+    assert_eq!(app.messages("/chats/1").await.len(), 2, "nothing stored");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_connections_at_once_get_clear_answers() {
+    let app = spawn_app_with(|c| {
+        c.limits.max_connections = 512;
+        c.limits.max_connections_per_ip = 2000;
+    })
+    .await;
+    let addr = app.smtp;
+    // A thousand sockets held open at the same time, then every greeting read.
+    let greetings = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let streams: Vec<std::net::TcpStream> =
+            (0..1000).map(|_| std::net::TcpStream::connect(addr).expect("the listener takes the connection")).collect();
+        let mut counts = (0, 0);
+        for mut stream in streams {
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+            let mut buf = [0u8; 128];
+            let n = stream.read(&mut buf).unwrap_or_else(|e| panic!("an answer within 20 s (after {counts:?}): {e}"));
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.starts_with("220") {
+                counts.0 += 1;
+            } else {
+                assert!(text.starts_with("421 4.3.2"), "{text}");
+                counts.1 += 1;
+            }
+        }
+        counts
+    })
+    .await
+    .unwrap();
+    // Every connection got a clear answer: a session (the cap is 512 at once;
+    // a session that ended in the meantime frees its place) or 421 4.3.2.
+    assert_eq!(greetings.0 + greetings.1, 1000);
+    assert!((512..=530).contains(&greetings.0) && greetings.1 >= 470, "{greetings:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut smtp = app.smtp().await;
+    smtp.expect("EHLO after.flood", "250").await;
+    app.stop().await;
+}
