@@ -313,3 +313,16 @@ pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Re
         .context("tls certificate and key do not match")?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
+
+/// The store and a pipeline configured like the server's, for tools that look
+/// at mail without receiving it (`inspect`, `rules test`): same rules (or
+/// `rules_file` when given), sender checks and limits.
+pub async fn tool_pipeline(config: &Config) -> anyhow::Result<(Store, Pipeline)> {
+    let (store, signer) = open_store(config).await?;
+    let rules = Arc::new(LiveRules::new(load_rules(config.rules_file.as_deref())?));
+    let pipeline = Pipeline::new(store.clone(), signer, config.domain.clone(), rules, config.on_call_address.clone())
+        .with_auth(sender_auth(config)?)
+        .with_mime_limits(config.limits.mime)
+        .with_loop_limit(config.limits.max_messages_per_sender_per_hour);
+    Ok((store, pipeline))
+}

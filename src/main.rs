@@ -9,7 +9,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mailgate::config::{Config, ConfigArgs};
-use mailgate::pipeline::{self, Envelope, RecipientTarget};
+use mailgate::pipeline::{self, RecipientTarget};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -269,24 +269,8 @@ async fn inspect(
     let with_config = args.config.is_some() || args.data_dir.is_some() || args.database_url.is_some();
     let mut output = if with_config {
         let config = Config::load(&args)?;
-        let (store, signer) = mailgate::app::open_store(&config).await?;
-        let rules = std::sync::Arc::new(mailgate::rules::LiveRules::new(mailgate::app::load_rules(
-            config.rules_file.as_deref(),
-        )?));
-        let pipeline = pipeline::Pipeline::new(
-            store.clone(),
-            signer,
-            config.domain.clone(),
-            rules,
-            config.on_call_address.clone(),
-        );
-        let mut envelope = Envelope { peer: "inspect".to_owned(), mail_from, ..Envelope::default() };
-        for address in &rcpt {
-            match pipeline.check_recipient(address).await {
-                Ok(target) => envelope.recipients.push((address.clone(), target)),
-                Err(refusal) => envelope.refused.push((address.clone(), refusal)),
-            }
-        }
+        let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
+        let mut envelope = pipeline.envelope("inspect", mail_from, &rcpt).await;
         if envelope.recipients.is_empty() && envelope.refused.is_empty() {
             envelope.recipients.push((config.support_address(), RecipientTarget::Support));
         }
@@ -429,27 +413,10 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
                 config.rules_file = rules_file;
             }
             let raw = std::fs::read(&message).with_context(|| format!("reading {}", message.display()))?;
-            let (store, signer) = mailgate::app::open_store(&config).await?;
-            let rules = std::sync::Arc::new(mailgate::rules::LiveRules::new(mailgate::app::load_rules(
-                config.rules_file.as_deref(),
-            )?));
-            let pipeline = pipeline::Pipeline::new(
-                store.clone(),
-                signer,
-                config.domain.clone(),
-                rules,
-                config.on_call_address.clone(),
-            );
+            let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
             let from = pipeline::analyze("", &[], &raw).and_then(|a| a.from).unwrap_or_default();
-            let mut envelope =
-                Envelope { peer: "rules test".to_owned(), mail_from: mail_from.unwrap_or(from), ..Envelope::default() };
             let rcpt = if rcpt.is_empty() { vec![config.support_address()] } else { rcpt };
-            for address in rcpt {
-                match pipeline.check_recipient(&address).await {
-                    Ok(target) => envelope.recipients.push((address, target)),
-                    Err(refusal) => envelope.refused.push((address, refusal)),
-                }
-            }
+            let envelope = pipeline.envelope("rules test", mail_from.unwrap_or(from), &rcpt).await;
             let result = pipeline.dry_run(&envelope, &raw).await;
             store.close().await;
             if json {

@@ -30,6 +30,18 @@ fn required(value: &str, field: &str) -> ApiResult<String> {
     Ok(value.to_owned())
 }
 
+/// Refuses an organization id that does not exist.
+async fn ensure_organization(state: &ApiState, id: Option<i64>) -> ApiResult<()> {
+    if let Some(org) = id {
+        state
+            .store
+            .organization(org)
+            .await?
+            .ok_or_else(|| ApiError::BadRequest(format!("organization {org} not found")))?;
+    }
+    Ok(())
+}
+
 /// `GET /plans`
 pub(super) async fn list_plans(State(state): Shared) -> ApiResult<Json<Vec<Plan>>> {
     Ok(Json(state.store.plans().await?))
@@ -88,13 +100,7 @@ pub(super) async fn create_site(
             return Err(ApiError::BadRequest(format!("{:?} is not a site plan (see GET /api/v1/plans)", new.plan)));
         }
     }
-    if let Some(org) = new.organization_id {
-        state
-            .store
-            .organization(org)
-            .await?
-            .ok_or_else(|| ApiError::BadRequest(format!("organization {org} not found")))?;
-    }
+    ensure_organization(&state, new.organization_id).await?;
     let site = state.store.create_site(&required(&new.name, "name")?, &new.plan, new.organization_id).await?;
     Ok((StatusCode::CREATED, Json(site)))
 }
@@ -126,13 +132,7 @@ pub(super) async fn create_user(
     if role == Role::Agent && new.organization_id.is_some() {
         return Err(ApiError::BadRequest("agents do not belong to a customer organization".to_owned()));
     }
-    if let Some(org) = new.organization_id {
-        state
-            .store
-            .organization(org)
-            .await?
-            .ok_or_else(|| ApiError::BadRequest(format!("organization {org} not found")))?;
-    }
+    ensure_organization(&state, new.organization_id).await?;
     let name = crate::notify::render::header_safe(&required(&new.name, "name")?);
     let user = state.store.create_user(email.as_str(), &name, role, new.organization_id).await?;
     Ok((StatusCode::CREATED, Json(user)))
@@ -634,7 +634,7 @@ pub(super) async fn test_rules(
     State(state): Shared,
     json: Result<Json<RulesTest>, JsonRejection>,
 ) -> ApiResult<Json<crate::pipeline::DryRun>> {
-    use crate::pipeline::{Envelope, Pipeline, analyze};
+    use crate::pipeline::{Pipeline, analyze};
     let request = body(json)?;
     let rules = match &request.rules {
         Some(text) => {
@@ -653,15 +653,8 @@ pub(super) async fn test_rules(
     );
     let raw = request.message.replace("\r\n", "\n").replace('\n', "\r\n");
     let from = analyze("", &[], raw.as_bytes()).and_then(|a| a.from).unwrap_or_default();
-    let mut envelope =
-        Envelope { peer: "rules test".to_owned(), mail_from: request.mail_from.unwrap_or(from), ..Envelope::default() };
     let rcpt = if request.rcpt.is_empty() { vec![format!("support@{}", state.domain)] } else { request.rcpt };
-    for address in rcpt {
-        match pipeline.check_recipient(&address).await {
-            Ok(target) => envelope.recipients.push((address, target)),
-            Err(refusal) => envelope.refused.push((address, refusal)),
-        }
-    }
+    let envelope = pipeline.envelope("rules test", request.mail_from.unwrap_or(from), &rcpt).await;
     Ok(Json(pipeline.dry_run(&envelope, raw.as_bytes()).await))
 }
 

@@ -427,6 +427,19 @@ impl Pipeline {
         }
     }
 
+    /// An envelope as the SMTP session would build it: each recipient
+    /// checked as at RCPT time. For dry runs and tools.
+    pub async fn envelope(&self, peer: &str, mail_from: String, recipients: &[String]) -> Envelope {
+        let mut envelope = Envelope { peer: peer.to_owned(), mail_from, ..Envelope::default() };
+        for address in recipients {
+            match self.check_recipient(address).await {
+                Ok(target) => envelope.recipients.push((address.clone(), target)),
+                Err(refusal) => envelope.refused.push((address.clone(), refusal)),
+            }
+        }
+        envelope
+    }
+
     /// Reads a message with the server's secret: tokens verified.
     pub fn analyze(&self, envelope: &Envelope, raw: &[u8]) -> Option<Analysis> {
         let parsed = parse::parse(raw)?;
