@@ -81,7 +81,12 @@ async fn drive(addr: SocketAddr, connections: usize, duration: Duration, rcpt: &
 
 fn report(name: &str, load: &mut Load) -> f64 {
     load.latencies.sort();
-    let pct = |p: f64| load.latencies.get(((load.latencies.len() as f64 * p) as usize).min(load.latencies.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        load.latencies
+            .get(((load.latencies.len() as f64 * p) as usize).min(load.latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     let rate = load.messages as f64 / load.elapsed.as_secs_f64();
     println!(
         "  {name:<10} {rate:>9.0} msg/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} messages)",
@@ -95,7 +100,11 @@ fn report(name: &str, load: &mut Load) -> f64 {
 fn peak_memory_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0)))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0))
+        })
         .unwrap_or(0.0)
         / 1024.0
 }
@@ -114,21 +123,45 @@ fn main() {
         // A customer, an agent, a chat: replies go to a real thread.
         let store = app.store.clone();
         let site = store.create_site("bench", "sandbox", None).await.unwrap();
-        let customer = store.create_user("customer@bench.example", "C", mailgate::domain::Role::Owner, None).await.unwrap();
+        let customer =
+            store.create_user("customer@bench.example", "C", mailgate::domain::Role::Owner, None).await.unwrap();
         let (thread, _) = store
             .create_thread(
-                mailgate::store::NewThread { kind: mailgate::domain::ThreadKind::Chat, site_id: site.id, customer_id: customer.id, ticket_type: None, subject: "s".into() },
-                mailgate::store::NewMessage { thread_id: 0, author_id: customer.id, author_is_agent: false, body: "hi".into(), source: mailgate::domain::Source::Dashboard, rfc_message_id: None, attachments: vec![], notify: vec![], routing: None, extra_mail: vec![] },
+                mailgate::store::NewThread {
+                    kind: mailgate::domain::ThreadKind::Chat,
+                    site_id: site.id,
+                    customer_id: customer.id,
+                    ticket_type: None,
+                    subject: "s".into(),
+                },
+                mailgate::store::NewMessage {
+                    thread_id: 0,
+                    author_id: customer.id,
+                    author_is_agent: false,
+                    body: "hi".into(),
+                    source: mailgate::domain::Source::Dashboard,
+                    rfc_message_id: None,
+                    attachments: vec![],
+                    notify: vec![],
+                    routing: None,
+                    extra_mail: vec![],
+                },
                 &[],
                 None,
             )
             .await
             .unwrap();
-        let (_, signer) = mailgate::app::open_store(&mailgate::config::Config::for_data_dir(dir.path(), DOMAIN)).await.unwrap();
+        let (_, signer) =
+            mailgate::app::open_store(&mailgate::config::Config::for_data_dir(dir.path(), DOMAIN)).await.unwrap();
         let token = signer.sign(mailgate::domain::ReplyToken { thread_id: thread.id, recipient_id: customer.id });
         let rcpt = format!("reply+{token}@{DOMAIN}");
         let body = "Thanks, that fixed it. ".repeat(80); // about 2 KB
-        let sink = std::process::Command::new("smtp-sink").args(["-u", "nobody", "-c", "127.0.0.1:25251", "1000"]).spawn().ok();
+        let sink = std::process::Command::new("smtp-sink")
+            .args(["-u", "nobody", "127.0.0.1:25251", "1000"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let duration = Duration::from_secs(5);
         for connections in levels {
@@ -136,7 +169,15 @@ fn main() {
             let mut ours = drive(app.smtp_addr, connections, duration, &rcpt, "customer@bench.example", &body).await;
             let rate = report("mailgate", &mut ours);
             if sink.is_some() {
-                let mut theirs = drive("127.0.0.1:25251".parse().unwrap(), connections, duration, &rcpt, "customer@bench.example", &body).await;
+                let mut theirs = drive(
+                    "127.0.0.1:25251".parse().unwrap(),
+                    connections,
+                    duration,
+                    &rcpt,
+                    "customer@bench.example",
+                    &body,
+                )
+                .await;
                 let reference = report("smtp-sink", &mut theirs);
                 println!("  ratio mailgate / smtp-sink: {:.2}x", rate / reference);
             } else {

@@ -50,20 +50,22 @@ fn random_hex(bytes: usize) -> String {
     crate::store::hex(&buf)
 }
 
-/// Opens the database and loads the token signer (creating its secret on first start).
-pub async fn open_store(config: &Config) -> anyhow::Result<(Store, TokenSigner)> {
+/// Opens the database only (no secrets written): for tools that read.
+pub async fn open_database(config: &Config) -> anyhow::Result<Store> {
     if config.database_url.starts_with("sqlite:") {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }
+    Store::open(&config.database_url).await.with_context(|| format!("opening database {}", config.database_url))
+}
+
+/// Opens the database and loads the token signer (creating its secret on first start).
+pub async fn open_store(config: &Config) -> anyhow::Result<(Store, TokenSigner)> {
     let policy = OutboxPolicy {
         coalesce_ms: config.delivery.coalesce_window.as_millis() as i64,
         lifetime_ms: config.delivery.lifetime.as_millis() as i64,
     };
-    let store = Store::open(&config.database_url)
-        .await
-        .with_context(|| format!("opening database {}", config.database_url))?
-        .with_outbox_policy(policy);
+    let store = open_database(config).await?.with_outbox_policy(policy);
     store.setting_or_init("token_key.1", || random_hex(32)).await?;
     let mut keys = Vec::new();
     for (name, value) in store.settings_with_prefix("token_key.").await? {

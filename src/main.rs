@@ -349,7 +349,7 @@ fn templates(command: TemplatesCommand, dir: Option<PathBuf>) -> anyhow::Result<
 
 async fn outbox(command: OutboxCommand, args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args)?;
-    let (store, _) = mailgate::app::open_store(&config).await?;
+    let store = mailgate::app::open_database(&config).await?;
     let result = match command {
         OutboxCommand::List { failed, limit, json } => {
             let items = store.outbox(failed, limit).await?;
@@ -442,7 +442,7 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
 
 async fn log(rule: Option<String>, limit: i64, json: bool, args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args)?;
-    let (store, _) = mailgate::app::open_store(&config).await?;
+    let store = mailgate::app::open_database(&config).await?;
     let entries = store.inbound_log(rule.as_deref(), limit).await?;
     store.close().await;
     if json {

@@ -88,6 +88,8 @@ CREATE TABLE messages (
     UNIQUE (thread_id, rfc_message_id)      -- the same mail delivered twice is one message
 );
 CREATE INDEX messages_thread ON messages(thread_id, id);
+CREATE INDEX messages_thread_time ON messages(thread_id, created_at);
+CREATE INDEX messages_author_time ON messages(author_id, created_at);
 
 -- Attachment bytes, stored once per content (SHA-256).
 CREATE TABLE blobs (

@@ -424,7 +424,7 @@ async fn post_message(
         routing: None,
         extra_mail: Vec::new(),
     };
-    let id = state.store.insert_message(&message, None).await?.id();
+    let id = state.store.insert_message(message, None).await?.id();
     let stored = state.store.messages(thread.id).await?.into_iter().find(|m| m.id == id);
     let stored = stored.ok_or_else(|| ApiError::NotFound("message not found".to_owned()))?;
     Ok((StatusCode::CREATED, Json(message_view(stored))))

@@ -553,7 +553,7 @@ impl Pipeline {
                 };
                 fill_log(&mut log, &accepted, Some(thread.id));
                 log.reason = format!("reply from {} stored in {label}", log.mail_from.as_deref().unwrap_or(""));
-                match self.store.insert_message(&message, Some(&log)).await {
+                match self.store.insert_message(*message, Some(log.clone())).await {
                     Ok(Inserted::New(id)) => Ok(Disposition::Accepted {
                         thread_id: thread.id,
                         thread_label: label,

@@ -43,12 +43,16 @@ pub enum StoreError {
     /// The request contradicts what is stored (e.g. a duplicate email).
     #[error("{0}")]
     Conflict(String),
+    /// The group commit failed or stopped; the message was not stored.
+    #[error("storing failed: {0}")]
+    Batch(String),
 }
 
 impl StoreError {
     /// Whether the same operation may succeed later (busy database, I/O).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Database(e) if !matches!(e, sqlx::Error::RowNotFound | sqlx::Error::ColumnDecode { .. }))
+        matches!(self, StoreError::Batch(_))
+            || matches!(self, StoreError::Database(e) if !matches!(e, sqlx::Error::RowNotFound | sqlx::Error::ColumnDecode { .. }))
     }
 }
 
@@ -70,6 +74,88 @@ pub struct Store {
     outbox_wakeup: Arc<Notify>,
     /// When queued mail is due and how long it is retried.
     policy: OutboxPolicy,
+    /// The same timing, as the group-commit writer sees it.
+    shared_policy: Arc<std::sync::RwLock<OutboxPolicy>>,
+    /// Messages to store, for the group-commit writer.
+    group: tokio::sync::mpsc::Sender<WriteJob>,
+}
+
+/// One message waiting for the group-commit writer.
+struct WriteJob {
+    message: NewMessage,
+    log: Option<InboundLogEntry>,
+    reply: tokio::sync::oneshot::Sender<StoreResult<Inserted>>,
+}
+
+impl std::fmt::Debug for WriteJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteJob").field("thread_id", &self.message.thread_id).finish_non_exhaustive()
+    }
+}
+
+/// Most messages committed in one transaction.
+const GROUP_LIMIT: usize = 64;
+
+/// Stores queued messages, as many per transaction as are waiting.
+async fn group_writer(
+    write: SqlitePool,
+    policy: Arc<std::sync::RwLock<OutboxPolicy>>,
+    wake: Arc<Notify>,
+    mut jobs: tokio::sync::mpsc::Receiver<WriteJob>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_LIMIT {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let policy = *policy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match write_batch(&write, policy, &batch).await {
+            Ok(results) => {
+                let mut notify = false;
+                for (job, result) in batch.into_iter().zip(results) {
+                    notify |= matches!(result, Ok(Inserted::New(_))) && !job.message.notify.is_empty();
+                    let _ = job.reply.send(result);
+                }
+                if notify {
+                    wake.notify_one();
+                }
+            }
+            Err(error) => {
+                let text = error.to_string();
+                for job in batch {
+                    let _ = job.reply.send(Err(StoreError::Batch(text.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for the whole batch, a savepoint per message.
+async fn write_batch(
+    write: &SqlitePool,
+    policy: OutboxPolicy,
+    batch: &[WriteJob],
+) -> StoreResult<Vec<StoreResult<Inserted>>> {
+    let mut tx = write.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
+        match insert_message(&mut savepoint, policy, &job.message, job.log.as_ref()).await {
+            Ok(inserted) => {
+                savepoint.commit().await?;
+                results.push(Ok(inserted));
+            }
+            Err(error) => {
+                savepoint.rollback().await?;
+                results.push(Err(error));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
 }
 
 /// Timing of queued mail.
@@ -99,12 +185,17 @@ impl Store {
         let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         sqlx::migrate!("migrations/sqlite").run(&write).await?;
         let read = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
-        Ok(Self { read, write, outbox_wakeup: Arc::new(Notify::new()), policy: OutboxPolicy::default() })
+        let outbox_wakeup = Arc::new(Notify::new());
+        let shared_policy = Arc::new(std::sync::RwLock::new(OutboxPolicy::default()));
+        let (group, jobs) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(group_writer(write.clone(), Arc::clone(&shared_policy), Arc::clone(&outbox_wakeup), jobs));
+        Ok(Self { read, write, outbox_wakeup, policy: OutboxPolicy::default(), shared_policy, group })
     }
 
     /// The same store with another outbox timing.
     pub fn with_outbox_policy(mut self, policy: OutboxPolicy) -> Self {
         self.policy = policy;
+        *self.shared_policy.write().unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
         self
     }
 
@@ -339,16 +430,22 @@ impl Store {
 
     /// Emailed messages stored since `since` (Unix ms) by `author_id`, and in `thread_id`.
     pub async fn recent_email(&self, author_id: i64, thread_id: i64, since: i64) -> StoreResult<(i64, i64)> {
-        Ok(sqlx::query_as(
-            "SELECT COALESCE(SUM(CASE WHEN author_id = $1 THEN 1 ELSE 0 END), 0), \
-                    COALESCE(SUM(CASE WHEN thread_id = $2 THEN 1 ELSE 0 END), 0) \
-             FROM messages WHERE created_at >= $3 AND source = 'email' AND (author_id = $1 OR thread_id = $2)",
+        // Two counts, each served by its own index.
+        let by_author: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE author_id = $1 AND created_at >= $2 AND source = 'email'",
         )
         .bind(author_id)
+        .bind(since)
+        .fetch_one(&self.read)
+        .await?;
+        let in_thread: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE thread_id = $1 AND created_at >= $2 AND source = 'email'",
+        )
         .bind(thread_id)
         .bind(since)
         .fetch_one(&self.read)
-        .await?)
+        .await?;
+        Ok((by_author, in_thread))
     }
 
     /// One thread.
@@ -368,14 +465,19 @@ impl Store {
     /// its inbound log entry, in one transaction. A message whose Message-ID
     /// is already in the thread is not stored again: the result says
     /// [`Inserted::Duplicate`], and only the log entry is written.
-    pub async fn insert_message(&self, message: &NewMessage, log: Option<&InboundLogEntry>) -> StoreResult<Inserted> {
-        let mut tx = self.write.begin().await?;
-        let inserted = insert_message(&mut tx, self.policy, message, log).await?;
-        tx.commit().await?;
-        if matches!(inserted, Inserted::New(_)) && !message.notify.is_empty() {
-            self.outbox_wakeup.notify_one();
-        }
-        Ok(inserted)
+    ///
+    /// Concurrent calls are committed together (group commit): while one
+    /// transaction waits for its fsync, the next ones queue, and then share
+    /// one transaction and one fsync, each inside its own savepoint so that
+    /// one failure does not undo the others. Every caller still returns only
+    /// after the commit that holds its message.
+    pub async fn insert_message(&self, message: NewMessage, log: Option<InboundLogEntry>) -> StoreResult<Inserted> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.group
+            .send(WriteJob { message, log, reply })
+            .await
+            .map_err(|_| StoreError::Batch("the store is closed".to_owned()))?;
+        answer.await.map_err(|_| StoreError::Batch("the group commit writer stopped".to_owned()))?
     }
 
     /// A thread's messages, oldest first, with their attachments.

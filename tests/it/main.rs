@@ -13,5 +13,6 @@ mod roundtrip;
 mod rules;
 mod security;
 mod smtp;
+mod store;
 mod support;
 mod templates;

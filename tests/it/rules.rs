@@ -184,6 +184,7 @@ async fn actions_are_applied_and_recorded_with_the_rule_name() {
         .arg(app.dir.path())
         .output()
         .unwrap();
+    assert!(out.status.success(), "mailgate log: {}", String::from_utf8_lossy(&out.stderr));
     let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
     app.stop().await;

@@ -1,0 +1,65 @@
+//! The store on a real SQLite file: group commit keeps each message's fate
+//! its own.
+
+use mailgate::domain::{Role, Source, ThreadKind};
+use mailgate::store::{Inserted, NewMessage, NewThread, Store};
+
+fn message(thread_id: i64, author_id: i64, id: &str) -> NewMessage {
+    NewMessage {
+        thread_id,
+        author_id,
+        author_is_agent: false,
+        body: format!("body of {id}"),
+        source: Source::Email,
+        rfc_message_id: Some(id.to_owned()),
+        attachments: Vec::new(),
+        notify: Vec::new(),
+        routing: None,
+        extra_mail: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_messages_commit_together_and_one_failure_undoes_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("m.db").display())).await.unwrap();
+    let site = store.create_site("s", "sandbox", None).await.unwrap();
+    let user = store.create_user("c@example.org", "C", Role::Owner, None).await.unwrap();
+    let (thread, _) = store
+        .create_thread(
+            NewThread {
+                kind: ThreadKind::Chat,
+                site_id: site.id,
+                customer_id: user.id,
+                ticket_type: None,
+                subject: "s".into(),
+            },
+            message(0, user.id, "first@x"),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        // Message 13 names an author that does not exist: a foreign-key failure.
+        let author = if i == 13 { 999_999 } else { user.id };
+        tasks.push(tokio::spawn(async move {
+            store.insert_message(message(thread.id, author, &format!("m{i}@x")), None).await
+        }));
+    }
+    let mut failed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(Inserted::New(_)) => {}
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => failed += 1,
+        }
+    }
+    assert_eq!(failed, 1, "only the broken message fails");
+    assert_eq!(store.messages(thread.id).await.unwrap().len(), 40, "the first and the 39 good ones are stored");
+    // The same Message-ID again is a duplicate, whatever batch it lands in.
+    let again = store.insert_message(message(thread.id, user.id, "m1@x"), None).await.unwrap();
+    assert!(matches!(again, Inserted::Duplicate(_)));
+}
