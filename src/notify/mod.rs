@@ -53,33 +53,11 @@ pub const OPTIONAL_KINDS: &[&str] = &["agent_replied", "customer_replied", "tick
 /// Whether `site` may open tickets: its own plan includes them, or its
 /// organization's plan does (for some plans only for sites on Business and above).
 pub async fn site_has_tickets(store: &Store, site: &Site) -> StoreResult<bool> {
-    let site_plan = store.plan(&site.plan_id).await?;
-    if site_plan.as_ref().is_some_and(|p| p.tickets == "all") {
-        return Ok(true);
-    }
-    let Some(org_id) = site.organization_id else {
-        return Ok(false);
-    };
-    let Some(org_plan) = store.organization(org_id).await?.and_then(|o| o.plan_id) else {
-        return Ok(false);
-    };
-    let Some(org_plan) = store.plan(&org_plan).await? else {
-        return Ok(false);
-    };
-    Ok(match org_plan.tickets.as_str() {
-        "all" => true,
-        "business_and_above" => site_plan.is_some_and(|p| p.rank >= crate::store::BUSINESS_RANK),
-        _ => false,
-    })
+    Ok(store.site_features(site.id).await?.0)
 }
 
 /// Whether emergencies on `site` page the on-call engineers: its plan, or
 /// its organization's plan, includes on-call.
 pub async fn site_has_on_call(store: &Store, site: &Site) -> StoreResult<bool> {
-    if store.plan(&site.plan_id).await?.is_some_and(|p| p.on_call) {
-        return Ok(true);
-    }
-    let Some(org_id) = site.organization_id else { return Ok(false) };
-    let Some(org_plan) = store.organization(org_id).await?.and_then(|o| o.plan_id) else { return Ok(false) };
-    Ok(store.plan(&org_plan).await?.is_some_and(|p| p.on_call))
+    Ok(store.site_features(site.id).await?.1)
 }

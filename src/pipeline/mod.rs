@@ -804,10 +804,7 @@ impl Pipeline {
         sender: Option<&crate::store::User>,
     ) -> Result<rules::RuleInput, StoreError> {
         let (has_tickets, has_on_call) = match site {
-            Some(site) => (
-                crate::notify::site_has_tickets(&self.store, site).await?,
-                crate::notify::site_has_on_call(&self.store, site).await?,
-            ),
+            Some(site) => self.store.site_features(site.id).await?,
             None => match sender.and_then(|u| u.organization_id) {
                 Some(org) => self.org_features(org).await?,
                 None => (false, false),
@@ -835,8 +832,8 @@ impl Pipeline {
     async fn org_features(&self, org: i64) -> Result<(bool, bool), StoreError> {
         let mut features = (false, false);
         for site in self.store.sites_of_organization(org).await? {
-            features.0 |= crate::notify::site_has_tickets(&self.store, &site).await?;
-            features.1 |= crate::notify::site_has_on_call(&self.store, &site).await?;
+            let (tickets, on_call) = self.store.site_features(site.id).await?;
+            features = (features.0 || tickets, features.1 || on_call);
         }
         Ok(features)
     }

@@ -430,22 +430,38 @@ impl Store {
 
     /// Emailed messages stored since `since` (Unix ms) by `author_id`, and in `thread_id`.
     pub async fn recent_email(&self, author_id: i64, thread_id: i64, since: i64) -> StoreResult<(i64, i64)> {
-        // Two counts, each served by its own index.
-        let by_author: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM messages WHERE author_id = $1 AND created_at >= $2 AND source = 'email'",
+        // One round trip; each count is served by its own index.
+        Ok(sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM messages WHERE author_id = $1 AND created_at >= $3 AND source = 'email'), \
+                    (SELECT COUNT(*) FROM messages WHERE thread_id = $2 AND created_at >= $3 AND source = 'email')",
         )
         .bind(author_id)
-        .bind(since)
-        .fetch_one(&self.read)
-        .await?;
-        let in_thread: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM messages WHERE thread_id = $1 AND created_at >= $2 AND source = 'email'",
-        )
         .bind(thread_id)
         .bind(since)
         .fetch_one(&self.read)
+        .await?)
+    }
+
+    /// Whether a site may open tickets and page on-call, in one query: its own
+    /// plan, or its organization's (tickets there may need a Business site).
+    pub async fn site_features(&self, site_id: i64) -> StoreResult<(bool, bool)> {
+        let row: Option<(String, i64, bool, Option<String>, Option<bool>)> = sqlx::query_as(
+            "SELECT sp.tickets, sp.rank, sp.on_call, op.tickets, op.on_call FROM sites s \
+             JOIN plans sp ON sp.id = s.plan_id \
+             LEFT JOIN organizations o ON o.id = s.organization_id \
+             LEFT JOIN plans op ON op.id = o.plan_id WHERE s.id = $1",
+        )
+        .bind(site_id)
+        .fetch_optional(&self.read)
         .await?;
-        Ok((by_author, in_thread))
+        let Some((site_tickets, rank, site_on_call, org_tickets, org_on_call)) = row else { return Ok((false, false)) };
+        let tickets = site_tickets == "all"
+            || match org_tickets.as_deref() {
+                Some("all") => true,
+                Some("business_and_above") => rank >= BUSINESS_RANK,
+                _ => false,
+            };
+        Ok((tickets, site_on_call || org_on_call.unwrap_or(false)))
     }
 
     /// One thread.
