@@ -147,7 +147,8 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     )
     .with_auth(sender_auth(&config)?)
     .with_mime_limits(config.limits.mime)
-    .with_loop_limit(config.limits.max_messages_per_sender_per_hour);
+    .with_loop_limit(config.limits.max_messages_per_sender_per_hour)
+    .with_hold_not_allowed(config.auth.hold_not_allowed);
     if let Some(path) = config.rules_file.clone() {
         tasks.spawn(watch_rules(path, Arc::clone(&rules), shutdown.clone()));
     }
@@ -325,6 +326,7 @@ pub async fn tool_pipeline(config: &Config) -> anyhow::Result<(Store, Pipeline)>
     let pipeline = Pipeline::new(store.clone(), signer, config.domain.clone(), rules, config.on_call_address.clone())
         .with_auth(sender_auth(config)?)
         .with_mime_limits(config.limits.mime)
-        .with_loop_limit(config.limits.max_messages_per_sender_per_hour);
+        .with_loop_limit(config.limits.max_messages_per_sender_per_hour)
+        .with_hold_not_allowed(config.auth.hold_not_allowed);
     Ok((store, pipeline))
 }

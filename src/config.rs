@@ -126,6 +126,7 @@ struct RawAuth {
     enabled: Option<bool>,
     resolver: Option<String>,
     on_dmarc_fail: Option<crate::pipeline::authenticate::OnDmarcFail>,
+    on_not_allowed: Option<String>,
     #[serde(default)]
     records: std::collections::HashMap<String, String>,
 }
@@ -141,6 +142,8 @@ pub struct AuthConfig {
     pub on_dmarc_fail: crate::pipeline::authenticate::OnDmarcFail,
     /// TXT records served without DNS (name -> value).
     pub records: std::collections::HashMap<String, String>,
+    /// Hold mail from a sender who may not write in the thread (instead of refusing it).
+    pub hold_not_allowed: bool,
 }
 
 impl Default for AuthConfig {
@@ -150,6 +153,7 @@ impl Default for AuthConfig {
             resolver: "system".to_owned(),
             on_dmarc_fail: crate::pipeline::authenticate::OnDmarcFail::Refuse,
             records: Default::default(),
+            hold_not_allowed: false,
         }
     }
 }
@@ -224,6 +228,7 @@ struct RawLimits {
     max_mime_parts: Option<usize>,
     max_mime_depth: Option<usize>,
     max_header_fields: Option<usize>,
+    max_header_bytes: Option<usize>,
     max_messages_per_sender_per_hour: Option<u32>,
 }
 
@@ -381,6 +386,9 @@ impl Config {
         if let Some(n) = raw.limits.max_header_fields {
             limits.mime.max_headers = n.max(10);
         }
+        if let Some(n) = raw.limits.max_header_bytes {
+            limits.mime.max_header_bytes = n.max(1024);
+        }
         if let Some(n) = raw.limits.max_messages_per_sender_per_hour {
             limits.max_messages_per_sender_per_hour = n.max(1);
         }
@@ -462,6 +470,11 @@ impl Config {
                 resolver: raw.auth.resolver.unwrap_or_else(|| "system".to_owned()),
                 on_dmarc_fail: raw.auth.on_dmarc_fail.unwrap_or(crate::pipeline::authenticate::OnDmarcFail::Refuse),
                 records: raw.auth.records,
+                hold_not_allowed: match raw.auth.on_not_allowed.as_deref() {
+                    None | Some("refuse") => false,
+                    Some("hold") => true,
+                    Some(other) => bail!("auth.on_not_allowed: {other:?} is not refuse or hold"),
+                },
             },
             admin_token: std::env::var("MAILGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(raw.admin_token),
         })

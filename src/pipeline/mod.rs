@@ -260,6 +260,9 @@ pub struct Pipeline {
     mime_limits: MimeLimits,
     /// Loop breaker: emailed messages per sender, and per thread, per hour.
     loop_limit: i64,
+    /// Keep mail from senders who may not write in the thread for an agent
+    /// (250) instead of refusing it.
+    hold_not_allowed: bool,
 }
 
 /// How complex a message may be before it is refused.
@@ -271,11 +274,13 @@ pub struct MimeLimits {
     pub max_depth: usize,
     /// Header fields at the top level.
     pub max_headers: usize,
+    /// Bytes of the top-level header section.
+    pub max_header_bytes: usize,
 }
 
 impl Default for MimeLimits {
     fn default() -> Self {
-        Self { max_parts: 500, max_depth: 20, max_headers: 500 }
+        Self { max_parts: 500, max_depth: 20, max_headers: 500, max_header_bytes: 256 * 1024 }
     }
 }
 
@@ -290,6 +295,12 @@ impl MimeLimits {
         }
         if mail.headers.len() > self.max_headers {
             return Some(format!("{} header fields (the limit is {})", mail.headers.len(), self.max_headers));
+        }
+        if mail.header_bytes > self.max_header_bytes {
+            return Some(format!(
+                "a header section of {} bytes (the limit is {})",
+                mail.header_bytes, self.max_header_bytes
+            ));
         }
         None
     }
@@ -314,7 +325,15 @@ impl Pipeline {
             auth: None,
             mime_limits: MimeLimits::default(),
             loop_limit: 120,
+            hold_not_allowed: false,
         }
+    }
+
+    /// The same pipeline, holding mail from senders who may not write in the
+    /// thread for an agent instead of refusing it.
+    pub fn with_hold_not_allowed(mut self, hold: bool) -> Self {
+        self.hold_not_allowed = hold;
+        self
     }
 
     /// The same pipeline with another loop breaker: at most `per_hour`
@@ -756,6 +775,10 @@ impl Pipeline {
                         Plan::Log(Disposition::Dropped { reason }, Some(thread.id)),
                         rules::Decision::default(),
                     ));
+                }
+                Authorization::Denied(reason) if self.hold_not_allowed => {
+                    let plan = Plan::Hold(format!("held for an agent: {reason} ({})", thread_label(thread)));
+                    return Ok((plan, rules::Decision::default()));
                 }
                 Authorization::Denied(reason) => {
                     let plan = Plan::Log(Disposition::Rejected(Refusal::NotAllowed(reason)), Some(thread.id));

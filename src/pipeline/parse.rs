@@ -47,6 +47,8 @@ pub struct ParsedMail {
     pub part_count: usize,
     /// How deeply its multiparts nest.
     pub depth: usize,
+    /// Bytes of the top-level header section.
+    pub header_bytes: usize,
 }
 
 /// One attachment, decoded.
@@ -152,6 +154,7 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
         delivery_status,
         returned_message_ids,
         part_count: message.parts.len(),
+        header_bytes: message.root_part().raw_body_offset() as usize,
         depth: depth(&message, 0, 0),
     })
 }

@@ -158,6 +158,10 @@ async fn write_batch(
     Ok(results)
 }
 
+/// A site's plan (tickets, rank, on-call) and its organization's plan
+/// (tickets, on-call), as `site_features` reads them.
+type PlanFeatures = (String, i64, bool, Option<String>, Option<bool>);
+
 /// Timing of queued mail.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboxPolicy {
@@ -445,7 +449,7 @@ impl Store {
     /// Whether a site may open tickets and page on-call, in one query: its own
     /// plan, or its organization's (tickets there may need a Business site).
     pub async fn site_features(&self, site_id: i64) -> StoreResult<(bool, bool)> {
-        let row: Option<(String, i64, bool, Option<String>, Option<bool>)> = sqlx::query_as(
+        let row: Option<PlanFeatures> = sqlx::query_as(
             "SELECT sp.tickets, sp.rank, sp.on_call, op.tickets, op.on_call FROM sites s \
              JOIN plans sp ON sp.id = s.plan_id \
              LEFT JOIN organizations o ON o.id = s.organization_id \

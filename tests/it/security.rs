@@ -361,3 +361,27 @@ async fn a_thousand_connections_at_once_get_clear_answers() {
     smtp.expect("EHLO after.flood", "250").await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_stranger_on_a_token_can_be_held_for_an_agent_instead_of_refused() {
+    let app = spawn_app_with(|c| c.auth.hold_not_allowed = true).await;
+    let note = chat_note(&app).await;
+    let reply = reply_mail(STRANGER, &note.reply_address(), "x", "stranger-held@x", "", "Let me in");
+    let answer = app.send(STRANGER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    let (_, held) = app.get("/held").await;
+    assert!(held[0]["reason"].as_str().unwrap().contains("may not write"), "{held}");
+    assert_eq!(app.messages("/chats/1").await.len(), 2, "not posted");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_header_section_is_refused() {
+    let app = spawn_app().await;
+    let note = chat_note(&app).await;
+    let long = format!("X-Padding: {}\r\n", "p".repeat(900)).repeat(400); // ~360 KB of headers in 400 fields
+    let reply = format!("From: {OWNER}\r\nSubject: Re: x\r\nMessage-ID: <hdr@x>\r\n{long}\r\nbody\r\n");
+    let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("552 5.3.4") && answer.contains("header section"), "{answer}");
+    app.stop().await;
+}
