@@ -232,11 +232,7 @@ async fn subject_ticket_tag_only_lets_in_people_who_may_see_the_ticket() {
 #[tokio::test]
 async fn someone_elses_token_is_refused() {
     let app = spawn_app().await;
-    let w = app.world("sandbox", None).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    let chat_id = chat["id"].as_i64().unwrap();
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
-    let note = app.wait_for_mail(3).await.remove(2);
+    let (_, chat_id, note) = app.chat_with_note().await;
     // Spoofed From: the stranger uses the owner's reply address.
     let reply = reply_mail(STRANGER, &note.reply_address(), "x", "s-1@x", "", "I am in your chat");
     let answer = app.send(STRANGER, &[&note.reply_address()], &reply).await;
@@ -249,11 +245,7 @@ async fn someone_elses_token_is_refused() {
 #[tokio::test]
 async fn the_same_message_delivered_twice_is_stored_once() {
     let app = spawn_app().await;
-    let w = app.world("sandbox", None).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    let chat_id = chat["id"].as_i64().unwrap();
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
-    let note = app.wait_for_mail(3).await.remove(2);
+    let (_, chat_id, note) = app.chat_with_note().await;
     let reply = reply_mail(OWNER, &note.reply_address(), "x", "dup-1@acme.example", "", "Once only");
     for _ in 0..2 {
         let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
@@ -273,11 +265,7 @@ async fn the_same_message_delivered_twice_is_stored_once() {
 #[tokio::test]
 async fn auto_replies_and_bounces_are_recorded_never_posted() {
     let app = spawn_app().await;
-    let w = app.world("sandbox", None).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    let chat_id = chat["id"].as_i64().unwrap();
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
-    let note = app.wait_for_mail(3).await.remove(2);
+    let (_, chat_id, note) = app.chat_with_note().await;
     let ooo = reply_mail(
         OWNER,
         &note.reply_address(),
@@ -308,11 +296,7 @@ async fn auto_replies_and_bounces_are_recorded_never_posted() {
 #[tokio::test]
 async fn tokens_and_messages_survive_a_restart() {
     let app = spawn_app().await;
-    let w = app.world("sandbox", None).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    let chat_id = chat["id"].as_i64().unwrap();
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
-    let note = app.wait_for_mail(3).await.remove(2);
+    let (_, chat_id, note) = app.chat_with_note().await;
     let app = app.restart().await;
     let reply = reply_mail(OWNER, &note.reply_address(), "x", "after-restart@acme.example", "", "Still works");
     let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
@@ -324,11 +308,7 @@ async fn tokens_and_messages_survive_a_restart() {
 #[tokio::test]
 async fn empty_reply_is_refused_with_an_explanation() {
     let app = spawn_app().await;
-    let w = app.world("sandbox", None).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    let chat_id = chat["id"].as_i64().unwrap();
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
-    let note = app.wait_for_mail(3).await.remove(2);
+    let (_, _, note) = app.chat_with_note().await;
     let reply = reply_mail(OWNER, &note.reply_address(), "x", "empty@acme.example", "", "");
     let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
     assert!(answer.starts_with("550 5.6.0"), "{answer}");
@@ -338,11 +318,7 @@ async fn empty_reply_is_refused_with_an_explanation() {
 #[tokio::test]
 async fn a_bounce_is_tied_to_the_notification_it_answers() {
     let app = spawn_app().await;
-    let w = app.world("sandbox", None).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    let chat_id = chat["id"].as_i64().unwrap();
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
-    let note = app.wait_for_mail(3).await.remove(2);
+    let (_, chat_id, note) = app.chat_with_note().await;
     let bounce = format!(
         "From: MAILER-DAEMON@mx.acme.example\r\nTo: bounces@{DOMAIN}\r\nSubject: Undelivered Mail Returned to Sender\r\n\
          MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n\
@@ -373,11 +349,7 @@ async fn a_bounce_is_tied_to_the_notification_it_answers() {
 #[tokio::test]
 async fn an_html_only_reply_lands_as_readable_text() {
     let app = spawn_app().await;
-    let w = app.world("sandbox", None).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    let chat_id = chat["id"].as_i64().unwrap();
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
-    let note = app.wait_for_mail(3).await.remove(2);
+    let (_, chat_id, note) = app.chat_with_note().await;
     let html = format!(
         "From: {OWNER}\r\nTo: {}\r\nSubject: Re: x\r\nMessage-ID: <html-1@acme.example>\r\nMIME-Version: 1.0\r\n\
          Content-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>It is <b>fixed</b>, see <a href=\"https://acme.example/ok\">the page</a>.</p>\
@@ -394,11 +366,7 @@ async fn an_html_only_reply_lands_as_readable_text() {
 #[tokio::test]
 async fn inspect_with_the_instance_data_dir_says_what_would_happen() {
     let app = spawn_app().await;
-    let w = app.world("sandbox", None).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    let chat_id = chat["id"].as_i64().unwrap();
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
-    let note = app.wait_for_mail(3).await.remove(2);
+    let (_, chat_id, note) = app.chat_with_note().await;
     let file = app.dir.path().join("reply.eml");
     std::fs::write(&file, reply_mail(OWNER, &note.reply_address(), "x", "insp@acme.example", "", "Looks good"))
         .unwrap();
@@ -430,11 +398,7 @@ async fn inspect_with_the_instance_data_dir_says_what_would_happen() {
 #[tokio::test]
 async fn replies_to_a_closed_conversation_are_refused_until_it_reopens() {
     let app = spawn_app().await;
-    let w = app.world("sandbox", None).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    let chat_id = chat["id"].as_i64().unwrap();
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
-    let note = app.wait_for_mail(3).await.remove(2);
+    let (_, chat_id, note) = app.chat_with_note().await;
     let (status, closed) = app.post(&format!("/chats/{chat_id}/close"), json!({})).await;
     assert_eq!((status, closed["status"].as_str()), (200, Some("closed")));
     let reply = reply_mail(OWNER, &note.reply_address(), "x", "late@acme.example", "", "One more thing");

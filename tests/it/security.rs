@@ -18,10 +18,7 @@ fn acme_records() -> HashMap<String, String> {
 }
 
 async fn chat_note(app: &TestApp) -> Eml {
-    let w = app.world("sandbox", None).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    app.create(&format!("/chats/{}/messages", chat["id"]), json!({"author_id": w.agent, "text": "Hi"})).await;
-    app.wait_for_mail(3).await.remove(2)
+    app.chat_with_note().await.2
 }
 
 #[tokio::test]

@@ -2,16 +2,13 @@
 //! dot-stuffing, limits, refusals and malformed input.
 
 use crate::support::*;
-use serde_json::json;
+
 use tokio::io::AsyncReadExt;
 
 /// A chat with one agent notification sent to the owner; returns (chat id, notification).
 async fn chat_with_notification(app: &TestApp) -> (i64, Eml) {
-    let w = app.world("sandbox", None).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    let chat_id = chat["id"].as_i64().unwrap();
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
-    (chat_id, app.wait_for_mail(3).await.remove(2))
+    let (_, chat_id, note) = app.chat_with_note().await;
+    (chat_id, note)
 }
 
 #[tokio::test]

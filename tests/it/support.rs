@@ -335,6 +335,19 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// A Sandbox world, a chat opened by the owner, and the notification the
+    /// owner got when an agent answered: (world, chat id, notification).
+    pub async fn chat_with_note(&self) -> (World, i64, Eml) {
+        let w = self.world("sandbox", None).await;
+        let chat = self.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
+        let chat_id = chat["id"].as_i64().unwrap();
+        self.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
+        let note = self.wait_for_mail(3).await.remove(2);
+        (w, chat_id, note)
+    }
+}
+
 /// A reply as a mail client writes it: new text on top, the notification quoted below.
 pub fn reply_mail(from: &str, to: &str, subject: &str, message_id: &str, extra_headers: &str, text: &str) -> String {
     format!(
