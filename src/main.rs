@@ -54,6 +54,9 @@ enum Command {
         /// Envelope recipient to assume, e.g. reply+TOKEN@DOMAIN (repeatable).
         #[arg(long = "rcpt", value_name = "ADDR")]
         rcpt: Vec<String>,
+        /// Client IP to assume, for SPF (with --config or --data-dir).
+        #[arg(long, value_name = "IP")]
+        peer_ip: Option<std::net::IpAddr>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -204,7 +207,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
-        Command::Inspect { file, json, mail_from, rcpt, config } => inspect(file, json, mail_from, rcpt, config).await,
+        Command::Inspect { file, json, mail_from, rcpt, peer_ip, config } => {
+            inspect(file, json, mail_from, rcpt, peer_ip, config).await
+        }
         Command::Templates { command, templates_dir } => templates(command, templates_dir),
         Command::Outbox { command, config } => outbox(command, config).await,
         Command::Rules { command } => rules(command).await,
@@ -256,6 +261,7 @@ async fn inspect(
     json: bool,
     mail_from: Option<String>,
     rcpt: Vec<String>,
+    peer_ip: Option<std::net::IpAddr>,
     args: ConfigArgs,
 ) -> anyhow::Result<ExitCode> {
     let raw = if file.as_os_str() == "-" {
@@ -271,6 +277,7 @@ async fn inspect(
         let config = Config::load(&args)?;
         let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
         let mut envelope = pipeline.envelope("inspect", mail_from, &rcpt).await;
+        envelope.peer_ip = peer_ip;
         if envelope.recipients.is_empty() && envelope.refused.is_empty() {
             envelope.recipients.push((config.support_address(), RecipientTarget::Support));
         }
