@@ -37,11 +37,19 @@ async fn reply(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String
 
 /// `connections` clients, each sending messages for `duration`, pipelining
 /// MAIL, RCPT and DATA as MTAs do.
-async fn drive(addr: SocketAddr, connections: usize, duration: Duration, rcpt: &str, from: &str, body: &str) -> Load {
+async fn drive(
+    addr: SocketAddr,
+    connections: usize,
+    duration: Duration,
+    senders: &[(String, String)],
+    body: &str,
+) -> Load {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..connections {
-        let (rcpt, from, body) = (rcpt.to_owned(), from.to_owned(), body.to_owned());
+        // Each connection is another customer replying in their own chat.
+        let (from, rcpt) = senders[c % senders.len()].clone();
+        let body = body.to_owned();
         tasks.push(tokio::spawn(async move {
             let stream = TcpStream::connect(addr).await.expect("connect");
             stream.set_nodelay(true).ok();
@@ -117,44 +125,42 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = mailgate::config::Config::for_data_dir(dir.path(), DOMAIN);
         config.api_token = Some("bench".to_owned());
-        config.limits.max_messages_per_sender_per_hour = u32::MAX;
+        // A benchmark sender writes far more than a person; the cap still bounds the counting.
+        config.limits.max_messages_per_sender_per_hour = 1_000_000;
         config.limits.max_connections_per_ip = 10_000;
         let app = mailgate::app::start(config).await.unwrap();
-        // A customer, an agent, a chat: replies go to a real thread.
+        // Fifty customers, each with a chat: replies go to real threads.
         let store = app.store.clone();
         let site = store.create_site("bench", "sandbox", None).await.unwrap();
-        let customer =
-            store.create_user("customer@bench.example", "C", mailgate::domain::Role::Owner, None).await.unwrap();
-        let (thread, _) = store
-            .create_thread(
-                mailgate::store::NewThread {
-                    kind: mailgate::domain::ThreadKind::Chat,
-                    site_id: site.id,
-                    customer_id: customer.id,
-                    ticket_type: None,
-                    subject: "s".into(),
-                },
-                mailgate::store::NewMessage {
-                    thread_id: 0,
-                    author_id: customer.id,
-                    author_is_agent: false,
-                    body: "hi".into(),
-                    source: mailgate::domain::Source::Dashboard,
-                    rfc_message_id: None,
-                    attachments: vec![],
-                    notify: vec![],
-                    routing: None,
-                    extra_mail: vec![],
-                },
-                &[],
-                None,
-            )
-            .await
-            .unwrap();
         let (_, signer) =
             mailgate::app::open_store(&mailgate::config::Config::for_data_dir(dir.path(), DOMAIN)).await.unwrap();
-        let token = signer.sign(mailgate::domain::ReplyToken { thread_id: thread.id, recipient_id: customer.id });
-        let rcpt = format!("reply+{token}@{DOMAIN}");
+        let mut senders = Vec::new();
+        for i in 0..50 {
+            let email = format!("customer{i}@bench.example");
+            let customer = store.create_user(&email, "C", mailgate::domain::Role::Owner, None).await.unwrap();
+            let thread = mailgate::store::NewThread {
+                kind: mailgate::domain::ThreadKind::Chat,
+                site_id: site.id,
+                customer_id: customer.id,
+                ticket_type: None,
+                subject: "s".into(),
+            };
+            let first = mailgate::store::NewMessage {
+                thread_id: 0,
+                author_id: customer.id,
+                author_is_agent: false,
+                body: "hi".into(),
+                source: mailgate::domain::Source::Dashboard,
+                rfc_message_id: None,
+                attachments: vec![],
+                notify: vec![],
+                routing: None,
+                extra_mail: vec![],
+            };
+            let (thread, _) = store.create_thread(thread, first, &[], None).await.unwrap();
+            let token = signer.sign(mailgate::domain::ReplyToken { thread_id: thread.id, recipient_id: customer.id });
+            senders.push((email, format!("reply+{token}@{DOMAIN}")));
+        }
         let body = "Thanks, that fixed it. ".repeat(80); // about 2 KB
         let sink = std::process::Command::new("smtp-sink")
             .args(["-u", "nobody", "127.0.0.1:25251", "1000"])
@@ -166,18 +172,11 @@ fn main() {
         let duration = Duration::from_secs(5);
         for connections in levels {
             println!("{connections} connection(s), 2 KB replies, {} s:", duration.as_secs());
-            let mut ours = drive(app.smtp_addr, connections, duration, &rcpt, "customer@bench.example", &body).await;
+            let mut ours = drive(app.smtp_addr, connections, duration, &senders, &body).await;
             let rate = report("mailgate", &mut ours);
             if sink.is_some() {
-                let mut theirs = drive(
-                    "127.0.0.1:25251".parse().unwrap(),
-                    connections,
-                    duration,
-                    &rcpt,
-                    "customer@bench.example",
-                    &body,
-                )
-                .await;
+                let sink_addr = "127.0.0.1:25251".parse().unwrap();
+                let mut theirs = drive(sink_addr, connections, duration, &senders, &body).await;
                 let reference = report("smtp-sink", &mut theirs);
                 println!("  ratio mailgate / smtp-sink: {:.2}x", rate / reference);
             } else {

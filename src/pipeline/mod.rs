@@ -896,7 +896,8 @@ impl Pipeline {
         if analysis.reply_text.trim().is_empty() && attachments.is_empty() {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::EmptyReply), Some(thread.id)));
         }
-        let (by_sender, in_thread) = self.store.recent_email(author.id, thread.id, now_ms() - 3600 * 1000).await?;
+        let (by_sender, in_thread) =
+            self.store.recent_email(author.id, thread.id, now_ms() - 3600 * 1000, self.loop_limit).await?;
         if by_sender >= self.loop_limit || in_thread >= self.loop_limit {
             let reason = format!(
                 "loop breaker: {by_sender} messages from {} and {in_thread} in {} in the last hour (limit {})",

@@ -435,16 +435,20 @@ impl Store {
         Ok(())
     }
 
-    /// Emailed messages stored since `since` (Unix ms) by `author_id`, and in `thread_id`.
-    pub async fn recent_email(&self, author_id: i64, thread_id: i64, since: i64) -> StoreResult<(i64, i64)> {
-        // One round trip; each count is served by its own index.
+    /// Emailed messages stored since `since` (Unix ms) by `author_id`, and in
+    /// `thread_id`, each counted up to `cap` (the work stays bounded however
+    /// busy a sender is).
+    pub async fn recent_email(&self, author_id: i64, thread_id: i64, since: i64, cap: i64) -> StoreResult<(i64, i64)> {
         Ok(sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM messages WHERE author_id = $1 AND created_at >= $3 AND source = 'email'), \
-                    (SELECT COUNT(*) FROM messages WHERE thread_id = $2 AND created_at >= $3 AND source = 'email')",
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE author_id = $1 AND created_at >= $3 \
+                       AND source = 'email' LIMIT $4)), \
+                    (SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE thread_id = $2 AND created_at >= $3 \
+                       AND source = 'email' LIMIT $4))",
         )
         .bind(author_id)
         .bind(thread_id)
         .bind(since)
+        .bind(cap)
         .fetch_one(&self.read)
         .await?)
     }
