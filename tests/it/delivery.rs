@@ -34,6 +34,18 @@ async fn wait_outbox(app: &TestApp, done: impl Fn(&[serde_json::Value]) -> bool)
     panic!("the outbox never reached the expected state: {last}");
 }
 
+/// Waits for the first failed outbox item (Null if none within 5 s).
+async fn first_failed(app: &TestApp) -> serde_json::Value {
+    for _ in 0..100 {
+        let (_, items) = app.get("/outbox?status=failed").await;
+        if items.as_array().is_some_and(|a| !a.is_empty()) {
+            return items[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serde_json::Value::Null
+}
+
 /// A chat opened by the owner; returns its id.
 async fn chat(app: &TestApp, w: &World) -> i64 {
     let chat =
@@ -94,15 +106,7 @@ async fn a_421_is_retried_and_a_550_fails_for_good() {
 
     relay.fail_next("550 5.1.1 no such user");
     app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hello?"})).await;
-    let mut failed = serde_json::Value::Null;
-    for _ in 0..100 {
-        let (_, items) = app.get("/outbox?status=failed").await;
-        if items.as_array().is_some_and(|a| !a.is_empty()) {
-            failed = items[0].clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let failed = first_failed(&app).await;
     assert_eq!(failed["status"], "failed", "a 5xx is permanent");
     assert!(failed["last_error"].as_str().unwrap().contains("permanent"), "{failed}");
     let attempts_before = relay.attempts();
@@ -201,15 +205,7 @@ async fn addresses_that_hard_bounce_stop_getting_mail() {
     let answer = app.send("", &[&format!("bounces+1@{DOMAIN}")], &bounce).await;
     assert!(answer.starts_with("250"), "{answer}");
     app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hello?"})).await;
-    let mut failed = serde_json::Value::Null;
-    for _ in 0..100 {
-        let (_, items) = app.get("/outbox?status=failed").await;
-        if items.as_array().is_some_and(|a| !a.is_empty()) {
-            failed = items[0].clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let failed = first_failed(&app).await;
     assert!(failed["last_error"].as_str().unwrap_or("").contains("suppressed"), "agents see why: {failed}");
     assert_eq!(relay.messages().len(), 2);
     app.stop().await;
