@@ -10,7 +10,8 @@ use std::time::Duration;
 /// A `mailgate serve` process on free ports; returns it with its SMTP and HTTP addresses.
 fn serve(data: &std::path::Path) -> (Child, std::net::SocketAddr, std::net::SocketAddr) {
     let config = data.join("mailgate.toml");
-    std::fs::write(&config, "[delivery]\ncoalesce_window_secs = 0\n").unwrap();
+    // No DNS in tests: sender checks answer from (empty) configured records.
+    std::fs::write(&config, "[delivery]\ncoalesce_window_secs = 0\n\n[auth]\nresolver = \"static\"\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
         .args(["serve", "--smtp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--domain", DOMAIN])
         .arg("--config")
