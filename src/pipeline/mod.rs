@@ -197,6 +197,9 @@ pub struct Analysis {
     pub bounce: Option<bounce::BounceReport>,
     #[serde(skip)]
     parsed: parse::ParsedMail,
+    /// The attachments to store, chosen and named once.
+    #[serde(skip)]
+    kept_attachments: Vec<crate::store::NewAttachment>,
 }
 
 /// An attachment as `inspect` and the API list it.
@@ -225,6 +228,7 @@ pub fn analyze(mail_from: &str, recipients: &[String], raw: &[u8]) -> Option<Ana
 
 fn build_analysis(mail_from: &str, parsed: parse::ParsedMail, thread_token: Option<FoundToken>) -> Analysis {
     let Classification { kind, reason } = classify::classify(mail_from, &parsed);
+    let kept_attachments = extract::attachments(&parsed);
     Analysis {
         bounce: (kind == MailKind::Bounce).then(|| bounce::read(&parsed)),
         from: parsed.from.clone(),
@@ -236,11 +240,16 @@ fn build_analysis(mail_from: &str, parsed: parse::ParsedMail, thread_token: Opti
         thread_token,
         subject_ticket: thread::subject_ticket_number(&parsed),
         reply_text: extract::reply_text(&parsed),
-        attachments: extract::attachments(&parsed)
-            .into_iter()
-            .map(|a| AttachmentInfo { filename: a.filename, content_type: a.content_type, size: a.content.len() })
+        attachments: kept_attachments
+            .iter()
+            .map(|a| AttachmentInfo {
+                filename: a.filename.clone(),
+                content_type: a.content_type.clone(),
+                size: a.content.len(),
+            })
             .collect(),
         parsed,
+        kept_attachments,
     }
 }
 
@@ -892,7 +901,7 @@ impl Pipeline {
         if thread.status == "closed" {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::ThreadClosed), Some(thread.id)));
         }
-        let attachments = extract::attachments(&analysis.parsed);
+        let attachments = analysis.kept_attachments.clone();
         if analysis.reply_text.trim().is_empty() && attachments.is_empty() {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::EmptyReply), Some(thread.id)));
         }
@@ -1003,7 +1012,7 @@ impl Pipeline {
             }
         }
         let Some(site) = chosen else { return Ok(not_in_plan()) };
-        let attachments = extract::attachments(&analysis.parsed);
+        let attachments = analysis.kept_attachments.clone();
         let subject = crate::notify::render::header_safe(analysis.subject.as_deref().unwrap_or("(no subject)"));
         let mut notify: Vec<(NotificationKind, i64)> =
             self.store.agents().await?.iter().map(|a| (NotificationKind::TicketOpened, a.id)).collect();
