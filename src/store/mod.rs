@@ -11,6 +11,7 @@
 //! its attachments, the notifications it causes (outbox rows) and its inbound
 //! log entry commit or vanish together.
 
+mod cache;
 mod rows;
 
 pub use rows::{
@@ -78,6 +79,8 @@ pub struct Store {
     shared_policy: Arc<std::sync::RwLock<OutboxPolicy>>,
     /// Messages to store, for the group-commit writer.
     group: tokio::sync::mpsc::Sender<WriteJob>,
+    /// Sites, plan features and users already read (they never change).
+    directory: Arc<cache::Directory>,
 }
 
 /// One message waiting for the group-commit writer.
@@ -196,7 +199,8 @@ impl Store {
         let shared_policy = Arc::new(std::sync::RwLock::new(OutboxPolicy::default()));
         let (group, jobs) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(group_writer(write.clone(), Arc::clone(&shared_policy), Arc::clone(&outbox_wakeup), jobs));
-        Ok(Self { read, write, outbox_wakeup, policy: OutboxPolicy::default(), shared_policy, group })
+        let directory = Arc::new(cache::Directory::new());
+        Ok(Self { read, write, outbox_wakeup, policy: OutboxPolicy::default(), shared_policy, group, directory })
     }
 
     /// The same store with another outbox timing.
@@ -285,7 +289,15 @@ impl Store {
 
     /// One site.
     pub async fn site(&self, id: i64) -> StoreResult<Option<Site>> {
-        Ok(sqlx::query_as("SELECT * FROM sites WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+        if let Some(site) = self.directory.site(id) {
+            return Ok(Some(site));
+        }
+        let site: Option<Site> =
+            sqlx::query_as("SELECT * FROM sites WHERE id = $1").bind(id).fetch_optional(&self.read).await?;
+        if let Some(site) = &site {
+            self.directory.keep_site(site);
+        }
+        Ok(site)
     }
 
     /// Keeps a message for an agent to look at, with its log entry.
@@ -359,7 +371,15 @@ impl Store {
 
     /// The user with this (lower-case) email.
     pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        Ok(sqlx::query_as("SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(&self.read).await?)
+        if let Some(user) = self.directory.user(email) {
+            return Ok(Some(user));
+        }
+        let user: Option<User> =
+            sqlx::query_as("SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(&self.read).await?;
+        if let Some(user) = &user {
+            self.directory.keep_user(email, user);
+        }
+        Ok(user)
     }
 
     /// Members of an organization who may see its tickets (not Unprivileged).
@@ -456,6 +476,9 @@ impl Store {
     /// Whether a site may open tickets and page on-call, in one query: its own
     /// plan, or its organization's (tickets there may need a Business site).
     pub async fn site_features(&self, site_id: i64) -> StoreResult<(bool, bool)> {
+        if let Some(features) = self.directory.features(site_id) {
+            return Ok(features);
+        }
         let row: Option<PlanFeatures> = sqlx::query_as(
             "SELECT sp.tickets, sp.rank, sp.on_call, op.tickets, op.on_call FROM sites s \
              JOIN plans sp ON sp.id = s.plan_id \
@@ -472,7 +495,9 @@ impl Store {
                 Some("business_and_above") => rank >= BUSINESS_RANK,
                 _ => false,
             };
-        Ok((tickets, site_on_call || org_on_call.unwrap_or(false)))
+        let features = (tickets, site_on_call || org_on_call.unwrap_or(false));
+        self.directory.keep_features(site_id, features);
+        Ok(features)
     }
 
     /// One thread.

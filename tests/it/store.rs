@@ -63,3 +63,22 @@ async fn concurrent_messages_commit_together_and_one_failure_undoes_only_itself(
     let again = store.insert_message(message(thread.id, user.id, "m1@x"), None).await.unwrap();
     assert!(matches!(again, Inserted::Duplicate(_)));
 }
+
+/// Users and sites are kept in memory once read; a user another instance
+/// creates after a miss must still be found (misses are never remembered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_created_by_another_instance_after_a_miss_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let here = Store::open(&url).await.unwrap();
+    let there = Store::open(&url).await.unwrap();
+    assert!(here.user_by_email("late@example.org").await.unwrap().is_none());
+    let created = there.create_user("late@example.org", "Late", Role::Owner, None).await.unwrap();
+    let found = here.user_by_email("late@example.org").await.unwrap().expect("found after the miss");
+    assert_eq!(found.id, created.id);
+    assert_eq!(here.user_by_email("late@example.org").await.unwrap().map(|u| u.id), Some(created.id));
+
+    let site = there.create_site("s", "business", None).await.unwrap();
+    assert_eq!(here.site(site.id).await.unwrap().map(|s| s.plan_id), Some("business".to_owned()));
+    assert_eq!(here.site_features(site.id).await.unwrap(), there.site_features(site.id).await.unwrap());
+}

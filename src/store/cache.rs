@@ -1,0 +1,83 @@
+//! In-memory copies of rows that never change once written.
+//!
+//! Sites, organizations, plans and users are inserted and never updated or
+//! deleted (no statement in this crate does), so a copy read once stays true
+//! for the life of the process, and for every other instance sharing the
+//! database. Only rows that exist are kept: a user created after a miss is
+//! found on the next look-up. If those tables ever gain an `UPDATE`, the
+//! entries it touches must be dropped here in the same change.
+
+use super::{Site, User};
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::RwLock;
+
+/// How many entries each map holds before it is emptied and refilled: a
+/// bound on memory, high enough that a busy desk's working set stays warm.
+const CAPACITY: usize = 50_000;
+
+/// A bounded map shared by every task; poisoning is ignored (the values are
+/// plain copies, never half-written).
+#[derive(Debug)]
+struct Bounded<K, V>(RwLock<HashMap<K, V>>);
+
+impl<K: Eq + Hash, V: Clone> Bounded<K, V> {
+    fn new() -> Self {
+        Self(RwLock::new(HashMap::new()))
+    }
+
+    fn get<Q: Eq + Hash + ?Sized>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
+    }
+
+    fn put(&self, key: K, value: V) {
+        let mut map = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= CAPACITY {
+            map.clear();
+        }
+        map.insert(key, value);
+    }
+}
+
+/// The immutable rows the per-message path reads: sites by id, what each
+/// site's plans include, and users by email.
+#[derive(Debug)]
+pub(super) struct Directory {
+    sites: Bounded<i64, Site>,
+    features: Bounded<i64, (bool, bool)>,
+    users: Bounded<String, User>,
+}
+
+impl Directory {
+    pub(super) fn new() -> Self {
+        Self { sites: Bounded::new(), features: Bounded::new(), users: Bounded::new() }
+    }
+
+    pub(super) fn site(&self, id: i64) -> Option<Site> {
+        self.sites.get(&id)
+    }
+
+    pub(super) fn keep_site(&self, site: &Site) {
+        self.sites.put(site.id, site.clone());
+    }
+
+    pub(super) fn features(&self, site_id: i64) -> Option<(bool, bool)> {
+        self.features.get(&site_id)
+    }
+
+    pub(super) fn keep_features(&self, site_id: i64, features: (bool, bool)) {
+        self.features.put(site_id, features);
+    }
+
+    pub(super) fn user(&self, email: &str) -> Option<User> {
+        self.users.get(email)
+    }
+
+    pub(super) fn keep_user(&self, email: &str, user: &User) {
+        self.users.put(email.to_owned(), user.clone());
+    }
+}
