@@ -21,28 +21,21 @@ pub async fn recipients(
     site: &Site,
     author: &User,
 ) -> StoreResult<Vec<(NotificationKind, i64)>> {
-    let mut ids: Vec<i64> = Vec::new();
-    let kind = if author.is_agent() {
-        match (thread.kind(), site.organization_id) {
-            (ThreadKind::Ticket, Some(org)) => {
-                ids.extend(store.ticket_viewers(org).await?.iter().map(|u| u.id));
-            }
-            _ => ids.push(thread.customer_id),
-        }
-        NotificationKind::AgentReplied
-    } else {
-        match thread.assigned_agent_id {
-            Some(agent) => ids.push(agent),
-            None => ids.extend(store.agents().await?.iter().map(|u| u.id)),
-        }
-        NotificationKind::CustomerReplied
+    let kind = if author.is_agent() { NotificationKind::AgentReplied } else { NotificationKind::CustomerReplied };
+    // One query per message: the opt-outs are filtered where the people are read.
+    let mut ids = match (author.is_agent(), thread.kind(), site.organization_id, thread.assigned_agent_id) {
+        (true, ThreadKind::Ticket, Some(org), _) => store.subscribed_ticket_viewers(org, kind.as_str()).await?,
+        (true, ..) => unless_opted_out(store, thread.customer_id, kind).await?,
+        (false, .., Some(agent)) => unless_opted_out(store, agent, kind).await?,
+        (false, .., None) => store.subscribed_agents(kind.as_str()).await?,
     };
-    ids.sort_unstable();
-    ids.dedup();
     ids.retain(|&id| id != author.id);
-    let opted_out = store.opted_out(kind.as_str()).await?;
-    ids.retain(|id| !opted_out.contains(id));
     Ok(ids.into_iter().map(|id| (kind, id)).collect())
+}
+
+/// `user_id` alone, unless they opted out of `kind`.
+async fn unless_opted_out(store: &Store, user_id: i64, kind: NotificationKind) -> StoreResult<Vec<i64>> {
+    Ok(if store.is_opted_out(user_id, kind.as_str()).await? { Vec::new() } else { vec![user_id] })
 }
 
 /// Notifications a recipient may opt out of (List-Unsubscribe). Receipts,

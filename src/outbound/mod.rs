@@ -179,7 +179,7 @@ impl Outbound {
         }
         if let Some(user) = item.recipient_id
             && crate::notify::OPTIONAL_KINDS.contains(&item.kind.as_str())
-            && self.store.opted_out(&item.kind).await?.contains(&user)
+            && self.store.is_opted_out(user, &item.kind).await?
         {
             self.store.mark_skipped(item.id, "the recipient opted out of this kind of notification").await?;
             return Ok(());

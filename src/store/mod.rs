@@ -382,12 +382,26 @@ impl Store {
         Ok(user)
     }
 
-    /// Members of an organization who may see its tickets (not Unprivileged).
-    pub async fn ticket_viewers(&self, organization_id: i64) -> StoreResult<Vec<User>> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM users WHERE organization_id = $1 AND role IN ('owner', 'admin', 'member') ORDER BY id",
+    /// Members of an organization who may see its tickets (not Unprivileged)
+    /// and have not opted out of notifications of `kind`, in one query.
+    pub async fn subscribed_ticket_viewers(&self, organization_id: i64, kind: &str) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM users u WHERE organization_id = $1 AND role IN ('owner', 'admin', 'member') \
+             AND NOT EXISTS (SELECT 1 FROM notification_optouts o WHERE o.user_id = u.id AND o.kind = $2) ORDER BY id",
         )
         .bind(organization_id)
+        .bind(kind)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Support agents who have not opted out of notifications of `kind`, in one query.
+    pub async fn subscribed_agents(&self, kind: &str) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM users u WHERE role = 'agent' \
+             AND NOT EXISTS (SELECT 1 FROM notification_optouts o WHERE o.user_id = u.id AND o.kind = $1) ORDER BY id",
+        )
+        .bind(kind)
         .fetch_all(&self.read)
         .await?)
     }
@@ -795,11 +809,12 @@ impl Store {
         Ok(())
     }
 
-    /// Users who opted out of notifications of `kind`.
-    pub async fn opted_out(&self, kind: &str) -> StoreResult<Vec<i64>> {
-        Ok(sqlx::query_scalar("SELECT user_id FROM notification_optouts WHERE kind = $1")
+    /// Whether `user_id` opted out of notifications of `kind`.
+    pub async fn is_opted_out(&self, user_id: i64, kind: &str) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM notification_optouts WHERE user_id = $1 AND kind = $2)")
+            .bind(user_id)
             .bind(kind)
-            .fetch_all(&self.read)
+            .fetch_one(&self.read)
             .await?)
     }
 
