@@ -1,7 +1,7 @@
 //! The `mailgate` binary itself: help texts, `inspect`, and `serve` on the
 //! embedded default.
 
-use std::io::{BufRead, BufReader};
+use crate::support::{signal, start_line};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,16 +56,7 @@ fn serve_runs_on_the_embedded_default_and_prints_its_token() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    // Keep draining the log so the server never writes into a closed pipe.
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let started = lines_rx.iter().find(|l| l.contains("mailgate started"));
-    let started = started.expect("a start line in the log");
+    let started = start_line(&mut child);
     assert!(started.contains("env.example.test"), "domain from MAILGATE_DOMAIN: {started}");
     let data = dir.path().join("mailgate-data");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -73,17 +64,12 @@ fn serve_runs_on_the_embedded_default_and_prints_its_token() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(data.join("mailgate.db").exists() && data.join("outbox").is_dir());
-    send_sigterm(child.id());
+    signal(&child, "TERM");
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM stops it cleanly: {status}");
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
     assert!(stdout.contains("Generated API token"), "{stdout}");
-}
-
-fn send_sigterm(pid: u32) {
-    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    assert!(status.success());
 }
 
 #[test]

@@ -3,7 +3,6 @@
 
 use crate::support::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -24,23 +23,12 @@ fn serve(data: &std::path::Path) -> (Child, std::net::SocketAddr, std::net::Sock
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = rx.iter().find(|l| l.contains("mailgate started")).expect("the server starts");
+    let started = start_line(&mut child);
     let field = |name: &str| -> std::net::SocketAddr {
         let rest = &started[started.find(&format!("{name}=")).unwrap() + name.len() + 1..];
         rest.split_whitespace().next().unwrap().parse().unwrap()
     };
     (child, field("smtp"), field("http"))
-}
-
-fn signal(child: &Child, name: &str) {
-    assert!(Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap().success());
 }
 
 async fn api(http: std::net::SocketAddr, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {

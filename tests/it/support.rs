@@ -356,3 +356,24 @@ pub fn reply_mail(from: &str, to: &str, subject: &str, message_id: &str, extra_h
          On Sun, 22 Nov 2026 at 09:00, Support <support@{DOMAIN}> wrote:\r\n> -- Reply above this line --\r\n> Hello,\r\n> earlier text\r\n"
     )
 }
+
+/// Waits for a spawned `mailgate serve` to log its start line and returns
+/// it; its stderr keeps being drained so the server never writes into a
+/// closed pipe.
+pub fn start_line(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr is piped"));
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    lines_rx.iter().find(|l| l.contains("mailgate started")).expect("a start line in the log")
+}
+
+/// Sends the signal `name` (`TERM`, `KILL`) to a spawned process.
+pub fn signal(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
+    assert!(status.expect("kill runs").success());
+}
