@@ -1,15 +1,21 @@
 //! Storage: the only module with SQL in it.
 //!
-//! The embedded default is one SQLite file in WAL mode with
-//! `synchronous=FULL`, so that a committed transaction survives a power loss:
-//! that is what our SMTP `250` promises. Writes go through a pool of exactly
-//! one connection (SQLite has one writer anyway; queueing in the pool is
-//! cheaper than lock retries); reads use their own pool and never block on
-//! writers thanks to WAL.
+//! Two backends, chosen by the database URL, run the same SQL:
+//!
+//! - **SQLite** (`sqlite://FILE`, the embedded default): one file in WAL mode
+//!   with `synchronous=FULL`, so that a committed transaction survives a
+//!   power loss: that is what our SMTP `250` promises. Writes go through a
+//!   pool of exactly one connection (SQLite has one writer anyway); reads use
+//!   their own pool and never block on writers thanks to WAL.
+//! - **PostgreSQL** (`postgres://...`): one shared database for several
+//!   instances, `synchronous_commit=on`. The outbox is claimed with
+//!   `FOR UPDATE SKIP LOCKED`, and the same mail delivered to two instances at
+//!   once is stored once by a unique constraint.
 //!
 //! Every write that belongs together happens in one transaction: a message,
 //! its attachments, the notifications it causes (outbox rows) and its inbound
-//! log entry commit or vanish together.
+//! log entry commit or vanish together. Messages arriving together share one
+//! transaction (group commit, in `writes.rs`).
 
 mod cache;
 mod rows;
@@ -20,13 +26,70 @@ pub use rows::{
 };
 
 use crate::domain::Role;
-use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// The writes of a message, compiled for SQLite.
+mod sqlite_writes {
+    type Pool = sqlx::SqlitePool;
+    type Connection = sqlx::SqliteConnection;
+    include!("writes.rs");
+}
+
+/// The writes of a message, compiled for PostgreSQL.
+mod postgres_writes {
+    type Pool = sqlx::PgPool;
+    type Connection = sqlx::PgConnection;
+    include!("writes.rs");
+}
+
+/// The database behind a [`Store`].
+#[derive(Clone, Debug)]
+enum Backend {
+    /// One file: a single writer connection and a few readers.
+    Sqlite { read: SqlitePool, write: SqlitePool },
+    /// A shared server: one pool for reads and writes.
+    Postgres(PgPool),
+}
+
+/// Evaluates `$body` with `$db` bound to the pool to read from, whichever the
+/// backend (the body is compiled once per backend).
+macro_rules! reading {
+    ($store:expr, |$db:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite { read: $db, .. } => $body,
+            Backend::Postgres($db) => $body,
+        }
+    };
+}
+
+/// Evaluates `$body` with `$db` bound to the pool to write to and `$w` to the
+/// backend's write helpers (`insert_log`, `insert_outbox`, ...).
+macro_rules! writing {
+    ($store:expr, |$db:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite { write: $db, .. } => $body,
+            Backend::Postgres($db) => $body,
+        }
+    };
+    ($store:expr, |$db:ident, $w:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite { write: $db, .. } => {
+                use sqlite_writes as $w;
+                $body
+            }
+            Backend::Postgres($db) => {
+                use postgres_writes as $w;
+                $body
+            }
+        }
+    };
+}
 
 /// A storage failure. Callers ask [`StoreError::is_transient`] whether trying
 /// again later may help (SMTP answers `451` then, instead of a `5xx`).
@@ -44,6 +107,9 @@ pub enum StoreError {
     /// The request contradicts what is stored (e.g. a duplicate email).
     #[error("{0}")]
     Conflict(String),
+    /// The database URL names no backend we have.
+    #[error("{0}")]
+    Unsupported(String),
     /// The group commit failed or stopped; the message was not stored.
     #[error("storing failed: {0}")]
     Batch(String),
@@ -68,8 +134,7 @@ pub fn now_ms() -> i64 {
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    read: SqlitePool,
-    write: SqlitePool,
+    backend: Backend,
     /// Poked after a commit that queued notifications, so the outbound
     /// worker does not wait for its next poll.
     outbox_wakeup: Arc<Notify>,
@@ -99,68 +164,6 @@ impl std::fmt::Debug for WriteJob {
 /// Most messages committed in one transaction.
 const GROUP_LIMIT: usize = 64;
 
-/// Stores queued messages, as many per transaction as are waiting.
-async fn group_writer(
-    write: SqlitePool,
-    policy: Arc<std::sync::RwLock<OutboxPolicy>>,
-    wake: Arc<Notify>,
-    mut jobs: tokio::sync::mpsc::Receiver<WriteJob>,
-) {
-    while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < GROUP_LIMIT {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let policy = *policy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match write_batch(&write, policy, &batch).await {
-            Ok(results) => {
-                let mut notify = false;
-                for (job, result) in batch.into_iter().zip(results) {
-                    notify |= matches!(result, Ok(Inserted::New(_))) && !job.message.notify.is_empty();
-                    let _ = job.reply.send(result);
-                }
-                if notify {
-                    wake.notify_one();
-                }
-            }
-            Err(error) => {
-                let text = error.to_string();
-                for job in batch {
-                    let _ = job.reply.send(Err(StoreError::Batch(text.clone())));
-                }
-            }
-        }
-    }
-}
-
-/// One transaction for the whole batch, a savepoint per message.
-async fn write_batch(
-    write: &SqlitePool,
-    policy: OutboxPolicy,
-    batch: &[WriteJob],
-) -> StoreResult<Vec<StoreResult<Inserted>>> {
-    let mut tx = write.begin().await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
-        match insert_message(&mut savepoint, policy, &job.message, job.log.as_ref()).await {
-            Ok(inserted) => {
-                savepoint.commit().await?;
-                results.push(Ok(inserted));
-            }
-            Err(error) => {
-                savepoint.rollback().await?;
-                results.push(Err(error));
-            }
-        }
-    }
-    tx.commit().await?;
-    Ok(results)
-}
-
 /// A site's plan (tickets, rank, on-call) and its organization's plan
 /// (tickets, on-call), as `site_features` reads them.
 type PlanFeatures = (String, i64, bool, Option<String>, Option<bool>);
@@ -181,26 +184,28 @@ impl Default for OutboxPolicy {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and applies migrations.
+    /// Opens the database at `url` (`sqlite://FILE`, created if needed, or
+    /// `postgres://...`) and brings its schema up to date.
     pub async fn open(url: &str) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            // Reads through a memory map instead of a pread per page.
-            .pragma("mmap_size", "268435456")
-            .pragma("cache_size", "-16000");
-        let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
-        sqlx::migrate!("migrations/sqlite").run(&write).await?;
-        let read = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
         let outbox_wakeup = Arc::new(Notify::new());
         let shared_policy = Arc::new(std::sync::RwLock::new(OutboxPolicy::default()));
         let (group, jobs) = tokio::sync::mpsc::channel(1024);
-        tokio::spawn(group_writer(write.clone(), Arc::clone(&shared_policy), Arc::clone(&outbox_wakeup), jobs));
+        let (policy, wake) = (Arc::clone(&shared_policy), Arc::clone(&outbox_wakeup));
+        let backend = if url.starts_with("sqlite:") {
+            let (read, write) = open_sqlite(url).await?;
+            tokio::spawn(sqlite_writes::group_writer(write.clone(), policy, wake, jobs));
+            Backend::Sqlite { read, write }
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = open_postgres(url).await?;
+            tokio::spawn(postgres_writes::group_writer(pool.clone(), policy, wake, jobs));
+            Backend::Postgres(pool)
+        } else {
+            return Err(StoreError::Unsupported(format!(
+                "unsupported database URL {url:?}: use sqlite://FILE or postgres://USER@HOST/DATABASE"
+            )));
+        };
         let directory = Arc::new(cache::Directory::new());
-        Ok(Self { read, write, outbox_wakeup, policy: OutboxPolicy::default(), shared_policy, group, directory })
+        Ok(Self { backend, outbox_wakeup, policy: OutboxPolicy::default(), shared_policy, group, directory })
     }
 
     /// The same store with another outbox timing.
@@ -215,10 +220,15 @@ impl Store {
         Arc::clone(&self.outbox_wakeup)
     }
 
-    /// Closes both pools, waiting for connections in use.
+    /// Closes the pools, waiting for connections in use.
     pub async fn close(&self) {
-        self.write.close().await;
-        self.read.close().await;
+        match &self.backend {
+            Backend::Sqlite { read, write } => {
+                write.close().await;
+                read.close().await;
+            }
+            Backend::Postgres(pool) => pool.close().await,
+        }
     }
 
     // ----- settings -----
@@ -226,65 +236,83 @@ impl Store {
     /// The stored value of `key`, or `init()` stored now under it. The first
     /// writer wins, so concurrent starts agree on one value.
     pub async fn setting_or_init(&self, key: &str, init: impl FnOnce() -> String) -> StoreResult<String> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+        writing!(self, |db| sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
+        )
+        .bind(key)
+        .bind(init())
+        .execute(db)
+        .await
+        .map(drop))?;
+        Ok(writing!(self, |db| sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(key)
-            .bind(init())
-            .execute(&self.write)
-            .await?;
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_one(&self.write).await?)
+            .fetch_one(db)
+            .await)?)
     }
 
     /// Every setting whose key starts with `prefix`.
     pub async fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, String)>> {
-        Ok(sqlx::query_as("SELECT key, value FROM settings WHERE key LIKE $1 || '%' ORDER BY key")
-            .bind(prefix)
-            .fetch_all(&self.write)
-            .await?)
+        Ok(writing!(self, |db| sqlx::query_as(
+            "SELECT key, value FROM settings WHERE key LIKE $1 || '%' ORDER BY key"
+        )
+        .bind(prefix)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// The stored value of `key`, if any.
     pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.read).await?)
+        Ok(reading!(self, |db| sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(db)
+            .await)?)
     }
 
     // ----- plans, organizations, sites, users -----
 
     /// Every plan, site plans first.
     pub async fn plans(&self) -> StoreResult<Vec<Plan>> {
-        Ok(sqlx::query_as("SELECT * FROM plans ORDER BY scope DESC, rank, id").fetch_all(&self.read).await?)
+        Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM plans ORDER BY scope DESC, rank, id")
+            .fetch_all(db)
+            .await)?)
     }
 
     /// One plan.
     pub async fn plan(&self, id: &str) -> StoreResult<Option<Plan>> {
-        Ok(sqlx::query_as("SELECT * FROM plans WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+        Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM plans WHERE id = $1").bind(id).fetch_optional(db).await)?)
     }
 
     /// Creates an organization.
     pub async fn create_organization(&self, name: &str, plan_id: Option<&str>) -> StoreResult<Organization> {
-        Ok(sqlx::query_as("INSERT INTO organizations (name, plan_id, created_at) VALUES ($1, $2, $3) RETURNING *")
-            .bind(name)
-            .bind(plan_id)
-            .bind(now_ms())
-            .fetch_one(&self.write)
-            .await?)
+        Ok(writing!(self, |db| sqlx::query_as(
+            "INSERT INTO organizations (name, plan_id, created_at) VALUES ($1, $2, $3) RETURNING *"
+        )
+        .bind(name)
+        .bind(plan_id)
+        .bind(now_ms())
+        .fetch_one(db)
+        .await)?)
     }
 
     /// One organization.
     pub async fn organization(&self, id: i64) -> StoreResult<Option<Organization>> {
-        Ok(sqlx::query_as("SELECT * FROM organizations WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+        Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM organizations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await)?)
     }
 
     /// Creates a site.
     pub async fn create_site(&self, name: &str, plan_id: &str, organization_id: Option<i64>) -> StoreResult<Site> {
-        Ok(sqlx::query_as(
+        Ok(writing!(self, |db| sqlx::query_as(
             "INSERT INTO sites (name, plan_id, organization_id, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
         )
         .bind(name)
         .bind(plan_id)
         .bind(organization_id)
         .bind(now_ms())
-        .fetch_one(&self.write)
-        .await?)
+        .fetch_one(db)
+        .await)?)
     }
 
     /// One site.
@@ -293,7 +321,7 @@ impl Store {
             return Ok(Some(site));
         }
         let site: Option<Site> =
-            sqlx::query_as("SELECT * FROM sites WHERE id = $1").bind(id).fetch_optional(&self.read).await?;
+            reading!(self, |db| sqlx::query_as("SELECT * FROM sites WHERE id = $1").bind(id).fetch_optional(db).await)?;
         if let Some(site) = &site {
             self.directory.keep_site(site);
         }
@@ -302,40 +330,46 @@ impl Store {
 
     /// Keeps a message for an agent to look at, with its log entry.
     pub async fn hold(&self, log: &InboundLogEntry, raw: &[u8]) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "INSERT INTO held_messages (received_at, mail_from, rcpt_to, reason, raw) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(log.received_at)
-        .bind(log.mail_from.as_deref().unwrap_or(""))
-        .bind(&log.rcpt_to)
-        .bind(&log.reason)
-        .bind(raw)
-        .execute(&mut *tx)
-        .await?;
-        insert_log(&mut tx, log, None).await?;
-        tx.commit().await?;
+        writing!(self, |db, w| {
+            let mut tx = db.begin().await?;
+            sqlx::query(
+                "INSERT INTO held_messages (received_at, mail_from, rcpt_to, reason, raw) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(log.received_at)
+            .bind(log.mail_from.as_deref().unwrap_or(""))
+            .bind(&log.rcpt_to)
+            .bind(&log.reason)
+            .bind(raw)
+            .execute(&mut *tx)
+            .await?;
+            w::insert_log(&mut tx, log, None).await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// Held messages, newest first: (id, received_at, mail_from, rcpt_to, reason, size).
     pub async fn held(&self, limit: i64) -> StoreResult<Vec<(i64, i64, String, String, String, i64)>> {
-        Ok(sqlx::query_as(
-            "SELECT id, received_at, mail_from, rcpt_to, reason, LENGTH(raw) FROM held_messages ORDER BY id DESC LIMIT $1",
+        Ok(reading!(self, |db| {
+            sqlx::query_as(
+            "SELECT id, received_at, mail_from, rcpt_to, reason, CAST(LENGTH(raw) AS BIGINT) FROM held_messages ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await
+        })?)
     }
 
     /// The sites of an organization, best plan first.
     pub async fn sites_of_organization(&self, organization_id: i64) -> StoreResult<Vec<Site>> {
-        Ok(sqlx::query_as(
+        Ok(reading!(self, |db| {
+            sqlx::query_as(
             "SELECT s.* FROM sites s JOIN plans p ON p.id = s.plan_id WHERE s.organization_id = $1 ORDER BY p.rank DESC, s.id",
         )
         .bind(organization_id)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await
+        })?)
     }
 
     /// Creates a user; the email must not be taken.
@@ -346,7 +380,8 @@ impl Store {
         role: Role,
         organization_id: Option<i64>,
     ) -> StoreResult<User> {
-        let result = sqlx::query_as(
+        let result = writing!(self, |db| {
+            sqlx::query_as(
             "INSERT INTO users (email, name, role, organization_id, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *",
         )
         .bind(email)
@@ -354,8 +389,9 @@ impl Store {
         .bind(role.as_str())
         .bind(organization_id)
         .bind(now_ms())
-        .fetch_one(&self.write)
-        .await;
+        .fetch_one(db)
+        .await
+        });
         match result {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(StoreError::Conflict(format!("a user with email {email} already exists")))
@@ -366,7 +402,7 @@ impl Store {
 
     /// One user.
     pub async fn user(&self, id: i64) -> StoreResult<Option<User>> {
-        Ok(sqlx::query_as("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+        Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(db).await)?)
     }
 
     /// The user with this (lower-case) email.
@@ -374,8 +410,10 @@ impl Store {
         if let Some(user) = self.directory.user(email) {
             return Ok(Some(user));
         }
-        let user: Option<User> =
-            sqlx::query_as("SELECT * FROM users WHERE email = $1").bind(email).fetch_optional(&self.read).await?;
+        let user: Option<User> = reading!(self, |db| sqlx::query_as("SELECT * FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(db)
+            .await)?;
         if let Some(user) = &user {
             self.directory.keep_user(email, user);
         }
@@ -385,30 +423,32 @@ impl Store {
     /// Members of an organization who may see its tickets (not Unprivileged)
     /// and have not opted out of notifications of `kind`, in one query.
     pub async fn subscribed_ticket_viewers(&self, organization_id: i64, kind: &str) -> StoreResult<Vec<i64>> {
-        Ok(sqlx::query_scalar(
+        Ok(reading!(self, |db| sqlx::query_scalar(
             "SELECT id FROM users u WHERE organization_id = $1 AND role IN ('owner', 'admin', 'member') \
              AND NOT EXISTS (SELECT 1 FROM notification_optouts o WHERE o.user_id = u.id AND o.kind = $2) ORDER BY id",
         )
         .bind(organization_id)
         .bind(kind)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// Support agents who have not opted out of notifications of `kind`, in one query.
     pub async fn subscribed_agents(&self, kind: &str) -> StoreResult<Vec<i64>> {
-        Ok(sqlx::query_scalar(
+        Ok(reading!(self, |db| sqlx::query_scalar(
             "SELECT id FROM users u WHERE role = 'agent' \
              AND NOT EXISTS (SELECT 1 FROM notification_optouts o WHERE o.user_id = u.id AND o.kind = $1) ORDER BY id",
         )
         .bind(kind)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// Every support agent.
     pub async fn agents(&self) -> StoreResult<Vec<User>> {
-        Ok(sqlx::query_as("SELECT * FROM users WHERE role = 'agent' ORDER BY id").fetch_all(&self.read).await?)
+        Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM users WHERE role = 'agent' ORDER BY id")
+            .fetch_all(db)
+            .await)?)
     }
 
     // ----- threads and messages -----
@@ -424,48 +464,73 @@ impl Store {
         also: &[NewOutbox],
         log: Option<&InboundLogEntry>,
     ) -> StoreResult<(Thread, i64)> {
-        let mut tx = self.write.begin().await?;
-        let now = now_ms();
-        let ticket_number: Option<i64> = if new.kind == crate::domain::ThreadKind::Ticket {
-            Some(
-                sqlx::query_scalar("SELECT COALESCE(MAX(ticket_number), 0) + 1 FROM threads")
-                    .fetch_one(&mut *tx)
-                    .await?,
-            )
-        } else {
-            None
-        };
-        let thread: Thread = sqlx::query_as(
-            "INSERT INTO threads (kind, site_id, customer_id, ticket_number, ticket_type, subject, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $7) RETURNING *",
-        )
-        .bind(new.kind.as_str())
-        .bind(new.site_id)
-        .bind(new.customer_id)
-        .bind(ticket_number)
-        .bind(new.ticket_type)
-        .bind(new.subject)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let first = NewMessage { thread_id: thread.id, ..first };
-        let inserted = insert_message(&mut tx, self.policy, &first, log).await?;
-        for mail in also {
-            insert_outbox(&mut tx, self.policy, &NewOutbox { thread_id: Some(thread.id), ..mail.clone() }).await?;
+        // Ticket numbers are the highest so far plus one: two instances
+        // opening tickets at once may pick the same one, and the loser tries
+        // again (the unique constraint decides, not a race).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_create_thread(&new, &first, also, log).await {
+                Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() && attempt < 10 => {}
+                other => return other,
+            }
         }
-        tx.commit().await?;
+    }
+
+    async fn try_create_thread(
+        &self,
+        new: &NewThread,
+        first: &NewMessage,
+        also: &[NewOutbox],
+        log: Option<&InboundLogEntry>,
+    ) -> StoreResult<(Thread, i64)> {
+        let (thread, inserted) = writing!(self, |db, w| {
+            let mut tx = db.begin().await?;
+            let now = now_ms();
+            let ticket_number: Option<i64> = if new.kind == crate::domain::ThreadKind::Ticket {
+                Some(
+                    sqlx::query_scalar("SELECT COALESCE(MAX(ticket_number), 0) + 1 FROM threads")
+                        .fetch_one(&mut *tx)
+                        .await?,
+                )
+            } else {
+                None
+            };
+            let thread: Thread = sqlx::query_as(
+                "INSERT INTO threads (kind, site_id, customer_id, ticket_number, ticket_type, subject, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $7) RETURNING *",
+            )
+            .bind(new.kind.as_str())
+            .bind(new.site_id)
+            .bind(new.customer_id)
+            .bind(ticket_number)
+            .bind(&new.ticket_type)
+            .bind(&new.subject)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let first = NewMessage { thread_id: thread.id, ..first.clone() };
+            let inserted = w::insert_message(&mut tx, self.policy, &first, log).await?;
+            for mail in also {
+                let mail = NewOutbox { thread_id: Some(thread.id), ..mail.clone() };
+                w::insert_outbox(&mut tx, self.policy, &mail).await?;
+            }
+            tx.commit().await?;
+            (thread, inserted)
+        });
         self.outbox_wakeup.notify_one();
         Ok((thread, inserted.id()))
     }
 
     /// Opens or closes a thread.
     pub async fn set_thread_status(&self, id: i64, status: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE threads SET status = $1, updated_at = $2 WHERE id = $3")
+        writing!(self, |db| sqlx::query("UPDATE threads SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(status)
             .bind(now_ms())
             .bind(id)
-            .execute(&self.write)
-            .await?;
+            .execute(db)
+            .await
+            .map(drop))?;
         Ok(())
     }
 
@@ -473,18 +538,18 @@ impl Store {
     /// `thread_id`, each counted up to `cap` (the work stays bounded however
     /// busy a sender is).
     pub async fn recent_email(&self, author_id: i64, thread_id: i64, since: i64, cap: i64) -> StoreResult<(i64, i64)> {
-        Ok(sqlx::query_as(
+        Ok(reading!(self, |db| sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE author_id = $1 AND created_at >= $3 \
-                       AND source = 'email' LIMIT $4)), \
+                       AND source = 'email' LIMIT $4) AS by_author), \
                     (SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE thread_id = $2 AND created_at >= $3 \
-                       AND source = 'email' LIMIT $4))",
+                       AND source = 'email' LIMIT $4) AS in_thread)",
         )
         .bind(author_id)
         .bind(thread_id)
         .bind(since)
         .bind(cap)
-        .fetch_one(&self.read)
-        .await?)
+        .fetch_one(db)
+        .await)?)
     }
 
     /// Whether a site may open tickets and page on-call, in one query: its own
@@ -493,15 +558,15 @@ impl Store {
         if let Some(features) = self.directory.features(site_id) {
             return Ok(features);
         }
-        let row: Option<PlanFeatures> = sqlx::query_as(
+        let row: Option<PlanFeatures> = reading!(self, |db| sqlx::query_as(
             "SELECT sp.tickets, sp.rank, sp.on_call, op.tickets, op.on_call FROM sites s \
              JOIN plans sp ON sp.id = s.plan_id \
              LEFT JOIN organizations o ON o.id = s.organization_id \
              LEFT JOIN plans op ON op.id = o.plan_id WHERE s.id = $1",
         )
         .bind(site_id)
-        .fetch_optional(&self.read)
-        .await?;
+        .fetch_optional(db)
+        .await)?;
         let Some((site_tickets, rank, site_on_call, org_tickets, org_on_call)) = row else { return Ok((false, false)) };
         let tickets = site_tickets == "all"
             || match org_tickets.as_deref() {
@@ -516,15 +581,18 @@ impl Store {
 
     /// One thread.
     pub async fn thread(&self, id: i64) -> StoreResult<Option<Thread>> {
-        Ok(sqlx::query_as("SELECT * FROM threads WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+        Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM threads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await)?)
     }
 
     /// The ticket with this number.
     pub async fn ticket_by_number(&self, number: i64) -> StoreResult<Option<Thread>> {
-        Ok(sqlx::query_as("SELECT * FROM threads WHERE kind = 'ticket' AND ticket_number = $1")
+        Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM threads WHERE kind = 'ticket' AND ticket_number = $1")
             .bind(number)
-            .fetch_optional(&self.read)
-            .await?)
+            .fetch_optional(db)
+            .await)?)
     }
 
     /// Stores a message with its attachments, notifications and (for mail)
@@ -548,20 +616,24 @@ impl Store {
 
     /// A thread's messages, oldest first, with their attachments.
     pub async fn messages(&self, thread_id: i64) -> StoreResult<Vec<StoredMessage>> {
-        let mut messages: Vec<StoredMessage> = sqlx::query_as(
+        let mut messages: Vec<StoredMessage> = reading!(self, |db| {
+            sqlx::query_as(
             "SELECT m.id, m.thread_id, m.author_id, u.name AS author_name, u.email AS author_email, u.role AS author_role, \
                     m.body, m.source, m.rfc_message_id, m.created_at \
              FROM messages m JOIN users u ON u.id = m.author_id WHERE m.thread_id = $1 ORDER BY m.id",
         )
         .bind(thread_id)
-        .fetch_all(&self.read)
-        .await?;
-        let attachments: Vec<Attachment> = sqlx::query_as(
+        .fetch_all(db)
+        .await
+        })?;
+        let attachments: Vec<Attachment> = reading!(self, |db| {
+            sqlx::query_as(
             "SELECT a.* FROM attachments a JOIN messages m ON m.id = a.message_id WHERE m.thread_id = $1 ORDER BY a.id",
         )
         .bind(thread_id)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(db)
+        .await
+        })?;
         for attachment in attachments {
             if let Some(message) = messages.iter_mut().find(|m| m.id == attachment.message_id) {
                 message.attachments.push(attachment);
@@ -573,14 +645,17 @@ impl Store {
     /// One attachment's metadata and bytes.
     pub async fn attachment(&self, id: i64) -> StoreResult<Option<(Attachment, Vec<u8>)>> {
         let Some(attachment): Option<Attachment> =
-            sqlx::query_as("SELECT * FROM attachments WHERE id = $1").bind(id).fetch_optional(&self.read).await?
+            reading!(self, |db| sqlx::query_as("SELECT * FROM attachments WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db)
+                .await)?
         else {
             return Ok(None);
         };
-        let content: Vec<u8> = sqlx::query_scalar("SELECT content FROM blobs WHERE sha256 = $1")
+        let content: Vec<u8> = reading!(self, |db| sqlx::query_scalar("SELECT content FROM blobs WHERE sha256 = $1")
             .bind(&attachment.sha256)
-            .fetch_one(&self.read)
-            .await?;
+            .fetch_one(db)
+            .await)?;
         Ok(Some((attachment, content)))
     }
 
@@ -588,51 +663,56 @@ impl Store {
 
     /// Records the outcome of an SMTP transaction that stored nothing.
     pub async fn log_inbound(&self, entry: &InboundLogEntry) -> StoreResult<()> {
-        insert_log(&mut *self.write.acquire().await?, entry, None).await
+        writing!(self, |db, w| w::insert_log(&mut *db.acquire().await?, entry, None).await)
     }
 
     /// Records a bounce together with its inbound log entry.
     pub async fn record_bounce(&self, log: &InboundLogEntry, bounce: &Bounce) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "INSERT INTO bounces (received_at, outbox_id, recipient, status, severity, diagnostic, original_message_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(bounce.received_at)
-        .bind(bounce.outbox_id)
-        .bind(&bounce.recipient)
-        .bind(&bounce.status)
-        .bind(&bounce.severity)
-        .bind(&bounce.diagnostic)
-        .bind(&bounce.original_message_id)
-        .execute(&mut *tx)
-        .await?;
-        insert_log(&mut tx, log, None).await?;
-        tx.commit().await?;
+        writing!(self, |db, w| {
+            let mut tx = db.begin().await?;
+            sqlx::query(
+                "INSERT INTO bounces (received_at, outbox_id, recipient, status, severity, diagnostic, original_message_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(bounce.received_at)
+            .bind(bounce.outbox_id)
+            .bind(&bounce.recipient)
+            .bind(&bounce.status)
+            .bind(&bounce.severity)
+            .bind(&bounce.diagnostic)
+            .bind(&bounce.original_message_id)
+            .execute(&mut *tx)
+            .await?;
+            w::insert_log(&mut tx, log, None).await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// The most recent bounces, newest first.
     pub async fn bounces(&self, limit: i64) -> StoreResult<Vec<Bounce>> {
-        Ok(sqlx::query_as("SELECT * FROM bounces ORDER BY id DESC LIMIT $1").bind(limit).fetch_all(&self.read).await?)
+        Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM bounces ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(db)
+            .await)?)
     }
 
     /// One outbox item.
     pub async fn outbox_item(&self, id: i64) -> StoreResult<Option<OutboxItem>> {
-        Ok(sqlx::query_as("SELECT * FROM outbox WHERE id = $1").bind(id).fetch_optional(&self.read).await?)
+        Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM outbox WHERE id = $1").bind(id).fetch_optional(db).await)?)
     }
 
     /// The most recent inbound log entries, newest first; with `rule`, only
     /// those that rule decided or acted on.
     pub async fn inbound_log(&self, rule: Option<&str>, limit: i64) -> StoreResult<Vec<InboundLogEntry>> {
-        Ok(sqlx::query_as(
+        Ok(reading!(self, |db| sqlx::query_as(
             "SELECT * FROM inbound_log WHERE ($1 IS NULL OR ',' || rules || ',' LIKE '%,' || $1 || ',%') \
              ORDER BY id DESC LIMIT $2",
         )
         .bind(rule)
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 
     // ----- outbox -----
@@ -642,88 +722,106 @@ impl Store {
     pub async fn claim_due(&self, limit: i64, lease_ms: i64) -> StoreResult<Vec<OutboxItem>> {
         let now = now_ms();
         // Of several reply notifications to one person about one thread, only
-        // the oldest is claimed: it carries the others when it goes out.
-        Ok(sqlx::query_as(
-            "UPDATE outbox SET status = 'sending', claimed_until = $1 WHERE id IN ( \
-               SELECT o.id FROM outbox o WHERE ((o.status = 'pending' AND o.next_attempt_at <= $2) \
-                  OR (o.status = 'sending' AND o.claimed_until < $2)) \
-                 AND NOT (o.kind IN ('agent_replied', 'customer_replied') AND EXISTS ( \
-                   SELECT 1 FROM outbox e WHERE e.thread_id = o.thread_id AND e.to_address = o.to_address \
-                     AND e.kind IN ('agent_replied', 'customer_replied') AND e.id < o.id \
-                     AND e.status IN ('pending', 'sending'))) \
-               ORDER BY o.id LIMIT $3) RETURNING *",
-        )
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.write)
-        .await?)
+        // the oldest is claimed: it carries the others when it goes out. On
+        // PostgreSQL, rows another instance is claiming right now are skipped
+        // rather than waited for (or claimed twice).
+        let sql = |lock: &str| {
+            format!(
+                "UPDATE outbox SET status = 'sending', claimed_until = $1 WHERE id IN ( \
+                   SELECT o.id FROM outbox o WHERE ((o.status = 'pending' AND o.next_attempt_at <= $2) \
+                      OR (o.status = 'sending' AND o.claimed_until < $2)) \
+                     AND NOT (o.kind IN ('agent_replied', 'customer_replied') AND EXISTS ( \
+                       SELECT 1 FROM outbox e WHERE e.thread_id = o.thread_id AND e.to_address = o.to_address \
+                         AND e.kind IN ('agent_replied', 'customer_replied') AND e.id < o.id \
+                         AND e.status IN ('pending', 'sending'))) \
+                   ORDER BY o.id LIMIT $3 {lock}) RETURNING *"
+            )
+        };
+        let mut claimed: Vec<OutboxItem> = match &self.backend {
+            Backend::Sqlite { write, .. } => {
+                sqlx::query_as(&sql("")).bind(now + lease_ms).bind(now).bind(limit).fetch_all(write).await?
+            }
+            Backend::Postgres(pool) => {
+                sqlx::query_as(&sql("FOR UPDATE OF o SKIP LOCKED"))
+                    .bind(now + lease_ms)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        claimed.sort_by_key(|item| item.id);
+        Ok(claimed)
     }
 
     /// When the next pending item is due, if any.
     pub async fn next_due(&self) -> StoreResult<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
-            .fetch_one(&self.read)
-            .await?)
+        Ok(reading!(self, |db| sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+            .fetch_one(db)
+            .await)?)
     }
 
     /// Outbox items, newest first; only failed ones when `failed_only`.
     pub async fn outbox(&self, failed_only: bool, limit: i64) -> StoreResult<Vec<OutboxItem>> {
-        Ok(sqlx::query_as("SELECT * FROM outbox WHERE ($1 = 0 OR status = 'failed') ORDER BY id DESC LIMIT $2")
-            .bind(i64::from(failed_only))
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?)
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT * FROM outbox WHERE ($1 = 0 OR status = 'failed') ORDER BY id DESC LIMIT $2"
+        )
+        .bind(i64::from(failed_only))
+        .bind(limit)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// Other pending notifications to the same person about the same thread,
     /// which the one being sent now can carry too.
     pub async fn coalescible(&self, item: &OutboxItem) -> StoreResult<Vec<OutboxItem>> {
-        Ok(sqlx::query_as(
+        Ok(writing!(self, |db| sqlx::query_as(
             "SELECT * FROM outbox WHERE status = 'pending' AND thread_id = $1 AND to_address = $2 \
              AND kind IN ('agent_replied', 'customer_replied') AND id <> $3 ORDER BY id",
         )
         .bind(item.thread_id)
         .bind(&item.to_address)
         .bind(item.id)
-        .fetch_all(&self.write)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// Marks an item sent under `rfc_message_id`, and `merged` ones as
     /// carried by it.
     pub async fn mark_sent(&self, id: i64, rfc_message_id: &str, merged: &[i64]) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        let now = now_ms();
-        sqlx::query(
-            "UPDATE outbox SET status = 'sent', sent_at = $1, rfc_message_id = $2, attempts = attempts + 1, \
-             claimed_until = NULL, last_error = NULL WHERE id = $3",
-        )
-        .bind(now)
-        .bind(rfc_message_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        for other in merged {
+        writing!(self, |db| {
+            let mut tx = db.begin().await?;
+            let now = now_ms();
             sqlx::query(
-                "UPDATE outbox SET status = 'merged', sent_at = $1, rfc_message_id = $2, last_error = $3 \
-                 WHERE id = $4 AND status = 'pending'",
+                "UPDATE outbox SET status = 'sent', sent_at = $1, rfc_message_id = $2, attempts = attempts + 1, \
+                 claimed_until = NULL, last_error = NULL WHERE id = $3",
             )
             .bind(now)
             .bind(rfc_message_id)
-            .bind(format!("sent together with notification {id}"))
-            .bind(other)
+            .bind(id)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
+            for other in merged {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'merged', sent_at = $1, rfc_message_id = $2, last_error = $3 \
+                     WHERE id = $4 AND status = 'pending'",
+                )
+                .bind(now)
+                .bind(rfc_message_id)
+                .bind(format!("sent together with notification {id}"))
+                .bind(other)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// Records a failed attempt: retried at `retry_at`, or given up
     /// (`failed`) when `retry_at` is `None`.
     pub async fn mark_attempt_failed(&self, id: i64, error: &str, retry_at: Option<i64>) -> StoreResult<()> {
-        sqlx::query(
+        writing!(self, |db| sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_error = $1, claimed_until = NULL, \
              status = CASE WHEN $2 IS NULL THEN 'failed' ELSE 'pending' END, \
              next_attempt_at = COALESCE($2, next_attempt_at) WHERE id = $3",
@@ -731,23 +829,24 @@ impl Store {
         .bind(error)
         .bind(retry_at)
         .bind(id)
-        .execute(&self.write)
-        .await?;
+        .execute(db)
+        .await
+        .map(drop))?;
         Ok(())
     }
 
     /// Puts a failed item back in the queue, due now, with a fresh lifetime.
     pub async fn retry(&self, id: i64) -> StoreResult<OutboxItem> {
         let now = now_ms();
-        let item: Option<OutboxItem> = sqlx::query_as(
+        let item: Option<OutboxItem> = writing!(self, |db| sqlx::query_as(
             "UPDATE outbox SET status = 'pending', next_attempt_at = $1, expires_at = $2, claimed_until = NULL \
              WHERE id = $3 AND status = 'failed' RETURNING *",
         )
         .bind(now)
         .bind(now + self.policy.lifetime_ms)
         .bind(id)
-        .fetch_optional(&self.write)
-        .await?;
+        .fetch_optional(db)
+        .await)?;
         match item {
             Some(item) => {
                 self.outbox_wakeup.notify_one();
@@ -766,230 +865,129 @@ impl Store {
     /// Queues a mail that is not about one new message, together with the
     /// inbound log entry that caused it (if any), in one transaction.
     pub async fn enqueue(&self, new: &NewOutbox, log: Option<&InboundLogEntry>) -> StoreResult<i64> {
-        let mut tx = self.write.begin().await?;
-        let now = now_ms();
-        let id = insert_outbox(&mut tx, self.policy, new).await?;
-        if new.kind.starts_with("refusal_") {
-            sqlx::query("INSERT INTO notices_sent (address, kind, sent_at) VALUES ($1, $2, $3)")
-                .bind(&new.to_address)
-                .bind(&new.kind)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(log) = log {
-            insert_log(&mut tx, log, None).await?;
-        }
-        tx.commit().await?;
+        let id = writing!(self, |db, w| {
+            let mut tx = db.begin().await?;
+            let now = now_ms();
+            let id = w::insert_outbox(&mut tx, self.policy, new).await?;
+            if new.kind.starts_with("refusal_") {
+                sqlx::query("INSERT INTO notices_sent (address, kind, sent_at) VALUES ($1, $2, $3)")
+                    .bind(&new.to_address)
+                    .bind(&new.kind)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(log) = log {
+                w::insert_log(&mut tx, log, None).await?;
+            }
+            tx.commit().await?;
+            id
+        });
         self.outbox_wakeup.notify_one();
         Ok(id)
     }
 
     /// Whether a refusal notice went to `address` since `since` (Unix ms).
     pub async fn notice_sent_since(&self, address: &str, since: i64) -> StoreResult<bool> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notices_sent WHERE address = $1 AND sent_at >= $2")
-            .bind(address)
-            .bind(since)
-            .fetch_one(&self.read)
-            .await?;
+        let count: i64 = reading!(self, |db| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM notices_sent WHERE address = $1 AND sent_at >= $2"
+        )
+        .bind(address)
+        .bind(since)
+        .fetch_one(db)
+        .await)?;
         Ok(count > 0)
     }
 
     /// Records that a user does not want notifications of `kind` any more.
     pub async fn opt_out(&self, user_id: i64, kind: &str) -> StoreResult<()> {
-        sqlx::query(
+        writing!(self, |db| sqlx::query(
             "INSERT INTO notification_optouts (user_id, kind, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (user_id, kind) DO NOTHING",
         )
         .bind(user_id)
         .bind(kind)
         .bind(now_ms())
-        .execute(&self.write)
-        .await?;
+        .execute(db)
+        .await
+        .map(drop))?;
         Ok(())
     }
 
     /// Whether `user_id` opted out of notifications of `kind`.
     pub async fn is_opted_out(&self, user_id: i64, kind: &str) -> StoreResult<bool> {
-        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM notification_optouts WHERE user_id = $1 AND kind = $2)")
-            .bind(user_id)
-            .bind(kind)
-            .fetch_one(&self.read)
-            .await?)
+        Ok(reading!(self, |db| sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM notification_optouts WHERE user_id = $1 AND kind = $2)"
+        )
+        .bind(user_id)
+        .bind(kind)
+        .fetch_one(db)
+        .await)?)
     }
 
     /// Marks an item as not sent on purpose (its recipient opted out).
     pub async fn mark_skipped(&self, id: i64, why: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE outbox SET status = 'skipped', last_error = $1, claimed_until = NULL WHERE id = $2")
-            .bind(why)
-            .bind(id)
-            .execute(&self.write)
-            .await?;
+        writing!(self, |db| sqlx::query(
+            "UPDATE outbox SET status = 'skipped', last_error = $1, claimed_until = NULL WHERE id = $2"
+        )
+        .bind(why)
+        .bind(id)
+        .execute(db)
+        .await
+        .map(drop))?;
         Ok(())
     }
 
     /// Hard bounces recorded for an address.
     pub async fn hard_bounces(&self, address: &str) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM bounces WHERE recipient = $1 AND severity = 'hard'")
-            .bind(address)
-            .fetch_one(&self.read)
-            .await?)
+        Ok(reading!(self, |db| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM bounces WHERE recipient = $1 AND severity = 'hard'"
+        )
+        .bind(address)
+        .fetch_one(db)
+        .await)?)
     }
 
     /// Message-IDs of the mail already sent to `address` about a thread,
     /// oldest first: the References of the next one.
     pub async fn sent_notification_ids(&self, thread_id: i64, address: &str) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(reading!(self, |db| sqlx::query_scalar(
             "SELECT rfc_message_id FROM outbox WHERE thread_id = $1 AND to_address = $2 \
              AND status = 'sent' AND rfc_message_id IS NOT NULL ORDER BY id",
         )
         .bind(thread_id)
         .bind(address)
-        .fetch_all(&self.read)
-        .await?)
+        .fetch_all(db)
+        .await)?)
     }
 }
 
-async fn insert_outbox(conn: &mut SqliteConnection, policy: OutboxPolicy, new: &NewOutbox) -> StoreResult<i64> {
-    let now = now_ms();
-    Ok(sqlx::query_scalar(
-        "INSERT INTO outbox (kind, thread_id, recipient_id, to_address, context, status, next_attempt_at, expires_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $6) RETURNING id",
-    )
-    .bind(&new.kind)
-    .bind(new.thread_id)
-    .bind(new.recipient_id)
-    .bind(&new.to_address)
-    .bind(new.context.to_string())
-    .bind(now)
-    .bind(now + policy.lifetime_ms)
-    .fetch_one(&mut *conn)
-    .await?)
+/// Opens a SQLite file: (readers, the one writer), schema up to date.
+async fn open_sqlite(url: &str) -> StoreResult<(SqlitePool, SqlitePool)> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        // Reads through a memory map instead of a pread per page.
+        .pragma("mmap_size", "268435456")
+        .pragma("cache_size", "-16000");
+    let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+    sqlx::migrate!("migrations/sqlite").run(&write).await?;
+    let read = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+    Ok((read, write))
 }
 
-async fn insert_message(
-    conn: &mut SqliteConnection,
-    policy: OutboxPolicy,
-    message: &NewMessage,
-    log: Option<&InboundLogEntry>,
-) -> StoreResult<Inserted> {
-    let now = now_ms();
-    let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO messages (thread_id, author_id, body, source, rfc_message_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (thread_id, rfc_message_id) DO NOTHING RETURNING id",
-    )
-    .bind(message.thread_id)
-    .bind(message.author_id)
-    .bind(&message.body)
-    .bind(message.source.as_str())
-    .bind(&message.rfc_message_id)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(id) = id else {
-        let existing: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE thread_id = $1 AND rfc_message_id = $2")
-            .bind(message.thread_id)
-            .bind(&message.rfc_message_id)
-            .fetch_one(&mut *conn)
-            .await?;
-        if let Some(log) = log {
-            let duplicate = InboundLogEntry {
-                decision: "duplicate".to_owned(),
-                reason: format!("already stored as message {existing}; delivered again"),
-                ..log.clone()
-            };
-            insert_log(conn, &duplicate, Some(existing)).await?;
-        }
-        return Ok(Inserted::Duplicate(existing));
-    };
-    for attachment in &message.attachments {
-        let sha256 = hex(&Sha256::digest(&attachment.content));
-        sqlx::query("INSERT INTO blobs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING")
-            .bind(&sha256)
-            .bind(&attachment.content)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(
-            "INSERT INTO attachments (message_id, filename, content_type, size, sha256) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(&attachment.filename)
-        .bind(&attachment.content_type)
-        .bind(attachment.content.len() as i64)
-        .bind(&sha256)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for (kind, recipient_id) in &message.notify {
-        let due = if kind.coalesces() { now + policy.coalesce_ms } else { now };
-        sqlx::query(
-            "INSERT INTO outbox (kind, thread_id, message_id, recipient_id, to_address, status, next_attempt_at, expires_at, created_at) \
-             SELECT $1, $2, $3, u.id, u.email, 'pending', $4, $5, $6 FROM users u WHERE u.id = $7",
-        )
-        .bind(kind.as_str())
-        .bind(message.thread_id)
-        .bind(id)
-        .bind(due)
-        .bind(now + policy.lifetime_ms)
-        .bind(now)
-        .bind(recipient_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    sqlx::query(
-        "UPDATE threads SET updated_at = $1, \
-         assigned_agent_id = CASE WHEN assigned_agent_id IS NULL AND $2 = 1 THEN $3 ELSE assigned_agent_id END \
-         WHERE id = $4",
-    )
-    .bind(now)
-    .bind(i64::from(message.author_is_agent))
-    .bind(message.author_id)
-    .bind(message.thread_id)
-    .execute(&mut *conn)
-    .await?;
-    if let Some(routing) = &message.routing {
-        sqlx::query(
-            "UPDATE threads SET queue = COALESCE($1, queue), priority = COALESCE($2, priority), tags = $3, \
-             assigned_agent_id = COALESCE($4, assigned_agent_id) WHERE id = $5",
-        )
-        .bind(&routing.queue)
-        .bind(&routing.priority)
-        .bind(serde_json::to_string(&routing.tags).unwrap_or_else(|_| "[]".to_owned()))
-        .bind(routing.assign)
-        .bind(message.thread_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for mail in &message.extra_mail {
-        insert_outbox(conn, policy, &NewOutbox { thread_id: Some(message.thread_id), ..mail.clone() }).await?;
-    }
-    if let Some(log) = log {
-        insert_log(conn, log, Some(id)).await?;
-    }
-    Ok(Inserted::New(id))
-}
-
-async fn insert_log(conn: &mut SqliteConnection, entry: &InboundLogEntry, stored: Option<i64>) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, smtp_reply, \
-         thread_id, stored_message, rules, auth) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(entry.received_at)
-    .bind(&entry.peer)
-    .bind(&entry.helo)
-    .bind(&entry.mail_from)
-    .bind(&entry.rcpt_to)
-    .bind(&entry.message_id)
-    .bind(&entry.decision)
-    .bind(&entry.reason)
-    .bind(&entry.smtp_reply)
-    .bind(entry.thread_id)
-    .bind(stored.or(entry.stored_message))
-    .bind(&entry.rules)
-    .bind(&entry.auth)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// Connects to PostgreSQL with durable commits, schema up to date. Several
+/// instances starting at once take turns migrating (sqlx holds an advisory lock).
+async fn open_postgres(url: &str) -> StoreResult<PgPool> {
+    // 250 means stored: a commit returns only once its WAL record is on disk.
+    let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
+    let pool =
+        PgPoolOptions::new().max_connections(10).acquire_timeout(Duration::from_secs(10)).connect_with(options).await?;
+    sqlx::migrate!("migrations/postgres").run(&pool).await?;
+    Ok(pool)
 }
 
 /// Lower-case hex of `bytes`.

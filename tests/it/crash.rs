@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A `mailgate serve` process on free ports; returns it with its SMTP and HTTP addresses.
-fn serve(data: &std::path::Path) -> (Child, std::net::SocketAddr, std::net::SocketAddr) {
+fn serve(data: &std::path::Path, database_url: &str) -> (Child, std::net::SocketAddr, std::net::SocketAddr) {
     let config = data.join("mailgate.toml");
     // No DNS in tests: sender checks answer from (empty) configured records.
     std::fs::write(&config, "[delivery]\ncoalesce_window_secs = 0\n\n[auth]\nresolver = \"static\"\n").unwrap();
@@ -17,6 +17,7 @@ fn serve(data: &std::path::Path) -> (Child, std::net::SocketAddr, std::net::Sock
         .arg(&config)
         .arg("--data-dir")
         .arg(data)
+        .env("MAILGATE_DATABASE_URL", database_url)
         .env("MAILGATE_API_TOKEN", "crash-token")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -41,7 +42,8 @@ async fn api(http: std::net::SocketAddr, method: &str, path: &str, body: serde_j
 #[tokio::test]
 async fn sigterm_lets_a_message_in_flight_finish_and_refuses_new_work() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, smtp, _) = serve(dir.path());
+    let database_url = fresh_database_url(dir.path()).await;
+    let (mut child, smtp, _) = serve(dir.path(), &database_url);
     let mut idle = Smtp::connect(smtp).await;
     idle.expect("EHLO idle.example", "250").await;
     let mut busy = Smtp::connect(smtp).await;
@@ -65,7 +67,8 @@ async fn sigterm_lets_a_message_in_flight_finish_and_refuses_new_work() {
 #[tokio::test]
 async fn after_sigkill_under_load_every_acknowledged_message_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, smtp, http) = serve(dir.path());
+    let database_url = fresh_database_url(dir.path()).await;
+    let (mut child, smtp, http) = serve(dir.path(), &database_url);
     let org = api(http, "POST", "/organizations", json!({"name": "ACME"})).await;
     let site = api(http, "POST", "/sites", json!({"name": "s", "plan": "sandbox", "organization_id": org["id"]})).await;
     let owner = api(
@@ -135,7 +138,7 @@ async fn after_sigkill_under_load_every_acknowledged_message_is_stored_once() {
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() > 10, "the load ran ({} acknowledged)", acknowledged.len());
 
-    let (mut child, _, http) = serve(dir.path());
+    let (mut child, _, http) = serve(dir.path(), &database_url);
     let messages = api(http, "GET", &format!("/chats/{}/messages", chat["id"]), json!({})).await;
     let stored: Vec<String> =
         messages.as_array().unwrap().iter().filter_map(|m| m["message_id"].as_str().map(str::to_owned)).collect();

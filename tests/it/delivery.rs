@@ -153,18 +153,15 @@ async fn mail_claimed_by_a_worker_that_died_is_sent_after_restart() {
     let w = app.world("sandbox", None).await;
     let store = app.app.as_ref().unwrap().store.clone();
     // Stop the instance, then fake a worker that claimed an item and died.
-    let data = app.dir.path().to_path_buf();
     chat(&app, &w).await;
     relay.wait_for(2).await;
     let app = app.restart().await;
     drop(store);
-    let db = format!("sqlite://{}", data.join("mailgate.db").display());
-    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
-    sqlx::query("UPDATE outbox SET status = 'sending', claimed_until = 0, sent_at = NULL WHERE id = 1")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    execute_sql(
+        &app.database_url,
+        "UPDATE outbox SET status = 'sending', claimed_until = 0, sent_at = NULL WHERE id = 1",
+    )
+    .await;
     // The expired lease is taken over (the capture relay was not configured on restart: folder mode).
     app.wait_for_mail(1).await;
     wait_outbox(&app, |items| items.iter().all(|o| o["status"] == "sent")).await;

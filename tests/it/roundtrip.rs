@@ -371,9 +371,8 @@ async fn inspect_with_the_instance_data_dir_says_what_would_happen() {
     std::fs::write(&file, reply_mail(OWNER, &note.reply_address(), "x", "insp@acme.example", "", "Looks good"))
         .unwrap();
     let run = |rcpt: String, from: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
-            .args(["inspect", "--json", "--domain", DOMAIN, "--mail-from", from, "--rcpt", &rcpt, "--data-dir"])
-            .arg(app.dir.path())
+        let out = app
+            .command(&["inspect", "--json", "--domain", DOMAIN, "--mail-from", from, "--rcpt", &rcpt])
             .arg(&file)
             .output()
             .unwrap();

@@ -179,11 +179,7 @@ async fn actions_are_applied_and_recorded_with_the_rule_name() {
     assert_eq!(opened["messages"][0]["source"], "email");
     let (_, outbox) = app.get("/outbox").await;
     assert!(outbox.as_array().unwrap().iter().any(|o| o["kind"] == "on_call_page"), "{outbox}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
-        .args(["log", "--rule", "downtime-opens-ticket", "--json", "--data-dir"])
-        .arg(app.dir.path())
-        .output()
-        .unwrap();
+    let out = app.command(&["log", "--rule", "downtime-opens-ticket", "--json"]).output().unwrap();
     assert!(out.status.success(), "mailgate log: {}", String::from_utf8_lossy(&out.stderr));
     let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");

@@ -202,26 +202,17 @@ async fn a_mail_loop_is_deferred_after_the_hourly_cap() {
 async fn rotated_keys_keep_old_tokens_working_and_expired_tokens_are_refused() {
     let app = spawn_app().await;
     let note = chat_note(&app).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
-        .args(["keys", "rotate", "--data-dir"])
-        .arg(app.dir.path())
-        .output()
-        .unwrap();
+    let out = app.command(&["keys", "rotate"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let app = app.restart().await;
     let reply = reply_mail(OWNER, &note.reply_address(), "x", "after-rotation@acme.example", "", "Still mine");
     let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
     assert!(answer.starts_with("250"), "a token of the old key still verifies: {answer}");
-    let list = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
-        .args(["keys", "list", "--data-dir"])
-        .arg(app.dir.path())
-        .output()
-        .unwrap();
+    let list = app.command(&["keys", "list"]).output().unwrap();
     assert!(String::from_utf8_lossy(&list.stdout).contains("signing with key 2"));
 
     // A genuine token, issued 200 days ago, is past the 180-day lifetime.
-    let (store, signer) =
-        mailgate::app::open_store(&mailgate::config::Config::for_data_dir(app.dir.path(), DOMAIN)).await.unwrap();
+    let (store, signer) = mailgate::app::open_store(&app.config()).await.unwrap();
     let token = signer.verify(&note.token()).unwrap();
     let old = signer.sign_issued_days_ago(token, 200);
     store.close().await;

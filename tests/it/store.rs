@@ -1,6 +1,7 @@
-//! The store on a real SQLite file: group commit keeps each message's fate
-//! its own.
+//! The store on a real database (a SQLite file, or PostgreSQL when the suite
+//! runs there): group commit keeps each message's fate its own.
 
+use crate::support::fresh_database_url;
 use mailgate::domain::{Role, Source, ThreadKind};
 use mailgate::store::{Inserted, NewMessage, NewThread, Store};
 
@@ -22,7 +23,7 @@ fn message(thread_id: i64, author_id: i64, id: &str) -> NewMessage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_messages_commit_together_and_one_failure_undoes_only_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("m.db").display())).await.unwrap();
+    let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
     let site = store.create_site("s", "sandbox", None).await.unwrap();
     let user = store.create_user("c@example.org", "C", Role::Owner, None).await.unwrap();
     let (thread, _) = store
@@ -69,7 +70,7 @@ async fn concurrent_messages_commit_together_and_one_failure_undoes_only_itself(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_created_by_another_instance_after_a_miss_is_found() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let url = fresh_database_url(dir.path()).await;
     let here = Store::open(&url).await.unwrap();
     let there = Store::open(&url).await.unwrap();
     assert!(here.user_by_email("late@example.org").await.unwrap().is_none());

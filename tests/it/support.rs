@@ -21,12 +21,63 @@ pub struct TestApp {
     pub base: String,
     pub token: String,
     pub smtp: std::net::SocketAddr,
+    /// The instance's database: a SQLite file in `dir`, or a PostgreSQL database.
+    pub database_url: String,
+}
+
+/// Names the environment variable with the test PostgreSQL server's URL.
+pub const POSTGRES_ENV: &str = "MAILGATE_TEST_POSTGRES";
+
+/// Whether the suite runs on PostgreSQL (`MAILGATE_TEST_BACKEND=postgres`)
+/// rather than on SQLite files. scripts/test runs it both ways.
+pub fn on_postgres() -> bool {
+    std::env::var("MAILGATE_TEST_BACKEND").is_ok_and(|backend| backend == "postgres")
+}
+
+/// A new, empty database for one test instance: a SQLite file in `dir`, or a
+/// fresh database on the test PostgreSQL server when the suite runs there.
+pub async fn fresh_database_url(dir: &std::path::Path) -> String {
+    if on_postgres() { postgres_database().await } else { format!("sqlite://{}", dir.join("mailgate.db").display()) }
+}
+
+/// A new, empty database on the test PostgreSQL server. Panics (the test
+/// fails, it is never skipped) when no server is configured.
+pub async fn postgres_database() -> String {
+    use sqlx::Connection;
+    let server = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{POSTGRES_ENV} is not set: this test needs PostgreSQL. Run scripts/test, which starts a \
+             throw-away server, or set {POSTGRES_ENV}=postgres://USER@HOST:PORT"
+        )
+    });
+    let server = server.trim_end_matches('/');
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {server}: {e}"));
+    let name = format!("mailgate_test_{:016x}", rand::random::<u64>());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("CREATE DATABASE");
+    admin.close().await.ok();
+    format!("{server}/{name}")
+}
+
+/// Runs one SQL statement against a test database (to stage what a test
+/// cannot reach through the product, e.g. a worker that died mid-send).
+pub async fn execute_sql(database_url: &str, sql: &str) {
+    use sqlx::Connection;
+    if database_url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
 }
 
 /// Starts a fresh instance (empty database) with `tweak` applied to its config.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
-    start_in(dir, tweak).await
+    let database_url = fresh_database_url(dir.path()).await;
+    start_in(dir, database_url, tweak).await
 }
 
 /// Starts a fresh instance with the default test configuration.
@@ -34,8 +85,10 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp {
+/// Starts an instance on `database_url` that keeps its other state in `dir`.
+pub async fn start_in(dir: tempfile::TempDir, database_url: String, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_data_dir(dir.path(), DOMAIN);
+    config.database_url = database_url.clone();
     config.api_token = Some("test-token".to_owned());
     tweak(&mut config);
     let app = mailgate::app::start(config).await.expect("app starts");
@@ -46,6 +99,7 @@ async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> Te
         app: Some(app),
         dir,
         http: reqwest::Client::new(),
+        database_url,
     }
 }
 
@@ -55,7 +109,7 @@ impl TestApp {
         if let Some(app) = self.app.take() {
             app.shutdown().await;
         }
-        start_in(self.dir, |_| {}).await
+        start_in(self.dir, self.database_url, |_| {}).await
     }
 
     /// Stops the instance.
@@ -63,6 +117,20 @@ impl TestApp {
         if let Some(app) = self.app.take() {
             app.shutdown().await;
         }
+    }
+
+    /// The configuration a second process on this instance's state would use.
+    pub fn config(&self) -> Config {
+        let mut config = Config::for_data_dir(self.dir.path(), DOMAIN);
+        config.database_url = self.database_url.clone();
+        config
+    }
+
+    /// `mailgate ARGS --data-dir DIR` on this instance's state and database.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"));
+        command.args(args).arg("--data-dir").arg(self.dir.path()).env("MAILGATE_DATABASE_URL", &self.database_url);
+        command
     }
 
     pub fn outbox_dir(&self) -> PathBuf {

@@ -1,0 +1,217 @@
+// The statements that write a message and what belongs with it, and the
+// group-commit writer that runs them. This file is compiled once per backend
+// (see `sqlite_writes` and `postgres_writes` in mod.rs), each time with its
+// own `Pool` and `Connection` types: the SQL is the same on both.
+
+use super::{GROUP_LIMIT, hex, now_ms};
+use super::{InboundLogEntry, Inserted, NewMessage, NewOutbox, OutboxPolicy, StoreError, StoreResult, WriteJob};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Stores queued messages, as many per transaction as are waiting.
+pub(super) async fn group_writer(
+    write: Pool,
+    policy: Arc<std::sync::RwLock<OutboxPolicy>>,
+    wake: Arc<Notify>,
+    mut jobs: tokio::sync::mpsc::Receiver<WriteJob>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_LIMIT {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let policy = *policy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match write_batch(&write, policy, &batch).await {
+            Ok(results) => {
+                let mut notify = false;
+                for (job, result) in batch.into_iter().zip(results) {
+                    notify |= matches!(result, Ok(Inserted::New(_))) && !job.message.notify.is_empty();
+                    let _ = job.reply.send(result);
+                }
+                if notify {
+                    wake.notify_one();
+                }
+            }
+            Err(error) => {
+                let text = error.to_string();
+                for job in batch {
+                    let _ = job.reply.send(Err(StoreError::Batch(text.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for the whole batch, a savepoint per message.
+async fn write_batch(
+    write: &Pool,
+    policy: OutboxPolicy,
+    batch: &[WriteJob],
+) -> StoreResult<Vec<StoreResult<Inserted>>> {
+    let mut tx = write.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
+        match insert_message(&mut savepoint, policy, &job.message, job.log.as_ref()).await {
+            Ok(inserted) => {
+                savepoint.commit().await?;
+                results.push(Ok(inserted));
+            }
+            Err(error) => {
+                savepoint.rollback().await?;
+                results.push(Err(error));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Queues one mail (not about a new message).
+pub(super) async fn insert_outbox(conn: &mut Connection, policy: OutboxPolicy, new: &NewOutbox) -> StoreResult<i64> {
+    let now = now_ms();
+    Ok(sqlx::query_scalar(
+        "INSERT INTO outbox (kind, thread_id, recipient_id, to_address, context, status, next_attempt_at, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $6) RETURNING id",
+    )
+    .bind(&new.kind)
+    .bind(new.thread_id)
+    .bind(new.recipient_id)
+    .bind(&new.to_address)
+    .bind(new.context.to_string())
+    .bind(now)
+    .bind(now + policy.lifetime_ms)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Stores one message with everything that belongs to it; see [`super::Store::insert_message`].
+pub(super) async fn insert_message(
+    conn: &mut Connection,
+    policy: OutboxPolicy,
+    message: &NewMessage,
+    log: Option<&InboundLogEntry>,
+) -> StoreResult<Inserted> {
+    let now = now_ms();
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO messages (thread_id, author_id, body, source, rfc_message_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (thread_id, rfc_message_id) DO NOTHING RETURNING id",
+    )
+    .bind(message.thread_id)
+    .bind(message.author_id)
+    .bind(&message.body)
+    .bind(message.source.as_str())
+    .bind(&message.rfc_message_id)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(id) = id else {
+        let existing: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE thread_id = $1 AND rfc_message_id = $2")
+            .bind(message.thread_id)
+            .bind(&message.rfc_message_id)
+            .fetch_one(&mut *conn)
+            .await?;
+        if let Some(log) = log {
+            let duplicate = InboundLogEntry {
+                decision: "duplicate".to_owned(),
+                reason: format!("already stored as message {existing}; delivered again"),
+                ..log.clone()
+            };
+            insert_log(conn, &duplicate, Some(existing)).await?;
+        }
+        return Ok(Inserted::Duplicate(existing));
+    };
+    for attachment in &message.attachments {
+        let sha256 = hex(&Sha256::digest(&attachment.content));
+        sqlx::query("INSERT INTO blobs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING")
+            .bind(&sha256)
+            .bind(&attachment.content)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO attachments (message_id, filename, content_type, size, sha256) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(&attachment.filename)
+        .bind(&attachment.content_type)
+        .bind(attachment.content.len() as i64)
+        .bind(&sha256)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (kind, recipient_id) in &message.notify {
+        let due = if kind.coalesces() { now + policy.coalesce_ms } else { now };
+        sqlx::query(
+            "INSERT INTO outbox (kind, thread_id, message_id, recipient_id, to_address, status, next_attempt_at, expires_at, created_at) \
+             SELECT $1, $2, $3, u.id, u.email, 'pending', $4, $5, $6 FROM users u WHERE u.id = $7",
+        )
+        .bind(kind.as_str())
+        .bind(message.thread_id)
+        .bind(id)
+        .bind(due)
+        .bind(now + policy.lifetime_ms)
+        .bind(now)
+        .bind(recipient_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE threads SET updated_at = $1, \
+         assigned_agent_id = CASE WHEN assigned_agent_id IS NULL AND $2 = 1 THEN $3 ELSE assigned_agent_id END \
+         WHERE id = $4",
+    )
+    .bind(now)
+    .bind(i64::from(message.author_is_agent))
+    .bind(message.author_id)
+    .bind(message.thread_id)
+    .execute(&mut *conn)
+    .await?;
+    if let Some(routing) = &message.routing {
+        sqlx::query(
+            "UPDATE threads SET queue = COALESCE($1, queue), priority = COALESCE($2, priority), tags = $3, \
+             assigned_agent_id = COALESCE($4, assigned_agent_id) WHERE id = $5",
+        )
+        .bind(&routing.queue)
+        .bind(&routing.priority)
+        .bind(serde_json::to_string(&routing.tags).unwrap_or_else(|_| "[]".to_owned()))
+        .bind(routing.assign)
+        .bind(message.thread_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for mail in &message.extra_mail {
+        insert_outbox(conn, policy, &NewOutbox { thread_id: Some(message.thread_id), ..mail.clone() }).await?;
+    }
+    if let Some(log) = log {
+        insert_log(conn, log, Some(id)).await?;
+    }
+    Ok(Inserted::New(id))
+}
+
+/// Writes one inbound log entry.
+pub(super) async fn insert_log(conn: &mut Connection, entry: &InboundLogEntry, stored: Option<i64>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, smtp_reply, \
+         thread_id, stored_message, rules, auth) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(entry.received_at)
+    .bind(&entry.peer)
+    .bind(&entry.helo)
+    .bind(&entry.mail_from)
+    .bind(&entry.rcpt_to)
+    .bind(&entry.message_id)
+    .bind(&entry.decision)
+    .bind(&entry.reason)
+    .bind(&entry.smtp_reply)
+    .bind(entry.thread_id)
+    .bind(stored.or(entry.stored_message))
+    .bind(&entry.rules)
+    .bind(&entry.auth)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
