@@ -116,6 +116,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the database gave up on this transaction because of another
+    /// one (PostgreSQL's deadlock or serialization failure): trying again
+    /// at once is the remedy.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("40P01" | "40001")))
+    }
+
     /// Whether the same operation may succeed later (busy database, I/O).
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Batch(_))

@@ -25,50 +25,79 @@ pub(super) async fn group_writer(
             }
         }
         let policy = *policy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match write_batch(&write, policy, &batch).await {
-            Ok(results) => {
-                let mut notify = false;
-                for (job, result) in batch.into_iter().zip(results) {
-                    notify |= matches!(result, Ok(Inserted::New(_))) && !job.message.notify.is_empty();
-                    let _ = job.reply.send(result);
+        let mut notify = false;
+        // Another instance writing the same threads at the same moment can
+        // make the database pick us as a deadlock victim: those messages are
+        // tried again in a fresh transaction rather than refused.
+        for attempt in 1..=CONFLICT_ATTEMPTS {
+            let last = attempt == CONFLICT_ATTEMPTS;
+            match write_batch(&write, policy, &batch).await {
+                Ok(results) => {
+                    let mut again = Vec::new();
+                    for (job, result) in batch.into_iter().zip(results) {
+                        match result {
+                            Err(error) if error.is_conflict() && !last => again.push(job),
+                            result => {
+                                notify |= matches!(result, Ok(Inserted::New(_))) && !job.message.notify.is_empty();
+                                let _ = job.reply.send(result);
+                            }
+                        }
+                    }
+                    batch = again;
                 }
-                if notify {
-                    wake.notify_one();
+                Err(error) if error.is_conflict() && !last => {}
+                Err(error) => {
+                    let text = error.to_string();
+                    for job in batch.drain(..) {
+                        let _ = job.reply.send(Err(StoreError::Batch(text.clone())));
+                    }
                 }
             }
-            Err(error) => {
-                let text = error.to_string();
-                for job in batch {
-                    let _ = job.reply.send(Err(StoreError::Batch(text.clone())));
-                }
+            if batch.is_empty() {
+                break;
             }
+        }
+        if notify {
+            wake.notify_one();
         }
     }
 }
 
-/// One transaction for the whole batch, a savepoint per message.
+/// How often a message that lost a deadlock is tried.
+const CONFLICT_ATTEMPTS: u32 = 4;
+
+/// One transaction for the whole batch, a savepoint per message. Messages
+/// are written in (thread, Message-ID) order, so that two instances writing
+/// the same threads take their locks in the same order; the results come
+/// back in the batch's order.
 async fn write_batch(
     write: &Pool,
     policy: OutboxPolicy,
     batch: &[WriteJob],
 ) -> StoreResult<Vec<StoreResult<Inserted>>> {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| {
+        let key = |job: &WriteJob| (job.message.thread_id, job.message.rfc_message_id.clone());
+        key(&batch[a]).cmp(&key(&batch[b]))
+    });
     let mut tx = write.begin().await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
+    let mut results: Vec<Option<StoreResult<Inserted>>> = batch.iter().map(|_| None).collect();
+    for index in order {
+        let job = &batch[index];
         let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
         match insert_message(&mut savepoint, policy, &job.message, job.log.as_ref()).await {
             Ok(inserted) => {
                 savepoint.commit().await?;
-                results.push(Ok(inserted));
+                results[index] = Some(Ok(inserted));
             }
             Err(error) => {
                 savepoint.rollback().await?;
-                results.push(Err(error));
+                results[index] = Some(Err(error));
             }
         }
     }
     tx.commit().await?;
-    Ok(results)
+    Ok(results.into_iter().map(|result| result.unwrap_or(Err(StoreError::Batch("not written".to_owned())))).collect())
 }
 
 /// Queues one mail (not about a new message).

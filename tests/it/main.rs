@@ -1,4 +1,5 @@
-//! mailgate's integration tests: one binary, real sockets, real SQLite files.
+//! mailgate's integration tests: one binary, real sockets, real SQLite files
+//! and a real PostgreSQL server.
 #![allow(unreachable_pub, reason = "test helpers are shared between the modules of this one binary")]
 #![allow(clippy::print_stderr, reason = "the fixture score table is meant to be read")]
 
@@ -9,6 +10,7 @@ mod crash;
 mod delivery;
 mod fixtures;
 mod fuzz;
+mod postgres;
 mod roundtrip;
 mod rules;
 mod security;

@@ -1,0 +1,224 @@
+//! Several instances on one PostgreSQL database. These tests need the server
+//! named by `MAILGATE_TEST_POSTGRES` (scripts/test starts a throw-away one)
+//! and fail, never skip, without it.
+
+use crate::capture::Capture;
+use crate::support::*;
+use mailgate::domain::{Role, Source, ThreadKind};
+use mailgate::store::{Inserted, NewMessage, NewOutbox, NewThread, Store};
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// An instance on `database_url` whose notifications go to `relay`.
+async fn instance(database_url: &str, relay: &Capture) -> TestApp {
+    let relay = relay.url();
+    start_in(tempfile::tempdir().unwrap(), database_url.to_owned(), move |c| {
+        c.delivery.relay_url = Some(relay);
+        c.delivery.coalesce_window = Duration::ZERO;
+        c.delivery.retry_base = Duration::from_millis(200);
+        c.limits.max_messages_per_sender_per_hour = 10_000;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_database_take_mail_at_once_and_send_each_notification_once() {
+    let database_url = postgres_database().await;
+    let relay = Capture::start().await;
+    let a = instance(&database_url, &relay).await;
+    let b = instance(&database_url, &relay).await;
+    let w = a.world("sandbox", None).await;
+
+    // Four chats, each answered by an agent through instance A: the owner's
+    // notifications carry reply tokens that instance B must honour too (one
+    // key, shared through the database).
+    let mut chats = Vec::new();
+    for i in 0..4 {
+        let chat = a
+            .create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": format!("Problem {i}")}))
+            .await;
+        let id = chat["id"].as_i64().unwrap();
+        a.create(&format!("/chats/{id}/messages"), json!({"author_id": w.agent, "text": format!("Answer {i}")})).await;
+        chats.push(id);
+    }
+    // 4 x (2 agents told of the new chat + the owner told of the answer).
+    let notes: Vec<_> = relay.wait_for(12).await.into_iter().filter(|m| m.rcpt_to == [OWNER]).collect();
+    assert_eq!(notes.len(), 4);
+    let reply_to = |chat: i64| -> String {
+        let note = notes.iter().find(|m| m.header("Subject").contains(&format!("[Chat #{chat}]"))).unwrap();
+        let value = note.header("Reply-To");
+        value[value.find('<').unwrap() + 1..value.rfind('>').unwrap()].to_owned()
+    };
+
+    // Every reply is delivered to both instances at the same moment, as a
+    // sending MTA retrying against two MX hosts may do.
+    let mut sends = Vec::new();
+    for &chat in &chats {
+        let to = reply_to(chat);
+        for n in 0..5 {
+            let mail = reply_mail(
+                OWNER,
+                &to,
+                "Re: chat",
+                &format!("c{chat}-r{n}@acme.example"),
+                "",
+                &format!("Reply {n} in chat {chat}"),
+            );
+            for app in [&a, &b] {
+                let (smtp, to, mail) = (app.smtp, to.clone(), mail.clone());
+                sends.push(tokio::spawn(async move {
+                    let mut client = Smtp::connect(smtp).await;
+                    client.expect("EHLO mx.acme.example", "250").await;
+                    client.send(OWNER, &[&to], &mail).await
+                }));
+            }
+        }
+    }
+    for send in sends {
+        let answer = send.await.unwrap();
+        assert!(answer.starts_with("250"), "both instances accept, the second as a duplicate: {answer}");
+    }
+
+    // Each reply is stored exactly once, seen the same from either instance.
+    for &chat in &chats {
+        for app in [&a, &b] {
+            let messages = app.messages(&format!("/chats/{chat}")).await;
+            let texts: Vec<&str> = messages.iter().filter_map(|m| m["text"].as_str()).collect();
+            assert_eq!(texts.len(), 7, "first message, answer, 5 replies once each: {texts:?}");
+            assert_eq!(texts.iter().collect::<HashSet<_>>().len(), 7, "{texts:?}");
+        }
+    }
+
+    // Every notification (the assigned agent hears of each reply; replies
+    // close together travel in one mail) goes out once, whichever instance
+    // claimed it.
+    let mut items = Vec::new();
+    for _ in 0..400 {
+        let (_, outbox) = b.get("/outbox?limit=1000").await;
+        items = outbox.as_array().unwrap().clone();
+        if items.iter().all(|o| o["status"] == "sent" || o["status"] == "merged") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(items.len(), 12 + 20, "one notification per new chat, answer and reply: {items:?}");
+    let sent = items.iter().filter(|o| o["status"] == "sent").count();
+    assert_eq!(items.iter().filter(|o| o["status"] == "merged").count() + sent, 32, "{items:?}");
+    // A notification sent twice would arrive just after the first copy.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mails = relay.messages();
+    let ids: HashSet<String> = mails.iter().map(|m| m.header("Message-ID")).collect();
+    assert_eq!(mails.len(), sent, "each sent notification reached the relay once");
+    assert_eq!(ids.len(), sent, "no notification was sent twice");
+    let to_agent: String = mails.iter().filter(|m| m.rcpt_to == [AGENT]).map(|m| m.data.clone()).collect();
+    for &chat in &chats {
+        for n in 0..5 {
+            assert!(to_agent.contains(&format!("Reply {n} in chat {chat}")), "the agent heard of reply {n} in {chat}");
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+fn message(thread_id: i64, author_id: i64, id: &str) -> NewMessage {
+    NewMessage {
+        thread_id,
+        author_id,
+        author_is_agent: false,
+        body: format!("body of {id}"),
+        source: Source::Email,
+        rfc_message_id: Some(id.to_owned()),
+        attachments: Vec::new(),
+        notify: Vec::new(),
+        routing: None,
+        extra_mail: Vec::new(),
+    }
+}
+
+/// Two stores (two instances' worth) on one fresh database, with a chat.
+async fn two_stores() -> (Store, Store, i64, i64) {
+    let url = postgres_database().await;
+    let here = Store::open(&url).await.unwrap();
+    let there = Store::open(&url).await.unwrap();
+    let site = here.create_site("s", "sandbox", None).await.unwrap();
+    let user = here.create_user("c@example.org", "C", Role::Owner, None).await.unwrap();
+    let new = NewThread {
+        kind: ThreadKind::Chat,
+        site_id: site.id,
+        customer_id: user.id,
+        ticket_type: None,
+        subject: "s".into(),
+    };
+    let (thread, _) = here.create_thread(new, message(0, user.id, "first@x"), &[], None).await.unwrap();
+    (here, there, thread.id, user.id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_message_stored_by_two_instances_at_once_is_stored_once() {
+    let (here, there, thread, user) = two_stores().await;
+    let mut races = Vec::new();
+    for i in 0..50 {
+        let id = format!("race-{i}@x");
+        let (one, two) = (here.clone(), there.clone());
+        let (m1, m2) = (message(thread, user, &id), message(thread, user, &id));
+        races.push(tokio::spawn(
+            async move { tokio::join!(one.insert_message(m1, None), two.insert_message(m2, None)) },
+        ));
+    }
+    for race in races {
+        let (first, second) = race.await.unwrap();
+        let outcomes = [first.unwrap(), second.unwrap()];
+        let new = outcomes.iter().filter(|o| matches!(o, Inserted::New(_))).count();
+        assert_eq!(new, 1, "one stores it, the other finds it stored: {outcomes:?}");
+        assert_eq!(outcomes[0].id(), outcomes[1].id(), "both name the same message");
+    }
+    assert_eq!(here.messages(thread).await.unwrap().len(), 51);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outbox_items_are_claimed_by_one_instance_and_taken_over_when_it_dies() {
+    let (here, there, thread, _) = two_stores().await;
+    for i in 0..300 {
+        let mail = NewOutbox {
+            kind: "test".into(),
+            thread_id: Some(thread),
+            recipient_id: None,
+            to_address: format!("r{i}@example.org"),
+            context: json!({}),
+        };
+        here.enqueue(&mail, None).await.unwrap();
+    }
+    // Both claim at once, in small bites, until nothing is left.
+    let claim_all = |store: Store| {
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_due(7, 60_000).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|item| item.id));
+            }
+        })
+    };
+    let (one, two) = (claim_all(here.clone()), claim_all(there.clone()));
+    let (one, two) = (one.await.unwrap(), two.await.unwrap());
+    let (one, two): (HashSet<i64>, HashSet<i64>) = (one.into_iter().collect(), two.into_iter().collect());
+    assert!(one.is_disjoint(&two), "no item claimed by both");
+    assert_eq!(one.len() + two.len(), 300, "every item claimed");
+    assert!(!one.is_empty() && !two.is_empty(), "both instances got work: {} / {}", one.len(), two.len());
+
+    // An instance that claims and dies: its lease runs out and the other takes the items over.
+    let mail = NewOutbox {
+        kind: "test".into(),
+        thread_id: None,
+        recipient_id: None,
+        to_address: "late@example.org".into(),
+        context: json!({}),
+    };
+    let id = here.enqueue(&mail, None).await.unwrap();
+    assert_eq!(here.claim_due(10, 1).await.unwrap().iter().map(|i| i.id).collect::<Vec<_>>(), [id]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(there.claim_due(10, 60_000).await.unwrap().iter().map(|i| i.id).collect::<Vec<_>>(), [id]);
+}
