@@ -1,24 +1,40 @@
-//! Throughput and latency of the real SMTP listener with the whole pipeline
-//! (parse, classify, authenticate, thread, authorize, rules, extract, store
-//! with its outbox rows), durable (SQLite WAL, synchronous=FULL), against a
-//! receiver that does no work at all (Postfix's `smtp-sink`, when installed),
-//! with the same load in the same run.
+//! Throughput, latency, CPU time and memory of the real `mailgate serve`
+//! process doing the whole pipeline (parse, classify, authenticate, thread,
+//! authorize, rules, extract, store with its outbox rows, and the outbound
+//! worker sending the notifications), durable (SQLite WAL with
+//! synchronous=FULL, or PostgreSQL with synchronous_commit=on), against a
+//! receiver that does no work at all (Postfix's `smtp-sink`) with the same load
+//! in the same run.
 //!
-//! `cargo bench --bench smtp [-- CONNECTIONS...]` (default: 1 10 50).
+//! `cargo bench --bench smtp [-- [--backend sqlite|postgres] [--size 2|50] [CONNECTIONS...]]`
+//! (default: both backends, 2 KB and 50 KB replies, 1 10 50 connections).
+//! PostgreSQL is a throw-away cluster from `scripts/postgres`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark reports on the console")]
 
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const DOMAIN: &str = "bench.example";
+const SINK_ADDR: &str = "127.0.0.1:25251";
+const SECONDS_PER_LEVEL: u64 = 5;
+/// Enough customers that none sends more than the loop breaker's 120 an hour.
+const CUSTOMERS: usize = 2_000;
 
+/// What one load run measured on the client side.
 struct Load {
     messages: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+}
+
+/// What the server process spent during a run.
+struct Cost {
+    cpu_seconds: f64,
+    peak_rss_mb: f64,
 }
 
 async fn reply(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
@@ -35,6 +51,31 @@ async fn reply(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String
     }
 }
 
+/// A customer's reply: about 2 KB of text, or (`size_kb` 50) a short text with
+/// a PDF of about 36 KB attached (50 KB on the wire), different in every message.
+fn reply_message(from: &str, rcpt: &str, id: &str, size_kb: usize, attachment_b64: &str) -> String {
+    let head = format!("From: {from}\r\nTo: {rcpt}\r\nSubject: Re: load\r\nMessage-ID: <{id}@bench.example>\r\n");
+    if size_kb < 50 {
+        let body = "Thanks, that fixed it. ".repeat(80);
+        return format!("{head}\r\n{body}\r\n.\r\n");
+    }
+    // Every attachment differs (its first characters carry the message id), as
+    // customers' files do: no help from storing identical files once.
+    let unique = format!("{:A<32}", id.replace(['-', '@', '.'], "A"));
+    let mut content = String::with_capacity(attachment_b64.len());
+    content.push_str(&unique[..32]);
+    content.push_str(&attachment_b64[32..]);
+    let lines: Vec<&str> = content.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    format!(
+        "{head}MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHere is the log you asked for.\r\n\r\nOlivia\r\n\
+         --b1\r\nContent-Type: application/pdf; name=\"log.pdf\"\r\n\
+         Content-Disposition: attachment; filename=\"log.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+         {}\r\n--b1--\r\n.\r\n",
+        lines.join("\r\n")
+    )
+}
+
 /// `connections` clients, each sending messages for `duration`, pipelining
 /// MAIL, RCPT and DATA as MTAs do.
 async fn drive(
@@ -42,14 +83,17 @@ async fn drive(
     connections: usize,
     duration: Duration,
     senders: &[(String, String)],
-    body: &str,
+    size_kb: usize,
 ) -> Load {
     let start = Instant::now();
+    let attachment: String = {
+        let bytes: Vec<u8> = (0..36_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        data_encoding::BASE64.encode(&bytes)
+    };
     let mut tasks = Vec::new();
     for c in 0..connections {
-        // Each connection is another customer replying in their own chat.
-        let (from, rcpt) = senders[c % senders.len()].clone();
-        let body = body.to_owned();
+        let senders = senders.to_vec();
+        let attachment = attachment.clone();
         tasks.push(tokio::spawn(async move {
             let stream = TcpStream::connect(addr).await.expect("connect");
             stream.set_nodelay(true).ok();
@@ -61,12 +105,17 @@ async fn drive(
             let mut latencies = Vec::new();
             let mut n = 0;
             while start.elapsed() < duration {
+                // Each message comes from another customer replying in their
+                // own chat, so that no one sends more than a person could
+                // (the loop breaker keeps its production limit).
+                let (from, rcpt) = &senders[(c + n * connections) % senders.len()];
+                let id = format!("load-{c}-{n}-{}", start.elapsed().as_nanos());
+                let message = reply_message(from, rcpt, &id, size_kb, &attachment);
                 let sent = Instant::now();
-                let message = format!(
-                    "From: {from}\r\nTo: {rcpt}\r\nSubject: Re: load\r\nMessage-ID: <load-{c}-{n}-{}@bench.example>\r\n\r\n{body}\r\n.\r\n",
-                    start.elapsed().as_nanos()
-                );
-                write.write_all(format!("MAIL FROM:<{from}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes()).await.unwrap();
+                write
+                    .write_all(format!("MAIL FROM:<{from}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes())
+                    .await
+                    .unwrap();
                 for _ in 0..3 {
                     reply(&mut reader).await;
                 }
@@ -87,7 +136,24 @@ async fn drive(
     Load { messages: latencies.len(), elapsed: start.elapsed(), latencies }
 }
 
-fn report(name: &str, load: &mut Load) -> f64 {
+/// Runs `drive` against the process `pid`, measuring its CPU time and peak memory.
+async fn measured(
+    pid: u32,
+    addr: SocketAddr,
+    connections: usize,
+    senders: &[(String, String)],
+    size_kb: usize,
+) -> (Load, Cost) {
+    // Writing 5 to clear_refs resets the peak resident size (VmHWM).
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    let before = cpu_seconds(pid);
+    let load = drive(addr, connections, Duration::from_secs(SECONDS_PER_LEVEL), senders, size_kb).await;
+    let cost = Cost { cpu_seconds: cpu_seconds(pid) - before, peak_rss_mb: proc_status_mb(pid, "VmHWM:") };
+    (load, cost)
+}
+
+/// Prints one line; returns (messages per second, CPU seconds per message).
+fn report(name: &str, load: &mut Load, cost: &Cost) -> (f64, f64) {
     load.latencies.sort();
     let pct = |p: f64| {
         load.latencies
@@ -96,97 +162,219 @@ fn report(name: &str, load: &mut Load) -> f64 {
             .unwrap_or_default()
     };
     let rate = load.messages as f64 / load.elapsed.as_secs_f64();
+    let cpu_per_message = cost.cpu_seconds / load.messages.max(1) as f64;
     println!(
-        "  {name:<10} {rate:>9.0} msg/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} messages)",
+        "  {name:<10} {rate:>8.0} msg/s   p50 {:>6.2} ms   p99 {:>6.2} ms   CPU {:>6.1} us/msg   peak RSS {:>5.0} MB   ({} messages)",
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
+        cpu_per_message * 1e6,
+        cost.peak_rss_mb,
         load.messages
     );
-    rate
+    (rate, cpu_per_message)
 }
 
-fn peak_memory_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// User plus system CPU time of a process so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the file, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// A size line of /proc/PID/status (`VmHWM:`, `RssAnon:`, ...), in MB.
+fn proc_status_mb(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0))
         })
         .unwrap_or(0.0)
         / 1024.0
 }
 
-fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let levels = if args.is_empty() { vec![1, 10, 50] } else { args };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = mailgate::config::Config::for_data_dir(dir.path(), DOMAIN);
-        config.api_token = Some("bench".to_owned());
-        // A benchmark sender writes far more than a person; the cap still bounds the counting.
-        config.limits.max_messages_per_sender_per_hour = 1_000_000;
-        config.limits.max_connections_per_ip = 10_000;
-        let app = mailgate::app::start(config).await.unwrap();
-        // Fifty customers, each with a chat: replies go to real threads.
-        let store = app.store.clone();
-        let site = store.create_site("bench", "sandbox", None).await.unwrap();
-        let (_, signer) =
-            mailgate::app::open_store(&mailgate::config::Config::for_data_dir(dir.path(), DOMAIN)).await.unwrap();
-        let mut senders = Vec::new();
-        for i in 0..50 {
-            let email = format!("customer{i}@bench.example");
-            let customer = store.create_user(&email, "C", mailgate::domain::Role::Owner, None).await.unwrap();
-            let thread = mailgate::store::NewThread {
-                kind: mailgate::domain::ThreadKind::Chat,
-                site_id: site.id,
-                customer_id: customer.id,
-                ticket_type: None,
-                subject: "s".into(),
-            };
-            let first = mailgate::store::NewMessage {
-                thread_id: 0,
-                author_id: customer.id,
-                author_is_agent: false,
-                body: "hi".into(),
-                source: mailgate::domain::Source::Dashboard,
-                rfc_message_id: None,
-                attachments: vec![],
-                notify: vec![],
-                routing: None,
-                extra_mail: vec![],
-            };
-            let (thread, _) = store.create_thread(thread, first, &[], None).await.unwrap();
-            let token = signer.sign(mailgate::domain::ReplyToken { thread_id: thread.id, recipient_id: customer.id });
-            senders.push((email, format!("reply+{token}@{DOMAIN}")));
+/// `mailgate serve` on `database_url`, as a process of its own.
+fn serve(data: &std::path::Path, database_url: &str) -> (Child, SocketAddr) {
+    let config = data.join("mailgate.toml");
+    // All load comes from one address, and there is no DNS on this machine.
+    // Everything else is the default configuration.
+    std::fs::write(&config, "[limits]\nmax_connections_per_ip = 10000\n\n[auth]\nresolver = \"static\"\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["serve", "--smtp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--domain", DOMAIN])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(data)
+        .env("MAILGATE_DATABASE_URL", database_url)
+        .env("MAILGATE_API_TOKEN", "bench")
+        .env("RUST_LOG", "warn,mailgate=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mailgate serve starts");
+    use std::io::BufRead;
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
         }
-        let body = "Thanks, that fixed it. ".repeat(80); // about 2 KB
-        let sink = std::process::Command::new("smtp-sink")
-            .args(["-u", "nobody", "127.0.0.1:25251", "1000"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let duration = Duration::from_secs(5);
-        for connections in levels {
-            println!("{connections} connection(s), 2 KB replies, {} s:", duration.as_secs());
-            let mut ours = drive(app.smtp_addr, connections, duration, &senders, &body).await;
-            let rate = report("mailgate", &mut ours);
-            if sink.is_some() {
-                let sink_addr = "127.0.0.1:25251".parse().unwrap();
-                let mut theirs = drive(sink_addr, connections, duration, &senders, &body).await;
-                let reference = report("smtp-sink", &mut theirs);
-                println!("  ratio mailgate / smtp-sink: {:.2}x", rate / reference);
-            } else {
-                println!("  (smtp-sink not installed: apt-get install postfix for the reference receiver)");
+    });
+    let started = lines_rx.iter().find(|l| l.contains("mailgate started")).expect("a start line");
+    let rest = &started[started.find("smtp=").unwrap() + 5..];
+    (child, rest.split_whitespace().next().unwrap().parse().unwrap())
+}
+
+/// Customers, each with a chat, and one agent (so that every reply queues a
+/// notification); returns (sender, reply address) pairs.
+async fn seed(database_url: &str, data: &std::path::Path) -> Vec<(String, String)> {
+    let mut config = mailgate::config::Config::for_data_dir(data, DOMAIN);
+    config.database_url = database_url.to_owned();
+    let (store, signer) = mailgate::app::open_store(&config).await.unwrap();
+    let site = store.create_site("bench", "sandbox", None).await.unwrap();
+    store.create_user("agent@agents.example", "Agent", mailgate::domain::Role::Agent, None).await.unwrap();
+    let mut senders = Vec::new();
+    for i in 0..CUSTOMERS {
+        let email = format!("customer{i}@bench.example");
+        let customer = store.create_user(&email, "C", mailgate::domain::Role::Owner, None).await.unwrap();
+        let thread = mailgate::store::NewThread {
+            kind: mailgate::domain::ThreadKind::Chat,
+            site_id: site.id,
+            customer_id: customer.id,
+            ticket_type: None,
+            subject: "s".into(),
+        };
+        let first = mailgate::store::NewMessage {
+            thread_id: 0,
+            author_id: customer.id,
+            author_is_agent: false,
+            body: "hi".into(),
+            source: mailgate::domain::Source::Dashboard,
+            rfc_message_id: None,
+            attachments: vec![],
+            notify: vec![],
+            routing: None,
+            extra_mail: vec![],
+        };
+        let (thread, _) = store.create_thread(thread, first, &[], None).await.unwrap();
+        let token = signer.sign(mailgate::domain::ReplyToken { thread_id: thread.id, recipient_id: customer.id });
+        senders.push((email, format!("reply+{token}@{DOMAIN}")));
+    }
+    store.close().await;
+    senders
+}
+
+/// A throw-away PostgreSQL cluster: (its directory, the server URL).
+fn start_postgres() -> (String, String) {
+    let out = Command::new("scripts/postgres").arg("start").output().expect("scripts/postgres runs");
+    assert!(out.status.success(), "scripts/postgres start: {}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (dir, url) = line.split_once(' ').expect("DIR URL");
+    (dir.to_owned(), url.to_owned())
+}
+
+/// What to measure, from the command line.
+struct Options {
+    backends: Vec<String>,
+    sizes: Vec<usize>,
+    levels: Vec<usize>,
+}
+
+fn options() -> Options {
+    let mut options = Options { backends: Vec::new(), sizes: Vec::new(), levels: Vec::new() };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--backend" => options.backends.push(args.next().expect("--backend sqlite|postgres")),
+            "--size" => options.sizes.push(args.next().and_then(|s| s.parse().ok()).expect("--size 2|50")),
+            // cargo bench adds --bench; numbers are connection counts.
+            other => options.levels.extend(other.parse::<usize>().ok()),
+        }
+    }
+    if options.backends.is_empty() {
+        options.backends = vec!["sqlite".into(), "postgres".into()];
+    }
+    if options.sizes.is_empty() {
+        options.sizes = vec![2, 50];
+    }
+    if options.levels.is_empty() {
+        options.levels = vec![1, 10, 50];
+    }
+    options
+}
+
+fn main() {
+    let options = options();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut sink = Command::new("smtp-sink")
+        .args(["-u", "nobody", SINK_ADDR, "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("smtp-sink, the reference receiver, is installed (apt-get install postfix)");
+    std::thread::sleep(Duration::from_millis(300));
+    let sink_addr: SocketAddr = SINK_ADDR.parse().unwrap();
+    println!("{SECONDS_PER_LEVEL} s per measurement; mailgate and smtp-sink each run as a process of their own.");
+    for backend in &options.backends {
+        let data = tempfile::tempdir().unwrap();
+        let mut postgres = None;
+        let database_url = if backend == "postgres" {
+            let (dir, server) = start_postgres();
+            postgres = Some(dir);
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await.unwrap();
+                sqlx::query("CREATE DATABASE mailgate_bench").execute(&mut admin).await.unwrap();
+            });
+            format!("{server}/mailgate_bench")
+        } else {
+            format!("sqlite://{}", data.path().join("mailgate.db").display())
+        };
+        let (mut server, smtp) = serve(data.path(), &database_url);
+        let senders = runtime.block_on(seed(&database_url, data.path()));
+        for &size in &options.sizes {
+            for &connections in &options.levels {
+                println!("{backend}, {connections} connection(s), {size} KB replies:");
+                runtime.block_on(async {
+                    let (mut ours, our_cost) = measured(server.id(), smtp, connections, &senders, size).await;
+                    let (rate, cpu) = report("mailgate", &mut ours, &our_cost);
+                    let (mut theirs, their_cost) = measured(sink.id(), sink_addr, connections, &senders, size).await;
+                    let (reference, reference_cpu) = report("smtp-sink", &mut theirs, &their_cost);
+                    println!(
+                        "  mailgate / smtp-sink: {:.2}x the messages per second, {:.1}x the CPU time per message",
+                        rate / reference,
+                        cpu / reference_cpu.max(f64::MIN_POSITIVE)
+                    );
+                });
             }
         }
-        println!("peak memory of this process (server and load generator): {:.0} MB", peak_memory_mb());
-        if let Some(mut sink) = sink {
-            let _ = sink.kill();
+        let pid = server.id();
+        println!(
+            "  mailgate at the end: resident {:.0} MB, of which {:.0} MB its own memory and {:.0} MB mapped files",
+            proc_status_mb(pid, "VmRSS:"),
+            proc_status_mb(pid, "RssAnon:"),
+            proc_status_mb(pid, "RssFile:")
+        );
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = server.wait();
+        if let Some(dir) = postgres {
+            let _ = Command::new("scripts/postgres").args(["stop", &dir]).status();
         }
-        app.shutdown().await;
-    });
+    }
+    let _ = sink.kill();
+    let _ = sink.wait();
 }

@@ -26,7 +26,7 @@ use crate::notify::render::{
 use crate::pipeline::extract::REPLY_ABOVE_MARKER;
 use crate::pipeline::thread::{body_marker, notification_message_id};
 use crate::pipeline::thread_label;
-use crate::store::{OutboxItem, Plan, Site, Store, StoredMessage, Thread, now_ms};
+use crate::store::{Delivery, OutboxItem, Plan, Site, Store, StoredMessage, Thread, now_ms};
 use anyhow::Context;
 use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
@@ -130,29 +130,45 @@ pub fn load_dkim(settings: &crate::config::DkimSettings) -> anyhow::Result<DkimS
     })
 }
 
+/// The longest the worker goes without a pass over the outbox.
+const PASS_EVERY: Duration = Duration::from_secs(1);
+
 impl Outbound {
-    /// Sends due mail until `shutdown`, waking on `wake` or every second.
+    /// Sends due mail until `shutdown`. A pass runs when an item is due (a
+    /// coalescing window ends, a retry comes up) and at least every second
+    /// (to take over items whose worker died); newly queued mail wakes the
+    /// loop to look, but a pass is not run for mail that is not due yet (with
+    /// a coalescing window, that would be a write per message received).
     /// On shutdown, deliveries in progress finish; nothing new is claimed.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut last_pass: Option<tokio::time::Instant> = None;
         loop {
-            if let Err(error) = Arc::clone(&self).deliver_due().await {
-                tracing::warn!(error = %format!("{error:#}"), "outbox pass failed");
+            let next_due = self.store.next_due().await.unwrap_or_else(|error| {
+                tracing::warn!(error = %error, "reading when the outbox is next due failed");
+                None
+            });
+            let since_pass = last_pass.map_or(PASS_EVERY, |at| at.elapsed());
+            if next_due.is_some_and(|at| at <= now_ms()) || since_pass >= PASS_EVERY {
+                last_pass = Some(tokio::time::Instant::now());
+                match Arc::clone(&self).deliver_due().await {
+                    // A full pass: more may be due right away.
+                    Ok(count) if count >= self.delivery.concurrency as usize => continue,
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(error = %format!("{error:#}"), "outbox pass failed"),
+                }
             }
-            // Sleep until the next item is due (a coalescing window ends, a
-            // retry comes up), at most a second, or until new mail is queued.
-            let until_due = match self.store.next_due().await {
-                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(10, 1000) as u64),
-                _ => Duration::from_secs(1),
-            };
+            let until_pass = PASS_EVERY.saturating_sub(last_pass.map_or(Duration::ZERO, |at| at.elapsed()));
+            let until_due = next_due.map_or(until_pass, |at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(until_due) => {}
+                () = tokio::time::sleep(until_due.min(until_pass).max(Duration::from_millis(10))) => {}
                 () = shutdown.cancelled() => return,
             }
         }
     }
 
-    /// One pass: claims up to `concurrency` due items and delivers them concurrently.
+    /// One pass: claims up to `concurrency` due items, delivers them
+    /// concurrently, and records every outcome in one transaction.
     pub async fn deliver_due(self: Arc<Self>) -> anyhow::Result<usize> {
         let items = self.store.claim_due(i64::from(self.delivery.concurrency), LEASE_MS).await?;
         let count = items.len();
@@ -161,28 +177,32 @@ impl Outbound {
             let this = Arc::clone(&self);
             running.spawn(async move { this.deliver_one(item).await });
         }
+        let mut outcomes = Vec::with_capacity(count);
         while let Some(result) = running.join_next().await {
-            if let Err(error) = result.map_err(anyhow::Error::from).and_then(|r| r) {
-                tracing::warn!(error = %format!("{error:#}"), "recording a delivery failed");
+            match result.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok(outcome) => outcomes.push(outcome),
+                // Left claimed: the lease runs out and a later pass tries again.
+                Err(error) => tracing::warn!(error = %format!("{error:#}"), "preparing a delivery failed"),
             }
         }
+        self.store.record_deliveries(&outcomes).await?;
         Ok(count)
     }
 
-    async fn deliver_one(&self, item: OutboxItem) -> anyhow::Result<()> {
+    /// Delivers one item (or decides not to) and says what became of it.
+    async fn deliver_one(&self, item: OutboxItem) -> anyhow::Result<Delivery> {
         let bounces = self.store.hard_bounces(&item.to_address).await?;
         if bounces >= i64::from(self.delivery.max_hard_bounces) {
             let why = format!("suppressed: {} hard-bounced {bounces} times; mail to it has stopped", item.to_address);
             tracing::warn!(outbox_id = item.id, "{why}");
-            self.store.mark_attempt_failed(item.id, &why, None).await?;
-            return Ok(());
+            return Ok(Delivery::Failed { id: item.id, error: why, retry_at: None });
         }
         if let Some(user) = item.recipient_id
             && crate::notify::OPTIONAL_KINDS.contains(&item.kind.as_str())
             && self.store.is_opted_out(user, &item.kind).await?
         {
-            self.store.mark_skipped(item.id, "the recipient opted out of this kind of notification").await?;
-            return Ok(());
+            let why = "the recipient opted out of this kind of notification".to_owned();
+            return Ok(Delivery::Skipped { id: item.id, why });
         }
         let merged = if matches!(item.kind.as_str(), "agent_replied" | "customer_replied") {
             self.store.coalescible(&item).await?
@@ -195,11 +215,11 @@ impl Outbound {
             }
             Err(error) => Err(DeliveryError { permanent: false, message: format!("{error:#}") }),
         };
-        match result {
-            Ok(message_id) => {
-                let merged_ids: Vec<i64> = merged.iter().map(|m| m.id).collect();
-                self.store.mark_sent(item.id, &message_id, &merged_ids).await?;
-                tracing::info!(outbox_id = item.id, kind = %item.kind, merged = merged_ids.len(), via = %self.mailer.describe(), "mail sent");
+        Ok(match result {
+            Ok(rfc_message_id) => {
+                let merged: Vec<i64> = merged.iter().map(|m| m.id).collect();
+                tracing::info!(outbox_id = item.id, kind = %item.kind, merged = merged.len(), via = %self.mailer.describe(), "mail sent");
+                Delivery::Sent { id: item.id, rfc_message_id, merged }
             }
             Err(error) => {
                 let attempts = item.attempts + 1;
@@ -211,10 +231,9 @@ impl Outbound {
                     (false, Some(_)) => error.message.clone(),
                 };
                 tracing::warn!(outbox_id = item.id, attempts, permanent = error.permanent, error = %why, "delivery failed");
-                self.store.mark_attempt_failed(item.id, &why, retry_at).await?;
+                Delivery::Failed { id: item.id, error: why, retry_at }
             }
-        }
-        Ok(())
+        })
     }
 
     /// Exponential backoff with ±25 % jitter, capped.

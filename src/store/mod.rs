@@ -176,6 +176,37 @@ const GROUP_LIMIT: usize = 64;
 /// (tickets, on-call), as `site_features` reads them.
 type PlanFeatures = (String, i64, bool, Option<String>, Option<bool>);
 
+/// What became of one claimed outbox item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Accepted by the relay (or written to the folder) under this Message-ID;
+    /// `merged` are pending items it carried.
+    Sent {
+        /// The outbox item.
+        id: i64,
+        /// The Message-ID it went out with.
+        rfc_message_id: String,
+        /// Pending items about the same thread and person that it carried.
+        merged: Vec<i64>,
+    },
+    /// Not delivered: tried again at `retry_at`, or failed for good when `None`.
+    Failed {
+        /// The outbox item.
+        id: i64,
+        /// What went wrong.
+        error: String,
+        /// When to try again, if ever.
+        retry_at: Option<i64>,
+    },
+    /// Not sent on purpose (the recipient opted out).
+    Skipped {
+        /// The outbox item.
+        id: i64,
+        /// Why.
+        why: String,
+    },
+}
+
 /// Timing of queued mail.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboxPolicy {
@@ -783,7 +814,7 @@ impl Store {
     /// Other pending notifications to the same person about the same thread,
     /// which the one being sent now can carry too.
     pub async fn coalescible(&self, item: &OutboxItem) -> StoreResult<Vec<OutboxItem>> {
-        Ok(writing!(self, |db| sqlx::query_as(
+        Ok(reading!(self, |db| sqlx::query_as(
             "SELECT * FROM outbox WHERE status = 'pending' AND thread_id = $1 AND to_address = $2 \
              AND kind IN ('agent_replied', 'customer_replied') AND id <> $3 ORDER BY id",
         )
@@ -794,52 +825,65 @@ impl Store {
         .await)?)
     }
 
-    /// Marks an item sent under `rfc_message_id`, and `merged` ones as
-    /// carried by it.
-    pub async fn mark_sent(&self, id: i64, rfc_message_id: &str, merged: &[i64]) -> StoreResult<()> {
+    /// Records what became of claimed items, all in one transaction (one
+    /// commit for a whole pass of the outbound worker, not one per mail).
+    pub async fn record_deliveries(&self, outcomes: &[Delivery]) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
         writing!(self, |db| {
             let mut tx = db.begin().await?;
             let now = now_ms();
-            sqlx::query(
-                "UPDATE outbox SET status = 'sent', sent_at = $1, rfc_message_id = $2, attempts = attempts + 1, \
-                 claimed_until = NULL, last_error = NULL WHERE id = $3",
-            )
-            .bind(now)
-            .bind(rfc_message_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            for other in merged {
-                sqlx::query(
-                    "UPDATE outbox SET status = 'merged', sent_at = $1, rfc_message_id = $2, last_error = $3 \
-                     WHERE id = $4 AND status = 'pending'",
-                )
-                .bind(now)
-                .bind(rfc_message_id)
-                .bind(format!("sent together with notification {id}"))
-                .bind(other)
-                .execute(&mut *tx)
-                .await?;
+            for outcome in outcomes {
+                match outcome {
+                    Delivery::Sent { id, rfc_message_id, merged } => {
+                        sqlx::query(
+                            "UPDATE outbox SET status = 'sent', sent_at = $1, rfc_message_id = $2, \
+                             attempts = attempts + 1, claimed_until = NULL, last_error = NULL WHERE id = $3",
+                        )
+                        .bind(now)
+                        .bind(rfc_message_id)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                        for other in merged {
+                            sqlx::query(
+                                "UPDATE outbox SET status = 'merged', sent_at = $1, rfc_message_id = $2, \
+                                 last_error = $3 WHERE id = $4 AND status = 'pending'",
+                            )
+                            .bind(now)
+                            .bind(rfc_message_id)
+                            .bind(format!("sent together with notification {id}"))
+                            .bind(other)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                    Delivery::Failed { id, error, retry_at } => {
+                        sqlx::query(
+                            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, claimed_until = NULL, \
+                             status = CASE WHEN $2 IS NULL THEN 'failed' ELSE 'pending' END, \
+                             next_attempt_at = COALESCE($2, next_attempt_at) WHERE id = $3",
+                        )
+                        .bind(error)
+                        .bind(retry_at)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Delivery::Skipped { id, why } => {
+                        sqlx::query(
+                            "UPDATE outbox SET status = 'skipped', last_error = $1, claimed_until = NULL WHERE id = $2",
+                        )
+                        .bind(why)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
             }
             tx.commit().await?;
         });
-        Ok(())
-    }
-
-    /// Records a failed attempt: retried at `retry_at`, or given up
-    /// (`failed`) when `retry_at` is `None`.
-    pub async fn mark_attempt_failed(&self, id: i64, error: &str, retry_at: Option<i64>) -> StoreResult<()> {
-        writing!(self, |db| sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, claimed_until = NULL, \
-             status = CASE WHEN $2 IS NULL THEN 'failed' ELSE 'pending' END, \
-             next_attempt_at = COALESCE($2, next_attempt_at) WHERE id = $3",
-        )
-        .bind(error)
-        .bind(retry_at)
-        .bind(id)
-        .execute(db)
-        .await
-        .map(drop))?;
         Ok(())
     }
 
@@ -933,19 +977,6 @@ impl Store {
         .await)?)
     }
 
-    /// Marks an item as not sent on purpose (its recipient opted out).
-    pub async fn mark_skipped(&self, id: i64, why: &str) -> StoreResult<()> {
-        writing!(self, |db| sqlx::query(
-            "UPDATE outbox SET status = 'skipped', last_error = $1, claimed_until = NULL WHERE id = $2"
-        )
-        .bind(why)
-        .bind(id)
-        .execute(db)
-        .await
-        .map(drop))?;
-        Ok(())
-    }
-
     /// Hard bounces recorded for an address.
     pub async fn hard_bounces(&self, address: &str) -> StoreResult<i64> {
         Ok(reading!(self, |db| sqlx::query_scalar(
@@ -979,11 +1010,18 @@ async fn open_sqlite(url: &str) -> StoreResult<(SqlitePool, SqlitePool)> {
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
         // Reads through a memory map instead of a pread per page.
-        .pragma("mmap_size", "268435456")
+        .pragma("mmap_size", "0")
         .pragma("cache_size", "-16000");
-    let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+    // A connection to a local file does not go stale: no ping (one more
+    // hand-off to SQLite's worker thread) before each use.
+    let write =
+        SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(options.clone()).await?;
     sqlx::migrate!("migrations/sqlite").run(&write).await?;
-    let read = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(4)
+        .test_before_acquire(false)
+        .connect_with(options.read_only(true))
+        .await?;
     Ok((read, write))
 }
 
