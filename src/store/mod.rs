@@ -27,8 +27,8 @@ pub use rows::{
 
 use crate::domain::Role;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, PgPool, SqliteConnection};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,59 +36,132 @@ use tokio::sync::Notify;
 
 /// The writes of a message, compiled for SQLite.
 mod sqlite_writes {
-    type Pool = sqlx::SqlitePool;
     type Connection = sqlx::SqliteConnection;
+    /// The one writer connection, shared with the store's other writes.
+    type Writer = super::SqliteWriter;
+
+    async fn lock_writer(writer: &Writer) -> super::StoreResult<impl std::ops::DerefMut<Target = Connection> + '_> {
+        writer.lock().await
+    }
+
     include!("writes.rs");
 }
 
 /// The writes of a message, compiled for PostgreSQL.
 mod postgres_writes {
-    type Pool = sqlx::PgPool;
     type Connection = sqlx::PgConnection;
+    type Writer = sqlx::PgPool;
+
+    async fn lock_writer(pool: &Writer) -> super::StoreResult<impl std::ops::DerefMut<Target = Connection>> {
+        Ok(pool.acquire().await?)
+    }
+
     include!("writes.rs");
 }
 
 /// The database behind a [`Store`].
 #[derive(Clone, Debug)]
 enum Backend {
-    /// One file: a single writer connection and a few readers.
-    Sqlite { read: SqlitePool, write: SqlitePool },
+    /// One file: a single writer connection and a few readers, each owned by
+    /// the store rather than pooled (sqlx's pool pings a connection, one more
+    /// round trip to SQLite's worker thread, every time it is given back).
+    Sqlite { readers: Arc<SqliteReaders>, writer: SqliteWriter },
     /// A shared server: one pool for reads and writes.
     Postgres(PgPool),
 }
 
-/// Evaluates `$body` with `$db` bound to the pool to read from, whichever the
-/// backend (the body is compiled once per backend).
+/// Evaluates `$body` with `$db` bound to a connection (`&mut`) to read from,
+/// whichever the backend (the body is compiled once per backend).
 macro_rules! reading {
     ($store:expr, |$db:ident| $body:expr) => {
         match &$store.backend {
-            Backend::Sqlite { read: $db, .. } => $body,
-            Backend::Postgres($db) => $body,
+            Backend::Sqlite { readers, .. } => {
+                let mut connection = readers.get().await?;
+                let $db = &mut *connection;
+                $body
+            }
+            Backend::Postgres(pool) => {
+                let mut connection = pool.acquire().await?;
+                let $db = &mut *connection;
+                $body
+            }
         }
     };
 }
 
-/// Evaluates `$body` with `$db` bound to the pool to write to and `$w` to the
-/// backend's write helpers (`insert_log`, `insert_outbox`, ...).
+/// Evaluates `$body` with `$db` bound to a connection (`&mut`) to write with
+/// and `$w` to the backend's write helpers (`insert_log`, `insert_outbox`, ...).
 macro_rules! writing {
     ($store:expr, |$db:ident| $body:expr) => {
-        match &$store.backend {
-            Backend::Sqlite { write: $db, .. } => $body,
-            Backend::Postgres($db) => $body,
-        }
+        writing!($store, |$db, _w| $body)
     };
     ($store:expr, |$db:ident, $w:ident| $body:expr) => {
         match &$store.backend {
-            Backend::Sqlite { write: $db, .. } => {
+            Backend::Sqlite { writer, .. } => {
+                #[allow(unused_imports)]
                 use sqlite_writes as $w;
+                let mut connection = writer.lock().await?;
+                let $db = &mut *connection;
                 $body
             }
-            Backend::Postgres($db) => {
+            Backend::Postgres(pool) => {
+                #[allow(unused_imports)]
                 use postgres_writes as $w;
+                let mut connection = pool.acquire().await?;
+                let $db = &mut *connection;
                 $body
             }
         }
     };
+}
+
+/// SQLite's read connections; each serves one query at a time.
+#[derive(Debug)]
+struct SqliteReaders {
+    connections: Vec<tokio::sync::Mutex<Option<SqliteConnection>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl SqliteReaders {
+    /// A free connection, or (all busy) the next one in turn once it is free.
+    async fn get(&self) -> StoreResult<tokio::sync::MappedMutexGuard<'_, SqliteConnection>> {
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let count = self.connections.len();
+        let free = (0..count).find_map(|i| self.connections[(start + i) % count].try_lock().ok());
+        let guard = match free {
+            Some(guard) => guard,
+            None => self.connections[start % count].lock().await,
+        };
+        tokio::sync::MutexGuard::try_map(guard, Option::as_mut)
+            .map_err(|_| StoreError::Batch("the store is closed".to_owned()))
+    }
+
+    async fn close(&self) {
+        for connection in &self.connections {
+            if let Some(connection) = connection.lock().await.take() {
+                let _ = connection.close().await;
+            }
+        }
+    }
+}
+
+/// SQLite's one writer connection, shared by the group-commit writer and the
+/// store's other writes.
+#[derive(Clone, Debug)]
+struct SqliteWriter(Arc<tokio::sync::Mutex<Option<SqliteConnection>>>);
+
+impl SqliteWriter {
+    /// The connection, once no other write holds it.
+    async fn lock(&self) -> StoreResult<tokio::sync::MappedMutexGuard<'_, SqliteConnection>> {
+        tokio::sync::MutexGuard::try_map(self.0.lock().await, Option::as_mut)
+            .map_err(|_| StoreError::Batch("the store is closed".to_owned()))
+    }
+
+    async fn close(&self) {
+        if let Some(connection) = self.0.lock().await.take() {
+            let _ = connection.close().await;
+        }
+    }
 }
 
 /// A storage failure. Callers ask [`StoreError::is_transient`] whether trying
@@ -231,9 +304,9 @@ impl Store {
         let (group, jobs) = tokio::sync::mpsc::channel(1024);
         let (policy, wake) = (Arc::clone(&shared_policy), Arc::clone(&outbox_wakeup));
         let backend = if url.starts_with("sqlite:") {
-            let (read, write) = open_sqlite(url).await?;
-            tokio::spawn(sqlite_writes::group_writer(write.clone(), policy, wake, jobs));
-            Backend::Sqlite { read, write }
+            let (readers, writer) = open_sqlite(url).await?;
+            tokio::spawn(sqlite_writes::group_writer(writer.clone(), policy, wake, jobs));
+            Backend::Sqlite { readers: Arc::new(readers), writer }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = open_postgres(url).await?;
             tokio::spawn(postgres_writes::group_writer(pool.clone(), policy, wake, jobs));
@@ -262,9 +335,9 @@ impl Store {
     /// Closes the pools, waiting for connections in use.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite { read, write } => {
-                write.close().await;
-                read.close().await;
+            Backend::Sqlite { readers, writer } => {
+                writer.close().await;
+                readers.close().await;
             }
             Backend::Postgres(pool) => pool.close().await,
         }
@@ -702,7 +775,7 @@ impl Store {
 
     /// Records the outcome of an SMTP transaction that stored nothing.
     pub async fn log_inbound(&self, entry: &InboundLogEntry) -> StoreResult<()> {
-        writing!(self, |db, w| w::insert_log(&mut *db.acquire().await?, entry, None).await)
+        writing!(self, |db, w| w::insert_log(db, entry, None).await)
     }
 
     /// Records a bounce together with its inbound log entry.
@@ -777,8 +850,9 @@ impl Store {
             )
         };
         let mut claimed: Vec<OutboxItem> = match &self.backend {
-            Backend::Sqlite { write, .. } => {
-                sqlx::query_as(&sql("")).bind(now + lease_ms).bind(now).bind(limit).fetch_all(write).await?
+            Backend::Sqlite { writer, .. } => {
+                let mut writer = writer.lock().await?;
+                sqlx::query_as(&sql("")).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *writer).await?
             }
             Backend::Postgres(pool) => {
                 sqlx::query_as(&sql("FOR UPDATE OF o SKIP LOCKED"))
@@ -1002,28 +1076,27 @@ impl Store {
 }
 
 /// Opens a SQLite file: (readers, the one writer), schema up to date.
-async fn open_sqlite(url: &str) -> StoreResult<(SqlitePool, SqlitePool)> {
+async fn open_sqlite(url: &str) -> StoreResult<(SqliteReaders, SqliteWriter)> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
-        // Reads through a memory map instead of a pread per page.
-        .pragma("mmap_size", "0")
         .pragma("cache_size", "-16000");
-    // A connection to a local file does not go stale: no ping (one more
-    // hand-off to SQLite's worker thread) before each use.
-    let write =
-        SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(options.clone()).await?;
-    sqlx::migrate!("migrations/sqlite").run(&write).await?;
-    let read = SqlitePoolOptions::new()
-        .max_connections(4)
-        .test_before_acquire(false)
-        .connect_with(options.read_only(true))
-        .await?;
-    Ok((read, write))
+    let mut writer = options.connect().await?;
+    sqlx::migrate!("migrations/sqlite").run(&mut writer).await?;
+    let read_only = options.read_only(true);
+    let mut connections = Vec::with_capacity(READERS);
+    for _ in 0..READERS {
+        connections.push(tokio::sync::Mutex::new(Some(read_only.connect().await?)));
+    }
+    let readers = SqliteReaders { connections, next: std::sync::atomic::AtomicUsize::new(0) };
+    Ok((readers, SqliteWriter(Arc::new(tokio::sync::Mutex::new(Some(writer))))))
 }
+
+/// SQLite read connections (WAL lets them read while the writer writes).
+const READERS: usize = 4;
 
 /// Connects to PostgreSQL with durable commits, schema up to date. Several
 /// instances starting at once take turns migrating (sqlx holds an advisory lock).

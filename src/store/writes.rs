@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 /// Stores queued messages, as many per transaction as are waiting.
 pub(super) async fn group_writer(
-    write: Pool,
+    write: Writer,
     policy: Arc<std::sync::RwLock<OutboxPolicy>>,
     wake: Arc<Notify>,
     mut jobs: tokio::sync::mpsc::Receiver<WriteJob>,
@@ -71,7 +71,7 @@ const CONFLICT_ATTEMPTS: u32 = 4;
 /// the same threads take their locks in the same order; the results come
 /// back in the batch's order.
 async fn write_batch(
-    write: &Pool,
+    write: &Writer,
     policy: OutboxPolicy,
     batch: &[WriteJob],
 ) -> StoreResult<Vec<StoreResult<Inserted>>> {
@@ -80,7 +80,8 @@ async fn write_batch(
         let key = |job: &WriteJob| (job.message.thread_id, job.message.rfc_message_id.clone());
         key(&batch[a]).cmp(&key(&batch[b]))
     });
-    let mut tx = write.begin().await?;
+    let mut connection = lock_writer(write).await?;
+    let mut tx = sqlx::Connection::begin(&mut *connection).await?;
     let mut results: Vec<Option<StoreResult<Inserted>>> = batch.iter().map(|_| None).collect();
     for index in order {
         let job = &batch[index];
