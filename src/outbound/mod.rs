@@ -130,6 +130,9 @@ pub fn load_dkim(settings: &crate::config::DkimSettings) -> anyhow::Result<DkimS
     })
 }
 
+/// How many earlier messages a notification quotes below the new ones.
+const HISTORY: i64 = 5;
+
 /// The longest the worker goes without a pass over the outbox.
 const PASS_EVERY: Duration = Duration::from_secs(1);
 
@@ -380,17 +383,20 @@ impl Outbound {
             ticket_type: thread.ticket_type.clone(),
             url: format!("{}/{path}", self.dashboard_url),
         });
-        let all = self.store.messages(thread.id).await?;
         if item.kind == "chat_transcript" {
-            context.messages = all.iter().map(message_context).collect();
+            context.messages = self.store.messages(thread.id).await?.iter().map(message_context).collect();
             return Ok(context);
         }
         let mut new_ids: Vec<i64> =
             item.message_id.into_iter().chain(merged.iter().filter_map(|m| m.message_id)).collect();
         new_ids.sort_unstable();
+        // The new messages and the few before them, however long the thread.
+        let first_new = new_ids.first().copied().unwrap_or(i64::MAX);
+        let all = self.store.messages_around(thread.id, first_new, HISTORY).await?;
         let first_new = all.iter().position(|m| new_ids.contains(&m.id)).unwrap_or(all.len());
         context.messages = all.iter().filter(|m| new_ids.contains(&m.id)).map(message_context).collect();
-        context.history = all[first_new.saturating_sub(5)..first_new].iter().rev().map(message_context).collect();
+        context.history =
+            all[first_new.saturating_sub(HISTORY as usize)..first_new].iter().rev().map(message_context).collect();
         Ok(context)
     }
 

@@ -7,7 +7,7 @@
 //! found on the next look-up. If those tables ever gain an `UPDATE`, the
 //! entries it touches must be dropped here in the same change.
 
-use super::{Site, User};
+use super::{Organization, Plan, Site, User};
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -43,18 +43,49 @@ impl<K: Eq + Hash, V: Clone> Bounded<K, V> {
     }
 }
 
-/// The immutable rows the per-message path reads: sites by id, what each
-/// site's plans include, and users by email.
+/// The immutable rows the per-message and per-notification paths read:
+/// sites, organizations and plans by id, what each site's plans include,
+/// and users by email and by id.
 #[derive(Debug)]
 pub(super) struct Directory {
     sites: Bounded<i64, Site>,
+    organizations: Bounded<i64, Organization>,
+    plans: Bounded<String, Plan>,
     features: Bounded<i64, (bool, bool)>,
     users: Bounded<String, User>,
+    users_by_id: Bounded<i64, User>,
 }
 
 impl Directory {
     pub(super) fn new() -> Self {
-        Self { sites: Bounded::new(), features: Bounded::new(), users: Bounded::new() }
+        Self {
+            sites: Bounded::new(),
+            organizations: Bounded::new(),
+            plans: Bounded::new(),
+            features: Bounded::new(),
+            users: Bounded::new(),
+            users_by_id: Bounded::new(),
+        }
+    }
+
+    pub(super) fn organization(&self, id: i64) -> Option<Organization> {
+        self.organizations.get(&id)
+    }
+
+    pub(super) fn keep_organization(&self, organization: &Organization) {
+        self.organizations.put(organization.id, organization.clone());
+    }
+
+    pub(super) fn plan(&self, id: &str) -> Option<Plan> {
+        self.plans.get(id)
+    }
+
+    pub(super) fn keep_plan(&self, plan: &Plan) {
+        self.plans.put(plan.id.clone(), plan.clone());
+    }
+
+    pub(super) fn user_by_id(&self, id: i64) -> Option<User> {
+        self.users_by_id.get(&id)
     }
 
     pub(super) fn site(&self, id: i64) -> Option<Site> {
@@ -79,5 +110,6 @@ impl Directory {
 
     pub(super) fn keep_user(&self, email: &str, user: &User) {
         self.users.put(email.to_owned(), user.clone());
+        self.users_by_id.put(user.id, user.clone());
     }
 }

@@ -391,7 +391,15 @@ impl Store {
 
     /// One plan.
     pub async fn plan(&self, id: &str) -> StoreResult<Option<Plan>> {
-        Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM plans WHERE id = $1").bind(id).fetch_optional(db).await)?)
+        if let Some(plan) = self.directory.plan(id) {
+            return Ok(Some(plan));
+        }
+        let plan: Option<Plan> =
+            reading!(self, |db| sqlx::query_as("SELECT * FROM plans WHERE id = $1").bind(id).fetch_optional(db).await)?;
+        if let Some(plan) = &plan {
+            self.directory.keep_plan(plan);
+        }
+        Ok(plan)
     }
 
     /// Creates an organization.
@@ -408,10 +416,18 @@ impl Store {
 
     /// One organization.
     pub async fn organization(&self, id: i64) -> StoreResult<Option<Organization>> {
-        Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM organizations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(db)
-            .await)?)
+        if let Some(organization) = self.directory.organization(id) {
+            return Ok(Some(organization));
+        }
+        let organization: Option<Organization> =
+            reading!(self, |db| sqlx::query_as("SELECT * FROM organizations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db)
+                .await)?;
+        if let Some(organization) = &organization {
+            self.directory.keep_organization(organization);
+        }
+        Ok(organization)
     }
 
     /// Creates a site.
@@ -514,7 +530,15 @@ impl Store {
 
     /// One user.
     pub async fn user(&self, id: i64) -> StoreResult<Option<User>> {
-        Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(db).await)?)
+        if let Some(user) = self.directory.user_by_id(id) {
+            return Ok(Some(user));
+        }
+        let user: Option<User> =
+            reading!(self, |db| sqlx::query_as("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(db).await)?;
+        if let Some(user) = &user {
+            self.directory.keep_user(&user.email, user);
+        }
+        Ok(user)
     }
 
     /// The user with this (lower-case) email.
@@ -728,24 +752,52 @@ impl Store {
 
     /// A thread's messages, oldest first, with their attachments.
     pub async fn messages(&self, thread_id: i64) -> StoreResult<Vec<StoredMessage>> {
+        self.messages_from(thread_id, 0).await
+    }
+
+    /// What a notification about a thread shows: its messages from
+    /// `first_new` (an id) on, and up to `history` messages before it, oldest
+    /// first, with their attachments. Reads only those, however long the
+    /// thread.
+    pub async fn messages_around(
+        &self,
+        thread_id: i64,
+        first_new: i64,
+        history: i64,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let from: Option<i64> = reading!(self, |db| sqlx::query_scalar(
+            "SELECT MIN(id) FROM (SELECT id FROM messages WHERE thread_id = $1 AND id < $2 \
+             ORDER BY id DESC LIMIT $3) AS earlier",
+        )
+        .bind(thread_id)
+        .bind(first_new)
+        .bind(history)
+        .fetch_one(db)
+        .await)?;
+        self.messages_from(thread_id, from.unwrap_or(first_new)).await
+    }
+
+    /// A thread's messages with ids from `from` on, oldest first, with their attachments.
+    async fn messages_from(&self, thread_id: i64, from: i64) -> StoreResult<Vec<StoredMessage>> {
         let mut messages: Vec<StoredMessage> = reading!(self, |db| {
             sqlx::query_as(
             "SELECT m.id, m.thread_id, m.author_id, u.name AS author_name, u.email AS author_email, u.role AS author_role, \
                     m.body, m.source, m.rfc_message_id, m.created_at \
-             FROM messages m JOIN users u ON u.id = m.author_id WHERE m.thread_id = $1 ORDER BY m.id",
+             FROM messages m JOIN users u ON u.id = m.author_id WHERE m.thread_id = $1 AND m.id >= $2 ORDER BY m.id",
         )
         .bind(thread_id)
+        .bind(from)
         .fetch_all(db)
         .await
         })?;
-        let attachments: Vec<Attachment> = reading!(self, |db| {
-            sqlx::query_as(
-            "SELECT a.* FROM attachments a JOIN messages m ON m.id = a.message_id WHERE m.thread_id = $1 ORDER BY a.id",
+        let attachments: Vec<Attachment> = reading!(self, |db| sqlx::query_as(
+            "SELECT a.* FROM attachments a JOIN messages m ON m.id = a.message_id \
+             WHERE m.thread_id = $1 AND m.id >= $2 ORDER BY a.id",
         )
         .bind(thread_id)
+        .bind(from)
         .fetch_all(db)
-        .await
-        })?;
+        .await)?;
         for attachment in attachments {
             if let Some(message) = messages.iter_mut().find(|m| m.id == attachment.message_id) {
                 message.attachments.push(attachment);

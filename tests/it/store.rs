@@ -83,3 +83,29 @@ async fn a_user_created_by_another_instance_after_a_miss_is_found() {
     assert_eq!(here.site(site.id).await.unwrap().map(|s| s.plan_id), Some("business".to_owned()));
     assert_eq!(here.site_features(site.id).await.unwrap(), there.site_features(site.id).await.unwrap());
 }
+
+/// A notification reads only the new messages and the few before them,
+/// however long the thread has grown.
+#[tokio::test]
+async fn a_notification_reads_the_new_messages_and_five_before_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
+    let site = store.create_site("s", "sandbox", None).await.unwrap();
+    let user = store.create_user("c@example.org", "C", Role::Owner, None).await.unwrap();
+    let new = NewThread {
+        kind: ThreadKind::Chat,
+        site_id: site.id,
+        customer_id: user.id,
+        ticket_type: None,
+        subject: "s".into(),
+    };
+    let (thread, first) = store.create_thread(new, message(0, user.id, "m0@x"), &[], None).await.unwrap();
+    let mut ids = vec![first];
+    for i in 1..20 {
+        ids.push(store.insert_message(message(thread.id, user.id, &format!("m{i}@x")), None).await.unwrap().id());
+    }
+    let window = store.messages_around(thread.id, ids[15], 5).await.unwrap();
+    assert_eq!(window.iter().map(|m| m.id).collect::<Vec<_>>(), ids[10..].to_vec());
+    let latest = store.messages_around(thread.id, i64::MAX, 5).await.unwrap();
+    assert_eq!(latest.iter().map(|m| m.id).collect::<Vec<_>>(), ids[15..].to_vec());
+}
