@@ -35,6 +35,8 @@ struct Load {
 struct Cost {
     cpu_seconds: f64,
     peak_rss_mb: f64,
+    /// CPU time of the PostgreSQL server's processes, when it is the database.
+    database_cpu_seconds: Option<f64>,
 }
 
 async fn reply(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
@@ -136,9 +138,11 @@ async fn drive(
     Load { messages: latencies.len(), elapsed: start.elapsed(), latencies }
 }
 
-/// Runs `drive` against the process `pid`, measuring its CPU time and peak memory.
+/// Runs `drive` against the process `pid`, measuring its CPU time and peak
+/// memory (and the CPU time of the database server `database`, if any).
 async fn measured(
     pid: u32,
+    database: Option<u32>,
     addr: SocketAddr,
     connections: usize,
     senders: &[(String, String)],
@@ -147,9 +151,31 @@ async fn measured(
     // Writing 5 to clear_refs resets the peak resident size (VmHWM).
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
     let before = cpu_seconds(pid);
+    let database_before = database.map(process_tree_cpu_seconds);
     let load = drive(addr, connections, Duration::from_secs(SECONDS_PER_LEVEL), senders, size_kb).await;
-    let cost = Cost { cpu_seconds: cpu_seconds(pid) - before, peak_rss_mb: proc_status_mb(pid, "VmHWM:") };
+    let cost = Cost {
+        cpu_seconds: cpu_seconds(pid) - before,
+        peak_rss_mb: proc_status_mb(pid, "VmHWM:"),
+        database_cpu_seconds: database
+            .zip(database_before)
+            .map(|(root, before)| process_tree_cpu_seconds(root) - before),
+    };
     (load, cost)
+}
+
+/// CPU time of a process and its children (PostgreSQL's postmaster and its
+/// backends), in seconds.
+fn process_tree_cpu_seconds(root: u32) -> f64 {
+    let mut total = cpu_seconds(root);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let parent = stat.rsplit_once(") ").and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent == Some(root) {
+            total += cpu_seconds(pid);
+        }
+    }
+    total
 }
 
 /// Prints one line; returns (messages per second, CPU seconds per message).
@@ -171,6 +197,13 @@ fn report(name: &str, load: &mut Load, cost: &Cost) -> (f64, f64) {
         cost.peak_rss_mb,
         load.messages
     );
+    if let Some(database) = cost.database_cpu_seconds {
+        println!(
+            "  {:<10} PostgreSQL's processes: CPU {:>6.1} us/msg",
+            "",
+            database / load.messages.max(1) as f64 * 1e6
+        );
+    }
     (rate, cpu_per_message)
 }
 
@@ -332,8 +365,11 @@ fn main() {
     for backend in &options.backends {
         let data = tempfile::tempdir().unwrap();
         let mut postgres = None;
+        let mut postmaster = None;
         let database_url = if backend == "postgres" {
             let (dir, server) = start_postgres();
+            let pid_file = std::fs::read_to_string(format!("{dir}/data/postmaster.pid")).unwrap_or_default();
+            postmaster = pid_file.lines().next().and_then(|line| line.trim().parse::<u32>().ok());
             postgres = Some(dir);
             runtime.block_on(async {
                 use sqlx::Connection;
@@ -350,15 +386,24 @@ fn main() {
             for &connections in &options.levels {
                 println!("{backend}, {connections} connection(s), {size} KB replies:");
                 runtime.block_on(async {
-                    let (mut ours, our_cost) = measured(server.id(), smtp, connections, &senders, size).await;
+                    let (mut ours, our_cost) =
+                        measured(server.id(), postmaster, smtp, connections, &senders, size).await;
                     let (rate, cpu) = report("mailgate", &mut ours, &our_cost);
-                    let (mut theirs, their_cost) = measured(sink.id(), sink_addr, connections, &senders, size).await;
+                    let (mut theirs, their_cost) =
+                        measured(sink.id(), None, sink_addr, connections, &senders, size).await;
                     let (reference, reference_cpu) = report("smtp-sink", &mut theirs, &their_cost);
                     println!(
                         "  mailgate / smtp-sink: {:.2}x the messages per second, {:.1}x the CPU time per message",
                         rate / reference,
                         cpu / reference_cpu.max(f64::MIN_POSITIVE)
                     );
+                    if let Some(database) = our_cost.database_cpu_seconds {
+                        let with_database = cpu + database / ours.messages.max(1) as f64;
+                        println!(
+                            "  with PostgreSQL's CPU time counted: {:.1}x the CPU time per message",
+                            with_database / reference_cpu.max(f64::MIN_POSITIVE)
+                        );
+                    }
                 });
             }
         }
