@@ -28,7 +28,7 @@ pub use rows::{
 use crate::domain::Role;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, PgPool, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, SqliteConnection};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,28 +62,37 @@ mod postgres_writes {
 /// The database behind a [`Store`].
 #[derive(Clone, Debug)]
 enum Backend {
-    /// One file: a single writer connection and a few readers, each owned by
-    /// the store rather than pooled (sqlx's pool pings a connection, one more
-    /// round trip to SQLite's worker thread, every time it is given back).
-    Sqlite { readers: Arc<SqliteReaders>, writer: SqliteWriter },
-    /// A shared server: one pool for reads and writes.
-    Postgres(PgPool),
+    /// One file: a single writer connection and a few readers, owned by the
+    /// store rather than pooled.
+    Sqlite { readers: Arc<Readers<SqliteConnection>>, writer: SqliteWriter },
+    /// A shared server: readers owned by the store, a pool for writes.
+    Postgres { readers: Arc<Readers<PgConnection>>, pool: PgPool },
 }
 
 /// Evaluates `$body` with `$db` bound to a connection (`&mut`) to read from,
-/// whichever the backend (the body is compiled once per backend).
+/// whichever the backend (the body is compiled once per backend). The body
+/// evaluates to a `Result<_, sqlx::Error>`; a connection that the error shows
+/// lost is replaced on its next use.
 macro_rules! reading {
     ($store:expr, |$db:ident| $body:expr) => {
         match &$store.backend {
             Backend::Sqlite { readers, .. } => {
-                let mut connection = readers.get().await?;
-                let $db = &mut *connection;
-                $body
+                let mut slot = readers.get().await?;
+                let result = match slot.as_mut() {
+                    Some($db) => $body,
+                    None => Err(sqlx::Error::PoolClosed),
+                };
+                Readers::keep_unless_lost(&mut slot, &result);
+                result
             }
-            Backend::Postgres(pool) => {
-                let mut connection = pool.acquire().await?;
-                let $db = &mut *connection;
-                $body
+            Backend::Postgres { readers, .. } => {
+                let mut slot = readers.get().await?;
+                let result = match slot.as_mut() {
+                    Some($db) => $body,
+                    None => Err(sqlx::Error::PoolClosed),
+                };
+                Readers::keep_unless_lost(&mut slot, &result);
+                result
             }
         }
     };
@@ -104,7 +113,7 @@ macro_rules! writing {
                 let $db = &mut *connection;
                 $body
             }
-            Backend::Postgres(pool) => {
+            Backend::Postgres { pool, .. } => {
                 #[allow(unused_imports)]
                 use postgres_writes as $w;
                 let mut connection = pool.acquire().await?;
@@ -115,30 +124,75 @@ macro_rules! writing {
     };
 }
 
-/// SQLite's read connections; each serves one query at a time.
-#[derive(Debug)]
-struct SqliteReaders {
-    connections: Vec<tokio::sync::Mutex<Option<SqliteConnection>>>,
+/// Read connections the store owns outright: sqlx's pool pings a connection
+/// (one more round trip to SQLite's worker thread, or to the PostgreSQL
+/// server) every time it is given back. Each serves one query at a time; a
+/// connection lost (the server restarted) is opened again on its next use.
+struct Readers<C: Connection> {
+    options: C::Options,
+    slots: Vec<tokio::sync::Mutex<Option<C>>>,
     next: std::sync::atomic::AtomicUsize,
+    closed: std::sync::atomic::AtomicBool,
 }
 
-impl SqliteReaders {
-    /// A free connection, or (all busy) the next one in turn once it is free.
-    async fn get(&self) -> StoreResult<tokio::sync::MappedMutexGuard<'_, SqliteConnection>> {
+impl<C: Connection> std::fmt::Debug for Readers<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers").field("slots", &self.slots.len()).finish_non_exhaustive()
+    }
+}
+
+impl<C: Connection> Readers<C> {
+    /// `count` connections opened with `options`.
+    async fn open(options: C::Options, count: usize) -> StoreResult<Self> {
+        let mut slots = Vec::with_capacity(count);
+        for _ in 0..count {
+            slots.push(tokio::sync::Mutex::new(Some(C::connect_with(&options).await?)));
+        }
+        let (next, closed) = (std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicBool::new(false));
+        Ok(Self { options, slots, next, closed })
+    }
+
+    /// A free connection, or (all busy) the next one in turn once it is free;
+    /// opened again first if it was lost.
+    async fn get(&self) -> StoreResult<tokio::sync::MutexGuard<'_, Option<C>>> {
         let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let count = self.connections.len();
-        let free = (0..count).find_map(|i| self.connections[(start + i) % count].try_lock().ok());
-        let guard = match free {
-            Some(guard) => guard,
-            None => self.connections[start % count].lock().await,
+        let count = self.slots.len();
+        let free = (0..count).find_map(|i| self.slots[(start + i) % count].try_lock().ok());
+        let mut slot = match free {
+            Some(slot) => slot,
+            None => self.slots[start % count].lock().await,
         };
-        tokio::sync::MutexGuard::try_map(guard, Option::as_mut)
-            .map_err(|_| StoreError::Batch("the store is closed".to_owned()))
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Batch("the store is closed".to_owned()));
+        }
+        if slot.is_none() {
+            *slot = Some(C::connect_with(&self.options).await?);
+        }
+        Ok(slot)
+    }
+
+    /// Drops the connection in `slot` when `result` says it was lost.
+    fn keep_unless_lost<T>(slot: &mut Option<C>, result: &Result<T, sqlx::Error>) {
+        let lost = match result {
+            Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed) => {
+                true
+            }
+            // PostgreSQL ending the session (57P: shutdown, terminated by an
+            // administrator) or a connection failure (08).
+            Err(sqlx::Error::Database(e)) => {
+                e.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08"))
+            }
+            _ => false,
+        };
+        if lost {
+            *slot = None;
+        }
     }
 
     async fn close(&self) {
-        for connection in &self.connections {
-            if let Some(connection) = connection.lock().await.take() {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        for slot in &self.slots {
+            if let Some(connection) = slot.lock().await.take() {
                 let _ = connection.close().await;
             }
         }
@@ -308,9 +362,9 @@ impl Store {
             tokio::spawn(sqlite_writes::group_writer(writer.clone(), policy, wake, jobs));
             Backend::Sqlite { readers: Arc::new(readers), writer }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let pool = open_postgres(url).await?;
+            let (readers, pool) = open_postgres(url).await?;
             tokio::spawn(postgres_writes::group_writer(pool.clone(), policy, wake, jobs));
-            Backend::Postgres(pool)
+            Backend::Postgres { readers: Arc::new(readers), pool }
         } else {
             return Err(StoreError::Unsupported(format!(
                 "unsupported database URL {url:?}: use sqlite://FILE or postgres://USER@HOST/DATABASE"
@@ -339,7 +393,10 @@ impl Store {
                 writer.close().await;
                 readers.close().await;
             }
-            Backend::Postgres(pool) => pool.close().await,
+            Backend::Postgres { readers, pool } => {
+                readers.close().await;
+                pool.close().await;
+            }
         }
     }
 
@@ -906,7 +963,7 @@ impl Store {
                 let mut writer = writer.lock().await?;
                 sqlx::query_as(&sql("")).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *writer).await?
             }
-            Backend::Postgres(pool) => {
+            Backend::Postgres { pool, .. } => {
                 sqlx::query_as(&sql("FOR UPDATE OF o SKIP LOCKED"))
                     .bind(now + lease_ms)
                     .bind(now)
@@ -1128,7 +1185,7 @@ impl Store {
 }
 
 /// Opens a SQLite file: (readers, the one writer), schema up to date.
-async fn open_sqlite(url: &str) -> StoreResult<(SqliteReaders, SqliteWriter)> {
+async fn open_sqlite(url: &str) -> StoreResult<(Readers<SqliteConnection>, SqliteWriter)> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -1138,27 +1195,26 @@ async fn open_sqlite(url: &str) -> StoreResult<(SqliteReaders, SqliteWriter)> {
         .pragma("cache_size", "-16000");
     let mut writer = options.connect().await?;
     sqlx::migrate!("migrations/sqlite").run(&mut writer).await?;
-    let read_only = options.read_only(true);
-    let mut connections = Vec::with_capacity(READERS);
-    for _ in 0..READERS {
-        connections.push(tokio::sync::Mutex::new(Some(read_only.connect().await?)));
-    }
-    let readers = SqliteReaders { connections, next: std::sync::atomic::AtomicUsize::new(0) };
+    let readers = Readers::open(options.read_only(true), READERS).await?;
     Ok((readers, SqliteWriter(Arc::new(tokio::sync::Mutex::new(Some(writer))))))
 }
 
-/// SQLite read connections (WAL lets them read while the writer writes).
+/// Read connections (SQLite's WAL lets them read while the writer writes).
 const READERS: usize = 4;
 
-/// Connects to PostgreSQL with durable commits, schema up to date. Several
-/// instances starting at once take turns migrating (sqlx holds an advisory lock).
-async fn open_postgres(url: &str) -> StoreResult<PgPool> {
+/// Connects to PostgreSQL with durable commits, schema up to date: (readers,
+/// a pool for writes). Several instances starting at once take turns
+/// migrating (sqlx holds an advisory lock).
+async fn open_postgres(url: &str) -> StoreResult<(Readers<PgConnection>, PgPool)> {
     // 250 means stored: a commit returns only once its WAL record is on disk.
     let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
-    let pool =
-        PgPoolOptions::new().max_connections(10).acquire_timeout(Duration::from_secs(10)).connect_with(options).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.clone())
+        .await?;
     sqlx::migrate!("migrations/postgres").run(&pool).await?;
-    Ok(pool)
+    Ok((Readers::open(options, READERS).await?, pool))
 }
 
 /// Lower-case hex of `bytes`.

@@ -222,3 +222,38 @@ async fn outbox_items_are_claimed_by_one_instance_and_taken_over_when_it_dies() 
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(there.claim_due(10, 60_000).await.unwrap().iter().map(|i| i.id).collect::<Vec<_>>(), [id]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_recovers_when_postgresql_drops_its_connections() {
+    let url = postgres_database().await;
+    let store = Store::open(&url).await.unwrap();
+    let site = store.create_site("s", "sandbox", None).await.unwrap();
+    // The server ends every session on this database (as a restart or a
+    // failover would).
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    let server = url.trim_end_matches(&format!("/{database}")).to_owned();
+    execute_sql(
+        &format!("{server}/postgres"),
+        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"),
+    )
+    .await;
+    // A read may fail once per lost connection (the SMTP side answers 451 and
+    // the sender retries); each lost connection is then opened again.
+    let mut failures = 0;
+    for _ in 0..20 {
+        if store.thread(999_999).await.is_err() {
+            failures += 1;
+        }
+    }
+    assert!(failures <= 4, "at most one failure per reader connection, not {failures}");
+    for _ in 0..8 {
+        assert!(store.thread(999_999).await.unwrap().is_none(), "reads work again");
+    }
+    let _ = site;
+    let user = store.create_user("after@example.org", "After", Role::Owner, None).await;
+    let user = match user {
+        Ok(user) => user,
+        Err(_) => store.create_user("after@example.org", "After", Role::Owner, None).await.expect("writes work again"),
+    };
+    assert_eq!(store.user(user.id).await.unwrap().unwrap().email, "after@example.org");
+}
