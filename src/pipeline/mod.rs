@@ -156,6 +156,10 @@ pub struct Envelope {
     pub recipients: Vec<(String, RecipientTarget)>,
     /// Refused recipients, as given, with why.
     pub refused: Vec<(String, RcptRefusal)>,
+    /// The threads that reply tokens among the recipients named, as read when
+    /// those recipients were accepted (moments before the message): deciding
+    /// uses them instead of reading them again.
+    pub threads: Vec<Thread>,
 }
 
 /// A token found in a message and where.
@@ -398,8 +402,30 @@ impl Pipeline {
         self.rules.current()
     }
 
+    /// Decides at RCPT time whether we take mail for `address`, and adds it
+    /// to the envelope's accepted recipients (with the thread its token names)
+    /// or to its refused ones.
+    pub async fn add_recipient(&self, envelope: &mut Envelope, address: String) -> Result<(), RcptRefusal> {
+        match self.resolve_recipient(&address).await {
+            Ok((target, thread)) => {
+                envelope.recipients.push((address, target));
+                envelope.threads.extend(thread);
+                Ok(())
+            }
+            Err(refusal) => {
+                envelope.refused.push((address, refusal.clone()));
+                Err(refusal)
+            }
+        }
+    }
+
     /// Decides at RCPT time whether we take mail for `address`.
     pub async fn check_recipient(&self, address: &str) -> Result<RecipientTarget, RcptRefusal> {
+        self.resolve_recipient(address).await.map(|(target, _)| target)
+    }
+
+    /// What `address` is, and for a reply token the thread it names.
+    async fn resolve_recipient(&self, address: &str) -> Result<(RecipientTarget, Option<Thread>), RcptRefusal> {
         let address = EmailAddress::parse(address).ok_or(RcptRefusal::UnknownMailbox)?;
         if address.domain() != self.domain {
             return Err(RcptRefusal::RelayDenied);
@@ -408,7 +434,7 @@ impl Pipeline {
         if let Some(token) = thread::token_from_local_part(local) {
             let parsed = self.signer.verify(token).map_err(RcptRefusal::BadToken)?;
             return match self.store.thread(parsed.thread_id).await {
-                Ok(Some(_)) => Ok(RecipientTarget::Reply { token: token.to_owned(), parsed }),
+                Ok(Some(thread)) => Ok((RecipientTarget::Reply { token: token.to_owned(), parsed }, Some(thread))),
                 Ok(None) => Err(RcptRefusal::UnknownThread),
                 Err(_) => Err(RcptRefusal::Unavailable),
             };
@@ -416,21 +442,24 @@ impl Pipeline {
         if let Some(token) = local.strip_prefix("unsubscribe+") {
             let (user_id, kind) = self.signer.verify_unsubscribe(token).map_err(RcptRefusal::BadToken)?;
             let kind = usize::try_from(kind).ok().and_then(|k| crate::notify::OPTIONAL_KINDS.get(k));
-            return Ok(RecipientTarget::Unsubscribe { user_id, kind: kind.ok_or(RcptRefusal::UnknownMailbox)? });
+            return Ok((
+                RecipientTarget::Unsubscribe { user_id, kind: kind.ok_or(RcptRefusal::UnknownMailbox)? },
+                None,
+            ));
         }
         if let Some(rest) = local.strip_prefix("bounces") {
             let outbox_id = match rest {
                 "" => None,
                 _ => Some(rest.strip_prefix('+').and_then(|id| id.parse().ok()).ok_or(RcptRefusal::UnknownMailbox)?),
             };
-            return Ok(RecipientTarget::Bounces { outbox_id });
+            return Ok((RecipientTarget::Bounces { outbox_id }, None));
         }
         if self.rules.current().ticket_addresses.iter().any(|a| a == local) {
-            return Ok(RecipientTarget::TicketAddress(local.to_owned()));
+            return Ok((RecipientTarget::TicketAddress(local.to_owned()), None));
         }
         match local {
-            "support" => Ok(RecipientTarget::Support),
-            "postmaster" | "abuse" => Ok(RecipientTarget::Postmaster),
+            "support" => Ok((RecipientTarget::Support, None)),
+            "postmaster" | "abuse" => Ok((RecipientTarget::Postmaster, None)),
             _ => Err(RcptRefusal::UnknownMailbox),
         }
     }
@@ -460,10 +489,7 @@ impl Pipeline {
     pub async fn envelope(&self, peer: &str, mail_from: String, recipients: &[String]) -> Envelope {
         let mut envelope = Envelope { peer: peer.to_owned(), mail_from, ..Envelope::default() };
         for address in recipients {
-            match self.check_recipient(address).await {
-                Ok(target) => envelope.recipients.push((address.clone(), target)),
-                Err(refusal) => envelope.refused.push((address.clone(), refusal)),
-            }
+            let _ = self.add_recipient(&mut envelope, address.clone()).await;
         }
         envelope
     }
@@ -761,7 +787,10 @@ impl Pipeline {
         }
         let reference = thread::find_thread(&recipient_tokens(envelope), &analysis.parsed, &self.signer, &self.domain);
         let thread = match &reference {
-            Some(ThreadRef::Token { thread_id, .. }) => self.store.thread(*thread_id).await?,
+            Some(ThreadRef::Token { thread_id, .. }) => match envelope.threads.iter().find(|t| t.id == *thread_id) {
+                Some(thread) => Some(thread.clone()),
+                None => self.store.thread(*thread_id).await?,
+            },
             Some(ThreadRef::TicketNumber { number, .. }) => self.store.ticket_by_number(*number).await?,
             None => None,
         };

@@ -363,11 +363,8 @@ impl Session {
                     return self.error(reply);
                 }
                 let address = to.address;
-                match self.ctx.pipeline.check_recipient(&address).await {
-                    Ok(target) => {
-                        transaction.envelope.recipients.push((address, target));
-                        self.push(&SmtpReply::new(250, "2.1.5", "Recipient OK"));
-                    }
+                match self.ctx.pipeline.add_recipient(&mut transaction.envelope, address.clone()).await {
+                    Ok(()) => self.push(&SmtpReply::new(250, "2.1.5", "Recipient OK")),
                     Err(refusal) => {
                         if matches!(&refusal, crate::pipeline::RcptRefusal::BadToken(e) if *e != crate::domain::TokenError::Expired)
                         {
@@ -379,7 +376,6 @@ impl Session {
                         }
                         let reply = reply::for_rcpt_refusal(&refusal, &self.ctx.domain);
                         tracing::info!(rcpt = %address, reply = %reply, "recipient refused");
-                        transaction.envelope.refused.push((address, refusal));
                         return self.error(reply);
                     }
                 }
