@@ -36,6 +36,7 @@ use tokio::sync::Notify;
 
 /// The writes of a message, compiled for SQLite.
 mod sqlite_writes {
+    type Db = sqlx::Sqlite;
     type Connection = sqlx::SqliteConnection;
     /// The one writer connection, shared with the store's other writes.
     type Writer = super::SqliteWriter;
@@ -49,6 +50,7 @@ mod sqlite_writes {
 
 /// The writes of a message, compiled for PostgreSQL.
 mod postgres_writes {
+    type Db = sqlx::Postgres;
     type Connection = sqlx::PgConnection;
     type Writer = sqlx::PgPool;
 

@@ -109,3 +109,67 @@ async fn a_notification_reads_the_new_messages_and_five_before_them() {
     let latest = store.messages_around(thread.id, i64::MAX, 5).await.unwrap();
     assert_eq!(latest.iter().map(|m| m.id).collect::<Vec<_>>(), ids[15..].to_vec());
 }
+
+/// Replies arriving together are written with a few multi-row statements:
+/// each still gets its own id, notification and log entry, and the same mail
+/// twice in one batch is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_written_together_each_get_their_notification_and_log_entry() {
+    use mailgate::store::{InboundLogEntry, NotificationKind};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
+    let site = store.create_site("s", "sandbox", None).await.unwrap();
+    let agent = store.create_user("agent@example.org", "A", Role::Agent, None).await.unwrap();
+    let mut threads = Vec::new();
+    for i in 0..4 {
+        let user = store.create_user(&format!("c{i}@example.org"), "C", Role::Owner, None).await.unwrap();
+        let new = NewThread {
+            kind: ThreadKind::Chat,
+            site_id: site.id,
+            customer_id: user.id,
+            ticket_type: None,
+            subject: "s".into(),
+        };
+        let (thread, _) =
+            store.create_thread(new, message(0, user.id, &format!("first{i}@x")), &[], None).await.unwrap();
+        threads.push((thread.id, user.id));
+    }
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        let (thread, user) = threads[i % 4];
+        // Every tenth mail is delivered twice at once.
+        let copies = if i % 10 == 0 { 2 } else { 1 };
+        for _ in 0..copies {
+            let store = store.clone();
+            let mut reply = message(thread, user, &format!("r{i}@x"));
+            reply.notify = vec![(NotificationKind::CustomerReplied, agent.id)];
+            let log =
+                InboundLogEntry { decision: "accepted".into(), rcpt_to: "x".into(), ..InboundLogEntry::default() };
+            tasks.push(tokio::spawn(async move { (i, store.insert_message(reply, Some(log)).await.unwrap()) }));
+        }
+    }
+    let mut by_mail: std::collections::HashMap<usize, Vec<Inserted>> = std::collections::HashMap::new();
+    for task in tasks {
+        let (i, inserted) = task.await.unwrap();
+        by_mail.entry(i).or_default().push(inserted);
+    }
+    for (i, outcomes) in &by_mail {
+        let new = outcomes.iter().filter(|o| matches!(o, Inserted::New(_))).count();
+        assert_eq!(new, 1, "mail {i} stored once: {outcomes:?}");
+        assert!(outcomes.iter().all(|o| o.id() == outcomes[0].id()), "{outcomes:?}");
+    }
+    let ids: std::collections::HashSet<i64> = by_mail.values().map(|o| o[0].id()).collect();
+    assert_eq!(ids.len(), 40, "forty distinct messages");
+    let outbox = store.outbox(false, 1000).await.unwrap();
+    let mut notified: Vec<i64> = outbox.iter().filter_map(|o| o.message_id).collect();
+    notified.sort_unstable();
+    let mut expected: Vec<i64> = ids.into_iter().collect();
+    expected.sort_unstable();
+    assert_eq!(notified, expected, "one notification per new message");
+    assert!(outbox.iter().all(|o| o.to_address == "agent@example.org" && o.recipient_id == Some(agent.id)));
+    let log = store.inbound_log(None, 1000).await.unwrap();
+    assert_eq!(log.iter().filter(|e| e.decision == "accepted").count(), 40);
+    assert_eq!(log.iter().filter(|e| e.decision == "duplicate").count(), 4);
+    assert!(log.iter().all(|e| e.stored_message.is_some()));
+}
