@@ -1194,7 +1194,12 @@ async fn open_sqlite(url: &str) -> StoreResult<(Readers<SqliteConnection>, Sqlit
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
-        .pragma("cache_size", "-16000");
+        .pragma("cache_size", "-16000")
+        // Statement journals (a multi-row insert may need to undo itself) in
+        // memory rather than in a temporary file.
+        .pragma("temp_store", "memory")
+        // The multi-row statements of group commit differ by batch size.
+        .statement_cache_capacity(512);
     let mut writer = options.connect().await?;
     sqlx::migrate!("migrations/sqlite").run(&mut writer).await?;
     let readers = Readers::open(options.read_only(true), READERS).await?;
@@ -1209,7 +1214,10 @@ const READERS: usize = 4;
 /// migrating (sqlx holds an advisory lock).
 async fn open_postgres(url: &str) -> StoreResult<(Readers<PgConnection>, PgPool)> {
     // 250 means stored: a commit returns only once its WAL record is on disk.
-    let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
+    let options = PgConnectOptions::from_str(url)?
+        .options([("synchronous_commit", "on")])
+        // The multi-row statements of group commit differ by batch size.
+        .statement_cache_capacity(512);
     let pool = PgPoolOptions::new()
         .max_connections(10)
         .acquire_timeout(Duration::from_secs(10))
