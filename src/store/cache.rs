@@ -113,3 +113,34 @@ impl Directory {
         self.users_by_id.put(user.id, user.clone());
     }
 }
+
+/// A value read a moment ago, for reads whose answer may lag the database by
+/// up to `ttl`: which agents to notify (a new agent is told from the next
+/// second on; an opt-out is checked again when the mail is sent).
+#[derive(Debug)]
+pub(super) struct Recent<V> {
+    ttl: std::time::Duration,
+    entries: RwLock<HashMap<String, (std::time::Instant, V)>>,
+}
+
+impl<V: Clone> Recent<V> {
+    pub(super) fn new(ttl: std::time::Duration) -> Self {
+        Self { ttl, entries: RwLock::new(HashMap::new()) }
+    }
+
+    /// The value kept for `key`, if it is younger than the time to live.
+    pub(super) fn get(&self, key: &str) -> Option<V> {
+        let entries = self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.get(key).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, value)| value.clone())
+    }
+
+    pub(super) fn put(&self, key: &str, value: V) {
+        let mut entries = self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.insert(key.to_owned(), (std::time::Instant::now(), value));
+    }
+
+    /// Forgets everything (after a change this instance made itself).
+    pub(super) fn clear(&self) {
+        self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+}

@@ -283,6 +283,8 @@ pub struct Store {
     group: tokio::sync::mpsc::Sender<WriteJob>,
     /// Sites, plan features and users already read (they never change).
     directory: Arc<cache::Directory>,
+    /// Which agents to notify of each kind, as read at most a second ago.
+    subscribed_agents: Arc<cache::Recent<Vec<i64>>>,
 }
 
 /// One message waiting for the group-commit writer.
@@ -373,7 +375,16 @@ impl Store {
             )));
         };
         let directory = Arc::new(cache::Directory::new());
-        Ok(Self { backend, outbox_wakeup, policy: OutboxPolicy::default(), shared_policy, group, directory })
+        let subscribed_agents = Arc::new(cache::Recent::new(Duration::from_secs(1)));
+        Ok(Self {
+            backend,
+            outbox_wakeup,
+            policy: OutboxPolicy::default(),
+            shared_policy,
+            group,
+            directory,
+            subscribed_agents,
+        })
     }
 
     /// The same store with another outbox timing.
@@ -579,6 +590,7 @@ impl Store {
         .fetch_one(db)
         .await
         });
+        self.subscribed_agents.clear();
         match result {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(StoreError::Conflict(format!("a user with email {email} already exists")))
@@ -628,15 +640,21 @@ impl Store {
         .await)?)
     }
 
-    /// Support agents who have not opted out of notifications of `kind`, in one query.
+    /// Support agents who have not opted out of notifications of `kind`, in
+    /// one query, at most a second old (every reply asks; see [`cache::Recent`]).
     pub async fn subscribed_agents(&self, kind: &str) -> StoreResult<Vec<i64>> {
-        Ok(reading!(self, |db| sqlx::query_scalar(
+        if let Some(agents) = self.subscribed_agents.get(kind) {
+            return Ok(agents);
+        }
+        let agents: Vec<i64> = reading!(self, |db| sqlx::query_scalar(
             "SELECT id FROM users u WHERE role = 'agent' \
              AND NOT EXISTS (SELECT 1 FROM notification_optouts o WHERE o.user_id = u.id AND o.kind = $1) ORDER BY id",
         )
         .bind(kind)
         .fetch_all(db)
-        .await)?)
+        .await)?;
+        self.subscribed_agents.put(kind, agents.clone());
+        Ok(agents)
     }
 
     /// Every support agent.
@@ -1148,6 +1166,7 @@ impl Store {
         .execute(db)
         .await
         .map(drop))?;
+        self.subscribed_agents.clear();
         Ok(())
     }
 
