@@ -220,6 +220,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn serve(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args)?;
+    // Listening for SIGTERM before the start line is logged, so that a stop
+    // sent as soon as the server says it runs is a clean one.
+    let stop = StopSignals::register();
     let app = mailgate::app::start(config).await?;
     if app.api_token_generated {
         // Printed once, on the console of whoever started the server; never logged.
@@ -235,25 +238,41 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         println!("  {}", app.admin_token);
         let _ = std::io::stdout().flush();
     }
-    wait_for_signal().await;
+    stop.wait().await;
     tracing::info!("shutting down");
     app.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT (Ctrl-C), listened for from the moment of `register`.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self { signals: signal(SignalKind::terminate()).ok().zip(signal(SignalKind::interrupt()).ok()) }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Waits for either signal.
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut term, mut interrupt)) = self.signals {
             tokio::select! {
                 _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = interrupt.recv() => {}
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn inspect(

@@ -20,8 +20,8 @@ use crate::domain::{EmailAddress, ReplyToken, Source, TokenError, TokenSigner};
 use crate::rules;
 use crate::smtp::reply;
 use crate::store::{
-    Bounce, InboundLogEntry, Inserted, NewMessage, NewOutbox, NewThread, NotificationKind, Routing, Store, StoreError,
-    Thread, now_ms,
+    Bounce, InboundLogEntry, Inserted, NewMessage, NewOutbox, NewThread, NotificationKind, RecentEmail, Routing, Store,
+    StoreError, Thread, now_ms,
 };
 use authorize::Authorization;
 use classify::{Classification, MailKind};
@@ -141,6 +141,9 @@ pub enum Disposition {
     },
 }
 
+/// The loop breaker counts a sender's (and a thread's) emailed messages over this window.
+const LOOP_WINDOW_MS: i64 = 3600 * 1000;
+
 /// The SMTP envelope of one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct Envelope {
@@ -156,10 +159,11 @@ pub struct Envelope {
     pub recipients: Vec<(String, RecipientTarget)>,
     /// Refused recipients, as given, with why.
     pub refused: Vec<(String, RcptRefusal)>,
-    /// The threads that reply tokens among the recipients named, as read when
-    /// those recipients were accepted (moments before the message): deciding
-    /// uses them instead of reading them again.
-    pub threads: Vec<Thread>,
+    /// The threads that reply tokens among the recipients named, with the
+    /// loop breaker's counts for the token's recipient, as read when those
+    /// recipients were accepted (moments before the message): deciding uses
+    /// them instead of reading them again.
+    pub threads: Vec<(Thread, RecentEmail)>,
 }
 
 /// A token found in a message and where.
@@ -425,7 +429,10 @@ impl Pipeline {
     }
 
     /// What `address` is, and for a reply token the thread it names.
-    async fn resolve_recipient(&self, address: &str) -> Result<(RecipientTarget, Option<Thread>), RcptRefusal> {
+    async fn resolve_recipient(
+        &self,
+        address: &str,
+    ) -> Result<(RecipientTarget, Option<(Thread, RecentEmail)>), RcptRefusal> {
         let address = EmailAddress::parse(address).ok_or(RcptRefusal::UnknownMailbox)?;
         if address.domain() != self.domain {
             return Err(RcptRefusal::RelayDenied);
@@ -433,8 +440,13 @@ impl Pipeline {
         let local = address.local_part();
         if let Some(token) = thread::token_from_local_part(local) {
             let parsed = self.signer.verify(token).map_err(RcptRefusal::BadToken)?;
-            return match self.store.thread(parsed.thread_id).await {
-                Ok(Some(thread)) => Ok((RecipientTarget::Reply { token: token.to_owned(), parsed }, Some(thread))),
+            let since = now_ms() - LOOP_WINDOW_MS;
+            return match self
+                .store
+                .thread_with_recent(parsed.thread_id, parsed.recipient_id, since, self.loop_limit)
+                .await
+            {
+                Ok(Some(seen)) => Ok((RecipientTarget::Reply { token: token.to_owned(), parsed }, Some(seen))),
                 Ok(None) => Err(RcptRefusal::UnknownThread),
                 Err(_) => Err(RcptRefusal::Unavailable),
             };
@@ -787,8 +799,9 @@ impl Pipeline {
         }
         let reference = thread::find_thread(&recipient_tokens(envelope), &analysis.parsed, &self.signer, &self.domain);
         let thread = match &reference {
-            Some(ThreadRef::Token { thread_id, .. }) => match envelope.threads.iter().find(|t| t.id == *thread_id) {
-                Some(thread) => Some(thread.clone()),
+            Some(ThreadRef::Token { thread_id, .. }) => match envelope.threads.iter().find(|(t, _)| t.id == *thread_id)
+            {
+                Some((thread, _)) => Some(thread.clone()),
                 None => self.store.thread(*thread_id).await?,
             },
             Some(ThreadRef::TicketNumber { number, .. }) => self.store.ticket_by_number(*number).await?,
@@ -934,8 +947,13 @@ impl Pipeline {
         if analysis.reply_text.trim().is_empty() && attachments.is_empty() {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::EmptyReply), Some(thread.id)));
         }
-        let (by_sender, in_thread) =
-            self.store.recent_email(author.id, thread.id, now_ms() - 3600 * 1000, self.loop_limit).await?;
+        // Counted at RCPT time when the token was the author's own (as it is
+        // for a customer replying); otherwise now.
+        let counted = envelope.threads.iter().find(|(t, recent)| t.id == thread.id && recent.author_id == author.id);
+        let (by_sender, in_thread) = match counted {
+            Some((_, recent)) => (recent.by_author, recent.in_thread),
+            None => self.store.recent_email(author.id, thread.id, now_ms() - LOOP_WINDOW_MS, self.loop_limit).await?,
+        };
         if by_sender >= self.loop_limit || in_thread >= self.loop_limit {
             let reason = format!(
                 "loop breaker: {by_sender} messages from {} and {in_thread} in {} in the last hour (limit {})",

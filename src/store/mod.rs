@@ -338,6 +338,28 @@ pub enum Delivery {
     },
 }
 
+/// Emailed messages counted for the loop breaker, as [`Store::thread_with_recent`] read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentEmail {
+    /// Whose messages `by_author` counts.
+    pub author_id: i64,
+    /// Counted from this time on (Unix ms).
+    pub since: i64,
+    /// Emailed messages by the author since then (up to the cap).
+    pub by_author: i64,
+    /// Emailed messages in the thread since then (up to the cap).
+    pub in_thread: i64,
+}
+
+/// A thread row with the loop breaker's two counts.
+#[derive(sqlx::FromRow)]
+struct ThreadWithRecent {
+    #[sqlx(flatten)]
+    thread: Thread,
+    recent_by_author: i64,
+    recent_in_thread: i64,
+}
+
 /// Timing of queued mail.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboxPolicy {
@@ -798,6 +820,37 @@ impl Store {
             .bind(id)
             .fetch_optional(db)
             .await)?)
+    }
+
+    /// A thread with its recent emailed messages by `author_id` and in the
+    /// thread since `since` (each counted up to `cap`), in one query: what the
+    /// RCPT of a reply token reads, so that deciding needs neither again.
+    pub async fn thread_with_recent(
+        &self,
+        id: i64,
+        author_id: i64,
+        since: i64,
+        cap: i64,
+    ) -> StoreResult<Option<(Thread, RecentEmail)>> {
+        let row: Option<ThreadWithRecent> = reading!(self, |db| sqlx::query_as(
+            "SELECT t.*, \
+                (SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE author_id = $2 AND source = 'email' \
+                   AND created_at >= $3 LIMIT $4) AS by_author) AS recent_by_author, \
+                (SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE thread_id = $1 AND source = 'email' \
+                   AND created_at >= $3 LIMIT $4) AS in_thread) AS recent_in_thread \
+             FROM threads t WHERE t.id = $1",
+        )
+        .bind(id)
+        .bind(author_id)
+        .bind(since)
+        .bind(cap)
+        .fetch_optional(db)
+        .await)?;
+        Ok(row.map(|row| {
+            let recent =
+                RecentEmail { author_id, since, by_author: row.recent_by_author, in_thread: row.recent_in_thread };
+            (row.thread, recent)
+        }))
     }
 
     /// The ticket with this number.
