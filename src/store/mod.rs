@@ -1266,7 +1266,7 @@ async fn open_sqlite(url: &str) -> StoreResult<(Readers<SqliteConnection>, Sqlit
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
-        .pragma("cache_size", "-16000")
+        .pragma("cache_size", "-4000")
         // Statement journals (a multi-row insert may need to undo itself) in
         // memory rather than in a temporary file.
         .pragma("temp_store", "memory")
