@@ -483,15 +483,13 @@ impl Store {
 
     /// One plan.
     pub async fn plan(&self, id: &str) -> StoreResult<Option<Plan>> {
-        if let Some(plan) = self.directory.plan(id) {
-            return Ok(Some(plan));
-        }
-        let plan: Option<Plan> =
-            reading!(self, |db| sqlx::query_as("SELECT * FROM plans WHERE id = $1").bind(id).fetch_optional(db).await)?;
-        if let Some(plan) = &plan {
-            self.directory.keep_plan(plan);
-        }
-        Ok(plan)
+        let read = async {
+            Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM plans WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db)
+                .await)?)
+        };
+        through_directory(self.directory.plan(id), read, |plan| self.directory.keep_plan(plan)).await
     }
 
     /// Creates an organization.
@@ -508,18 +506,13 @@ impl Store {
 
     /// One organization.
     pub async fn organization(&self, id: i64) -> StoreResult<Option<Organization>> {
-        if let Some(organization) = self.directory.organization(id) {
-            return Ok(Some(organization));
-        }
-        let organization: Option<Organization> =
-            reading!(self, |db| sqlx::query_as("SELECT * FROM organizations WHERE id = $1")
+        let read = async {
+            Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM organizations WHERE id = $1")
                 .bind(id)
                 .fetch_optional(db)
-                .await)?;
-        if let Some(organization) = &organization {
-            self.directory.keep_organization(organization);
-        }
-        Ok(organization)
+                .await)?)
+        };
+        through_directory(self.directory.organization(id), read, |org| self.directory.keep_organization(org)).await
     }
 
     /// Creates a site.
@@ -537,15 +530,13 @@ impl Store {
 
     /// One site.
     pub async fn site(&self, id: i64) -> StoreResult<Option<Site>> {
-        if let Some(site) = self.directory.site(id) {
-            return Ok(Some(site));
-        }
-        let site: Option<Site> =
-            reading!(self, |db| sqlx::query_as("SELECT * FROM sites WHERE id = $1").bind(id).fetch_optional(db).await)?;
-        if let Some(site) = &site {
-            self.directory.keep_site(site);
-        }
-        Ok(site)
+        let read = async {
+            Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM sites WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db)
+                .await)?)
+        };
+        through_directory(self.directory.site(id), read, |site| self.directory.keep_site(site)).await
     }
 
     /// Keeps a message for an agent to look at, with its log entry.
@@ -623,30 +614,24 @@ impl Store {
 
     /// One user.
     pub async fn user(&self, id: i64) -> StoreResult<Option<User>> {
-        if let Some(user) = self.directory.user_by_id(id) {
-            return Ok(Some(user));
-        }
-        let user: Option<User> =
-            reading!(self, |db| sqlx::query_as("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(db).await)?;
-        if let Some(user) = &user {
-            self.directory.keep_user(&user.email, user);
-        }
-        Ok(user)
+        let read = async {
+            Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db)
+                .await)?)
+        };
+        through_directory(self.directory.user_by_id(id), read, |user| self.directory.keep_user(&user.email, user)).await
     }
 
     /// The user with this (lower-case) email.
     pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        if let Some(user) = self.directory.user(email) {
-            return Ok(Some(user));
-        }
-        let user: Option<User> = reading!(self, |db| sqlx::query_as("SELECT * FROM users WHERE email = $1")
-            .bind(email)
-            .fetch_optional(db)
-            .await)?;
-        if let Some(user) = &user {
-            self.directory.keep_user(email, user);
-        }
-        Ok(user)
+        let read = async {
+            Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM users WHERE email = $1")
+                .bind(email)
+                .fetch_optional(db)
+                .await)?)
+        };
+        through_directory(self.directory.user(email), read, |user| self.directory.keep_user(email, user)).await
     }
 
     /// Members of an organization who may see its tickets (not Unprivileged)
@@ -1256,6 +1241,23 @@ impl Store {
         .fetch_all(db)
         .await)?)
     }
+}
+
+/// A row kept in the directory, or else read with `read` and kept (a row
+/// that does not exist is not remembered: another instance may create it).
+async fn through_directory<T>(
+    kept: Option<T>,
+    read: impl std::future::Future<Output = StoreResult<Option<T>>>,
+    keep: impl FnOnce(&T),
+) -> StoreResult<Option<T>> {
+    if kept.is_some() {
+        return Ok(kept);
+    }
+    let row = read.await?;
+    if let Some(row) = &row {
+        keep(row);
+    }
+    Ok(row)
 }
 
 /// Opens a SQLite file: (readers, the one writer), schema up to date.

@@ -3,9 +3,10 @@
 //! and fail, never skip, without it.
 
 use crate::capture::Capture;
+use crate::store::{customer_with_chat, message};
 use crate::support::*;
-use mailgate::domain::{Role, Source, ThreadKind};
-use mailgate::store::{Inserted, NewMessage, NewOutbox, NewThread, Store};
+use mailgate::domain::Role;
+use mailgate::store::{Inserted, NewOutbox, Store};
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -121,37 +122,13 @@ async fn two_instances_on_one_database_take_mail_at_once_and_send_each_notificat
     b.stop().await;
 }
 
-fn message(thread_id: i64, author_id: i64, id: &str) -> NewMessage {
-    NewMessage {
-        thread_id,
-        author_id,
-        author_is_agent: false,
-        body: format!("body of {id}"),
-        source: Source::Email,
-        rfc_message_id: Some(id.to_owned()),
-        attachments: Vec::new(),
-        notify: Vec::new(),
-        routing: None,
-        extra_mail: Vec::new(),
-    }
-}
-
 /// Two stores (two instances' worth) on one fresh database, with a chat.
 async fn two_stores() -> (Store, Store, i64, i64) {
     let url = postgres_database().await;
     let here = Store::open(&url).await.unwrap();
     let there = Store::open(&url).await.unwrap();
-    let site = here.create_site("s", "sandbox", None).await.unwrap();
-    let user = here.create_user("c@example.org", "C", Role::Owner, None).await.unwrap();
-    let new = NewThread {
-        kind: ThreadKind::Chat,
-        site_id: site.id,
-        customer_id: user.id,
-        ticket_type: None,
-        subject: "s".into(),
-    };
-    let (thread, _) = here.create_thread(new, message(0, user.id, "first@x"), &[], None).await.unwrap();
-    (here, there, thread.id, user.id)
+    let (thread, user, _) = customer_with_chat(&here, "c@example.org").await;
+    (here, there, thread, user)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,7 +5,8 @@ use crate::support::fresh_database_url;
 use mailgate::domain::{Role, Source, ThreadKind};
 use mailgate::store::{Inserted, NewMessage, NewThread, Store};
 
-fn message(thread_id: i64, author_id: i64, id: &str) -> NewMessage {
+/// A customer's emailed message with Message-ID `id`.
+pub fn message(thread_id: i64, author_id: i64, id: &str) -> NewMessage {
     NewMessage {
         thread_id,
         author_id,
@@ -20,34 +21,35 @@ fn message(thread_id: i64, author_id: i64, id: &str) -> NewMessage {
     }
 }
 
+/// A customer with a chat on a new Sandbox site: (thread id, customer id, id
+/// of the chat's first message).
+pub async fn customer_with_chat(store: &Store, email: &str) -> (i64, i64, i64) {
+    let site = store.create_site("s", "sandbox", None).await.unwrap();
+    let user = store.create_user(email, "C", Role::Owner, None).await.unwrap();
+    let new = NewThread {
+        kind: ThreadKind::Chat,
+        site_id: site.id,
+        customer_id: user.id,
+        ticket_type: None,
+        subject: "s".into(),
+    };
+    let (thread, first) =
+        store.create_thread(new, message(0, user.id, &format!("first-{email}")), &[], None).await.unwrap();
+    (thread.id, user.id, first)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_messages_commit_together_and_one_failure_undoes_only_itself() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
-    let site = store.create_site("s", "sandbox", None).await.unwrap();
-    let user = store.create_user("c@example.org", "C", Role::Owner, None).await.unwrap();
-    let (thread, _) = store
-        .create_thread(
-            NewThread {
-                kind: ThreadKind::Chat,
-                site_id: site.id,
-                customer_id: user.id,
-                ticket_type: None,
-                subject: "s".into(),
-            },
-            message(0, user.id, "first@x"),
-            &[],
-            None,
-        )
-        .await
-        .unwrap();
+    let (thread, user, _) = customer_with_chat(&store, "c@example.org").await;
     let mut tasks = Vec::new();
     for i in 0..40 {
         let store = store.clone();
         // Message 13 names an author that does not exist: a foreign-key failure.
-        let author = if i == 13 { 999_999 } else { user.id };
+        let author = if i == 13 { 999_999 } else { user };
         tasks.push(tokio::spawn(async move {
-            store.insert_message(message(thread.id, author, &format!("m{i}@x")), None).await
+            store.insert_message(message(thread, author, &format!("m{i}@x")), None).await
         }));
     }
     let mut failed = 0;
@@ -59,9 +61,9 @@ async fn concurrent_messages_commit_together_and_one_failure_undoes_only_itself(
         }
     }
     assert_eq!(failed, 1, "only the broken message fails");
-    assert_eq!(store.messages(thread.id).await.unwrap().len(), 40, "the first and the 39 good ones are stored");
+    assert_eq!(store.messages(thread).await.unwrap().len(), 40, "the first and the 39 good ones are stored");
     // The same Message-ID again is a duplicate, whatever batch it lands in.
-    let again = store.insert_message(message(thread.id, user.id, "m1@x"), None).await.unwrap();
+    let again = store.insert_message(message(thread, user, "m1@x"), None).await.unwrap();
     assert!(matches!(again, Inserted::Duplicate(_)));
 }
 
@@ -90,23 +92,14 @@ async fn a_user_created_by_another_instance_after_a_miss_is_found() {
 async fn a_notification_reads_the_new_messages_and_five_before_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
-    let site = store.create_site("s", "sandbox", None).await.unwrap();
-    let user = store.create_user("c@example.org", "C", Role::Owner, None).await.unwrap();
-    let new = NewThread {
-        kind: ThreadKind::Chat,
-        site_id: site.id,
-        customer_id: user.id,
-        ticket_type: None,
-        subject: "s".into(),
-    };
-    let (thread, first) = store.create_thread(new, message(0, user.id, "m0@x"), &[], None).await.unwrap();
+    let (thread, user, first) = customer_with_chat(&store, "c@example.org").await;
     let mut ids = vec![first];
     for i in 1..20 {
-        ids.push(store.insert_message(message(thread.id, user.id, &format!("m{i}@x")), None).await.unwrap().id());
+        ids.push(store.insert_message(message(thread, user, &format!("m{i}@x")), None).await.unwrap().id());
     }
-    let window = store.messages_around(thread.id, ids[15], 5).await.unwrap();
+    let window = store.messages_around(thread, ids[15], 5).await.unwrap();
     assert_eq!(window.iter().map(|m| m.id).collect::<Vec<_>>(), ids[10..].to_vec());
-    let latest = store.messages_around(thread.id, i64::MAX, 5).await.unwrap();
+    let latest = store.messages_around(thread, i64::MAX, 5).await.unwrap();
     assert_eq!(latest.iter().map(|m| m.id).collect::<Vec<_>>(), ids[15..].to_vec());
 }
 
@@ -118,21 +111,11 @@ async fn replies_written_together_each_get_their_notification_and_log_entry() {
     use mailgate::store::{InboundLogEntry, NotificationKind};
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
-    let site = store.create_site("s", "sandbox", None).await.unwrap();
     let agent = store.create_user("agent@example.org", "A", Role::Agent, None).await.unwrap();
     let mut threads = Vec::new();
     for i in 0..4 {
-        let user = store.create_user(&format!("c{i}@example.org"), "C", Role::Owner, None).await.unwrap();
-        let new = NewThread {
-            kind: ThreadKind::Chat,
-            site_id: site.id,
-            customer_id: user.id,
-            ticket_type: None,
-            subject: "s".into(),
-        };
-        let (thread, _) =
-            store.create_thread(new, message(0, user.id, &format!("first{i}@x")), &[], None).await.unwrap();
-        threads.push((thread.id, user.id));
+        let (thread, user, _) = customer_with_chat(&store, &format!("c{i}@example.org")).await;
+        threads.push((thread, user));
     }
     let mut tasks = Vec::new();
     for i in 0..40 {
