@@ -134,6 +134,9 @@ async fn write_batch(
     Ok(results.into_iter().map(|result| result.unwrap_or(Err(StoreError::Batch("not written".to_owned())))).collect())
 }
 
+/// Most rows one multi-row statement carries (at most 13 values each).
+const ROWS_PER_STATEMENT: usize = 1_000;
+
 /// Whether a message is a plain reply: written by a customer, text only, no
 /// routing or extra mail. Those go in together ([`insert_plain_messages`]).
 fn is_plain(message: &NewMessage) -> bool {
@@ -210,13 +213,15 @@ async fn insert_plain_messages(
             })
         })
         .collect();
-    if !notify.is_empty() {
+    // In chunks: a desk with many agents must stay under the databases'
+    // limits on bound values per statement (32,766 for SQLite).
+    for chunk in notify.chunks(ROWS_PER_STATEMENT) {
         let mut outbox = sqlx::QueryBuilder::<Db>::new(
             "INSERT INTO outbox (kind, thread_id, message_id, recipient_id, to_address, status, next_attempt_at, \
              expires_at, created_at) SELECT v.column1, v.column2, v.column3, u.id, u.email, 'pending', v.column5, ",
         );
         outbox.push_bind(now + policy.lifetime_ms).push(", ").push_bind(now).push(" FROM (");
-        outbox.push_values(&notify, |mut row, (kind, thread, message, recipient, due)| {
+        outbox.push_values(chunk, |mut row, (kind, thread, message, recipient, due)| {
             row.push_bind(*kind).push_bind(*thread).push_bind(*message).push_bind(*recipient).push_bind(*due);
         });
         outbox.push(") AS v JOIN users u ON u.id = v.column4 ORDER BY v.column3, u.id");
