@@ -1283,6 +1283,11 @@ async fn open_sqlite(url: &str) -> StoreResult<(Readers<SqliteConnection>, Sqlit
 /// Read connections (SQLite's WAL lets them read while the writer writes).
 const READERS: usize = 4;
 
+/// Read connections to PostgreSQL: each waits a network round trip per
+/// query, so more of them keep replies' reads from queueing behind the
+/// outbound worker's.
+const POSTGRES_READERS: usize = 8;
+
 /// Connects to PostgreSQL with durable commits, schema up to date: (readers,
 /// a pool for writes). Several instances starting at once take turns
 /// migrating (sqlx holds an advisory lock).
@@ -1298,7 +1303,7 @@ async fn open_postgres(url: &str) -> StoreResult<(Readers<PgConnection>, PgPool)
         .connect_with(options.clone())
         .await?;
     sqlx::migrate!("migrations/postgres").run(&pool).await?;
-    Ok((Readers::open(options, READERS).await?, pool))
+    Ok((Readers::open(options, POSTGRES_READERS).await?, pool))
 }
 
 /// Lower-case hex of `bytes`.
