@@ -56,7 +56,9 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Store> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }
-    Store::open(&config.database_url).await.with_context(|| format!("opening database {}", config.database_url))
+    Store::open(&config.database_url)
+        .await
+        .with_context(|| format!("opening database {}", config.database_url_for_logs()))
 }
 
 /// Opens the database and loads the token signer (creating its secret on first start).
@@ -197,7 +199,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     tracing::info!(
         smtp = %smtp_addr,
         http = %http_addr,
-        database = %config.database_url,
+        database = %config.database_url_for_logs(),
         outgoing = %delivered_by,
         domain = %config.domain,
         "mailgate started: replies go to reply+TOKEN@{}, new mail to support@{}",

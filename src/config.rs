@@ -311,11 +311,29 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
+impl Config {
+    /// The database URL with its password, if any, replaced by `***`: what
+    /// logs and error messages show.
+    pub fn database_url_for_logs(&self) -> String {
+        redact_password(&self.database_url)
+    }
+}
+
+/// `scheme://user:password@host/...` as `scheme://user:***@host/...`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((credentials, host)) = rest.split_once('@') else { return url.to_owned() };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
-            .field("database_url", &self.database_url)
+            .field("database_url", &self.database_url_for_logs())
             .field("smtp_listen", &self.smtp_listen)
             .field("http_listen", &self.http_listen)
             .field("domain", &self.domain)
@@ -521,4 +539,17 @@ fn read_file(path: &Path) -> anyhow::Result<RawConfig> {
 
 fn parse_addr(key: &str, text: &str) -> anyhow::Result<SocketAddr> {
     text.parse().with_context(|| format!("{key}: {text:?} is not an address like 127.0.0.1:2525"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_never_reach_the_logs() {
+        assert_eq!(
+            super::redact_password("postgres://mailgate:s3cret@db.internal:5432/mailgate"),
+            "postgres://mailgate:***@db.internal:5432/mailgate"
+        );
+        assert_eq!(super::redact_password("postgres://mailgate@db/m"), "postgres://mailgate@db/m");
+        assert_eq!(super::redact_password("sqlite://data/mailgate.db"), "sqlite://data/mailgate.db");
+    }
 }

@@ -392,9 +392,10 @@ impl Store {
             tokio::spawn(postgres_writes::group_writer(pool.clone(), policy, wake, jobs));
             Backend::Postgres { readers: Arc::new(readers), pool }
         } else {
-            return Err(StoreError::Unsupported(format!(
-                "unsupported database URL {url:?}: use sqlite://FILE or postgres://USER@HOST/DATABASE"
-            )));
+            // The URL is not repeated: it may hold a password.
+            return Err(StoreError::Unsupported(
+                "unsupported database URL: use sqlite://FILE or postgres://USER:PASSWORD@HOST/DATABASE".to_owned(),
+            ));
         };
         let directory = Arc::new(cache::Directory::new());
         let subscribed_agents = Arc::new(cache::Recent::new(Duration::from_secs(1)));
