@@ -1,7 +1,8 @@
 // The statements that write a message and what belongs with it, and the
 // group-commit writer that runs them. This file is compiled once per backend
 // (see `sqlite_writes` and `postgres_writes` in mod.rs), each time with its
-// own `Pool` and `Connection` types: the SQL is the same on both.
+// own `Db`, `Connection` and `Writer` types and `lock_writer` function: the
+// SQL is the same on both.
 
 use super::{GROUP_LIMIT, hex, now_ms};
 use super::{InboundLogEntry, Inserted, NewMessage, NewOutbox, OutboxPolicy, StoreError, StoreResult, WriteJob};
@@ -32,8 +33,7 @@ pub(super) async fn group_writer(
         // with a savepoint per message, so that a bad message fails alone.
         if let Ok(results) = write_batch(&write, policy, &batch, false).await {
             for (job, result) in batch.into_iter().zip(results) {
-                notify |= matches!(result, Ok(Inserted::New(_))) && !job.message.notify.is_empty();
-                let _ = job.reply.send(result);
+                notify |= answer(job, result);
             }
             if notify {
                 wake.notify_one();
@@ -51,10 +51,7 @@ pub(super) async fn group_writer(
                     for (job, result) in batch.into_iter().zip(results) {
                         match result {
                             Err(error) if error.is_conflict() && !last => again.push(job),
-                            result => {
-                                notify |= matches!(result, Ok(Inserted::New(_))) && !job.message.notify.is_empty();
-                                let _ = job.reply.send(result);
-                            }
+                            result => notify |= answer(job, result),
                         }
                     }
                     batch = again;
@@ -75,6 +72,13 @@ pub(super) async fn group_writer(
             wake.notify_one();
         }
     }
+}
+
+/// Tells a job's caller its outcome; returns whether it queued notifications.
+fn answer(job: WriteJob, result: StoreResult<Inserted>) -> bool {
+    let queued = matches!(result, Ok(Inserted::New(_))) && !job.message.notify.is_empty();
+    let _ = job.reply.send(result);
+    queued
 }
 
 /// How often a message that lost a deadlock is tried.
