@@ -881,37 +881,44 @@ impl Store {
         first_new: i64,
         history: i64,
     ) -> StoreResult<Vec<StoredMessage>> {
-        let from: Option<i64> = reading!(self, |db| sqlx::query_scalar(
-            "SELECT MIN(id) FROM (SELECT id FROM messages WHERE thread_id = $1 AND id < $2 \
-             ORDER BY id DESC LIMIT $3) AS earlier",
-        )
+        let messages: Vec<StoredMessage> = reading!(self, |db| sqlx::query_as(&format!(
+            "{MESSAGE_COLUMNS} WHERE m.thread_id = $1 AND m.id >= COALESCE((SELECT MIN(id) FROM \
+             (SELECT id FROM messages WHERE thread_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) AS earlier), $2) \
+             ORDER BY m.id"
+        ))
         .bind(thread_id)
         .bind(first_new)
         .bind(history)
-        .fetch_one(db)
+        .fetch_all(db)
         .await)?;
-        self.messages_from(thread_id, from.unwrap_or(first_new)).await
+        self.with_attachments(thread_id, messages).await
     }
 
     /// A thread's messages with ids from `from` on, oldest first, with their attachments.
     async fn messages_from(&self, thread_id: i64, from: i64) -> StoreResult<Vec<StoredMessage>> {
-        let mut messages: Vec<StoredMessage> = reading!(self, |db| {
-            sqlx::query_as(
-            "SELECT m.id, m.thread_id, m.author_id, u.name AS author_name, u.email AS author_email, u.role AS author_role, \
-                    m.body, m.source, m.rfc_message_id, m.created_at \
-             FROM messages m JOIN users u ON u.id = m.author_id WHERE m.thread_id = $1 AND m.id >= $2 ORDER BY m.id",
-        )
+        let messages: Vec<StoredMessage> = reading!(self, |db| sqlx::query_as(&format!(
+            "{MESSAGE_COLUMNS} WHERE m.thread_id = $1 AND m.id >= $2 ORDER BY m.id"
+        ))
         .bind(thread_id)
         .bind(from)
         .fetch_all(db)
-        .await
-        })?;
+        .await)?;
+        self.with_attachments(thread_id, messages).await
+    }
+
+    /// `messages` (of one thread, oldest first) with their attachments filled in.
+    async fn with_attachments(
+        &self,
+        thread_id: i64,
+        mut messages: Vec<StoredMessage>,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let Some(first) = messages.first().map(|m| m.id) else { return Ok(messages) };
         let attachments: Vec<Attachment> = reading!(self, |db| sqlx::query_as(
             "SELECT a.* FROM attachments a JOIN messages m ON m.id = a.message_id \
              WHERE m.thread_id = $1 AND m.id >= $2 ORDER BY a.id",
         )
         .bind(thread_id)
-        .bind(from)
+        .bind(first)
         .fetch_all(db)
         .await)?;
         for attachment in attachments {
@@ -1243,6 +1250,11 @@ impl Store {
         .await)?)
     }
 }
+
+/// The columns of a [`StoredMessage`], for queries that add their own `WHERE`.
+const MESSAGE_COLUMNS: &str = "SELECT m.id, m.thread_id, m.author_id, u.name AS author_name, \
+     u.email AS author_email, u.role AS author_role, m.body, m.source, m.rfc_message_id, m.created_at \
+     FROM messages m JOIN users u ON u.id = m.author_id";
 
 /// A row kept in the directory, or else read with `read` and kept (a row
 /// that does not exist is not remembered: another instance may create it).
