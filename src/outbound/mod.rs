@@ -194,16 +194,14 @@ impl Outbound {
 
     /// Delivers one item (or decides not to) and says what became of it.
     async fn deliver_one(&self, item: OutboxItem) -> anyhow::Result<Delivery> {
-        let bounces = self.store.hard_bounces(&item.to_address).await?;
+        let (bounces, opted_out) =
+            self.store.recipient_standing(&item.to_address, item.recipient_id, &item.kind).await?;
         if bounces >= i64::from(self.delivery.max_hard_bounces) {
             let why = format!("suppressed: {} hard-bounced {bounces} times; mail to it has stopped", item.to_address);
             tracing::warn!(outbox_id = item.id, "{why}");
             return Ok(Delivery::Failed { id: item.id, error: why, retry_at: None });
         }
-        if let Some(user) = item.recipient_id
-            && crate::notify::OPTIONAL_KINDS.contains(&item.kind.as_str())
-            && self.store.is_opted_out(user, &item.kind).await?
-        {
+        if opted_out && crate::notify::OPTIONAL_KINDS.contains(&item.kind.as_str()) {
             let why = "the recipient opted out of this kind of notification".to_owned();
             return Ok(Delivery::Skipped { id: item.id, why });
         }

@@ -1227,12 +1227,22 @@ impl Store {
         .await)?)
     }
 
-    /// Hard bounces recorded for an address.
-    pub async fn hard_bounces(&self, address: &str) -> StoreResult<i64> {
-        Ok(reading!(self, |db| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM bounces WHERE recipient = $1 AND severity = 'hard'"
+    /// What decides whether a mail may go to `address`, in one query: the
+    /// hard bounces recorded for it, and whether the user `user_id` (if any)
+    /// opted out of notifications of `kind`.
+    pub async fn recipient_standing(
+        &self,
+        address: &str,
+        user_id: Option<i64>,
+        kind: &str,
+    ) -> StoreResult<(i64, bool)> {
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM bounces WHERE recipient = $1 AND severity = 'hard'), \
+                    EXISTS (SELECT 1 FROM notification_optouts WHERE user_id = $2 AND kind = $3)"
         )
         .bind(address)
+        .bind(user_id)
+        .bind(kind)
         .fetch_one(db)
         .await)?)
     }
