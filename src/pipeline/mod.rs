@@ -1,6 +1,6 @@
 //! What happens to one inbound message, step by step:
 //! parse → classify → thread → authorize → extract → store (and queue
-//! notifications). The SMTP session calls [`Pipeline::check_recipient`] at
+//! notifications). The SMTP session calls [`Pipeline::add_recipient`] at
 //! RCPT time and [`Pipeline::ingest`] at the end of DATA, and answers with
 //! the [`Disposition`]. No sockets and no SMTP syntax here.
 //!
@@ -421,11 +421,6 @@ impl Pipeline {
                 Err(refusal)
             }
         }
-    }
-
-    /// Decides at RCPT time whether we take mail for `address`.
-    pub async fn check_recipient(&self, address: &str) -> Result<RecipientTarget, RcptRefusal> {
-        self.resolve_recipient(address).await.map(|(target, _)| target)
     }
 
     /// What `address` is, and for a reply token the thread it names.
