@@ -321,10 +321,13 @@ async fn a_thousand_connections_at_once_get_clear_answers() {
     // A thousand sockets held open at the same time, then every greeting read.
     let greetings = tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let streams: Vec<std::net::TcpStream> =
+        let mut streams: Vec<std::net::TcpStream> =
             (0..1000).map(|_| std::net::TcpStream::connect(addr).expect("the listener takes the connection")).collect();
         let mut counts = (0, 0);
-        for mut stream in streams {
+        // Read through references: every socket stays open until all are
+        // counted (closing one would free a session for a connection the
+        // server has not accepted yet, and the count would drift).
+        for stream in &mut streams {
             stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
             let mut buf = [0u8; 128];
             let n = stream.read(&mut buf).unwrap_or_else(|e| panic!("an answer within 20 s (after {counts:?}): {e}"));
