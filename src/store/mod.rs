@@ -126,6 +126,8 @@ macro_rules! writing {
     };
 }
 
+mod lookups;
+
 /// Read connections the store owns outright: sqlx's pool pings a connection
 /// (one more round trip to SQLite's worker thread, or to the PostgreSQL
 /// server) every time it is given back. Each serves one query at a time; a
@@ -281,6 +283,8 @@ pub struct Store {
     shared_policy: Arc<std::sync::RwLock<OutboxPolicy>>,
     /// Messages to store, for the group-commit writer.
     group: tokio::sync::mpsc::Sender<WriteJob>,
+    /// RCPT-time thread reads, answered together (`lookups.rs`).
+    lookups: tokio::sync::mpsc::Sender<lookups::ThreadLookup>,
     /// Sites, plan features and users already read (they never change).
     directory: Arc<cache::Directory>,
     /// Which agents to notify of each kind, as read at most a second ago.
@@ -351,15 +355,6 @@ pub struct RecentEmail {
     pub in_thread: i64,
 }
 
-/// A thread row with the loop breaker's two counts.
-#[derive(sqlx::FromRow)]
-struct ThreadWithRecent {
-    #[sqlx(flatten)]
-    thread: Thread,
-    recent_by_author: i64,
-    recent_in_thread: i64,
-}
-
 /// Timing of queued mail.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboxPolicy {
@@ -397,6 +392,8 @@ impl Store {
                 "unsupported database URL: use sqlite://FILE or postgres://USER:PASSWORD@HOST/DATABASE".to_owned(),
             ));
         };
+        let (lookups, questions) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(lookups::answer_lookups(backend.clone(), questions));
         let directory = Arc::new(cache::Directory::new());
         let subscribed_agents = Arc::new(cache::Recent::new(Duration::from_secs(1)));
         Ok(Self {
@@ -405,6 +402,7 @@ impl Store {
             policy: OutboxPolicy::default(),
             shared_policy,
             group,
+            lookups,
             directory,
             subscribed_agents,
         })
@@ -809,8 +807,9 @@ impl Store {
     }
 
     /// A thread with its recent emailed messages by `author_id` and in the
-    /// thread since `since` (each counted up to `cap`), in one query: what the
-    /// RCPT of a reply token reads, so that deciding needs neither again.
+    /// thread since `since` (each counted up to `cap`): what the RCPT of a
+    /// reply token reads, so that deciding needs neither again. Lookups
+    /// made at the same time share one query (`lookups.rs`).
     pub async fn thread_with_recent(
         &self,
         id: i64,
@@ -818,25 +817,10 @@ impl Store {
         since: i64,
         cap: i64,
     ) -> StoreResult<Option<(Thread, RecentEmail)>> {
-        let row: Option<ThreadWithRecent> = reading!(self, |db| sqlx::query_as(
-            "SELECT t.*, \
-                (SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE author_id = $2 AND source = 'email' \
-                   AND created_at >= $3 LIMIT $4) AS by_author) AS recent_by_author, \
-                (SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE thread_id = $1 AND source = 'email' \
-                   AND created_at >= $3 LIMIT $4) AS in_thread) AS recent_in_thread \
-             FROM threads t WHERE t.id = $1",
-        )
-        .bind(id)
-        .bind(author_id)
-        .bind(since)
-        .bind(cap)
-        .fetch_optional(db)
-        .await)?;
-        Ok(row.map(|row| {
-            let recent =
-                RecentEmail { author_id, since, by_author: row.recent_by_author, in_thread: row.recent_in_thread };
-            (row.thread, recent)
-        }))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let lookup = lookups::ThreadLookup { thread_id: id, author_id, since, cap, reply };
+        self.lookups.send(lookup).await.map_err(|_| StoreError::Batch("the store is closed".to_owned()))?;
+        answer.await.map_err(|_| StoreError::Batch("the thread reader stopped".to_owned()))?
     }
 
     /// The ticket with this number.

@@ -156,3 +156,46 @@ async fn replies_written_together_each_get_their_notification_and_log_entry() {
     assert_eq!(log.iter().filter(|e| e.decision == "duplicate").count(), 4);
     assert!(log.iter().all(|e| e.stored_message.is_some()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_lookups_asked_at_once_each_get_their_own_thread_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
+    // Customer i has 1 + i emailed messages in their own chat.
+    let mut chats = Vec::new();
+    for i in 0..12 {
+        let (thread, customer, _) = customer_with_chat(&store, &format!("c{i}@example.org")).await;
+        for n in 0..i {
+            store.insert_message(message(thread, customer, &format!("m{i}-{n}")), None).await.unwrap();
+        }
+        chats.push((thread, customer));
+    }
+    let since = mailgate::store::now_ms() - 3_600_000;
+    // Everyone's own thread, a thread asked about with another author, a
+    // thread that does not exist, and a small cap, all at the same moment.
+    let mut asks = chats.iter().map(|&(thread, customer)| (thread, customer, 100)).collect::<Vec<_>>();
+    asks.push((chats[0].0, chats[5].1, 100));
+    asks.push((999_999, chats[1].1, 100));
+    asks.push((chats[9].0, chats[9].1, 3));
+    let tasks: Vec<_> = asks
+        .iter()
+        .map(|&(thread, author, cap)| {
+            let store = store.clone();
+            tokio::spawn(async move { store.thread_with_recent(thread, author, since, cap).await.unwrap() })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    for (i, &(thread, customer)) in chats.iter().enumerate() {
+        let (found, recent) = answers[i].clone().expect("the thread exists");
+        assert_eq!((found.id, found.customer_id, recent.author_id), (thread, customer, customer));
+        assert_eq!((recent.by_author, recent.in_thread), (1 + i as i64, 1 + i as i64), "customer {i}");
+    }
+    let (found, recent) = answers[12].clone().expect("thread 0 exists");
+    assert_eq!((found.id, recent.author_id, recent.by_author, recent.in_thread), (chats[0].0, chats[5].1, 6, 1));
+    assert!(answers[13].is_none(), "an unknown thread is not found");
+    let (_, recent) = answers[14].clone().unwrap();
+    assert_eq!((recent.by_author, recent.in_thread), (3, 3), "counted up to the cap asked");
+}

@@ -1,0 +1,119 @@
+//! The thread reads of RCPT time, grouped. Every reply's RCPT asks for the
+//! thread its token names and the loop breaker's two counts. Asked one by
+//! one, each is a hand-off to a SQLite reader thread and back (or a round
+//! trip to PostgreSQL); here, while one query runs, the lookups that arrive
+//! wait, and then go to the database together in one query, as the group
+//! commit does for writes. One connection's lookup is answered as soon as it
+//! is asked.
+
+use super::{Backend, Readers, RecentEmail, StoreError, StoreResult, Thread};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most lookups answered by one query.
+const LOOKUPS_PER_QUERY: usize = 64;
+
+/// One RCPT's question: a thread, with the emailed messages since `since`
+/// by `author_id` and in the thread, each counted up to `cap`.
+#[derive(Debug)]
+pub(super) struct ThreadLookup {
+    pub(super) thread_id: i64,
+    pub(super) author_id: i64,
+    pub(super) since: i64,
+    pub(super) cap: i64,
+    pub(super) reply: oneshot::Sender<StoreResult<Option<(Thread, RecentEmail)>>>,
+}
+
+/// A thread row with the counts for one of the authors asked about.
+#[derive(sqlx::FromRow)]
+struct Found {
+    #[sqlx(flatten)]
+    thread: Thread,
+    wanted_author: i64,
+    recent_by_author: i64,
+    recent_in_thread: i64,
+}
+
+/// What [`reading!`] needs: the backend's readers.
+struct Lookups {
+    backend: Backend,
+}
+
+/// Answers lookups, as many per query as are waiting, until every sender
+/// (every clone of the store) is gone.
+pub(super) async fn answer_lookups(backend: Backend, mut lookups: mpsc::Receiver<ThreadLookup>) {
+    let reader = Lookups { backend };
+    while let Some(first) = lookups.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < LOOKUPS_PER_QUERY {
+            match lookups.try_recv() {
+                Ok(lookup) => batch.push(lookup),
+                Err(_) => break,
+            }
+        }
+        match reader.read(&batch).await {
+            Ok(found) => {
+                for lookup in batch {
+                    let row =
+                        found.iter().find(|f| f.thread.id == lookup.thread_id && f.wanted_author == lookup.author_id);
+                    let answer = row.map(|f| {
+                        let recent = RecentEmail {
+                            author_id: lookup.author_id,
+                            since: lookup.since,
+                            by_author: f.recent_by_author.min(lookup.cap),
+                            in_thread: f.recent_in_thread.min(lookup.cap),
+                        };
+                        (f.thread.clone(), recent)
+                    });
+                    let _ = lookup.reply.send(Ok(answer));
+                }
+            }
+            Err(error) => {
+                let text = error.to_string();
+                for lookup in batch {
+                    let _ = lookup.reply.send(Err(StoreError::Batch(text.clone())));
+                }
+            }
+        }
+    }
+}
+
+impl Lookups {
+    /// One query for the whole batch. The counts start at the earliest
+    /// `since` asked (a lookup that waited counts a few milliseconds more,
+    /// never less) and stop at the largest cap (each answer is then capped
+    /// at its own).
+    async fn read(&self, batch: &[ThreadLookup]) -> StoreResult<Vec<Found>> {
+        let since = batch.iter().map(|l| l.since).min().unwrap_or(0);
+        let cap = batch.iter().map(|l| l.cap).max().unwrap_or(0);
+        // Padded to a power of two with the last pair again, so that each
+        // connection prepares a handful of statements, not one per size.
+        let mut pairs: Vec<(i64, i64)> = batch.iter().map(|l| (l.thread_id, l.author_id)).collect();
+        let last = pairs.last().copied().unwrap_or_default();
+        pairs.resize(pairs.len().next_power_of_two(), last);
+        Ok(reading!(self, |db| {
+            let mut query = sqlx::QueryBuilder::new("WITH wanted (thread_id, author_id) AS (");
+            query.push_values(&pairs, |mut row, (thread_id, author_id)| {
+                row.push("CAST(")
+                    .push_bind_unseparated(*thread_id)
+                    .push_unseparated(" AS BIGINT)")
+                    .push("CAST(")
+                    .push_bind_unseparated(*author_id)
+                    .push_unseparated(" AS BIGINT)");
+            });
+            query.push(
+                ") SELECT t.*, w.author_id AS wanted_author, \
+                   (SELECT COUNT(*) FROM (SELECT 1 FROM messages m WHERE m.author_id = w.author_id \
+                      AND m.source = 'email' AND m.created_at >= ",
+            );
+            query.push_bind(since).push(" LIMIT ").push_bind(cap);
+            query.push(
+                ") AS by_author) AS recent_by_author, \
+                   (SELECT COUNT(*) FROM (SELECT 1 FROM messages m WHERE m.thread_id = t.id \
+                      AND m.source = 'email' AND m.created_at >= ",
+            );
+            query.push_bind(since).push(" LIMIT ").push_bind(cap);
+            query.push(") AS in_thread) AS recent_in_thread FROM wanted w JOIN threads t ON t.id = w.thread_id");
+            query.build_query_as::<Found>().fetch_all(db).await
+        })?)
+    }
+}
