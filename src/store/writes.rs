@@ -141,20 +141,21 @@ async fn write_batch(
 /// Most rows one multi-row statement carries (at most 13 values each).
 const ROWS_PER_STATEMENT: usize = 1_000;
 
-/// Whether a message is a plain reply: written by a customer, text only, no
-/// routing or extra mail. Those go in together ([`insert_plain_messages`]).
+/// Whether a message is a plain reply: written by a customer, with a
+/// Message-ID, no routing and no extra mail (attachments are fine). Those go
+/// in together ([`insert_plain_messages`]).
 fn is_plain(message: &NewMessage) -> bool {
     !message.author_is_agent
-        && message.attachments.is_empty()
         && message.routing.is_none()
         && message.extra_mail.is_empty()
         && message.rfc_message_id.is_some()
 }
 
-/// Stores plain replies ([`is_plain`]) with their notifications and log
-/// entries in four multi-row statements, however many there are, instead of
-/// four statements each: what makes a batch cheap when many replies arrive at
-/// once. Same outcome as [`insert_message`] on each, in order.
+/// Stores plain replies ([`is_plain`]) with their attachments,
+/// notifications and log entries in four to six multi-row statements,
+/// however many there are, instead of four to six statements each: what
+/// makes a batch cheap when many replies arrive at once. Same outcome as
+/// [`insert_message`] on each, in order.
 async fn insert_plain_messages(
     conn: &mut Connection,
     policy: OutboxPolicy,
@@ -201,6 +202,43 @@ async fn insert_plain_messages(
             seen.insert(key, existing);
             outcomes.push(Inserted::Duplicate(existing));
         }
+    }
+    // Their attachments: each content stored once (in SHA-256 order, so that
+    // two instances take the rows' locks in the same order), then one row
+    // per attachment.
+    let attached: Vec<(i64, &super::NewAttachment, String)> = jobs
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(job, outcome)| match outcome {
+            Inserted::New(id) => Some((job, *id)),
+            Inserted::Duplicate(_) => None,
+        })
+        .flat_map(|(job, id)| {
+            job.message.attachments.iter().map(move |a| (id, a, hex(&Sha256::digest(&a.content))))
+        })
+        .collect();
+    let mut contents: Vec<(&str, &[u8])> = attached.iter().map(|(_, a, sha)| (sha.as_str(), &a.content[..])).collect();
+    contents.sort_unstable_by_key(|(sha, _)| *sha);
+    contents.dedup_by_key(|(sha, _)| *sha);
+    for chunk in contents.chunks(ROWS_PER_STATEMENT) {
+        let mut blobs = sqlx::QueryBuilder::<Db>::new("INSERT INTO blobs (sha256, content) ");
+        blobs.push_values(chunk, |mut row, (sha, content)| {
+            row.push_bind(*sha).push_bind(*content);
+        });
+        blobs.push(" ON CONFLICT (sha256) DO NOTHING");
+        blobs.build().execute(&mut *conn).await?;
+    }
+    for chunk in attached.chunks(ROWS_PER_STATEMENT) {
+        let mut rows =
+            sqlx::QueryBuilder::<Db>::new("INSERT INTO attachments (message_id, filename, content_type, size, sha256) ");
+        rows.push_values(chunk, |mut row, (id, attachment, sha)| {
+            row.push_bind(*id)
+                .push_bind(&attachment.filename)
+                .push_bind(&attachment.content_type)
+                .push_bind(attachment.content.len() as i64)
+                .push_bind(sha);
+        });
+        rows.build().execute(&mut *conn).await?;
     }
     // Their notifications, addressed from the users table as one message's are.
     let notify: Vec<(&str, i64, i64, i64, i64)> = jobs

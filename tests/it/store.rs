@@ -199,3 +199,50 @@ async fn thread_lookups_asked_at_once_each_get_their_own_thread_and_counts() {
     let (_, recent) = answers[14].clone().unwrap();
     assert_eq!((recent.by_author, recent.in_thread), (3, 3), "counted up to the cap asked");
 }
+
+/// Replies with attachments written in one batch: each keeps its own
+/// attachments, the same content is stored once, and a duplicate delivery
+/// adds none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_with_attachments_written_together_keep_their_own_files() {
+    use mailgate::store::NewAttachment;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
+    let (thread, user, _) = customer_with_chat(&store, "c@example.org").await;
+    let file = |name: &str, content: &[u8]| NewAttachment {
+        filename: name.to_owned(),
+        content_type: "application/pdf".to_owned(),
+        content: content.to_vec(),
+    };
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        // Two of each mail's three files are its own; the third is the same in all.
+        let mut reply = message(thread, user, &format!("a{}@x", i % 25));
+        reply.attachments =
+            vec![file(&format!("own-{i}.pdf"), format!("content {i}").as_bytes()), file("shared.pdf", b"shared")];
+        reply.attachments.push(file(&format!("more-{i}.pdf"), format!("more {i}").as_bytes()));
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.insert_message(reply, None).await.unwrap() }));
+    }
+    let mut new = 0;
+    for task in tasks {
+        if matches!(task.await.unwrap(), Inserted::New(_)) {
+            new += 1;
+        }
+    }
+    assert_eq!(new, 25, "mails 25..30 are deliveries of 0..5 again");
+    let messages = store.messages(thread).await.unwrap();
+    let replies: Vec<_> =
+        messages.iter().filter(|m| m.rfc_message_id.as_deref().is_some_and(|id| id.starts_with('a'))).collect();
+    assert_eq!(replies.len(), 25);
+    for reply in &replies {
+        let names: Vec<&str> = reply.attachments.iter().map(|a| a.filename.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names.contains(&"shared.pdf"));
+        let own = names.iter().find(|n| n.starts_with("own-")).unwrap();
+        let i: usize = own.trim_start_matches("own-").trim_end_matches(".pdf").parse().unwrap();
+        let stored =
+            store.attachment(reply.attachments.iter().find(|a| a.filename == *own).unwrap().id).await.unwrap().unwrap();
+        assert_eq!(stored.1, format!("content {i}").into_bytes(), "each file keeps its own bytes");
+    }
+}
