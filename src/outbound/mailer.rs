@@ -84,6 +84,28 @@ impl Mailer {
             },
         }
     }
+
+    /// Makes what [`Mailer::send`] handed over durable: in folder mode the
+    /// files are, but their names are only once the folder itself is synced,
+    /// which is done once for a whole pass rather than once per file. A relay
+    /// has taken responsibility when it answered.
+    pub async fn sync(&self) -> Result<(), DeliveryError> {
+        match self {
+            Mailer::Folder(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || match std::fs::File::open(&dir) {
+                    Ok(folder) => folder.sync_all(),
+                    // Nothing was written yet.
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(error) => Err(error),
+                })
+                .await
+                .map_err(|e| DeliveryError::transient(e.to_string()))?
+                .map_err(|e| DeliveryError::transient(format!("syncing the outgoing-mail folder: {e}")))
+            }
+            Mailer::Relay { .. } => Ok(()),
+        }
+    }
 }
 
 /// The URL with any password replaced, safe to log.
@@ -102,8 +124,7 @@ async fn write_file(dir: PathBuf, id: i64, bytes: Vec<u8>) -> Result<(), Deliver
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&bytes)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, dir.join(format!("{id}.eml")))?;
-        std::fs::File::open(&dir)?.sync_all()
+        std::fs::rename(&tmp, dir.join(format!("{id}.eml")))
     })
     .await
     .map_err(|e| DeliveryError::transient(e.to_string()))?

@@ -47,6 +47,10 @@ use tokio_util::sync::CancellationToken;
 /// How long a claim lasts before another pass may take the item again.
 const LEASE_MS: i64 = 5 * 60 * 1000;
 
+/// Items a pass claims per delivery slot: with the relay's 60 s timeout, the
+/// last of them still goes out (4 minutes at worst) before its lease ends.
+const ITEMS_PER_SLOT: usize = 4;
+
 /// Everything the worker needs.
 pub struct Outbound {
     /// Where the outbox lives.
@@ -155,7 +159,7 @@ impl Outbound {
                 last_pass = Some(tokio::time::Instant::now());
                 match Arc::clone(&self).deliver_due().await {
                     // A full pass: more may be due right away.
-                    Ok(count) if count >= self.delivery.concurrency as usize => continue,
+                    Ok(count) if count >= self.pass_size() => continue,
                     Ok(_) => {}
                     Err(error) => tracing::warn!(error = %format!("{error:#}"), "outbox pass failed"),
                 }
@@ -170,15 +174,26 @@ impl Outbound {
         }
     }
 
-    /// One pass: claims up to `concurrency` due items, delivers them
-    /// concurrently, and records every outcome in one transaction.
+    /// Most items one pass claims: this many per delivery slot.
+    fn pass_size(&self) -> usize {
+        self.delivery.concurrency as usize * ITEMS_PER_SLOT
+    }
+
+    /// One pass: claims up to [`ITEMS_PER_SLOT`] due items per delivery slot,
+    /// delivers them `concurrency` at a time, makes the written files durable
+    /// (folder mode), and records every outcome in one transaction: two
+    /// commits per pass, however many mails it sends.
     pub async fn deliver_due(self: Arc<Self>) -> anyhow::Result<usize> {
-        let items = self.store.claim_due(i64::from(self.delivery.concurrency), LEASE_MS).await?;
+        let items = self.store.claim_due(self.pass_size() as i64, LEASE_MS).await?;
         let count = items.len();
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.delivery.concurrency as usize));
         let mut running = JoinSet::new();
         for item in items {
-            let this = Arc::clone(&self);
-            running.spawn(async move { this.deliver_one(item).await });
+            let (this, slots) = (Arc::clone(&self), Arc::clone(&slots));
+            running.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                this.deliver_one(item).await
+            });
         }
         let mut outcomes = Vec::with_capacity(count);
         while let Some(result) = running.join_next().await {
@@ -188,6 +203,10 @@ impl Outbound {
                 Err(error) => tracing::warn!(error = %format!("{error:#}"), "preparing a delivery failed"),
             }
         }
+        // Until the folder's entries are durable, nothing is recorded as
+        // sent: the items stay claimed, and once their lease runs out a later
+        // pass writes the same files again.
+        self.mailer.sync().await.context("making the outgoing-mail folder durable")?;
         self.store.record_deliveries(&outcomes).await?;
         Ok(count)
     }
