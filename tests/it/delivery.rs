@@ -413,3 +413,39 @@ async fn list_unsubscribe_by_mail_and_by_one_click() {
     assert_eq!(bad.send().await.unwrap().status(), 404);
     app.stop().await;
 }
+
+/// A backlog several passes long, in folder mode with two delivery slots
+/// (eight mails a pass): every item is sent once, as one file named after
+/// it, and no temporary file is left behind.
+#[tokio::test]
+async fn a_backlog_goes_out_in_passes_each_mail_once() {
+    let app = spawn_app_with(|c| c.delivery.concurrency = 2).await;
+    let w = app.world("sandbox", None).await;
+    for i in 0..20 {
+        let id = chat(&app, &w).await;
+        app.create(&format!("/chats/{id}/messages"), json!({"author_id": w.agent, "text": format!("Answer {i}")}))
+            .await;
+    }
+    let mut items = serde_json::Value::Null;
+    for _ in 0..400 {
+        let (_, now) = app.get("/outbox?limit=1000").await;
+        let all = now.as_array().cloned().unwrap_or_default();
+        if all.len() >= 20 && all.iter().all(|i| i["status"] == "sent") {
+            items = now;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let items = items.as_array().expect("every item sent").clone();
+    let mut sent: Vec<i64> = items.iter().map(|i| i["id"].as_i64().unwrap()).collect();
+    sent.sort_unstable();
+    let mut files: Vec<i64> = std::fs::read_dir(app.outbox_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .map(|name| name.strip_suffix(".eml").unwrap_or_else(|| panic!("left behind: {name}")).parse().unwrap())
+        .collect();
+    files.sort_unstable();
+    assert_eq!(files, sent, "one file per sent item");
+    let answers = items.iter().filter(|i| i["kind"] == "agent_replied").count();
+    assert_eq!(answers, 20, "each answer notified once: {items:?}");
+}
