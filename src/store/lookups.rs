@@ -43,13 +43,7 @@ struct Lookups {
 pub(super) async fn answer_lookups(backend: Backend, mut lookups: mpsc::Receiver<ThreadLookup>) {
     let reader = Lookups { backend };
     while let Some(first) = lookups.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < LOOKUPS_PER_QUERY {
-            match lookups.try_recv() {
-                Ok(lookup) => batch.push(lookup),
-                Err(_) => break,
-            }
-        }
+        let batch = super::with_waiting(first, &mut lookups, LOOKUPS_PER_QUERY);
         match reader.read(&batch).await {
             Ok(found) => {
                 for lookup in batch {

@@ -304,6 +304,19 @@ impl std::fmt::Debug for WriteJob {
     }
 }
 
+/// `first` and whatever else is already waiting in `queue`, up to `limit`:
+/// one batch for the group commit or the grouped lookups.
+fn with_waiting<T>(first: T, queue: &mut tokio::sync::mpsc::Receiver<T>, limit: usize) -> Vec<T> {
+    let mut batch = vec![first];
+    while batch.len() < limit {
+        match queue.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
 /// Most messages committed in one transaction.
 const GROUP_LIMIT: usize = 64;
 

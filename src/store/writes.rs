@@ -18,13 +18,7 @@ pub(super) async fn group_writer(
     mut jobs: tokio::sync::mpsc::Receiver<WriteJob>,
 ) {
     while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < GROUP_LIMIT {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        let mut batch = super::with_waiting(first, &mut jobs, GROUP_LIMIT);
         let policy = *policy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut notify = false;
         // The common case: every message goes in, and the batch needs no
@@ -206,14 +200,18 @@ async fn insert_plain_messages(
     // Their attachments: each content stored once (in SHA-256 order, so that
     // two instances take the rows' locks in the same order), then one row
     // per attachment.
-    let attached: Vec<(i64, &super::NewAttachment, String)> = jobs
+    // Only messages stored now get attachments and notifications.
+    let stored: Vec<(&WriteJob, i64)> = jobs
         .iter()
         .zip(&outcomes)
         .filter_map(|(job, outcome)| match outcome {
-            Inserted::New(id) => Some((job, *id)),
+            Inserted::New(id) => Some((*job, *id)),
             Inserted::Duplicate(_) => None,
         })
-        .flat_map(|(job, id)| {
+        .collect();
+    let attached: Vec<(i64, &super::NewAttachment, String)> = stored
+        .iter()
+        .flat_map(|&(job, id)| {
             job.message.attachments.iter().map(move |a| (id, a, hex(&Sha256::digest(&a.content))))
         })
         .collect();
@@ -241,14 +239,9 @@ async fn insert_plain_messages(
         rows.build().execute(&mut *conn).await?;
     }
     // Their notifications, addressed from the users table as one message's are.
-    let notify: Vec<(&str, i64, i64, i64, i64)> = jobs
+    let notify: Vec<(&str, i64, i64, i64, i64)> = stored
         .iter()
-        .zip(&outcomes)
-        .filter_map(|(job, outcome)| match outcome {
-            Inserted::New(id) => Some((job, *id)),
-            Inserted::Duplicate(_) => None,
-        })
-        .flat_map(|(job, id)| {
+        .flat_map(|&(job, id)| {
             job.message.notify.iter().map(move |(kind, recipient)| {
                 let due = if kind.coalesces() { now + policy.coalesce_ms } else { now };
                 (kind.as_str(), job.message.thread_id, id, *recipient, due)
