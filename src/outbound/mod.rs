@@ -26,7 +26,7 @@ use crate::notify::render::{
 use crate::pipeline::extract::REPLY_ABOVE_MARKER;
 use crate::pipeline::thread::{body_marker, notification_message_id};
 use crate::pipeline::thread_label;
-use crate::store::{Delivery, OutboxItem, Plan, Site, Store, StoredMessage, Thread, now_ms};
+use crate::store::{Delivery, OutboxItem, OutboxSignal, Plan, Queued, Site, Store, StoredMessage, Thread, now_ms};
 use anyhow::Context;
 use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
@@ -40,7 +40,6 @@ use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -71,8 +70,8 @@ pub struct Outbound {
     pub delivery: DeliveryConfig,
     /// The DKIM signer, loaded from `delivery.dkim`.
     pub dkim: Option<DkimSigning>,
-    /// Poked after a commit that queued mail.
-    pub wake: Arc<Notify>,
+    /// Told after a commit that queued mail, and when it is due.
+    pub wake: Arc<OutboxSignal>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -149,14 +148,28 @@ impl Outbound {
     /// On shutdown, deliveries in progress finish; nothing new is claimed.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut last_pass: Option<tokio::time::Instant> = None;
+        // When the outbox is next due: read after every pass, and otherwise
+        // moved earlier by what the store tells of mail it queued (no read
+        // per commit).
+        let mut next_due: Option<i64> = None;
+        let mut read_due = true;
         loop {
-            let next_due = self.store.next_due().await.unwrap_or_else(|error| {
-                tracing::warn!(error = %error, "reading when the outbox is next due failed");
-                None
-            });
+            match self.wake.take() {
+                Queued::Nothing => {}
+                Queued::DueAt(at) => next_due = Some(next_due.map_or(at, |due| due.min(at))),
+                Queued::Unknown => read_due = true,
+            }
+            if read_due {
+                read_due = false;
+                next_due = self.store.next_due().await.unwrap_or_else(|error| {
+                    tracing::warn!(error = %error, "reading when the outbox is next due failed");
+                    None
+                });
+            }
             let since_pass = last_pass.map_or(PASS_EVERY, |at| at.elapsed());
             if next_due.is_some_and(|at| at <= now_ms()) || since_pass >= PASS_EVERY {
                 last_pass = Some(tokio::time::Instant::now());
+                read_due = true;
                 match Arc::clone(&self).deliver_due().await {
                     // A full pass: more may be due right away.
                     Ok(count) if count >= self.pass_size() => continue,

@@ -270,13 +270,69 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// How the store tells the outbound worker that mail was queued, and when
+/// the earliest of it is due: the worker then need not ask the database
+/// after every commit (with a coalescing window, nothing is due yet).
+#[derive(Debug)]
+pub struct OutboxSignal {
+    notify: Notify,
+    /// The earliest due time told since the worker last looked (Unix ms);
+    /// `i64::MAX` for none, `i64::MIN` for "read the outbox".
+    earliest: std::sync::atomic::AtomicI64,
+}
+
+impl Default for OutboxSignal {
+    fn default() -> Self {
+        Self { notify: Notify::new(), earliest: std::sync::atomic::AtomicI64::new(i64::MAX) }
+    }
+}
+
+/// What the outbound worker has been told since it last looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// Nothing.
+    Nothing,
+    /// Mail due at this time (Unix ms), at the earliest.
+    DueAt(i64),
+    /// Mail whose due time was not told: read the outbox.
+    Unknown,
+}
+
+impl OutboxSignal {
+    /// Mail due at `due` (Unix ms) was committed.
+    pub fn queued(&self, due: i64) {
+        self.earliest.fetch_min(due.max(i64::MIN + 1), std::sync::atomic::Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    /// Mail was committed; the worker should read when it is due.
+    pub fn queued_unknown(&self) {
+        self.earliest.store(i64::MIN, std::sync::atomic::Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// What was told since the last call.
+    pub fn take(&self) -> Queued {
+        match self.earliest.swap(i64::MAX, std::sync::atomic::Ordering::AcqRel) {
+            i64::MAX => Queued::Nothing,
+            i64::MIN => Queued::Unknown,
+            at => Queued::DueAt(at),
+        }
+    }
+
+    /// Waits until something is told (at once if it was since the last wait).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Backend,
-    /// Poked after a commit that queued notifications, so the outbound
-    /// worker does not wait for its next poll.
-    outbox_wakeup: Arc<Notify>,
+    /// Told after a commit that queued mail, so the outbound worker does not
+    /// wait for its next poll.
+    outbox_wakeup: Arc<OutboxSignal>,
     /// When queued mail is due and how long it is retried.
     policy: OutboxPolicy,
     /// The same timing, as the group-commit writer sees it.
@@ -387,7 +443,7 @@ impl Store {
     /// Opens the database at `url` (`sqlite://FILE`, created if needed, or
     /// `postgres://...`) and brings its schema up to date.
     pub async fn open(url: &str) -> StoreResult<Self> {
-        let outbox_wakeup = Arc::new(Notify::new());
+        let outbox_wakeup = Arc::new(OutboxSignal::default());
         let shared_policy = Arc::new(std::sync::RwLock::new(OutboxPolicy::default()));
         let (group, jobs) = tokio::sync::mpsc::channel(1024);
         let (policy, wake) = (Arc::clone(&shared_policy), Arc::clone(&outbox_wakeup));
@@ -428,8 +484,8 @@ impl Store {
         self
     }
 
-    /// Notified whenever a commit queued notifications.
-    pub fn outbox_wakeup(&self) -> Arc<Notify> {
+    /// Told whenever a commit queued mail.
+    pub fn outbox_wakeup(&self) -> Arc<OutboxSignal> {
         Arc::clone(&self.outbox_wakeup)
     }
 
@@ -750,7 +806,7 @@ impl Store {
             tx.commit().await?;
             (thread, inserted)
         });
-        self.outbox_wakeup.notify_one();
+        self.outbox_wakeup.queued_unknown();
         Ok((thread, inserted.id()))
     }
 
@@ -1147,7 +1203,7 @@ impl Store {
         .await)?;
         match item {
             Some(item) => {
-                self.outbox_wakeup.notify_one();
+                self.outbox_wakeup.queued(now);
                 Ok(item)
             }
             None => match self.outbox_item(id).await? {
@@ -1181,7 +1237,7 @@ impl Store {
             tx.commit().await?;
             id
         });
-        self.outbox_wakeup.notify_one();
+        self.outbox_wakeup.queued_unknown();
         Ok(id)
     }
 

@@ -5,32 +5,34 @@
 // SQL is the same on both.
 
 use super::{GROUP_LIMIT, hex, now_ms};
-use super::{InboundLogEntry, Inserted, NewMessage, NewOutbox, OutboxPolicy, StoreError, StoreResult, WriteJob};
+use super::{
+    InboundLogEntry, Inserted, NewMessage, NewOutbox, OutboxPolicy, OutboxSignal, StoreError, StoreResult, WriteJob,
+};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use tokio::sync::Notify;
 
 /// Stores queued messages, as many per transaction as are waiting.
 pub(super) async fn group_writer(
     write: Writer,
     policy: Arc<std::sync::RwLock<OutboxPolicy>>,
-    wake: Arc<Notify>,
+    wake: Arc<OutboxSignal>,
     mut jobs: tokio::sync::mpsc::Receiver<WriteJob>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut batch = super::with_waiting(first, &mut jobs, GROUP_LIMIT);
         let policy = *policy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut notify = false;
+        // How soon after the commit the earliest mail it queued is due.
+        let mut notify: Option<i64> = None;
         // The common case: every message goes in, and the batch needs no
         // savepoints (two statements fewer per message). If anything fails,
         // the transaction is rolled back and the batch written again below
         // with a savepoint per message, so that a bad message fails alone.
         if let Ok(results) = write_batch(&write, policy, &batch, false).await {
             for (job, result) in batch.into_iter().zip(results) {
-                notify |= answer(job, result);
+                notify = earliest(notify, answer(job, result, policy));
             }
-            if notify {
-                wake.notify_one();
+            if let Some(after) = notify {
+                wake.queued(now_ms() + after);
             }
             continue;
         }
@@ -45,7 +47,7 @@ pub(super) async fn group_writer(
                     for (job, result) in batch.into_iter().zip(results) {
                         match result {
                             Err(error) if error.is_conflict() && !last => again.push(job),
-                            result => notify |= answer(job, result),
+                            result => notify = earliest(notify, answer(job, result, policy)),
                         }
                     }
                     batch = again;
@@ -62,15 +64,31 @@ pub(super) async fn group_writer(
                 break;
             }
         }
-        if notify {
-            wake.notify_one();
+        if let Some(after) = notify {
+            wake.queued(now_ms() + after);
         }
     }
 }
 
-/// Tells a job's caller its outcome; returns whether it queued notifications.
-fn answer(job: WriteJob, result: StoreResult<Inserted>) -> bool {
-    let queued = matches!(result, Ok(Inserted::New(_))) && !job.message.notify.is_empty();
+/// The smaller of two optional delays.
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Tells a job's caller its outcome; returns how long after now the
+/// earliest mail it queued is due, if it queued any.
+fn answer(job: WriteJob, result: StoreResult<Inserted>, policy: OutboxPolicy) -> Option<i64> {
+    let message = &job.message;
+    let queued = if matches!(result, Ok(Inserted::New(_))) {
+        let notifications =
+            message.notify.iter().map(|(kind, _)| if kind.coalesces() { policy.coalesce_ms } else { 0 });
+        notifications.chain(message.extra_mail.iter().map(|_| 0)).min()
+    } else {
+        None
+    };
     let _ = job.reply.send(result);
     queued
 }
