@@ -227,6 +227,16 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// `ours` as a multiple of `reference`; /proc counts CPU time in clock ticks,
+/// so a reference that used less than one measured none.
+fn times(ours: f64, reference: f64) -> String {
+    if reference > 0.0 {
+        format!("{:.1}x", ours / reference)
+    } else {
+        "n/a (smtp-sink's CPU time below /proc's resolution)".to_owned()
+    }
+}
+
 /// A size line of /proc/PID/status (`VmHWM:`, `RssAnon:`, ...), in MB.
 fn proc_status_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -393,15 +403,15 @@ fn main() {
                         measured(sink.id(), None, sink_addr, connections, &senders, size).await;
                     let (reference, reference_cpu) = report("smtp-sink", &mut theirs, &their_cost);
                     println!(
-                        "  mailgate / smtp-sink: {:.2}x the messages per second, {:.1}x the CPU time per message",
+                        "  mailgate / smtp-sink: {:.2}x the messages per second, {} the CPU time per message",
                         rate / reference,
-                        cpu / reference_cpu.max(f64::MIN_POSITIVE)
+                        times(cpu, reference_cpu)
                     );
                     if let Some(database) = our_cost.database_cpu_seconds {
                         let with_database = cpu + database / ours.messages.max(1) as f64;
                         println!(
-                            "  with PostgreSQL's CPU time counted: {:.1}x the CPU time per message",
-                            with_database / reference_cpu.max(f64::MIN_POSITIVE)
+                            "  with PostgreSQL's CPU time counted: {} the CPU time per message",
+                            times(with_database, reference_cpu)
                         );
                     }
                 });
