@@ -363,6 +363,11 @@ fn options() -> Options {
 fn main() {
     let options = options();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    // A smtp-sink left over from an interrupted run would share the port with
+    // ours (it binds with SO_REUSEPORT) and take part of the load unmeasured.
+    if std::net::TcpStream::connect_timeout(&SINK_ADDR.parse().unwrap(), Duration::from_millis(200)).is_ok() {
+        panic!("something already listens on {SINK_ADDR} (a smtp-sink left running by an interrupted run?)");
+    }
     let mut sink = Command::new("smtp-sink")
         .args(["-u", "nobody", SINK_ADDR, "1000"])
         .stdout(Stdio::null())
