@@ -310,28 +310,8 @@ async fn insert_plain_messages(
             })
         })
         .collect();
-    if !logs.is_empty() {
-        let mut log = sqlx::QueryBuilder::<Db>::new(
-            "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, \
-             smtp_reply, thread_id, stored_message, rules, auth) ",
-        );
-        log.push_values(&logs, |mut row, (entry, stored)| {
-            row.push_bind(entry.received_at)
-                .push_bind(&entry.peer)
-                .push_bind(&entry.helo)
-                .push_bind(&entry.mail_from)
-                .push_bind(&entry.rcpt_to)
-                .push_bind(&entry.message_id)
-                .push_bind(&entry.decision)
-                .push_bind(&entry.reason)
-                .push_bind(&entry.smtp_reply)
-                .push_bind(entry.thread_id)
-                .push_bind(*stored)
-                .push_bind(&entry.rules)
-                .push_bind(&entry.auth);
-        });
-        log.build().execute(&mut *conn).await?;
-    }
+    let rows: Vec<(&InboundLogEntry, Option<i64>)> = logs.iter().map(|(entry, id)| (entry, Some(*id))).collect();
+    insert_logs(conn, &rows).await?;
     Ok(outcomes)
 }
 
@@ -456,26 +436,37 @@ pub(super) async fn insert_message(
     Ok(Inserted::New(id))
 }
 
-/// Writes one inbound log entry.
+/// Writes one inbound log entry (`stored`: the message it stored, if not
+/// already in the entry).
 pub(super) async fn insert_log(conn: &mut Connection, entry: &InboundLogEntry, stored: Option<i64>) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, smtp_reply, \
-         thread_id, stored_message, rules, auth) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(entry.received_at)
-    .bind(&entry.peer)
-    .bind(&entry.helo)
-    .bind(&entry.mail_from)
-    .bind(&entry.rcpt_to)
-    .bind(&entry.message_id)
-    .bind(&entry.decision)
-    .bind(&entry.reason)
-    .bind(&entry.smtp_reply)
-    .bind(entry.thread_id)
-    .bind(stored.or(entry.stored_message))
-    .bind(&entry.rules)
-    .bind(&entry.auth)
-    .execute(conn)
-    .await?;
+    insert_logs(conn, &[(entry, stored)]).await
+}
+
+/// Writes inbound log entries, each with the message it stored (or the
+/// entry's own `stored_message`), in one statement.
+async fn insert_logs(conn: &mut Connection, entries: &[(&InboundLogEntry, Option<i64>)]) -> StoreResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut log = sqlx::QueryBuilder::<Db>::new(
+        "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, \
+         smtp_reply, thread_id, stored_message, rules, auth) ",
+    );
+    log.push_values(entries, |mut row, (entry, stored)| {
+        row.push_bind(entry.received_at)
+            .push_bind(&entry.peer)
+            .push_bind(&entry.helo)
+            .push_bind(&entry.mail_from)
+            .push_bind(&entry.rcpt_to)
+            .push_bind(&entry.message_id)
+            .push_bind(&entry.decision)
+            .push_bind(&entry.reason)
+            .push_bind(&entry.smtp_reply)
+            .push_bind(entry.thread_id)
+            .push_bind(stored.or(entry.stored_message))
+            .push_bind(&entry.rules)
+            .push_bind(&entry.auth);
+    });
+    log.build().execute(&mut *conn).await?;
     Ok(())
 }
