@@ -250,8 +250,43 @@ fn proc_status_mb(pid: u32, field: &str) -> f64 {
         / 1024.0
 }
 
-/// `mailgate serve` on `database_url`, as a process of its own.
-fn serve(data: &std::path::Path, database_url: &str) -> (Child, SocketAddr) {
+/// The admin credential the benchmark gives `mailgate serve`.
+const ADMIN_TOKEN: &str = "bench-admin";
+
+/// The group-commit writer's totals, from the admin API: (transactions,
+/// messages, statement microseconds, commit microseconds).
+async fn group_commit(http: SocketAddr) -> [u64; 4] {
+    let stats: serde_json::Value = async {
+        let response = reqwest::Client::new()
+            .get(format!("http://{http}/api/v1/admin/stats"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
+        response.json().await
+    }
+    .await
+    .unwrap_or_default();
+    ["transactions", "messages", "statements_us", "commit_us"].map(|f| stats["group_commit"][f].as_u64().unwrap_or(0))
+}
+
+/// How the messages of one measurement were committed, from the totals before and after.
+fn report_group_commit(before: [u64; 4], after: [u64; 4]) {
+    let [transactions, messages, statements, commit] = [0, 1, 2, 3].map(|i| after[i].saturating_sub(before[i]));
+    if transactions == 0 {
+        return;
+    }
+    let per = |total: u64| total as f64 / transactions as f64 / 1000.0;
+    println!(
+        "  group commit: {:.1} messages per transaction; per transaction {:.2} ms of statements, {:.2} ms committing",
+        messages as f64 / transactions as f64,
+        per(statements),
+        per(commit)
+    );
+}
+
+/// `mailgate serve` on `database_url`, as a process of its own: (process,
+/// SMTP address, HTTP address).
+fn serve(data: &std::path::Path, database_url: &str) -> (Child, SocketAddr, SocketAddr) {
     let config = data.join("mailgate.toml");
     // All load comes from one address, and there is no DNS on this machine.
     // Everything else is the default configuration.
@@ -264,6 +299,7 @@ fn serve(data: &std::path::Path, database_url: &str) -> (Child, SocketAddr) {
         .arg(data)
         .env("MAILGATE_DATABASE_URL", database_url)
         .env("MAILGATE_API_TOKEN", "bench")
+        .env("MAILGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn,mailgate=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -278,8 +314,11 @@ fn serve(data: &std::path::Path, database_url: &str) -> (Child, SocketAddr) {
         }
     });
     let started = lines_rx.iter().find(|l| l.contains("mailgate started")).expect("a start line");
-    let rest = &started[started.find("smtp=").unwrap() + 5..];
-    (child, rest.split_whitespace().next().unwrap().parse().unwrap())
+    let field = |name: &str| -> SocketAddr {
+        let rest = &started[started.find(name).unwrap() + name.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    (child, field("smtp="), field("http="))
 }
 
 /// Customers, each with a chat, and one agent (so that every reply queues a
@@ -395,15 +434,17 @@ fn main() {
         } else {
             format!("sqlite://{}", data.path().join("mailgate.db").display())
         };
-        let (mut server, smtp) = serve(data.path(), &database_url);
+        let (mut server, smtp, http) = serve(data.path(), &database_url);
         let senders = runtime.block_on(seed(&database_url, data.path()));
         for &size in &options.sizes {
             for &connections in &options.levels {
                 println!("{backend}, {connections} connection(s), {size} KB replies:");
                 runtime.block_on(async {
+                    let before = group_commit(http).await;
                     let (mut ours, our_cost) =
                         measured(server.id(), postmaster, smtp, connections, &senders, size).await;
                     let (rate, cpu) = report("mailgate", &mut ours, &our_cost);
+                    report_group_commit(before, group_commit(http).await);
                     let (mut theirs, their_cost) =
                         measured(sink.id(), None, sink_addr, connections, &senders, size).await;
                     let (reference, reference_cpu) = report("smtp-sink", &mut theirs, &their_cost);

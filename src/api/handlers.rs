@@ -603,6 +603,12 @@ pub(super) async fn current_rules(State(state): Shared) -> Json<serde_json::Valu
     Json(serde_json::json!({ "source": rules.source, "rules": names, "ticket_addresses": rules.ticket_addresses }))
 }
 
+/// `GET /admin/stats`: what the gateway has done since it started (the
+/// group-commit writer: transactions, messages, time in statements and commits).
+pub(super) async fn stats(State(state): Shared) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "group_commit": state.store.group_commit_stats() }))
+}
+
 #[derive(Deserialize)]
 pub(super) struct RulesText {
     rules: String,

@@ -64,6 +64,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
     let admin = Router::new()
         .route("/rules", get(handlers::current_rules))
+        .route("/stats", get(handlers::stats))
         .route("/rules/check", post(handlers::check_rules))
         .route("/rules/test", post(handlers::test_rules))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin));

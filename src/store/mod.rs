@@ -31,6 +31,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, SqliteConnection};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -339,6 +340,8 @@ pub struct Store {
     shared_policy: Arc<std::sync::RwLock<OutboxPolicy>>,
     /// Messages to store, for the group-commit writer.
     group: tokio::sync::mpsc::Sender<WriteJob>,
+    /// What the group-commit writer has done.
+    group_counters: Arc<GroupCommitCounters>,
     /// RCPT-time thread reads, answered together (`lookups.rs`).
     lookups: tokio::sync::mpsc::Sender<lookups::ThreadLookup>,
     /// Sites, plan features and users already read (they never change).
@@ -375,6 +378,49 @@ fn with_waiting<T>(first: T, queue: &mut tokio::sync::mpsc::Receiver<T>, limit: 
 
 /// Most messages committed in one transaction.
 const GROUP_LIMIT: usize = 64;
+
+/// What the group-commit writer has done since the store opened: how many
+/// messages share a transaction, and where a transaction's time goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GroupCommitStats {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Messages they carried (duplicates included).
+    pub messages: u64,
+    /// Time spent running their statements, in microseconds.
+    pub statements_us: u64,
+    /// Time spent committing them (writing the log, waiting for the disk), in microseconds.
+    pub commit_us: u64,
+}
+
+/// The group-commit writer's running totals.
+#[derive(Debug, Default)]
+struct GroupCommitCounters {
+    transactions: AtomicU64,
+    messages: AtomicU64,
+    statements_us: AtomicU64,
+    commit_us: AtomicU64,
+}
+
+impl GroupCommitCounters {
+    /// Counts one committed transaction.
+    fn add(&self, messages: usize, statements: Duration, commit: Duration) {
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.messages.fetch_add(messages as u64, Ordering::Relaxed);
+        self.statements_us.fetch_add(micros(statements), Ordering::Relaxed);
+        self.commit_us.fetch_add(micros(commit), Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> GroupCommitStats {
+        GroupCommitStats {
+            transactions: self.transactions.load(Ordering::Relaxed),
+            messages: self.messages.load(Ordering::Relaxed),
+            statements_us: self.statements_us.load(Ordering::Relaxed),
+            commit_us: self.commit_us.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// A site's plan (tickets, rank, on-call) and its organization's plan
 /// (tickets, on-call), as `site_features` reads them.
@@ -447,13 +493,15 @@ impl Store {
         let shared_policy = Arc::new(std::sync::RwLock::new(OutboxPolicy::default()));
         let (group, jobs) = tokio::sync::mpsc::channel(1024);
         let (policy, wake) = (Arc::clone(&shared_policy), Arc::clone(&outbox_wakeup));
+        let group_counters = Arc::new(GroupCommitCounters::default());
+        let counters = Arc::clone(&group_counters);
         let backend = if url.starts_with("sqlite:") {
             let (readers, writer) = open_sqlite(url).await?;
-            tokio::spawn(sqlite_writes::group_writer(writer.clone(), policy, wake, jobs));
+            tokio::spawn(sqlite_writes::group_writer(writer.clone(), policy, wake, counters, jobs));
             Backend::Sqlite { readers: Arc::new(readers), writer }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let (readers, pool) = open_postgres(url).await?;
-            tokio::spawn(postgres_writes::group_writer(pool.clone(), policy, wake, jobs));
+            tokio::spawn(postgres_writes::group_writer(pool.clone(), policy, wake, counters, jobs));
             Backend::Postgres { readers: Arc::new(readers), pool }
         } else {
             // The URL is not repeated: it may hold a password.
@@ -471,6 +519,7 @@ impl Store {
             policy: OutboxPolicy::default(),
             shared_policy,
             group,
+            group_counters,
             lookups,
             directory,
             subscribed_agents,
@@ -482,6 +531,11 @@ impl Store {
         self.policy = policy;
         *self.shared_policy.write().unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
         self
+    }
+
+    /// What the group-commit writer has done since the store opened.
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.group_counters.snapshot()
     }
 
     /// Told whenever a commit queued mail.

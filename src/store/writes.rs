@@ -6,7 +6,8 @@
 
 use super::{GROUP_LIMIT, hex, now_ms};
 use super::{
-    InboundLogEntry, Inserted, NewMessage, NewOutbox, OutboxPolicy, OutboxSignal, StoreError, StoreResult, WriteJob,
+    GroupCommitCounters, InboundLogEntry, Inserted, NewMessage, NewOutbox, OutboxPolicy, OutboxSignal, StoreError,
+    StoreResult, WriteJob,
 };
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub(super) async fn group_writer(
     write: Writer,
     policy: Arc<std::sync::RwLock<OutboxPolicy>>,
     wake: Arc<OutboxSignal>,
+    counters: Arc<GroupCommitCounters>,
     mut jobs: tokio::sync::mpsc::Receiver<WriteJob>,
 ) {
     while let Some(first) = jobs.recv().await {
@@ -27,7 +29,7 @@ pub(super) async fn group_writer(
         // savepoints (two statements fewer per message). If anything fails,
         // the transaction is rolled back and the batch written again below
         // with a savepoint per message, so that a bad message fails alone.
-        if let Ok(results) = write_batch(&write, policy, &batch, false).await {
+        if let Ok(results) = write_batch(&write, policy, &counters, &batch, false).await {
             for (job, result) in batch.into_iter().zip(results) {
                 notify = earliest(notify, answer(job, result, policy));
             }
@@ -41,7 +43,7 @@ pub(super) async fn group_writer(
         // tried again in a fresh transaction rather than refused.
         for attempt in 1..=CONFLICT_ATTEMPTS {
             let last = attempt == CONFLICT_ATTEMPTS;
-            match write_batch(&write, policy, &batch, true).await {
+            match write_batch(&write, policy, &counters, &batch, true).await {
                 Ok(results) => {
                     let mut again = Vec::new();
                     for (job, result) in batch.into_iter().zip(results) {
@@ -104,6 +106,7 @@ const CONFLICT_ATTEMPTS: u32 = 4;
 async fn write_batch(
     write: &Writer,
     policy: OutboxPolicy,
+    counters: &GroupCommitCounters,
     batch: &[WriteJob],
     isolate: bool,
 ) -> StoreResult<Vec<StoreResult<Inserted>>> {
@@ -113,6 +116,7 @@ async fn write_batch(
         key(&batch[a]).cmp(&key(&batch[b]))
     });
     let mut connection = lock_writer(write).await?;
+    let started = std::time::Instant::now();
     let mut tx = sqlx::Connection::begin(&mut *connection).await?;
     let mut results: Vec<Option<StoreResult<Inserted>>> = batch.iter().map(|_| None).collect();
     if !isolate {
@@ -126,7 +130,7 @@ async fn write_batch(
             let job = &batch[index];
             results[index] = Some(Ok(insert_message(&mut tx, policy, &job.message, job.log.as_ref()).await?));
         }
-        tx.commit().await?;
+        commit(tx, counters, batch.len(), started).await?;
         return Ok(results
             .into_iter()
             .map(|r| r.unwrap_or(Err(StoreError::Batch("not written".to_owned()))))
@@ -146,8 +150,22 @@ async fn write_batch(
             }
         }
     }
-    tx.commit().await?;
+    commit(tx, counters, batch.len(), started).await?;
     Ok(results.into_iter().map(|result| result.unwrap_or(Err(StoreError::Batch("not written".to_owned())))).collect())
+}
+
+/// Commits a batch's transaction, counting its statements' time (since
+/// `started`) and the commit's.
+async fn commit(
+    tx: sqlx::Transaction<'_, Db>,
+    counters: &GroupCommitCounters,
+    messages: usize,
+    started: std::time::Instant,
+) -> StoreResult<()> {
+    let statements = started.elapsed();
+    tx.commit().await?;
+    counters.add(messages, statements, started.elapsed() - statements);
+    Ok(())
 }
 
 /// Most rows one multi-row statement carries (at most 13 values each).

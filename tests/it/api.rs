@@ -106,3 +106,43 @@ async fn only_participants_and_agents_may_post() {
     assert_eq!(chat["assigned_agent_id"], w.agent2, "the first agent to answer is assigned");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_stats_count_what_the_group_writer_committed() {
+    let app = spawn_app().await;
+    let (_, _, note) = app.chat_with_note().await;
+    let admin = app.app.as_ref().unwrap().admin_token.clone();
+    let url = format!("{}/admin/stats", app.base);
+    let stats = |token: String| {
+        let (http, url) = (app.http.clone(), url.clone());
+        async move { http.get(&url).bearer_auth(token).send().await.unwrap() }
+    };
+    let before: serde_json::Value = stats(admin.clone()).await.json().await.unwrap();
+
+    // Eight replies over eight connections at once.
+    let to = note.reply_address();
+    let mut sends = Vec::new();
+    for n in 0..8 {
+        let mail = reply_mail(OWNER, &to, "chat", &format!("stats-{n}@acme.example"), "", &format!("Reply {n}"));
+        let (smtp, to) = (app.smtp, to.clone());
+        sends.push(tokio::spawn(async move {
+            let mut client = Smtp::connect(smtp).await;
+            client.expect("EHLO mx.acme.example", "250").await;
+            client.send(OWNER, &[&to], &mail).await
+        }));
+    }
+    for send in sends {
+        let answer = send.await.unwrap();
+        assert!(answer.starts_with("250"), "{answer}");
+    }
+
+    let after: serde_json::Value = stats(admin).await.json().await.unwrap();
+    let grew =
+        |field: &str| after["group_commit"][field].as_u64().unwrap() - before["group_commit"][field].as_u64().unwrap();
+    assert_eq!(grew("messages"), 8, "{before} -> {after}");
+    let transactions = grew("transactions");
+    assert!((1..=8).contains(&transactions), "{transactions} transactions for 8 replies");
+    assert!(grew("commit_us") > 0, "{after}");
+    assert_eq!(stats(app.token.clone()).await.status(), 401, "the Dashboard's token is not an admin credential");
+    app.stop().await;
+}
