@@ -376,6 +376,10 @@ fn with_waiting<T>(first: T, queue: &mut tokio::sync::mpsc::Receiver<T>, limit: 
     batch
 }
 
+/// Most rows one multi-row UPDATE of the outbox carries (three values each;
+/// SQLite allows 32,766 per statement).
+const ROWS_PER_UPDATE: usize = 1_000;
+
 /// Most messages committed in one transaction.
 const GROUP_LIMIT: usize = 64;
 
@@ -1111,23 +1115,28 @@ impl Store {
 
     // ----- outbox -----
 
-    /// Claims up to `limit` due items for `lease_ms`: pending ones whose time
-    /// has come, and ones whose previous worker's lease ran out (it died).
+    /// Claims up to `limit` due items for `lease_ms` (and up to `limit` more
+    /// whose previous worker's lease ran out: it died).
     pub async fn claim_due(&self, limit: i64, lease_ms: i64) -> StoreResult<Vec<OutboxItem>> {
         let now = now_ms();
         // Of several reply notifications to one person about one thread, only
-        // the oldest is claimed: it carries the others when it goes out. On
+        // the oldest is claimed: it carries the others when it goes out. Due
+        // items are read in the order they fell due (the outbox_due index),
+        // so a backlog of thousands costs a claim only the items it looks at
+        // before it has `limit`, each checked against outbox_thread. On
         // PostgreSQL, rows another instance is claiming right now are skipped
         // rather than waited for (or claimed twice).
         let sql = |lock: &str| {
             format!(
                 "UPDATE outbox SET status = 'sending', claimed_until = $1 WHERE id IN ( \
-                   SELECT o.id FROM outbox o WHERE ((o.status = 'pending' AND o.next_attempt_at <= $2) \
-                      OR (o.status = 'sending' AND o.claimed_until < $2)) \
+                   SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_attempt_at <= $2 \
                      AND NOT (o.kind IN ('agent_replied', 'customer_replied') AND EXISTS ( \
                        SELECT 1 FROM outbox e WHERE e.thread_id = o.thread_id AND e.to_address = o.to_address \
-                         AND e.kind IN ('agent_replied', 'customer_replied') AND e.id < o.id \
-                         AND e.status IN ('pending', 'sending'))) \
+                         AND e.status IN ('pending', 'sending') AND e.id < o.id \
+                         AND e.kind IN ('agent_replied', 'customer_replied'))) \
+                   ORDER BY o.next_attempt_at, o.id LIMIT $3 {lock}) \
+                 OR id IN ( \
+                   SELECT o.id FROM outbox o WHERE o.status = 'sending' AND o.claimed_until < $2 \
                    ORDER BY o.id LIMIT $3 {lock}) RETURNING *"
             )
         };
@@ -1183,38 +1192,48 @@ impl Store {
 
     /// Records what became of claimed items, all in one transaction (one
     /// commit for a whole pass of the outbound worker, not one per mail).
+    /// The sent items and the ones they carried are each updated by a few
+    /// multi-row statements, however many there are.
     pub async fn record_deliveries(&self, outcomes: &[Delivery]) -> StoreResult<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
+        let mut sent: Vec<(i64, &str)> = Vec::new();
+        let mut merged: Vec<(i64, &str, String)> = Vec::new();
+        for outcome in outcomes {
+            if let Delivery::Sent { id, rfc_message_id, merged: carried } = outcome {
+                sent.push((*id, rfc_message_id));
+                let why = format!("sent together with notification {id}");
+                merged.extend(carried.iter().map(|other| (*other, rfc_message_id.as_str(), why.clone())));
+            }
+        }
         writing!(self, |db| {
             let mut tx = db.begin().await?;
             let now = now_ms();
+            for chunk in sent.chunks(ROWS_PER_UPDATE) {
+                let mut update = sqlx::QueryBuilder::new("UPDATE outbox SET status = 'sent', sent_at = ");
+                update.push_bind(now).push(
+                    ", rfc_message_id = v.column2, attempts = attempts + 1, claimed_until = NULL, \
+                     last_error = NULL FROM (",
+                );
+                update.push_values(chunk, |mut row, (id, rfc_message_id)| {
+                    row.push_bind(*id).push_bind(*rfc_message_id);
+                });
+                update.push(") AS v WHERE outbox.id = v.column1");
+                update.build().execute(&mut *tx).await?;
+            }
+            for chunk in merged.chunks(ROWS_PER_UPDATE) {
+                let mut update = sqlx::QueryBuilder::new("UPDATE outbox SET status = 'merged', sent_at = ");
+                update.push_bind(now).push(", rfc_message_id = v.column2, last_error = v.column3 FROM (");
+                update.push_values(chunk, |mut row, (id, rfc_message_id, why)| {
+                    row.push_bind(*id).push_bind(*rfc_message_id).push_bind(why);
+                });
+                update.push(") AS v WHERE outbox.id = v.column1 AND outbox.status = 'pending'");
+                update.build().execute(&mut *tx).await?;
+            }
             for outcome in outcomes {
                 match outcome {
-                    Delivery::Sent { id, rfc_message_id, merged } => {
-                        sqlx::query(
-                            "UPDATE outbox SET status = 'sent', sent_at = $1, rfc_message_id = $2, \
-                             attempts = attempts + 1, claimed_until = NULL, last_error = NULL WHERE id = $3",
-                        )
-                        .bind(now)
-                        .bind(rfc_message_id)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                        for other in merged {
-                            sqlx::query(
-                                "UPDATE outbox SET status = 'merged', sent_at = $1, rfc_message_id = $2, \
-                                 last_error = $3 WHERE id = $4 AND status = 'pending'",
-                            )
-                            .bind(now)
-                            .bind(rfc_message_id)
-                            .bind(format!("sent together with notification {id}"))
-                            .bind(other)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                    }
+                    Delivery::Sent { .. } => {}
                     Delivery::Failed { id, error, retry_at } => {
                         sqlx::query(
                             "UPDATE outbox SET attempts = attempts + 1, last_error = $1, claimed_until = NULL, \
