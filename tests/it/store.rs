@@ -246,3 +246,29 @@ async fn replies_with_attachments_written_together_keep_their_own_files() {
         assert_eq!(stored.1, format!("content {i}").into_bytes(), "each file keeps its own bytes");
     }
 }
+
+#[tokio::test]
+async fn a_claim_reaches_past_notifications_waiting_behind_an_older_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
+    let agent = store.create_user("agent@agents.example", "A", Role::Agent, None).await.unwrap();
+    let (busy, busy_customer, _) = customer_with_chat(&store, "busy@example.org").await;
+    let (quiet, quiet_customer, _) = customer_with_chat(&store, "quiet@example.org").await;
+    let notify = |thread, author, id: &str| NewMessage {
+        notify: vec![(mailgate::store::NotificationKind::CustomerReplied, agent.id)],
+        ..message(thread, author, id)
+    };
+    // Five replies in one thread queue five notifications to the agent, then
+    // one in another thread: the five fell due first.
+    for n in 0..5 {
+        store.insert_message(notify(busy, busy_customer, &format!("busy-{n}@x")), None).await.unwrap();
+    }
+    store.insert_message(notify(quiet, quiet_customer, "quiet@x"), None).await.unwrap();
+
+    let claimed = store.claim_due(2, 60_000).await.unwrap();
+    let threads: Vec<Option<i64>> = claimed.iter().map(|item| item.thread_id).collect();
+    assert_eq!(threads, [Some(busy), Some(quiet)], "the busy thread's oldest, then the other thread's");
+    let carried = store.coalescible(&claimed[0]).await.unwrap();
+    assert_eq!(carried.len(), 4, "the busy thread's other four go with its oldest");
+    assert!(store.claim_due(10, 60_000).await.unwrap().is_empty(), "nothing else may go on its own");
+}
