@@ -1123,21 +1123,24 @@ impl Store {
         // the oldest is claimed: it carries the others when it goes out. Due
         // items are read in the order they fell due (the outbox_due index),
         // so a backlog of thousands costs a claim only the items it looks at
-        // before it has `limit`, each checked against outbox_thread. On
+        // before it has `limit`, each checked against outbox_thread (on
+        // PostgreSQL too: an `OR` of two `IN` lists there scanned the whole
+        // outbox, hence the two lists are joined with `UNION ALL`). On
         // PostgreSQL, rows another instance is claiming right now are skipped
         // rather than waited for (or claimed twice).
         let sql = |lock: &str| {
             format!(
-                "UPDATE outbox SET status = 'sending', claimed_until = $1 WHERE id IN ( \
+                "WITH due AS ( \
                    SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_attempt_at <= $2 \
                      AND NOT (o.kind IN ('agent_replied', 'customer_replied') AND EXISTS ( \
                        SELECT 1 FROM outbox e WHERE e.thread_id = o.thread_id AND e.to_address = o.to_address \
                          AND e.status IN ('pending', 'sending') AND e.id < o.id \
                          AND e.kind IN ('agent_replied', 'customer_replied'))) \
-                   ORDER BY o.next_attempt_at, o.id LIMIT $3 {lock}) \
-                 OR id IN ( \
-                   SELECT o.id FROM outbox o WHERE o.status = 'sending' AND o.claimed_until < $2 \
-                   ORDER BY o.id LIMIT $3 {lock}) RETURNING *"
+                   ORDER BY o.next_attempt_at LIMIT $3 {lock}), \
+                 expired AS ( \
+                   SELECT o.id FROM outbox o WHERE o.status = 'sending' AND o.claimed_until < $2 LIMIT $3 {lock}) \
+                 UPDATE outbox SET status = 'sending', claimed_until = $1 \
+                 WHERE id IN (SELECT id FROM due UNION ALL SELECT id FROM expired) RETURNING *"
             )
         };
         let mut claimed: Vec<OutboxItem> = match &self.backend {
