@@ -1,8 +1,0 @@
--- Every stored message adds one entry to each of its indexes, and each entry
--- keyed by thread lands on a page of its own: at commit, a page written to
--- the log per index per message. messages_thread_time already finds a
--- thread's messages (its first column is the thread), so the (thread_id, id)
--- index only saved sorting one thread's messages by id, which is cheap; the
--- group writer stores about a tenth more messages a second without it
--- (ARCHITECTURE.md, "Speed").
-DROP INDEX messages_thread;
