@@ -141,8 +141,9 @@ pub enum Disposition {
     },
 }
 
-/// The loop breaker counts a sender's (and a thread's) emailed messages over this window.
-const LOOP_WINDOW_MS: i64 = 3600 * 1000;
+/// The loop breaker counts a sender's (and a thread's) emailed messages in
+/// windows of this length (the store keeps the counts).
+const LOOP_WINDOW_MS: i64 = crate::store::EMAIL_WINDOW_MS;
 
 /// The SMTP envelope of one transaction.
 #[derive(Debug, Clone, Default)]

@@ -72,13 +72,12 @@ pub(super) async fn answer_lookups(backend: Backend, mut lookups: mpsc::Receiver
 }
 
 impl Lookups {
-    /// One query for the whole batch. The counts start at the earliest
-    /// `since` asked (a lookup that waited counts a few milliseconds more,
-    /// never less) and stop at the largest cap (each answer is then capped
-    /// at its own).
+    /// One query for the whole batch. A count is read when its window
+    /// started at or after the earliest `since` asked (a lookup that waited
+    /// accepts a window a few milliseconds older, never a younger one); each
+    /// answer is capped at its own cap.
     async fn read(&self, batch: &[ThreadLookup]) -> StoreResult<Vec<Found>> {
         let since = batch.iter().map(|l| l.since).min().unwrap_or(0);
-        let cap = batch.iter().map(|l| l.cap).max().unwrap_or(0);
         // Padded to a power of two with the last pair again, so that each
         // connection prepares a handful of statements, not one per size.
         let mut pairs: Vec<(i64, i64)> = batch.iter().map(|l| (l.thread_id, l.author_id)).collect();
@@ -96,17 +95,16 @@ impl Lookups {
             });
             query.push(
                 ") SELECT t.*, w.author_id AS wanted_author, \
-                   (SELECT COUNT(*) FROM (SELECT 1 FROM messages m WHERE m.author_id = w.author_id \
-                      AND m.source = 'email' AND m.created_at >= ",
+                   COALESCE((SELECT CASE WHEN s.window_start >= ",
             );
-            query.push_bind(since).push(" LIMIT ").push_bind(cap);
-            query.push(
-                ") AS by_author) AS recent_by_author, \
-                   (SELECT COUNT(*) FROM (SELECT 1 FROM messages m WHERE m.thread_id = t.id \
-                      AND m.source = 'email' AND m.created_at >= ",
+            query.push_bind(since).push(
+                " THEN s.emails ELSE 0 END FROM sender_email_windows s WHERE s.author_id = w.author_id), 0) \
+                   AS recent_by_author, CASE WHEN t.email_window_start >= ",
             );
-            query.push_bind(since).push(" LIMIT ").push_bind(cap);
-            query.push(") AS in_thread) AS recent_in_thread FROM wanted w JOIN threads t ON t.id = w.thread_id");
+            query.push_bind(since).push(
+                " THEN t.emails_in_window ELSE 0 END AS recent_in_thread \
+                 FROM wanted w JOIN threads t ON t.id = w.thread_id",
+            );
             query.build_query_as::<Found>().fetch_all(db).await
         })?)
     }

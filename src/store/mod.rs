@@ -380,6 +380,11 @@ fn with_waiting<T>(first: T, queue: &mut tokio::sync::mpsc::Receiver<T>, limit: 
 /// SQLite allows 32,766 per statement).
 const ROWS_PER_UPDATE: usize = 1_000;
 
+/// How long the loop breaker's count windows last: a sender's (and a
+/// thread's) emailed messages are counted from the first one after the
+/// previous window ended, for this long.
+pub const EMAIL_WINDOW_MS: i64 = 3600 * 1000;
+
 /// Most messages committed in one transaction.
 const GROUP_LIMIT: usize = 64;
 
@@ -880,22 +885,22 @@ impl Store {
         Ok(())
     }
 
-    /// Emailed messages stored since `since` (Unix ms) by `author_id`, and in
-    /// `thread_id`, each counted up to `cap` (the work stays bounded however
-    /// busy a sender is).
+    /// Emailed messages stored by `author_id`, and in `thread_id`, in their
+    /// current hour windows ([`EMAIL_WINDOW_MS`]), each counted when its
+    /// window started at or after `since` (Unix ms) and capped at `cap`.
     pub async fn recent_email(&self, author_id: i64, thread_id: i64, since: i64, cap: i64) -> StoreResult<(i64, i64)> {
-        Ok(reading!(self, |db| sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE author_id = $1 AND created_at >= $3 \
-                       AND source = 'email' LIMIT $4) AS by_author), \
-                    (SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE thread_id = $2 AND created_at >= $3 \
-                       AND source = 'email' LIMIT $4) AS in_thread)",
+        let (by_author, in_thread): (i64, i64) = reading!(self, |db| sqlx::query_as(
+            "SELECT COALESCE((SELECT CASE WHEN window_start >= $3 THEN emails ELSE 0 END \
+                              FROM sender_email_windows WHERE author_id = $1), 0), \
+                    COALESCE((SELECT CASE WHEN email_window_start >= $3 THEN emails_in_window ELSE 0 END \
+                              FROM threads WHERE id = $2), 0)",
         )
         .bind(author_id)
         .bind(thread_id)
         .bind(since)
-        .bind(cap)
         .fetch_one(db)
-        .await)?)
+        .await)?;
+        Ok((by_author.min(cap), in_thread.min(cap)))
     }
 
     /// Whether a site may open tickets and page on-call, in one query: its own

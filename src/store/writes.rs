@@ -4,11 +4,12 @@
 // own `Db`, `Connection` and `Writer` types and `lock_writer` function: the
 // SQL is the same on both.
 
-use super::{GROUP_LIMIT, hex, now_ms};
+use super::{EMAIL_WINDOW_MS, GROUP_LIMIT, hex, now_ms};
 use super::{
     GroupCommitCounters, InboundLogEntry, Inserted, NewMessage, NewOutbox, OutboxPolicy, OutboxSignal, StoreError,
     StoreResult, WriteJob,
 };
+use crate::domain::Source;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -298,17 +299,14 @@ async fn insert_plain_messages(
         outbox.push(") AS v JOIN users u ON u.id = v.column4 ORDER BY v.column3, u.id");
         outbox.build().execute(&mut *conn).await?;
     }
-    // The threads' last activity.
-    let mut threads: Vec<i64> = jobs.iter().map(|job| job.message.thread_id).collect();
-    threads.dedup();
-    let mut touch = sqlx::QueryBuilder::<Db>::new("UPDATE threads SET updated_at = ");
-    touch.push_bind(now).push(" WHERE id IN (");
-    let mut ids = touch.separated(", ");
-    for thread in &threads {
-        ids.push_bind(*thread);
-    }
-    touch.push(")");
-    touch.build().execute(&mut *conn).await?;
+    // The threads' last activity, and the loop breaker's counts.
+    let threads: Vec<i64> = jobs.iter().map(|job| job.message.thread_id).collect();
+    let emailed: Vec<(i64, i64)> = stored
+        .iter()
+        .filter(|(job, _)| job.message.source == Source::Email)
+        .map(|(job, _)| (job.message.thread_id, job.message.author_id))
+        .collect();
+    touch_threads(conn, now, &threads, &emailed).await?;
     // Their inbound-log entries (a duplicate's says so).
     let logs: Vec<(InboundLogEntry, i64)> = jobs
         .iter()
@@ -432,6 +430,9 @@ pub(super) async fn insert_message(
     .bind(message.thread_id)
     .execute(&mut *conn)
     .await?;
+    if message.source == Source::Email {
+        touch_threads(conn, now, &[], &[(message.thread_id, message.author_id)]).await?;
+    }
     if let Some(routing) = &message.routing {
         sqlx::query(
             "UPDATE threads SET queue = COALESCE($1, queue), priority = COALESCE($2, priority), tags = $3, \
@@ -452,6 +453,48 @@ pub(super) async fn insert_message(
         insert_log(conn, log, Some(id)).await?;
     }
     Ok(Inserted::New(id))
+}
+
+/// Sets the last activity of `threads` and of the threads of `emailed` to
+/// `now`, and adds the emailed messages (one (thread, author) pair each) to
+/// the loop breaker's counts: on the threads' rows and per sender. A window
+/// older than [`EMAIL_WINDOW_MS`] starts again at `now`.
+async fn touch_threads(conn: &mut Connection, now: i64, threads: &[i64], emailed: &[(i64, i64)]) -> StoreResult<()> {
+    let since = now - EMAIL_WINDOW_MS;
+    // Each row once per statement, in id order (two instances take the
+    // rows' locks in the same order).
+    let mut per_thread: std::collections::BTreeMap<i64, i64> = threads.iter().map(|&thread| (thread, 0)).collect();
+    let mut per_sender = std::collections::BTreeMap::<i64, i64>::new();
+    for &(thread, author) in emailed {
+        *per_thread.entry(thread).or_default() += 1;
+        *per_sender.entry(author).or_default() += 1;
+    }
+    let per_thread: Vec<(i64, i64)> = per_thread.into_iter().collect();
+    for chunk in per_thread.chunks(ROWS_PER_STATEMENT) {
+        let mut update = sqlx::QueryBuilder::<Db>::new("UPDATE threads SET updated_at = ");
+        update.push_bind(now).push(", email_window_start = CASE WHEN email_window_start >= ").push_bind(since);
+        update.push(" THEN email_window_start ELSE ").push_bind(now);
+        update.push(" END, emails_in_window = CASE WHEN email_window_start >= ").push_bind(since);
+        update.push(" THEN emails_in_window + v.column2 ELSE v.column2 END FROM (");
+        update.push_values(chunk, |mut row, (thread, emails)| {
+            row.push_bind(*thread).push_bind(*emails);
+        });
+        update.push(") AS v WHERE threads.id = v.column1");
+        update.build().execute(&mut *conn).await?;
+    }
+    let per_sender: Vec<(i64, i64)> = per_sender.into_iter().collect();
+    for chunk in per_sender.chunks(ROWS_PER_STATEMENT) {
+        let mut upsert = sqlx::QueryBuilder::<Db>::new("INSERT INTO sender_email_windows (author_id, window_start, emails) ");
+        upsert.push_values(chunk, |mut row, (author, emails)| {
+            row.push_bind(*author).push_bind(now).push_bind(*emails);
+        });
+        upsert.push(" ON CONFLICT (author_id) DO UPDATE SET window_start = CASE WHEN sender_email_windows.window_start >= ");
+        upsert.push_bind(since).push(" THEN sender_email_windows.window_start ELSE excluded.window_start END, ");
+        upsert.push("emails = CASE WHEN sender_email_windows.window_start >= ").push_bind(since);
+        upsert.push(" THEN sender_email_windows.emails + excluded.emails ELSE excluded.emails END");
+        upsert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Writes one inbound log entry (`stored`: the message it stored, if not

@@ -1,7 +1,7 @@
 //! The store on a real database (a SQLite file, or PostgreSQL when the suite
 //! runs there): group commit keeps each message's fate its own.
 
-use crate::support::fresh_database_url;
+use crate::support::{execute_sql, fresh_database_url};
 use mailgate::domain::{Role, Source, ThreadKind};
 use mailgate::store::{Inserted, NewMessage, NewThread, Store};
 
@@ -271,4 +271,43 @@ async fn a_claim_reaches_past_notifications_waiting_behind_an_older_one() {
     let carried = store.coalescible(&claimed[0]).await.unwrap();
     assert_eq!(carried.len(), 4, "the busy thread's other four go with its oldest");
     assert!(store.claim_due(10, 60_000).await.unwrap().is_empty(), "nothing else may go on its own");
+}
+
+#[tokio::test]
+async fn the_loop_breaker_counts_emailed_messages_per_hour_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(dir.path()).await;
+    let store = Store::open(&url).await.unwrap();
+    let (thread, customer, _) = customer_with_chat(&store, "loop@example.org").await;
+    let (other_thread, _, _) = customer_with_chat(&store, "other@example.org").await;
+    let counts = |store: Store| async move {
+        let since = mailgate::store::now_ms() - mailgate::store::EMAIL_WINDOW_MS;
+        let direct = store.recent_email(customer, thread, since, 120).await.unwrap();
+        let (_, at_rcpt) = store.thread_with_recent(thread, customer, since, 120).await.unwrap().unwrap();
+        assert_eq!(direct, (at_rcpt.by_author, at_rcpt.in_thread), "RCPT time and deciding read the same counts");
+        direct
+    };
+
+    for n in 0..3 {
+        store.insert_message(message(thread, customer, &format!("m{n}@x")), None).await.unwrap();
+    }
+    // Delivered again: a duplicate, not another message.
+    store.insert_message(message(thread, customer, "m0@x"), None).await.unwrap();
+    // Written in the Dashboard: not mail.
+    let typed = NewMessage { source: Source::Dashboard, rfc_message_id: None, ..message(thread, customer, "typed") };
+    store.insert_message(typed, None).await.unwrap();
+    // The same sender in another thread counts for the sender, not for this thread.
+    store.insert_message(message(other_thread, customer, "elsewhere@x"), None).await.unwrap();
+    // The chat's first message (emailed, as `customer_with_chat` writes it)
+    // and three replies in the thread; one more by the sender elsewhere.
+    assert_eq!(counts(store.clone()).await, (5, 4));
+    assert_eq!(store.recent_email(customer, thread, 0, 2).await.unwrap(), (2, 2), "capped");
+
+    // An hour later the windows start again with the next message.
+    let hour_ago = mailgate::store::now_ms() - mailgate::store::EMAIL_WINDOW_MS - 1;
+    execute_sql(&url, &format!("UPDATE threads SET email_window_start = {hour_ago}")).await;
+    execute_sql(&url, &format!("UPDATE sender_email_windows SET window_start = {hour_ago}")).await;
+    assert_eq!(counts(store.clone()).await, (0, 0));
+    store.insert_message(message(thread, customer, "later@x"), None).await.unwrap();
+    assert_eq!(counts(store.clone()).await, (1, 1));
 }
