@@ -311,3 +311,59 @@ async fn the_loop_breaker_counts_emailed_messages_per_hour_window() {
     store.insert_message(message(thread, customer, "later@x"), None).await.unwrap();
     assert_eq!(counts(store.clone()).await, (1, 1));
 }
+
+#[tokio::test]
+async fn an_upgrade_keeps_the_last_hours_counts_for_the_loop_breaker() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(dir.path()).await;
+    let folder = if crate::support::on_postgres() { "migrations/postgres" } else { "migrations/sqlite" };
+    // The schema as it was before the counts were kept: every migration but
+    // the one that introduced them.
+    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new(folder)).await.unwrap();
+    let counts_version = before
+        .migrations
+        .iter()
+        .find(|m| m.description.contains("loop breaker counters"))
+        .map(|m| m.version)
+        .expect("the migration that keeps the loop breaker's counts");
+    before.migrations =
+        before.migrations.iter().filter(|m| m.version < counts_version).cloned().collect::<Vec<_>>().into();
+    let now = mailgate::store::now_ms();
+    let rows = [
+        "INSERT INTO sites (name, plan_id, created_at) VALUES ('s', 'sandbox', 0)".to_owned(),
+        "INSERT INTO users (email, name, role, created_at) VALUES ('c@example.org', 'C', 'owner', 0)".to_owned(),
+        "INSERT INTO threads (kind, site_id, customer_id, subject, status, created_at, updated_at) \
+         VALUES ('chat', 1, 1, 's', 'open', 0, 0)"
+            .to_owned(),
+        // Two emailed in the last hour, one before it, one typed in the Dashboard.
+        format!(
+            "INSERT INTO messages (thread_id, author_id, body, source, rfc_message_id, created_at) VALUES \
+             (1, 1, 'a', 'email', 'a@x', {}), (1, 1, 'b', 'email', 'b@x', {}), \
+             (1, 1, 'old', 'email', 'old@x', {}), (1, 1, 'typed', 'dashboard', NULL, {now})",
+            now - 600_000,
+            now - 60_000,
+            now - 7_200_000
+        ),
+    ];
+    if url.starts_with("sqlite:") {
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap();
+        let mut conn = sqlx::SqliteConnection::connect_with(&options.create_if_missing(true)).await.unwrap();
+        before.run(&mut conn).await.unwrap();
+        for sql in &rows {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        before.run(&mut conn).await.unwrap();
+        for sql in &rows {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+    }
+
+    let store = Store::open(&url).await.unwrap();
+    let since = now - mailgate::store::EMAIL_WINDOW_MS;
+    assert_eq!(store.recent_email(1, 1, since, 120).await.unwrap(), (2, 2));
+}
