@@ -1433,7 +1433,10 @@ async fn open_sqlite(url: &str) -> StoreResult<(Readers<SqliteConnection>, Sqlit
         .statement_cache_capacity(512);
     let mut writer = options.connect().await?;
     sqlx::migrate!("migrations/sqlite").run(&mut writer).await?;
-    let readers = Readers::open(options.read_only(true), READERS).await?;
+    // Readers keep 2 MB each: they read a few hot pages (threads, users,
+    // the newest messages), and four of them at 4 MB took peak memory past
+    // its budget once a busy desk's database had grown.
+    let readers = Readers::open(options.pragma("cache_size", "-2000").read_only(true), READERS).await?;
     Ok((readers, SqliteWriter(Arc::new(tokio::sync::Mutex::new(Some(writer))))))
 }
 
