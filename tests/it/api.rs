@@ -125,11 +125,7 @@ async fn the_admin_stats_count_what_the_group_writer_committed() {
     for n in 0..8 {
         let mail = reply_mail(OWNER, &to, "chat", &format!("stats-{n}@acme.example"), "", &format!("Reply {n}"));
         let (smtp, to) = (app.smtp, to.clone());
-        sends.push(tokio::spawn(async move {
-            let mut client = Smtp::connect(smtp).await;
-            client.expect("EHLO mx.acme.example", "250").await;
-            client.send(OWNER, &[&to], &mail).await
-        }));
+        sends.push(tokio::spawn(async move { Smtp::send_once(smtp, OWNER, &[&to], &mail).await }));
     }
     for send in sends {
         let answer = send.await.unwrap();

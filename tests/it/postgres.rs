@@ -68,11 +68,7 @@ async fn two_instances_on_one_database_take_mail_at_once_and_send_each_notificat
             );
             for app in [&a, &b] {
                 let (smtp, to, mail) = (app.smtp, to.clone(), mail.clone());
-                sends.push(tokio::spawn(async move {
-                    let mut client = Smtp::connect(smtp).await;
-                    client.expect("EHLO mx.acme.example", "250").await;
-                    client.send(OWNER, &[&to], &mail).await
-                }));
+                sends.push(tokio::spawn(async move { Smtp::send_once(smtp, OWNER, &[&to], &mail).await }));
             }
         }
     }

@@ -207,11 +207,7 @@ impl TestApp {
     /// Sends one message in a fresh session; returns the reply to DATA (or the
     /// first refusal before it).
     pub async fn send(&self, from: &str, to: &[&str], message: &str) -> String {
-        let mut smtp = self.smtp().await;
-        smtp.expect("EHLO client.example.org", "250").await;
-        let reply = smtp.send(from, to, message).await;
-        smtp.cmd("QUIT").await;
-        reply
+        Smtp::send_once(self.smtp, from, to, message).await
     }
 }
 
@@ -265,6 +261,16 @@ pub struct Smtp {
 }
 
 impl Smtp {
+    /// Sends one message to `addr` in a session of its own; returns the
+    /// reply to DATA (or the first refusal before it).
+    pub async fn send_once(addr: std::net::SocketAddr, from: &str, to: &[&str], message: &str) -> String {
+        let mut smtp = Smtp::connect(addr).await;
+        smtp.expect("EHLO client.example.org", "250").await;
+        let reply = smtp.send(from, to, message).await;
+        smtp.cmd("QUIT").await;
+        reply
+    }
+
     pub async fn connect(addr: std::net::SocketAddr) -> Smtp {
         let stream = TcpStream::connect(addr).await.expect("connect");
         let (read, writer) = stream.into_split();
