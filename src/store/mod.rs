@@ -970,8 +970,9 @@ impl Store {
     ///
     /// Concurrent calls are committed together (group commit): while one
     /// transaction waits for its fsync, the next ones queue, and then share
-    /// one transaction and one fsync, each inside its own savepoint so that
-    /// one failure does not undo the others. Every caller still returns only
+    /// one transaction and one fsync. If anything in it fails, the batch is
+    /// written again with a savepoint per message, so that one failure does
+    /// not undo the others. Every caller still returns only
     /// after the commit that holds its message.
     pub async fn insert_message(&self, message: NewMessage, log: Option<InboundLogEntry>) -> StoreResult<Inserted> {
         let (reply, answer) = tokio::sync::oneshot::channel();

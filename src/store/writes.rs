@@ -234,9 +234,6 @@ async fn insert_plain_messages(
             outcomes.push(Inserted::Duplicate(existing));
         }
     }
-    // Their attachments: each content stored once (in SHA-256 order, so that
-    // two instances take the rows' locks in the same order), then one row
-    // per attachment.
     // Only messages stored now get attachments and notifications.
     let stored: Vec<(&WriteJob, i64)> = jobs
         .iter()
@@ -252,6 +249,8 @@ async fn insert_plain_messages(
             job.message.attachments.iter().map(move |a| (id, a, hex(&Sha256::digest(&a.content))))
         })
         .collect();
+    // Each content stored once (in SHA-256 order, so that two instances
+    // take the rows' locks in the same order), then one row per attachment.
     let mut contents: Vec<(&str, &[u8])> = attached.iter().map(|(_, a, sha)| (sha.as_str(), &a.content[..])).collect();
     contents.sort_unstable_by_key(|(sha, _)| *sha);
     contents.dedup_by_key(|(sha, _)| *sha);
@@ -419,19 +418,18 @@ pub(super) async fn insert_message(
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query(
-        "UPDATE threads SET updated_at = $1, \
-         assigned_agent_id = CASE WHEN assigned_agent_id IS NULL AND $2 = 1 THEN $3 ELSE assigned_agent_id END \
-         WHERE id = $4",
-    )
-    .bind(now)
-    .bind(i64::from(message.author_is_agent))
-    .bind(message.author_id)
-    .bind(message.thread_id)
-    .execute(&mut *conn)
-    .await?;
-    if message.source == Source::Email {
-        touch_threads(conn, now, &[], &[(message.thread_id, message.author_id)]).await?;
+    // The thread's last activity and the loop breaker's counts, in the
+    // statement the group commit uses; an agent's first answer also takes
+    // an unassigned thread.
+    let emailed = [(message.thread_id, message.author_id)];
+    let emailed: &[(i64, i64)] = if message.source == Source::Email { &emailed } else { &[] };
+    touch_threads(conn, now, &[message.thread_id], emailed).await?;
+    if message.author_is_agent {
+        sqlx::query("UPDATE threads SET assigned_agent_id = $1 WHERE id = $2 AND assigned_agent_id IS NULL")
+            .bind(message.author_id)
+            .bind(message.thread_id)
+            .execute(&mut *conn)
+            .await?;
     }
     if let Some(routing) = &message.routing {
         sqlx::query(
