@@ -312,7 +312,7 @@ async fn inspect(
         serde_json::to_value(pipeline::analyze(&mail_from, &rcpt, &raw))?
     };
     if output.is_null() {
-        output = serde_json::json!({ "error": "not an email: no header section found" });
+        output = serde_json::json!({ "error": "not an email: no header section, or a broken MIME structure" });
     }
     let mut stdout = std::io::stdout().lock();
     if json {

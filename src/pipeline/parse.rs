@@ -73,8 +73,23 @@ impl ParsedMail {
     }
 }
 
-/// Parses `raw`; `None` when the input has no message header at all.
+/// Parses `raw`; `None` when the input has no message header at all, or
+/// when mail-parser cannot read it. mail-parser 0.11 can panic on some
+/// malformed MIME structures (found by `tests/it/fuzz.rs`; the case is kept
+/// in `tests/proptest-regressions/`): a message from the network must never
+/// take its session down, so such a message is treated as unreadable.
 pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
+    match std::panic::catch_unwind(|| read(raw)) {
+        Ok(parsed) => parsed,
+        Err(_) => {
+            tracing::warn!(bytes = raw.len(), "mail-parser gave up on a malformed message");
+            None
+        }
+    }
+}
+
+/// [`parse`] without the guard.
+fn read(raw: &[u8]) -> Option<ParsedMail> {
     let message = MessageParser::default().parse(raw)?;
     if message.headers().is_empty() {
         return None;

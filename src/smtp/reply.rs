@@ -104,9 +104,11 @@ fn for_refusal(refusal: &Refusal) -> SmtpReply {
             "5.6.0",
             "Your reply has no new text above the quoted message, so nothing was added to the conversation",
         ),
-        Refusal::Unparseable => {
-            SmtpReply::new(550, "5.6.0", "The message could not be read as an email: it has no header section")
-        }
+        Refusal::Unparseable => SmtpReply::new(
+            550,
+            "5.6.0",
+            "The message could not be read as an email: it has no header section, or its MIME structure is broken",
+        ),
     }
 }
 
