@@ -253,10 +253,9 @@ fn proc_status_mb(pid: u32, field: &str) -> f64 {
 /// The admin credential the benchmark gives `mailgate serve`.
 const ADMIN_TOKEN: &str = "bench-admin";
 
-/// The group-commit writer's totals, from the admin API: (transactions,
-/// messages, statement microseconds, commit microseconds).
-async fn group_commit(http: SocketAddr) -> [u64; 4] {
-    let stats: serde_json::Value = async {
+/// The server's running totals, from the admin API (`null` if it did not answer).
+async fn admin_stats(http: SocketAddr) -> serde_json::Value {
+    async {
         let response = reqwest::Client::new()
             .get(format!("http://{http}/api/v1/admin/stats"))
             .bearer_auth(ADMIN_TOKEN)
@@ -265,23 +264,46 @@ async fn group_commit(http: SocketAddr) -> [u64; 4] {
         response.json().await
     }
     .await
-    .unwrap_or_default();
-    ["transactions", "messages", "statements_us", "commit_us"].map(|f| stats["group_commit"][f].as_u64().unwrap_or(0))
+    .unwrap_or_default()
 }
 
-/// How the messages of one measurement were committed, from the totals before and after.
-fn report_group_commit(before: [u64; 4], after: [u64; 4]) {
-    let [transactions, messages, statements, commit] = [0, 1, 2, 3].map(|i| after[i].saturating_sub(before[i]));
-    if transactions == 0 {
-        return;
+/// How much `field` of `section` grew between two readings of the totals.
+fn grew(before: &serde_json::Value, after: &serde_json::Value, section: &str, field: &str) -> u64 {
+    let read = |stats: &serde_json::Value| stats[section][field].as_u64().unwrap_or(0);
+    read(after).saturating_sub(read(before))
+}
+
+/// How the messages of one measurement were committed, and what the outbound
+/// worker sent meanwhile, from the totals before and after.
+fn report_server_stats(before: &serde_json::Value, after: &serde_json::Value) {
+    let commit = |field| grew(before, after, "group_commit", field);
+    let transactions = commit("transactions");
+    if transactions > 0 {
+        let per = |total: u64| total as f64 / transactions as f64 / 1000.0;
+        println!(
+            "  group commit: {:.1} messages per transaction; per transaction {:.2} ms of statements, {:.2} ms committing",
+            commit("messages") as f64 / transactions as f64,
+            per(commit("statements_us")),
+            per(commit("commit_us"))
+        );
     }
-    let per = |total: u64| total as f64 / transactions as f64 / 1000.0;
-    println!(
-        "  group commit: {:.1} messages per transaction; per transaction {:.2} ms of statements, {:.2} ms committing",
-        messages as f64 / transactions as f64,
-        per(statements),
-        per(commit)
-    );
+    let outbound = |field| grew(before, after, "outbound", field);
+    let (passes, sent) = (outbound("passes"), outbound("sent"));
+    if passes > 0 {
+        let mails = (sent + outbound("not_sent")).max(1) as f64;
+        let per_mail = |field| outbound(field) as f64 / mails / 1000.0;
+        let per_pass = |field| outbound(field) as f64 / passes as f64 / 1000.0;
+        println!(
+            "  outbound meanwhile: {sent} mails carrying {} more replies, in {passes} passes; per mail {:.2} ms preparing, \
+             {:.2} ms sending; per pass {:.2} ms claiming, {:.2} ms syncing, {:.2} ms recording",
+            outbound("merged"),
+            per_mail("prepare_us"),
+            per_mail("send_us"),
+            per_pass("claim_us"),
+            per_pass("sync_us"),
+            per_pass("record_us")
+        );
+    }
 }
 
 /// `mailgate serve` on `database_url`, as a process of its own: (process,
@@ -440,11 +462,11 @@ fn main() {
             for &connections in &options.levels {
                 println!("{backend}, {connections} connection(s), {size} KB replies:");
                 runtime.block_on(async {
-                    let before = group_commit(http).await;
+                    let before = admin_stats(http).await;
                     let (mut ours, our_cost) =
                         measured(server.id(), postmaster, smtp, connections, &senders, size).await;
                     let (rate, cpu) = report("mailgate", &mut ours, &our_cost);
-                    report_group_commit(before, group_commit(http).await);
+                    report_server_stats(&before, &admin_stats(http).await);
                     let (mut theirs, their_cost) =
                         measured(sink.id(), None, sink_addr, connections, &senders, size).await;
                     let (reference, reference_cpu) = report("smtp-sink", &mut theirs, &their_cost);

@@ -7,8 +7,8 @@ use crate::config::Config;
 use crate::domain::TokenSigner;
 use crate::domain::token::TokenKey;
 use crate::notify::render::Renderer;
-use crate::outbound::Outbound;
 use crate::outbound::mailer::Mailer;
+use crate::outbound::{Outbound, OutboundCounters};
 use crate::pipeline::Pipeline;
 use crate::rules::{LiveRules, RuleSet};
 use crate::smtp::listener;
@@ -164,6 +164,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     });
     tasks.spawn(listener::serve(smtp, ctx, shutdown.clone(), tasks.clone()));
 
+    let outbound_counters = Arc::new(OutboundCounters::default());
     let state = Arc::new(ApiState {
         store: store.clone(),
         token_hash: api::hash_token(&api_token),
@@ -172,6 +173,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         signer: signer.clone(),
         domain: config.domain.clone(),
         rules: Arc::clone(&rules),
+        outbound: Arc::clone(&outbound_counters),
     });
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -193,6 +195,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         delivery: config.delivery.clone(),
         dkim,
         wake: store.outbox_wakeup(),
+        counters: outbound_counters,
     });
     tasks.spawn(outbound.run(shutdown.clone()));
 

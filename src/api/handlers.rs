@@ -604,9 +604,13 @@ pub(super) async fn current_rules(State(state): Shared) -> Json<serde_json::Valu
 }
 
 /// `GET /admin/stats`: what the gateway has done since it started (the
-/// group-commit writer: transactions, messages, time in statements and commits).
+/// group-commit writer: transactions, messages, time in statements and
+/// commits; the outbound worker: passes, mails, time per step).
 pub(super) async fn stats(State(state): Shared) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "group_commit": state.store.group_commit_stats() }))
+    Json(serde_json::json!({
+        "group_commit": state.store.group_commit_stats(),
+        "outbound": state.outbound.snapshot(),
+    }))
 }
 
 #[derive(Deserialize)]

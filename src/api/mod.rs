@@ -32,6 +32,8 @@ pub struct ApiState {
     pub domain: String,
     /// The routing rules in force.
     pub rules: Arc<crate::rules::LiveRules>,
+    /// The outbound worker's running totals.
+    pub outbound: Arc<crate::outbound::OutboundCounters>,
 }
 
 /// The API's routes.

@@ -39,7 +39,8 @@ use rand::Rng;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +73,83 @@ pub struct Outbound {
     pub dkim: Option<DkimSigning>,
     /// Told after a commit that queued mail, and when it is due.
     pub wake: Arc<OutboxSignal>,
+    /// What the worker has done since start (`GET /api/v1/admin/stats`).
+    pub counters: Arc<OutboundCounters>,
+}
+
+/// What the outbound worker has done since it started, as the admin API
+/// shows it. Times are summed over items: with several delivery slots the
+/// per-item times add up to more than the wall time they took.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct OutboundStats {
+    /// Passes over the outbox that claimed at least one item.
+    pub passes: u64,
+    /// Mails handed to the relay or written to the folder.
+    pub sent: u64,
+    /// Pending items a sent mail carried (coalesced replies).
+    pub merged: u64,
+    /// Attempts that failed (retried later or failed for good) or were skipped.
+    pub not_sent: u64,
+    /// Claiming the passes' items, in microseconds.
+    pub claim_us: u64,
+    /// Preparing the items: the reads, rendering and building each mail.
+    pub prepare_us: u64,
+    /// Handing the mails over (relay conversation or file write).
+    pub send_us: u64,
+    /// Making the outgoing-mail folder durable, once per pass.
+    pub sync_us: u64,
+    /// Recording the passes' outcomes.
+    pub record_us: u64,
+}
+
+/// The running totals behind [`OutboundStats`].
+#[derive(Debug, Default)]
+pub struct OutboundCounters {
+    passes: AtomicU64,
+    sent: AtomicU64,
+    merged: AtomicU64,
+    not_sent: AtomicU64,
+    claim_us: AtomicU64,
+    prepare_us: AtomicU64,
+    send_us: AtomicU64,
+    sync_us: AtomicU64,
+    record_us: AtomicU64,
+}
+
+impl OutboundCounters {
+    /// The totals so far.
+    pub fn snapshot(&self) -> OutboundStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        OutboundStats {
+            passes: load(&self.passes),
+            sent: load(&self.sent),
+            merged: load(&self.merged),
+            not_sent: load(&self.not_sent),
+            claim_us: load(&self.claim_us),
+            prepare_us: load(&self.prepare_us),
+            send_us: load(&self.send_us),
+            sync_us: load(&self.sync_us),
+            record_us: load(&self.record_us),
+        }
+    }
+
+    fn add_time(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn count(&self, outcomes: &[Delivery]) {
+        for outcome in outcomes {
+            match outcome {
+                Delivery::Sent { merged, .. } => {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                    self.merged.fetch_add(merged.len() as u64, Ordering::Relaxed);
+                }
+                _ => {
+                    self.not_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Outbound {
@@ -197,8 +275,14 @@ impl Outbound {
     /// (folder mode), and records every outcome in one transaction: two
     /// commits per pass, however many mails it sends.
     pub async fn deliver_due(self: Arc<Self>) -> anyhow::Result<usize> {
+        let started = Instant::now();
         let items = self.store.claim_due(self.pass_size() as i64, LEASE_MS).await?;
+        OutboundCounters::add_time(&self.counters.claim_us, started);
         let count = items.len();
+        if count == 0 {
+            return Ok(0);
+        }
+        self.counters.passes.fetch_add(1, Ordering::Relaxed);
         let slots = Arc::new(tokio::sync::Semaphore::new(self.delivery.concurrency as usize));
         let mut running = JoinSet::new();
         for item in items {
@@ -219,13 +303,19 @@ impl Outbound {
         // Until the folder's entries are durable, nothing is recorded as
         // sent: the items stay claimed, and once their lease runs out a later
         // pass writes the same files again.
+        let syncing = Instant::now();
         self.mailer.sync().await.context("making the outgoing-mail folder durable")?;
+        OutboundCounters::add_time(&self.counters.sync_us, syncing);
+        let recording = Instant::now();
         self.store.record_deliveries(&outcomes).await?;
+        OutboundCounters::add_time(&self.counters.record_us, recording);
+        self.counters.count(&outcomes);
         Ok(count)
     }
 
     /// Delivers one item (or decides not to) and says what became of it.
     async fn deliver_one(&self, item: OutboxItem) -> anyhow::Result<Delivery> {
+        let preparing = Instant::now();
         let (bounces, opted_out) =
             self.store.recipient_standing(&item.to_address, item.recipient_id, &item.kind).await?;
         if bounces >= i64::from(self.delivery.max_hard_bounces) {
@@ -242,9 +332,14 @@ impl Outbound {
         } else {
             Vec::new()
         };
-        let result = match self.build(&item, &merged).await {
+        let built = self.build(&item, &merged).await;
+        OutboundCounters::add_time(&self.counters.prepare_us, preparing);
+        let result = match built {
             Ok((message_id, envelope, bytes)) => {
-                self.mailer.send(item.id, &envelope, &bytes).await.map(|()| message_id)
+                let sending = Instant::now();
+                let sent = self.mailer.send(item.id, &envelope, &bytes).await.map(|()| message_id);
+                OutboundCounters::add_time(&self.counters.send_us, sending);
+                sent
             }
             Err(error) => Err(DeliveryError { permanent: false, message: format!("{error:#}") }),
         };
