@@ -26,7 +26,10 @@ use crate::notify::render::{
 use crate::pipeline::extract::REPLY_ABOVE_MARKER;
 use crate::pipeline::thread::{body_marker, notification_message_id};
 use crate::pipeline::thread_label;
-use crate::store::{Delivery, OutboxItem, OutboxSignal, Plan, Queued, Site, Store, StoredMessage, Thread, now_ms};
+use crate::store::{
+    COALESCED_KINDS, Delivery, OutboxItem, OutboxSignal, PassReads, Plan, Queued, Site, Store, StoredMessage, Thread,
+    now_ms,
+};
 use anyhow::Context;
 use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
@@ -214,6 +217,9 @@ pub fn load_dkim(settings: &crate::config::DkimSettings) -> anyhow::Result<DkimS
 /// How many earlier messages a notification quotes below the new ones.
 const HISTORY: i64 = 5;
 
+/// How many earlier notifications about a thread a mail's References name.
+const REFERENCES: i64 = 20;
+
 /// The longest the worker goes without a pass over the outbox.
 const PASS_EVERY: Duration = Duration::from_secs(1);
 
@@ -271,9 +277,11 @@ impl Outbound {
     }
 
     /// One pass: claims up to [`ITEMS_PER_SLOT`] due items per delivery slot,
-    /// delivers them `concurrency` at a time, makes the written files durable
-    /// (folder mode), and records every outcome in one transaction: two
-    /// commits per pass, however many mails it sends.
+    /// reads what they need from the database together
+    /// ([`Store::read_for_pass`]), delivers them `concurrency` at a time,
+    /// makes the written files durable (folder mode), and records every
+    /// outcome in one transaction: two commits per pass, however many mails
+    /// it sends.
     pub async fn deliver_due(self: Arc<Self>) -> anyhow::Result<usize> {
         let started = Instant::now();
         let items = self.store.claim_due(self.pass_size() as i64, LEASE_MS).await?;
@@ -283,13 +291,16 @@ impl Outbound {
             return Ok(0);
         }
         self.counters.passes.fetch_add(1, Ordering::Relaxed);
+        let preparing = Instant::now();
+        let reads = Arc::new(self.store.read_for_pass(&items, HISTORY, REFERENCES).await?);
+        OutboundCounters::add_time(&self.counters.prepare_us, preparing);
         let slots = Arc::new(tokio::sync::Semaphore::new(self.delivery.concurrency as usize));
         let mut running = JoinSet::new();
         for item in items {
-            let (this, slots) = (Arc::clone(&self), Arc::clone(&slots));
+            let (this, slots, reads) = (Arc::clone(&self), Arc::clone(&slots), Arc::clone(&reads));
             running.spawn(async move {
                 let _slot = slots.acquire_owned().await;
-                this.deliver_one(item).await
+                this.deliver_one(item, &reads).await
             });
         }
         let mut outcomes = Vec::with_capacity(count);
@@ -314,10 +325,9 @@ impl Outbound {
     }
 
     /// Delivers one item (or decides not to) and says what became of it.
-    async fn deliver_one(&self, item: OutboxItem) -> anyhow::Result<Delivery> {
+    async fn deliver_one(&self, item: OutboxItem, reads: &PassReads) -> anyhow::Result<Delivery> {
         let preparing = Instant::now();
-        let (bounces, opted_out) =
-            self.store.recipient_standing(&item.to_address, item.recipient_id, &item.kind).await?;
+        let (bounces, opted_out) = reads.standing(&item);
         if bounces >= i64::from(self.delivery.max_hard_bounces) {
             let why = format!("suppressed: {} hard-bounced {bounces} times; mail to it has stopped", item.to_address);
             tracing::warn!(outbox_id = item.id, "{why}");
@@ -327,12 +337,8 @@ impl Outbound {
             let why = "the recipient opted out of this kind of notification".to_owned();
             return Ok(Delivery::Skipped { id: item.id, why });
         }
-        let merged = if matches!(item.kind.as_str(), "agent_replied" | "customer_replied") {
-            self.store.coalescible(&item).await?
-        } else {
-            Vec::new()
-        };
-        let built = self.build(&item, &merged).await;
+        let merged = if COALESCED_KINDS.contains(&item.kind.as_str()) { reads.coalescible(&item) } else { Vec::new() };
+        let built = self.build(&item, &merged, reads).await;
         OutboundCounters::add_time(&self.counters.prepare_us, preparing);
         let result = match built {
             Ok((message_id, envelope, bytes)) => {
@@ -378,22 +384,20 @@ impl Outbound {
         &self,
         item: &OutboxItem,
         merged: &[OutboxItem],
+        reads: &PassReads,
     ) -> anyhow::Result<(String, lettre::address::Envelope, Vec<u8>)> {
         let recipient = match item.recipient_id {
             Some(id) => self.store.user(id).await?,
             None => None,
         };
-        let thread = match item.thread_id {
-            Some(id) => self.store.thread(id).await?,
-            None => None,
-        };
-        let token = match (&thread, &recipient) {
+        let thread = item.thread_id.and_then(|id| reads.thread(id));
+        let token = match (thread, &recipient) {
             (Some(thread), Some(user)) => {
                 Some(self.signer.sign(ReplyToken { thread_id: thread.id, recipient_id: user.id }))
             }
             _ => None,
         };
-        let context = self.context(item, merged, recipient.as_ref(), thread.as_ref(), token.as_deref()).await?;
+        let context = self.context(item, merged, reads, recipient.as_ref(), thread, token.as_deref()).await?;
         let rendered = self.renderer.render(&item.kind, &context)?;
         let message_id = match &token {
             Some(token) => notification_message_id(token, item.id, &self.domain),
@@ -430,14 +434,14 @@ impl Outbound {
             let reply_to = format!("reply+{token}@{}", self.domain).parse()?;
             builder = builder.reply_to(Mailbox::new(Some("Support".to_owned()), reply_to));
         }
-        if let Some(thread) = &thread {
+        if let Some(thread) = thread {
             builder = builder.raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("X-Mailgate-Thread"),
                 thread_label(thread),
             ));
-            let earlier = self.store.sent_notification_ids(thread.id, &item.to_address).await?;
+            let earlier = reads.sent_ids(thread.id, &item.to_address);
             if let Some(last) = earlier.last() {
-                let references: Vec<String> = earlier.iter().rev().take(20).rev().map(|id| format!("<{id}>")).collect();
+                let references: Vec<String> = earlier.iter().map(|id| format!("<{id}>")).collect();
                 builder = builder.in_reply_to(format!("<{last}>")).references(references.join(" "));
             }
         }
@@ -459,6 +463,7 @@ impl Outbound {
         &self,
         item: &OutboxItem,
         merged: &[OutboxItem],
+        reads: &PassReads,
         recipient: Option<&crate::store::User>,
         thread: Option<&Thread>,
         token: Option<&str>,
@@ -512,12 +517,10 @@ impl Outbound {
             context.messages = self.store.messages(thread.id).await?.iter().map(message_context).collect();
             return Ok(context);
         }
-        let mut new_ids: Vec<i64> =
-            item.message_id.into_iter().chain(merged.iter().filter_map(|m| m.message_id)).collect();
-        new_ids.sort_unstable();
-        // The new messages and the few before them, however long the thread.
-        let first_new = new_ids.first().copied().unwrap_or(i64::MAX);
-        let all = self.store.messages_around(thread.id, first_new, HISTORY).await?;
+        let new_ids: Vec<i64> = item.message_id.into_iter().chain(merged.iter().filter_map(|m| m.message_id)).collect();
+        // The new messages and the few before them, however long the thread
+        // (the pass read each thread from a few before its earliest new one).
+        let all = reads.messages(thread.id);
         let first_new = all.iter().position(|m| new_ids.contains(&m.id)).unwrap_or(all.len());
         context.messages = all.iter().filter(|m| new_ids.contains(&m.id)).map(message_context).collect();
         context.history =

@@ -128,6 +128,8 @@ macro_rules! writing {
 }
 
 mod lookups;
+mod pass_reads;
+pub use pass_reads::{COALESCED_KINDS, PassReads};
 
 /// Read connections the store owns outright: sqlx's pool pings a connection
 /// (one more round trip to SQLite's worker thread, or to the PostgreSQL
@@ -988,29 +990,6 @@ impl Store {
         self.messages_from(thread_id, 0).await
     }
 
-    /// What a notification about a thread shows: its messages from
-    /// `first_new` (an id) on, and up to `history` messages before it, oldest
-    /// first, with their attachments. Reads only those, however long the
-    /// thread.
-    pub async fn messages_around(
-        &self,
-        thread_id: i64,
-        first_new: i64,
-        history: i64,
-    ) -> StoreResult<Vec<StoredMessage>> {
-        let messages: Vec<StoredMessage> = reading!(self, |db| sqlx::query_as(&format!(
-            "{MESSAGE_COLUMNS} WHERE m.thread_id = $1 AND m.id >= COALESCE((SELECT MIN(id) FROM \
-             (SELECT id FROM messages WHERE thread_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) AS earlier), $2) \
-             ORDER BY m.id"
-        ))
-        .bind(thread_id)
-        .bind(first_new)
-        .bind(history)
-        .fetch_all(db)
-        .await)?;
-        self.with_attachments(thread_id, messages).await
-    }
-
     /// A thread's messages with ids from `from` on, oldest first, with their attachments.
     async fn messages_from(&self, thread_id: i64, from: i64) -> StoreResult<Vec<StoredMessage>> {
         let messages: Vec<StoredMessage> = reading!(self, |db| sqlx::query_as(&format!(
@@ -1185,20 +1164,6 @@ impl Store {
         .await)?)
     }
 
-    /// Other pending notifications to the same person about the same thread,
-    /// which the one being sent now can carry too.
-    pub async fn coalescible(&self, item: &OutboxItem) -> StoreResult<Vec<OutboxItem>> {
-        Ok(reading!(self, |db| sqlx::query_as(
-            "SELECT * FROM outbox WHERE status = 'pending' AND thread_id = $1 AND to_address = $2 \
-             AND kind IN ('agent_replied', 'customer_replied') AND id <> $3 ORDER BY id",
-        )
-        .bind(item.thread_id)
-        .bind(&item.to_address)
-        .bind(item.id)
-        .fetch_all(db)
-        .await)?)
-    }
-
     /// Records what became of claimed items, all in one transaction (one
     /// commit for a whole pass of the outbound worker, not one per mail).
     /// The sent items and the ones they carried are each updated by a few
@@ -1359,39 +1324,6 @@ impl Store {
         .bind(user_id)
         .bind(kind)
         .fetch_one(db)
-        .await)?)
-    }
-
-    /// What decides whether a mail may go to `address`, in one query: the
-    /// hard bounces recorded for it, and whether the user `user_id` (if any)
-    /// opted out of notifications of `kind`.
-    pub async fn recipient_standing(
-        &self,
-        address: &str,
-        user_id: Option<i64>,
-        kind: &str,
-    ) -> StoreResult<(i64, bool)> {
-        Ok(reading!(self, |db| sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM bounces WHERE recipient = $1 AND severity = 'hard'), \
-                    EXISTS (SELECT 1 FROM notification_optouts WHERE user_id = $2 AND kind = $3)"
-        )
-        .bind(address)
-        .bind(user_id)
-        .bind(kind)
-        .fetch_one(db)
-        .await)?)
-    }
-
-    /// Message-IDs of the mail already sent to `address` about a thread,
-    /// oldest first: the References of the next one.
-    pub async fn sent_notification_ids(&self, thread_id: i64, address: &str) -> StoreResult<Vec<String>> {
-        Ok(reading!(self, |db| sqlx::query_scalar(
-            "SELECT rfc_message_id FROM outbox WHERE thread_id = $1 AND to_address = $2 \
-             AND status = 'sent' AND rfc_message_id IS NOT NULL ORDER BY id",
-        )
-        .bind(thread_id)
-        .bind(address)
-        .fetch_all(db)
         .await)?)
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::support::{execute_sql, fresh_database_url};
 use mailgate::domain::{Role, Source, ThreadKind};
-use mailgate::store::{Inserted, NewMessage, NewThread, Store};
+use mailgate::store::{Delivery, Inserted, NewMessage, NewThread, NotificationKind, OutboxItem, Store};
 
 /// A customer's emailed message with Message-ID `id`.
 pub fn message(thread_id: i64, author_id: i64, id: &str) -> NewMessage {
@@ -86,21 +86,88 @@ async fn a_user_created_by_another_instance_after_a_miss_is_found() {
     assert_eq!(here.site_features(site.id).await.unwrap(), there.site_features(site.id).await.unwrap());
 }
 
-/// A notification reads only the new messages and the few before them,
-/// however long the thread has grown.
+/// A pass of the outbound worker reads, for a notification, only the new
+/// messages and the few before them, however long the thread has grown, and
+/// the pending replies it carries.
 #[tokio::test]
-async fn a_notification_reads_the_new_messages_and_five_before_them() {
+async fn a_pass_reads_the_new_messages_and_five_before_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
+    let agent = store.create_user("agent@agents.example", "A", Role::Agent, None).await.unwrap();
     let (thread, user, first) = customer_with_chat(&store, "c@example.org").await;
     let mut ids = vec![first];
     for i in 1..20 {
-        ids.push(store.insert_message(message(thread, user, &format!("m{i}@x")), None).await.unwrap().id());
+        // The last five queue a notification to the agent each.
+        let notify = if i >= 15 { vec![(NotificationKind::CustomerReplied, agent.id)] } else { Vec::new() };
+        let new = NewMessage { notify, ..message(thread, user, &format!("m{i}@x")) };
+        ids.push(store.insert_message(new, None).await.unwrap().id());
     }
-    let window = store.messages_around(thread, ids[15], 5).await.unwrap();
-    assert_eq!(window.iter().map(|m| m.id).collect::<Vec<_>>(), ids[10..].to_vec());
-    let latest = store.messages_around(thread, i64::MAX, 5).await.unwrap();
-    assert_eq!(latest.iter().map(|m| m.id).collect::<Vec<_>>(), ids[15..].to_vec());
+    let claimed = store.claim_due(10, 60_000).await.unwrap();
+    assert_eq!(claimed.iter().map(|i| i.message_id).collect::<Vec<_>>(), [Some(ids[15])], "the oldest goes");
+
+    let reads = store.read_for_pass(&claimed, 5, 20).await.unwrap();
+    let carried: Vec<Option<i64>> = reads.coalescible(&claimed[0]).iter().map(|i| i.message_id).collect();
+    assert_eq!(carried, ids[16..].iter().copied().map(Some).collect::<Vec<_>>(), "it carries the other four");
+    let read: Vec<i64> = reads.messages(thread).iter().map(|m| m.id).collect();
+    assert_eq!(read, ids[10..].to_vec(), "the new messages and the five before them");
+    assert_eq!(reads.thread(thread).map(|t| t.id), Some(thread));
+
+    // A notification that brings no message shows the thread's last ones.
+    let about_the_thread = OutboxItem { message_id: None, kind: "chat_closed".into(), ..claimed[0].clone() };
+    let reads = store.read_for_pass(&[about_the_thread], 5, 20).await.unwrap();
+    let read: Vec<i64> = reads.messages(thread).iter().map(|m| m.id).collect();
+    assert_eq!(read, ids[15..].to_vec());
+}
+
+/// What a pass reads about a recipient: hard bounces, opt-outs, and the
+/// Message-IDs of the latest mails about the thread (for References).
+#[tokio::test]
+async fn a_pass_reads_its_recipients_standing_and_latest_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(dir.path()).await;
+    let store = Store::open(&url).await.unwrap();
+    let agent = store.create_user("agent@agents.example", "A", Role::Agent, None).await.unwrap();
+    let (thread, user, _) = customer_with_chat(&store, "c@example.org").await;
+    let mut notify_agent = {
+        let store = store.clone();
+        let mut n = 0;
+        move || {
+            n += 1;
+            let new = NewMessage {
+                notify: vec![(NotificationKind::CustomerReplied, agent.id)],
+                ..message(thread, user, &format!("r{n}@x"))
+            };
+            let store = store.clone();
+            async move {
+                store.insert_message(new, None).await.unwrap();
+                store.claim_due(10, 60_000).await.unwrap().remove(0)
+            }
+        }
+    };
+    // Twenty-two notifications sent about the thread, one after another.
+    for n in 0..22 {
+        let item = notify_agent().await;
+        let sent = Delivery::Sent { id: item.id, rfc_message_id: format!("sent-{n}@x"), merged: vec![] };
+        store.record_deliveries(&[sent]).await.unwrap();
+    }
+    let next = notify_agent().await;
+    let reads = store.read_for_pass(std::slice::from_ref(&next), 5, 20).await.unwrap();
+    let expected: Vec<String> = (2..22).map(|n| format!("sent-{n}@x")).collect();
+    assert_eq!(reads.sent_ids(thread, &next.to_address), expected, "the latest twenty, oldest first");
+    assert_eq!(reads.standing(&next), (0, false));
+
+    store.opt_out(agent.id, "customer_replied").await.unwrap();
+    execute_sql(
+        &url,
+        &format!(
+            "INSERT INTO bounces (received_at, recipient, status, severity) VALUES \
+             (1, '{0}', '5.1.1', 'hard'), (2, '{0}', '5.1.1', 'hard'), (3, '{0}', '4.2.2', 'soft')",
+            next.to_address
+        ),
+    )
+    .await;
+    let reads = store.read_for_pass(std::slice::from_ref(&next), 5, 20).await.unwrap();
+    assert_eq!(reads.standing(&next), (2, true), "two hard bounces (the soft one does not count), opted out");
 }
 
 /// Replies arriving together are written with a few multi-row statements:
@@ -255,7 +322,7 @@ async fn a_claim_reaches_past_notifications_waiting_behind_an_older_one() {
     let (busy, busy_customer, _) = customer_with_chat(&store, "busy@example.org").await;
     let (quiet, quiet_customer, _) = customer_with_chat(&store, "quiet@example.org").await;
     let notify = |thread, author, id: &str| NewMessage {
-        notify: vec![(mailgate::store::NotificationKind::CustomerReplied, agent.id)],
+        notify: vec![(NotificationKind::CustomerReplied, agent.id)],
         ..message(thread, author, id)
     };
     // Five replies in one thread queue five notifications to the agent, then
@@ -268,7 +335,7 @@ async fn a_claim_reaches_past_notifications_waiting_behind_an_older_one() {
     let claimed = store.claim_due(2, 60_000).await.unwrap();
     let threads: Vec<Option<i64>> = claimed.iter().map(|item| item.thread_id).collect();
     assert_eq!(threads, [Some(busy), Some(quiet)], "the busy thread's oldest, then the other thread's");
-    let carried = store.coalescible(&claimed[0]).await.unwrap();
+    let carried = store.read_for_pass(&claimed, 5, 20).await.unwrap().coalescible(&claimed[0]);
     assert_eq!(carried.len(), 4, "the busy thread's other four go with its oldest");
     assert!(store.claim_due(10, 60_000).await.unwrap().is_empty(), "nothing else may go on its own");
 }
