@@ -186,6 +186,7 @@ enum OutboxCommand {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     mailgate::telemetry::init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -200,6 +201,23 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc's malloc gives a thread that finds the shared arena busy an arena
+/// of its own (up to eight per core), and each arena keeps the memory it once
+/// held. mailgate's threads (the runtime's, SQLite's, the file writers')
+/// then hold more than the gateway uses: under the benchmark's load the peak
+/// resident size was 55 to 62 MB with the default and 47 to 48 MB with two
+/// arenas, at the same speed. An operator's own `MALLOC_ARENA_MAX` wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a tunable of the allocator; it is called
+        // first thing in main, before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }
