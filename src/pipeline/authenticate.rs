@@ -152,7 +152,31 @@ impl SenderAuth {
     }
 
     /// Checks one message received from `ip`, which said `helo`, with envelope sender `mail_from`.
+    ///
+    /// mail-auth parses the message and its signatures itself; like
+    /// mail-parser (see `parse.rs`), it must not take the session down on a
+    /// malformed message. A panic in it fails closed: SPF and DKIM read
+    /// `permerror` and DMARC `fail`, so that a message crafted to crash the
+    /// checks is handled as `auth.on_dmarc_fail` says, never as if it had
+    /// not been checked.
     pub async fn check(&self, ip: IpAddr, helo: &str, mail_from: &str, raw: &[u8]) -> AuthResults {
+        use futures_util::FutureExt;
+        match std::panic::AssertUnwindSafe(self.verify(ip, helo, mail_from, raw)).catch_unwind().await {
+            Ok(results) => results,
+            Err(_) => {
+                tracing::warn!(bytes = raw.len(), "mail-auth gave up on a malformed message");
+                AuthResults {
+                    spf: "permerror".to_owned(),
+                    dkim: "permerror".to_owned(),
+                    dmarc: "fail".to_owned(),
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
+    /// [`SenderAuth::check`] without the guard.
+    async fn verify(&self, ip: IpAddr, helo: &str, mail_from: &str, raw: &[u8]) -> AuthResults {
         let Some(message) = AuthenticatedMessage::parse(raw) else {
             return AuthResults { spf: "none".into(), dkim: "none".into(), dmarc: "none".into(), ..Default::default() };
         };
