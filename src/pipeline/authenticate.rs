@@ -160,19 +160,7 @@ impl SenderAuth {
     /// checks is handled as `auth.on_dmarc_fail` says, never as if it had
     /// not been checked.
     pub async fn check(&self, ip: IpAddr, helo: &str, mail_from: &str, raw: &[u8]) -> AuthResults {
-        use futures_util::FutureExt;
-        match std::panic::AssertUnwindSafe(self.verify(ip, helo, mail_from, raw)).catch_unwind().await {
-            Ok(results) => results,
-            Err(_) => {
-                tracing::warn!(bytes = raw.len(), "mail-auth gave up on a malformed message");
-                AuthResults {
-                    spf: "permerror".to_owned(),
-                    dkim: "permerror".to_owned(),
-                    dmarc: "fail".to_owned(),
-                    ..Default::default()
-                }
-            }
-        }
+        failing_closed(self.verify(ip, helo, mail_from, raw), raw.len()).await
     }
 
     /// [`SenderAuth::check`] without the guard.
@@ -235,6 +223,24 @@ impl SenderAuth {
     }
 }
 
+/// The results of `checks`, or, if they panic, a DMARC failure (see
+/// [`SenderAuth::check`]).
+async fn failing_closed(checks: impl std::future::Future<Output = AuthResults>, bytes: usize) -> AuthResults {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(checks).catch_unwind().await {
+        Ok(results) => results,
+        Err(_) => {
+            tracing::warn!(bytes, "mail-auth gave up on a malformed message");
+            AuthResults {
+                spf: "permerror".to_owned(),
+                dkim: "permerror".to_owned(),
+                dmarc: "fail".to_owned(),
+                ..Default::default()
+            }
+        }
+    }
+}
+
 /// The registrable domain, for DMARC alignment: the last two labels (a
 /// public-suffix list would do better for names like example.co.uk).
 fn organizational_domain(domain: &str) -> &str {
@@ -270,7 +276,16 @@ fn dkim_result(result: &DkimResult) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::organizational_domain;
+    use super::{AuthResults, failing_closed, organizational_domain};
+
+    #[tokio::test]
+    async fn checks_that_panic_count_as_a_dmarc_failure() {
+        let crashed = failing_closed(async { panic!("a malformed signature") }, 10).await;
+        assert!(crashed.dmarc_failed(), "{crashed:?}");
+        assert_eq!((crashed.spf.as_str(), crashed.dkim.as_str()), ("permerror", "permerror"));
+        let passed = AuthResults { dmarc: "pass".into(), ..Default::default() };
+        assert!(!failing_closed(async { passed }, 10).await.dmarc_failed());
+    }
 
     #[test]
     fn organizational_domains() {
