@@ -6,7 +6,7 @@
 //! commit does for writes. One connection's lookup is answered as soon as it
 //! is asked.
 
-use super::{Backend, Readers, RecentEmail, StoreError, StoreResult, Thread};
+use super::{Backend, Readers, RecentEmail, StoreError, StoreResult, Thread, push_wanted};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most lookups answered by one query.
@@ -84,17 +84,10 @@ impl Lookups {
         let last = pairs.last().copied().unwrap_or_default();
         pairs.resize(pairs.len().next_power_of_two(), last);
         Ok(reading!(self, |db| {
-            let mut query = sqlx::QueryBuilder::new("WITH wanted (thread_id, author_id) AS (");
-            query.push_values(&pairs, |mut row, (thread_id, author_id)| {
-                row.push("CAST(")
-                    .push_bind_unseparated(*thread_id)
-                    .push_unseparated(" AS BIGINT)")
-                    .push("CAST(")
-                    .push_bind_unseparated(*author_id)
-                    .push_unseparated(" AS BIGINT)");
-            });
+            let mut query = sqlx::QueryBuilder::new("");
+            push_wanted(&mut query, "author_id", "BIGINT", &pairs);
             query.push(
-                ") SELECT t.*, w.author_id AS wanted_author, \
+                " SELECT t.*, w.author_id AS wanted_author, \
                    COALESCE((SELECT CASE WHEN s.window_start >= ",
             );
             query.push_bind(since).push(

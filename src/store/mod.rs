@@ -365,6 +365,28 @@ impl std::fmt::Debug for WriteJob {
     }
 }
 
+/// `WITH wanted (thread_id, {column}) AS (VALUES ...)` over `pairs`, as bound
+/// parameters, the second value cast to `sql_type`: how the grouped reads
+/// hand the database a list of keys (`lookups.rs`, `pass_reads.rs`). The
+/// casts give PostgreSQL the parameters' types.
+fn push_wanted<'a, DB, T>(query: &mut sqlx::QueryBuilder<'a, DB>, column: &str, sql_type: &str, pairs: &'a [(i64, T)])
+where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    T: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB> + Send + Sync,
+{
+    query.push(format!("WITH wanted (thread_id, {column}) AS ("));
+    query.push_values(pairs, |mut row, (thread_id, value)| {
+        row.push("CAST(")
+            .push_bind_unseparated(*thread_id)
+            .push_unseparated(" AS BIGINT)")
+            .push("CAST(")
+            .push_bind_unseparated(value)
+            .push_unseparated(format!(" AS {sql_type})"));
+    });
+    query.push(")");
+}
+
 /// `first` and whatever else is already waiting in `queue`, up to `limit`:
 /// one batch for the group commit or the grouped lookups.
 fn with_waiting<T>(first: T, queue: &mut tokio::sync::mpsc::Receiver<T>, limit: usize) -> Vec<T> {

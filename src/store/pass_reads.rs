@@ -16,7 +16,9 @@
 //! each pair (42 ms a pass instead of about 1). The row-value form makes it
 //! use all three columns of `outbox_thread`.
 
-use super::{Attachment, Backend, MESSAGE_COLUMNS, OutboxItem, Readers, Store, StoreResult, StoredMessage, Thread};
+use super::{
+    Attachment, Backend, MESSAGE_COLUMNS, OutboxItem, Readers, Store, StoreResult, StoredMessage, Thread, push_wanted,
+};
 use sqlx::QueryBuilder;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -96,24 +98,6 @@ where
     query.push(")");
 }
 
-/// `WITH wanted (thread_id, to_address) AS (VALUES ...)` over `pairs`.
-fn push_wanted_pairs<'a, DB: sqlx::Database>(query: &mut QueryBuilder<'a, DB>, pairs: &'a [(i64, String)])
-where
-    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
-    query.push("WITH wanted (thread_id, to_address) AS (");
-    query.push_values(pairs, |mut row, (thread_id, address)| {
-        row.push("CAST(")
-            .push_bind_unseparated(*thread_id)
-            .push_unseparated(" AS BIGINT)")
-            .push("CAST(")
-            .push_bind_unseparated(address)
-            .push_unseparated(" AS TEXT)");
-    });
-    query.push(") ");
-}
-
 impl Store {
     /// Everything the items of one outbound pass need from the database, in
     /// seven queries however many items there are: their threads, their
@@ -165,9 +149,9 @@ impl Store {
 
         reads.pending_replies = reading!(self, |db| {
             let mut query = QueryBuilder::new("");
-            push_wanted_pairs(&mut query, &pairs);
+            push_wanted(&mut query, "to_address", "TEXT", &pairs);
             query.push(
-                "SELECT o.* FROM outbox o WHERE (o.thread_id, o.to_address, o.status) IN \
+                " SELECT o.* FROM outbox o WHERE (o.thread_id, o.to_address, o.status) IN \
                    (SELECT thread_id, to_address, 'pending' FROM wanted) \
                  AND o.kind IN ('agent_replied', 'customer_replied') ORDER BY o.id",
             );
@@ -176,9 +160,9 @@ impl Store {
 
         let sent: Vec<(i64, String, String)> = reading!(self, |db| {
             let mut query = QueryBuilder::new("");
-            push_wanted_pairs(&mut query, &pairs);
+            push_wanted(&mut query, "to_address", "TEXT", &pairs);
             query.push(
-                "SELECT thread_id, to_address, rfc_message_id FROM ( \
+                " SELECT thread_id, to_address, rfc_message_id FROM ( \
                    SELECT o.id, o.thread_id, o.to_address, o.rfc_message_id, ROW_NUMBER() OVER ( \
                      PARTITION BY o.thread_id, o.to_address ORDER BY o.id DESC) AS latest \
                    FROM outbox o WHERE (o.thread_id, o.to_address, o.status) IN \
@@ -228,17 +212,10 @@ impl Store {
         // Where each thread's window starts: the `history`-th message before
         // the first new one, or the thread's first message when it has fewer.
         let messages: Vec<StoredMessage> = reading!(self, |db| {
-            let mut query = QueryBuilder::new("WITH wanted (thread_id, first_new) AS (");
-            query.push_values(&wanted, |mut row, (thread_id, first)| {
-                row.push("CAST(")
-                    .push_bind_unseparated(*thread_id)
-                    .push_unseparated(" AS BIGINT)")
-                    .push("CAST(")
-                    .push_bind_unseparated(*first)
-                    .push_unseparated(" AS BIGINT)");
-            });
+            let mut query = QueryBuilder::new("");
+            push_wanted(&mut query, "first_new", "BIGINT", &wanted);
             query.push(
-                "), starts AS MATERIALIZED (SELECT w.thread_id, COALESCE( \
+                ", starts AS MATERIALIZED (SELECT w.thread_id, COALESCE( \
                    (SELECT e.id FROM messages e WHERE e.thread_id = w.thread_id AND e.id < w.first_new \
                     ORDER BY e.id DESC LIMIT 1 OFFSET ",
             );
@@ -260,17 +237,10 @@ impl Store {
         }
         let starts = padded(starts.into_iter().collect(), (-1, -1));
         let attachments: Vec<Attachment> = reading!(self, |db| {
-            let mut query = QueryBuilder::new("WITH wanted (thread_id, first_id) AS (");
-            query.push_values(&starts, |mut row, (thread_id, first)| {
-                row.push("CAST(")
-                    .push_bind_unseparated(*thread_id)
-                    .push_unseparated(" AS BIGINT)")
-                    .push("CAST(")
-                    .push_bind_unseparated(*first)
-                    .push_unseparated(" AS BIGINT)");
-            });
+            let mut query = QueryBuilder::new("");
+            push_wanted(&mut query, "first_id", "BIGINT", &starts);
             query.push(
-                ") SELECT a.* FROM wanted w JOIN messages m ON m.thread_id = w.thread_id AND m.id >= w.first_id \
+                " SELECT a.* FROM wanted w JOIN messages m ON m.thread_id = w.thread_id AND m.id >= w.first_id \
                  JOIN attachments a ON a.message_id = m.id ORDER BY a.id",
             );
             query.build_query_as().fetch_all(db).await
