@@ -1350,10 +1350,21 @@ impl Store {
     }
 }
 
+/// The select list of a [`StoredMessage`].
+macro_rules! message_fields {
+    () => {
+        "m.id, m.thread_id, m.author_id, u.name AS author_name, u.email AS author_email, \
+         u.role AS author_role, m.body, m.source, m.rfc_message_id, m.created_at"
+    };
+}
+
 /// The columns of a [`StoredMessage`], for queries that add their own `WHERE`.
-const MESSAGE_COLUMNS: &str = "SELECT m.id, m.thread_id, m.author_id, u.name AS author_name, \
-     u.email AS author_email, u.role AS author_role, m.body, m.source, m.rfc_message_id, m.created_at \
-     FROM messages m JOIN users u ON u.id = m.author_id";
+const MESSAGE_COLUMNS: &str =
+    concat!("SELECT ", message_fields!(), " FROM messages m JOIN users u ON u.id = m.author_id");
+
+/// The select list of [`MESSAGE_COLUMNS`] (`m` a message, `u` its author),
+/// for queries that bring their own `FROM`.
+const MESSAGE_FIELDS: &str = message_fields!();
 
 /// A row kept in the directory, or else read with `read` and kept (a row
 /// that does not exist is not remembered: another instance may create it).
