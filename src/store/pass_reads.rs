@@ -272,7 +272,7 @@ impl Store {
             query.push(if postgres {
                 " SELECT a.* FROM wanted w CROSS JOIN LATERAL (SELECT x.id FROM messages x \
                    WHERE x.thread_id = w.thread_id AND x.id >= w.first_id OFFSET 0) m \
-                 CROSS JOIN LATERAL (SELECT * FROM attachments y WHERE y.message_id = m.id OFFSET 0) a ORDER BY a.id"
+                 JOIN attachments a ON a.message_id = m.id ORDER BY a.id"
             } else {
                 " SELECT a.* FROM wanted w JOIN messages m ON m.thread_id = w.thread_id AND m.id >= w.first_id \
                  JOIN attachments a ON a.message_id = m.id ORDER BY a.id"
