@@ -286,6 +286,14 @@ fn report_server_stats(before: &serde_json::Value, after: &serde_json::Value) {
             per(commit("statements_us")),
             per(commit("commit_us"))
         );
+        let syncs = commit("syncs");
+        if syncs > 0 {
+            println!(
+                "  log syncs (SQLite): {syncs}, {:.1} transactions per sync, {:.2} ms each",
+                transactions as f64 / syncs as f64,
+                commit("sync_us") as f64 / syncs as f64 / 1000.0
+            );
+        }
     }
     let outbound = |field| grew(before, after, "outbound", field);
     let (passes, sent) = (outbound("passes"), outbound("sent"));

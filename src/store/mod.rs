@@ -2,9 +2,10 @@
 //!
 //! Two backends, chosen by the database URL, run the same SQL:
 //!
-//! - **SQLite** (`sqlite://FILE`, the embedded default): one file in WAL mode
-//!   with `synchronous=FULL`, so that a committed transaction survives a
-//!   power loss: that is what our SMTP `250` promises. Writes go through a
+//! - **SQLite** (`sqlite://FILE`, the embedded default): one file in WAL mode.
+//!   Nothing is reported stored before the log holding it is synced to disk,
+//!   so that it survives a power loss: that is what our SMTP `250` promises
+//!   (the syncs run beside the writer, `wal_sync.rs`). Writes go through a
 //!   pool of exactly one connection (SQLite has one writer anyway); reads use
 //!   their own pool and never block on writers thanks to WAL.
 //! - **PostgreSQL** (`postgres://...`): one shared database for several
@@ -19,6 +20,7 @@
 
 mod cache;
 mod rows;
+mod wal_sync;
 
 pub use rows::{
     Attachment, BUSINESS_RANK, Bounce, InboundLogEntry, Inserted, NewAttachment, NewMessage, NewOutbox, NewThread,
@@ -46,6 +48,25 @@ mod sqlite_writes {
         writer.lock().await
     }
 
+    /// Answers committed jobs once the log holding them is on disk; the
+    /// writer goes on with the next batch meanwhile. If the sync fails, they
+    /// are answered with its error (their senders try again, and the retry
+    /// is a duplicate of a message already stored, if it was).
+    fn when_durable(writer: &Writer, done: Vec<(super::WriteJob, super::StoreResult<super::Inserted>)>, answers: Answers) {
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            match writer.synced().await {
+                Ok(()) => answers.send(done),
+                Err(error) => {
+                    let text = error.to_string();
+                    for (job, _) in done {
+                        let _ = job.reply.send(Err(super::StoreError::Batch(text.clone())));
+                    }
+                }
+            }
+        });
+    }
+
     include!("writes.rs");
 }
 
@@ -57,6 +78,11 @@ mod postgres_writes {
 
     async fn lock_writer(pool: &Writer) -> super::StoreResult<impl std::ops::DerefMut<Target = Connection>> {
         Ok(pool.acquire().await?)
+    }
+
+    /// Answers committed jobs: a commit returns once it is on disk.
+    fn when_durable(_: &Writer, done: Vec<(super::WriteJob, super::StoreResult<super::Inserted>)>, answers: Answers) {
+        answers.send(done);
     }
 
     include!("writes.rs");
@@ -103,6 +129,8 @@ macro_rules! reading {
 
 /// Evaluates `$body` with `$db` bound to a connection (`&mut`) to write with
 /// and `$w` to the backend's write helpers (`insert_log`, `insert_outbox`, ...).
+/// On SQLite the value is given only once what the body committed is on disk
+/// (the enclosing function returns the sync's error otherwise).
 macro_rules! writing {
     ($store:expr, |$db:ident| $body:expr) => {
         writing!($store, |$db, _w| $body)
@@ -112,9 +140,14 @@ macro_rules! writing {
             Backend::Sqlite { writer, .. } => {
                 #[allow(unused_imports)]
                 use sqlite_writes as $w;
-                let mut connection = writer.lock().await?;
-                let $db = &mut *connection;
-                $body
+                let result = {
+                    let mut connection = writer.lock().await?;
+                    let $db = &mut *connection;
+                    $body
+                };
+                // Durable before it is reported, whatever the body committed.
+                writer.synced().await.map_err(StoreError::from)?;
+                result
             }
             Backend::Postgres { pool, .. } => {
                 #[allow(unused_imports)]
@@ -207,19 +240,28 @@ impl<C: Connection> Readers<C> {
 }
 
 /// SQLite's one writer connection, shared by the group-commit writer and the
-/// store's other writes.
+/// store's other writes, and the sync of its log: its commits are durable
+/// only once [`SqliteWriter::synced`] returns (`wal_sync.rs`).
 #[derive(Clone, Debug)]
-struct SqliteWriter(Arc<tokio::sync::Mutex<Option<SqliteConnection>>>);
+struct SqliteWriter {
+    connection: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+    log: Arc<wal_sync::WalSync>,
+}
 
 impl SqliteWriter {
     /// The connection, once no other write holds it.
     async fn lock(&self) -> StoreResult<tokio::sync::MappedMutexGuard<'_, SqliteConnection>> {
-        tokio::sync::MutexGuard::try_map(self.0.lock().await, Option::as_mut)
+        tokio::sync::MutexGuard::try_map(self.connection.lock().await, Option::as_mut)
             .map_err(|_| StoreError::Batch("the store is closed".to_owned()))
     }
 
+    /// Returns once everything committed before the call is on disk.
+    async fn synced(&self) -> Result<(), sqlx::Error> {
+        self.log.synced().await
+    }
+
     async fn close(&self) {
-        if let Some(connection) = self.0.lock().await.take() {
+        if let Some(connection) = self.connection.lock().await.take() {
             let _ = connection.close().await;
         }
     }
@@ -422,8 +464,14 @@ pub struct GroupCommitStats {
     pub messages: u64,
     /// Time spent running their statements, in microseconds.
     pub statements_us: u64,
-    /// Time spent committing them (writing the log, waiting for the disk), in microseconds.
+    /// Time spent committing them, in microseconds (on PostgreSQL that
+    /// includes waiting for the disk; on SQLite, writing the log).
     pub commit_us: u64,
+    /// SQLite only: syncs of the log that made commits durable (each covers
+    /// every commit made before it began, of any write).
+    pub syncs: u64,
+    /// Time those syncs took, in microseconds.
+    pub sync_us: u64,
 }
 
 /// The group-commit writer's running totals.
@@ -433,16 +481,23 @@ struct GroupCommitCounters {
     messages: AtomicU64,
     statements_us: AtomicU64,
     commit_us: AtomicU64,
+    syncs: AtomicU64,
+    sync_us: AtomicU64,
 }
 
 impl GroupCommitCounters {
     /// Counts one committed transaction.
     fn add(&self, messages: usize, statements: Duration, commit: Duration) {
-        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.transactions.fetch_add(1, Ordering::Relaxed);
         self.messages.fetch_add(messages as u64, Ordering::Relaxed);
         self.statements_us.fetch_add(micros(statements), Ordering::Relaxed);
         self.commit_us.fetch_add(micros(commit), Ordering::Relaxed);
+    }
+
+    /// Counts one sync of SQLite's log.
+    fn add_sync(&self, took: Duration) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_us.fetch_add(micros(took), Ordering::Relaxed);
     }
 
     fn snapshot(&self) -> GroupCommitStats {
@@ -451,8 +506,15 @@ impl GroupCommitCounters {
             messages: self.messages.load(Ordering::Relaxed),
             statements_us: self.statements_us.load(Ordering::Relaxed),
             commit_us: self.commit_us.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+            sync_us: self.sync_us.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A duration in whole microseconds, for the counters.
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A site's plan (tickets, rank, on-call) and its organization's plan
@@ -529,7 +591,7 @@ impl Store {
         let group_counters = Arc::new(GroupCommitCounters::default());
         let counters = Arc::clone(&group_counters);
         let backend = if url.starts_with("sqlite:") {
-            let (readers, writer) = open_sqlite(url).await?;
+            let (readers, writer) = open_sqlite(url, Arc::clone(&counters)).await?;
             tokio::spawn(sqlite_writes::group_writer(writer.clone(), policy, wake, counters, jobs));
             Backend::Sqlite { readers: Arc::new(readers), writer }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -1384,11 +1446,13 @@ async fn through_directory<T>(
 }
 
 /// Opens a SQLite file: (readers, the one writer), schema up to date.
-async fn open_sqlite(url: &str) -> StoreResult<(Readers<SqliteConnection>, SqliteWriter)> {
+async fn open_sqlite(url: &str, counters: Arc<GroupCommitCounters>) -> StoreResult<(Readers<SqliteConnection>, SqliteWriter)> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
+        // Commits do not wait for the disk; the log's sync does, before
+        // anything is reported stored (`wal_sync.rs`).
+        .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
         .pragma("cache_size", "-4000")
@@ -1402,8 +1466,11 @@ async fn open_sqlite(url: &str) -> StoreResult<(Readers<SqliteConnection>, Sqlit
     // Readers keep 2 MB each: they read a few hot pages (threads, users,
     // the newest messages), and four of them at 4 MB took peak memory past
     // its budget once a busy desk's database had grown.
+    let log = wal_sync::WalSync::start(options.get_filename().to_path_buf(), counters);
+    let writer = SqliteWriter { connection: Arc::new(tokio::sync::Mutex::new(Some(writer))), log: Arc::new(log) };
+    writer.synced().await?;
     let readers = Readers::open(options.pragma("cache_size", "-2000").read_only(true), READERS).await?;
-    Ok((readers, SqliteWriter(Arc::new(tokio::sync::Mutex::new(Some(writer))))))
+    Ok((readers, writer))
 }
 
 /// Read connections (SQLite's WAL lets them read while the writer writes).

@@ -24,19 +24,12 @@ pub(super) async fn group_writer(
     while let Some(first) = jobs.recv().await {
         let mut batch = super::with_waiting(first, &mut jobs, GROUP_LIMIT);
         let policy = *policy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // How soon after the commit the earliest mail it queued is due.
-        let mut notify: Option<i64> = None;
         // The common case: every message goes in, and the batch needs no
         // savepoints (two statements fewer per message). If anything fails,
         // the transaction is rolled back and the batch written again below
         // with a savepoint per message, so that a bad message fails alone.
         if let Ok(results) = write_batch(&write, policy, &counters, &batch, false).await {
-            for (job, result) in batch.into_iter().zip(results) {
-                notify = earliest(notify, answer(job, result, policy));
-            }
-            if let Some(after) = notify {
-                wake.queued(now_ms() + after);
-            }
+            when_durable(&write, batch.into_iter().zip(results).collect(), Answers { policy, wake: Arc::clone(&wake) });
             continue;
         }
         // Another instance writing the same threads at the same moment can
@@ -47,12 +40,14 @@ pub(super) async fn group_writer(
             match write_batch(&write, policy, &counters, &batch, true).await {
                 Ok(results) => {
                     let mut again = Vec::new();
+                    let mut done = Vec::new();
                     for (job, result) in batch.into_iter().zip(results) {
                         match result {
                             Err(error) if error.is_conflict() && !last => again.push(job),
-                            result => notify = earliest(notify, answer(job, result, policy)),
+                            result => done.push((job, result)),
                         }
                     }
+                    when_durable(&write, done, Answers { policy, wake: Arc::clone(&wake) });
                     batch = again;
                 }
                 Err(error) if error.is_conflict() && !last => {}
@@ -67,8 +62,26 @@ pub(super) async fn group_writer(
                 break;
             }
         }
+    }
+}
+
+/// How committed jobs are answered: the outbox timing (to tell when their
+/// mail is due) and whom to tell.
+struct Answers {
+    policy: OutboxPolicy,
+    wake: Arc<OutboxSignal>,
+}
+
+impl Answers {
+    /// Tells each job's caller its outcome, and the outbound worker when the
+    /// earliest mail they queued is due.
+    fn send(self, done: Vec<(WriteJob, StoreResult<Inserted>)>) {
+        let mut notify: Option<i64> = None;
+        for (job, result) in done {
+            notify = earliest(notify, answer(job, result, self.policy));
+        }
         if let Some(after) = notify {
-            wake.queued(now_ms() + after);
+            self.wake.queued(now_ms() + after);
         }
     }
 }

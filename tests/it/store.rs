@@ -67,6 +67,44 @@ async fn concurrent_messages_commit_together_and_one_failure_undoes_only_itself(
     assert!(matches!(again, Inserted::Duplicate(_)));
 }
 
+/// On SQLite a commit does not wait for the disk; a message is reported
+/// stored only after a sync of the log that began after its commit. On
+/// PostgreSQL the commit itself waits (no syncs of our own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_reported_stored_only_after_its_log_is_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
+    let (thread, user, _) = customer_with_chat(&store, "c@example.org").await;
+    for i in 0..3 {
+        let before = store.group_commit_stats();
+        store.insert_message(message(thread, user, &format!("synced-{i}@x")), None).await.unwrap();
+        let after = store.group_commit_stats();
+        assert_eq!(after.transactions, before.transactions + 1);
+        if crate::support::on_postgres() {
+            assert_eq!(after.syncs, 0);
+        } else {
+            assert!(after.syncs > before.syncs, "answered before a sync: {before:?} -> {after:?}");
+            assert!(after.sync_us > before.sync_us);
+        }
+    }
+}
+
+/// When SQLite's log cannot be synced (here: its file is gone), nothing is
+/// reported stored: the message's sender is told to try again, and the
+/// store's other writes fail too rather than pretend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_synced_fails_the_write_instead_of_confirming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("mailgate.db");
+    let store = Store::open(&format!("sqlite://{}", database.display())).await.unwrap();
+    let (thread, user, _) = customer_with_chat(&store, "c@example.org").await;
+    std::fs::remove_file(dir.path().join("mailgate.db-wal")).unwrap();
+    let error = store.insert_message(message(thread, user, "lost@x"), None).await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(error.to_string().contains("syncing the database's log"), "{error}");
+    assert!(store.create_user("late@example.org", "Late", Role::Owner, None).await.is_err());
+}
+
 /// Users and sites are kept in memory once read; a user another instance
 /// creates after a miss must still be found (misses are never remembered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
