@@ -53,15 +53,12 @@ mod sqlite_writes {
     /// are answered with its error (their senders try again, and the retry
     /// is a duplicate of a message already stored, if it was).
     fn when_durable(writer: &Writer, done: Vec<(super::WriteJob, super::StoreResult<super::Inserted>)>, answers: Answers) {
-        let writer = writer.clone();
-        tokio::spawn(async move {
-            match writer.synced().await {
-                Ok(()) => answers.send(done),
-                Err(error) => {
-                    let text = error.to_string();
-                    for (job, _) in done {
-                        let _ = job.reply.send(Err(super::StoreError::Batch(text.clone())));
-                    }
+        writer.log.then(move |synced| match synced {
+            Ok(()) => answers.send(done),
+            Err(error) => {
+                let text = error.to_string();
+                for (job, _) in done {
+                    let _ = job.reply.send(Err(super::StoreError::Batch(text.clone())));
                 }
             }
         });
@@ -1466,7 +1463,8 @@ async fn open_sqlite(url: &str, counters: Arc<GroupCommitCounters>) -> StoreResu
     // Readers keep 2 MB each: they read a few hot pages (threads, users,
     // the newest messages), and four of them at 4 MB took peak memory past
     // its budget once a busy desk's database had grown.
-    let log = wal_sync::WalSync::start(options.get_filename().to_path_buf(), counters);
+    let log = wal_sync::WalSync::start(options.get_filename().to_path_buf(), counters)
+        .map_err(|error| StoreError::Batch(format!("starting the log's sync: {error}")))?;
     let writer = SqliteWriter { connection: Arc::new(tokio::sync::Mutex::new(Some(writer))), log: Arc::new(log) };
     writer.synced().await?;
     let readers = Readers::open(options.pragma("cache_size", "-2000").read_only(true), READERS).await?;
