@@ -52,13 +52,12 @@ mod sqlite_writes {
     /// writer goes on with the next batch meanwhile. If the sync fails, they
     /// are answered with its error (their senders try again, and the retry
     /// is a duplicate of a message already stored, if it was).
-    fn when_durable(writer: &Writer, done: Vec<(super::WriteJob, super::StoreResult<super::Inserted>)>, answers: Answers) {
+    fn when_durable(writer: &Writer, answers: Answers) {
         writer.log.then(move |synced| match synced {
-            Ok(()) => answers.send(done),
+            Ok(()) => answers.send(),
             Err(error) => {
-                let text = error.to_string();
-                for (job, _) in done {
-                    let _ = job.reply.send(Err(super::StoreError::Batch(text.clone())));
+                for (reply, _) in answers.replies {
+                    let _ = reply.send(Err(super::StoreError::Batch(error.to_string())));
                 }
             }
         });
@@ -78,8 +77,8 @@ mod postgres_writes {
     }
 
     /// Answers committed jobs: a commit returns once it is on disk.
-    fn when_durable(_: &Writer, done: Vec<(super::WriteJob, super::StoreResult<super::Inserted>)>, answers: Answers) {
-        answers.send(done);
+    fn when_durable(_: &Writer, answers: Answers) {
+        answers.send();
     }
 
     include!("writes.rs");
@@ -1443,7 +1442,10 @@ async fn through_directory<T>(
 }
 
 /// Opens a SQLite file: (readers, the one writer), schema up to date.
-async fn open_sqlite(url: &str, counters: Arc<GroupCommitCounters>) -> StoreResult<(Readers<SqliteConnection>, SqliteWriter)> {
+async fn open_sqlite(
+    url: &str,
+    counters: Arc<GroupCommitCounters>,
+) -> StoreResult<(Readers<SqliteConnection>, SqliteWriter)> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)

@@ -29,7 +29,7 @@ pub(super) async fn group_writer(
         // the transaction is rolled back and the batch written again below
         // with a savepoint per message, so that a bad message fails alone.
         if let Ok(results) = write_batch(&write, policy, &counters, &batch, false).await {
-            when_durable(&write, batch.into_iter().zip(results).collect(), Answers { policy, wake: Arc::clone(&wake) });
+            when_durable(&write, Answers::of(batch.into_iter().zip(results), policy, &wake));
             continue;
         }
         // Another instance writing the same threads at the same moment can
@@ -47,7 +47,7 @@ pub(super) async fn group_writer(
                             result => done.push((job, result)),
                         }
                     }
-                    when_durable(&write, done, Answers { policy, wake: Arc::clone(&wake) });
+                    when_durable(&write, Answers::of(done, policy, &wake));
                     batch = again;
                 }
                 Err(error) if error.is_conflict() && !last => {}
@@ -65,22 +65,44 @@ pub(super) async fn group_writer(
     }
 }
 
-/// How committed jobs are answered: the outbox timing (to tell when their
-/// mail is due) and whom to tell.
+/// What committed jobs' callers are to be told once the commit is on disk,
+/// without the messages themselves (a batch of replies with attachments
+/// need not stay in memory while the disk syncs).
 struct Answers {
-    policy: OutboxPolicy,
+    replies: Vec<(tokio::sync::oneshot::Sender<StoreResult<Inserted>>, StoreResult<Inserted>)>,
+    /// How long after the commit the earliest mail they queued is due.
+    due_in: Option<i64>,
+    /// Whom to tell that.
     wake: Arc<OutboxSignal>,
 }
 
 impl Answers {
-    /// Tells each job's caller its outcome, and the outbound worker when the
-    /// earliest mail they queued is due.
-    fn send(self, done: Vec<(WriteJob, StoreResult<Inserted>)>) {
-        let mut notify: Option<i64> = None;
-        for (job, result) in done {
-            notify = earliest(notify, answer(job, result, self.policy));
+    /// The answers to jobs and their outcomes.
+    fn of(
+        done: impl IntoIterator<Item = (WriteJob, StoreResult<Inserted>)>,
+        policy: OutboxPolicy,
+        wake: &Arc<OutboxSignal>,
+    ) -> Self {
+        let mut due_in: Option<i64> = None;
+        let replies = done
+            .into_iter()
+            .map(|(job, result)| {
+                if matches!(result, Ok(Inserted::New(_))) {
+                    due_in = earliest(due_in, queued_after(&job.message, policy));
+                }
+                (job.reply, result)
+            })
+            .collect();
+        Self { replies, due_in, wake: Arc::clone(wake) }
+    }
+
+    /// Tells each caller its outcome, and the outbound worker when the
+    /// earliest mail is due.
+    fn send(self) {
+        for (reply, result) in self.replies {
+            let _ = reply.send(result);
         }
-        if let Some(after) = notify {
+        if let Some(after) = self.due_in {
             self.wake.queued(now_ms() + after);
         }
     }
@@ -94,19 +116,11 @@ fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
-/// Tells a job's caller its outcome; returns how long after now the
-/// earliest mail it queued is due, if it queued any.
-fn answer(job: WriteJob, result: StoreResult<Inserted>, policy: OutboxPolicy) -> Option<i64> {
-    let message = &job.message;
-    let queued = if matches!(result, Ok(Inserted::New(_))) {
-        let notifications =
-            message.notify.iter().map(|(kind, _)| if kind.coalesces() { policy.coalesce_ms } else { 0 });
-        notifications.chain(message.extra_mail.iter().map(|_| 0)).min()
-    } else {
-        None
-    };
-    let _ = job.reply.send(result);
-    queued
+/// How long after its commit the earliest mail a stored message queued is
+/// due, if it queued any.
+fn queued_after(message: &NewMessage, policy: OutboxPolicy) -> Option<i64> {
+    let notifications = message.notify.iter().map(|(kind, _)| if kind.coalesces() { policy.coalesce_ms } else { 0 });
+    notifications.chain(message.extra_mail.iter().map(|_| 0)).min()
 }
 
 /// How often a message that lost a deadlock is tried.
