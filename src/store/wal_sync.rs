@@ -3,8 +3,9 @@
 //! The writer connection runs with `synchronous=NORMAL`: a commit appends its
 //! pages to the write-ahead log (`FILE-wal`) and returns without waiting for
 //! the disk. Nothing is reported as stored until [`WalSync::synced`] returns
-//! (or [`WalSync::then`] calls back), and that waits for an `fdatasync` of the log that began after the call:
-//! every commit made before it is then on disk, which is what
+//! (or [`WalSync::then`] calls back), and that waits for an `fdatasync` of
+//! the log that began after the call: every commit made before it is then on
+//! disk, which is what
 //! `synchronous=FULL` would have given (FULL is NORMAL plus a sync of the log
 //! after each commit; checkpoints sync the log before copying it into the
 //! database in both modes).
