@@ -6,7 +6,7 @@
 //! commit does for writes. One connection's lookup is answered as soon as it
 //! is asked.
 
-use super::{Backend, Readers, RecentEmail, StoreError, StoreResult, Thread, push_wanted};
+use super::{Backend, Readers, RecentEmail, StoreError, StoreResult, Thread, padded, push_wanted};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most lookups answered by one query.
@@ -80,9 +80,9 @@ impl Lookups {
         let since = batch.iter().map(|l| l.since).min().unwrap_or(0);
         // Padded to a power of two with the last pair again, so that each
         // connection prepares a handful of statements, not one per size.
-        let mut pairs: Vec<(i64, i64)> = batch.iter().map(|l| (l.thread_id, l.author_id)).collect();
+        let pairs: Vec<(i64, i64)> = batch.iter().map(|l| (l.thread_id, l.author_id)).collect();
         let last = pairs.last().copied().unwrap_or_default();
-        pairs.resize(pairs.len().next_power_of_two(), last);
+        let pairs = padded(pairs, last);
         Ok(reading!(self, |db| {
             let mut query = sqlx::QueryBuilder::new("");
             push_wanted(&mut query, "author_id", "BIGINT", &pairs);

@@ -425,6 +425,14 @@ where
     query.push(")");
 }
 
+/// `values` padded to the next power of two with `filler`: key lists of a
+/// few sizes only, so that each connection prepares a handful of
+/// statements, not one per size (`lookups.rs`, `pass_reads.rs`).
+fn padded<T: Clone>(mut values: Vec<T>, filler: T) -> Vec<T> {
+    values.resize(values.len().max(1).next_power_of_two(), filler);
+    values
+}
+
 /// `first` and whatever else is already waiting in `queue`, up to `limit`:
 /// one batch for the group commit or the grouped lookups.
 fn with_waiting<T>(first: T, queue: &mut tokio::sync::mpsc::Receiver<T>, limit: usize) -> Vec<T> {

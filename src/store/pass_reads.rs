@@ -24,7 +24,7 @@
 
 use super::{
     Attachment, Backend, MESSAGE_COLUMNS, MESSAGE_FIELDS, OutboxItem, Readers, Store, StoreResult, StoredMessage,
-    Thread, push_wanted,
+    Thread, padded, push_wanted,
 };
 use sqlx::QueryBuilder;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -84,12 +84,6 @@ impl PassReads {
     pub fn messages(&self, thread_id: i64) -> &[StoredMessage] {
         self.messages.get(&thread_id).map_or(&[], Vec::as_slice)
     }
-}
-
-/// `values` padded to the next power of two with `filler`.
-fn padded<T: Clone>(mut values: Vec<T>, filler: T) -> Vec<T> {
-    values.resize(values.len().max(1).next_power_of_two(), filler);
-    values
 }
 
 /// `column IN (...)` over `values`, as bound parameters.
