@@ -458,6 +458,16 @@ pub const EMAIL_WINDOW_MS: i64 = 3600 * 1000;
 /// Most messages committed in one transaction.
 const GROUP_LIMIT: usize = 64;
 
+/// Runs `task` on a thread of its own (with a runtime of its own), so that
+/// it is polled as soon as it is woken instead of queueing behind the
+/// sessions' tasks.
+fn on_own_thread(name: &str, task: impl std::future::Future<Output = ()> + Send + 'static) -> StoreResult<()> {
+    let failed = |error: std::io::Error| StoreError::Batch(format!("starting {name}: {error}"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(failed)?;
+    std::thread::Builder::new().name(name.to_owned()).spawn(move || runtime.block_on(task)).map_err(failed)?;
+    Ok(())
+}
+
 /// What the group-commit writer has done since the store opened: how many
 /// messages share a transaction, and where a transaction's time goes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -596,7 +606,10 @@ impl Store {
         let counters = Arc::clone(&group_counters);
         let backend = if url.starts_with("sqlite:") {
             let (readers, writer) = open_sqlite(url, Arc::clone(&counters)).await?;
-            tokio::spawn(sqlite_writes::group_writer(writer.clone(), policy, wake, counters, jobs));
+            on_own_thread(
+                "mailgate-writer",
+                sqlite_writes::group_writer(writer.clone(), policy, wake, counters, jobs),
+            )?;
             Backend::Sqlite { readers: Arc::new(readers), writer }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let (readers, pool) = open_postgres(url).await?;
