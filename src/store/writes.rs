@@ -333,26 +333,27 @@ async fn insert_plain_messages(
         .map(|(job, _)| (job.message.thread_id, job.message.author_id))
         .collect();
     touch_threads(conn, now, &threads, &emailed).await?;
-    // Their inbound-log entries (a duplicate's says so).
-    let logs: Vec<(InboundLogEntry, i64)> = jobs
+    // Their inbound-log entries as the sessions made them; a duplicate's
+    // says so (the only ones copied).
+    let logs: Vec<(std::borrow::Cow<'_, InboundLogEntry>, i64)> = jobs
         .iter()
         .zip(&outcomes)
         .filter_map(|(job, outcome)| {
             let log = job.log.as_ref()?;
             Some(match outcome {
-                Inserted::New(id) => (log.clone(), *id),
+                Inserted::New(id) => (std::borrow::Cow::Borrowed(log), *id),
                 Inserted::Duplicate(id) => (
-                    InboundLogEntry {
+                    std::borrow::Cow::Owned(InboundLogEntry {
                         decision: "duplicate".to_owned(),
                         reason: format!("already stored as message {id}; delivered again"),
                         ..log.clone()
-                    },
+                    }),
                     *id,
                 ),
             })
         })
         .collect();
-    let rows: Vec<(&InboundLogEntry, Option<i64>)> = logs.iter().map(|(entry, id)| (entry, Some(*id))).collect();
+    let rows: Vec<(&InboundLogEntry, Option<i64>)> = logs.iter().map(|(entry, id)| (&**entry, Some(*id))).collect();
     insert_logs(conn, &rows).await?;
     Ok(outcomes)
 }
