@@ -1483,13 +1483,13 @@ async fn open_sqlite(
         .statement_cache_capacity(512);
     let mut writer = options.connect().await?;
     sqlx::migrate!("migrations/sqlite").run(&mut writer).await?;
-    // Readers keep 2 MB each: they read a few hot pages (threads, users,
-    // the newest messages), and four of them at 4 MB took peak memory past
-    // its budget once a busy desk's database had grown.
     let log = wal_sync::WalSync::start(options.get_filename().to_path_buf(), counters)
         .map_err(|error| StoreError::Batch(format!("starting the log's sync: {error}")))?;
     let writer = SqliteWriter { connection: Arc::new(tokio::sync::Mutex::new(Some(writer))), log: Arc::new(log) };
     writer.synced().await?;
+    // Readers keep 2 MB each: they read a few hot pages (threads, users,
+    // the newest messages), and four of them at 4 MB took peak memory past
+    // its budget once a busy desk's database had grown.
     let readers = Readers::open(options.pragma("cache_size", "-2000").read_only(true), READERS).await?;
     Ok((readers, writer))
 }

@@ -342,20 +342,23 @@ async fn insert_plain_messages(
             let log = job.log.as_ref()?;
             Some(match outcome {
                 Inserted::New(id) => (std::borrow::Cow::Borrowed(log), *id),
-                Inserted::Duplicate(id) => (
-                    std::borrow::Cow::Owned(InboundLogEntry {
-                        decision: "duplicate".to_owned(),
-                        reason: format!("already stored as message {id}; delivered again"),
-                        ..log.clone()
-                    }),
-                    *id,
-                ),
+                Inserted::Duplicate(id) => (std::borrow::Cow::Owned(as_duplicate(log, *id)), *id),
             })
         })
         .collect();
     let rows: Vec<(&InboundLogEntry, Option<i64>)> = logs.iter().map(|(entry, id)| (&**entry, Some(*id))).collect();
     insert_logs(conn, &rows).await?;
     Ok(outcomes)
+}
+
+/// A session's inbound-log entry for a message that turned out to be
+/// stored already, as message `existing`.
+fn as_duplicate(log: &InboundLogEntry, existing: i64) -> InboundLogEntry {
+    InboundLogEntry {
+        decision: "duplicate".to_owned(),
+        reason: format!("already stored as message {existing}; delivered again"),
+        ..log.clone()
+    }
 }
 
 /// Queues one mail (not about a new message).
@@ -403,12 +406,7 @@ pub(super) async fn insert_message(
             .fetch_one(&mut *conn)
             .await?;
         if let Some(log) = log {
-            let duplicate = InboundLogEntry {
-                decision: "duplicate".to_owned(),
-                reason: format!("already stored as message {existing}; delivered again"),
-                ..log.clone()
-            };
-            insert_log(conn, &duplicate, Some(existing)).await?;
+            insert_log(conn, &as_duplicate(log, existing), Some(existing)).await?;
         }
         return Ok(Inserted::Duplicate(existing));
     };
