@@ -1507,8 +1507,14 @@ const POSTGRES_READERS: usize = 8;
 /// migrating (sqlx holds an advisory lock).
 async fn open_postgres(url: &str) -> StoreResult<(Readers<PgConnection>, PgPool)> {
     // 250 means stored: a commit returns only once its WAL record is on disk.
+    // Random page reads priced near sequential ones, as for an SSD or a
+    // working set in memory (the threads, users and outbox rows mailgate
+    // reads per message are): with PostgreSQL's default (4), a desk with a
+    // few thousand threads got a sequential scan of every thread (and user)
+    // for each batch of RCPT lookups, of thread updates and of notifications
+    // queued, instead of one index probe per row (ARCHITECTURE.md, "Speed").
     let options = PgConnectOptions::from_str(url)?
-        .options([("synchronous_commit", "on")])
+        .options([("synchronous_commit", "on"), ("random_page_cost", "1.1")])
         // The multi-row statements of group commit differ by batch size.
         .statement_cache_capacity(512);
     let pool = PgPoolOptions::new()
