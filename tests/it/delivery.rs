@@ -449,3 +449,31 @@ async fn a_backlog_goes_out_in_passes_each_mail_once() {
     let answers = items.iter().filter(|i| i["kind"] == "agent_replied").count();
     assert_eq!(answers, 20, "each answer notified once: {items:?}");
 }
+
+/// In folder mode a pass's mails are written together when the pass ends:
+/// if the folder cannot be written, nothing is recorded as sent and no
+/// file appears; once it can, the same items go out, each once.
+#[tokio::test]
+async fn an_unwritable_folder_loses_nothing() {
+    let app = spawn_app().await;
+    let w = app.world("sandbox", None).await;
+    // A file where the folder should be: every write under it fails.
+    std::fs::remove_dir_all(app.outbox_dir()).unwrap();
+    std::fs::write(app.outbox_dir(), b"not a folder").unwrap();
+    chat(&app, &w).await;
+    let claimed = wait_outbox(&app, |items| items.len() == 2 && items.iter().all(|o| o["status"] == "sending")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, items) = app.get("/outbox").await;
+    assert_eq!(items, claimed, "a failed write records nothing as sent");
+    // The folder comes back; the claims' leases run out (as five minutes
+    // after the failure would) and the next pass writes both mails.
+    std::fs::remove_file(app.outbox_dir()).unwrap();
+    std::fs::create_dir(app.outbox_dir()).unwrap();
+    execute_sql(&app.database_url, "UPDATE outbox SET claimed_until = 0").await;
+    wait_outbox(&app, |items| items.iter().all(|o| o["status"] == "sent")).await;
+    assert_eq!(app.read_outbox().len(), 2, "each mail written once");
+    let names: Vec<String> =
+        std::fs::read_dir(app.outbox_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(names.iter().all(|n| n.ends_with(".eml") && !n.starts_with('.')), "no temporary file left: {names:?}");
+    app.stop().await;
+}
