@@ -450,26 +450,37 @@ async fn a_backlog_goes_out_in_passes_each_mail_once() {
     assert_eq!(answers, 20, "each answer notified once: {items:?}");
 }
 
-/// In folder mode a pass's mails are written together when the pass ends:
-/// if the folder cannot be written, nothing is recorded as sent and no
-/// file appears; once it can, the same items go out, each once.
+/// In folder mode a mail is written when it is handed over and made
+/// durable with the rest of its pass: if the folder cannot be written,
+/// nothing is recorded as sent and no file appears; once it can, the same
+/// items go out, each once.
 #[tokio::test]
 async fn an_unwritable_folder_loses_nothing() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| {
+        c.delivery.retry_base = Duration::from_millis(300);
+        c.delivery.retry_max = Duration::from_millis(600);
+    })
+    .await;
     let w = app.world("sandbox", None).await;
     // A file where the folder should be: every write under it fails.
     std::fs::remove_dir_all(app.outbox_dir()).unwrap();
     std::fs::write(app.outbox_dir(), b"not a folder").unwrap();
     chat(&app, &w).await;
-    let claimed = wait_outbox(&app, |items| items.len() == 2 && items.iter().all(|o| o["status"] == "sending")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, items) = app.get("/outbox").await;
-    assert_eq!(items, claimed, "a failed write records nothing as sent");
-    // The folder comes back; the claims' leases run out (as five minutes
-    // after the failure would) and the next pass writes both mails.
+    let failed = wait_outbox(&app, |items| {
+        items.len() == 2 && items.iter().all(|o| o["status"] == "pending" && o["attempts"].as_i64() >= Some(1))
+    })
+    .await;
+    assert!(
+        failed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["last_error"].as_str().unwrap_or("").contains("outgoing-mail folder")),
+        "the error names the folder: {failed}"
+    );
+    // The folder comes back; the next attempts write both mails.
     std::fs::remove_file(app.outbox_dir()).unwrap();
     std::fs::create_dir(app.outbox_dir()).unwrap();
-    execute_sql(&app.database_url, "UPDATE outbox SET claimed_until = 0").await;
     wait_outbox(&app, |items| items.iter().all(|o| o["status"] == "sent")).await;
     assert_eq!(app.read_outbox().len(), 2, "each mail written once");
     let names: Vec<String> =
