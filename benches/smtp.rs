@@ -6,8 +6,10 @@
 //! receiver that does no work at all (Postfix's `smtp-sink`) with the same load
 //! in the same run.
 //!
-//! `cargo bench --bench smtp [-- [--backend sqlite|postgres] [--size 2|50] [CONNECTIONS...]]`
-//! (default: both backends, 2 KB and 50 KB replies, 1 10 50 connections).
+//! `cargo bench --bench smtp [-- [--backend sqlite|postgres] [--size 2|50] [--repeat N] [CONNECTIONS...]]`
+//! (default: both backends, 2 KB and 50 KB replies, 1 10 50 connections, each
+//! measured once; with `--repeat N`, N rounds of mailgate then smtp-sink per
+//! level and the median of their ratios).
 //! PostgreSQL is a throw-away cluster from `scripts/postgres`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark reports on the console")]
@@ -250,6 +252,17 @@ fn times(ours: f64, reference: f64) -> String {
     }
 }
 
+/// The middle value (the mean of the two middle ones for an even count);
+/// NaN for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 { values[middle] } else { (values[middle - 1] + values[middle]) / 2.0 }
+}
+
 /// A size line of /proc/PID/status (`VmHWM:`, `RssAnon:`, ...), in MB.
 fn proc_status_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -460,15 +473,20 @@ struct Options {
     backends: Vec<String>,
     sizes: Vec<usize>,
     levels: Vec<usize>,
+    /// How many times each level is measured (mailgate, then smtp-sink, in turn).
+    repeat: usize,
 }
 
 fn options() -> Options {
-    let mut options = Options { backends: Vec::new(), sizes: Vec::new(), levels: Vec::new() };
+    let mut options = Options { backends: Vec::new(), sizes: Vec::new(), levels: Vec::new(), repeat: 1 };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--backend" => options.backends.push(args.next().expect("--backend sqlite|postgres")),
             "--size" => options.sizes.push(args.next().and_then(|s| s.parse().ok()).expect("--size 2|50")),
+            "--repeat" => {
+                options.repeat = args.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0).expect("--repeat N");
+            }
             // cargo bench adds --bench; numbers are connection counts.
             other => options.levels.extend(other.parse::<usize>().ok()),
         }
@@ -530,28 +548,40 @@ fn main() {
         for &size in &options.sizes {
             for &connections in &options.levels {
                 println!("{backend}, {connections} connection(s), {size} KB replies:");
-                runtime.block_on(async {
-                    let before = admin_stats(http).await;
-                    let (mut ours, our_cost) =
-                        measured(server.id(), postmaster, smtp, connections, &senders, size).await;
-                    let (rate, cpu) = report("mailgate", &mut ours, &our_cost);
-                    report_server_stats(&before, &admin_stats(http).await);
-                    let (mut theirs, their_cost) =
-                        measured(sink.id(), None, sink_addr, connections, &senders, size).await;
-                    let (reference, reference_cpu) = report("smtp-sink", &mut theirs, &their_cost);
-                    println!(
-                        "  mailgate / smtp-sink: {:.2}x the messages per second, {} the CPU time per message",
-                        rate / reference,
-                        times(cpu, reference_cpu)
-                    );
-                    if let Some(database) = our_cost.database_cpu_seconds {
-                        let with_database = cpu + database / ours.messages.max(1) as f64;
+                let mut ratios = Vec::new();
+                for _ in 0..options.repeat {
+                    ratios.push(runtime.block_on(async {
+                        let before = admin_stats(http).await;
+                        let (mut ours, our_cost) =
+                            measured(server.id(), postmaster, smtp, connections, &senders, size).await;
+                        let (rate, cpu) = report("mailgate", &mut ours, &our_cost);
+                        report_server_stats(&before, &admin_stats(http).await);
+                        let (mut theirs, their_cost) =
+                            measured(sink.id(), None, sink_addr, connections, &senders, size).await;
+                        let (reference, reference_cpu) = report("smtp-sink", &mut theirs, &their_cost);
                         println!(
-                            "  with PostgreSQL's CPU time counted: {} the CPU time per message",
-                            times(with_database, reference_cpu)
+                            "  mailgate / smtp-sink: {:.2}x the messages per second, {} the CPU time per message",
+                            rate / reference,
+                            times(cpu, reference_cpu)
                         );
-                    }
-                });
+                        if let Some(database) = our_cost.database_cpu_seconds {
+                            let with_database = cpu + database / ours.messages.max(1) as f64;
+                            println!(
+                                "  with PostgreSQL's CPU time counted: {} the CPU time per message",
+                                times(with_database, reference_cpu)
+                            );
+                        }
+                        (rate / reference, (reference_cpu > 0.0).then(|| cpu / reference_cpu))
+                    }));
+                }
+                if ratios.len() > 1 {
+                    let rates = median(ratios.iter().map(|(rate, _)| *rate).collect());
+                    let cpu = median(ratios.iter().filter_map(|(_, cpu)| *cpu).collect());
+                    println!(
+                        "  median of {} rounds: {rates:.2}x the messages per second, {cpu:.1}x the CPU time per message",
+                        ratios.len()
+                    );
+                }
             }
             runtime.block_on(measure_drain(server.id(), postmaster, http));
         }
