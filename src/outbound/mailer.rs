@@ -6,7 +6,6 @@ use lettre::address::Envelope;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Why a delivery failed, and whether trying again may help.
@@ -25,29 +24,11 @@ impl DeliveryError {
     }
 }
 
-/// A mail the folder mailer has written to a temporary file and not yet
-/// made durable.
-pub struct StagedMail {
-    /// The outbox item it is: the final name is `<id>.eml`.
-    id: i64,
-    /// Where it is until then.
-    temporary: PathBuf,
-    /// The open file, to be synced.
-    file: std::fs::File,
-}
-
 /// The sink of outgoing mail.
 #[derive(Clone)]
 pub enum Mailer {
-    /// Files `<id>.eml` in a folder, written atomically: [`Mailer::send`]
-    /// writes a temporary file and [`Mailer::sync`] makes a pass's files
-    /// durable together and gives them their names.
-    Folder {
-        /// The outgoing-mail folder.
-        dir: PathBuf,
-        /// Mails written since the last sync.
-        staged: Arc<Mutex<Vec<StagedMail>>>,
-    },
+    /// Files `<id>.eml` in a folder, written atomically.
+    Folder(PathBuf),
     /// An SMTP relay.
     Relay {
         /// The pooled transport.
@@ -60,7 +41,7 @@ pub enum Mailer {
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Mailer::Folder { dir, .. } => write!(f, "Folder({})", dir.display()),
+            Mailer::Folder(dir) => write!(f, "Folder({})", dir.display()),
             Mailer::Relay { shown, .. } => write!(f, "Relay({shown})"),
         }
     }
@@ -71,7 +52,7 @@ impl Mailer {
     /// `smtps://host:465`), or the folder when there is no URL.
     pub fn new(relay_url: Option<&str>, folder: PathBuf, hello_name: &str, pool_size: u32) -> anyhow::Result<Self> {
         let Some(url) = relay_url else {
-            return Ok(Mailer::Folder { dir: folder, staged: Arc::default() });
+            return Ok(Mailer::Folder(folder));
         };
         // lettre says `tls=required` for STARTTLS; accept the common name too.
         let lettre_url = url.replace("tls=starttls", "tls=required");
@@ -88,25 +69,15 @@ impl Mailer {
     /// What this mailer is, for the start-up log (no credentials).
     pub fn describe(&self) -> String {
         match self {
-            Mailer::Folder { dir, .. } => format!("folder {}", dir.display()),
+            Mailer::Folder(dir) => format!("folder {}", dir.display()),
             Mailer::Relay { shown, .. } => format!("relay {shown}"),
         }
     }
 
-    /// Hands one message over; `id` names the file in folder mode. A
-    /// folder's mail is written but not yet durable nor under its name: that
-    /// is done by [`Mailer::sync`].
+    /// Hands one message over; `id` names the file in folder mode.
     pub async fn send(&self, id: i64, envelope: &Envelope, bytes: &[u8]) -> Result<(), DeliveryError> {
         match self {
-            Mailer::Folder { dir, staged } => {
-                let (dir, bytes) = (dir.clone(), bytes.to_vec());
-                let written = tokio::task::spawn_blocking(move || write_temporary(&dir, id, &bytes))
-                    .await
-                    .map_err(|e| DeliveryError::transient(e.to_string()))?
-                    .map_err(|e| DeliveryError::transient(format!("writing to the outgoing-mail folder: {e}")))?;
-                staged.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(written);
-                Ok(())
-            }
+            Mailer::Folder(dir) => write_file(dir.clone(), id, bytes.to_vec()).await,
             Mailer::Relay { transport, .. } => match transport.send_raw(envelope, bytes).await {
                 Ok(_) => Ok(()),
                 Err(error) => Err(DeliveryError { permanent: error.is_permanent(), message: error.to_string() }),
@@ -114,23 +85,23 @@ impl Mailer {
         }
     }
 
-    /// Makes what [`Mailer::send`] handed over durable. In folder mode it
-    /// syncs the pass's files, renames each into place and syncs the
-    /// folder, in one blocking task: the files' syncs come together (see
-    /// [`write_temporary`]) and the folder is synced once per pass rather
-    /// than once per file. A relay has taken responsibility when it answered.
+    /// Makes what [`Mailer::send`] handed over durable: in folder mode the
+    /// files are, but their names are only once the folder itself is synced,
+    /// which is done once for a whole pass rather than once per file. A relay
+    /// has taken responsibility when it answered.
     pub async fn sync(&self) -> Result<(), DeliveryError> {
         match self {
-            Mailer::Folder { dir, staged } => {
-                let mails = std::mem::take(&mut *staged.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-                if mails.is_empty() {
-                    return Ok(());
-                }
+            Mailer::Folder(dir) => {
                 let dir = dir.clone();
-                tokio::task::spawn_blocking(move || settle(&dir, mails))
-                    .await
-                    .map_err(|e| DeliveryError::transient(e.to_string()))?
-                    .map_err(|e| DeliveryError::transient(format!("syncing the outgoing-mail folder: {e}")))
+                tokio::task::spawn_blocking(move || match std::fs::File::open(&dir) {
+                    Ok(folder) => folder.sync_all(),
+                    // Nothing was written yet.
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(error) => Err(error),
+                })
+                .await
+                .map_err(|e| DeliveryError::transient(e.to_string()))?
+                .map_err(|e| DeliveryError::transient(format!("syncing the outgoing-mail folder: {e}")))
             }
             Mailer::Relay { .. } => Ok(()),
         }
@@ -145,49 +116,20 @@ fn shown_url(url: &str) -> String {
     }
 }
 
-/// Writes a mail to `.<id>.eml.tmp` and asks the kernel to start writing
-/// it out, without waiting: by the time [`settle`] syncs a pass's files,
-/// most of their pages are on their way, and the syncs mostly find their
-/// work done (measured on this machine's ext4: about half the CPU time per
-/// file of writing and syncing each in turn).
-fn write_temporary(dir: &std::path::Path, id: i64, bytes: &[u8]) -> std::io::Result<StagedMail> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let temporary = dir.join(format!(".{id}.eml.tmp"));
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    start_writeback(&file);
-    Ok(StagedMail { id, temporary, file })
+async fn write_file(dir: PathBuf, id: i64, bytes: Vec<u8>) -> Result<(), DeliveryError> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".{id}.eml.tmp"));
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, dir.join(format!("{id}.eml")))
+    })
+    .await
+    .map_err(|e| DeliveryError::transient(e.to_string()))?
+    .map_err(|e| DeliveryError::transient(format!("writing to the outgoing-mail folder: {e}")))
 }
-
-/// Makes written mails durable, renames each to `<id>.eml`, and syncs the
-/// folder so that the names are durable too.
-fn settle(dir: &std::path::Path, mails: Vec<StagedMail>) -> std::io::Result<()> {
-    for mail in &mails {
-        mail.file.sync_all()?;
-    }
-    for mail in &mails {
-        std::fs::rename(&mail.temporary, dir.join(format!("{}.eml", mail.id)))?;
-    }
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Asks the kernel to start writing `file`'s pages out now (a hint: the
-/// `fsync` after it is what makes them durable).
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor is open for as long as `file` is borrowed; the
-    // call only starts writeback and reports errors through its result,
-    // which a hint may ignore.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
-/// Elsewhere there is no such hint; the `fsync`s do all the work.
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &std::fs::File) {}
 
 #[cfg(test)]
 mod tests {
