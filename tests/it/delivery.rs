@@ -450,10 +450,10 @@ async fn a_backlog_goes_out_in_passes_each_mail_once() {
     assert_eq!(answers, 20, "each answer notified once: {items:?}");
 }
 
-/// In folder mode a mail is written when it is handed over and made
-/// durable with the rest of its pass: if the folder cannot be written,
-/// nothing is recorded as sent and no file appears; once it can, the same
-/// items go out, each once.
+/// In folder mode a mail the folder cannot take is not recorded as sent:
+/// it waits for its next attempt with the error, and once the folder can
+/// be written the same items go out, each once, with no temporary file
+/// left behind.
 #[tokio::test]
 async fn an_unwritable_folder_loses_nothing() {
     let app = spawn_app_with(|c| {
