@@ -252,6 +252,46 @@ fn times(ours: f64, reference: f64) -> String {
     }
 }
 
+/// One level of load against one mailgate server.
+struct Level {
+    /// The `mailgate serve` process.
+    server: u32,
+    /// PostgreSQL's postmaster, whose processes' CPU time is counted too.
+    postmaster: Option<u32>,
+    /// The server's SMTP and HTTP addresses.
+    smtp: SocketAddr,
+    http: SocketAddr,
+    /// Concurrent connections, and the replies' size in KB.
+    connections: usize,
+    size: usize,
+}
+
+/// One round of a level: mailgate, then smtp-sink (`sink` at `sink_addr`),
+/// each reported; returns the ratios of messages per second and of CPU time
+/// per message (none when smtp-sink's CPU time was below /proc's resolution).
+async fn compare(level: &Level, sink: u32, sink_addr: SocketAddr, senders: &[(String, String)]) -> (f64, Option<f64>) {
+    let before = admin_stats(level.http).await;
+    let (mut ours, our_cost) =
+        measured(level.server, level.postmaster, level.smtp, level.connections, senders, level.size).await;
+    let (rate, cpu) = report("mailgate", &mut ours, &our_cost);
+    report_server_stats(&before, &admin_stats(level.http).await);
+    let (mut theirs, their_cost) = measured(sink, None, sink_addr, level.connections, senders, level.size).await;
+    let (reference, reference_cpu) = report("smtp-sink", &mut theirs, &their_cost);
+    println!(
+        "  mailgate / smtp-sink: {:.2}x the messages per second, {} the CPU time per message",
+        rate / reference,
+        times(cpu, reference_cpu)
+    );
+    if let Some(database) = our_cost.database_cpu_seconds {
+        let with_database = cpu + database / ours.messages.max(1) as f64;
+        println!(
+            "  with PostgreSQL's CPU time counted: {} the CPU time per message",
+            times(with_database, reference_cpu)
+        );
+    }
+    (rate / reference, (reference_cpu > 0.0).then(|| cpu / reference_cpu))
+}
+
 /// The middle value (the mean of the two middle ones for an even count);
 /// NaN for none.
 fn median(mut values: Vec<f64>) -> f64 {
@@ -548,32 +588,10 @@ fn main() {
         for &size in &options.sizes {
             for &connections in &options.levels {
                 println!("{backend}, {connections} connection(s), {size} KB replies:");
-                let mut ratios = Vec::new();
-                for _ in 0..options.repeat {
-                    ratios.push(runtime.block_on(async {
-                        let before = admin_stats(http).await;
-                        let (mut ours, our_cost) =
-                            measured(server.id(), postmaster, smtp, connections, &senders, size).await;
-                        let (rate, cpu) = report("mailgate", &mut ours, &our_cost);
-                        report_server_stats(&before, &admin_stats(http).await);
-                        let (mut theirs, their_cost) =
-                            measured(sink.id(), None, sink_addr, connections, &senders, size).await;
-                        let (reference, reference_cpu) = report("smtp-sink", &mut theirs, &their_cost);
-                        println!(
-                            "  mailgate / smtp-sink: {:.2}x the messages per second, {} the CPU time per message",
-                            rate / reference,
-                            times(cpu, reference_cpu)
-                        );
-                        if let Some(database) = our_cost.database_cpu_seconds {
-                            let with_database = cpu + database / ours.messages.max(1) as f64;
-                            println!(
-                                "  with PostgreSQL's CPU time counted: {} the CPU time per message",
-                                times(with_database, reference_cpu)
-                            );
-                        }
-                        (rate / reference, (reference_cpu > 0.0).then(|| cpu / reference_cpu))
-                    }));
-                }
+                let level = Level { server: server.id(), postmaster, smtp, http, connections, size };
+                let ratios: Vec<(f64, Option<f64>)> = (0..options.repeat)
+                    .map(|_| runtime.block_on(compare(&level, sink.id(), sink_addr, &senders)))
+                    .collect();
                 if ratios.len() > 1 {
                     let rates = median(ratios.iter().map(|(rate, _)| *rate).collect());
                     let cpu = median(ratios.iter().filter_map(|(_, cpu)| *cpu).collect());
