@@ -154,11 +154,12 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     if let Some(path) = config.rules_file.clone() {
         tasks.spawn(watch_rules(path, Arc::clone(&rules), shutdown.clone()));
     }
+    tasks.spawn(purge(store.clone(), config.retention, shutdown.clone()));
     let ctx = Arc::new(SessionContext {
         hostname: config.hostname.clone(),
         domain: config.domain.clone(),
         limits: config.limits.clone(),
-        pipeline,
+        pipeline: pipeline.clone(),
         bad_tokens: Default::default(),
         tls: config.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?,
     });
@@ -174,6 +175,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         domain: config.domain.clone(),
         rules: Arc::clone(&rules),
         outbound: Arc::clone(&outbound_counters),
+        pipeline,
     });
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -235,6 +237,36 @@ impl App {
     /// A token that stops the instance when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+}
+
+/// Deletes what is past its retention, at start and then every
+/// `purge_interval`. Each purge runs in short transactions, so that mail
+/// keeps being stored meanwhile; a purge cut short (a crash, a stop) leaves
+/// only whole transactions behind and the next one goes on.
+async fn purge(store: Store, retention: crate::config::Retention, shutdown: CancellationToken) {
+    if retention.raw.is_none() && retention.held.is_none() {
+        return;
+    }
+    let mut every = tokio::time::interval(retention.purge_interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let now = crate::store::now_ms();
+        let before = |keep: Option<std::time::Duration>| keep.map(|keep| now - keep.as_millis() as i64);
+        let purging = store.purge(before(retention.raw), before(retention.held));
+        let result = tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = purging => result,
+        };
+        match result {
+            Ok((0, 0)) => {}
+            Ok((originals, held)) => tracing::info!(originals, held, "purged what was past its retention"),
+            Err(error) => tracing::warn!(error = %error, "purging failed; trying again later"),
+        }
     }
 }
 

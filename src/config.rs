@@ -99,6 +99,54 @@ struct RawConfig {
     #[serde(default)]
     auth: RawAuth,
     dkim: Option<RawDkim>,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    raw_days: Option<f64>,
+    held_days: Option<f64>,
+    purge_interval_secs: Option<u64>,
+}
+
+/// How long what arrived is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention {
+    /// Originals (messages as they arrived) older than this are purged;
+    /// `None` keeps them for ever. Originals of held items still waiting
+    /// for an admin are never purged.
+    pub raw: Option<Duration>,
+    /// Held items an admin acted on (released, discarded, answered) are
+    /// removed this long after; a discarded item's original goes with it.
+    pub held: Option<Duration>,
+    /// How often the server purges.
+    pub purge_interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            raw: Some(Duration::from_secs(90 * DAY)),
+            held: Some(Duration::from_secs(30 * DAY)),
+            purge_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Seconds in a day.
+const DAY: u64 = 24 * 3600;
+
+/// A retention in days from the file: `0` means for ever; fractions of a
+/// day are allowed; a negative or non-finite number is an error naming `key`.
+fn retention_days(days: Option<f64>, default: Option<Duration>, key: &str) -> anyhow::Result<Option<Duration>> {
+    match days {
+        None => Ok(default),
+        Some(0.0) => Ok(None),
+        Some(days) if days.is_finite() && days > 0.0 => Ok(Some(Duration::from_secs_f64(days * DAY as f64))),
+        Some(days) => bail!("retention.{key}: {days} is not a number of days (0 keeps for ever)"),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -309,6 +357,8 @@ pub struct Config {
     pub token_lifetime_days: Option<u32>,
     /// STARTTLS certificate chain and key (PEM files), when offered.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long originals and acted-on held items are kept.
+    pub retention: Retention,
 }
 
 impl Config {
@@ -495,6 +545,11 @@ impl Config {
                 },
             },
             admin_token: std::env::var("MAILGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(raw.admin_token),
+            retention: Retention {
+                raw: retention_days(raw.retention.raw_days, Retention::default().raw, "raw_days")?,
+                held: retention_days(raw.retention.held_days, Retention::default().held, "held_days")?,
+                purge_interval: Duration::from_secs(raw.retention.purge_interval_secs.unwrap_or(3600).max(1)),
+            },
         })
     }
 
@@ -521,6 +576,7 @@ impl Config {
             tls: None,
             // Tests answer DNS from configured records only.
             auth: AuthConfig { resolver: "static".to_owned(), ..AuthConfig::default() },
+            retention: Retention::default(),
             data_dir: data_dir.to_path_buf(),
         }
     }

@@ -14,6 +14,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[path = "cli/review.rs"]
+mod review;
+
 /// mailgate: an email-to-ticket mail gateway. Customers' email replies land in
 /// the right support chat or ticket; mail that would start a new chat is
 /// refused; notifications go out from templates.
@@ -96,6 +99,31 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// The held queue: list, open, release into the thread, discard, or answer.
+    Held {
+        #[command(subcommand)]
+        command: review::HeldCommand,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Every step's verdict for one kept message: token, each threading
+    /// signal, SPF/DKIM/DMARC, authorization, each rule, what extraction cut
+    /// and why, and the decision today.
+    Explain {
+        #[command(flatten)]
+        what: review::ExplainArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Read the kept originals of recent mail again with today's reading and
+    /// the given rules, write nothing, and report which decisions and texts
+    /// would change.
+    Replay {
+        #[command(flatten)]
+        what: review::ReplayArgs,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -233,6 +261,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rules { command } => rules(command).await,
         Command::Keys { command } => keys(command).await,
         Command::Log { rule, limit, json, config } => log(rule, limit, json, config).await,
+        Command::Held { command, config } => review::held(command, config).await,
+        Command::Explain { what, config } => review::explain(what, config).await,
+        Command::Replay { what, config } => review::replay(what, config).await,
     }
 }
 

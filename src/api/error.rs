@@ -22,6 +22,9 @@ pub enum ApiError {
     /// Clashes with what is stored.
     #[error("{0}")]
     Conflict(String),
+    /// Existed, and is gone for good (purged after its retention).
+    #[error("{0}")]
+    Gone(String),
     /// Anything else; details go to the log, not the client.
     #[error("internal error")]
     Internal(#[source] StoreError),
@@ -45,6 +48,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Internal(error) => {
                 tracing::error!(error = %error, "API request failed");
                 StatusCode::INTERNAL_SERVER_ERROR

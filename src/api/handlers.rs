@@ -261,6 +261,7 @@ async fn open_thread(
         notify,
         routing: None,
         extra_mail: Vec::new(),
+        original: None,
     };
     let also = match page_on_call {
         true => vec![crate::store::NewOutbox {
@@ -309,6 +310,9 @@ pub(super) struct MessageView {
     time: String,
     message_id: Option<String>,
     attachments: Vec<AttachmentView>,
+    /// Where the mail it was read from can be downloaded (emailed messages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -328,8 +332,9 @@ pub(super) struct AttachmentView {
     download: String,
 }
 
-fn message_view(m: StoredMessage) -> MessageView {
+pub(super) fn message_view(m: StoredMessage) -> MessageView {
     MessageView {
+        raw: m.original.as_ref().map(|_| format!("/api/v1/messages/{}/raw", m.id)),
         id: m.id,
         author: AuthorView { id: m.author_id, name: m.author_name, email: m.author_email, role: m.author_role },
         text: m.body,
@@ -423,6 +428,7 @@ async fn post_message(
         notify,
         routing: None,
         extra_mail: Vec::new(),
+        original: None,
     };
     let id = state.store.insert_message(message, None).await?.id();
     let stored = state.store.messages(thread.id).await?.into_iter().find(|m| m.id == id);
@@ -668,14 +674,10 @@ pub(super) async fn test_rules(
     Ok(Json(pipeline.dry_run(&envelope, raw.as_bytes()).await))
 }
 
-/// `GET /held?limit=N`: mail held for an agent (DMARC failures with `hold`).
-pub(super) async fn held(State(state): Shared, Query(q): Query<Limit>) -> ApiResult<Json<Vec<serde_json::Value>>> {
-    let rows = state.store.held(q.limit.unwrap_or(100).clamp(1, 1000)).await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|(id, at, from, rcpt, reason, size)| {
-                serde_json::json!({"id": id, "received_at": rfc3339(at), "mail_from": from, "rcpt_to": rcpt, "reason": reason, "size": size})
-            })
-            .collect(),
-    ))
+/// `GET /held?status=&reason=&sender=&limit=`: mail held for an admin.
+pub(super) async fn held(
+    State(state): Shared,
+    Query(filter): Query<crate::store::HeldFilter>,
+) -> ApiResult<Json<Vec<crate::store::HeldItem>>> {
+    Ok(Json(state.store.held_items(&filter).await?))
 }

@@ -3,6 +3,8 @@
 
 mod error;
 mod handlers;
+mod held;
+mod originals;
 
 use crate::store::Store;
 use axum::Router;
@@ -34,6 +36,8 @@ pub struct ApiState {
     pub rules: Arc<crate::rules::LiveRules>,
     /// The outbound worker's running totals.
     pub outbound: Arc<crate::outbound::OutboundCounters>,
+    /// The inbound pipeline (to release held mail into its thread).
+    pub pipeline: crate::pipeline::Pipeline,
 }
 
 /// The API's routes.
@@ -57,7 +61,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/tickets/{number}", get(handlers::get_ticket))
         .route("/tickets/{number}/messages", get(handlers::list_ticket_messages).post(handlers::post_ticket_message))
         .route("/attachments/{id}", get(handlers::download_attachment))
+        .route("/messages/{id}", get(originals::get_message))
+        .route("/messages/{id}/raw", get(originals::message_raw))
         .route("/inbound-log", get(handlers::inbound_log))
+        .route("/inbound-log/{id}/raw", get(originals::log_raw))
         .route("/outbox", get(handlers::outbox))
         .route("/outbox/{id}/retry", post(handlers::retry_outbox))
         .route("/chats/{id}/transcript", post(handlers::send_transcript))
@@ -69,6 +76,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/stats", get(handlers::stats))
         .route("/rules/check", post(handlers::check_rules))
         .route("/rules/test", post(handlers::test_rules))
+        .route("/held", get(held::list))
+        .route("/held/bulk", post(held::bulk))
+        .route("/held/{id}", get(held::show))
+        .route("/held/{id}/raw", get(held::raw))
+        .route("/held/{id}/release", post(held::release))
+        .route("/held/{id}/discard", post(held::discard))
+        .route("/held/{id}/notice", post(held::notice))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin));
     Router::new()
         .nest("/api/v1/admin", admin)

@@ -53,6 +53,20 @@ impl AuthResults {
         format!("spf={} dkim={} dmarc={} ({})", self.spf, self.dkim, self.dmarc, self.from_domain)
     }
 
+    /// The results again from their [`summary`](Self::summary), as the
+    /// inbound log keeps them; `None` for an empty or foreign text.
+    pub fn from_summary(summary: &str) -> Option<Self> {
+        let (results, domain) = summary.trim().split_once(" (")?;
+        let mut fields = results.split(' ').filter_map(|field| field.split_once('='));
+        let mut next = |name: &str| fields.next().filter(|(key, _)| *key == name).map(|(_, v)| v.to_owned());
+        Some(Self {
+            spf: next("spf")?,
+            dkim: next("dkim")?,
+            dmarc: next("dmarc")?,
+            from_domain: domain.strip_suffix(')')?.to_owned(),
+        })
+    }
+
     /// Whether the From domain failed DMARC.
     pub fn dmarc_failed(&self) -> bool {
         self.dmarc == "fail"

@@ -12,7 +12,9 @@ pub mod authenticate;
 pub mod authorize;
 pub mod bounce;
 pub mod classify;
+pub mod explain;
 pub mod extract;
+pub mod held;
 pub mod parse;
 pub mod thread;
 
@@ -20,8 +22,8 @@ use crate::domain::{EmailAddress, ReplyToken, Source, TokenError, TokenSigner};
 use crate::rules;
 use crate::smtp::reply;
 use crate::store::{
-    Bounce, InboundLogEntry, Inserted, NewMessage, NewOutbox, NewThread, NotificationKind, RecentEmail, Routing, Store,
-    StoreError, Thread, now_ms,
+    Bounce, InboundLogEntry, Inserted, KeptOriginal, NewHeld, NewMessage, NewOutbox, NewThread, NotificationKind,
+    Original, RecentEmail, Routing, Store, StoreError, Thread, now_ms,
 };
 use authorize::Authorization;
 use classify::{Classification, MailKind};
@@ -127,6 +129,13 @@ pub enum Disposition {
         /// Why.
         reason: String,
     },
+    /// Kept for an admin to release, discard or answer (250). The SMTP
+    /// answer says nothing about why or about the thread: the sender may be
+    /// a stranger.
+    Held {
+        /// Why, for the log and the held queue (never for the sender).
+        reason: String,
+    },
     /// Refused with a permanent error.
     Rejected(Refusal),
     /// Not now: a loop breaker tripped; the sender should retry later.
@@ -201,6 +210,9 @@ pub struct Analysis {
     pub reply_text: String,
     /// Attachments that would be stored.
     pub attachments: Vec<AttachmentInfo>,
+    /// Attachments too large to store (the message is held for an admin).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub oversized: Vec<AttachmentInfo>,
     /// For bounces: what failed, and for which of our messages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bounce: Option<bounce::BounceReport>,
@@ -253,6 +265,13 @@ fn build_analysis(mail_from: &str, parsed: parse::ParsedMail, thread_token: Opti
             .iter()
             .map(|a| AttachmentInfo {
                 filename: a.filename.clone(),
+                content_type: a.content_type.clone(),
+                size: a.content.len(),
+            })
+            .collect(),
+        oversized: extract::oversized_attachments(&parsed)
+            .map(|(i, a)| AttachmentInfo {
+                filename: extract::sanitize_filename(a, i),
                 content_type: a.content_type.clone(),
                 size: a.content.len(),
             })
@@ -384,11 +403,11 @@ impl Pipeline {
             authenticate::OnDmarcFail::Refuse => {
                 Some(Plan::Log(Disposition::Rejected(Refusal::DmarcFailed(results.from_domain.clone())), None))
             }
-            authenticate::OnDmarcFail::Hold => Some(Plan::Hold(format!(
-                "held for an agent: {} failed DMARC ({})",
-                results.from_domain,
-                results.summary()
-            ))),
+            authenticate::OnDmarcFail::Hold => Some(Plan::Hold {
+                code: "dmarc_fail",
+                reason: format!("{} failed DMARC ({})", results.from_domain, results.summary()),
+                thread_id: None,
+            }),
             authenticate::OnDmarcFail::Accept => None,
         }
     }
@@ -516,9 +535,21 @@ impl Pipeline {
     }
 
     /// Runs the whole pipeline on one message and stores it (with its
-    /// notifications and log entry) when it is accepted.
+    /// notifications and log entry) when it is accepted. Every message
+    /// answered 250 is kept as it arrived, in the same transaction.
     pub async fn ingest(&self, envelope: &Envelope, raw: &[u8]) -> Disposition {
-        let analysis = self.analyze(envelope, raw);
+        // Reading is pure code on hostile input: should any of it panic, the
+        // message is held for an admin with its bytes, never lost.
+        let Ok(analysis) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.analyze(envelope, raw)))
+        else {
+            tracing::error!(bytes = raw.len(), "reading a message panicked; holding it for an admin");
+            let plan = Plan::Hold {
+                code: "reading_failed",
+                reason: "mailgate could not read this message (an internal error); it is kept as it arrived".to_owned(),
+                thread_id: None,
+            };
+            return self.store_plan(envelope, raw, None, None, Ok((plan, rules::Decision::default()))).await;
+        };
         let unsubscribes: Vec<(i64, &str)> = envelope
             .recipients
             .iter()
@@ -549,8 +580,21 @@ impl Pipeline {
                 Ok((Plan::Log(Disposition::Rejected(Refusal::TooComplex(why)), None), no_rules()))
             }
             (Some(_), _, Some(verdict)) => Ok((verdict, no_rules())),
-            (Some(analysis), _, None) => self.decide(envelope, analysis, false).await,
+            (Some(analysis), _, None) => self.decide(envelope, analysis, Mode::Ingest).await,
         };
+        self.store_plan(envelope, raw, analysis.as_ref(), auth.as_ref(), outcome).await
+    }
+
+    /// Carries out what was decided about a message: stores it with its log
+    /// entry (and, for anything answered 250, the message as it arrived).
+    async fn store_plan(
+        &self,
+        envelope: &Envelope,
+        raw: &[u8],
+        analysis: Option<&Analysis>,
+        auth: Option<&authenticate::AuthResults>,
+        outcome: Result<(Plan, rules::Decision), StoreError>,
+    ) -> Disposition {
         let (outcome, rule_names) = match outcome {
             Ok((plan, decision)) => (Ok(plan), decision.rules.join(",")),
             Err(e) => (Err(e), String::new()),
@@ -561,23 +605,39 @@ impl Pipeline {
             helo: envelope.helo.clone(),
             mail_from: Some(envelope.mail_from.clone()),
             rcpt_to: all_recipients(envelope),
-            message_id: analysis.as_ref().and_then(|a| a.message_id.clone()),
+            message_id: analysis.and_then(|a| a.message_id.clone()),
             rules: rule_names,
-            auth: auth.as_ref().map(authenticate::AuthResults::summary).unwrap_or_default(),
+            auth: auth.map(authenticate::AuthResults::summary).unwrap_or_default(),
             ..InboundLogEntry::default()
         };
+        // Compressed here, on the session's task, not on the writer's.
+        let keep = || {
+            let original = Original::of(raw);
+            (original.sha256.clone(), original)
+        };
         let result = match outcome {
-            Ok(Plan::Hold(reason)) => {
-                let disposition = Disposition::Dropped { reason: reason.clone() };
-                fill_log(&mut log, &disposition, None);
-                log.decision = "held".to_owned();
-                self.store.hold(&log, raw).await.map(|()| disposition)
+            Ok(Plan::Hold { code, reason, thread_id }) => {
+                let disposition = Disposition::Held { reason: reason.clone() };
+                fill_log(&mut log, &disposition, thread_id);
+                let (sha256, original) = keep();
+                log.original = Some(sha256);
+                let held = NewHeld {
+                    reason_code: code.to_owned(),
+                    reason,
+                    thread_id,
+                    from_address: analysis.and_then(|a| a.from.clone()),
+                    subject: analysis.and_then(|a| a.subject.clone()),
+                };
+                self.store.hold(&held, &log, &original).await.map(|_| disposition)
             }
-            Ok(Plan::OpenTicket { thread, first }) => {
+            Ok(Plan::OpenTicket { thread, mut first }) => {
                 fill_log(&mut log, &Disposition::Dropped { reason: String::new() }, None);
                 log.decision = "accepted".to_owned();
                 log.reason = "opened a ticket from email".to_owned();
                 log.smtp_reply = "250 2.0.0 Ticket opened".to_owned();
+                let (sha256, original) = keep();
+                log.original = Some(sha256);
+                first.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
                 match self.store.create_thread(thread, *first, &[], Some(&log)).await {
                     Ok((thread, message_id)) => Ok(Disposition::Accepted {
                         thread_id: thread.id,
@@ -590,22 +650,30 @@ impl Pipeline {
             }
             Ok(Plan::Log(disposition, thread_id)) => {
                 fill_log(&mut log, &disposition, thread_id);
-                let notice = match (&disposition, &analysis) {
+                let notice = match (&disposition, analysis) {
                     (Disposition::Rejected(refusal), Some(analysis)) => {
                         self.refusal_notice(envelope, analysis, refusal).await
                     }
                     _ => None,
                 };
-                match notice {
-                    Some(notice) => self.store.enqueue(&notice, Some(&log)).await.map(|_| disposition),
-                    None => self.store.log_inbound(&log).await.map(|()| disposition),
+                match (notice, &disposition) {
+                    (Some(notice), _) => self.store.enqueue(&notice, Some(&log)).await.map(|_| disposition),
+                    // Answered 250 and not posted: kept as it arrived.
+                    (None, Disposition::Dropped { .. }) => {
+                        let (sha256, original) = keep();
+                        log.original = Some(sha256);
+                        self.store.log_inbound_with_original(&log, &original).await.map(|()| disposition)
+                    }
+                    (None, _) => self.store.log_inbound(&log).await.map(|()| disposition),
                 }
             }
             Ok(Plan::Bounce(disposition, bounce)) => {
                 fill_log(&mut log, &disposition, None);
-                self.store.record_bounce(&log, &bounce).await.map(|()| disposition)
+                let (sha256, original) = keep();
+                log.original = Some(sha256);
+                self.store.record_bounce(&log, &bounce, Some(&original)).await.map(|()| disposition)
             }
-            Ok(Plan::Store { message, thread }) => {
+            Ok(Plan::Store { mut message, thread }) => {
                 let label = thread_label(&thread);
                 let accepted = Disposition::Accepted {
                     thread_id: thread.id,
@@ -615,7 +683,10 @@ impl Pipeline {
                 };
                 fill_log(&mut log, &accepted, Some(thread.id));
                 log.reason = format!("reply from {} stored in {label}", log.mail_from.as_deref().unwrap_or(""));
-                match self.store.insert_message(*message, Some(log.clone())).await {
+                let (sha256, original) = keep();
+                log.original = Some(sha256);
+                message.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
+                match self.store.insert_message(*message, Some(log)).await {
                     Ok(Inserted::New(id)) => Ok(Disposition::Accepted {
                         thread_id: thread.id,
                         thread_label: label,
@@ -650,10 +721,22 @@ impl Pipeline {
             Some(analysis) => self.authenticate(envelope, analysis.kind, raw).await,
             None => None,
         };
+        self.dry_run_with(envelope, analysis, auth, Mode::DryRun).await
+    }
+
+    /// A dry run with the sender checks' results given (as recorded at
+    /// receipt, for `explain` and `replay`), in `mode`.
+    async fn dry_run_with(
+        &self,
+        envelope: &Envelope,
+        analysis: Option<Analysis>,
+        auth: Option<authenticate::AuthResults>,
+        mode: Mode,
+    ) -> DryRun {
         let decided = match (analysis, self.dmarc_verdict(auth.as_ref())) {
             (None, _) => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), rules::Decision::default())),
             (Some(_), Some(verdict)) => Ok((verdict, rules::Decision::default())),
-            (Some(analysis), None) => self.decide(envelope, &analysis, true).await,
+            (Some(analysis), None) => self.decide(envelope, &analysis, mode).await,
         };
         let (plan, routing) = match decided {
             Ok((plan, decision)) => (Ok(plan), decision),
@@ -662,7 +745,7 @@ impl Pipeline {
         let (disposition, thread) = match plan {
             Ok(Plan::Log(disposition, thread_id)) => (disposition, thread_id),
             Ok(Plan::Bounce(disposition, _)) => (disposition, None),
-            Ok(Plan::Hold(reason)) => (Disposition::Dropped { reason }, None),
+            Ok(Plan::Hold { reason, thread_id, .. }) => (Disposition::Held { reason }, thread_id),
             Ok(Plan::OpenTicket { .. }) => (
                 Disposition::Accepted {
                     thread_id: 0,
@@ -782,8 +865,9 @@ impl Pipeline {
         &self,
         envelope: &Envelope,
         analysis: &Analysis,
-        explain: bool,
+        mode: Mode,
     ) -> Result<(Plan, rules::Decision), StoreError> {
+        let explain = mode != Mode::Ingest;
         if analysis.kind == MailKind::Bounce {
             return Ok((self.bounce_plan(envelope, analysis).await, rules::Decision::default()));
         }
@@ -816,6 +900,8 @@ impl Pipeline {
         if let (Some(reference), Some(thread), Some(site)) = (&reference, &thread, &site) {
             match authorize::authorize(thread, site, reference, sender.as_ref()) {
                 Authorization::Allowed { .. } => author = sender.clone(),
+                // An admin released it: the sender writes there this once.
+                Authorization::Denied(_) if mode == Mode::Release && sender.is_some() => author = sender.clone(),
                 Authorization::Denied(_) if analysis.kind == MailKind::AutoReply => {
                     let reason = format!("auto-reply from outside the conversation: {}", analysis.kind_reason);
                     return Ok((
@@ -824,7 +910,11 @@ impl Pipeline {
                     ));
                 }
                 Authorization::Denied(reason) if self.hold_not_allowed => {
-                    let plan = Plan::Hold(format!("held for an agent: {reason} ({})", thread_label(thread)));
+                    let plan = Plan::Hold {
+                        code: "not_allowed",
+                        reason: format!("{reason} ({})", thread_label(thread)),
+                        thread_id: Some(thread.id),
+                    };
                     return Ok((plan, rules::Decision::default()));
                 }
                 Authorization::Denied(reason) => {
@@ -858,7 +948,7 @@ impl Pipeline {
             }
             outcome => {
                 let accepted = matches!(outcome, Some(rules::Outcome::Accept));
-                self.default_plan(envelope, analysis, thread, site, author, accepted, &decision).await?
+                self.default_plan(envelope, analysis, (thread, site, author), accepted, &decision, mode).await?
             }
         };
         Ok((plan, decision))
@@ -908,19 +998,18 @@ impl Pipeline {
         Ok(features)
     }
 
-    /// The pipeline's own decision, with the rules' routing actions applied.
-    #[allow(clippy::too_many_arguments, reason = "the pieces decide() already loaded")]
+    /// The pipeline's own decision, with the rules' routing actions applied,
+    /// for a message to `found` (thread, site, and the author allowed there).
     async fn default_plan(
         &self,
         envelope: &Envelope,
         analysis: &Analysis,
-        thread: Option<Thread>,
-        site: Option<crate::store::Site>,
-        author: Option<crate::store::User>,
+        found: (Option<Thread>, Option<crate::store::Site>, Option<crate::store::User>),
         accepted_by_rule: bool,
         decision: &rules::Decision,
+        mode: Mode,
     ) -> Result<Plan, StoreError> {
-        let (Some(thread), Some(site), Some(author)) = (thread, site, author) else {
+        let (Some(thread), Some(site), Some(author)) = found else {
             let to_support = envelope.recipients.iter().any(|(_, t)| *t == RecipientTarget::Support);
             if !to_support && envelope.recipients.iter().all(|(_, t)| *t == RecipientTarget::Postmaster) {
                 return Ok(Plan::Log(Disposition::Dropped { reason: "mail to postmaster, recorded".to_owned() }, None));
@@ -940,7 +1029,25 @@ impl Pipeline {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::ThreadClosed), Some(thread.id)));
         }
         let attachments = analysis.kept_attachments.clone();
-        if analysis.reply_text.trim().is_empty() && attachments.is_empty() {
+        let mut body = analysis.reply_text.clone();
+        if let Some(too_large) = analysis.oversized.first() {
+            if mode != Mode::Release {
+                let reason = format!(
+                    "the attachment {:?} ({} bytes) is larger than mailgate stores ({} bytes)",
+                    too_large.filename,
+                    too_large.size,
+                    extract::MAX_ATTACHMENT_SIZE
+                );
+                return Ok(Plan::Hold { code: "attachment_too_large", reason, thread_id: Some(thread.id) });
+            }
+            for file in &analysis.oversized {
+                body.push_str(&format!(
+                    "\n\n[The attachment {} ({} bytes) was too large to keep; it is in the original message.]",
+                    file.filename, file.size
+                ));
+            }
+        }
+        if body.trim().is_empty() && attachments.is_empty() {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::EmptyReply), Some(thread.id)));
         }
         // Counted at RCPT time when the token was the author's own (as it is
@@ -950,7 +1057,9 @@ impl Pipeline {
             Some((_, recent)) => (recent.by_author, recent.in_thread),
             None => self.store.recent_email(author.id, thread.id, now_ms() - LOOP_WINDOW_MS, self.loop_limit).await?,
         };
-        if by_sender >= self.loop_limit || in_thread >= self.loop_limit {
+        // A dry run of an old message, or an admin's release, is not a loop.
+        let counts = matches!(mode, Mode::Ingest | Mode::DryRun);
+        if counts && (by_sender >= self.loop_limit || in_thread >= self.loop_limit) {
             let reason = format!(
                 "loop breaker: {by_sender} messages from {} and {in_thread} in {} in the last hour (limit {})",
                 author.email,
@@ -965,13 +1074,14 @@ impl Pipeline {
             thread_id: thread.id,
             author_id: author.id,
             author_is_agent: author.is_agent(),
-            body: analysis.reply_text.clone(),
+            body,
             source: Source::Email,
             rfc_message_id: Some(dedup_id(analysis)),
             attachments,
             notify,
             routing,
             extra_mail: self.pages(decision),
+            original: None,
         };
         Ok(Plan::Store { message: Box::new(message), thread })
     }
@@ -1082,6 +1192,7 @@ impl Pipeline {
             notify,
             routing: None,
             extra_mail: self.pages(decision),
+            original: None,
         };
         Ok(Plan::OpenTicket { thread: new_thread, first: Box::new(first) })
     }
@@ -1104,6 +1215,21 @@ pub struct DryRun {
     pub auth: Option<authenticate::AuthResults>,
 }
 
+/// Why a message is being decided on: the checks differ a little.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// It is being received.
+    Ingest,
+    /// `inspect` or `rules test`: as if received now, explained.
+    DryRun,
+    /// `replay` or `explain` of a stored original: the loop breaker does not
+    /// count (the message itself is among the counts by now).
+    Replay,
+    /// An admin releases it from the held queue: the sender may write in the
+    /// thread this once, and the loop breaker does not count.
+    Release,
+}
+
 /// What `decide` concluded.
 enum Plan {
     /// Nothing to store but the log entry.
@@ -1112,8 +1238,15 @@ enum Plan {
     Bounce(Disposition, Box<Bounce>),
     /// Open a ticket from this mail.
     OpenTicket { thread: NewThread, first: Box<NewMessage> },
-    /// Keep the raw mail for an agent; answer 250.
-    Hold(String),
+    /// Keep the raw mail for an admin; answer 250.
+    Hold {
+        /// The reason code (`dmarc_fail`, `not_allowed`, ...).
+        code: &'static str,
+        /// The reason in words.
+        reason: String,
+        /// The thread it pointed at, if known.
+        thread_id: Option<i64>,
+    },
     /// Store this message in this thread.
     Store { message: Box<NewMessage>, thread: Thread },
 }
@@ -1143,6 +1276,7 @@ fn fill_log(log: &mut InboundLogEntry, disposition: &Disposition, thread_id: Opt
     let (decision, reason) = match disposition {
         Disposition::Accepted { .. } => ("accepted", String::new()),
         Disposition::Dropped { reason } => ("dropped", reason.clone()),
+        Disposition::Held { reason } => ("held", reason.clone()),
         Disposition::Rejected(_) => ("rejected", reply::for_disposition(disposition).text),
         Disposition::TempFail { reason } => ("tempfail", reason.clone()),
         Disposition::Deferred { reason } => ("deferred", reason.clone()),

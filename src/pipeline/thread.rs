@@ -139,6 +139,45 @@ pub fn find_thread(
     Some(ThreadRef::TicketNumber { via: Via::SubjectTag, number })
 }
 
+/// One threading signal looked at, and what it gave (for `explain`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Signal {
+    /// Where it was found.
+    pub via: Via,
+    /// The token or tag found.
+    pub value: String,
+    /// What it gave: the thread and the user a token names, or why it gave nothing.
+    pub verdict: String,
+}
+
+/// Every threading signal in a message, in the order of trust, each with
+/// what it gave; the first one that names a thread is the one used.
+pub fn signals(
+    recipient_tokens: &[(String, ReplyToken)],
+    mail: &ParsedMail,
+    signer: &TokenSigner,
+    domain: &str,
+) -> Vec<Signal> {
+    let names =
+        |parsed: ReplyToken| format!("verified: thread {}, issued to user {}", parsed.thread_id, parsed.recipient_id);
+    let mut found: Vec<Signal> = recipient_tokens
+        .iter()
+        .map(|(token, parsed)| Signal { via: Via::Recipient, value: token.clone(), verdict: names(*parsed) })
+        .collect();
+    for (via, token) in token_candidates(mail, Some(domain)) {
+        let verdict = match signer.verify(token) {
+            Ok(parsed) => names(parsed),
+            Err(error) => error.to_string(),
+        };
+        found.push(Signal { via, value: token.to_owned(), verdict });
+    }
+    if let Some(number) = subject_ticket_number(mail) {
+        let verdict = format!("ticket #{number} (points at a ticket; lets nobody in by itself)");
+        found.push(Signal { via: Via::SubjectTag, value: format!("[Ticket #{number}]"), verdict });
+    }
+    found
+}
+
 /// Extracts the token from a reply address local part (`reply+TOKEN`).
 pub fn token_from_local_part(local: &str) -> Option<&str> {
     let (prefix, token) = local.split_once('+')?;

@@ -51,6 +51,7 @@ pub fn for_disposition(disposition: &Disposition) -> SmtpReply {
         Disposition::Dropped { reason } => {
             SmtpReply::new(250, "2.0.0", format!("Message recorded, not posted ({reason})"))
         }
+        Disposition::Held { .. } => SmtpReply::new(250, "2.0.0", "Message received; it is held for review"),
         Disposition::Rejected(refusal) => for_refusal(refusal),
         Disposition::Deferred { .. } => {
             SmtpReply::new(451, "4.7.1", "Too many messages in a short time (a mail loop?); please try again later")

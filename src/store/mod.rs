@@ -23,8 +23,9 @@ mod rows;
 mod wal_sync;
 
 pub use rows::{
-    Attachment, BUSINESS_RANK, Bounce, InboundLogEntry, Inserted, NewAttachment, NewMessage, NewOutbox, NewThread,
-    NotificationKind, Organization, OutboxItem, Plan, Routing, Site, StoredMessage, Thread, User, rfc3339,
+    Attachment, BUSINESS_RANK, Bounce, HeldItem, InboundLogEntry, Inserted, KeptOriginal, NewAttachment, NewHeld,
+    NewMessage, NewOutbox, NewThread, NotificationKind, Organization, OutboxItem, Plan, Routing, Site, StoredMessage,
+    Thread, User, rfc3339,
 };
 
 use crate::domain::Role;
@@ -156,8 +157,12 @@ macro_rules! writing {
     };
 }
 
+mod held;
 mod lookups;
+mod originals;
 mod pass_reads;
+pub use held::HeldFilter;
+pub use originals::{Original, OriginalsStats};
 pub use pass_reads::{COALESCED_KINDS, PassReads};
 
 /// Read connections the store owns outright: sqlx's pool pings a connection
@@ -285,6 +290,9 @@ pub enum StoreError {
     /// The group commit failed or stopped; the message was not stored.
     #[error("storing failed: {0}")]
     Batch(String),
+    /// Stored data that cannot be read back (a damaged original).
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 impl StoreError {
@@ -773,38 +781,6 @@ impl Store {
         through_directory(self.directory.site(id), read, |site| self.directory.keep_site(site)).await
     }
 
-    /// Keeps a message for an agent to look at, with its log entry.
-    pub async fn hold(&self, log: &InboundLogEntry, raw: &[u8]) -> StoreResult<()> {
-        writing!(self, |db, w| {
-            let mut tx = db.begin().await?;
-            sqlx::query(
-                "INSERT INTO held_messages (received_at, mail_from, rcpt_to, reason, raw) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(log.received_at)
-            .bind(log.mail_from.as_deref().unwrap_or(""))
-            .bind(&log.rcpt_to)
-            .bind(&log.reason)
-            .bind(raw)
-            .execute(&mut *tx)
-            .await?;
-            w::insert_log(&mut tx, log, None).await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
-    /// Held messages, newest first: (id, received_at, mail_from, rcpt_to, reason, size).
-    pub async fn held(&self, limit: i64) -> StoreResult<Vec<(i64, i64, String, String, String, i64)>> {
-        Ok(reading!(self, |db| {
-            sqlx::query_as(
-            "SELECT id, received_at, mail_from, rcpt_to, reason, CAST(LENGTH(raw) AS BIGINT) FROM held_messages ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(db)
-        .await
-        })?)
-    }
-
     /// The sites of an organization, best plan first.
     pub async fn sites_of_organization(&self, organization_id: i64) -> StoreResult<Vec<Site>> {
         Ok(reading!(self, |db| {
@@ -1150,10 +1126,32 @@ impl Store {
         writing!(self, |db, w| w::insert_log(db, entry, None).await)
     }
 
-    /// Records a bounce together with its inbound log entry.
-    pub async fn record_bounce(&self, log: &InboundLogEntry, bounce: &Bounce) -> StoreResult<()> {
+    /// Records the outcome of an SMTP transaction with the message as it
+    /// arrived (mail answered 250 and not posted: an auto-reply, mail to
+    /// postmaster), in one transaction.
+    pub async fn log_inbound_with_original(&self, entry: &InboundLogEntry, original: &Original) -> StoreResult<()> {
         writing!(self, |db, w| {
             let mut tx = db.begin().await?;
+            w::insert_originals(&mut tx, &[original], now_ms()).await?;
+            w::insert_log(&mut tx, entry, None).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Records a bounce together with its inbound log entry and the report
+    /// as it arrived.
+    pub async fn record_bounce(
+        &self,
+        log: &InboundLogEntry,
+        bounce: &Bounce,
+        original: Option<&Original>,
+    ) -> StoreResult<()> {
+        writing!(self, |db, w| {
+            let mut tx = db.begin().await?;
+            if let Some(original) = original {
+                w::insert_originals(&mut tx, &[original], now_ms()).await?;
+            }
             sqlx::query(
                 "INSERT INTO bounces (received_at, outbox_id, recipient, status, severity, diagnostic, original_message_id) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -1433,7 +1431,7 @@ impl Store {
 macro_rules! message_fields {
     () => {
         "m.id, m.thread_id, m.author_id, u.name AS author_name, u.email AS author_email, \
-         u.role AS author_role, m.body, m.source, m.rfc_message_id, m.created_at"
+         u.role AS author_role, m.body, m.source, m.rfc_message_id, m.created_at, m.original"
     };
 }
 

@@ -222,6 +222,36 @@ pub struct NewMessage {
     pub routing: Option<Routing>,
     /// Further mail about the thread (an on-call page).
     pub extra_mail: Vec<NewOutbox>,
+    /// For mail: the message as it arrived.
+    pub original: Option<KeptOriginal>,
+}
+
+/// The original a message was read from: to store with it, or stored
+/// already (a held message released into its thread).
+#[derive(Debug, Clone)]
+pub enum KeptOriginal {
+    /// Store these bytes with the message.
+    New(std::sync::Arc<super::Original>),
+    /// Already stored under this SHA-256.
+    Stored(String),
+}
+
+impl KeptOriginal {
+    /// The SHA-256 the message refers to.
+    pub fn sha256(&self) -> &str {
+        match self {
+            KeptOriginal::New(original) => &original.sha256,
+            KeptOriginal::Stored(sha256) => sha256,
+        }
+    }
+
+    /// The bytes still to store, if any.
+    pub fn to_store(&self) -> Option<&super::Original> {
+        match self {
+            KeptOriginal::New(original) => Some(original),
+            KeptOriginal::Stored(_) => None,
+        }
+    }
 }
 
 /// What routing rules set on a thread.
@@ -290,6 +320,9 @@ pub struct StoredMessage {
     /// Unix ms.
     #[serde(serialize_with = "time_ms")]
     pub created_at: i64,
+    /// SHA-256 of the mail it was read from, for emailed messages.
+    #[serde(skip)]
+    pub original: Option<String>,
     /// Attachments, filled in after the query.
     #[sqlx(skip)]
     pub attachments: Vec<Attachment>,
@@ -345,6 +378,71 @@ pub struct InboundLogEntry {
     pub rules: String,
     /// SPF, DKIM and DMARC results.
     pub auth: String,
+    /// SHA-256 of the message as it arrived, when it was kept
+    /// (`GET /api/v1/inbound-log/{id}/raw`).
+    pub original: Option<String>,
+}
+
+/// A message held for an admin (a row of `held_messages`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct HeldItem {
+    /// Row id.
+    pub id: i64,
+    /// Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub received_at: i64,
+    /// Client IP and port.
+    pub peer: String,
+    /// What the client said in HELO/EHLO.
+    pub helo: Option<String>,
+    /// Envelope sender.
+    pub mail_from: String,
+    /// Envelope recipients, comma separated.
+    pub rcpt_to: String,
+    /// The From address.
+    pub from_address: Option<String>,
+    /// The Subject.
+    pub subject: Option<String>,
+    /// The Message-ID.
+    pub message_id: Option<String>,
+    /// Why it is held, as a code: `dmarc_fail`, `not_allowed`,
+    /// `reading_failed`, `attachment_too_large`.
+    pub reason_code: String,
+    /// Why it is held, in words.
+    pub reason: String,
+    /// SPF, DKIM and DMARC results at receipt.
+    pub auth: String,
+    /// The thread it pointed at, when one was found.
+    pub thread_id: Option<i64>,
+    /// `held`, `released`, `discarded` or `noticed` (the sender was sent the refusal notice).
+    pub status: String,
+    /// Who acted on it.
+    pub acted_by: Option<String>,
+    /// When, Unix ms.
+    #[serde(serialize_with = "opt_time_ms")]
+    pub acted_at: Option<i64>,
+    /// The message it became when released.
+    pub released_message: Option<i64>,
+    /// Size of the message as it arrived, in bytes.
+    pub size: i64,
+    /// SHA-256 of the original (older items keep their bytes in the row).
+    #[serde(skip)]
+    pub original: Option<String>,
+}
+
+/// What to record about a message being held.
+#[derive(Debug, Clone, Default)]
+pub struct NewHeld {
+    /// Reason code (see [`HeldItem::reason_code`]).
+    pub reason_code: String,
+    /// Reason in words.
+    pub reason: String,
+    /// The thread it pointed at.
+    pub thread_id: Option<i64>,
+    /// The From address.
+    pub from_address: Option<String>,
+    /// The Subject.
+    pub subject: Option<String>,
 }
 
 /// A mail in the outbox.

@@ -224,7 +224,7 @@ async fn insert_plain_messages(
     }
     let now = now_ms();
     let mut insert = sqlx::QueryBuilder::<Db>::new(
-        "INSERT INTO messages (thread_id, author_id, body, source, rfc_message_id, created_at) ",
+        "INSERT INTO messages (thread_id, author_id, body, source, rfc_message_id, created_at, original) ",
     );
     insert.push_values(jobs, |mut row, job| {
         let message = &job.message;
@@ -233,7 +233,8 @@ async fn insert_plain_messages(
             .push_bind(&message.body)
             .push_bind(message.source.as_str())
             .push_bind(&message.rfc_message_id)
-            .push_bind(now);
+            .push_bind(now)
+            .push_bind(message.original.as_ref().map(super::KeptOriginal::sha256));
     });
     insert.push(" ON CONFLICT (thread_id, rfc_message_id) DO NOTHING RETURNING id, thread_id, rfc_message_id");
     let stored: Vec<(i64, i64, Option<String>)> = insert.build_query_as().fetch_all(&mut *conn).await?;
@@ -270,6 +271,9 @@ async fn insert_plain_messages(
             Inserted::Duplicate(_) => None,
         })
         .collect();
+    let originals: Vec<&super::Original> =
+        stored.iter().filter_map(|(job, _)| job.message.original.as_ref()?.to_store()).collect();
+    insert_originals(conn, &originals, now).await?;
     let attached: Vec<(i64, &super::NewAttachment, String)> = stored
         .iter()
         .flat_map(|&(job, id)| {
@@ -357,8 +361,38 @@ fn as_duplicate(log: &InboundLogEntry, existing: i64) -> InboundLogEntry {
     InboundLogEntry {
         decision: "duplicate".to_owned(),
         reason: format!("already stored as message {existing}; delivered again"),
+        // A repeated delivery's bytes are not kept: the first one's are.
+        original: None,
         ..log.clone()
     }
+}
+
+/// Stores originals (see `originals.rs`): each content once, in SHA-256
+/// order so that two instances take the rows' locks in the same order; one
+/// stored before has its `stored_at` renewed, so that retention counts from
+/// its last delivery.
+pub(super) async fn insert_originals(
+    conn: &mut Connection,
+    originals: &[&super::Original],
+    now: i64,
+) -> StoreResult<()> {
+    let mut sorted: Vec<&super::Original> = originals.to_vec();
+    sorted.sort_unstable_by(|a, b| a.sha256.cmp(&b.sha256));
+    sorted.dedup_by(|a, b| a.sha256 == b.sha256);
+    for chunk in sorted.chunks(ROWS_PER_STATEMENT) {
+        let mut insert =
+            sqlx::QueryBuilder::<Db>::new("INSERT INTO originals (sha256, size, compression, content, stored_at) ");
+        insert.push_values(chunk, |mut row, original| {
+            row.push_bind(original.sha256.as_str())
+                .push_bind(original.size)
+                .push_bind(original.compression)
+                .push_bind(&original.content[..])
+                .push_bind(now);
+        });
+        insert.push(" ON CONFLICT (sha256) DO UPDATE SET stored_at = excluded.stored_at");
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Queues one mail (not about a new message).
@@ -388,8 +422,8 @@ pub(super) async fn insert_message(
 ) -> StoreResult<Inserted> {
     let now = now_ms();
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO messages (thread_id, author_id, body, source, rfc_message_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (thread_id, rfc_message_id) DO NOTHING RETURNING id",
+        "INSERT INTO messages (thread_id, author_id, body, source, rfc_message_id, created_at, original) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (thread_id, rfc_message_id) DO NOTHING RETURNING id",
     )
     .bind(message.thread_id)
     .bind(message.author_id)
@@ -397,6 +431,7 @@ pub(super) async fn insert_message(
     .bind(message.source.as_str())
     .bind(&message.rfc_message_id)
     .bind(now)
+    .bind(message.original.as_ref().map(super::KeptOriginal::sha256))
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = id else {
@@ -410,6 +445,9 @@ pub(super) async fn insert_message(
         }
         return Ok(Inserted::Duplicate(existing));
     };
+    if let Some(original) = message.original.as_ref().and_then(super::KeptOriginal::to_store) {
+        insert_originals(conn, &[original], now).await?;
+    }
     for attachment in &message.attachments {
         let sha256 = hex(&Sha256::digest(&attachment.content));
         sqlx::query("INSERT INTO blobs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING")
@@ -535,7 +573,7 @@ async fn insert_logs(conn: &mut Connection, entries: &[(&InboundLogEntry, Option
     }
     let mut log = sqlx::QueryBuilder::<Db>::new(
         "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, \
-         smtp_reply, thread_id, stored_message, rules, auth) ",
+         smtp_reply, thread_id, stored_message, rules, auth, original) ",
     );
     log.push_values(entries, |mut row, (entry, stored)| {
         row.push_bind(entry.received_at)
@@ -550,7 +588,8 @@ async fn insert_logs(conn: &mut Connection, entries: &[(&InboundLogEntry, Option
             .push_bind(entry.thread_id)
             .push_bind(stored.or(entry.stored_message))
             .push_bind(&entry.rules)
-            .push_bind(&entry.auth);
+            .push_bind(&entry.auth)
+            .push_bind(&entry.original);
     });
     log.build().execute(&mut *conn).await?;
     Ok(())

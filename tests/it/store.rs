@@ -18,6 +18,7 @@ pub fn message(thread_id: i64, author_id: i64, id: &str) -> NewMessage {
         notify: Vec::new(),
         routing: None,
         extra_mail: Vec::new(),
+        original: None,
     }
 }
 

@@ -21,23 +21,160 @@ mod signature;
 
 use super::parse::{ParsedAttachment, ParsedMail};
 use crate::store::NewAttachment;
+use regex::Regex;
+use std::sync::LazyLock;
 
 /// The line above which customers are asked to write.
 pub const REPLY_ABOVE_MARKER: &str = "-- Reply above this line --";
 
-/// The new text of a reply.
-pub fn reply_text(mail: &ParsedMail) -> String {
-    let text = match (&mail.text_body, &mail.html_body) {
+/// Subject prefixes that mark a forward: Fwd, Fw (English and most), WG
+/// (German), TR (French), RV (Spanish), Doorst (Dutch), VS (Nordic), Enc
+/// (Portuguese), I and Inoltro (Italian), PD (Polish), Fs (Swedish, Danish).
+static FORWARD_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*(fwd?|wg|tr|rv|doorst|vs|enc|i|inoltro|pd|fs)\s*:").expect("valid forward regex")
+});
+
+/// Whether a message is a forward: its subject starts with a forward prefix.
+pub fn is_forward(mail: &ParsedMail) -> bool {
+    mail.subject.as_deref().is_some_and(|subject| FORWARD_SUBJECT.is_match(subject))
+}
+
+/// The text a message's reading starts from: the plain-text body, else its
+/// HTML as text (with quote containers removed unless `keep_quotes`).
+fn source_text(mail: &ParsedMail, keep_quotes: bool) -> String {
+    match (&mail.text_body, &mail.html_body) {
         (Some(text), _) if !text.trim().is_empty() => text.clone(),
-        (_, Some(html)) => html::to_text(html, true),
+        (_, Some(html)) => html::to_text(html, !keep_quotes),
         _ => mail.readable_text.clone(),
-    };
-    new_text(&text, mail.from_name.as_deref())
+    }
+}
+
+/// The new text of a reply. A forward keeps what it forwards (below the
+/// note above it): it is the customer's evidence, not history.
+pub fn reply_text(mail: &ParsedMail) -> String {
+    let forward = is_forward(mail);
+    let text = source_text(mail, forward);
+    let text = normalized(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    match forward_start(&lines, forward) {
+        Some(start) => with_forwarded(&lines, start, mail.from_name.as_deref()),
+        None => new_text(&text, mail.from_name.as_deref()),
+    }
+}
+
+/// Line endings made `\n`, invisible characters removed.
+fn normalized(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n").replace(['\u{feff}', '\u{200b}'], "")
+}
+
+/// Where the forwarded part of a message starts: the first history marker
+/// when the subject says it is a forward, or a forwarded-message banner that
+/// is the first history marker in the text.
+fn forward_start(lines: &[&str], forward_subject: bool) -> Option<usize> {
+    let scan = quotes::scan(lines);
+    let at = (scan.end < lines.len()).then_some(scan.end)?;
+    (forward_subject || quotes::is_forward_banner(lines[at])).then_some(at)
+}
+
+/// The note above a forward, read like a reply, then the forwarded part as
+/// it is (only its blank lines tidied).
+fn with_forwarded(lines: &[&str], start: usize, sender_name: Option<&str>) -> String {
+    let note = new_text(&lines[..start].join("\n"), sender_name);
+    let forwarded = tidy(&lines[start..]);
+    match note.is_empty() {
+        true => forwarded,
+        false => format!("{note}\n\n{forwarded}"),
+    }
+}
+
+/// What extraction did to a message, for `explain` and the API's "show
+/// quoted text": the text kept, the text removed, and each cut with why.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Extraction {
+    /// The text posted (what [`reply_text`] returns).
+    pub text: String,
+    /// What was removed (history, quotes, signature), in order; empty when nothing.
+    pub quoted: String,
+    /// Each cut: what was removed and why.
+    pub cuts: Vec<Cut>,
+    /// Whether the message was read as a forward (its forwarded part kept).
+    pub forward: bool,
+    /// Whether the text came from the HTML body.
+    pub from_html: bool,
+}
+
+/// One piece that extraction removed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Cut {
+    /// `history`, `quote`, `signature` or `html_quote`.
+    pub what: &'static str,
+    /// Why, in words.
+    pub why: String,
+    /// The text removed.
+    pub text: String,
+}
+
+/// [`reply_text`] with an account of what it removed and why.
+pub fn explain(mail: &ParsedMail) -> Extraction {
+    let forward = is_forward(mail);
+    let from_html = !matches!(&mail.text_body, Some(text) if !text.trim().is_empty()) && mail.html_body.is_some();
+    let text = reply_text(mail);
+    let mut cuts = Vec::new();
+    if from_html && !forward {
+        let all = html::to_text(mail.html_body.as_deref().unwrap_or(""), false);
+        let kept = html::to_text(mail.html_body.as_deref().unwrap_or(""), true);
+        let removed = removed_lines(&normalized(&all), &normalized(&kept));
+        if !removed.is_empty() {
+            let why = "quote containers of the HTML (Gmail, Apple Mail, Outlook, ...)".to_owned();
+            cuts.push(Cut { what: "html_quote", why, text: removed });
+        }
+    }
+    let source = normalized(&source_text(mail, forward));
+    let lines: Vec<&str> = source.lines().collect();
+    let scan = quotes::scan(&lines);
+    let forward_at = forward_start(&lines, forward);
+    let end = forward_at.unwrap_or(scan.end);
+    if forward_at.is_none() && scan.end < lines.len() {
+        let why = format!("quoted history starts at line {}: {}", scan.end + 1, quotes::describe_start(&lines, end));
+        cuts.push(Cut { what: "history", why, text: tidy(&lines[scan.end..]) });
+    }
+    let above: Vec<&str> =
+        lines[..end].iter().enumerate().filter(|(i, _)| !scan.drop.contains(i)).map(|(_, l)| *l).collect();
+    let written = without_quotes(&above);
+    let dropped_quotes = removed_lines(&above.join("\n"), &written.join("\n"));
+    if !dropped_quotes.is_empty() {
+        let why = "lines quoted with \">\" and their attribution lines".to_owned();
+        cuts.push(Cut { what: "quote", why, text: dropped_quotes });
+    }
+    let signed = signature::strip(&written, mail.from_name.as_deref());
+    if signed.len() < written.len() && !tidy(&signed).is_empty() {
+        let tail = tidy(&written[signed.len()..]);
+        if !tail.is_empty() {
+            let why = "a signature: the \"-- \" delimiter, a mobile footer, or a block under the sender's name";
+            cuts.push(Cut { what: "signature", why: why.to_owned(), text: tail });
+        }
+    }
+    let quoted = cuts.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join("\n\n");
+    Extraction { text, quoted, cuts, forward, from_html }
+}
+
+/// The lines of `all` that are not in `kept` (matched in order), tidied.
+fn removed_lines(all: &str, kept: &str) -> String {
+    let mut kept = kept.lines().map(str::trim_end).peekable();
+    let mut removed = Vec::new();
+    for line in all.lines() {
+        if kept.peek().is_some_and(|k| *k == line.trim_end()) {
+            kept.next();
+        } else {
+            removed.push(line);
+        }
+    }
+    tidy(&removed)
 }
 
 /// The new text of a plain-text reply from a sender called `sender_name`.
 pub fn new_text(text: &str, sender_name: Option<&str>) -> String {
-    let text = text.replace("\r\n", "\n").replace('\r', "\n").replace(['\u{feff}', '\u{200b}'], "");
+    let text = normalized(text);
     let lines: Vec<&str> = text.lines().collect();
     let scan = quotes::scan(&lines);
     let lines: Vec<&str> =
@@ -134,6 +271,12 @@ pub fn attachments(mail: &ParsedMail) -> Vec<NewAttachment> {
             content: a.content.clone(),
         })
         .collect()
+}
+
+/// Attachments larger than [`MAX_ATTACHMENT_SIZE`], with their index among
+/// the message's attachments.
+pub fn oversized_attachments(mail: &ParsedMail) -> impl Iterator<Item = (usize, &ParsedAttachment)> {
+    mail.attachments.iter().enumerate().filter(|(_, a)| a.content.len() > MAX_ATTACHMENT_SIZE)
 }
 
 /// A file name safe to show and to offer for download: no directories, no

@@ -75,6 +75,28 @@ static SENT_LABEL: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
+/// Whether `line` is a forwarded-message banner ("---------- Forwarded
+/// message ---------", "Begin forwarded message:", and translations).
+pub(super) fn is_forward_banner(line: &str) -> bool {
+    line.contains([':', '-']) && BANNERS.matches(line).iter().any(|i| i == 1 || i == 2)
+}
+
+/// What the line where history starts is, in words (for `explain`).
+pub(super) fn describe_start(lines: &[&str], at: usize) -> &'static str {
+    let Some(line) = lines.get(at) else { return "nothing" };
+    if is_our_marker(line) {
+        "our \"reply above this line\" marker"
+    } else if is_forward_banner(line) {
+        "a forwarded-message banner"
+    } else if BANNERS.is_match(line) {
+        "an original-message banner or separator rule"
+    } else if header_block_at(lines, at) {
+        "a From:/Sent:/To:/Subject: header block"
+    } else {
+        "an attribution line (\"On ... wrote:\")"
+    }
+}
+
 /// Our own marker, quoted or not, in any case.
 fn is_our_marker(line: &str) -> bool {
     line.to_lowercase().contains("reply above this line")

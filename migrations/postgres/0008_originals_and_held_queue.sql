@@ -1,0 +1,36 @@
+-- Every message answered 250 is kept exactly as it arrived: its bytes,
+-- compressed (lz4) by mailgate, stored once per content (SHA-256 of the raw
+-- bytes) and referenced from the message, its inbound-log entry and, for held
+-- mail, the held item. Retention (retention.raw_days) deletes rows by
+-- stored_at; a reference whose row is gone means "purged".
+CREATE TABLE originals (
+    id          BIGSERIAL PRIMARY KEY,
+    sha256      TEXT NOT NULL UNIQUE,
+    size        BIGINT NOT NULL,
+    compression TEXT NOT NULL,          -- lz4 | none
+    content     BYTEA NOT NULL,
+    stored_at   BIGINT NOT NULL
+);
+-- Already compressed: PostgreSQL should store it out of line as it is.
+ALTER TABLE originals ALTER COLUMN content SET STORAGE EXTERNAL;
+CREATE INDEX originals_stored ON originals(stored_at);
+ALTER TABLE messages ADD COLUMN original TEXT;
+ALTER TABLE inbound_log ADD COLUMN original TEXT;
+
+-- The held queue is a workflow (see the SQLite migration).
+ALTER TABLE held_messages ADD COLUMN reason_code TEXT NOT NULL DEFAULT 'dmarc_fail';
+ALTER TABLE held_messages ADD COLUMN status TEXT NOT NULL DEFAULT 'held';
+ALTER TABLE held_messages ADD COLUMN original TEXT;
+ALTER TABLE held_messages ADD COLUMN peer TEXT NOT NULL DEFAULT '';
+ALTER TABLE held_messages ADD COLUMN helo TEXT;
+ALTER TABLE held_messages ADD COLUMN from_address TEXT;
+ALTER TABLE held_messages ADD COLUMN subject TEXT;
+ALTER TABLE held_messages ADD COLUMN message_id TEXT;
+ALTER TABLE held_messages ADD COLUMN auth TEXT NOT NULL DEFAULT '';
+ALTER TABLE held_messages ADD COLUMN thread_id BIGINT;
+ALTER TABLE held_messages ADD COLUMN acted_by TEXT;
+ALTER TABLE held_messages ADD COLUMN acted_at BIGINT;
+ALTER TABLE held_messages ADD COLUMN released_message BIGINT;
+UPDATE held_messages SET reason_code = 'not_allowed' WHERE reason LIKE '%may not write%';
+CREATE INDEX held_status ON held_messages(status, id);
+CREATE INDEX held_original ON held_messages(original);

@@ -1,0 +1,172 @@
+//! The held queue in the admin API: list with filters, open one item (its
+//! headers, sender checks, why it is held, how it would be read), download
+//! it, and release, discard or answer it, one at a time or in bulk. Every
+//! action records who did it (`by`, default `admin-api`).
+
+use super::{ApiError, ApiState};
+use crate::store::{HeldFilter, HeldItem, InboundLogEntry};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+type Shared = State<Arc<ApiState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// `GET /admin/held?status=&reason=&sender=&since=&before_id=&limit=`
+pub(super) async fn list(State(state): Shared, Query(filter): Query<HeldFilter>) -> ApiResult<Json<Vec<HeldItem>>> {
+    Ok(Json(state.store.held_items(&filter).await?))
+}
+
+/// One held item opened.
+#[derive(Serialize)]
+pub(super) struct HeldDetail {
+    #[serde(flatten)]
+    item: HeldItem,
+    /// The header fields, in order.
+    headers: Vec<(String, String)>,
+    /// How mailgate reads it today: threading signals, authorization,
+    /// extraction, and the decision with every rule considered.
+    explanation: Option<crate::pipeline::explain::Explanation>,
+    /// Where to download it.
+    raw: String,
+}
+
+/// `GET /admin/held/{id}`
+pub(super) async fn show(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<HeldDetail>> {
+    let item = find(&state, id).await?;
+    let raw = state.store.held_raw(id).await?;
+    let parsed = raw.as_deref().and_then(crate::pipeline::parse::parse);
+    let explanation = match &raw {
+        Some(raw) => state.pipeline.explain(recorded(&item), raw, None).await?,
+        None => None,
+    };
+    Ok(Json(HeldDetail {
+        headers: parsed.map(|p| p.headers).unwrap_or_default(),
+        explanation,
+        raw: format!("/api/v1/admin/held/{id}/raw"),
+        item,
+    }))
+}
+
+/// `GET /admin/held/{id}/raw`: the held mail as it arrived.
+pub(super) async fn raw(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Response> {
+    let item = find(&state, id).await?;
+    match &item.original {
+        Some(sha256) => super::originals::raw_download(&state, sha256, &format!("held-{id}.eml")).await,
+        None => {
+            let raw = state
+                .store
+                .held_raw(id)
+                .await?
+                .ok_or_else(|| ApiError::Gone(format!("held item {id}'s mail is gone")))?;
+            Ok(axum::response::IntoResponse::into_response((
+                [(axum::http::header::CONTENT_TYPE, "message/rfc822")],
+                raw,
+            )))
+        }
+    }
+}
+
+/// Who acts, for the record.
+#[derive(Deserialize, Default)]
+pub(super) struct Actor {
+    by: Option<String>,
+}
+
+impl Actor {
+    fn name(self) -> String {
+        self.by.filter(|b| !b.trim().is_empty()).unwrap_or_else(|| "admin-api".to_owned())
+    }
+}
+
+/// `POST /admin/held/{id}/release` `{by?}`: into its thread.
+pub(super) async fn release(
+    State(state): Shared,
+    Path(id): Path<i64>,
+    json: Option<Json<Actor>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let by = json.map(|Json(a)| a).unwrap_or_default().name();
+    Ok(Json(serde_json::to_value(state.pipeline.release(id, &by).await?).unwrap_or_default()))
+}
+
+/// `POST /admin/held/{id}/discard` `{by?}`
+pub(super) async fn discard(
+    State(state): Shared,
+    Path(id): Path<i64>,
+    json: Option<Json<Actor>>,
+) -> ApiResult<Json<HeldItem>> {
+    let by = json.map(|Json(a)| a).unwrap_or_default().name();
+    Ok(Json(state.pipeline.discard(id, &by).await?))
+}
+
+/// `POST /admin/held/{id}/notice` `{by?}`: the sender gets the refusal notice.
+pub(super) async fn notice(
+    State(state): Shared,
+    Path(id): Path<i64>,
+    json: Option<Json<Actor>>,
+) -> ApiResult<Json<HeldItem>> {
+    let by = json.map(|Json(a)| a).unwrap_or_default().name();
+    Ok(Json(state.pipeline.notice(id, &by).await?))
+}
+
+/// A bulk action.
+#[derive(Deserialize)]
+pub(super) struct Bulk {
+    ids: Vec<i64>,
+    action: String,
+    by: Option<String>,
+}
+
+/// `POST /admin/held/bulk` `{ids, action: release|discard|notice, by?}`:
+/// each item acted on alone; the answer says, per id, what happened.
+pub(super) async fn bulk(
+    State(state): Shared,
+    json: Result<Json<Bulk>, JsonRejection>,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    let Json(bulk) = json.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if !matches!(bulk.action.as_str(), "release" | "discard" | "notice") {
+        return Err(ApiError::BadRequest(format!("action {:?} is not release, discard or notice", bulk.action)));
+    }
+    if bulk.ids.len() > 1000 {
+        return Err(ApiError::BadRequest("at most 1000 ids at once".to_owned()));
+    }
+    let by = Actor { by: bulk.by }.name();
+    let mut results = Vec::with_capacity(bulk.ids.len());
+    for id in bulk.ids {
+        let outcome = match bulk.action.as_str() {
+            "release" => state.pipeline.release(id, &by).await.map(|r| serde_json::to_value(r).unwrap_or_default()),
+            "discard" => state.pipeline.discard(id, &by).await.map(|i| serde_json::to_value(i).unwrap_or_default()),
+            _ => state.pipeline.notice(id, &by).await.map(|i| serde_json::to_value(i).unwrap_or_default()),
+        };
+        results.push(match outcome {
+            Ok(done) => serde_json::json!({ "id": id, "ok": true, "result": done }),
+            Err(error) => serde_json::json!({ "id": id, "ok": false, "error": ApiError::from(error).to_string() }),
+        });
+    }
+    Ok(Json(results))
+}
+
+async fn find(state: &ApiState, id: i64) -> ApiResult<HeldItem> {
+    state.store.held_item(id).await?.ok_or_else(|| ApiError::NotFound(format!("held item {id} not found")))
+}
+
+/// A held item as the inbound log would have recorded it, for `explain`.
+pub(crate) fn recorded(item: &HeldItem) -> InboundLogEntry {
+    InboundLogEntry {
+        received_at: item.received_at,
+        peer: item.peer.clone(),
+        helo: item.helo.clone(),
+        mail_from: Some(item.mail_from.clone()),
+        rcpt_to: item.rcpt_to.clone(),
+        message_id: item.message_id.clone(),
+        decision: "held".to_owned(),
+        reason: item.reason.clone(),
+        thread_id: item.thread_id,
+        auth: item.auth.clone(),
+        original: item.original.clone(),
+        ..InboundLogEntry::default()
+    }
+}

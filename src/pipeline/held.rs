@@ -1,0 +1,141 @@
+//! What an admin does with held mail: release it into its thread, discard
+//! it, or answer the sender with the refusal notice. Each action happens
+//! once (the store changes an item's state only from `held`) and is
+//! recorded with who did it, on the item and in the inbound log.
+
+use super::{Analysis, Mode, Pipeline, Plan, classify::MailKind, thread_label};
+use crate::domain::Role;
+use crate::store::{HeldItem, InboundLogEntry, KeptOriginal, NewOutbox, StoreError, now_ms};
+
+/// The outcome of releasing a held item.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Released {
+    /// The held item.
+    pub held_id: i64,
+    /// The thread it went to.
+    pub thread_id: i64,
+    /// "chat #N" or "ticket #N".
+    pub thread_label: String,
+    /// The message it became.
+    pub message_id: i64,
+}
+
+impl Pipeline {
+    /// Releases held item `id` into the thread it points at, attributed to
+    /// its sender (a sender the directory does not know becomes a user with
+    /// the Unprivileged role and no organization), recording `by`. Refused,
+    /// with a sentence saying why, when the item was acted on already, its
+    /// message cannot be read, or it points at no open thread.
+    pub async fn release(&self, id: i64, by: &str) -> Result<Released, StoreError> {
+        let (item, raw, envelope, analysis) = self.load_held(id).await?;
+        if let Some(from) = analysis.from.as_deref()
+            && self.store.user_by_email(from).await?.is_none()
+        {
+            let name = analysis.parsed.from_name.clone().unwrap_or_else(|| from.to_owned());
+            match self.store.create_user(from, &name, Role::Unprivileged, None).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let (plan, _) = self.decide(&envelope, &analysis, Mode::Release).await?;
+        let (mut message, thread) = match plan {
+            Plan::Store { message, thread } => (message, thread),
+            Plan::Log(disposition, _) => {
+                let reply = crate::smtp::reply::for_disposition(&disposition);
+                return Err(StoreError::Conflict(format!("held item {id} cannot be released: {}", reply.text)));
+            }
+            _ => {
+                return Err(StoreError::Conflict(format!(
+                    "held item {id} cannot be released: it does not continue a conversation"
+                )));
+            }
+        };
+        drop(raw);
+        message.original = item.original.clone().map(KeptOriginal::Stored);
+        let label = thread_label(&thread);
+        let mut log = action_log(&item, "released", format!("held item {id} released into {label} by {by}"));
+        log.thread_id = Some(thread.id);
+        let inserted = self.store.release_held(id, by, &message, &log).await?;
+        Ok(Released { held_id: id, thread_id: thread.id, thread_label: label, message_id: inserted.id() })
+    }
+
+    /// Discards held item `id`, recording `by`. Its message is deleted at
+    /// the purge after `retention.held_days`.
+    pub async fn discard(&self, id: i64, by: &str) -> Result<HeldItem, StoreError> {
+        let item = self.store.held_item(id).await?.ok_or(StoreError::NotFound("held item"))?;
+        let log = action_log(&item, "discarded", format!("held item {id} discarded by {by}"));
+        self.store.discard_held(id, by, &log).await
+    }
+
+    /// Answers held item `id`'s sender (its From address) with the refusal
+    /// notice and closes the item, recording `by`. Refused for mail that is
+    /// not a person's (an auto-reply or a bounce is never answered).
+    pub async fn notice(&self, id: i64, by: &str) -> Result<HeldItem, StoreError> {
+        let (item, _, _, analysis) = self.load_held(id).await?;
+        if analysis.kind != MailKind::Human {
+            return Err(StoreError::Conflict(format!(
+                "held item {id} is an automatic message ({}); it is never answered",
+                analysis.kind_reason
+            )));
+        }
+        let to = analysis
+            .from
+            .clone()
+            .ok_or_else(|| StoreError::Conflict(format!("held item {id} has no From address to answer")))?;
+        let user = self.store.user_by_email(&to).await?;
+        let notice = NewOutbox {
+            kind: "refusal_not_allowed".to_owned(),
+            thread_id: None,
+            recipient_id: user.map(|u| u.id),
+            to_address: to.clone(),
+            context: serde_json::json!({
+                "subject": analysis.subject.as_deref().unwrap_or(""),
+                "reason": "this address may not write in that conversation",
+            }),
+        };
+        let log = action_log(&item, "noticed", format!("held item {id}: refusal notice sent to {to} by {by}"));
+        self.store.notice_held(id, by, &notice, &log).await
+    }
+
+    /// A held item, its message, the envelope it came with (recipients
+    /// checked again) and its reading.
+    async fn load_held(&self, id: i64) -> Result<(HeldItem, Vec<u8>, super::Envelope, Analysis), StoreError> {
+        let item = self.store.held_item(id).await?.ok_or(StoreError::NotFound("held item"))?;
+        if item.status != "held" {
+            return Err(StoreError::Conflict(format!(
+                "held item {id} was {} already{}",
+                item.status,
+                item.acted_by.as_deref().map(|by| format!(" by {by}")).unwrap_or_default()
+            )));
+        }
+        let raw =
+            self.store.held_raw(id).await?.ok_or_else(|| {
+                StoreError::Conflict(format!("held item {id} has no message any more (it was purged)"))
+            })?;
+        let recipients: Vec<String> = item.rcpt_to.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
+        let mut envelope = self.envelope(&item.peer, item.mail_from.clone(), &recipients).await;
+        envelope.helo.clone_from(&item.helo);
+        let analysis = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.analyze(&envelope, &raw)))
+            .ok()
+            .flatten()
+            .ok_or_else(|| StoreError::Conflict(format!("held item {id} cannot be read by mailgate")))?;
+        Ok((item, raw, envelope, analysis))
+    }
+}
+
+/// The inbound-log entry of an admin's action on a held item.
+fn action_log(item: &HeldItem, decision: &str, reason: String) -> InboundLogEntry {
+    InboundLogEntry {
+        received_at: now_ms(),
+        peer: "admin".to_owned(),
+        mail_from: Some(item.mail_from.clone()),
+        rcpt_to: item.rcpt_to.clone(),
+        message_id: item.message_id.clone(),
+        decision: decision.to_owned(),
+        reason,
+        thread_id: item.thread_id,
+        auth: item.auth.clone(),
+        original: item.original.clone(),
+        ..InboundLogEntry::default()
+    }
+}
