@@ -97,9 +97,13 @@ pub async fn rotate_token_key(store: &Store) -> anyhow::Result<u8> {
     Ok(id)
 }
 
+/// The setting that records the mail domain the server runs with.
+const SERVED_DOMAIN: &str = "served_domain";
+
 /// Starts every part of the gateway and returns once all listeners are bound.
 pub async fn start(config: Config) -> anyhow::Result<App> {
     let (store, signer) = open_store(&config).await?;
+    store.put_setting(SERVED_DOMAIN, &config.domain).await?;
     let (admin_token, admin_token_generated) = match &config.admin_token {
         Some(token) => (token.clone(), false),
         None => {
@@ -360,7 +364,13 @@ pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Re
 pub async fn tool_pipeline(config: &Config) -> anyhow::Result<(Store, Pipeline)> {
     let (store, signer) = open_store(config).await?;
     let rules = Arc::new(LiveRules::new(load_rules(config.rules_file.as_deref())?));
-    let pipeline = Pipeline::new(store.clone(), signer, config.domain.clone(), rules, config.on_call_address.clone())
+    // Without a domain of its own, a tool judges mail as the server does:
+    // with the domain the server last ran with on this database.
+    let domain = match (config.domain_given, store.setting(SERVED_DOMAIN).await?) {
+        (false, Some(served)) => served,
+        _ => config.domain.clone(),
+    };
+    let pipeline = Pipeline::new(store.clone(), signer, domain, rules, config.on_call_address.clone())
         .with_auth(sender_auth(config)?)
         .with_mime_limits(config.limits.mime)
         .with_loop_limit(config.limits.max_messages_per_sender_per_hour)

@@ -329,6 +329,9 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Our mail domain, lower case.
     pub domain: String,
+    /// Whether the domain was given (flag, environment or file) rather
+    /// than defaulted: tools then use the domain the server last ran with.
+    pub domain_given: bool,
     /// Name in the SMTP greeting and EHLO answer.
     pub hostname: String,
     /// Bearer token for the API; when absent one is generated and stored.
@@ -418,6 +421,7 @@ impl Config {
             (None, Some(text)) => parse_addr("http_listen", &text)?,
             (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
+        let domain_given = args.domain.is_some() || raw.domain.is_some();
         let domain = args.domain.clone().or(raw.domain).unwrap_or_else(|| "localhost".to_owned()).to_ascii_lowercase();
         if domain.is_empty() || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
             bail!("domain: {domain:?} is not a valid mail domain (letters, digits, dots and dashes)");
@@ -516,6 +520,7 @@ impl Config {
             smtp_listen,
             http_listen,
             domain,
+            domain_given,
             hostname,
             api_token,
             limits,
@@ -561,6 +566,7 @@ impl Config {
             smtp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             domain: domain.to_ascii_lowercase(),
+            domain_given: true,
             hostname: domain.to_ascii_lowercase(),
             api_token: None,
             outbox_dir: data_dir.join("outbox"),

@@ -106,8 +106,6 @@ enum Command {
     Held {
         #[command(subcommand)]
         command: review::HeldCommand,
-        #[command(flatten)]
-        config: ConfigArgs,
     },
     /// Every step's verdict for one kept message: token, each threading
     /// signal, SPF/DKIM/DMARC, authorization, each rule, what extraction cut
@@ -261,7 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rules { command } => rules(command).await,
         Command::Keys { command } => keys(command).await,
         Command::Log { rule, limit, json, config } => log(rule, limit, json, config).await,
-        Command::Held { command, config } => review::held(command, config).await,
+        Command::Held { command } => review::held(command).await,
         Command::Explain { what, config } => review::explain(what, config).await,
         Command::Replay { what, config } => review::replay(what, config).await,
     }

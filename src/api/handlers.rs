@@ -612,11 +612,22 @@ pub(super) async fn current_rules(State(state): Shared) -> Json<serde_json::Valu
 /// `GET /admin/stats`: what the gateway has done since it started (the
 /// group-commit writer: transactions, messages, time in statements and
 /// commits; the outbound worker: passes, mails, time per step).
-pub(super) async fn stats(State(state): Shared) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
+pub(super) async fn stats(State(state): Shared, Query(q): Query<StatsQuery>) -> ApiResult<Json<serde_json::Value>> {
+    let mut stats = serde_json::json!({
         "group_commit": state.store.group_commit_stats(),
         "outbound": state.outbound.snapshot(),
-    }))
+    });
+    if q.storage {
+        stats["originals"] = serde_json::to_value(state.store.originals_stats().await?).unwrap_or_default();
+    }
+    Ok(Json(stats))
+}
+
+#[derive(Deserialize)]
+pub(super) struct StatsQuery {
+    /// Also count what the kept originals take (reads the whole table).
+    #[serde(default)]
+    storage: bool,
 }
 
 #[derive(Deserialize)]

@@ -31,6 +31,8 @@ pub(crate) enum HeldCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
     /// Open one held item: why it is held, and how mailgate reads it.
     Show {
@@ -42,6 +44,8 @@ pub(crate) enum HeldCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
     /// Release held items into their threads (a running server sends the notifications).
     Release(Action),
@@ -60,11 +64,22 @@ pub(crate) struct Action {
     /// Who acts, for the record [default: $USER].
     #[arg(long)]
     by: Option<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+impl HeldCommand {
+    fn config(&self) -> &ConfigArgs {
+        match self {
+            HeldCommand::List { config, .. } | HeldCommand::Show { config, .. } => config,
+            HeldCommand::Release(action) | HeldCommand::Discard(action) | HeldCommand::Notice(action) => &action.config,
+        }
+    }
 }
 
 /// `mailgate held ...`
-pub(crate) async fn held(command: HeldCommand, args: ConfigArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args)?;
+pub(crate) async fn held(command: HeldCommand) -> anyhow::Result<ExitCode> {
+    let config = Config::load(command.config())?;
     let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
     let result = run_held(command, &store, &pipeline).await;
     store.close().await;
@@ -73,8 +88,8 @@ pub(crate) async fn held(command: HeldCommand, args: ConfigArgs) -> anyhow::Resu
 
 async fn run_held(command: HeldCommand, store: &Store, pipeline: &Pipeline) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    let (action, Action { ids, by }) = match command {
-        HeldCommand::List { status, reason, sender, limit, json } => {
+    let (action, Action { ids, by, .. }) = match command {
+        HeldCommand::List { status, reason, sender, limit, json, .. } => {
             let status = (status != "all").then_some(status);
             let filter = HeldFilter { status, reason, sender, limit: Some(limit), ..HeldFilter::default() };
             let items = store.held_items(&filter).await?;
@@ -97,7 +112,7 @@ async fn run_held(command: HeldCommand, store: &Store, pipeline: &Pipeline) -> a
             }
             return Ok(ExitCode::SUCCESS);
         }
-        HeldCommand::Show { id, raw, json } => {
+        HeldCommand::Show { id, raw, json, .. } => {
             let item = store.held_item(id).await?.with_context(|| format!("no held item {id}"))?;
             let bytes = store.held_raw(id).await?.with_context(|| format!("held item {id}'s mail is gone"))?;
             if raw {
@@ -321,9 +336,6 @@ pub(crate) struct ReplayArgs {
     /// How far back: 7d, 12h, 30m [default: 7d].
     #[arg(long, default_value = "7d")]
     since: String,
-    /// Rules file to judge with instead of the ones in force.
-    #[arg(long, value_name = "FILE")]
-    rules: Option<std::path::PathBuf>,
     /// Print each changed message: its decision before and after, and a diff of its text.
     #[arg(long)]
     diff: bool,
@@ -334,18 +346,22 @@ pub(crate) struct ReplayArgs {
 
 /// `mailgate replay ...`
 pub(crate) async fn replay(what: ReplayArgs, args: ConfigArgs) -> anyhow::Result<ExitCode> {
-    let mut config = Config::load(&args)?;
-    if what.rules.is_some() {
-        config.rules_file.clone_from(&what.rules);
-    }
+    let config = Config::load(&args)?;
+    let rules = config.rules_file.as_ref().map_or_else(|| "the built-in rules".to_owned(), |r| r.display().to_string());
     let since = mailgate::store::now_ms() - duration_ms(&what.since)?;
     let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
-    let result = run_replay(&what, since, &store, &pipeline).await;
+    let result = run_replay(&what, &rules, since, &store, &pipeline).await;
     store.close().await;
     result
 }
 
-async fn run_replay(what: &ReplayArgs, since: i64, store: &Store, pipeline: &Pipeline) -> anyhow::Result<ExitCode> {
+async fn run_replay(
+    what: &ReplayArgs,
+    rules: &str,
+    since: i64,
+    store: &Store,
+    pipeline: &Pipeline,
+) -> anyhow::Result<ExitCode> {
     let progress = std::io::stderr().is_terminal() && !what.json;
     let (mut seen, mut unreadable, mut decisions, mut texts) = (0usize, 0usize, 0usize, 0usize);
     let mut changed: Vec<Replayed> = Vec::new();
@@ -388,7 +404,6 @@ async fn run_replay(what: &ReplayArgs, since: i64, store: &Store, pipeline: &Pip
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let rules = what.rules.as_ref().map_or_else(|| "the rules in force".to_owned(), |r| r.display().to_string());
     writeln!(out, "replayed {seen} messages received since {} with {rules}", mailgate::store::rfc3339(since))?;
     writeln!(out, "  decisions that would change: {decisions}")?;
     writeln!(out, "  texts that would change:     {texts}")?;

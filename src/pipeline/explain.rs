@@ -112,7 +112,14 @@ impl Pipeline {
             from: analysis.from.clone(),
             subject: analysis.subject.clone(),
             message_id: analysis.message_id.clone(),
-            classification: format!("{:?}: {}", analysis.kind, analysis.kind_reason),
+            classification: {
+                let kind = serde_json::to_value(analysis.kind).ok();
+                let kind = kind.as_ref().and_then(serde_json::Value::as_str).unwrap_or("human").to_owned();
+                match analysis.kind_reason.as_str() {
+                    "" => kind,
+                    reason => format!("{kind}: {reason}"),
+                }
+            },
             authentication: match recorded.auth.as_str() {
                 "" => "not checked at receipt".to_owned(),
                 summary => summary.to_owned(),

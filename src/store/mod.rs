@@ -696,6 +696,19 @@ impl Store {
             .await)?)
     }
 
+    /// Stores `value` under `key`, replacing what was there.
+    pub async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        writing!(self, |db| sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        .bind(key)
+        .bind(value)
+        .execute(db)
+        .await
+        .map(drop))?;
+        Ok(())
+    }
+
     /// Every setting whose key starts with `prefix`.
     pub async fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, String)>> {
         Ok(writing!(self, |db| sqlx::query_as(

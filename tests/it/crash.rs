@@ -8,9 +8,22 @@ use std::time::Duration;
 
 /// A `mailgate serve` process on free ports; returns it with its SMTP and HTTP addresses.
 fn serve(data: &std::path::Path, database_url: &str) -> (Child, std::net::SocketAddr, std::net::SocketAddr) {
+    serve_with(data, database_url, "")
+}
+
+/// [`serve`] with more configuration (TOML sections) in its file.
+fn serve_with(
+    data: &std::path::Path,
+    database_url: &str,
+    extra: &str,
+) -> (Child, std::net::SocketAddr, std::net::SocketAddr) {
     let config = data.join("mailgate.toml");
     // No DNS in tests: sender checks answer from (empty) configured records.
-    std::fs::write(&config, "[delivery]\ncoalesce_window_secs = 0\n\n[auth]\nresolver = \"static\"\n").unwrap();
+    std::fs::write(
+        &config,
+        format!("[delivery]\ncoalesce_window_secs = 0\n\n[auth]\nresolver = \"static\"\n\n{extra}"),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
         .args(["serve", "--smtp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--domain", DOMAIN])
         .arg("--config")
@@ -161,6 +174,71 @@ async fn after_sigkill_under_load_every_acknowledged_message_is_stored_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(pending, 0, "every queued notification went out after the restart");
+    signal(&child, "TERM");
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn sigkill_during_a_purge_loses_nothing_still_in_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database_url(dir.path()).await;
+    // Twenty replies, kept as they arrived.
+    let app = start_in(tempfile::tempdir().unwrap(), database_url.clone(), |_| {}).await;
+    let (_, chat, note) = app.chat_with_note().await;
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let reply =
+            reply_mail(OWNER, &note.reply_address(), "x", &format!("keep-{i}@acme.example"), "", &format!("Reply {i}"));
+        assert!(app.send(OWNER, &[&note.reply_address()], &reply).await.starts_with("250"));
+        sent.push(dot_stuff(&reply));
+    }
+    let ids: Vec<i64> =
+        app.messages(&format!("/chats/{chat}")).await[2..].iter().map(|m| m["id"].as_i64().unwrap()).collect();
+    app.stop().await;
+    // 20,000 originals from long ago: past any retention.
+    let old = if on_postgres() {
+        "INSERT INTO originals (sha256, size, compression, content, stored_at) SELECT lpad(i::text, 64, '0'), 2000, \
+         'none', decode(repeat(md5(i::text), 62), 'hex'), 0 FROM generate_series(1, 20000) AS i"
+    } else {
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+         INSERT INTO originals (sha256, size, compression, content, stored_at) \
+         SELECT printf('%064d', i), 2000, 'none', randomblob(2000), 0 FROM n"
+    };
+    execute_sql(&database_url, old).await;
+    let count_old = "SELECT COUNT(*) FROM originals WHERE stored_at = 0";
+    assert_eq!(query_i64(&database_url, count_old).await, 20_000);
+
+    // The server purges at start; it is killed in the middle of it.
+    let retention = "[retention]\nraw_days = 1\npurge_interval_secs = 1\n";
+    let (mut child, _, _) = serve_with(dir.path(), &database_url, retention);
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    signal(&child, "KILL");
+    let _ = child.wait();
+    let left = query_i64(&database_url, count_old).await;
+    eprintln!("old originals left after the kill: {left} of 20000");
+
+    // Every reply still within retention comes back byte for byte; the purge
+    // goes on at the next start.
+    let (mut child, _, http) = serve_with(dir.path(), &database_url, retention);
+    for (id, raw) in ids.iter().zip(&sent) {
+        let response = reqwest::Client::new()
+            .get(format!("http://{http}/api/v1/messages/{id}/raw"))
+            .bearer_auth("crash-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "message {id}");
+        assert!(response.bytes().await.unwrap().as_ref() == raw.as_slice(), "message {id} differs");
+    }
+    let mut left = i64::MAX;
+    for _ in 0..100 {
+        left = query_i64(&database_url, count_old).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the purge finished after the restart");
     signal(&child, "TERM");
     let _ = child.wait();
 }

@@ -235,3 +235,35 @@ async fn a_store_recovers_when_postgresql_drops_its_connections() {
     };
     assert_eq!(store.user(user.id).await.unwrap().unwrap().email, "after@example.org");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_mail_released_on_two_instances_at_once_lands_once() {
+    let database_url = postgres_database().await;
+    let a = start_in(tempfile::tempdir().unwrap(), database_url.clone(), |c| c.auth.hold_not_allowed = true).await;
+    // B writes its notifications into A's folder, so A's folder shows them all.
+    let folder = a.outbox_dir();
+    let b = start_in(tempfile::tempdir().unwrap(), database_url.clone(), move |c| {
+        c.auth.hold_not_allowed = true;
+        c.outbox_dir = folder;
+    })
+    .await;
+    let (_, chat, note) = a.chat_with_note().await;
+    for i in 0..5 {
+        let reply =
+            reply_mail(STRANGER, &note.reply_address(), "x", &format!("race-{i}@elsewhere.example"), "", "Me too");
+        assert!(a.send(STRANGER, &[&note.reply_address()], &reply).await.contains("held for review"));
+    }
+    let (_, items) = b.admin_get("/held").await;
+    let ids: Vec<i64> = items.as_array().unwrap().iter().map(|i| i["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 5, "{items}");
+    let before = a.messages(&format!("/chats/{chat}")).await.len();
+    for id in &ids {
+        let path = format!("/held/{id}/release");
+        let (first, second) =
+            tokio::join!(a.admin_post(&path, json!({"by": "a"})), b.admin_post(&path, json!({"by": "b"})));
+        let mut statuses = [first.0, second.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "{first:?} {second:?}");
+    }
+    assert_eq!(a.messages(&format!("/chats/{chat}")).await.len(), before + ids.len());
+}

@@ -73,6 +73,19 @@ pub async fn execute_sql(database_url: &str, sql: &str) {
     }
 }
 
+/// One number from a test database (to check what a test cannot see
+/// through the product, e.g. rows a purge left).
+pub async fn query_i64(database_url: &str, sql: &str) -> i64 {
+    use sqlx::Connection;
+    if database_url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    }
+}
+
 /// Starts a fresh instance (empty database) with `tweak` applied to its config.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -155,6 +168,38 @@ impl TestApp {
             self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.expect("request");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET with the admin token (`/admin/...`).
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let token = self.app.as_ref().expect("running").admin_token.clone();
+        let response =
+            self.http.get(format!("{}/admin{path}", self.base)).bearer_auth(token).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST with the admin token (`/admin/...`).
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let token = self.app.as_ref().expect("running").admin_token.clone();
+        let response = self
+            .http
+            .post(format!("{}/admin{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The bytes at an API path (a download), with its status.
+    pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let response =
+            self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
     }
 
     /// POSTs and insists on 201, returning the body.
