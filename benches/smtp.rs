@@ -333,6 +333,36 @@ async fn admin_stats(http: SocketAddr) -> serde_json::Value {
     .unwrap_or_default()
 }
 
+/// What the kept originals take (`null` from a server that keeps none).
+async fn storage(http: SocketAddr) -> serde_json::Value {
+    async {
+        let response = reqwest::Client::new()
+            .get(format!("http://{http}/api/v1/admin/stats?storage=true"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
+        response.json::<serde_json::Value>().await
+    }
+    .await
+    .map(|stats| stats["originals"].clone())
+    .unwrap_or_default()
+}
+
+/// Bytes per message the originals stored since `before` take, raw and as
+/// stored (lz4).
+fn report_storage(before: &serde_json::Value, after: &serde_json::Value, size: usize) {
+    let grew = |field: &str| after[field].as_i64().unwrap_or(0) - before[field].as_i64().unwrap_or(0);
+    let count = grew("count");
+    if count > 0 {
+        println!(
+            "  originals of the {size} KB replies: {count} kept, {:.0} bytes each as received, {:.0} bytes each as stored ({:.2}x)",
+            grew("raw_bytes") as f64 / count as f64,
+            grew("stored_bytes") as f64 / count as f64,
+            grew("stored_bytes") as f64 / grew("raw_bytes").max(1) as f64
+        );
+    }
+}
+
 /// How much `field` of `section` grew between two readings of the totals.
 fn grew(before: &serde_json::Value, after: &serde_json::Value, section: &str, field: &str) -> u64 {
     let read = |stats: &serde_json::Value| stats[section][field].as_u64().unwrap_or(0);
@@ -586,6 +616,7 @@ fn main() {
         };
         let (mut server, smtp, http) = serve(data.path(), &database_url);
         let senders = runtime.block_on(seed(&database_url, data.path()));
+        let mut kept_before = runtime.block_on(storage(http));
         for &size in &options.sizes {
             for &connections in &options.levels {
                 println!("{backend}, {connections} connection(s), {size} KB replies:");
@@ -603,6 +634,9 @@ fn main() {
                 }
             }
             runtime.block_on(measure_drain(server.id(), postmaster, http));
+            let kept = runtime.block_on(storage(http));
+            report_storage(&kept_before, &kept, size);
+            kept_before = kept;
         }
         let pid = server.id();
         println!(
