@@ -296,9 +296,12 @@ fn print_explanation(out: &mut impl Write, e: &Explanation) -> std::io::Result<(
         writeln!(out, "                  refused today: {refused}")?;
     }
     writeln!(out, "5. authorize     {}", e.authorization)?;
-    writeln!(out, "6. rules")?;
+    match e.now.routing.rules.as_slice() {
+        [] => writeln!(out, "6. rules         no rule decided; the pipeline's own behaviour applies")?,
+        matched => writeln!(out, "6. rules         matched: {}", matched.join(", "))?,
+    }
     for trace in &e.now.routing.trace {
-        writeln!(out, "                  {} {}", if trace.matched { "MATCH" } else { "     " }, trace.rule)?;
+        writeln!(out, "                  {} {}", if trace.matched { "MATCH" } else { "  -  " }, trace.rule)?;
         for (condition, held) in &trace.conditions {
             writeln!(out, "                        [{}] {condition}", if *held { "x" } else { " " })?;
         }
@@ -318,7 +321,7 @@ fn print_explanation(out: &mut impl Write, e: &Explanation) -> std::io::Result<(
     }
     writeln!(out, "                  text posted:")?;
     for line in x.text.lines() {
-        writeln!(out, "                    > {line}")?;
+        writeln!(out, "                    | {line}")?;
     }
     if let Some(stored) = &e.stored_text
         && stored != &x.text
@@ -326,7 +329,8 @@ fn print_explanation(out: &mut impl Write, e: &Explanation) -> std::io::Result<(
         writeln!(out, "                  (the text stored at receipt differs: the reading has changed since)")?;
     }
     let n = &e.now;
-    writeln!(out, "8. decision now  {} {} -> {}", n.decision, n.reason, n.smtp_reply)?;
+    let reason = if n.reason.is_empty() { String::new() } else { format!(" ({})", n.reason) };
+    writeln!(out, "8. decision now  {}{reason}: {}", n.decision, n.smtp_reply)?;
     Ok(())
 }
 

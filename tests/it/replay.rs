@@ -28,7 +28,7 @@ async fn explain_prints_every_step_of_a_stored_reply() {
     assert!(out.contains("Recipient    ") && out.contains("verified: thread"), "{out}");
     assert!(out.contains("history: quoted history starts at line"), "{out}");
     assert!(out.contains("signature:") && out.contains("| Olivia"), "{out}");
-    assert!(out.contains("> Live only.") && out.contains("8. decision now  accepted"), "{out}");
+    assert!(out.contains("| Live only.") && out.contains("8. decision now  accepted: 250"), "{out}");
     // JSON too, and a message written in the Dashboard has no mail to explain.
     let (ok, out, _) = run(&app, &["explain", &id.to_string(), "--json"]);
     let value: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -148,9 +148,16 @@ pub fn explain(mail: &ParsedMail) -> Extraction {
     }
     let signed = signature::strip(&written, mail.from_name.as_deref());
     if signed.len() < written.len() && !tidy(&signed).is_empty() {
-        let tail = tidy(&written[signed.len()..]);
+        let removed = &written[signed.len()..];
+        let tail = tidy(removed);
         if !tail.is_empty() {
-            let why = "a signature: the \"-- \" delimiter, a mobile footer, or a block under the sender's name";
+            let why = if removed.iter().any(|l| l.trim_end() == "--") {
+                "the \"-- \" signature delimiter and what follows it"
+            } else if removed.iter().any(|l| signature::is_mobile_footer(l)) {
+                "a mobile footer (\"Sent from my ...\")"
+            } else {
+                "a signature block under the sender's name (title, company, phone)"
+            };
             cuts.push(Cut { what: "signature", why: why.to_owned(), text: tail });
         }
     }

@@ -43,6 +43,11 @@ pub(super) fn strip<'a>(lines: &[&'a str], sender_name: Option<&str>) -> Vec<&'a
     lines
 }
 
+/// Whether `line` is a mobile footer ("Sent from my iPhone", ...).
+pub(super) fn is_mobile_footer(line: &str) -> bool {
+    MOBILE_FOOTER.is_match(line)
+}
+
 fn drop_trailing_footers(lines: &mut Vec<&str>) {
     while let Some(last) = lines.last() {
         if last.trim().is_empty() || MOBILE_FOOTER.is_match(last) {
