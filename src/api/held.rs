@@ -4,7 +4,7 @@
 //! action records who did it (`by`, default `admin-api`).
 
 use super::{ApiError, ApiState};
-use crate::store::{HeldFilter, HeldItem, InboundLogEntry};
+use crate::store::{HeldFilter, HeldItem};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -40,7 +40,7 @@ pub(super) async fn show(State(state): Shared, Path(id): Path<i64>) -> ApiResult
     let raw = state.store.held_raw(id).await?;
     let parsed = raw.as_deref().and_then(crate::pipeline::parse::parse);
     let explanation = match &raw {
-        Some(raw) => state.pipeline.explain(recorded(&item), raw, None).await?,
+        Some(raw) => state.pipeline.explain(item.as_received(), raw, None).await?,
         None => None,
     };
     Ok(Json(HeldDetail {
@@ -151,22 +151,4 @@ pub(super) async fn bulk(
 
 async fn find(state: &ApiState, id: i64) -> ApiResult<HeldItem> {
     state.store.held_item(id).await?.ok_or_else(|| ApiError::NotFound(format!("held item {id} not found")))
-}
-
-/// A held item as the inbound log would have recorded it, for `explain`.
-pub(crate) fn recorded(item: &HeldItem) -> InboundLogEntry {
-    InboundLogEntry {
-        received_at: item.received_at,
-        peer: item.peer.clone(),
-        helo: item.helo.clone(),
-        mail_from: Some(item.mail_from.clone()),
-        rcpt_to: item.rcpt_to.clone(),
-        message_id: item.message_id.clone(),
-        decision: "held".to_owned(),
-        reason: item.reason.clone(),
-        thread_id: item.thread_id,
-        auth: item.auth.clone(),
-        original: item.original.clone(),
-        ..InboundLogEntry::default()
-    }
 }

@@ -119,21 +119,7 @@ async fn run_held(command: HeldCommand, store: &Store, pipeline: &Pipeline) -> a
                 out.write_all(&bytes)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let recorded = InboundLogEntry {
-                received_at: item.received_at,
-                peer: item.peer.clone(),
-                helo: item.helo.clone(),
-                mail_from: Some(item.mail_from.clone()),
-                rcpt_to: item.rcpt_to.clone(),
-                message_id: item.message_id.clone(),
-                decision: "held".to_owned(),
-                reason: item.reason.clone(),
-                thread_id: item.thread_id,
-                auth: item.auth.clone(),
-                original: item.original.clone(),
-                ..InboundLogEntry::default()
-            };
-            let explanation = pipeline.explain(recorded, &bytes, None).await?;
+            let explanation = pipeline.explain(item.as_received(), &bytes, None).await?;
             if json {
                 let value = serde_json::json!({ "item": item, "explanation": explanation });
                 writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
@@ -232,22 +218,8 @@ async fn run_explain(what: &ExplainArgs, store: &Store, pipeline: &Pipeline) -> 
         }
         (None, Some(id), _) => {
             let item = store.held_item(id).await?.with_context(|| format!("no held item {id}"))?;
-            let recorded = InboundLogEntry {
-                received_at: item.received_at,
-                peer: item.peer,
-                helo: item.helo,
-                mail_from: Some(item.mail_from),
-                rcpt_to: item.rcpt_to,
-                message_id: item.message_id,
-                decision: "held".to_owned(),
-                reason: item.reason,
-                thread_id: item.thread_id,
-                auth: item.auth,
-                original: item.original,
-                ..InboundLogEntry::default()
-            };
             let raw = store.held_raw(id).await?.with_context(|| format!("held item {id}'s mail is gone"))?;
-            return Ok(pipeline.explain(recorded, &raw, None).await?);
+            return Ok(pipeline.explain(item.as_received(), &raw, None).await?);
         }
         (None, None, Some(id)) => {
             (store.inbound_entry(id).await?.with_context(|| format!("no inbound-log entry {id}"))?, None)

@@ -115,8 +115,7 @@ impl Pipeline {
         let recipients: Vec<String> = item.rcpt_to.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
         let mut envelope = self.envelope(&item.peer, item.mail_from.clone(), &recipients).await;
         envelope.helo.clone_from(&item.helo);
-        let analysis = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.analyze(&envelope, &raw)))
-            .ok()
+        let analysis = super::guarded(|| self.analyze(&envelope, &raw))
             .flatten()
             .ok_or_else(|| StoreError::Conflict(format!("held item {id} cannot be read by mailgate")))?;
         Ok((item, raw, envelope, analysis))

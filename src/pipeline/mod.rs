@@ -540,8 +540,7 @@ impl Pipeline {
     pub async fn ingest(&self, envelope: &Envelope, raw: &[u8]) -> Disposition {
         // Reading is pure code on hostile input: should any of it panic, the
         // message is held for an admin with its bytes, never lost.
-        let Ok(analysis) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.analyze(envelope, raw)))
-        else {
+        let Some(analysis) = guarded(|| self.analyze(envelope, raw)) else {
             tracing::error!(bytes = raw.len(), "reading a message panicked; holding it for an admin");
             let plan = Plan::Hold {
                 code: "reading_failed",
@@ -1287,6 +1286,13 @@ fn fill_log(log: &mut InboundLogEntry, disposition: &Disposition, thread_id: Opt
     log.thread_id = thread_id;
 }
 
+/// `read()`, or `None` when it panics: reading is pure code on hostile
+/// input, and a panic in it must hold the message, not take down the
+/// session (which would answer nothing after the sender sent it all).
+fn guarded<T>(read: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).ok()
+}
+
 /// "chat #N" or "ticket #N".
 pub fn thread_label(thread: &Thread) -> String {
     match thread.ticket_number {
@@ -1313,4 +1319,16 @@ fn dedup_id(analysis: &Analysis) -> String {
         hash.update([0]);
     }
     format!("{}@no-message-id.invalid", crate::store::hex(&hash.finalize()[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guarded;
+
+    #[test]
+    fn a_panic_while_reading_becomes_none_not_a_lost_session() {
+        assert_eq!(guarded(|| 7), Some(7));
+        let panicked: Option<i32> = guarded(|| panic!("a parser bug"));
+        assert_eq!(panicked, None);
+    }
 }

@@ -122,16 +122,7 @@ impl Store {
     ) -> StoreResult<Inserted> {
         let inserted = writing!(self, |db, w| {
             let mut tx = db.begin().await?;
-            let claimed: Option<i64> = sqlx::query_scalar(
-                "UPDATE held_messages SET status = 'released', acted_by = $1, acted_at = $2 \
-                 WHERE id = $3 AND status = 'held' RETURNING id",
-            )
-            .bind(by)
-            .bind(now_ms())
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if claimed.is_none() {
+            if !w::claim_held(&mut tx, id, "released", by).await? {
                 drop(tx);
                 return Err(self.not_held(id).await);
             }
@@ -176,17 +167,7 @@ impl Store {
     ) -> StoreResult<HeldItem> {
         writing!(self, |db, w| {
             let mut tx = db.begin().await?;
-            let claimed: Option<i64> = sqlx::query_scalar(
-                "UPDATE held_messages SET status = $1, acted_by = $2, acted_at = $3 \
-                 WHERE id = $4 AND status = 'held' RETURNING id",
-            )
-            .bind(status)
-            .bind(by)
-            .bind(now_ms())
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if claimed.is_none() {
+            if !w::claim_held(&mut tx, id, status, by).await? {
                 drop(tx);
                 return Err(self.not_held(id).await);
             }

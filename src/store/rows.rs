@@ -430,6 +430,26 @@ pub struct HeldItem {
     pub original: Option<String>,
 }
 
+impl HeldItem {
+    /// The item as the inbound log recorded its receipt (for `explain`).
+    pub fn as_received(&self) -> InboundLogEntry {
+        InboundLogEntry {
+            received_at: self.received_at,
+            peer: self.peer.clone(),
+            helo: self.helo.clone(),
+            mail_from: Some(self.mail_from.clone()),
+            rcpt_to: self.rcpt_to.clone(),
+            message_id: self.message_id.clone(),
+            decision: "held".to_owned(),
+            reason: self.reason.clone(),
+            thread_id: self.thread_id,
+            auth: self.auth.clone(),
+            original: self.original.clone(),
+            ..InboundLogEntry::default()
+        }
+    }
+}
+
 /// What to record about a message being held.
 #[derive(Debug, Clone, Default)]
 pub struct NewHeld {

@@ -73,6 +73,13 @@ pub async fn execute_sql(database_url: &str, sql: &str) {
     }
 }
 
+/// Sends a request; its status and JSON body (`null` when not JSON).
+async fn json_of(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// One number from a test database (to check what a test cannot see
 /// through the product, e.g. rows a purge left).
 pub async fn query_i64(database_url: &str, sql: &str) -> i64 {
@@ -151,47 +158,26 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        json_of(self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(&body)).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response =
-            self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        json_of(self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token)).await
+    }
+
+    /// The admin token of the running instance.
+    fn admin_token(&self) -> String {
+        self.app.as_ref().expect("running").admin_token.clone()
     }
 
     /// GET with the admin token (`/admin/...`).
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let token = self.app.as_ref().expect("running").admin_token.clone();
-        let response =
-            self.http.get(format!("{}/admin{path}", self.base)).bearer_auth(token).send().await.expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        json_of(self.http.get(format!("{}/admin{path}", self.base)).bearer_auth(self.admin_token())).await
     }
 
     /// POST with the admin token (`/admin/...`).
     pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let token = self.app.as_ref().expect("running").admin_token.clone();
-        let response = self
-            .http
-            .post(format!("{}/admin{path}", self.base))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        json_of(self.http.post(format!("{}/admin{path}", self.base)).bearer_auth(self.admin_token()).json(&body)).await
     }
 
     /// The bytes at an API path (a download), with its status.
