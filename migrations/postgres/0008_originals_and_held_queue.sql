@@ -1,7 +1,9 @@
 -- Every message answered 250 is kept exactly as it arrived: its bytes,
 -- compressed (lz4) by mailgate, stored once per content (SHA-256 of the raw
 -- bytes) and referenced from the message, its inbound-log entry and, for held
--- mail, the held item. Retention (retention.raw_days) deletes rows by
+-- mail, the held item. The base64 body of an attachment that is stored in
+-- blobs anyway is left out (a "hole") and rebuilt from the blob on reading,
+-- so a reply's attachment is not written twice. Retention (retention.raw_days) deletes rows by
 -- stored_at; a reference whose row is gone means "purged".
 CREATE TABLE originals (
     id          BIGSERIAL PRIMARY KEY,
@@ -9,6 +11,7 @@ CREATE TABLE originals (
     size        BIGINT NOT NULL,
     compression TEXT NOT NULL,          -- lz4 | none
     content     BYTEA NOT NULL,
+    holes       TEXT,
     stored_at   BIGINT NOT NULL
 );
 -- Already compressed: PostgreSQL should store it out of line as it is.

@@ -1,14 +1,17 @@
 -- Every message answered 250 is kept exactly as it arrived: its bytes,
 -- compressed (lz4) by mailgate, stored once per content (SHA-256 of the raw
 -- bytes) and referenced from the message, its inbound-log entry and, for held
--- mail, the held item. Retention (retention.raw_days) deletes rows by
+-- mail, the held item. The base64 body of an attachment that is stored in
+-- blobs anyway is left out (a "hole") and rebuilt from the blob on reading,
+-- so a reply's attachment is not written twice. Retention (retention.raw_days) deletes rows by
 -- stored_at; a reference whose row is gone means "purged".
 CREATE TABLE originals (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     sha256      TEXT NOT NULL UNIQUE,   -- of the raw bytes, lower-case hex
     size        INTEGER NOT NULL,       -- raw size in bytes
     compression TEXT NOT NULL,          -- lz4 | none
-    content     BLOB NOT NULL,
+    content     BLOB NOT NULL,          -- the bytes, less the holes, compressed
+    holes       TEXT,                   -- JSON: base64 bodies of stored attachments left out, rebuilt from blobs
     stored_at   INTEGER NOT NULL        -- Unix ms; a second delivery of the same bytes renews it
 );
 CREATE INDEX originals_stored ON originals(stored_at);

@@ -634,7 +634,8 @@ impl Pipeline {
                 log.decision = "accepted".to_owned();
                 log.reason = "opened a ticket from email".to_owned();
                 log.smtp_reply = "250 2.0.0 Ticket opened".to_owned();
-                let (sha256, original) = keep();
+                let original = Original::of_message(raw, &first.attachments);
+                let sha256 = original.sha256.clone();
                 log.original = Some(sha256);
                 first.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
                 match self.store.create_thread(thread, *first, &[], Some(&log)).await {
@@ -682,7 +683,9 @@ impl Pipeline {
                 };
                 fill_log(&mut log, &accepted, Some(thread.id));
                 log.reason = format!("reply from {} stored in {label}", log.mail_from.as_deref().unwrap_or(""));
-                let (sha256, original) = keep();
+                // Its attachments are stored anyway: their base64 is left out.
+                let original = Original::of_message(raw, &message.attachments);
+                let sha256 = original.sha256.clone();
                 log.original = Some(sha256);
                 message.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
                 match self.store.insert_message(*message, Some(log)).await {

@@ -64,6 +64,10 @@ pub struct ParsedAttachment {
     pub inline: bool,
     /// `Content-ID`, without angle brackets, for `cid:` references.
     pub content_id: Option<String>,
+    /// Where its base64-encoded body lies in the raw message (start, end),
+    /// when it is a base64 part of the message itself (not of a message
+    /// inside it).
+    pub base64_body: Option<(usize, usize)>,
 }
 
 impl ParsedMail {
@@ -128,6 +132,8 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
             content: part.contents().to_vec(),
             inline: part.content_disposition().is_some_and(|cd| cd.ctype().eq_ignore_ascii_case("inline")),
             content_id: part.content_id().map(|id| id.trim_matches(['<', '>']).to_owned()),
+            base64_body: (part.encoding == mail_parser::Encoding::Base64)
+                .then(|| (part.raw_body_offset() as usize, part.raw_end_offset() as usize)),
         })
         .collect();
     let mut delivery_status = None;

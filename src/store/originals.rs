@@ -29,27 +29,148 @@ pub struct Original {
     pub size: i64,
     /// `lz4`, or `none` when compressing would not make it smaller.
     pub compression: &'static str,
-    /// The bytes as stored.
+    /// The bytes as stored: the raw bytes less the holes, compressed.
     pub content: Vec<u8>,
+    /// The holes, as JSON (`None`: the bytes are whole).
+    pub holes: Option<String>,
+}
+
+/// A stretch of a message left out of its stored bytes: the base64 body of
+/// an attachment whose decoded content is stored in `blobs` anyway. It is
+/// rebuilt by encoding that content again, in lines of `width` characters
+/// each followed by `eol` (the last one only when `last_eol`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Hole {
+    /// Where it goes in the stored bytes.
+    at: usize,
+    /// The blob holding the decoded content.
+    sha256: String,
+    /// Characters per line.
+    width: usize,
+    /// The line ending: `\r\n` or `\n`.
+    eol: String,
+    /// Whether the last line has its line ending too.
+    last_eol: bool,
 }
 
 impl Original {
     /// The raw bytes of a message, hashed and compressed.
     pub fn of(raw: &[u8]) -> Self {
-        let sha256 = hex(&Sha256::digest(raw));
-        let size = i64::try_from(raw.len()).unwrap_or(i64::MAX);
-        let compressed = lz4_flex::block::compress_prepend_size(raw);
-        if compressed.len() < raw.len() {
-            Self { sha256, size, compression: "lz4", content: compressed }
-        } else {
-            Self { sha256, size, compression: "none", content: raw.to_vec() }
-        }
+        Self::with_holes(raw, Vec::new())
     }
 
-    /// The raw bytes again.
-    pub fn raw(&self) -> StoreResult<Vec<u8>> {
-        decompress(self.compression, &self.content)
+    /// The raw bytes of a message whose `attachments` are stored with it:
+    /// the base64 body of each is left out when encoding its content again
+    /// gives exactly those bytes (most mail clients' output), so that an
+    /// attachment is not written twice.
+    pub fn of_message(raw: &[u8], attachments: &[super::NewAttachment]) -> Self {
+        let mut spans: Vec<(usize, usize, &super::NewAttachment)> = attachments
+            .iter()
+            .filter_map(|a| {
+                let (start, end) = a.base64_body?;
+                let region = raw.get(start..end.min(raw.len()))?;
+                let (len, _) = encoded_span(region, &a.content)?;
+                Some((start, start + len, a))
+            })
+            .collect();
+        spans.sort_unstable_by_key(|(start, _, _)| *start);
+        let mut stripped = Vec::with_capacity(raw.len());
+        let mut holes = Vec::new();
+        let mut copied = 0;
+        for (start, end, attachment) in spans {
+            if start < copied {
+                continue; // overlapping spans: keep the bytes
+            }
+            let Some((_, shape)) = encoded_span(&raw[start..end], &attachment.content) else { continue };
+            stripped.extend_from_slice(&raw[copied..start]);
+            holes.push(Hole { at: stripped.len(), sha256: attachment.sha256.clone(), ..shape });
+            copied = end;
+        }
+        if holes.is_empty() {
+            return Self::with_holes(raw, holes);
+        }
+        stripped.extend_from_slice(&raw[copied..]);
+        let mut original = Self::with_holes(&stripped, holes);
+        original.sha256 = hex(&Sha256::digest(raw));
+        original.size = i64::try_from(raw.len()).unwrap_or(i64::MAX);
+        original
     }
+
+    /// `bytes` compressed, with `holes` left out of them.
+    fn with_holes(bytes: &[u8], holes: Vec<Hole>) -> Self {
+        let sha256 = hex(&Sha256::digest(bytes));
+        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        let holes = (!holes.is_empty()).then(|| serde_json::to_string(&holes).unwrap_or_default());
+        let compressed = lz4_flex::block::compress_prepend_size(bytes);
+        if compressed.len() < bytes.len() {
+            Self { sha256, size, compression: "lz4", content: compressed, holes }
+        } else {
+            Self { sha256, size, compression: "none", content: bytes.to_vec(), holes }
+        }
+    }
+}
+
+/// How `content` encoded in base64 lies at the start of `region`: its
+/// length there and the shape of its lines; `None` when encoding it again
+/// does not give those bytes exactly.
+fn encoded_span(region: &[u8], content: &[u8]) -> Option<(usize, Hole)> {
+    let encoded = data_encoding::BASE64.encode(content);
+    let width = region.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(region.len());
+    if width == 0 || encoded.is_empty() {
+        return None;
+    }
+    let eol: &[u8] = if region[width..].starts_with(b"\r\n") { b"\r\n" } else { b"\n" };
+    let mut at = 0;
+    let mut last_eol = false;
+    let lines = encoded.as_bytes().chunks(width);
+    let count = lines.len();
+    for (i, line) in lines.enumerate() {
+        if region.get(at..at + line.len())? != line {
+            return None;
+        }
+        at += line.len();
+        last_eol = region[at..].starts_with(eol);
+        match (last_eol, i + 1 == count) {
+            (true, _) => at += eol.len(),
+            (false, true) => {}
+            (false, false) => return None,
+        }
+    }
+    let eol = String::from_utf8_lossy(eol).into_owned();
+    Some((at, Hole { at: 0, sha256: String::new(), width, eol, last_eol }))
+}
+
+/// The raw bytes of an original again: `stored` with each hole filled by
+/// encoding its blob's content (`blob` reads one by SHA-256).
+async fn fill_holes<F, Fut>(stored: Vec<u8>, holes: &str, blob: F) -> StoreResult<Vec<u8>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<Option<Vec<u8>>>>,
+{
+    let holes: Vec<Hole> = serde_json::from_str(holes)
+        .map_err(|error| StoreError::Corrupt(format!("a stored original's holes do not read: {error}")))?;
+    let mut raw = Vec::with_capacity(stored.len() * 2);
+    let mut copied = 0;
+    for hole in holes {
+        let content = blob(hole.sha256.clone()).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("an attachment of a stored original is gone ({})", hole.sha256))
+        })?;
+        let piece = stored
+            .get(copied..hole.at)
+            .ok_or_else(|| StoreError::Corrupt("a stored original's holes are out of order".to_owned()))?;
+        raw.extend_from_slice(piece);
+        copied = hole.at;
+        let encoded = data_encoding::BASE64.encode(&content);
+        let lines: Vec<&[u8]> = encoded.as_bytes().chunks(hole.width.max(1)).collect();
+        for (i, line) in lines.iter().enumerate() {
+            raw.extend_from_slice(line);
+            if i + 1 < lines.len() || hole.last_eol {
+                raw.extend_from_slice(hole.eol.as_bytes());
+            }
+        }
+    }
+    raw.extend_from_slice(stored.get(copied..).unwrap_or_default());
+    Ok(raw)
 }
 
 /// The raw bytes of a stored original.
@@ -80,12 +201,26 @@ impl Store {
     /// The raw bytes of the original with this SHA-256; `None` when there is
     /// none (never kept, or purged after its retention).
     pub async fn original(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>> {
-        let row: Option<(String, Vec<u8>)> =
-            reading!(self, |db| sqlx::query_as("SELECT compression, content FROM originals WHERE sha256 = $1")
-                .bind(sha256)
+        let row: Option<(String, Vec<u8>, Option<String>)> = reading!(self, |db| sqlx::query_as(
+            "SELECT compression, content, holes FROM originals WHERE sha256 = $1"
+        )
+        .bind(sha256)
+        .fetch_optional(db)
+        .await)?;
+        let Some((compression, content, holes)) = row else { return Ok(None) };
+        let stored = decompress(&compression, &content)?;
+        let Some(holes) = holes else { return Ok(Some(stored)) };
+        let raw = fill_holes(stored, &holes, |blob| async move {
+            Ok(reading!(self, |db| sqlx::query_scalar("SELECT content FROM blobs WHERE sha256 = $1")
+                .bind(&blob)
                 .fetch_optional(db)
-                .await)?;
-        row.map(|(compression, content)| decompress(&compression, &content)).transpose()
+                .await)?)
+        })
+        .await?;
+        if hex(&Sha256::digest(&raw)) != sha256 {
+            return Err(StoreError::Corrupt(format!("the original {sha256} does not rebuild to its own bytes")));
+        }
+        Ok(Some(raw))
     }
 
     /// How many originals are kept and what they take.
@@ -215,5 +350,69 @@ impl Store {
         .bind(limit)
         .fetch_all(db)
         .await)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Original, encoded_span, fill_holes};
+    use crate::store::NewAttachment;
+
+    /// A message with `body` as the base64 body of its attachment of `content`.
+    fn message(body: &str) -> Vec<u8> {
+        format!("Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n{body}--b--\r\n").into_bytes()
+    }
+
+    async fn rebuilt(original: &Original, content: &[u8]) -> Vec<u8> {
+        let stored = lz4_flex::block::decompress_size_prepended(&original.content).unwrap_or(original.content.clone());
+        let content = content.to_vec();
+        match &original.holes {
+            Some(holes) => fill_holes(stored, holes, |_| {
+                let content = content.clone();
+                async move { Ok(Some(content)) }
+            })
+            .await
+            .unwrap(),
+            None => stored,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_base64_body_is_left_out_and_rebuilt_byte_for_byte() {
+        let content: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let encoded = data_encoding::BASE64.encode(&content);
+        for (width, eol, last_eol) in [(76, "\r\n", true), (72, "\n", true), (76, "\r\n", false), (4000, "\r\n", true)] {
+            let lines: Vec<&str> = encoded.as_bytes().chunks(width).map(|l| std::str::from_utf8(l).unwrap()).collect();
+            let mut body = lines.join(eol);
+            if last_eol {
+                body.push_str(eol);
+            }
+            let body = if last_eol { body } else { format!("{body}\r\n") };
+            let raw = message(&body);
+            let start = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let start = start + raw[start..].windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let mut attachment = NewAttachment::new("a.bin".into(), "application/octet-stream".into(), content.clone());
+            attachment.base64_body = Some((start, start + body.len()));
+            let original = Original::of_message(&raw, &[attachment]);
+            assert!(original.holes.is_some(), "width {width}");
+            assert!(original.content.len() < 200, "the attachment is left out ({})", original.content.len());
+            assert_eq!(rebuilt(&original, &content).await, raw, "width {width} eol {eol:?} last {last_eol}");
+            assert_eq!(original.size as usize, raw.len());
+        }
+    }
+
+    #[test]
+    fn bytes_that_do_not_encode_again_the_same_are_kept_whole() {
+        let content = b"hello world, this is an attachment".to_vec();
+        let encoded = data_encoding::BASE64.encode(&content);
+        // Lines of uneven length, and a stray character.
+        let uneven = format!("{}\r\n{}\r\n", &encoded[..10], &encoded[10..]);
+        assert!(encoded_span(uneven.as_bytes(), &content).is_none());
+        let altered = encoded.replacen('a', "b", 1) + "\r\n";
+        assert!(encoded_span(altered.as_bytes(), &content).is_none() || !encoded.contains('a'));
+        let raw = message(&uneven);
+        let mut attachment = NewAttachment::new("a".into(), "a/b".into(), content);
+        attachment.base64_body = Some((0, raw.len()));
+        assert!(Original::of_message(&raw, &[attachment]).holes.is_none());
     }
 }

@@ -276,6 +276,21 @@ pub struct NewAttachment {
     pub content_type: String,
     /// The decoded bytes.
     pub content: Vec<u8>,
+    /// SHA-256 of `content`, lower-case hex: where the bytes are stored.
+    pub sha256: String,
+    /// Where its base64 body lies in the message as it arrived (start, end),
+    /// for a top-level base64 part: the kept original can then leave these
+    /// bytes out and rebuild them from the stored content.
+    pub base64_body: Option<(usize, usize)>,
+}
+
+impl NewAttachment {
+    /// An attachment of `content`, hashed.
+    pub fn new(filename: String, content_type: String, content: Vec<u8>) -> Self {
+        use sha2::Digest;
+        let sha256 = super::hex(&sha2::Sha256::digest(&content));
+        Self { filename, content_type, content, sha256, base64_body: None }
+    }
 }
 
 /// Outcome of storing a message.

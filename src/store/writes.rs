@@ -4,13 +4,12 @@
 // own `Db`, `Connection` and `Writer` types and `lock_writer` function: the
 // SQL is the same on both.
 
-use super::{EMAIL_WINDOW_MS, GROUP_LIMIT, hex, now_ms};
+use super::{EMAIL_WINDOW_MS, GROUP_LIMIT, now_ms};
 use super::{
     GroupCommitCounters, InboundLogEntry, Inserted, NewMessage, NewOutbox, OutboxPolicy, OutboxSignal, StoreError,
     StoreResult, WriteJob,
 };
 use crate::domain::Source;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// Stores queued messages, as many per transaction as are waiting.
@@ -276,9 +275,7 @@ async fn insert_plain_messages(
     insert_originals(conn, &originals, now).await?;
     let attached: Vec<(i64, &super::NewAttachment, String)> = stored
         .iter()
-        .flat_map(|&(job, id)| {
-            job.message.attachments.iter().map(move |a| (id, a, hex(&Sha256::digest(&a.content))))
-        })
+        .flat_map(|&(job, id)| job.message.attachments.iter().map(move |a| (id, a, a.sha256.clone())))
         .collect();
     // Each content stored once (in SHA-256 order, so that two instances
     // take the rows' locks in the same order), then one row per attachment.
@@ -381,12 +378,13 @@ pub(super) async fn insert_originals(
     sorted.dedup_by(|a, b| a.sha256 == b.sha256);
     for chunk in sorted.chunks(ROWS_PER_STATEMENT) {
         let mut insert =
-            sqlx::QueryBuilder::<Db>::new("INSERT INTO originals (sha256, size, compression, content, stored_at) ");
+            sqlx::QueryBuilder::<Db>::new("INSERT INTO originals (sha256, size, compression, content, holes, stored_at) ");
         insert.push_values(chunk, |mut row, original| {
             row.push_bind(original.sha256.as_str())
                 .push_bind(original.size)
                 .push_bind(original.compression)
                 .push_bind(&original.content[..])
+                .push_bind(original.holes.as_deref())
                 .push_bind(now);
         });
         insert.push(" ON CONFLICT (sha256) DO UPDATE SET stored_at = excluded.stored_at");
@@ -465,9 +463,9 @@ pub(super) async fn insert_message(
         insert_originals(conn, &[original], now).await?;
     }
     for attachment in &message.attachments {
-        let sha256 = hex(&Sha256::digest(&attachment.content));
+        let sha256 = &attachment.sha256;
         sqlx::query("INSERT INTO blobs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING")
-            .bind(&sha256)
+            .bind(sha256)
             .bind(&attachment.content)
             .execute(&mut *conn)
             .await?;
@@ -478,7 +476,7 @@ pub(super) async fn insert_message(
         .bind(&attachment.filename)
         .bind(&attachment.content_type)
         .bind(attachment.content.len() as i64)
-        .bind(&sha256)
+        .bind(sha256)
         .execute(&mut *conn)
         .await?;
     }

@@ -315,10 +315,8 @@ async fn replies_with_attachments_written_together_keep_their_own_files() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
     let (thread, user, _) = customer_with_chat(&store, "c@example.org").await;
-    let file = |name: &str, content: &[u8]| NewAttachment {
-        filename: name.to_owned(),
-        content_type: "application/pdf".to_owned(),
-        content: content.to_vec(),
+    let file = |name: &str, content: &[u8]| {
+        NewAttachment::new(name.to_owned(), "application/pdf".to_owned(), content.to_vec())
     };
     let mut tasks = Vec::new();
     for i in 0..30 {

@@ -273,9 +273,8 @@ pub fn attachments(mail: &ParsedMail) -> Vec<NewAttachment> {
             !cid.is_some_and(|c| signature_cids.contains(&c))
         })
         .map(|(i, a)| NewAttachment {
-            filename: sanitize_filename(a, i),
-            content_type: a.content_type.clone(),
-            content: a.content.clone(),
+            base64_body: a.base64_body,
+            ..NewAttachment::new(sanitize_filename(a, i), a.content_type.clone(), a.content.clone())
         })
         .collect()
 }
