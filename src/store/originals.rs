@@ -201,12 +201,11 @@ impl Store {
     /// The raw bytes of the original with this SHA-256; `None` when there is
     /// none (never kept, or purged after its retention).
     pub async fn original(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>> {
-        let row: Option<(String, Vec<u8>, Option<String>)> = reading!(self, |db| sqlx::query_as(
-            "SELECT compression, content, holes FROM originals WHERE sha256 = $1"
-        )
-        .bind(sha256)
-        .fetch_optional(db)
-        .await)?;
+        let row: Option<(String, Vec<u8>, Option<String>)> =
+            reading!(self, |db| sqlx::query_as("SELECT compression, content, holes FROM originals WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(db)
+                .await)?;
         let Some((compression, content, holes)) = row else { return Ok(None) };
         let stored = decompress(&compression, &content)?;
         let Some(holes) = holes else { return Ok(Some(stored)) };
@@ -360,7 +359,8 @@ mod tests {
 
     /// A message with `body` as the base64 body of its attachment of `content`.
     fn message(body: &str) -> Vec<u8> {
-        format!("Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n{body}--b--\r\n").into_bytes()
+        format!("Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n{body}--b--\r\n")
+            .into_bytes()
     }
 
     async fn rebuilt(original: &Original, content: &[u8]) -> Vec<u8> {
@@ -381,7 +381,8 @@ mod tests {
     async fn a_base64_body_is_left_out_and_rebuilt_byte_for_byte() {
         let content: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
         let encoded = data_encoding::BASE64.encode(&content);
-        for (width, eol, last_eol) in [(76, "\r\n", true), (72, "\n", true), (76, "\r\n", false), (4000, "\r\n", true)] {
+        for (width, eol, last_eol) in [(76, "\r\n", true), (72, "\n", true), (76, "\r\n", false), (4000, "\r\n", true)]
+        {
             let lines: Vec<&str> = encoded.as_bytes().chunks(width).map(|l| std::str::from_utf8(l).unwrap()).collect();
             let mut body = lines.join(eol);
             if last_eol {
