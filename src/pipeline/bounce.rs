@@ -142,8 +142,11 @@ pub fn failure_report(mail: &ParsedMail, automatic: bool) -> Option<&'static str
     let replying = REPLY_PREFIX.is_match(subject);
     let system = sender_is_mail_system(mail);
     let failure_subject = FAILURE_SUBJECT.is_match(subject);
-    let text = report_text(&mail.readable_text);
-    let failure_text = FAILURE_WORDS.is_match(text);
+    // A person's ordinary reply needs no look at its text.
+    if !(system || failure_subject || automatic) {
+        return None;
+    }
+    let failure_text = FAILURE_WORDS.is_match(report_text(&mail.readable_text));
     match (system, failure_subject && !replying, failure_text, automatic) {
         (true, true, _, _) => Some("delivery failure subject from the mail system"),
         (true, _, true, _) => Some("delivery failure report from the mail system"),

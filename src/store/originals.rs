@@ -56,7 +56,7 @@ struct Hole {
 impl Original {
     /// The raw bytes of a message, hashed and compressed.
     pub fn of(raw: &[u8]) -> Self {
-        Self::with_holes(raw, Vec::new())
+        Self::stored(hex(&Sha256::digest(raw)), raw.len(), raw, Vec::new())
     }
 
     /// The raw bytes of a message whose `attachments` are stored with it:
@@ -64,42 +64,40 @@ impl Original {
     /// gives exactly those bytes (most mail clients' output), so that an
     /// attachment is not written twice.
     pub fn of_message(raw: &[u8], attachments: &[super::NewAttachment]) -> Self {
-        let mut spans: Vec<(usize, usize, &super::NewAttachment)> = attachments
+        let sha256 = hex(&Sha256::digest(raw));
+        let mut spans: Vec<(usize, usize, Hole)> = attachments
             .iter()
             .filter_map(|a| {
                 let (start, end) = a.base64_body?;
                 let region = raw.get(start..end.min(raw.len()))?;
-                let (len, _) = encoded_span(region, &a.content)?;
-                Some((start, start + len, a))
+                let (len, shape) = encoded_span(region, &a.content)?;
+                Some((start, start + len, Hole { sha256: a.sha256.clone(), ..shape }))
             })
             .collect();
+        if spans.is_empty() {
+            return Self::stored(sha256, raw.len(), raw, Vec::new());
+        }
         spans.sort_unstable_by_key(|(start, _, _)| *start);
-        let mut stripped = Vec::with_capacity(raw.len());
-        let mut holes = Vec::new();
+        let left_out: usize = spans.iter().map(|(start, end, _)| end - start).sum();
+        let mut stripped = Vec::with_capacity(raw.len().saturating_sub(left_out));
+        let mut holes = Vec::with_capacity(spans.len());
         let mut copied = 0;
-        for (start, end, attachment) in spans {
+        for (start, end, hole) in spans {
             if start < copied {
                 continue; // overlapping spans: keep the bytes
             }
-            let Some((_, shape)) = encoded_span(&raw[start..end], &attachment.content) else { continue };
             stripped.extend_from_slice(&raw[copied..start]);
-            holes.push(Hole { at: stripped.len(), sha256: attachment.sha256.clone(), ..shape });
+            holes.push(Hole { at: stripped.len(), ..hole });
             copied = end;
         }
-        if holes.is_empty() {
-            return Self::with_holes(raw, holes);
-        }
         stripped.extend_from_slice(&raw[copied..]);
-        let mut original = Self::with_holes(&stripped, holes);
-        original.sha256 = hex(&Sha256::digest(raw));
-        original.size = i64::try_from(raw.len()).unwrap_or(i64::MAX);
-        original
+        Self::stored(sha256, raw.len(), &stripped, holes)
     }
 
-    /// `bytes` compressed, with `holes` left out of them.
-    fn with_holes(bytes: &[u8], holes: Vec<Hole>) -> Self {
-        let sha256 = hex(&Sha256::digest(bytes));
-        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+    /// An original of `size` raw bytes hashing to `sha256`, stored as
+    /// `bytes` (the raw bytes less `holes`), compressed when that helps.
+    fn stored(sha256: String, size: usize, bytes: &[u8], holes: Vec<Hole>) -> Self {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
         let holes = (!holes.is_empty()).then(|| serde_json::to_string(&holes).unwrap_or_default());
         let compressed = lz4_flex::block::compress_prepend_size(bytes);
         if compressed.len() < bytes.len() {
@@ -112,23 +110,27 @@ impl Original {
 
 /// How `content` encoded in base64 lies at the start of `region`: its
 /// length there and the shape of its lines; `None` when encoding it again
-/// does not give those bytes exactly.
+/// does not give those bytes exactly. Encodes a line at a time, so that a
+/// large attachment is compared without a copy of its encoding.
 fn encoded_span(region: &[u8], content: &[u8]) -> Option<(usize, Hole)> {
-    let encoded = data_encoding::BASE64.encode(content);
     let width = region.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(region.len());
-    if width == 0 || encoded.is_empty() {
+    // Whole lines of base64 are whole groups of three bytes.
+    if width == 0 || width % 4 != 0 || content.is_empty() {
         return None;
     }
     let eol: &[u8] = if region[width..].starts_with(b"\r\n") { b"\r\n" } else { b"\n" };
+    let mut line = vec![0u8; width];
     let mut at = 0;
     let mut last_eol = false;
-    let lines = encoded.as_bytes().chunks(width);
-    let count = lines.len();
-    for (i, line) in lines.enumerate() {
-        if region.get(at..at + line.len())? != line {
+    let chunks = content.chunks(width / 4 * 3);
+    let count = chunks.len();
+    for (i, chunk) in chunks.enumerate() {
+        let encoded = &mut line[..data_encoding::BASE64.encode_len(chunk.len())];
+        data_encoding::BASE64.encode_mut(chunk, encoded);
+        if region.get(at..at + encoded.len())? != &encoded[..] {
             return None;
         }
-        at += line.len();
+        at += encoded.len();
         last_eol = region[at..].starts_with(eol);
         match (last_eol, i + 1 == count) {
             (true, _) => at += eol.len(),
