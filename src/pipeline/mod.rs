@@ -247,9 +247,16 @@ pub fn analyze(mail_from: &str, recipients: &[String], raw: &[u8]) -> Option<Ana
     Some(build_analysis(mail_from, parsed, thread_token))
 }
 
-fn build_analysis(mail_from: &str, parsed: parse::ParsedMail, thread_token: Option<FoundToken>) -> Analysis {
+fn build_analysis(mail_from: &str, mut parsed: parse::ParsedMail, thread_token: Option<FoundToken>) -> Analysis {
     let Classification { kind, reason } = classify::classify(mail_from, &parsed);
-    let kept_attachments = extract::attachments(&parsed);
+    let oversized = extract::oversized_attachments(&parsed)
+        .map(|(i, a)| AttachmentInfo {
+            filename: extract::sanitize_filename(a, i),
+            content_type: a.content_type.clone(),
+            size: a.content.len(),
+        })
+        .collect();
+    let kept_attachments = extract::take_attachments(&mut parsed);
     Analysis {
         bounce: (kind == MailKind::Bounce).then(|| bounce::read(&parsed)),
         from: parsed.from.clone(),
@@ -269,13 +276,7 @@ fn build_analysis(mail_from: &str, parsed: parse::ParsedMail, thread_token: Opti
                 size: a.content.len(),
             })
             .collect(),
-        oversized: extract::oversized_attachments(&parsed)
-            .map(|(i, a)| AttachmentInfo {
-                filename: extract::sanitize_filename(a, i),
-                content_type: a.content_type.clone(),
-                size: a.content.len(),
-            })
-            .collect(),
+        oversized,
         parsed,
         kept_attachments,
     }

@@ -466,7 +466,7 @@ pub(super) async fn insert_message(
         let sha256 = &attachment.sha256;
         sqlx::query("INSERT INTO blobs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING")
             .bind(sha256)
-            .bind(&attachment.content)
+            .bind(&attachment.content[..])
             .execute(&mut *conn)
             .await?;
         sqlx::query(

@@ -255,7 +255,10 @@ pub const MIN_IMAGE_SIZE: usize = 2048;
 
 /// Attachments worth storing, with sanitized names. Left out: empty and
 /// oversized parts, tiny images, and inline images shown only in a signature.
-pub fn attachments(mail: &ParsedMail) -> Vec<NewAttachment> {
+///
+/// The kept attachments' bytes are moved out of `mail` (its copies are left
+/// empty), not copied: a reply's attachment is in memory once.
+pub fn take_attachments(mail: &mut ParsedMail) -> Vec<NewAttachment> {
     // Parsing the HTML again is only worth it when an image could be a signature logo.
     let has_cid_images =
         mail.attachments.iter().any(|a| a.content_id.is_some() && a.content_type.starts_with("image/"));
@@ -263,7 +266,8 @@ pub fn attachments(mail: &ParsedMail) -> Vec<NewAttachment> {
         (Some(html), true) => html::signature_only_cids(html),
         _ => Default::default(),
     };
-    mail.attachments
+    let kept: Vec<usize> = mail
+        .attachments
         .iter()
         .enumerate()
         .filter(|(_, a)| !a.content.is_empty() && a.content.len() <= MAX_ATTACHMENT_SIZE)
@@ -272,9 +276,16 @@ pub fn attachments(mail: &ParsedMail) -> Vec<NewAttachment> {
             let cid = a.content_id.as_deref().map(|c| c.trim_matches(['<', '>']).to_ascii_lowercase());
             !cid.is_some_and(|c| signature_cids.contains(&c))
         })
-        .map(|(i, a)| NewAttachment {
-            base64_body: a.base64_body,
-            ..NewAttachment::new(sanitize_filename(a, i), a.content_type.clone(), a.content.clone())
+        .map(|(i, _)| i)
+        .collect();
+    kept.into_iter()
+        .map(|i| {
+            let a = &mut mail.attachments[i];
+            let content = std::mem::take(&mut a.content);
+            NewAttachment {
+                base64_body: a.base64_body,
+                ..NewAttachment::new(sanitize_filename(a, i), a.content_type.clone(), content)
+            }
         })
         .collect()
 }
