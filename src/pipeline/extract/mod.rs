@@ -58,6 +58,9 @@ pub fn reply_text(mail: &ParsedMail) -> String {
     let lines: Vec<&str> = text.lines().collect();
     match forward_start(&lines, forward) {
         Some(start) => with_forwarded(&lines, start, mail.from_name.as_deref()),
+        // A forward without a banner or header block: what it quotes is
+        // what it forwards, kept as it is.
+        None if forward => tidy(&lines),
         None => new_text(&text, mail.from_name.as_deref()),
     }
 }
@@ -140,7 +143,9 @@ pub fn explain(mail: &ParsedMail) -> Extraction {
     }
     let above: Vec<&str> =
         lines[..end].iter().enumerate().filter(|(i, _)| !scan.drop.contains(i)).map(|(_, l)| *l).collect();
-    let written = without_quotes(&above);
+    let body_end = signature::delimiter(&above).unwrap_or(above.len());
+    let mut written = without_quotes(&above[..body_end]);
+    written.extend_from_slice(&above[body_end..]);
     let dropped_quotes = removed_lines(&above.join("\n"), &written.join("\n"));
     if !dropped_quotes.is_empty() {
         let why = "lines quoted with \">\" and their attribution lines".to_owned();
@@ -186,7 +191,11 @@ pub fn new_text(text: &str, sender_name: Option<&str>) -> String {
     let scan = quotes::scan(&lines);
     let lines: Vec<&str> =
         lines[..scan.end].iter().enumerate().filter(|(i, _)| !scan.drop.contains(i)).map(|(_, l)| *l).collect();
-    let written = without_quotes(&lines);
+    // A signature below a quote is not an answer to it: quotes are judged
+    // on the lines above the delimiter, and the signature goes after.
+    let body_end = signature::delimiter(&lines).unwrap_or(lines.len());
+    let mut written = without_quotes(&lines[..body_end]);
+    written.extend_from_slice(&lines[body_end..]);
     let trimmed = signature::strip(&written, sender_name);
     let result = tidy(&trimmed);
     if result.is_empty() {

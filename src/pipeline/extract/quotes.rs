@@ -20,6 +20,15 @@ const ATTRIBUTION_ENDINGS: &[&str] = &[
     "ha scritto",       // Italian
     "scrive",           // Italian (older)
     "schreef",          // Dutch
+    "geschreven",       // Dutch ("heeft ... het volgende geschreven")
+    "kirjoitti",        // Finnish
+    "írta",             // Hungarian
+    "napsal",           // Czech
+    "napísal",          // Slovak
+    "yazdı",            // Turkish
+    "έγραψε",           // Greek
+    "a scris",          // Romanian
+    "написав",          // Ukrainian
     "skrev",            // Swedish, Norwegian, Danish
     "napisał(a)",       // Polish
     "napisał",          // Polish

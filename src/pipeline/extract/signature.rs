@@ -25,15 +25,18 @@ static MOBILE_FOOTER: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid footer regex")
 });
 
+/// Where the signature delimiter is: the last `-- ` line (RFC 3676), or a
+/// bare `--` when little follows it.
+pub(super) fn delimiter(lines: &[&str]) -> Option<usize> {
+    let i = lines.iter().rposition(|l| *l == "-- " || (*l == "--"))?;
+    (lines[i] == "-- " || lines.len() - i - 1 <= 10).then_some(i)
+}
+
 /// Removes the signature from the end of `lines`.
 pub(super) fn strip<'a>(lines: &[&'a str], sender_name: Option<&str>) -> Vec<&'a str> {
     let mut lines: Vec<&str> = lines.to_vec();
-    // The `-- ` delimiter (RFC 3676), or a bare `--` when little follows it.
-    if let Some(i) = lines.iter().rposition(|l| *l == "-- " || (*l == "--")) {
-        let after = lines.len() - i - 1;
-        if lines[i] == "-- " || after <= 10 {
-            lines.truncate(i);
-        }
+    if let Some(i) = delimiter(&lines) {
+        lines.truncate(i);
     }
     drop_trailing_footers(&mut lines);
     if let Some(name) = sender_name.map(str::trim).filter(|n| n.chars().filter(|c| c.is_alphabetic()).count() >= 3) {
