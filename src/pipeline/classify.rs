@@ -116,8 +116,21 @@ pub fn classify(mail_from: &str, mail: &ParsedMail) -> Classification {
     let bounce = |reason: &str| Classification { kind: MailKind::Bounce, reason: reason.to_owned() };
     let auto = |reason: String| Classification { kind: MailKind::AutoReply, reason };
 
-    if mail.content_type == "multipart/report" && mail.report_type.as_deref() == Some("delivery-status") {
-        return bounce("multipart/report; report-type=delivery-status");
+    if mail.content_type == "multipart/report" {
+        match mail.report_type.as_deref() {
+            Some("delivery-status") => return bounce("multipart/report; report-type=delivery-status"),
+            // Read receipts (RFC 8098) and abuse feedback (RFC 5965) are
+            // written by programs: never a person's reply.
+            // A rejection reported as an MDN (Sieve's reject, RFC 5429) is a bounce.
+            Some("disposition-notification") => {
+                return match super::bounce::failure_report(mail, true) {
+                    Some(signal) => bounce(signal),
+                    None => auto("read receipt (MDN)".to_owned()),
+                };
+            }
+            Some("feedback-report") => return auto("abuse feedback report (ARF)".to_owned()),
+            _ => {}
+        }
     }
     if mail_from.is_empty() {
         return bounce("null reverse path (MAIL FROM:<>)");
@@ -208,6 +221,16 @@ mod tests {
         assert_eq!(kind("a@example.com", raw), MailKind::Human);
         let raw = "From: a@example.com\r\nSubject: Automatic reply: Re: help\r\n\r\nAway\r\n";
         assert_eq!(kind("a@example.com", raw), MailKind::AutoReply);
+    }
+
+    #[test]
+    fn read_receipts_and_feedback_reports_are_automatic() {
+        for report in ["disposition-notification", "feedback-report"] {
+            let raw = format!(
+                "From: a@example.com\r\nSubject: Read: help\r\nContent-Type: multipart/report; report-type={report}; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n"
+            );
+            assert_eq!(kind("a@example.com", &raw), MailKind::AutoReply, "{report}");
+        }
     }
 
     #[test]

@@ -92,6 +92,25 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
     }
 }
 
+/// The text of an 8-bit part that says it is in another charset (or says
+/// none) but whose bytes are valid UTF-8 with non-ASCII characters, as
+/// UTF-8: the label is wrong (a Big5 or Latin-1 label on UTF-8 bytes is a
+/// common client bug), and decoding by it would garble every character.
+/// `None` when the label is right, or the part is encoded (base64,
+/// quoted-printable), or its bytes are not UTF-8.
+fn utf8_despite_label(raw: &[u8], part: &mail_parser::MessagePart<'_>) -> Option<String> {
+    if part.encoding != mail_parser::Encoding::None {
+        return None;
+    }
+    let charset = part.content_type().and_then(|ct| ct.attribute("charset")).unwrap_or("").to_ascii_lowercase();
+    if matches!(charset.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii") {
+        return None;
+    }
+    let bytes = raw.get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)?;
+    let text = std::str::from_utf8(bytes).ok()?;
+    (!text.is_ascii()).then(|| text.to_owned())
+}
+
 /// [`parse`] without the guard.
 fn read(raw: &[u8]) -> Option<ParsedMail> {
     let message = MessageParser::default().parse(raw)?;
@@ -113,8 +132,8 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
         ),
         None => ("text/plain".to_owned(), None),
     };
-    let text_body =
-        message.text_bodies().next().filter(|p| !p.is_text_html()).and_then(|p| p.text_contents()).map(str::to_owned);
+    let text_part = message.text_bodies().next().filter(|p| !p.is_text_html());
+    let text_body = text_part.and_then(|p| utf8_despite_label(raw, p).or_else(|| p.text_contents().map(str::to_owned)));
     let html_body =
         message.html_bodies().next().filter(|p| p.is_text_html()).and_then(|p| p.text_contents()).map(str::to_owned);
     let readable_text = match &text_body {
@@ -124,7 +143,12 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
     let attachments = message
         .attachments()
         .map(|part| ParsedAttachment {
-            filename: part.attachment_name().map(str::to_owned),
+            // A name, or else the last path segment of Content-Location.
+            filename: part.attachment_name().map(str::to_owned).or_else(|| {
+                let location = part.content_location()?;
+                let last = location.trim().trim_end_matches('/').rsplit('/').next()?;
+                (!last.is_empty()).then(|| last.to_owned())
+            }),
             content_type: part
                 .content_type()
                 .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream")).to_ascii_lowercase())
@@ -147,7 +171,8 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
             (_, PartType::Message(returned)) => {
                 returned_message_ids.extend(returned.message_id().map(str::to_owned));
             }
-            ("message/delivery-status" | "message/global-delivery-status", _) => {
+            // A disposition notification carries the same fields (Final-Recipient).
+            ("message/delivery-status" | "message/global-delivery-status" | "message/disposition-notification", _) => {
                 delivery_status.get_or_insert_with(|| String::from_utf8_lossy(part.contents()).into_owned());
             }
             ("text/rfc822-headers" | "message/rfc822-headers", _) => {
@@ -196,5 +221,26 @@ fn depth(message: &mail_parser::Message<'_>, id: u32, level: usize) -> usize {
     match message.parts.get(id as usize).and_then(|p| p.sub_parts()) {
         Some(children) => children.iter().map(|c| depth(message, *c, level + 1)).max().unwrap_or(level + 1),
         None => level,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn utf8_bytes_under_a_wrong_label_are_read_as_utf8() {
+        let text = "Caf\u{e9} \u{fc}ber \u{65e5}\u{672c}";
+        for header in ["Content-Type: text/plain; charset=big5\r\n", "Content-Type: text/plain\r\n", ""] {
+            let raw = format!(
+                "From: a@example.com\r\nSubject: x\r\n{header}Content-Transfer-Encoding: 8bit\r\n\r\n{text}\r\n"
+            );
+            let mail = parse(raw.as_bytes()).unwrap();
+            assert_eq!(mail.text_body.as_deref().map(str::trim), Some(text), "{header:?}");
+        }
+        // Latin-1 bytes under a Latin-1 label stay Latin-1.
+        let mut raw = b"From: a@example.com\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nCaf".to_vec();
+        raw.extend_from_slice(b"\xe9\r\n");
+        assert_eq!(parse(&raw).unwrap().text_body.as_deref().map(str::trim), Some("Caf\u{e9}"));
     }
 }

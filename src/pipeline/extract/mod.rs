@@ -317,24 +317,78 @@ pub fn sanitize_filename(attachment: &ParsedAttachment, index: usize) -> String 
         .collect();
     let cleaned = cleaned.trim().trim_start_matches('.').trim().to_owned();
     if cleaned.is_empty() {
-        let ext: String = attachment
-            .content_type
-            .split('/')
-            .nth(1)
-            .unwrap_or("bin")
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(10)
-            .collect();
-        format!("attachment-{}.{ext}", index + 1)
+        format!("attachment-{}.{}", index + 1, extension(&attachment.content_type))
     } else {
         cleaned
+    }
+}
+
+/// The usual file name extension of a MIME type, for a part that has no
+/// name (`bin` when the type says nothing more).
+pub fn extension(content_type: &str) -> String {
+    let known = match content_type {
+        "application/octet-stream" => "bin",
+        "message/rfc822" | "message/global" => "eml",
+        "text/plain" => "txt",
+        "text/html" => "html",
+        "text/calendar" => "ics",
+        "text/csv" => "csv",
+        "text/rfc822-headers" | "message/rfc822-headers" => "txt",
+        "message/delivery-status" | "message/global-delivery-status" => "txt",
+        "application/pdf" => "pdf",
+        "application/zip" | "application/x-zip-compressed" => "zip",
+        "application/gzip" | "application/x-gzip" => "gz",
+        "application/json" => "json",
+        "application/xml" | "text/xml" => "xml",
+        "application/msword" => "doc",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => "docx",
+        "application/vnd.ms-excel" => "xls",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => "xlsx",
+        "application/vnd.ms-powerpoint" => "ppt",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation" => "pptx",
+        "application/ms-tnef" | "application/vnd.ms-tnef" => "dat",
+        "application/pgp-signature" => "asc",
+        "application/pkcs7-signature" | "application/x-pkcs7-signature" => "p7s",
+        "image/jpeg" | "image/jpg" | "image/pjpeg" => "jpg",
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        "image/svg+xml" => "svg",
+        "image/tiff" => "tif",
+        "image/bmp" => "bmp",
+        "audio/mpeg" => "mp3",
+        "video/mp4" => "mp4",
+        _ => "",
+    };
+    if !known.is_empty() {
+        return known.to_owned();
+    }
+    // Otherwise the subtype, when it is a plausible extension (`x-foo` -> `foo`).
+    let subtype = content_type.split('/').nth(1).unwrap_or("").trim_start_matches("x-");
+    match subtype.len() {
+        1..=5 if subtype.chars().all(|c| c.is_ascii_alphanumeric()) => subtype.to_owned(),
+        _ => "bin".to_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::new_text;
+
+    #[test]
+    fn unnamed_parts_get_the_usual_extension() {
+        use super::extension;
+        for (content_type, ext) in [
+            ("application/octet-stream", "bin"),
+            ("message/rfc822", "eml"),
+            ("image/jpeg", "jpg"),
+            ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "docx"),
+            ("application/x-tar", "tar"),
+            ("application/vnd.something-very-long", "bin"),
+        ] {
+            assert_eq!(extension(content_type), ext, "{content_type}");
+        }
+    }
 
     #[test]
     fn cuts_quoted_history() {

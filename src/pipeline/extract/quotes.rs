@@ -58,6 +58,11 @@ static ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
 /// How attributions begin, for recognising one wrapped over two lines.
 static LEAD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)^\s*(on|am|le|el|em|il|op|den|w dniu)\s").expect("valid regex"));
+/// Gmail's older attribution: a date like `2011/4/7` and the sender with
+/// their address, with or without a colon.
+static DATED_SENDER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\s*\d{4}/\d{1,2}/\d{1,2}\b.{0,120}<[^<>\s]+@[^<>\s]+>\s*[:：]?\s*$").expect("valid regex")
+});
 static ADDRESS_TAIL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*\S*@\S*>").expect("valid regex"));
 static HAS_DATE_OR_ADDRESS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d|@").expect("valid regex"));
 
@@ -67,6 +72,9 @@ static BANNERS: LazyLock<RegexSet> = LazyLock::new(|| {
         r"(?i)^\s*-{2,}\s*(original message|ursprüngliche nachricht|message d'origine|mensaje original|mensagem original|messaggio originale|oorspronkelijk bericht|ursprungligt meddelande|wiadomość oryginalna|oryginalna wiadomość|исходное сообщение|исходное письмо|元のメッセージ|原始邮件|原始郵件)\s*-{2,}\s*$",
         r"(?i)^\s*-{2,}\s*(forwarded message|weitergeleitete nachricht|message transféré|mensaje reenviado|mensagem encaminhada|messaggio inoltrato|doorgestuurd bericht|vidarebefordrat meddelande|przekazana wiadomość|wiadomość przekazana|пересылаемое сообщение|転送されたメッセージ|转发的邮件|轉寄的郵件)\s*-{2,}\s*$",
         r"(?i)^\s*(begin forwarded message|anfang der weitergeleiteten nachricht|début du message réenvoyé|inicio del mensaje reenviado)\s*:\s*$",
+        // Android's and Samsung's "---- John Smith wrote ----" and "-------- Originalnachricht --------".
+        r"(?i)^\s*-{2,}\s*.{1,100}\b(wrote|schrieb|a écrit|escribió|escreveu|ha scritto|schreef|skrev|napisał|написал)\s*-{2,}\s*$",
+        r"(?i)^\s*-{2,}\s*(originalnachricht|original-nachricht|mensaje original|messaggio originale|oorspronkelijk bericht|opprinnelig melding|oprindelig meddelelse|alkuperäinen viesti)\s*-{2,}\s*$",
         r"^\s*_{10,}\s*$",
     ])
     .expect("valid banner regexes")
@@ -74,12 +82,12 @@ static BANNERS: LazyLock<RegexSet> = LazyLock::new(|| {
 
 /// Header labels of a quoted-message block, localized (Outlook and others).
 static FROM_LABEL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*\*?\s*(from|von|de|da|van|från|od|от|差出人|发件人|寄件者)\s*\*?\s*[:：]")
+    Regex::new(r"(?i)^\s*\*?\s*(from|von|de|da|van|från|fra|od|от|від|lähettäjä|feladó|kimden|από|差出人|发件人|寄件者)\s*\*?\s*[:：]")
         .expect("valid regex")
 });
 static SENT_LABEL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)^\s*\*?\s*(sent|date|gesendet|datum|envoyé|date d'envoi|enviado|enviado el|fecha|inviato|data|verzonden|skickat|wysłano|отправлено|дата|送信日時|日時|发送时间|時間|寄件日期|to|an|à|para|a|aan|till|do|кому|宛先|收件人|subject|betreff|objet|asunto|assunto|oggetto|onderwerp|ämne|temat|тема|件名|主题)\s*\*?\s*[:：]",
+        r"(?i)^\s*\*?\s*(sent|date|gesendet|datum|envoyé|date d'envoi|enviado|enviado el|fecha|inviato|data|verzonden|skickat|wysłano|отправлено|дата|送信日時|日時|发送时间|時間|寄件日期|to|an|à|para|a|aan|till|do|кому|宛先|收件人|subject|betreff|objet|asunto|assunto|oggetto|onderwerp|ämne|temat|тема|件名|主题|sendt|til|emne|dato|lähetetty|vastaanottaja|aihe|päivämäärä|elküldve|címzett|tárgy|dátum|gönderildi|kime|konu|tarih|відправлено|тема|дата|στάλθηκε|προς|θέμα)\s*\*?\s*[:：]",
     )
     .expect("valid regex")
 });
@@ -193,6 +201,9 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
     let trimmed = line.trim();
     let quote_follows =
         lines[i + 1..].iter().find(|l| !l.trim().is_empty()).is_some_and(|l| l.trim_start().starts_with('>'));
+    if quote_follows && DATED_SENDER.is_match(line) {
+        return Some(1);
+    }
     (trimmed.ends_with([':', '：']) && !trimmed.starts_with('>') && ATTRIBUTION.is_match(trimmed) && quote_follows)
         .then_some(1)
 }
@@ -277,6 +288,20 @@ mod tests {
         ] {
             assert_eq!(start(&format!("Answer\n\n{line}\n> old")), Some(2), "{line}");
         }
+    }
+
+    #[test]
+    fn more_shapes_of_history() {
+        // Android's banner, a Danish header block, Gmail's older dated attribution, Dutch.
+        assert_eq!(start("Ja.\n\n---- John Smith wrote ----\n\nold"), Some(2));
+        assert_eq!(start("Ja.\n\nFra: Support <s@x.example>\nSendt: 4. december 2026\nTil: mig\nEmne: x\n"), Some(2));
+        assert_eq!(start("Yes.\n\n2011/4/7 Support <support@x.example>\n\n> old"), Some(2));
+        assert_eq!(
+            start("Ja.\n\nOp 24 feb. 2015 om 22:48 heeft John <j@x.example> het volgende geschreven:\n> old"),
+            Some(2)
+        );
+        // A date and an address in a customer's own text are not an attribution without a quote below.
+        assert_eq!(start("Backup of 2011/4/7 sent to Support <support@x.example>\nthanks"), None);
     }
 
     #[test]
