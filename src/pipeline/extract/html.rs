@@ -96,7 +96,12 @@ fn walk(
                     return true;
                 }
                 "br" => {
-                    out.line_break();
+                    // `<div><br></div>` is how editors write an empty line.
+                    if is_alone_in_block(node) {
+                        out.paragraph();
+                    } else {
+                        out.line_break();
+                    }
                     return true;
                 }
                 "hr" => {
@@ -104,6 +109,13 @@ fn walk(
                     return true;
                 }
                 "pre" => out.pre += 1,
+                // A quote left in (not one of the known containers): its
+                // lines are marked `> `, so that the text's own quote
+                // handling sees it (mail.ru, Yandex, Outlook.com).
+                "blockquote" => {
+                    out.block();
+                    out.quote_depth += 1;
+                }
                 "li" => {
                     out.block();
                     let marker = match node.parent().and_then(|p| p.value().as_element().map(|e| e.name() == "ol")) {
@@ -119,6 +131,8 @@ fn walk(
                     };
                     out.raw(&marker);
                 }
+                // Paragraphs have a blank line above them, as browsers show them.
+                "p" => out.paragraph(),
                 _ if is_block(name) => out.block(),
                 _ => {}
             }
@@ -132,12 +146,16 @@ fn walk(
                     out.pre -= 1;
                     out.block();
                 }
+                "blockquote" => {
+                    out.quote_depth = out.quote_depth.saturating_sub(1);
+                    out.paragraph();
+                }
                 "a" => {
                     if let Some(href) = element.attr("href") {
                         out.link_target(href);
                     }
                 }
-                "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "table" | "ul" | "ol" | "blockquote" => out.paragraph(),
+                "p" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "table" | "ul" | "ol" => out.paragraph(),
                 _ if is_block(name) || name == "li" => out.block(),
                 _ => {}
             }
@@ -152,6 +170,16 @@ fn walk(
             true
         }
     }
+}
+
+/// Whether `node` is the only thing (besides whitespace) in a block element.
+fn is_alone_in_block(node: NodeRef<'_, Node>) -> bool {
+    let Some(parent) = node.parent() else { return false };
+    let block = parent.value().as_element().is_some_and(|e| is_block(e.name()) && e.name() != "body");
+    block
+        && parent
+            .children()
+            .all(|child| child.id() == node.id() || child.value().as_text().is_some_and(|t| t.trim().is_empty()))
 }
 
 fn is_block(name: &str) -> bool {
@@ -192,10 +220,21 @@ struct TextWriter {
     pending_space: bool,
     /// Inside `<pre>`: whitespace is kept.
     pre: u32,
+    /// Inside this many `<blockquote>`s: each line starts with as many `> `.
+    quote_depth: u32,
 }
 
 impl TextWriter {
     fn flush_breaks(&mut self) {
+        self.flush_breaks_only();
+        if self.quote_depth > 0 && (self.out.is_empty() || self.out.ends_with('\n')) {
+            for _ in 0..self.quote_depth {
+                self.out.push_str("> ");
+            }
+        }
+    }
+
+    fn flush_breaks_only(&mut self) {
         if self.out.is_empty() {
             self.pending_breaks = 0;
             self.pending_space = false;
@@ -292,6 +331,20 @@ impl TextWriter {
 #[cfg(test)]
 mod tests {
     use super::to_text;
+
+    #[test]
+    fn empty_lines_and_plain_blockquotes() {
+        // Editors write an empty line as `<div><br></div>`; paragraphs keep their blank line.
+        assert_eq!(to_text("<div>One</div><div><br></div><div>Two</div><p>Three</p>", true), "One\n\nTwo\n\nThree");
+        // A blockquote that is not one of the known containers is marked as quoted text.
+        assert_eq!(
+            to_text(
+                "<div>Ok</div><div>1 Dec, \"S\" &lt;s@x.example&gt;:</div><blockquote><div>old</div><div>text</div></blockquote>",
+                true
+            ),
+            "Ok\n1 Dec, \"S\" <s@x.example>:\n> old\n> text"
+        );
+    }
 
     #[test]
     fn paragraphs_lists_and_links() {
