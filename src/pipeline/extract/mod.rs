@@ -210,30 +210,43 @@ pub fn new_text(text: &str, sender_name: Option<&str>) -> String {
 
 /// Drops `>` quoted lines. When the person wrote between quotes (inline
 /// answers), each answer keeps the last quoted line before it, for context.
+/// A line between two quoted lines that is the rest of a long link wrapped
+/// by the mail client (no spaces, right after a quoted line with a link) is
+/// part of the quote, not an answer.
 fn without_quotes<'a>(lines: &[&'a str]) -> Vec<&'a str> {
-    let is_quote = |l: &str| l.trim_start().starts_with('>');
-    let is_text = |l: &str| !l.trim().is_empty() && !is_quote(l);
+    let starts_quoted = |l: &str| l.trim_start().starts_with('>');
+    let quote: Vec<bool> = (0..lines.len())
+        .map(|i| {
+            let line = lines[i].trim();
+            let wrapped_link = i > 0
+                && !line.is_empty()
+                && !line.contains(char::is_whitespace)
+                && starts_quoted(lines[i - 1])
+                && lines[i - 1].contains("://")
+                && lines.get(i + 1).is_some_and(|next| starts_quoted(next));
+            starts_quoted(line) || wrapped_link
+        })
+        .collect();
+    let text: Vec<bool> = (0..lines.len()).map(|i| !lines[i].trim().is_empty() && !quote[i]).collect();
+    // Whether the person wrote something below the quote block ending at `i`.
+    let answered = |i: usize| (i + 1..lines.len()).take_while(|&j| !quote[j]).any(|j| text[j]);
+    let last_of_block = |i: usize| quote[i] && quote.get(i + 1).is_none_or(|next| !next);
     // Interleaved: text above and below some quote, or several answered quote
     // blocks. A single quote followed by the answer (bottom posting) is not.
-    let answered_blocks = (0..lines.len())
-        .filter(|&i| is_quote(lines[i]) && lines.get(i + 1).is_none_or(|n| !is_quote(n)))
-        .filter(|&i| lines[i + 1..].iter().take_while(|l| !is_quote(l)).any(|l| is_text(l)))
-        .count();
-    let first_text = lines.iter().position(|l| is_text(l));
-    let first_quote = lines.iter().position(|l| is_quote(l));
+    let answered_blocks = (0..lines.len()).filter(|&i| last_of_block(i) && answered(i)).count();
+    let first_text = text.iter().position(|t| *t);
+    let first_quote = quote.iter().position(|q| *q);
     let text_above_a_quote = matches!((first_text, first_quote), (Some(t), Some(q)) if t < q);
     let interleaved = answered_blocks >= 2 || text_above_a_quote && answered_blocks >= 1;
     let mut kept = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
-        if !is_quote(line) {
+        if !quote[i] {
             kept.push(*line);
             continue;
         }
         // Keep a quoted line only when it is the last of its block and an answer follows.
-        let last_of_block = lines.get(i + 1).is_none_or(|next| !is_quote(next));
-        let answered = lines[i + 1..].iter().take_while(|l| !is_quote(l)).any(|l| is_text(l));
         let has_words = line.trim_start().trim_start_matches('>').trim().chars().any(char::is_alphanumeric);
-        if interleaved && last_of_block && answered && has_words {
+        if interleaved && last_of_block(i) && answered(i) && has_words {
             kept.push(*line);
         }
     }
@@ -405,6 +418,12 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(new_text(input, None), expected, "{input:?}");
         }
+    }
+
+    #[test]
+    fn a_link_wrapped_inside_a_quote_stays_in_the_quote() {
+        let text = "Thanks, that worked.\n\n> see https://example.com/a/very/long/path/that/the/client\n/wrapped/here.html\n> and more\n";
+        assert_eq!(new_text(text, None), "Thanks, that worked.");
     }
 
     #[test]

@@ -194,6 +194,17 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
             return Some(2);
         }
     }
+    // Wrapped over three lines (Polymail's `<\naddress\n<mailto:address>> wrote:`,
+    // long French and German attributions), when it starts like one.
+    if let (Some(second), Some(third)) = (lines.get(i + 1), lines.get(i + 2))
+        && third.trim_end().ends_with([':', '：'])
+        && LEAD.is_match(line)
+        && !is_attribution(line)
+        && !second.trim().is_empty()
+        && is_attribution(&format!("{} {} {}", line.trim_end(), second.trim(), third.trim_start()))
+    {
+        return Some(3);
+    }
     if is_attribution(line) {
         return Some(1);
     }
@@ -249,7 +260,9 @@ fn attribution_before(lines: &[&str], marker: usize) -> Option<usize> {
     None
 }
 
-/// A From: line followed within four lines by another header label.
+/// A From: line followed within four lines by another header label; or a
+/// block that starts with its Date: line (Outlook for Mac, some webmails)
+/// followed within two lines by the From: line.
 fn header_block_at(lines: &[&str], at: usize) -> bool {
     let mut i = at;
     while lines.get(i).is_some_and(|l| l.trim().is_empty()) && i < at + 2 {
@@ -258,8 +271,17 @@ fn header_block_at(lines: &[&str], at: usize) -> bool {
     let Some(line) = lines.get(i) else {
         return false;
     };
-    FROM_LABEL.is_match(line) && lines.iter().skip(i + 1).take(4).any(|next| SENT_LABEL.is_match(next))
+    if FROM_LABEL.is_match(line) {
+        return lines.iter().skip(i + 1).take(4).any(|next| SENT_LABEL.is_match(next));
+    }
+    DATE_LABEL.is_match(line) && lines.iter().skip(i + 1).take(2).any(|next| FROM_LABEL.is_match(next))
 }
+
+/// The Date: label of a quoted header block, localized.
+static DATE_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*\*?\s*(date|datum|fecha|data|dato|päivämäärä|дата|日付|日期)\s*\*?\s*[:：]")
+        .expect("valid regex")
+});
 
 #[cfg(test)]
 mod tests {
@@ -288,6 +310,22 @@ mod tests {
         ] {
             assert_eq!(start(&format!("Answer\n\n{line}\n> old")), Some(2), "{line}");
         }
+    }
+
+    #[test]
+    fn attributions_over_three_lines_and_date_first_blocks() {
+        assert_eq!(
+            start(
+                "Sure.\n\nOn Mon, Dec 4, 2026 at 10:00 AM Support <\nsupport@x.example\n<mailto:support@x.example>> wrote:\n> old"
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            start("Oui.\n\nLe lun. 23 nov. 2026 à 10:00,\nSupport <support@x.example>\na écrit :\n> old"),
+            Some(2)
+        );
+        assert_eq!(start("Yes.\n\nDate: Mon, 4 Dec 2026 10:00\nFrom: Support <s@x.example>\nTo: me\n\nold"), Some(2));
+        assert_eq!(start("Date: next Monday works\nthanks"), None);
     }
 
     #[test]
