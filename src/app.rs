@@ -50,6 +50,21 @@ fn random_hex(bytes: usize) -> String {
     crate::store::hex(&buf)
 }
 
+/// Refuses to go on when the configuration names a SQLite file that does
+/// not exist: a command that looks at a gateway's data must never create an
+/// empty database in the wrong folder and report that it found nothing.
+pub fn require_existing_database(config: &Config) -> anyhow::Result<()> {
+    let Some(rest) = config.database_url.strip_prefix("sqlite:") else { return Ok(()) };
+    let path = rest.trim_start_matches("//").split('?').next().unwrap_or("");
+    if path.is_empty() || path == ":memory:" || std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "no mailgate database at {path}: is --data-dir (or --database-url) the one the server uses? \
+         This command does not create one"
+    )
+}
+
 /// Opens the database only (no secrets written): for tools that read.
 pub async fn open_database(config: &Config) -> anyhow::Result<Store> {
     if config.database_url.starts_with("sqlite:") {

@@ -99,8 +99,6 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
-        #[command(flatten)]
-        config: ConfigArgs,
     },
     /// The held queue: list, open, release into the thread, discard, or answer.
     Held {
@@ -203,11 +201,16 @@ enum OutboxCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
-    /// Put a failed item back in the queue (a running server sends it).
+    /// Put a failed item, or a pending one waiting out its backoff, back in
+    /// the queue, due now (a running server sends it).
     Retry {
         /// The outbox id.
         id: i64,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }
 
@@ -255,7 +258,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             inspect(file, json, mail_from, rcpt, peer_ip, config).await
         }
         Command::Templates { command, templates_dir } => templates(command, templates_dir),
-        Command::Outbox { command, config } => outbox(command, config).await,
+        Command::Outbox { command } => outbox(command).await,
         Command::Rules { command } => rules(command).await,
         Command::Keys { command } => keys(command).await,
         Command::Log { rule, limit, json, config } => log(rule, limit, json, config).await,
@@ -339,8 +342,9 @@ async fn inspect(
     };
     let mail_from = mail_from.unwrap_or_else(|| "sender@invalid".to_owned());
     let with_config = args.config.is_some() || args.data_dir.is_some() || args.database_url.is_some();
-    let mut output = if with_config {
+    let output = if with_config {
         let config = Config::load(&args)?;
+        mailgate::app::require_existing_database(&config)?;
         let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
         let mut envelope = pipeline.envelope("inspect", mail_from, &rcpt).await;
         envelope.peer_ip = peer_ip;
@@ -359,7 +363,8 @@ async fn inspect(
         serde_json::to_value(pipeline::analyze(&mail_from, &rcpt, &raw))?
     };
     if output.is_null() {
-        output = serde_json::json!({ "error": "not an email: no header section, or a broken MIME structure" });
+        eprintln!("error: not an email: no header section, or a broken MIME structure");
+        return Ok(ExitCode::FAILURE);
     }
     let mut stdout = std::io::stdout().lock();
     if json {
@@ -420,11 +425,13 @@ fn templates(command: TemplatesCommand, dir: Option<PathBuf>) -> anyhow::Result<
     }
 }
 
-async fn outbox(command: OutboxCommand, args: ConfigArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args)?;
+async fn outbox(command: OutboxCommand) -> anyhow::Result<ExitCode> {
+    let (OutboxCommand::List { config: args, .. } | OutboxCommand::Retry { config: args, .. }) = &command;
+    let config = Config::load(args)?;
+    mailgate::app::require_existing_database(&config)?;
     let store = mailgate::app::open_database(&config).await?;
     let result = match command {
-        OutboxCommand::List { failed, limit, json } => {
+        OutboxCommand::List { failed, limit, json, .. } => {
             let items = store.outbox(failed, limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
@@ -444,7 +451,7 @@ async fn outbox(command: OutboxCommand, args: ConfigArgs) -> anyhow::Result<Exit
             }
             ExitCode::SUCCESS
         }
-        OutboxCommand::Retry { id } => {
+        OutboxCommand::Retry { id, .. } => {
             let item = store.retry(id).await?;
             println!("outbox item {} to {} is queued again", item.id, item.to_address);
             ExitCode::SUCCESS
@@ -486,6 +493,7 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
                 config.rules_file = rules_file;
             }
             let raw = std::fs::read(&message).with_context(|| format!("reading {}", message.display()))?;
+            mailgate::app::require_existing_database(&config)?;
             let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
             let from = pipeline::analyze("", &[], &raw).and_then(|a| a.from).unwrap_or_default();
             let rcpt = if rcpt.is_empty() { vec![config.support_address()] } else { rcpt };
@@ -515,6 +523,7 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
 
 async fn log(rule: Option<String>, limit: i64, json: bool, args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args)?;
+    mailgate::app::require_existing_database(&config)?;
     let store = mailgate::app::open_database(&config).await?;
     let entries = store.inbound_log(rule.as_deref(), limit).await?;
     store.close().await;
@@ -540,6 +549,7 @@ async fn log(rule: Option<String>, limit: i64, json: bool, args: ConfigArgs) -> 
 async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     let (KeysCommand::Rotate { config: args } | KeysCommand::List { config: args }) = &command;
     let config = Config::load(args)?;
+    mailgate::app::require_existing_database(&config)?;
     let (store, signer) = mailgate::app::open_store(&config).await?;
     match command {
         KeysCommand::Rotate { .. } => {
@@ -550,7 +560,11 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             for (name, _) in store.settings_with_prefix("token_key.").await? {
                 println!("{name}");
             }
-            println!("signing with key {}", signer.current_key_id());
+            println!(
+                "newest key: {} (a running server signs with the newest key it found when it started; \
+                 restart it after a rotation)",
+                signer.current_key_id()
+            );
         }
     }
     store.close().await;

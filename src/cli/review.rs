@@ -80,6 +80,7 @@ impl HeldCommand {
 /// `mailgate held ...`
 pub(crate) async fn held(command: HeldCommand) -> anyhow::Result<ExitCode> {
     let config = Config::load(command.config())?;
+    mailgate::app::require_existing_database(&config)?;
     let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
     let result = run_held(command, &store, &pipeline).await;
     store.close().await;
@@ -180,6 +181,7 @@ pub(crate) struct ExplainArgs {
 /// `mailgate explain ...`
 pub(crate) async fn explain(what: ExplainArgs, args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args)?;
+    mailgate::app::require_existing_database(&config)?;
     let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
     let result = run_explain(&what, &store, &pipeline).await;
     store.close().await;
@@ -323,6 +325,7 @@ pub(crate) struct ReplayArgs {
 /// `mailgate replay ...`
 pub(crate) async fn replay(what: ReplayArgs, args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args)?;
+    mailgate::app::require_existing_database(&config)?;
     let rules = config.rules_file.as_ref().map_or_else(|| "the built-in rules".to_owned(), |r| r.display().to_string());
     let since = mailgate::store::now_ms() - duration_ms(&what.since)?;
     let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;

@@ -1348,12 +1348,13 @@ impl Store {
         Ok(())
     }
 
-    /// Puts a failed item back in the queue, due now, with a fresh lifetime.
+    /// Puts a failed item back in the queue, or a pending one waiting out its
+    /// backoff (a relay was fixed), due now, with a fresh lifetime.
     pub async fn retry(&self, id: i64) -> StoreResult<OutboxItem> {
         let now = now_ms();
         let item: Option<OutboxItem> = writing!(self, |db| sqlx::query_as(
             "UPDATE outbox SET status = 'pending', next_attempt_at = $1, expires_at = $2, claimed_until = NULL \
-             WHERE id = $3 AND status = 'failed' RETURNING *",
+             WHERE id = $3 AND status IN ('failed', 'pending') RETURNING *",
         )
         .bind(now)
         .bind(now + self.policy.lifetime_ms)
@@ -1367,7 +1368,7 @@ impl Store {
             }
             None => match self.outbox_item(id).await? {
                 Some(other) => Err(StoreError::Conflict(format!(
-                    "outbox item {id} is {}, not failed; only failed items can be retried",
+                    "outbox item {id} is {}; only failed items and pending ones waiting to be retried can be retried",
                     other.status
                 ))),
                 None => Err(StoreError::NotFound("outbox item")),

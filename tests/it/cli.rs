@@ -92,3 +92,38 @@ fn the_example_config_is_valid_and_broken_ones_are_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("domian"), "unknown keys are named");
 }
+
+/// Issue 22: a command that reads a gateway's data, pointed at the wrong
+/// folder, says so and creates nothing.
+#[test]
+fn read_only_commands_never_create_a_database() {
+    let empty = tempfile::tempdir().unwrap();
+    let dir = empty.path().to_str().unwrap();
+    let message = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/mail/gmail/reply_with_quote.eml");
+    for args in [
+        vec!["log"],
+        vec!["outbox", "list"],
+        vec!["keys", "list"],
+        vec!["held", "list"],
+        vec!["explain", "1"],
+        vec!["replay"],
+        vec!["rules", "test", message],
+        vec!["inspect", message],
+    ] {
+        let out =
+            mailgate().args(&args).args(["--data-dir", dir]).env_remove("MAILGATE_DATABASE_URL").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains("no mailgate database at"), "{args:?}: {stderr}");
+        assert!(std::fs::read_dir(empty.path()).unwrap().next().is_none(), "{args:?} created files");
+    }
+}
+
+#[test]
+fn inspect_fails_on_something_that_is_not_mail() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), b"just some words, no header section\n").unwrap();
+    let out = mailgate().args(["inspect", file.path().to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an email"));
+}

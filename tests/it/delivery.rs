@@ -488,3 +488,29 @@ async fn an_unwritable_folder_loses_nothing() {
     assert!(names.iter().all(|n| n.ends_with(".eml") && !n.starts_with('.')), "no temporary file left: {names:?}");
     app.stop().await;
 }
+
+/// Issue 22: after fixing a relay, an admin need not wait out the backoff.
+#[tokio::test]
+async fn a_pending_item_waiting_out_its_backoff_can_be_retried_now() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| {
+        c.delivery.retry_base = Duration::from_secs(3600);
+        c.delivery.retry_max = Duration::from_secs(3600);
+    })
+    .await;
+    let w = app.world("sandbox", None).await;
+    // The two agents' notifications of the new chat both meet a 421.
+    relay.fail_next("421 4.3.0 try again later");
+    relay.fail_next("421 4.3.0 try again later");
+    chat(&app, &w).await;
+    let items = wait_outbox(&app, |items| {
+        items.len() == 2 && items.iter().all(|o| o["status"] == "pending" && o["attempts"] == 1)
+    })
+    .await;
+    let waiting = items.as_array().unwrap().iter().find(|o| o["attempts"] == 1).unwrap().clone();
+    let before = relay.messages().len();
+    let (status, retried) = app.post(&format!("/outbox/{}/retry", waiting["id"]), json!({})).await;
+    assert_eq!(status, 200, "{retried}");
+    relay.wait_for(before + 1).await;
+    wait_outbox(&app, |items| items.iter().any(|o| o["id"] == waiting["id"] && o["status"] == "sent")).await;
+}
