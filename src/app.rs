@@ -83,7 +83,11 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Store, TokenSigner)>
         lifetime_ms: config.delivery.lifetime.as_millis() as i64,
     };
     let store = open_database(config).await?.with_outbox_policy(policy);
-    store.setting_or_init("token_key.1", || random_hex(32)).await?;
+    // Read first: a tool looking at a running gateway's data then writes
+    // nothing, and never waits for the server's writer.
+    if store.setting("token_key.1").await?.is_none() {
+        store.setting_or_init("token_key.1", || random_hex(32)).await?;
+    }
     let mut keys = Vec::new();
     for (name, value) in store.settings_with_prefix("token_key.").await? {
         let id: u8 = name.trim_start_matches("token_key.").parse().with_context(|| format!("setting {name}"))?;
