@@ -123,7 +123,7 @@ impl Store {
         let inserted = writing!(self, |db, w| {
             let mut tx = db.begin().await?;
             if !w::claim_held(&mut tx, id, "released", by).await? {
-                drop(tx);
+                tx.rollback().await?;
                 return Err(self.not_held(id).await);
             }
             let inserted = w::insert_message(&mut tx, self.policy, message, Some(log)).await?;
@@ -168,7 +168,7 @@ impl Store {
         writing!(self, |db, w| {
             let mut tx = db.begin().await?;
             if !w::claim_held(&mut tx, id, status, by).await? {
-                drop(tx);
+                tx.rollback().await?;
                 return Err(self.not_held(id).await);
             }
             if let Some(notice) = notice {
