@@ -217,6 +217,28 @@ pub fn load_dkim(settings: &crate::config::DkimSettings) -> anyhow::Result<DkimS
 /// How many earlier messages a notification quotes below the new ones.
 const HISTORY: i64 = 5;
 
+/// Outlook's `Thread-Index` (MS-OXOMSG, PidTagConversationIndex) for the
+/// notifications of `thread` to `to`: a 22-byte header block that is the same
+/// for all of them (a reserved byte, the thread's creation time, and a
+/// conversation id hashed from the thread and the recipient), then one
+/// 5-byte child block per notification sent before this one, in base64.
+fn thread_index(thread: &Thread, to: &str, domain: &str, earlier: usize) -> String {
+    use sha2::Digest;
+    // FILETIME: 100 ns units since 1601; the header keeps bits 16 to 55.
+    let filetime = (thread.created_at.max(0) as u64 + 11_644_473_600_000) * 10_000;
+    let mut index = vec![0x01];
+    index.extend_from_slice(&(filetime >> 16).to_be_bytes()[3..8]);
+    let id = sha2::Sha256::digest(format!("mailgate thread-index {domain} {} {}", thread.id, to.to_lowercase()));
+    index.extend_from_slice(&id[..16]);
+    for n in 0..earlier.min(200) {
+        // A child block: a time delta (here, its place in the conversation) and a sequence nibble.
+        let delta = u32::try_from(n + 1).unwrap_or(u32::MAX) << 8;
+        index.extend_from_slice(&delta.to_be_bytes());
+        index.push((n % 16) as u8);
+    }
+    data_encoding::BASE64.encode(&index)
+}
+
 /// How many earlier notifications about a thread a mail's References name.
 const REFERENCES: i64 = 20;
 
@@ -444,6 +466,16 @@ impl Outbound {
                 let references: Vec<String> = earlier.iter().map(|id| format!("<{id}>")).collect();
                 builder = builder.in_reply_to(format!("<{last}>")).references(references.join(" "));
             }
+            // Outlook groups a conversation by these, not by References.
+            builder = builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("Thread-Topic"),
+                    crate::notify::render::header_safe(&thread.subject),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("Thread-Index"),
+                    thread_index(thread, &item.to_address, &self.domain, earlier.len()),
+                ));
         }
         let verp = format!("bounces+{}@{}", item.id, self.domain).parse()?;
         let envelope = lettre::address::Envelope::new(Some(verp), vec![item.to_address.parse()?])?;

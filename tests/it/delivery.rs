@@ -87,6 +87,25 @@ async fn notifications_carry_both_bodies_and_thread_in_mail_clients() {
     assert!(to_owner[2].header("References").contains(&ids[0]) && to_owner[2].header("References").contains(&ids[1]));
     let subjects: Vec<String> = to_owner.iter().map(|m| m.header("Subject")).collect();
     assert!(subjects.iter().all(|s| s == &subjects[0]), "a stable subject: {subjects:?}");
+    // As Gmail groups: the same subject once reply prefixes are stripped.
+    let stripped: Vec<String> = subjects
+        .iter()
+        .map(|s| s.trim_start_matches(|c: char| c.is_whitespace()).trim_start_matches("Re: ").to_owned())
+        .collect();
+    assert!(stripped.iter().all(|s| s == &stripped[0]));
+    // As Outlook groups: one Thread-Topic, and Thread-Index blocks that share
+    // their 22-byte header and grow by 5 bytes per notification.
+    let topics: Vec<String> = to_owner.iter().map(|m| m.header("Thread-Topic")).collect();
+    assert!(!topics[0].is_empty() && topics.iter().all(|t| t == &topics[0]), "{topics:?}");
+    assert!(subjects[0].ends_with(&topics[0]), "{} / {}", subjects[0], topics[0]);
+    let indexes: Vec<Vec<u8>> = to_owner
+        .iter()
+        .map(|m| data_encoding::BASE64.decode(m.header("Thread-Index").as_bytes()).expect("base64 Thread-Index"))
+        .collect();
+    for (n, index) in indexes.iter().enumerate() {
+        assert_eq!(index.len(), 22 + 5 * n, "notification {n}");
+        assert_eq!(index[..22], indexes[0][..22], "one conversation");
+    }
     app.stop().await;
 }
 
