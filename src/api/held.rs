@@ -37,7 +37,7 @@ pub(super) struct HeldDetail {
 /// `GET /admin/held/{id}`
 pub(super) async fn show(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<HeldDetail>> {
     let item = find(&state, id).await?;
-    let raw = state.store.held_raw(id).await?;
+    let raw = state.store.held_raw(&item).await?;
     let parsed = raw.as_deref().and_then(crate::pipeline::parse::parse);
     let explanation = match &raw {
         Some(raw) => state.pipeline.explain(item.as_received(), raw, None).await?,
@@ -54,20 +54,9 @@ pub(super) async fn show(State(state): Shared, Path(id): Path<i64>) -> ApiResult
 /// `GET /admin/held/{id}/raw`: the held mail as it arrived.
 pub(super) async fn raw(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Response> {
     let item = find(&state, id).await?;
-    match &item.original {
-        Some(sha256) => super::originals::raw_download(&state, sha256, &format!("held-{id}.eml")).await,
-        None => {
-            let raw = state
-                .store
-                .held_raw(id)
-                .await?
-                .ok_or_else(|| ApiError::Gone(format!("held item {id}'s mail is gone")))?;
-            Ok(axum::response::IntoResponse::into_response((
-                [(axum::http::header::CONTENT_TYPE, "message/rfc822")],
-                raw,
-            )))
-        }
-    }
+    let raw =
+        state.store.held_raw(&item).await?.ok_or_else(|| ApiError::Gone(format!("held item {id}'s mail is gone")))?;
+    Ok(super::originals::rfc822(raw, &format!("held-{id}.eml")))
 }
 
 /// Who acts, for the record.

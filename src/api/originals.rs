@@ -83,12 +83,17 @@ pub(super) async fn raw_download(state: &ApiState, sha256: &str, filename: &str)
     let raw = state.store.original(sha256).await?.ok_or_else(|| {
         ApiError::Gone("the original was removed after its retention (retention.raw_days)".to_owned())
     })?;
-    Ok((
+    Ok(rfc822(raw, filename))
+}
+
+/// `raw` as a `message/rfc822` download named `filename`.
+pub(super) fn rfc822(raw: Vec<u8>, filename: &str) -> Response {
+    (
         [
             (header::CONTENT_TYPE, "message/rfc822".to_owned()),
             (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
         ],
         raw,
     )
-        .into_response())
+        .into_response()
 }

@@ -115,7 +115,7 @@ async fn run_held(command: HeldCommand, store: &Store, pipeline: &Pipeline) -> a
         }
         HeldCommand::Show { id, raw, json, .. } => {
             let item = store.held_item(id).await?.with_context(|| format!("no held item {id}"))?;
-            let bytes = store.held_raw(id).await?.with_context(|| format!("held item {id}'s mail is gone"))?;
+            let bytes = store.held_raw(&item).await?.with_context(|| format!("held item {id}'s mail is gone"))?;
             if raw {
                 out.write_all(&bytes)?;
                 return Ok(ExitCode::SUCCESS);
@@ -220,7 +220,7 @@ async fn run_explain(what: &ExplainArgs, store: &Store, pipeline: &Pipeline) -> 
         }
         (None, Some(id), _) => {
             let item = store.held_item(id).await?.with_context(|| format!("no held item {id}"))?;
-            let raw = store.held_raw(id).await?.with_context(|| format!("held item {id}'s mail is gone"))?;
+            let raw = store.held_raw(&item).await?.with_context(|| format!("held item {id}'s mail is gone"))?;
             return Ok(pipeline.explain(item.as_received(), &raw, None).await?);
         }
         (None, None, Some(id)) => {

@@ -175,7 +175,7 @@ impl Pipeline {
 
     /// The envelope a recorded message came with, its recipients checked
     /// again as at RCPT time.
-    async fn recorded_envelope(&self, recorded: &InboundLogEntry) -> Envelope {
+    pub(super) async fn recorded_envelope(&self, recorded: &InboundLogEntry) -> Envelope {
         let recipients: Vec<String> =
             recorded.rcpt_to.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
         let mail_from = recorded.mail_from.clone().unwrap_or_default();

@@ -27,7 +27,7 @@ impl Pipeline {
     /// with a sentence saying why, when the item was acted on already, its
     /// message cannot be read, or it points at no open thread.
     pub async fn release(&self, id: i64, by: &str) -> Result<Released, StoreError> {
-        let (item, raw, envelope, analysis) = self.load_held(id).await?;
+        let (item, envelope, analysis) = self.load_held(id).await?;
         if let Some(from) = analysis.from.as_deref()
             && self.store.user_by_email(from).await?.is_none()
         {
@@ -50,7 +50,6 @@ impl Pipeline {
                 )));
             }
         };
-        drop(raw);
         message.original = item.original.clone().map(KeptOriginal::Stored);
         let label = thread_label(&thread);
         let mut log = action_log(&item, "released", format!("held item {id} released into {label} by {by}"));
@@ -71,7 +70,7 @@ impl Pipeline {
     /// notice and closes the item, recording `by`. Refused for mail that is
     /// not a person's (an auto-reply or a bounce is never answered).
     pub async fn notice(&self, id: i64, by: &str) -> Result<HeldItem, StoreError> {
-        let (item, _, _, analysis) = self.load_held(id).await?;
+        let (item, _, analysis) = self.load_held(id).await?;
         if analysis.kind != MailKind::Human {
             return Err(StoreError::Conflict(format!(
                 "held item {id} is an automatic message ({}); it is never answered",
@@ -97,9 +96,9 @@ impl Pipeline {
         self.store.notice_held(id, by, &notice, &log).await
     }
 
-    /// A held item, its message, the envelope it came with (recipients
-    /// checked again) and its reading.
-    async fn load_held(&self, id: i64) -> Result<(HeldItem, Vec<u8>, super::Envelope, Analysis), StoreError> {
+    /// A held item, the envelope it came with (recipients checked again)
+    /// and the reading of its message.
+    async fn load_held(&self, id: i64) -> Result<(HeldItem, super::Envelope, Analysis), StoreError> {
         let item = self.store.held_item(id).await?.ok_or(StoreError::NotFound("held item"))?;
         if item.status != "held" {
             return Err(StoreError::Conflict(format!(
@@ -109,16 +108,14 @@ impl Pipeline {
             )));
         }
         let raw =
-            self.store.held_raw(id).await?.ok_or_else(|| {
+            self.store.held_raw(&item).await?.ok_or_else(|| {
                 StoreError::Conflict(format!("held item {id} has no message any more (it was purged)"))
             })?;
-        let recipients: Vec<String> = item.rcpt_to.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect();
-        let mut envelope = self.envelope(&item.peer, item.mail_from.clone(), &recipients).await;
-        envelope.helo.clone_from(&item.helo);
+        let envelope = self.recorded_envelope(&item.as_received()).await;
         let analysis = super::guarded(|| self.analyze(&envelope, &raw))
             .flatten()
             .ok_or_else(|| StoreError::Conflict(format!("held item {id} cannot be read by mailgate")))?;
-        Ok((item, raw, envelope, analysis))
+        Ok((item, envelope, analysis))
     }
 }
 

@@ -610,17 +610,14 @@ impl Pipeline {
             auth: auth.map(authenticate::AuthResults::summary).unwrap_or_default(),
             ..InboundLogEntry::default()
         };
-        // Compressed here, on the session's task, not on the writer's.
-        let keep = || {
-            let original = Original::of(raw);
-            (original.sha256.clone(), original)
-        };
+        // Originals are hashed and compressed here, on the session's task,
+        // not on the writer's.
         let result = match outcome {
             Ok(Plan::Hold { code, reason, thread_id }) => {
                 let disposition = Disposition::Held { reason: reason.clone() };
                 fill_log(&mut log, &disposition, thread_id);
-                let (sha256, original) = keep();
-                log.original = Some(sha256);
+                let original = Original::of(raw);
+                log.original = Some(original.sha256.clone());
                 let held = NewHeld {
                     reason_code: code.to_owned(),
                     reason,
@@ -636,8 +633,7 @@ impl Pipeline {
                 log.reason = "opened a ticket from email".to_owned();
                 log.smtp_reply = "250 2.0.0 Ticket opened".to_owned();
                 let original = Original::of_message(raw, &first.attachments);
-                let sha256 = original.sha256.clone();
-                log.original = Some(sha256);
+                log.original = Some(original.sha256.clone());
                 first.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
                 match self.store.create_thread(thread, *first, &[], Some(&log)).await {
                     Ok((thread, message_id)) => Ok(Disposition::Accepted {
@@ -661,8 +657,8 @@ impl Pipeline {
                     (Some(notice), _) => self.store.enqueue(&notice, Some(&log)).await.map(|_| disposition),
                     // Answered 250 and not posted: kept as it arrived.
                     (None, Disposition::Dropped { .. }) => {
-                        let (sha256, original) = keep();
-                        log.original = Some(sha256);
+                        let original = Original::of(raw);
+                        log.original = Some(original.sha256.clone());
                         self.store.log_inbound_with_original(&log, &original).await.map(|()| disposition)
                     }
                     (None, _) => self.store.log_inbound(&log).await.map(|()| disposition),
@@ -670,8 +666,8 @@ impl Pipeline {
             }
             Ok(Plan::Bounce(disposition, bounce)) => {
                 fill_log(&mut log, &disposition, None);
-                let (sha256, original) = keep();
-                log.original = Some(sha256);
+                let original = Original::of(raw);
+                log.original = Some(original.sha256.clone());
                 self.store.record_bounce(&log, &bounce, Some(&original)).await.map(|()| disposition)
             }
             Ok(Plan::Store { mut message, thread }) => {
@@ -686,8 +682,7 @@ impl Pipeline {
                 log.reason = format!("reply from {} stored in {label}", log.mail_from.as_deref().unwrap_or(""));
                 // Its attachments are stored anyway: their base64 is left out.
                 let original = Original::of_message(raw, &message.attachments);
-                let sha256 = original.sha256.clone();
-                log.original = Some(sha256);
+                log.original = Some(original.sha256.clone());
                 message.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
                 match self.store.insert_message(*message, Some(log)).await {
                     Ok(Inserted::New(id)) => Ok(Disposition::Accepted {
@@ -1054,15 +1049,17 @@ impl Pipeline {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::EmptyReply), Some(thread.id)));
         }
         // Counted at RCPT time when the token was the author's own (as it is
-        // for a customer replying); otherwise now.
+        // for a customer replying); otherwise now. A dry run of an old
+        // message, or an admin's release, is not a loop: nothing to count.
         let counted = envelope.threads.iter().find(|(t, recent)| t.id == thread.id && recent.author_id == author.id);
-        let (by_sender, in_thread) = match counted {
-            Some((_, recent)) => (recent.by_author, recent.in_thread),
-            None => self.store.recent_email(author.id, thread.id, now_ms() - LOOP_WINDOW_MS, self.loop_limit).await?,
+        let (by_sender, in_thread) = match (counted, mode) {
+            (_, Mode::Replay | Mode::Release) => (0, 0),
+            (Some((_, recent)), _) => (recent.by_author, recent.in_thread),
+            (None, _) => {
+                self.store.recent_email(author.id, thread.id, now_ms() - LOOP_WINDOW_MS, self.loop_limit).await?
+            }
         };
-        // A dry run of an old message, or an admin's release, is not a loop.
-        let counts = matches!(mode, Mode::Ingest | Mode::DryRun);
-        if counts && (by_sender >= self.loop_limit || in_thread >= self.loop_limit) {
+        if by_sender >= self.loop_limit || in_thread >= self.loop_limit {
             let reason = format!(
                 "loop breaker: {by_sender} messages from {} and {in_thread} in {} in the last hour (limit {})",
                 author.email,

@@ -96,15 +96,14 @@ impl Store {
             .await)?)
     }
 
-    /// A held item's message as it arrived; `None` when the item does not
-    /// exist or its bytes are gone (purged with a discarded item).
-    pub async fn held_raw(&self, id: i64) -> StoreResult<Option<Vec<u8>>> {
-        let Some(item) = self.held_item(id).await? else { return Ok(None) };
+    /// A held item's message as it arrived; `None` when its bytes are gone
+    /// (purged with a discarded item).
+    pub async fn held_raw(&self, item: &HeldItem) -> StoreResult<Option<Vec<u8>>> {
         if let Some(sha256) = &item.original {
             return self.original(sha256).await;
         }
         Ok(reading!(self, |db| sqlx::query_scalar("SELECT raw FROM held_messages WHERE id = $1")
-            .bind(id)
+            .bind(item.id)
             .fetch_optional(db)
             .await)?)
     }

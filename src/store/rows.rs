@@ -276,7 +276,7 @@ pub struct NewAttachment {
     pub content_type: String,
     /// The decoded bytes (shared: a message's copies for deciding and for
     /// storing are one).
-    pub content: std::sync::Arc<[u8]>,
+    pub content: std::sync::Arc<Vec<u8>>,
     /// SHA-256 of `content`, lower-case hex: where the bytes are stored.
     pub sha256: String,
     /// Where its base64 body lies in the message as it arrived (start, end),
@@ -290,7 +290,7 @@ impl NewAttachment {
     pub fn new(filename: String, content_type: String, content: Vec<u8>) -> Self {
         use sha2::Digest;
         let sha256 = super::hex(&sha2::Sha256::digest(&content));
-        Self { filename, content_type, content: content.into(), sha256, base64_body: None }
+        Self { filename, content_type, content: std::sync::Arc::new(content), sha256, base64_body: None }
     }
 }
 

@@ -273,13 +273,11 @@ async fn insert_plain_messages(
     let originals: Vec<&super::Original> =
         stored.iter().filter_map(|(job, _)| job.message.original.as_ref()?.to_store()).collect();
     insert_originals(conn, &originals, now).await?;
-    let attached: Vec<(i64, &super::NewAttachment, String)> = stored
-        .iter()
-        .flat_map(|&(job, id)| job.message.attachments.iter().map(move |a| (id, a, a.sha256.clone())))
-        .collect();
+    let attached: Vec<(i64, &super::NewAttachment)> =
+        stored.iter().flat_map(|&(job, id)| job.message.attachments.iter().map(move |a| (id, a))).collect();
     // Each content stored once (in SHA-256 order, so that two instances
     // take the rows' locks in the same order), then one row per attachment.
-    let mut contents: Vec<(&str, &[u8])> = attached.iter().map(|(_, a, sha)| (sha.as_str(), &a.content[..])).collect();
+    let mut contents: Vec<(&str, &[u8])> = attached.iter().map(|(_, a)| (a.sha256.as_str(), &a.content[..])).collect();
     contents.sort_unstable_by_key(|(sha, _)| *sha);
     contents.dedup_by_key(|(sha, _)| *sha);
     for chunk in contents.chunks(ROWS_PER_STATEMENT) {
@@ -293,12 +291,12 @@ async fn insert_plain_messages(
     for chunk in attached.chunks(ROWS_PER_STATEMENT) {
         let mut rows =
             sqlx::QueryBuilder::<Db>::new("INSERT INTO attachments (message_id, filename, content_type, size, sha256) ");
-        rows.push_values(chunk, |mut row, (id, attachment, sha)| {
+        rows.push_values(chunk, |mut row, (id, attachment)| {
             row.push_bind(*id)
                 .push_bind(&attachment.filename)
                 .push_bind(&attachment.content_type)
                 .push_bind(attachment.content.len() as i64)
-                .push_bind(sha);
+                .push_bind(&attachment.sha256);
         });
         rows.build().execute(&mut *conn).await?;
     }

@@ -141,17 +141,12 @@ pub fn explain(mail: &ParsedMail) -> Extraction {
         let why = format!("quoted history starts at line {}: {}", scan.end + 1, quotes::describe_start(&lines, end));
         cuts.push(Cut { what: "history", why, text: tidy(&lines[scan.end..]) });
     }
-    let above: Vec<&str> =
-        lines[..end].iter().enumerate().filter(|(i, _)| !scan.drop.contains(i)).map(|(_, l)| *l).collect();
-    let body_end = signature::delimiter(&above).unwrap_or(above.len());
-    let mut written = without_quotes(&above[..body_end]);
-    written.extend_from_slice(&above[body_end..]);
+    let Steps { above, written, signed } = Steps::of(&lines, end, &scan.drop, mail.from_name.as_deref());
     let dropped_quotes = removed_lines(&above.join("\n"), &written.join("\n"));
     if !dropped_quotes.is_empty() {
         let why = "lines quoted with \">\" and their attribution lines".to_owned();
         cuts.push(Cut { what: "quote", why, text: dropped_quotes });
     }
-    let signed = signature::strip(&written, mail.from_name.as_deref());
     if signed.len() < written.len() && !tidy(&signed).is_empty() {
         let removed = &written[signed.len()..];
         let tail = tidy(removed);
@@ -189,23 +184,43 @@ pub fn new_text(text: &str, sender_name: Option<&str>) -> String {
     let text = normalized(text);
     let lines: Vec<&str> = text.lines().collect();
     let scan = quotes::scan(&lines);
-    let lines: Vec<&str> =
-        lines[..scan.end].iter().enumerate().filter(|(i, _)| !scan.drop.contains(i)).map(|(_, l)| *l).collect();
-    // A signature below a quote is not an answer to it: quotes are judged
-    // on the lines above the delimiter, and the signature goes after.
-    let body_end = signature::delimiter(&lines).unwrap_or(lines.len());
-    let mut written = without_quotes(&lines[..body_end]);
-    written.extend_from_slice(&lines[body_end..]);
-    let trimmed = signature::strip(&written, sender_name);
-    let result = tidy(&trimmed);
+    let steps = Steps::of(&lines, scan.end, &scan.drop, sender_name);
+    let result = tidy(&steps.signed);
     if result.is_empty() {
         // The signature (or what precedes the history) is all there is: keep it.
-        let fallback = tidy(&written);
+        let fallback = tidy(&steps.written);
         if !fallback.is_empty() {
             return fallback;
         }
     }
     result
+}
+
+/// What reading a plain-text reply does to its lines above the history,
+/// step by step: what [`new_text`] posts and [`explain`] accounts for.
+struct Steps<'a> {
+    /// The lines above the history, less the attribution lines of answered quotes.
+    above: Vec<&'a str>,
+    /// Those without their quotes (an inline answer keeps its context line).
+    written: Vec<&'a str>,
+    /// Those without the signature.
+    signed: Vec<&'a str>,
+}
+
+impl<'a> Steps<'a> {
+    /// The steps for `lines` whose history starts at `end`, with the lines
+    /// `drop` left out, from a sender called `sender_name`.
+    fn of(lines: &[&'a str], end: usize, drop: &[usize], sender_name: Option<&str>) -> Self {
+        let above: Vec<&str> =
+            lines[..end].iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, l)| *l).collect();
+        // A signature below a quote is not an answer to it: quotes are judged
+        // on the lines above the delimiter, and the signature goes after.
+        let body_end = signature::delimiter(&above).unwrap_or(above.len());
+        let mut written = without_quotes(&above[..body_end]);
+        written.extend_from_slice(&above[body_end..]);
+        let signed = signature::strip(&written, sender_name);
+        Self { above, written, signed }
+    }
 }
 
 /// Drops `>` quoted lines. When the person wrote between quotes (inline
