@@ -36,7 +36,7 @@ static STATUS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b").expect("valid regex"));
 static BASIC_CODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b([45])[0-5]\d\b").expect("valid regex"));
 static ADDRESS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"<?([A-Za-z0-9._%+\-=]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,})>?").expect("valid regex"));
+    LazyLock::new(|| Regex::new(r"<?([A-Za-z0-9._%+\-=]+@[A-Za-z0-9.\-]+\.[A-Za-z]+)>?").expect("valid regex"));
 /// Sentences of non-standard bounces followed (on the same or next lines) by the failed address.
 static RECIPIENT_SENTENCES: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
@@ -50,6 +50,10 @@ static RECIPIENT_SENTENCES: LazyLock<Regex> = LazyLock::new(|| {
         r"i'm afraid i wasn't able to deliver your message to the following addresses|",
         r"addressed to (?:the )?(?:e-?mail )?address\s*:|did not reach the following recipient\(s\):|",
         r"to\s+which\s+your\s+message\s+was\s+addressed,|",
+        r"the following recipients? (?:were|was) affected:|",
+        r"the following recipient\(s\) could not be reached:|",
+        r"following list of recipients:|error delivering your mail to|was not delivered to:|",
+        r"you sent mail to|",
         r"this is the qmail-send program)"
     ))
     .expect("valid regex")
@@ -62,7 +66,10 @@ static FAILURE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
         r"(?i)(could ?n[o']t be (delivered|sent)|could not deliver|unable to deliver|was not delivered|",
         r"did not reach the following|did not receive your message|not delivered to the following|",
-        r"delivery has failed to|message not delivered|",
+        r"delivery has failed to|message not delivered|did not reach some or all|could not be reached|",
+        r"error has occurred while attempting to deliver|error delivering your mail|",
+        r"not a valid (user|recipient|mailbox)|no mailbox here|not listed in (the )?(domino|public name)|",
+        r"recipient not found|user not found|account (is|has been) disabled|host unknown|",
         r"wasn't delivered|not be delivered|undeliverable|undelivered|non-?deliver|delivery (has )?failed|",
         r"delivery to the following|failed permanently|permanent (fatal )?error|fatal errors?|",
         r"user unknown|unknown user|no such (user|mailbox|address|recipient)|mailbox (is )?unavailable|",
@@ -203,7 +210,7 @@ pub fn read(mail: &ParsedMail) -> BounceReport {
             .header("x-failed-recipients")
             .and_then(|value| ADDRESS.captures(value))
             .map(|c| c[1].to_lowercase())
-            .or_else(|| recipient_from_prose(body, mail.from.as_deref()));
+            .or_else(|| recipient_from_prose(body, mail));
     }
     if report.status.is_none() {
         report.status = STATUS.find(body).map(|m| m.as_str().to_owned());
@@ -229,8 +236,9 @@ pub fn read(mail: &ParsedMail) -> BounceReport {
 /// The failed address in a report's prose: after one of the known sentences;
 /// else the first address a failure sentence names on its line or the two
 /// lines below it; else the only address in the report. Never the report's
-/// own sender or a mail system's address.
-fn recipient_from_prose(body: &str, from: Option<&str>) -> Option<String> {
+/// own sender, the address it is sent to (the returned message's sender) or
+/// a mail system's address.
+fn recipient_from_prose(body: &str, mail: &ParsedMail) -> Option<String> {
     let text = report_text(body);
     let eligible = |address: &str| {
         // Exchange's X.400 form: `dda:SMTP=user@example.com`.
@@ -238,7 +246,8 @@ fn recipient_from_prose(body: &str, from: Option<&str>) -> Option<String> {
         let address = address.strip_prefix("smtp=").map(str::to_owned).unwrap_or(address);
         let local = address.split('@').next().unwrap_or("");
         let system = matches!(local, "postmaster" | "mailer-daemon" | "mailerdaemon" | "root" | "abuse");
-        (!system && Some(address.as_str()) != from).then_some(address)
+        let ours = mail.from.as_deref() == Some(address.as_str()) || mail.to.contains(&address);
+        (!system && !ours).then_some(address)
     };
     // The original's sender ("not accepting mail from x@y") is not the failed address.
     let first_in = |text: &str| {
