@@ -194,6 +194,8 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         token_hash: api::hash_token(&api_token),
         admin_hash: api::hash_token(&admin_token),
         on_call_address: config.on_call_address.clone(),
+        max_hard_bounces: config.delivery.max_hard_bounces,
+        suppression_days: config.delivery.suppression_days,
         signer: signer.clone(),
         domain: config.domain.clone(),
         rules: Arc::clone(&rules),

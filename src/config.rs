@@ -159,6 +159,7 @@ struct RawDelivery {
     retry_base_secs: Option<u64>,
     retry_max_secs: Option<u64>,
     max_hard_bounces: Option<u32>,
+    suppression_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,8 +233,21 @@ pub struct DeliveryConfig {
     pub retry_max: Duration,
     /// Hard bounces after which mail to an address stops.
     pub max_hard_bounces: u32,
+    /// How long a hard bounce counts; a suppression ends by itself once
+    /// fewer than `max_hard_bounces` are this recent. 0: forever.
+    pub suppression_days: u32,
     /// DKIM signing, when configured.
     pub dkim: Option<DkimSettings>,
+}
+
+impl DeliveryConfig {
+    /// Unix ms from which hard bounces count toward suppression.
+    pub fn bounces_count_since(&self, now_ms: i64) -> i64 {
+        match self.suppression_days {
+            0 => i64::MIN,
+            days => now_ms - i64::from(days) * 86_400_000,
+        }
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -246,6 +260,7 @@ impl Default for DeliveryConfig {
             retry_base: Duration::from_secs(30),
             retry_max: Duration::from_secs(3600),
             max_hard_bounces: 3,
+            suppression_days: 30,
             dkim: None,
         }
     }
@@ -491,6 +506,9 @@ impl Config {
         }
         if let Some(n) = raw.delivery.max_hard_bounces {
             delivery.max_hard_bounces = n.max(1);
+        }
+        if let Some(days) = raw.delivery.suppression_days {
+            delivery.suppression_days = days;
         }
         if let Some(url) = &delivery.relay_url
             && !(url.starts_with("smtp://") || url.starts_with("smtps://"))

@@ -96,6 +96,11 @@ enum Command {
         command: KeysCommand,
     },
     /// Look at outgoing mail and retry failed deliveries.
+    /// Addresses mail has stopped to because they hard-bounced.
+    Suppressions {
+        #[command(subcommand)]
+        command: SuppressionsCommand,
+    },
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
@@ -189,6 +194,29 @@ enum KeysCommand {
 }
 
 #[derive(Subcommand)]
+enum SuppressionsCommand {
+    /// List suppressed addresses, latest bounce first.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Send mail to an address again: its counted bounces stop counting
+    /// (they stay recorded, marked lifted).
+    Lift {
+        /// The address.
+        address: String,
+        /// Who lifts it, for the record.
+        #[arg(long, default_value = "cli")]
+        by: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum OutboxCommand {
     /// List outgoing mail, newest first.
     List {
@@ -259,6 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Templates { command, templates_dir } => templates(command, templates_dir),
         Command::Outbox { command } => outbox(command).await,
+        Command::Suppressions { command } => suppressions(command).await,
         Command::Rules { command } => rules(command).await,
         Command::Keys { command } => keys(command).await,
         Command::Log { rule, limit, json, config } => log(rule, limit, json, config).await,
@@ -456,6 +485,48 @@ async fn outbox(command: OutboxCommand) -> anyhow::Result<ExitCode> {
             println!("outbox item {} to {} is queued again", item.id, item.to_address);
             ExitCode::SUCCESS
         }
+    };
+    store.close().await;
+    Ok(result)
+}
+
+async fn suppressions(command: SuppressionsCommand) -> anyhow::Result<ExitCode> {
+    let (SuppressionsCommand::List { config: args, .. } | SuppressionsCommand::Lift { config: args, .. }) = &command;
+    let config = Config::load(args)?;
+    mailgate::app::require_existing_database(&config)?;
+    let store = mailgate::app::open_database(&config).await?;
+    let result = match command {
+        SuppressionsCommand::List { json, .. } => {
+            let delivery = &config.delivery;
+            let found = store.suppressions(delivery.max_hard_bounces, delivery.suppression_days).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else if found.is_empty() {
+                println!("no address is suppressed");
+            } else {
+                println!("{:<40}  {:>7}  {:<24}  UNTIL", "ADDRESS", "BOUNCES", "LAST BOUNCE");
+                for s in found {
+                    let until = s.expires_at.map_or_else(|| "lifted by hand".to_owned(), mailgate::store::rfc3339);
+                    println!(
+                        "{:<40}  {:>7}  {:<24}  {until}",
+                        s.address,
+                        s.bounces,
+                        mailgate::store::rfc3339(s.last_at)
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        SuppressionsCommand::Lift { address, by, .. } => match store.lift_suppression(&address, &by).await? {
+            0 => {
+                eprintln!("{address} has no counted bounces to lift");
+                ExitCode::FAILURE
+            }
+            n => {
+                println!("{address}: {n} bounces lifted; mail to it is sent again");
+                ExitCode::SUCCESS
+            }
+        },
     };
     store.close().await;
     Ok(result)

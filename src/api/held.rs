@@ -66,7 +66,8 @@ pub(super) struct Actor {
 }
 
 impl Actor {
-    fn name(self) -> String {
+    /// The name recorded for the action (`admin-api` when none is given).
+    pub(super) fn name(self) -> String {
         self.by.filter(|b| !b.trim().is_empty()).unwrap_or_else(|| "admin-api".to_owned())
     }
 }

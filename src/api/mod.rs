@@ -5,6 +5,7 @@ mod error;
 mod handlers;
 mod held;
 mod originals;
+mod suppressions;
 
 use crate::store::Store;
 use axum::Router;
@@ -38,6 +39,10 @@ pub struct ApiState {
     pub outbound: Arc<crate::outbound::OutboundCounters>,
     /// The inbound pipeline (to release held mail into its thread).
     pub pipeline: crate::pipeline::Pipeline,
+    /// Counted hard bounces that suppress an address (`delivery.max_hard_bounces`).
+    pub max_hard_bounces: u32,
+    /// How many days a hard bounce counts (`delivery.suppression_days`, 0: ever).
+    pub suppression_days: u32,
 }
 
 /// The API's routes.
@@ -83,6 +88,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/held/{id}/release", post(held::release))
         .route("/held/{id}/discard", post(held::discard))
         .route("/held/{id}/notice", post(held::notice))
+        .route("/suppressions", get(suppressions::list))
+        .route("/suppressions/{address}/lift", post(suppressions::lift))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin));
     Router::new()
         .nest("/api/v1/admin", admin)

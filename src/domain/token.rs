@@ -124,6 +124,18 @@ impl TokenSigner {
         self.verify_pair(Purpose::Unsubscribe, text)
     }
 
+    /// The token of a notification's envelope sender (`bounces+TOKEN@`):
+    /// names outbox item `outbox_id`, so that a delivery report sent back to
+    /// it is known to be about that notification and no other.
+    pub fn sign_bounce(&self, outbox_id: i64) -> String {
+        self.sign_pair(Purpose::Bounce, outbox_id, 0)
+    }
+
+    /// Checks a bounce address token: the outbox item it names.
+    pub fn verify_bounce(&self, text: &str) -> Result<i64, TokenError> {
+        self.verify_pair(Purpose::Bounce, text).map(|(outbox_id, _)| outbox_id)
+    }
+
     fn sign_pair(&self, purpose: Purpose, a: i64, b: i64) -> String {
         self.sign_pair_on(purpose, a, b, today())
     }
@@ -184,6 +196,7 @@ fn today() -> i64 {
 enum Purpose {
     Reply,
     Unsubscribe,
+    Bounce,
 }
 
 fn mac_for(key: &TokenKey, purpose: Purpose) -> Hmac<Sha256> {
@@ -191,6 +204,7 @@ fn mac_for(key: &TokenKey, purpose: Purpose) -> Hmac<Sha256> {
     mac.update(match purpose {
         Purpose::Reply => CONTEXT,
         Purpose::Unsubscribe => b"mailgate unsubscribe token v1",
+        Purpose::Bounce => b"mailgate bounce address v1",
     });
     mac
 }
@@ -244,6 +258,16 @@ mod tests {
         assert!(text.len() <= 40, "{text} is too long for a comfortable local part");
         assert_eq!(signer().verify(&text), Ok(token));
         assert_eq!(signer().verify(&text.to_uppercase()), Ok(token));
+    }
+
+    #[test]
+    fn bounce_tokens_name_one_notification_and_are_no_other_kind_of_token() {
+        let text = signer().sign_bounce(41);
+        assert_eq!(signer().verify_bounce(&text), Ok(41));
+        assert!(signer().verify(&text).is_err(), "a bounce token is not a reply token");
+        let reply = signer().sign(ReplyToken { thread_id: 41, recipient_id: 0 });
+        assert!(signer().verify_bounce(&reply).is_err(), "a reply token is not a bounce token");
+        assert!(signer().verify_bounce("41").is_err(), "a bare outbox id is not a bounce token");
     }
 
     #[test]

@@ -314,7 +314,9 @@ impl Outbound {
         }
         self.counters.passes.fetch_add(1, Ordering::Relaxed);
         let preparing = Instant::now();
-        let reads = Arc::new(self.store.read_for_pass(&items, HISTORY, REFERENCES).await?);
+        let reads = Arc::new(
+            self.store.read_for_pass(&items, HISTORY, REFERENCES, self.delivery.bounces_count_since(now_ms())).await?,
+        );
         OutboundCounters::add_time(&self.counters.prepare_us, preparing);
         let slots = Arc::new(tokio::sync::Semaphore::new(self.delivery.concurrency as usize));
         let mut running = JoinSet::new();
@@ -351,7 +353,11 @@ impl Outbound {
         let preparing = Instant::now();
         let (bounces, opted_out) = reads.standing(&item);
         if bounces >= i64::from(self.delivery.max_hard_bounces) {
-            let why = format!("suppressed: {} hard-bounced {bounces} times; mail to it has stopped", item.to_address);
+            let why = format!(
+                "suppressed: {} hard-bounced {bounces} times; mail to it has stopped (lift it with \
+                 `mailgate suppressions lift {}`)",
+                item.to_address, item.to_address
+            );
             tracing::warn!(outbox_id = item.id, "{why}");
             return Ok(Delivery::Failed { id: item.id, error: why, retry_at: None });
         }
@@ -477,7 +483,9 @@ impl Outbound {
                     thread_index(thread, &item.to_address, &self.domain, earlier.len()),
                 ));
         }
-        let verp = format!("bounces+{}@{}", item.id, self.domain).parse()?;
+        // The envelope sender names this notification under a MAC: a report
+        // sent back to it is known to be about this mail and no other.
+        let verp = format!("bounces+{}@{}", self.signer.sign_bounce(item.id), self.domain).parse()?;
         let envelope = lettre::address::Envelope::new(Some(verp), vec![item.to_address.parse()?])?;
         let email = builder
             .envelope(envelope.clone())

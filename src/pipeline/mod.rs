@@ -55,10 +55,13 @@ pub enum RecipientTarget {
         /// Of which notification kind.
         kind: &'static str,
     },
-    /// `bounces@` or `bounces+ID@`: where delivery reports about our
-    /// notifications come back (ID: the outbox row, when the address says it).
+    /// `bounces@` or `bounces+TOKEN@`: where delivery reports about our
+    /// notifications come back (TOKEN names the outbox row under a MAC).
     Bounces {
-        /// The outbox id named by the address.
+        /// The outbox id the address names, when its token verifies; `None`
+        /// for `bounces@` and for a token that does not (an address from
+        /// before tokens, or a forged one: such a report is recorded but
+        /// never counts against an address).
         outbox_id: Option<i64>,
     },
 }
@@ -478,7 +481,10 @@ impl Pipeline {
         if let Some(rest) = local.strip_prefix("bounces") {
             let outbox_id = match rest {
                 "" => None,
-                _ => Some(rest.strip_prefix('+').and_then(|id| id.parse().ok()).ok_or(RcptRefusal::UnknownMailbox)?),
+                _ => {
+                    let token = rest.strip_prefix('+').ok_or(RcptRefusal::UnknownMailbox)?;
+                    self.signer.verify_bounce(token).ok()
+                }
             };
             return Ok((RecipientTarget::Bounces { outbox_id }, None));
         }
@@ -812,34 +818,54 @@ impl Pipeline {
         })
     }
 
-    /// Ties a bounce to the notification it is about: the VERP recipient
-    /// (`bounces+ID@`), else our Message-ID in the returned message.
+    /// Ties a bounce to the notification it is about: the verified VERP
+    /// recipient (`bounces+TOKEN@`), else our own Message-ID in the returned
+    /// copy (it must be the one we recorded for that notification). A hard
+    /// bounce counts toward suppressing an address only when it is tied so
+    /// and names the very address that notification went to: a forged report
+    /// can neither guess a notification nor name someone else.
     async fn bounce_plan(&self, envelope: &Envelope, analysis: &Analysis) -> Plan {
         let report = analysis.bounce.clone().unwrap_or_default();
         let from_verp = envelope.recipients.iter().find_map(|(_, t)| match t {
             RecipientTarget::Bounces { outbox_id } => *outbox_id,
             _ => None,
         });
-        let from_message_id = report.original_message_id.as_deref().and_then(|id| {
+        let returned_id = report.original_message_id.as_deref();
+        let from_message_id = returned_id.and_then(|id| {
             let (local, domain) = id.rsplit_once('@')?;
             let (token, outbox_id) = local.split_once('.')?;
             (domain.eq_ignore_ascii_case(&self.domain) && self.signer.verify(token).is_ok())
-                .then(|| outbox_id.parse().ok())?
+                .then(|| outbox_id.parse::<i64>().ok())?
         });
         let mut outbox = None;
-        for id in [from_verp, from_message_id].into_iter().flatten() {
-            if let Ok(Some(item)) = self.store.outbox_item(id).await {
-                outbox = Some(item);
-                break;
-            }
+        if let Some(id) = from_verp {
+            outbox = self.store.outbox_item(id).await.ok().flatten();
         }
+        if outbox.is_none()
+            && let Some(id) = from_message_id
+            && let Ok(Some(item)) = self.store.outbox_item(id).await
+            && item.rfc_message_id.as_deref().is_some_and(|sent| Some(sent.trim_matches(['<', '>'])) == returned_id)
+        {
+            outbox = Some(item);
+        }
+        let names_the_address = match (&report.failed_recipient, &outbox) {
+            (Some(address), Some(item)) => address.eq_ignore_ascii_case(&item.to_address),
+            _ => false,
+        };
+        let counted = names_the_address && report.severity.as_deref() == Some("hard");
         let recipient = match (&report.failed_recipient, &outbox) {
             (Some(address), _) => Some(address.clone()),
             (None, Some(item)) => Some(item.to_address.clone()),
             (None, None) => None,
         };
+        let standing = match (&outbox, counted, report.severity.as_deref()) {
+            (_, true, _) => "; counts toward suppressing the address",
+            (None, _, _) => "; tied to no notification of ours, so it does not count",
+            (Some(_), _, Some("hard")) => "; does not name the address the notification went to, so it does not count",
+            (Some(_), _, _) => "; not a permanent failure, so it does not count",
+        };
         let reason = format!(
-            "bounce ({}): {} failed{}{}",
+            "bounce ({}): {} failed{}{}{standing}",
             analysis.kind_reason,
             recipient.as_deref().unwrap_or("an unknown recipient"),
             report.status.as_deref().map(|s| format!(" with {s}")).unwrap_or_default(),
@@ -853,6 +879,7 @@ impl Pipeline {
             severity: report.severity,
             diagnostic: report.diagnostic,
             original_message_id: report.original_message_id,
+            counted,
             ..Bounce::default()
         };
         Plan::Bounce(Disposition::Dropped { reason }, Box::new(bounce))

@@ -62,6 +62,8 @@ pub struct ParsedAttachment {
     pub content: Vec<u8>,
     /// Marked `Content-Disposition: inline`.
     pub inline: bool,
+    /// Marked `Content-Disposition: attachment`: a file the sender attached.
+    pub attached: bool,
     /// `Content-ID`, without angle brackets, for `cid:` references.
     pub content_id: Option<String>,
     /// Where its base64-encoded body lies in the raw message (start, end),
@@ -155,6 +157,7 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
                 .unwrap_or_else(|| "application/octet-stream".to_owned()),
             content: part.contents().to_vec(),
             inline: part.content_disposition().is_some_and(|cd| cd.ctype().eq_ignore_ascii_case("inline")),
+            attached: part.content_disposition().is_some_and(|cd| cd.ctype().eq_ignore_ascii_case("attachment")),
             content_id: part.content_id().map(|id| id.trim_matches(['<', '>']).to_owned()),
             base64_body: (part.encoding == mail_parser::Encoding::Base64)
                 .then(|| (part.raw_body_offset() as usize, part.raw_end_offset() as usize)),

@@ -105,7 +105,16 @@ impl Store {
     /// recipients' standing, the pending replies they may carry, the last
     /// `references` Message-IDs sent to each, and each thread's messages from
     /// `history` (at least one) before the earliest new one on.
-    pub async fn read_for_pass(&self, items: &[OutboxItem], history: i64, references: i64) -> StoreResult<PassReads> {
+    ///
+    /// A recipient's standing counts the hard bounces that count (see
+    /// [`Bounce::counted`]), are not lifted and arrived since `bounces_since`.
+    pub async fn read_for_pass(
+        &self,
+        items: &[OutboxItem],
+        history: i64,
+        references: i64,
+        bounces_since: i64,
+    ) -> StoreResult<PassReads> {
         let mut reads = PassReads::default();
         if items.is_empty() {
             return Ok(reads);
@@ -134,7 +143,11 @@ impl Store {
         reads.threads = threads.into_iter().map(|t| (t.id, t)).collect();
 
         let bounces: Vec<(String, i64)> = reading!(self, |db| {
-            let mut query = QueryBuilder::new("SELECT recipient, COUNT(*) FROM bounces WHERE severity = 'hard' AND ");
+            let mut query = QueryBuilder::new(
+                "SELECT recipient, COUNT(*) FROM bounces WHERE counted = TRUE AND lifted_at IS NULL AND received_at >= ",
+            );
+            query.push_bind(bounces_since);
+            query.push(" AND ");
             push_in_list(&mut query, "recipient", &addresses);
             query.push(" GROUP BY recipient");
             query.build_query_as().fetch_all(db).await

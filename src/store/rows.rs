@@ -559,6 +559,32 @@ pub struct Bounce {
     pub diagnostic: Option<String>,
     /// Message-ID of the returned message.
     pub original_message_id: Option<String>,
+    /// Whether it counts toward suppressing its address: a hard bounce tied
+    /// to a notification we sent to that address, naming it.
+    pub counted: bool,
+    /// Unix ms when an operator lifted the suppression it was part of.
+    #[serde(serialize_with = "opt_time_ms")]
+    pub lifted_at: Option<i64>,
+    /// Who lifted it.
+    pub lifted_by: Option<String>,
+}
+
+/// An address mail has stopped to: its counted hard bounces in the window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Suppression {
+    /// The suppressed address.
+    pub address: String,
+    /// Counted hard bounces within the window.
+    pub bounces: i64,
+    /// Unix ms of the first and the last of them.
+    #[serde(serialize_with = "time_ms")]
+    pub first_at: i64,
+    /// Unix ms of the last one.
+    #[serde(serialize_with = "time_ms")]
+    pub last_at: i64,
+    /// When the suppression ends by itself (Unix ms; `None`: never).
+    #[serde(serialize_with = "opt_time_ms")]
+    pub expires_at: Option<i64>,
 }
 
 /// Serializes a stored JSON array as the array itself.

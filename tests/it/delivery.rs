@@ -206,24 +206,112 @@ async fn replies_in_quick_succession_become_one_notification() {
     app.stop().await;
 }
 
+/// A delivery report about mail to `failed`, as a mail system sends it.
+fn hard_bounce(failed: &str) -> String {
+    format!(
+        "From: MAILER-DAEMON@mx.acme.example\r\nSubject: Undelivered Mail\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\n\r\nfailed\r\n\
+         --b\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; {failed}\r\nStatus: 5.1.1\r\n\r\n--b--\r\n"
+    )
+}
+
 #[tokio::test]
-async fn addresses_that_hard_bounce_stop_getting_mail() {
+async fn addresses_that_hard_bounce_stop_getting_mail_until_lifted() {
     let relay = Capture::start().await;
     let app = app_with_relay(&relay, |c| c.delivery.max_hard_bounces = 1).await;
     let w = app.world("sandbox", None).await;
     let chat_id = chat(&app, &w).await;
-    relay.wait_for(2).await;
-    let bounce = format!(
-        "From: MAILER-DAEMON@mx.acme.example\r\nSubject: Undelivered Mail\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\n\r\nfailed\r\n\
-         --b\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; {OWNER}\r\nStatus: 5.1.1\r\n\r\n--b--\r\n"
-    );
-    let answer = app.send("", &[&format!("bounces+1@{DOMAIN}")], &bounce).await;
+    relay.wait_for(2).await; // the agents
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "On it"})).await;
+    let sent = relay.wait_for(3).await;
+    let to_owner = sent.iter().find(|m| m.rcpt_to == [OWNER]).expect("the customer's notification");
+    // The report comes back to the envelope sender the notification carried.
+    let answer = app.send("", &[&to_owner.mail_from], &hard_bounce(OWNER)).await;
     assert!(answer.starts_with("250"), "{answer}");
     app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hello?"})).await;
     let failed = first_failed(&app).await;
-    assert!(failed["last_error"].as_str().unwrap_or("").contains("suppressed"), "agents see why: {failed}");
-    assert_eq!(relay.messages().len(), 2);
+    let why = failed["last_error"].as_str().unwrap_or("");
+    assert!(why.contains("suppressed") && why.contains("suppressions lift"), "agents see why and what to do: {why}");
+    assert_eq!(relay.messages().len(), 3);
+
+    let (status, listed) = app.admin_get("/suppressions").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed[0]["address"], OWNER, "{listed}");
+    assert!(listed[0]["expires_at"].is_string(), "a suppression ends by itself: {listed}");
+    let (status, lifted) = app.admin_post(&format!("/suppressions/{OWNER}/lift"), json!({"by": "anna"})).await;
+    assert_eq!((status, lifted["lifted_bounces"].as_i64()), (200, Some(1)), "{lifted}");
+    assert_eq!(app.admin_get("/suppressions").await.1, json!([]));
+    let (status, _) = app.admin_post(&format!("/suppressions/{OWNER}/lift"), json!({})).await;
+    assert_eq!(status, 404, "nothing left to lift");
+
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Back?"})).await;
+    relay.wait_for(4).await;
+    let (_, bounces) = app.get("/bounces").await;
+    assert_eq!((bounces[0]["counted"].as_bool(), bounces[0]["lifted_by"].as_str()), (Some(true), Some("anna")));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn forged_bounces_suppress_nobody() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| c.delivery.max_hard_bounces = 1).await;
+    let w = app.world("sandbox", None).await;
+    let chat_id = chat(&app, &w).await;
+    let sent = relay.wait_for(2).await;
+    let to_agent = sent.iter().find(|m| m.rcpt_to != [OWNER]).expect("the agents' notification").clone();
+    // Guessed ids, the bare address, and a real envelope sender of mail to
+    // someone else: none of them may stop mail to the customer.
+    for rcpt in ["bounces+1@", "bounces+2@", "bounces+3@", "bounces@"].map(|r| format!("{r}{DOMAIN}")) {
+        let answer = app.send("", &[&rcpt], &hard_bounce(OWNER)).await;
+        assert!(answer.starts_with("250"), "reports are taken, never refused: {answer}");
+    }
+    let answer = app.send("", &[&to_agent.mail_from], &hard_bounce(OWNER)).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    let (_, bounces) = app.get("/bounces").await;
+    assert_eq!(bounces.as_array().map(Vec::len), Some(5));
+    assert!(bounces.as_array().unwrap().iter().all(|b| b["counted"] == false), "{bounces}");
+    let (_, log) = app.get("/inbound-log?limit=1").await;
+    assert!(log[0]["reason"].as_str().unwrap_or("").contains("does not count"), "{log}");
+
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Still there?"})).await;
+    let mails = relay.wait_for(3).await;
+    assert!(mails.iter().any(|m| m.rcpt_to == [OWNER]), "the customer still gets mail");
+    assert_eq!(app.admin_get("/suppressions").await.1, json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_suppression_ends_by_itself_after_its_window() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |_| {}).await; // suppressed after 3 hard bounces
+    let w = app.world("sandbox", None).await;
+    let chat_id = chat(&app, &w).await;
+    relay.wait_for(2).await; // the agents
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "On it"})).await;
+    let sent = relay.wait_for(3).await;
+    let to_owner = sent.iter().find(|m| m.rcpt_to == [OWNER]).expect("the customer's notification");
+    for _ in 0..3 {
+        app.send("", &[&to_owner.mail_from], &hard_bounce(OWNER)).await;
+    }
+    let list = app.command(&["suppressions", "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success() && listed.contains(OWNER), "{listed}");
+    // Lifting by hand, then three reports again.
+    let lift = app.command(&["suppressions", "lift", OWNER, "--by", "carol"]).output().unwrap();
+    assert!(lift.status.success(), "{}", String::from_utf8_lossy(&lift.stderr));
+    assert_eq!(app.admin_get("/suppressions").await.1, json!([]));
+    let again = app.command(&["suppressions", "lift", OWNER]).output().unwrap();
+    assert!(!again.status.success(), "nothing left to lift is an error");
+    for _ in 0..3 {
+        app.send("", &[&to_owner.mail_from], &hard_bounce(OWNER)).await;
+    }
+    assert_eq!(app.admin_get("/suppressions").await.1.as_array().map(Vec::len), Some(1));
+    // 31 days later (the window is 30 days by default).
+    execute_sql(&app.database_url, "UPDATE bounces SET received_at = received_at - 31 * 86400000").await;
+    assert_eq!(app.admin_get("/suppressions").await.1, json!([]));
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hello again"})).await;
+    let mails = relay.wait_for(4).await;
+    assert!(mails.iter().filter(|m| m.rcpt_to == [OWNER]).count() >= 2, "mail flows again");
     app.stop().await;
 }
 

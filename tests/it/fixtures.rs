@@ -1,6 +1,7 @@
 //! Data-driven: every `fixtures/mail/<suite>/<case>.eml` is read by the
 //! pipeline and compared with `<case>.expected.json` (the keys it names:
 //! `kind`, `kind_not`, `reply_text`, `reply_text_contains`, `attachments`,
+//! `attachment_count`,
 //! `bounce`, `bounce_recipient_one_of`). Prints a score table; any mismatch
 //! fails, except in a case whose expectation says why it is
 //! `wrong_on_purpose` (listed in the table instead).
@@ -84,6 +85,7 @@ fn check(key: &str, want: &Value, actual: &Value) -> Option<String> {
             }
         }
         "kind_not" => actual["kind"] != *want,
+        "attachment_count" => actual["attachments"].as_array().map(Vec::len) == want.as_u64().map(|n| n as usize),
         "bounce_recipient_one_of" => {
             actual["kind"] == "bounce"
                 && recipient.is_some_and(|r| want.as_array().into_iter().flatten().any(|w| w.as_str() == Some(&r)))
@@ -93,6 +95,7 @@ fn check(key: &str, want: &Value, actual: &Value) -> Option<String> {
     let got = match key {
         "reply_text_contains" => &actual["reply_text"],
         "kind_not" => &actual["kind"],
+        "attachment_count" => &actual["attachments"],
         "bounce_recipient_one_of" => &actual["bounce"],
         _ => actual.get(key).unwrap_or(&Value::Null),
     };

@@ -144,7 +144,7 @@ async fn a_pass_reads_the_new_messages_and_five_before_them() {
     let claimed = store.claim_due(10, 60_000).await.unwrap();
     assert_eq!(claimed.iter().map(|i| i.message_id).collect::<Vec<_>>(), [Some(ids[15])], "the oldest goes");
 
-    let reads = store.read_for_pass(&claimed, 5, 20).await.unwrap();
+    let reads = store.read_for_pass(&claimed, 5, 20, 0).await.unwrap();
     let carried: Vec<Option<i64>> = reads.coalescible(&claimed[0]).iter().map(|i| i.message_id).collect();
     assert_eq!(carried, ids[16..].iter().copied().map(Some).collect::<Vec<_>>(), "it carries the other four");
     let read: Vec<i64> = reads.messages(thread).iter().map(|m| m.id).collect();
@@ -153,7 +153,7 @@ async fn a_pass_reads_the_new_messages_and_five_before_them() {
 
     // A notification that brings no message shows the thread's last ones.
     let about_the_thread = OutboxItem { message_id: None, kind: "chat_closed".into(), ..claimed[0].clone() };
-    let reads = store.read_for_pass(&[about_the_thread], 5, 20).await.unwrap();
+    let reads = store.read_for_pass(&[about_the_thread], 5, 20, 0).await.unwrap();
     let read: Vec<i64> = reads.messages(thread).iter().map(|m| m.id).collect();
     assert_eq!(read, ids[15..].to_vec());
 }
@@ -190,7 +190,7 @@ async fn a_pass_reads_its_recipients_standing_and_latest_references() {
         store.record_deliveries(&[sent]).await.unwrap();
     }
     let next = notify_agent().await;
-    let reads = store.read_for_pass(std::slice::from_ref(&next), 5, 20).await.unwrap();
+    let reads = store.read_for_pass(std::slice::from_ref(&next), 5, 20, 10).await.unwrap();
     let expected: Vec<String> = (2..22).map(|n| format!("sent-{n}@x")).collect();
     assert_eq!(reads.sent_ids(thread, &next.to_address), expected, "the latest twenty, oldest first");
     assert_eq!(reads.standing(&next), (0, false));
@@ -199,14 +199,20 @@ async fn a_pass_reads_its_recipients_standing_and_latest_references() {
     execute_sql(
         &url,
         &format!(
-            "INSERT INTO bounces (received_at, recipient, status, severity) VALUES \
-             (1, '{0}', '5.1.1', 'hard'), (2, '{0}', '5.1.1', 'hard'), (3, '{0}', '4.2.2', 'soft')",
+            "INSERT INTO bounces (received_at, recipient, status, severity, counted, lifted_at) VALUES \
+             (11, '{0}', '5.1.1', 'hard', TRUE, NULL), (12, '{0}', '5.1.1', 'hard', TRUE, NULL), \
+             (13, '{0}', '4.2.2', 'soft', FALSE, NULL), (14, '{0}', '5.1.1', 'hard', FALSE, NULL), \
+             (15, '{0}', '5.1.1', 'hard', TRUE, 20), (5, '{0}', '5.1.1', 'hard', TRUE, NULL)",
             next.to_address
         ),
     )
     .await;
-    let reads = store.read_for_pass(std::slice::from_ref(&next), 5, 20).await.unwrap();
-    assert_eq!(reads.standing(&next), (2, true), "two hard bounces (the soft one does not count), opted out");
+    let reads = store.read_for_pass(std::slice::from_ref(&next), 5, 20, 10).await.unwrap();
+    assert_eq!(
+        reads.standing(&next),
+        (2, true),
+        "two counted hard bounces in the window (not the soft, the uncounted, the lifted or the old one), opted out"
+    );
 }
 
 /// Replies arriving together are written with a few multi-row statements:
@@ -372,7 +378,7 @@ async fn a_claim_reaches_past_notifications_waiting_behind_an_older_one() {
     let claimed = store.claim_due(2, 60_000).await.unwrap();
     let threads: Vec<Option<i64>> = claimed.iter().map(|item| item.thread_id).collect();
     assert_eq!(threads, [Some(busy), Some(quiet)], "the busy thread's oldest, then the other thread's");
-    let carried = store.read_for_pass(&claimed, 5, 20).await.unwrap().coalescible(&claimed[0]);
+    let carried = store.read_for_pass(&claimed, 5, 20, 0).await.unwrap().coalescible(&claimed[0]);
     assert_eq!(carried.len(), 4, "the busy thread's other four go with its oldest");
     assert!(store.claim_due(10, 60_000).await.unwrap().is_empty(), "nothing else may go on its own");
 }

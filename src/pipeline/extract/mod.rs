@@ -287,11 +287,28 @@ fn tidy(lines: &[&str]) -> String {
 
 /// Largest attachment kept, in bytes.
 pub const MAX_ATTACHMENT_SIZE: usize = 20 * 1024 * 1024;
-/// Images smaller than this are tracking pixels, spacers or logos.
-pub const MIN_IMAGE_SIZE: usize = 2048;
+
+/// Whether an image is a tracking pixel or a spacer: a GIF or PNG at most
+/// two pixels wide or high. Other images, and images whose size cannot be
+/// read, are kept.
+fn is_pixel(content_type: &str, bytes: &[u8]) -> bool {
+    let dimensions = match content_type {
+        "image/gif" if bytes.len() >= 10 && bytes.starts_with(b"GIF8") => Some((
+            u32::from(u16::from_le_bytes([bytes[6], bytes[7]])),
+            u32::from(u16::from_le_bytes([bytes[8], bytes[9]])),
+        )),
+        "image/png" if bytes.len() >= 24 && bytes.starts_with(b"\x89PNG") => Some((
+            u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]),
+            u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]),
+        )),
+        _ => None,
+    };
+    dimensions.is_some_and(|(width, height)| width <= 2 || height <= 2)
+}
 
 /// Attachments worth storing, with sanitized names. Left out: empty and
-/// oversized parts, tiny images, and inline images shown only in a signature.
+/// oversized parts, tracking pixels and spacers not attached as a file, and
+/// inline images shown only in a signature.
 ///
 /// The kept attachments' bytes are moved out of `mail` (its copies are left
 /// empty), not copied: a reply's attachment is in memory once.
@@ -308,7 +325,7 @@ pub fn take_attachments(mail: &mut ParsedMail) -> Vec<NewAttachment> {
         .iter()
         .enumerate()
         .filter(|(_, a)| !a.content.is_empty() && a.content.len() <= MAX_ATTACHMENT_SIZE)
-        .filter(|(_, a)| !(a.content_type.starts_with("image/") && a.content.len() < MIN_IMAGE_SIZE))
+        .filter(|(_, a)| a.attached || !is_pixel(&a.content_type, &a.content))
         .filter(|(_, a)| {
             let cid = a.content_id.as_deref().map(|c| c.trim_matches(['<', '>']).to_ascii_lowercase());
             !cid.is_some_and(|c| signature_cids.contains(&c))
