@@ -306,8 +306,8 @@ async fn a_suppression_ends_by_itself_after_its_window() {
         app.send("", &[&to_owner.mail_from], &hard_bounce(OWNER)).await;
     }
     assert_eq!(app.admin_get("/suppressions").await.1.as_array().map(Vec::len), Some(1));
-    // 31 days later (the window is 30 days by default).
-    execute_sql(&app.database_url, "UPDATE bounces SET received_at = received_at - 31 * 86400000").await;
+    // 31 days later (the window is 30 days by default): 31 * 86,400,000 ms.
+    execute_sql(&app.database_url, "UPDATE bounces SET received_at = received_at - 2678400000").await;
     assert_eq!(app.admin_get("/suppressions").await.1, json!([]));
     app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hello again"})).await;
     let mails = relay.wait_for(4).await;
