@@ -2,6 +2,7 @@
 //! HTTP listeners and starts the outbound worker; stops them all in order.
 //! No business rules here.
 
+use crate::api::credentials::{self, Credential, TokenKind};
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::domain::TokenSigner;
@@ -29,14 +30,11 @@ pub struct App {
     pub smtp_addr: SocketAddr,
     /// Where the HTTP API is bound.
     pub http_addr: SocketAddr,
-    /// The bearer token of the API.
-    pub api_token: String,
-    /// Whether the token was generated at this start (print it once).
-    pub api_token_generated: bool,
-    /// The bearer token of the admin API (rules check and dry run).
-    pub admin_token: String,
-    /// Whether the admin token was generated at this start (print it once).
-    pub admin_token_generated: bool,
+    /// The API token, when this start generated it (show it once: only
+    /// its hash is stored).
+    pub generated_api_token: Option<String>,
+    /// The admin token, when this start generated it.
+    pub generated_admin_token: Option<String>,
     /// The database handle.
     pub store: Store,
     shutdown: CancellationToken,
@@ -123,20 +121,15 @@ const SERVED_DOMAIN: &str = "served_domain";
 pub async fn start(config: Config) -> anyhow::Result<App> {
     let (store, signer) = open_store(&config).await?;
     store.put_setting(SERVED_DOMAIN, &config.domain).await?;
-    let (admin_token, admin_token_generated) = match &config.admin_token {
-        Some(token) => (token.clone(), false),
-        None => {
-            let existed = store.setting("admin_token").await?.is_some();
-            (store.setting_or_init("admin_token", || random_hex(24)).await?, !existed)
-        }
+    let credential = |kind: TokenKind, configured: &Option<String>| match configured {
+        Some(token) => Credential::fixed(kind, token),
+        None => Credential::stored(kind),
     };
-    let (api_token, api_token_generated) = match &config.api_token {
-        Some(token) => (token.clone(), false),
-        None => {
-            let existed = store.setting("api_token").await?.is_some();
-            (store.setting_or_init("api_token", || random_hex(24)).await?, !existed)
-        }
-    };
+    let (api_credential, admin_credential) =
+        (credential(TokenKind::Api, &config.api_token), credential(TokenKind::Admin, &config.admin_token));
+    for kind in [TokenKind::Api, TokenKind::Admin] {
+        credentials::hash_plaintext_token(&store, kind).await?;
+    }
     let renderer = Arc::new(Renderer::load(config.templates_dir.as_deref()).context("loading templates")?);
     if let Some(problem) = renderer.check().into_iter().next() {
         anyhow::bail!("broken template: {problem}");
@@ -191,8 +184,8 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let outbound_counters = Arc::new(OutboundCounters::default());
     let state = Arc::new(ApiState {
         store: store.clone(),
-        token_hash: api::hash_token(&api_token),
-        admin_hash: api::hash_token(&admin_token),
+        api_token: api_credential,
+        admin_token: admin_credential,
         on_call_address: config.on_call_address.clone(),
         max_hard_bounces: config.delivery.max_hard_bounces,
         suppression_days: config.delivery.suppression_days,
@@ -236,17 +229,18 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         config.domain,
         config.domain
     );
-    Ok(App {
-        smtp_addr,
-        http_addr,
-        api_token,
-        api_token_generated,
-        admin_token,
-        admin_token_generated,
-        store,
-        shutdown,
-        tasks,
-    })
+    // Only now that everything is up: a start that fails earlier (a port in
+    // use, a missing TLS file, a broken rules file) leaves no token behind
+    // that nobody was shown.
+    let generated_api_token = match config.api_token {
+        Some(_) => None,
+        None => credentials::generate_if_missing(&store, TokenKind::Api).await?,
+    };
+    let generated_admin_token = match config.admin_token {
+        Some(_) => None,
+        None => credentials::generate_if_missing(&store, TokenKind::Admin).await?,
+    };
+    Ok(App { smtp_addr, http_addr, generated_api_token, generated_admin_token, store, shutdown, tasks })
 }
 
 impl App {

@@ -95,6 +95,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Replace the API or the admin token (only their hashes are stored).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// Look at outgoing mail and retry failed deliveries.
     /// Addresses mail has stopped to because they hard-bounced.
     Suppressions {
@@ -188,6 +193,35 @@ enum KeysCommand {
     },
     /// List the key ids (never the secrets).
     List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// Which bearer token.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TokenName {
+    /// The Dashboard's token, for /api/v1.
+    Api,
+    /// The admin token, for /api/v1/admin.
+    Admin,
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Make a new random token and print it (once); the old one stops
+    /// working on every running instance within seconds.
+    Reset {
+        #[arg(value_enum)]
+        which: TokenName,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Set the token to one you choose, read from standard input (at least
+    /// 16 characters), so that it never shows in a process list.
+    Set {
+        #[arg(value_enum)]
+        which: TokenName,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -288,6 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Templates { command, templates_dir } => templates(command, templates_dir),
         Command::Outbox { command } => outbox(command).await,
         Command::Suppressions { command } => suppressions(command).await,
+        Command::Tokens { command } => tokens(command).await,
         Command::Rules { command } => rules(command).await,
         Command::Keys { command } => keys(command).await,
         Command::Log { rule, limit, json, config } => log(rule, limit, json, config).await,
@@ -303,20 +338,17 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     // sent as soon as the server says it runs is a clean one.
     let stop = StopSignals::register();
     let app = mailgate::app::start(config).await?;
-    if app.api_token_generated {
-        // Printed once, on the console of whoever started the server; never logged.
-        #[allow(clippy::print_stdout, reason = "the generated API token is shown to the operator once")]
-        {
-            println!("Generated API token (stored in the database; set MAILGATE_API_TOKEN to choose your own):");
-            println!("  {}", app.api_token);
-        }
-        let _ = std::io::stdout().flush();
+    // Printed once, on the console of whoever started the server; never
+    // logged, and only its hash is stored.
+    if let Some(token) = &app.generated_api_token {
+        println!("Generated API token (shown once; `mailgate tokens reset api` makes a new one):");
+        println!("  {token}");
     }
-    if app.admin_token_generated {
-        println!("Generated admin token (for /api/v1/admin; set MAILGATE_ADMIN_TOKEN to choose your own):");
-        println!("  {}", app.admin_token);
-        let _ = std::io::stdout().flush();
+    if let Some(token) = &app.generated_admin_token {
+        println!("Generated admin token, for /api/v1/admin (shown once; `mailgate tokens reset admin`):");
+        println!("  {token}");
     }
+    let _ = std::io::stdout().flush();
     stop.wait().await;
     tracing::info!("shutting down");
     app.shutdown().await;
@@ -488,6 +520,50 @@ async fn outbox(command: OutboxCommand) -> anyhow::Result<ExitCode> {
     };
     store.close().await;
     Ok(result)
+}
+
+async fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
+    use mailgate::api::credentials::{self, TokenKind};
+    let (TokensCommand::Reset { which, config: args } | TokensCommand::Set { which, config: args }) = &command;
+    let config = Config::load(args)?;
+    mailgate::app::require_existing_database(&config)?;
+    let kind = match which {
+        TokenName::Api => TokenKind::Api,
+        TokenName::Admin => TokenKind::Admin,
+    };
+    let configured = match kind {
+        TokenKind::Api => config.api_token.is_some(),
+        TokenKind::Admin => config.admin_token.is_some(),
+    };
+    let store = mailgate::app::open_database(&config).await?;
+    let chosen = match command {
+        TokensCommand::Reset { .. } => None,
+        TokensCommand::Set { .. } => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("reading the token from standard input")?;
+            let token = line.trim().to_owned();
+            if token.chars().count() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                anyhow::bail!("a token needs at least 16 characters and no spaces");
+            }
+            Some(token)
+        }
+    };
+    let token = credentials::reset(&store, kind, chosen.clone()).await?;
+    store.close().await;
+    if chosen.is_none() {
+        println!("New {} token (shown once):\n  {token}", kind.name());
+    } else {
+        println!("The {} token is set.", kind.name());
+    }
+    println!("Running instances take it within {} seconds.", credentials::REFRESH.as_secs());
+    if configured {
+        eprintln!(
+            "note: the configuration sets this token (MAILGATE_{}_TOKEN or the config file); \
+             it wins over the stored one until you remove it",
+            kind.name().to_uppercase()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn suppressions(command: SuppressionsCommand) -> anyhow::Result<ExitCode> {

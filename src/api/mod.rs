@@ -1,6 +1,7 @@
 //! The JSON HTTP API: the Dashboard's side of mailgate. Every route under
 //! `/api/v1` needs `Authorization: Bearer TOKEN`; `/healthz` does not.
 
+pub mod credentials;
 mod error;
 mod handlers;
 mod held;
@@ -15,7 +16,6 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 pub use error::ApiError;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// What the handlers share.
@@ -23,14 +23,14 @@ use std::sync::Arc;
 pub struct ApiState {
     /// The database.
     pub store: Store,
-    /// SHA-256 of the bearer token; compared in constant time.
-    pub token_hash: [u8; 32],
+    /// The Dashboard's bearer token.
+    pub api_token: credentials::Credential,
     /// Where on-call pages go.
     pub on_call_address: String,
     /// Verifies unsubscribe tokens.
     pub signer: crate::domain::TokenSigner,
-    /// SHA-256 of the admin bearer token.
-    pub admin_hash: [u8; 32],
+    /// The admin bearer token.
+    pub admin_token: credentials::Credential,
     /// Our mail domain (for dry runs).
     pub domain: String,
     /// The routing rules in force.
@@ -100,33 +100,26 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Hash of a bearer token, as [`ApiState::token_hash`] stores it.
-pub fn hash_token(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// Whether the request's bearer token hashes to `expected`. Comparing
-/// hashes keeps the comparison's time independent of the secret.
-fn bearer_matches(request: &Request, expected: &[u8; 32]) -> bool {
-    let given = request
+/// The SHA-256 of the request's bearer token, if it has one.
+fn bearer_hash(request: &Request) -> Option<[u8; 32]> {
+    request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(hash_token);
-    given.is_some_and(|g| g.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
+        .map(credentials::hash_token)
 }
 
 async fn require_token(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Result<Response, ApiError> {
-    if !bearer_matches(&request, &state.token_hash) {
-        return Err(ApiError::Unauthorized);
+    match bearer_hash(&request) {
+        Some(given) if state.api_token.admits(&state.store, &given).await => Ok(next.run(request).await),
+        _ => Err(ApiError::Unauthorized),
     }
-    Ok(next.run(request).await)
 }
 
 async fn require_admin(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Result<Response, ApiError> {
-    if !bearer_matches(&request, &state.admin_hash) {
-        return Err(ApiError::Unauthorized);
+    match bearer_hash(&request) {
+        Some(given) if state.admin_token.admits(&state.store, &given).await => Ok(next.run(request).await),
+        _ => Err(ApiError::Unauthorized),
     }
-    Ok(next.run(request).await)
 }

@@ -709,6 +709,12 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes the setting `key`, if it exists.
+    pub async fn delete_setting(&self, key: &str) -> StoreResult<()> {
+        writing!(self, |db| sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(db).await.map(drop))?;
+        Ok(())
+    }
+
     /// Every setting whose key starts with `prefix`.
     pub async fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, String)>> {
         Ok(writing!(self, |db| sqlx::query_as(

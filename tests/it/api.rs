@@ -111,7 +111,7 @@ async fn only_participants_and_agents_may_post() {
 async fn the_admin_stats_count_what_was_committed_and_sent() {
     let app = spawn_app().await;
     let (_, _, note) = app.chat_with_note().await;
-    let admin = app.app.as_ref().unwrap().admin_token.clone();
+    let admin = app.admin_token();
     let url = format!("{}/admin/stats", app.base);
     let stats = |token: String| {
         let (http, url) = (app.http.clone(), url.clone());
@@ -157,5 +157,24 @@ async fn the_admin_stats_count_what_was_committed_and_sent() {
     assert_eq!(grew(&after, "outbound", "not_sent"), 0, "{after}");
     assert!(grew(&after, "outbound", "passes") >= 1 && grew(&after, "outbound", "prepare_us") > 0, "{after}");
     assert_eq!(stats(app.token.clone()).await.status(), 401, "the Dashboard's token is not an admin credential");
+    app.stop().await;
+}
+
+/// Issue 22: a token that an older release stored in plain text keeps
+/// working after the upgrade, and only its hash is kept.
+#[tokio::test]
+async fn a_token_stored_in_plain_text_by_an_older_release_keeps_working_and_is_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(dir.path()).await;
+    let legacy = "legacy-token-0123456789abcdef";
+    let store = mailgate::store::Store::open(&url).await.unwrap();
+    store.put_setting("api_token", legacy).await.unwrap();
+    store.close().await;
+    let app = start_in(dir, url.clone(), |c| c.api_token = None).await;
+    assert!(app.app.as_ref().unwrap().generated_api_token.is_none(), "a token exists: none is generated");
+    let answer = app.http.get(format!("{}/plans", app.base)).bearer_auth(legacy).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(query_i64(&url, "SELECT COUNT(*) FROM settings WHERE key = 'api_token'").await, 0, "plain text gone");
+    assert_eq!(query_i64(&url, "SELECT COUNT(*) FROM settings WHERE key = 'api_token_hash'").await, 1);
     app.stop().await;
 }

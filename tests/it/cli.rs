@@ -127,3 +127,83 @@ fn inspect_fails_on_something_that_is_not_mail() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an email"));
 }
+
+/// Issue 22: the API and admin tokens are generated only by a start that
+/// worked, shown once, stored as hashes only, and can be reset live.
+#[tokio::test]
+async fn tokens_come_from_a_start_that_worked_are_stored_hashed_and_reset_live() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |smtp: &str| {
+        let mut command = mailgate();
+        command
+            .args(["serve", "--smtp-listen", smtp, "--http-listen", "127.0.0.1:0", "--domain", "tokens.example"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("MAILGATE_API_TOKEN")
+            .env_remove("MAILGATE_ADMIN_TOKEN")
+            .env("RUST_LOG", "info");
+        command
+    };
+    let database = format!("sqlite://{}", dir.path().join("mailgate.db").display());
+    let token_settings = || async {
+        crate::support::query_i64(
+            &database,
+            "SELECT COUNT(*) FROM settings WHERE key LIKE '%token%' AND key NOT LIKE 'token_key.%'",
+        )
+        .await
+    };
+
+    // A start that fails (the SMTP port is taken) leaves no token behind.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = serve(&taken.local_addr().unwrap().to_string()).output().unwrap();
+    assert!(!out.status.success(), "a taken port stops the start");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Generated"), "no token shown");
+    assert_eq!(token_settings().await, 0, "and none stored");
+
+    // The next start that works generates both and shows them once.
+    let mut child = serve("127.0.0.1:0").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = start_line(&mut child);
+    let http =
+        started.split("http=").nth(1).and_then(|r| r.split_whitespace().next()).expect("http address").to_owned();
+    let mut shown = std::io::BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
+    let mut token_after = |label: &str| {
+        shown.find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("{label} shown"));
+        shown.next().expect("the token line").trim().to_owned()
+    };
+    let api_token = token_after("Generated API token");
+    let admin_token = token_after("Generated admin token");
+    let stored: Vec<(String, String)> = {
+        let store = mailgate::store::Store::open(&database).await.unwrap();
+        let found = store.settings_with_prefix("").await.unwrap();
+        store.close().await;
+        found
+    };
+    assert!(stored.iter().any(|(k, _)| k == "api_token_hash") && stored.iter().any(|(k, _)| k == "admin_token_hash"));
+    assert!(
+        stored.iter().all(|(_, v)| !v.contains(&api_token) && !v.contains(&admin_token)),
+        "no token is stored in plain text"
+    );
+
+    let http_client = reqwest::Client::new();
+    let status = |token: String| {
+        let request = http_client.get(format!("http://{http}/api/v1/plans")).bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(api_token.clone()).await, 200);
+    assert_eq!(status(admin_token.clone()).await, 401, "the admin token is not the API token");
+
+    // Reset while it runs: the new token works and the old one stops, within seconds.
+    let reset = mailgate().args(["tokens", "reset", "api", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    let printed = String::from_utf8_lossy(&reset.stdout).into_owned();
+    let new_token = printed.lines().nth(1).expect("the new token").trim().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while status(api_token.clone()).await != 401 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status(api_token).await, 401, "the old token stopped working");
+    assert_eq!(status(new_token).await, 200, "the new one works");
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+}

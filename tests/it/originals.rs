@@ -182,7 +182,7 @@ async fn originals_past_retention_are_purged_and_the_rest_kept() {
     let held_id = items[0]["id"].as_i64().unwrap();
     let (status, bytes) = app.get_bytes(&format!("/admin/held/{held_id}/raw")).await;
     assert_eq!(status, 401, "the held queue is the admin's");
-    let admin = app.app.as_ref().unwrap().admin_token.clone();
+    let admin = app.admin_token();
     let response = app.http.get(format!("{}/admin/held/{held_id}/raw", app.base)).bearer_auth(admin).send().await;
     let response = response.unwrap();
     assert_eq!(response.status().as_u16(), 200, "{bytes:?}");

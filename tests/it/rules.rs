@@ -28,7 +28,7 @@ async fn dry_run(app: &TestApp, message: &str, from: &str, rcpt: &str) -> Value 
     let response = app
         .http
         .post(format!("{}/admin/rules/test", app.base))
-        .bearer_auth(&app.app.as_ref().unwrap().admin_token)
+        .bearer_auth(app.admin_token())
         .json(&json!({"message": message, "mail_from": from, "rcpt": [rcpt]}))
         .send()
         .await
@@ -216,7 +216,7 @@ async fn the_admin_api_needs_the_admin_token() {
     let url = format!("{}/admin/rules/check", app.base);
     let with_api_token = app.http.post(&url).bearer_auth(&app.token).json(&json!({"rules": ""})).send().await.unwrap();
     assert_eq!(with_api_token.status(), 401, "the Dashboard's token is not an admin credential");
-    let admin = &app.app.as_ref().unwrap().admin_token;
+    let admin = &app.admin_token();
     let bad = std::fs::read_to_string(fixture("rules/broken/bad_regex.toml")).unwrap();
     let checked: Value =
         app.http.post(&url).bearer_auth(admin).json(&json!({"rules": bad})).send().await.unwrap().json().await.unwrap();

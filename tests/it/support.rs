@@ -110,12 +110,14 @@ pub async fn start_in(dir: tempfile::TempDir, database_url: String, tweak: impl 
     let mut config = Config::for_data_dir(dir.path(), DOMAIN);
     config.database_url = database_url.clone();
     config.api_token = Some("test-token".to_owned());
+    config.admin_token = Some(ADMIN_TOKEN.to_owned());
     tweak(&mut config);
+    let token = config.api_token.clone().unwrap_or_default();
     let app = mailgate::app::start(config).await.expect("app starts");
     TestApp {
         base: format!("http://{}/api/v1", app.http_addr),
         smtp: app.smtp_addr,
-        token: app.api_token.clone(),
+        token: app.generated_api_token.clone().unwrap_or(token),
         app: Some(app),
         dir,
         http: reqwest::Client::new(),
@@ -166,8 +168,8 @@ impl TestApp {
     }
 
     /// The admin token of the running instance.
-    fn admin_token(&self) -> String {
-        self.app.as_ref().expect("running").admin_token.clone()
+    pub fn admin_token(&self) -> String {
+        ADMIN_TOKEN.to_owned()
     }
 
     /// GET with the admin token (`/admin/...`).
@@ -403,6 +405,8 @@ pub struct World {
     pub stranger: i64,
 }
 
+/// The admin token test instances are configured with.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const OWNER: &str = "olivia@acme.example";
 pub const MEMBER: &str = "mike@acme.example";
 pub const UNPRIVILEGED: &str = "uma@acme.example";
