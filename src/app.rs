@@ -134,6 +134,9 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     if let Some(problem) = renderer.check().into_iter().next() {
         anyhow::bail!("broken template: {problem}");
     }
+    for warning in renderer.warnings() {
+        tracing::warn!("{warning}");
+    }
     let dkim = config.delivery.dkim.as_ref().map(crate::outbound::load_dkim).transpose()?;
     let mailer = Mailer::new(
         config.delivery.relay_url.as_deref(),

@@ -460,12 +460,21 @@ fn templates(command: TemplatesCommand, dir: Option<PathBuf>) -> anyhow::Result<
     let renderer = Renderer::load(dir.as_deref())?;
     match command {
         TemplatesCommand::Check => {
+            for warning in renderer.warnings() {
+                eprintln!("warning: {warning}");
+            }
             let problems = renderer.check();
             for problem in &problems {
                 eprintln!("error: {problem}");
             }
+            let overridden: Vec<String> = renderer.overridden().map(|(_, path)| path.display().to_string()).collect();
             if problems.is_empty() {
-                println!("{} notifications, {} templates: all good", KINDS.len(), KINDS.len() * 3);
+                let from = match (&dir, overridden.len()) {
+                    (None, _) => "all built in".to_owned(),
+                    (Some(dir), 0) => format!("all built in: no file in {} overrides one", dir.display()),
+                    (Some(_), _) => format!("overridden by {}", overridden.join(", ")),
+                };
+                println!("{} notifications, {} templates ({from}): all good", KINDS.len(), KINDS.len() * 3);
                 Ok(ExitCode::SUCCESS)
             } else {
                 Ok(ExitCode::FAILURE)

@@ -218,33 +218,77 @@ pub fn human_minutes(minutes: i64) -> String {
 #[derive(Debug)]
 pub struct Renderer {
     env: Environment<'static>,
+    /// Template name -> the override file it was read from.
+    overridden: std::collections::BTreeMap<String, std::path::PathBuf>,
+    /// Files in the override folder that match no template.
+    unused: Vec<std::path::PathBuf>,
 }
 
 impl Renderer {
     /// Compiles the built-in templates, each replaced by the file of the same
-    /// name in `override_dir` when there is one. Fails naming the file (and
-    /// line) with a syntax error.
+    /// name in `override_dir` when there is one. Fails when the folder does
+    /// not exist, and names the file (and line) of a syntax error.
     pub fn load(override_dir: Option<&Path>) -> anyhow::Result<Self> {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
+        let mut overridden = std::collections::BTreeMap::new();
+        let mut unused = Vec::new();
+        if let Some(dir) = override_dir {
+            let entries =
+                std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("templates folder {}: {e}", dir.display()))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.path().is_file() && !BUILTIN.iter().any(|(known, _)| *known == name) {
+                    unused.push(entry.path());
+                }
+            }
+            unused.sort();
+        }
         for (name, builtin) in BUILTIN {
             let text = match override_dir.map(|dir| dir.join(name)).filter(|p| p.is_file()) {
-                Some(path) => std::fs::read_to_string(&path)
-                    .map_err(|e| anyhow::anyhow!("reading template {}: {e}", path.display()))?,
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow::anyhow!("reading template {}: {e}", path.display()))?;
+                    overridden.insert((*name).to_owned(), path);
+                    text
+                }
                 None => (*builtin).to_owned(),
             };
-            env.add_template_owned(*name, text).map_err(|e| template_error(name, &e))?;
+            let added = env.add_template_owned(*name, text);
+            added.map_err(|e| template_error(&overridden, name, &e, None))?;
         }
-        Ok(Self { env })
+        Ok(Self { env, overridden, unused })
+    }
+
+    /// The templates read from the override folder, with their files.
+    pub fn overridden(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.overridden.iter().map(|(name, path)| (name.as_str(), path.as_path()))
+    }
+
+    /// Warnings about the override folder: files that match no template
+    /// (a misspelt name overrides nothing), with the names that would.
+    pub fn warnings(&self) -> Vec<String> {
+        self.unused
+            .iter()
+            .map(|path| {
+                format!(
+                    "{} overrides no template (template files are named KIND.subject, KIND.txt or KIND.html, \
+                     KIND one of: {})",
+                    path.display(),
+                    KINDS.join(", ")
+                )
+            })
+            .collect()
     }
 
     /// Renders notification `kind` with `context`.
     pub fn render(&self, kind: &str, context: &NotificationContext) -> anyhow::Result<Rendered> {
         let render = |suffix: &str| -> anyhow::Result<String> {
             let name = format!("{kind}.{suffix}");
-            let template = self.env.get_template(&name).map_err(|e| template_error(&name, &e))?;
-            template.render(context).map_err(|e| template_error(&name, &e))
+            let template =
+                self.env.get_template(&name).map_err(|e| template_error(&self.overridden, &name, &e, None))?;
+            template.render(context).map_err(|e| template_error(&self.overridden, &name, &e, Some(&self.env)))
         };
         Ok(Rendered { subject: header_safe(&render("subject")?), text: render("txt")?, html: render("html")? })
     }
@@ -259,13 +303,31 @@ impl Renderer {
     }
 }
 
-fn template_error(name: &str, error: &minijinja::Error) -> anyhow::Error {
-    let file = error.name().unwrap_or(name);
+/// A template error naming where the template came from (the override
+/// file's path, or `built-in templates/NAME`), the line, and for an
+/// undefined value the expression that is undefined.
+fn template_error(
+    overridden: &std::collections::BTreeMap<String, std::path::PathBuf>,
+    name: &str,
+    error: &minijinja::Error,
+    env: Option<&Environment<'static>>,
+) -> anyhow::Error {
+    let template = error.name().unwrap_or(name);
+    let file = match overridden.get(template) {
+        Some(path) => path.display().to_string(),
+        None => format!("built-in templates/{template}"),
+    };
+    let mut detail = error.detail().map(str::to_owned).unwrap_or_else(|| error.kind().to_string());
+    if error.kind() == minijinja::ErrorKind::UndefinedError
+        && let Some(range) = error.range()
+        && let Some(source) = env.and_then(|env| env.get_template(template).ok()).map(|t| t.source().to_owned())
+        && let Some(expression) = source.get(range)
+    {
+        detail = format!("`{}` is undefined ({detail})", expression.trim());
+    }
     match error.line() {
-        Some(line) => {
-            anyhow::anyhow!("templates/{file}:{line}: {}", error.detail().unwrap_or(&error.kind().to_string()))
-        }
-        None => anyhow::anyhow!("templates/{file}: {error}"),
+        Some(line) => anyhow::anyhow!("{file}:{line}: {detail}"),
+        None => anyhow::anyhow!("{file}: {error}"),
     }
 }
 

@@ -18,13 +18,15 @@ fn a_broken_template_is_named_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("agent_replied.txt"), "Hello {{ recipient.name }}\n{% if %}\n").unwrap();
     let error = Renderer::load(Some(dir.path())).unwrap_err();
-    assert!(format!("{error:#}").contains("templates/agent_replied.txt:2"), "{error:#}");
+    let file = dir.path().join("agent_replied.txt").display().to_string();
+    assert!(format!("{error:#}").contains(&format!("{file}:2")), "the override file is named: {error:#}");
 
     std::fs::write(dir.path().join("agent_replied.txt"), "Hello {{ recipient.nmae }}\n").unwrap();
     let renderer = Renderer::load(Some(dir.path())).unwrap();
     let problems = renderer.check();
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].contains("templates/agent_replied.txt:1"), "{problems:?}");
+    assert!(problems[0].contains(&format!("{file}:1")), "{problems:?}");
+    assert!(problems[0].contains("`recipient.nmae` is undefined"), "the variable is named: {problems:?}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
         .args(["templates", "check", "--templates-dir"])
@@ -49,6 +51,36 @@ fn a_broken_template_is_named_with_its_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Issue 22: a folder that is not there, or a file that overrides nothing,
+/// is never "all good" in silence.
+#[test]
+fn a_missing_folder_fails_and_a_misnamed_override_is_warned_about() {
+    let check = |dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+            .args(["templates", "check", "--templates-dir"])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let missing = std::path::Path::new("/nonexistent/mailgate-templates");
+    let out = check(missing);
+    assert!(!out.status.success(), "a missing folder is an error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mailgate-templates"));
+    assert!(Renderer::load(Some(missing)).is_err());
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agent_reply.txt"), "Hello\n").unwrap();
+    let out = check(dir.path());
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("agent_reply.txt overrides no template") && stderr.contains("agent_replied"), "{stderr}");
+    assert!(stdout.contains("no file in"), "it says nothing was overridden: {stdout}");
+
+    std::fs::write(dir.path().join("agent_replied.subject"), "{{ thread.label_tag }} {{ thread.subject }}\n").unwrap();
+    let out = check(dir.path());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("agent_replied.subject"), "names what it overrides");
 }
 
 #[test]
