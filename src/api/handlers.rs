@@ -143,6 +143,38 @@ pub(super) async fn get_user(State(state): Shared, Path(id): Path<i64>) -> ApiRe
     state.store.user(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
 }
 
+/// One notification kind a user unsubscribed from.
+#[derive(Serialize)]
+pub(super) struct Unsubscribe {
+    kind: String,
+    since: String,
+}
+
+/// `GET /users/{id}/unsubscribes`: the notification kinds the user opted out of.
+pub(super) async fn list_unsubscribes(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Vec<Unsubscribe>>> {
+    state.store.user(id).await?.ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))?;
+    let found = state.store.opt_outs(id).await?;
+    Ok(Json(found.into_iter().map(|(kind, at)| Unsubscribe { kind, since: crate::store::rfc3339(at) }).collect()))
+}
+
+/// `DELETE /users/{id}/unsubscribes/{kind}`: undoes an unsubscribe (the
+/// user gets notifications of that kind again); 404 when there was none.
+pub(super) async fn undo_unsubscribe(
+    State(state): Shared,
+    Path((id, kind)): Path<(i64, String)>,
+) -> ApiResult<StatusCode> {
+    if !crate::notify::OPTIONAL_KINDS.contains(&kind.as_str()) {
+        return Err(ApiError::NotFound(format!(
+            "no notification kind {kind:?} to unsubscribe from; there are: {}",
+            crate::notify::OPTIONAL_KINDS.join(", ")
+        )));
+    }
+    match state.store.opt_in(id, &kind).await? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::NotFound(format!("user {id} is not unsubscribed from {kind}"))),
+    }
+}
+
 #[derive(Deserialize)]
 pub(super) struct NewChat {
     site_id: i64,

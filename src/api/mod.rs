@@ -55,6 +55,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/sites/{id}", get(handlers::get_site))
         .route("/users", post(handlers::create_user))
         .route("/users/{id}", get(handlers::get_user))
+        .route("/users/{id}/unsubscribes", get(handlers::list_unsubscribes))
+        .route("/users/{id}/unsubscribes/{kind}", axum::routing::delete(handlers::undo_unsubscribe))
         .route("/chats", post(handlers::open_chat))
         .route("/chats/{id}", get(handlers::get_chat))
         .route("/chats/{id}/messages", get(handlers::list_chat_messages).post(handlers::post_chat_message))

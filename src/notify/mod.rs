@@ -7,7 +7,10 @@
 //!   organization.
 //! - A customer wrote: the assigned agent, or every agent while nobody is assigned.
 //!
-//! The author is never notified of their own message.
+//! The author is never notified of their own message. An agent who opted
+//! out of a kind gets no item; a customer who unsubscribed gets one that
+//! the outbound worker marks `skipped (unsubscribed)`, so that agents see
+//! why nothing was sent.
 
 pub mod render;
 
@@ -22,10 +25,10 @@ pub async fn recipients(
     author: &User,
 ) -> StoreResult<Vec<(NotificationKind, i64)>> {
     let kind = if author.is_agent() { NotificationKind::AgentReplied } else { NotificationKind::CustomerReplied };
-    // One query per message: the opt-outs are filtered where the people are read.
+    // One query per message: agents' opt-outs are filtered where they are read.
     let mut ids = match (author.is_agent(), thread.kind(), site.organization_id, thread.assigned_agent_id) {
-        (true, ThreadKind::Ticket, Some(org), _) => store.subscribed_ticket_viewers(org, kind.as_str()).await?,
-        (true, ..) => unless_opted_out(store, thread.customer_id, kind).await?,
+        (true, ThreadKind::Ticket, Some(org), _) => store.ticket_viewers(org).await?,
+        (true, ..) => vec![thread.customer_id],
         (false, .., Some(agent)) => unless_opted_out(store, agent, kind).await?,
         (false, .., None) => store.subscribed_agents(kind.as_str()).await?,
     };

@@ -362,7 +362,14 @@ impl Outbound {
             return Ok(Delivery::Failed { id: item.id, error: why, retry_at: None });
         }
         if opted_out && crate::notify::OPTIONAL_KINDS.contains(&item.kind.as_str()) {
-            let why = "the recipient opted out of this kind of notification".to_owned();
+            let why = format!(
+                "skipped (unsubscribed): {} unsubscribed from {} notifications; undo with \
+                 DELETE /api/v1/users/{}/unsubscribes/{}, then retry this item",
+                item.to_address,
+                item.kind,
+                item.recipient_id.unwrap_or_default(),
+                item.kind
+            );
             return Ok(Delivery::Skipped { id: item.id, why });
         }
         let merged = if COALESCED_KINDS.contains(&item.kind.as_str()) { reads.coalescible(&item) } else { Vec::new() };

@@ -863,15 +863,12 @@ impl Store {
         through_directory(self.directory.user(email), read, |user| self.directory.keep_user(email, user)).await
     }
 
-    /// Members of an organization who may see its tickets (not Unprivileged)
-    /// and have not opted out of notifications of `kind`, in one query.
-    pub async fn subscribed_ticket_viewers(&self, organization_id: i64, kind: &str) -> StoreResult<Vec<i64>> {
+    /// Members of an organization who may see its tickets (not Unprivileged).
+    pub async fn ticket_viewers(&self, organization_id: i64) -> StoreResult<Vec<i64>> {
         Ok(reading!(self, |db| sqlx::query_scalar(
-            "SELECT id FROM users u WHERE organization_id = $1 AND role IN ('owner', 'admin', 'member') \
-             AND NOT EXISTS (SELECT 1 FROM notification_optouts o WHERE o.user_id = u.id AND o.kind = $2) ORDER BY id",
+            "SELECT id FROM users WHERE organization_id = $1 AND role IN ('owner', 'admin', 'member') ORDER BY id",
         )
         .bind(organization_id)
-        .bind(kind)
         .fetch_all(db)
         .await)?)
     }
@@ -1414,7 +1411,7 @@ impl Store {
         let now = now_ms();
         let item: Option<OutboxItem> = writing!(self, |db| sqlx::query_as(
             "UPDATE outbox SET status = 'pending', next_attempt_at = $1, expires_at = $2, claimed_until = NULL \
-             WHERE id = $3 AND status IN ('failed', 'pending') RETURNING *",
+             WHERE id = $3 AND status IN ('failed', 'pending', 'skipped') RETURNING *",
         )
         .bind(now)
         .bind(now + self.policy.lifetime_ms)
@@ -1428,7 +1425,7 @@ impl Store {
             }
             None => match self.outbox_item(id).await? {
                 Some(other) => Err(StoreError::Conflict(format!(
-                    "outbox item {id} is {}; only failed items and pending ones waiting to be retried can be retried",
+                    "outbox item {id} is {}; only failed, skipped and pending items can be retried",
                     other.status
                 ))),
                 None => Err(StoreError::NotFound("outbox item")),
@@ -1487,6 +1484,29 @@ impl Store {
         .map(drop))?;
         self.subscribed_agents.clear();
         Ok(())
+    }
+
+    /// Undoes an opt-out; whether there was one.
+    pub async fn opt_in(&self, user_id: i64, kind: &str) -> StoreResult<bool> {
+        let removed =
+            writing!(self, |db| sqlx::query("DELETE FROM notification_optouts WHERE user_id = $1 AND kind = $2")
+                .bind(user_id)
+                .bind(kind)
+                .execute(db)
+                .await
+                .map(|done| done.rows_affected()))?;
+        self.subscribed_agents.clear();
+        Ok(removed > 0)
+    }
+
+    /// The notification kinds `user_id` opted out of, with when (Unix ms).
+    pub async fn opt_outs(&self, user_id: i64) -> StoreResult<Vec<(String, i64)>> {
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT kind, created_at FROM notification_optouts WHERE user_id = $1 ORDER BY kind"
+        )
+        .bind(user_id)
+        .fetch_all(db)
+        .await)?)
     }
 
     /// Whether `user_id` opted out of notifications of `kind`.

@@ -621,3 +621,47 @@ async fn a_pending_item_waiting_out_its_backoff_can_be_retried_now() {
     relay.wait_for(before + 1).await;
     wait_outbox(&app, |items| items.iter().any(|o| o["id"] == waiting["id"] && o["status"] == "sent")).await;
 }
+
+/// Issue 22: a customer who unsubscribed gets nothing, and agents see why;
+/// the unsubscribe can be undone and the skipped notification sent after all.
+#[tokio::test]
+async fn an_unsubscribed_customer_gets_a_skipped_item_agents_can_see_and_undo() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| c.public_url = Some("https://mailgate.example.com".to_owned())).await;
+    let w = app.world("sandbox", None).await;
+    let chat_id = chat(&app, &w).await;
+    relay.wait_for(2).await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "First answer"})).await;
+    let mails = relay.wait_for(3).await;
+    let header = mails.iter().find(|m| m.rcpt_to == [OWNER]).unwrap().header("List-Unsubscribe");
+    let url = header.split('<').find(|p| p.starts_with("https://")).unwrap().split('>').next().unwrap();
+    let http = format!(
+        "http://{}{}",
+        app.app.as_ref().unwrap().http_addr,
+        url.trim_start_matches("https://mailgate.example.com")
+    );
+    assert_eq!(app.http.post(&http).body("List-Unsubscribe=One-Click").send().await.unwrap().status(), 200);
+    let (_, unsubscribed) = app.get(&format!("/users/{}/unsubscribes", w.owner)).await;
+    assert_eq!(unsubscribed[0]["kind"], "agent_replied", "{unsubscribed}");
+
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Second answer"})).await;
+    let skipped = wait_outbox(&app, |items| items.iter().any(|o| o["status"] == "skipped")).await;
+    let item = skipped.as_array().unwrap().iter().find(|o| o["status"] == "skipped").unwrap().clone();
+    assert_eq!(item["to_address"], OWNER);
+    let why = item["last_error"].as_str().unwrap_or("");
+    assert!(why.starts_with("skipped (unsubscribed)") && why.contains("DELETE /api/v1/users/"), "{why}");
+    assert_eq!(relay.messages().len(), 3, "nothing was sent");
+
+    // Undo, then send the skipped one after all.
+    let undo =
+        app.http.delete(format!("{}/users/{}/unsubscribes/agent_replied", app.base, w.owner)).bearer_auth(&app.token);
+    assert_eq!(undo.send().await.unwrap().status(), 204);
+    let again =
+        app.http.delete(format!("{}/users/{}/unsubscribes/agent_replied", app.base, w.owner)).bearer_auth(&app.token);
+    assert_eq!(again.send().await.unwrap().status(), 404, "nothing left to undo");
+    let (status, retried) = app.post(&format!("/outbox/{}/retry", item["id"]), json!({})).await;
+    assert_eq!(status, 200, "{retried}");
+    let mails = relay.wait_for(4).await;
+    assert!(mails[3].data.contains("Second answer"), "the skipped notification went out");
+    app.stop().await;
+}
