@@ -468,15 +468,30 @@ async fn post_message(
     Ok((StatusCode::CREATED, Json(message_view(stored))))
 }
 
+/// `Content-Disposition` for downloading `name` (RFC 6266): an ASCII
+/// `filename` for old clients and the real name, UTF-8 percent-encoded, in
+/// `filename*` (RFC 8187), which browsers prefer.
+fn content_disposition(name: &str) -> String {
+    let fallback: String = name
+        .chars()
+        .map(|c| if (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\' { c } else { '_' })
+        .collect();
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
 /// `GET /attachments/{id}`: the file, offered for download.
 pub(super) async fn download_attachment(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Response> {
     let (attachment, content) =
         state.store.attachment(id).await?.ok_or_else(|| ApiError::NotFound(format!("attachment {id} not found")))?;
-    let safe_name: String = attachment
-        .filename
-        .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' })
-        .collect();
+    let disposition = content_disposition(&attachment.filename);
     let content_type = if attachment.content_type.bytes().all(|b| b.is_ascii_graphic()) {
         attachment.content_type
     } else {
@@ -485,7 +500,7 @@ pub(super) async fn download_attachment(State(state): Shared, Path(id): Path<i64
     Ok((
         [
             (header::CONTENT_TYPE, content_type),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{safe_name}\"")),
+            (header::CONTENT_DISPOSITION, disposition),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
         ],
         content,

@@ -413,3 +413,40 @@ async fn replies_to_a_closed_conversation_are_refused_until_it_reopens() {
     assert!(answer.starts_with("250"), "{answer}");
     app.stop().await;
 }
+
+/// Issue 22: an attachment's name keeps every letter of every script, and the
+/// download names it so that browsers show the real name (RFC 6266 `filename*`).
+#[tokio::test]
+async fn attachment_names_keep_their_letters_and_download_under_their_real_name() {
+    let app = spawn_app().await;
+    let (_, chat_id, note) = app.chat_with_note().await;
+    let message = format!(
+        "From: {OWNER}\r\nTo: {}\r\nSubject: Re: {}\r\nMessage-ID: <names@acme.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nQuote attached.\r\n\
+         --b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment;\r\n filename*=UTF-8''%E8%A6%8B%E7%A9%8D%E6%9B%B8%20M%C3%A4rz%20%281%29.pdf\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        note.reply_address(),
+        note.header("Subject"),
+        "JVBERi0xLjQK".repeat(20)
+    );
+    let answer = app.send(OWNER, &[&note.reply_address()], &message).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    let messages = app.messages(&format!("/chats/{chat_id}")).await;
+    let attachment = &messages.last().unwrap()["attachments"][0];
+    assert_eq!(attachment["filename"], "見積書 März (1).pdf", "{attachment}");
+    let download = attachment["download"].as_str().unwrap();
+    let response = app
+        .http
+        .get(format!("http://{}{download}", app.app.as_ref().unwrap().http_addr))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    let disposition = response.headers()["content-disposition"].to_str().unwrap().to_owned();
+    assert!(
+        disposition.contains("filename*=UTF-8''%E8%A6%8B%E7%A9%8D%E6%9B%B8%20M%C3%A4rz%20%281%29.pdf"),
+        "{disposition}"
+    );
+    assert!(disposition.contains("filename=\"___ M_rz (1).pdf\""), "an ASCII name for old clients: {disposition}");
+    app.stop().await;
+}

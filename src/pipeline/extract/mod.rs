@@ -350,22 +350,36 @@ pub fn oversized_attachments(mail: &ParsedMail) -> impl Iterator<Item = (usize, 
     mail.attachments.iter().enumerate().filter(|(_, a)| a.content.len() > MAX_ATTACHMENT_SIZE)
 }
 
-/// A file name safe to show and to offer for download: no directories, no
-/// control or shell-special characters, no leading dots, at most 200 characters.
+/// A file name safe to show and to offer for download. Every letter of
+/// every script is kept; removed are directories (everything up to the last
+/// `/` or `\\`), control and invisible formatting characters (a right-to-left
+/// override can disguise `exe.pdf` as `fdp.exe`), the characters Windows
+/// forbids in a name (`" < > : | ? *`), leading dots and trailing dots and
+/// spaces; at most 200 characters. Shell characters stay: a name is never
+/// given to a shell, and downloads carry it encoded (RFC 6266).
 pub fn sanitize_filename(attachment: &ParsedAttachment, index: usize) -> String {
     let raw = attachment.filename.as_deref().unwrap_or("");
     let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base
         .chars()
-        .filter(|c| !c.is_control() && !matches!(c, '"' | '<' | '>' | ':' | '|' | '?' | '*'))
+        .filter(|c| {
+            !c.is_control() && !is_invisible_format(*c) && !matches!(c, '"' | '<' | '>' | ':' | '|' | '?' | '*')
+        })
         .take(200)
         .collect();
-    let cleaned = cleaned.trim().trim_start_matches('.').trim().to_owned();
+    let cleaned = cleaned.trim().trim_start_matches('.').trim_end_matches(['.', ' ']).trim().to_owned();
     if cleaned.is_empty() {
         format!("attachment-{}.{}", index + 1, extension(&attachment.content_type))
     } else {
         cleaned
     }
+}
+
+/// Unicode format characters that change how a name displays without
+/// showing: bidirectional embeddings, overrides and isolates, zero-width
+/// characters and the byte order mark.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
 }
 
 /// The usual file name extension of a MIME type, for a part that has no
@@ -433,6 +447,37 @@ mod tests {
         ] {
             assert_eq!(extension(content_type), ext, "{content_type}");
         }
+    }
+
+    #[test]
+    fn file_names_keep_every_letter_and_lose_what_could_mislead() {
+        use super::sanitize_filename;
+        use crate::pipeline::parse::ParsedAttachment;
+        let named = |name: &str| ParsedAttachment {
+            filename: Some(name.to_owned()),
+            content_type: "application/pdf".to_owned(),
+            content: Vec::new(),
+            inline: false,
+            attached: true,
+            content_id: None,
+            base64_body: None,
+        };
+        for (given, kept) in [
+            ("見積書.pdf", "見積書.pdf"),
+            ("März-Rechnung.pdf", "März-Rechnung.pdf"),
+            ("отчёт 2026.pdf", "отчёт 2026.pdf"),
+            ("invoice (1) $x;.pdf", "invoice (1) $x;.pdf"),
+            ("../../etc/passwd", "passwd"),
+            ("C:\\Users\\me\\report.pdf", "report.pdf"),
+            ("invoice\u{202E}fdp.exe", "invoicefdp.exe"),
+            ("a<b>c:d|e?f*g\"h.txt", "abcdefgh.txt"),
+            (".hidden", "hidden"),
+            ("trailing. . ", "trailing"),
+            ("line\r\nbreak.txt", "linebreak.txt"),
+        ] {
+            assert_eq!(sanitize_filename(&named(given), 0), kept, "{given:?}");
+        }
+        assert_eq!(sanitize_filename(&named("///"), 2), "attachment-3.pdf");
     }
 
     #[test]
