@@ -215,6 +215,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         domain: config.domain.clone(),
         dashboard_url: config.dashboard_url.clone(),
         public_url: config.public_url.clone(),
+        time_zone: config.time_zone,
         delivery: config.delivery.clone(),
         dkim,
         wake: store.outbox_wakeup(),

@@ -87,6 +87,7 @@ struct RawConfig {
     templates_dir: Option<PathBuf>,
     dashboard_url: Option<String>,
     public_url: Option<String>,
+    time_zone: Option<String>,
     rules_file: Option<PathBuf>,
     admin_token: Option<String>,
     token_lifetime_days: Option<u32>,
@@ -365,6 +366,9 @@ pub struct Config {
     pub on_call_address: String,
     /// Public base URL of this server, for one-click unsubscribe links.
     pub public_url: Option<String>,
+    /// The desk's time zone: notifications show times in it to recipients
+    /// who have none of their own (`time_zone`, default UTC).
+    pub time_zone: chrono_tz::Tz,
     /// The routing rules file; `None` uses the built-in rules.
     pub rules_file: Option<PathBuf>,
     /// Bearer token of the admin API; generated and stored when absent.
@@ -545,6 +549,12 @@ impl Config {
             delivery,
             on_call_address,
             public_url: args.public_url.clone().or(raw.public_url).map(|u| u.trim_end_matches('/').to_owned()),
+            time_zone: match raw.time_zone.as_deref() {
+                None => chrono_tz::UTC,
+                Some(zone) => zone.parse().map_err(|_| {
+                    anyhow::anyhow!("time_zone: {zone:?} is not an IANA time zone name such as Europe/Berlin")
+                })?,
+            },
             rules_file: args.rules.clone().or(raw.rules_file),
             tls: match (args.tls_cert.clone(), args.tls_key.clone(), raw.tls) {
                 (Some(cert), Some(key), _) => Some((cert, key)),
@@ -594,6 +604,7 @@ impl Config {
             delivery: DeliveryConfig { coalesce_window: Duration::ZERO, ..DeliveryConfig::default() },
             on_call_address: format!("oncall@{}", domain.to_ascii_lowercase()),
             public_url: None,
+            time_zone: chrono_tz::UTC,
             rules_file: None,
             admin_token: None,
             token_lifetime_days: Some(180),

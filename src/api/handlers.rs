@@ -116,6 +116,8 @@ pub(super) struct NewUser {
     name: String,
     role: String,
     organization_id: Option<i64>,
+    /// IANA time zone, e.g. `Europe/Berlin`.
+    time_zone: Option<String>,
 }
 
 /// `POST /users`
@@ -134,7 +136,17 @@ pub(super) async fn create_user(
     }
     ensure_organization(&state, new.organization_id).await?;
     let name = crate::notify::render::header_safe(&required(&new.name, "name")?);
-    let user = state.store.create_user(email.as_str(), &name, role, new.organization_id).await?;
+    if let Some(zone) = &new.time_zone
+        && zone.parse::<chrono_tz::Tz>().is_err()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "time_zone {zone:?} is not an IANA time zone name such as Europe/Berlin"
+        )));
+    }
+    let user = state
+        .store
+        .create_user_in_zone(email.as_str(), &name, role, new.organization_id, new.time_zone.as_deref())
+        .await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 

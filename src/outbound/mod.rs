@@ -72,6 +72,8 @@ pub struct Outbound {
     pub public_url: Option<String>,
     /// Retries, concurrency, bounces, DKIM.
     pub delivery: DeliveryConfig,
+    /// The desk's time zone: times are shown in it to recipients with none of their own.
+    pub time_zone: chrono_tz::Tz,
     /// The DKIM signer, loaded from `delivery.dkim`.
     pub dkim: Option<DkimSigning>,
     /// Told after a commit that queued mail, and when it is due.
@@ -536,6 +538,8 @@ impl Outbound {
             }),
         };
         let Some(thread) = thread else { return Ok(context) };
+        let zone = recipient.and_then(|u| u.time_zone.as_deref()?.parse().ok()).unwrap_or(self.time_zone);
+        let message_context = |m: &StoredMessage| message_context(m, zone);
         let site = self.store.site(thread.site_id).await?.context("site vanished")?;
         context.plan = self.effective_plan(&site).await?.map(|plan| PlanContext {
             name: plan.name.clone(),
@@ -599,12 +603,14 @@ fn capitalize(text: &str) -> String {
     chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
-fn message_context(m: &StoredMessage) -> MessageContext {
+/// A message as the templates show it, its time in `zone`, the zone named
+/// (`2026-11-23 11:04 CET`).
+fn message_context(m: &StoredMessage, zone: chrono_tz::Tz) -> MessageContext {
     MessageContext {
         author_name: m.author_name.clone(),
         source: m.source.clone(),
         time: chrono::DateTime::from_timestamp_millis(m.created_at)
-            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .map(|t| t.with_timezone(&zone).format("%Y-%m-%d %H:%M %Z").to_string())
             .unwrap_or_default(),
         body: m.body.clone(),
         attachments: m

@@ -820,17 +820,31 @@ impl Store {
         role: Role,
         organization_id: Option<i64>,
     ) -> StoreResult<User> {
+        self.create_user_in_zone(email, name, role, organization_id, None).await
+    }
+
+    /// [`Store::create_user`], with the IANA time zone the user reads times in.
+    pub async fn create_user_in_zone(
+        &self,
+        email: &str,
+        name: &str,
+        role: Role,
+        organization_id: Option<i64>,
+        time_zone: Option<&str>,
+    ) -> StoreResult<User> {
         let result = writing!(self, |db| {
             sqlx::query_as(
-            "INSERT INTO users (email, name, role, organization_id, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *",
-        )
-        .bind(email)
-        .bind(name)
-        .bind(role.as_str())
-        .bind(organization_id)
-        .bind(now_ms())
-        .fetch_one(db)
-        .await
+                "INSERT INTO users (email, name, role, organization_id, created_at, time_zone) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            )
+            .bind(email)
+            .bind(name)
+            .bind(role.as_str())
+            .bind(organization_id)
+            .bind(now_ms())
+            .bind(time_zone)
+            .fetch_one(db)
+            .await
         });
         self.subscribed_agents.clear();
         match result {

@@ -79,6 +79,10 @@ pub struct User {
     /// Creation time, Unix ms.
     #[serde(serialize_with = "time_ms")]
     pub created_at: i64,
+    /// The IANA time zone notifications show this user's times in; `None`:
+    /// the desk's zone.
+    #[sqlx(default)]
+    pub time_zone: Option<String>,
 }
 
 impl User {

@@ -665,3 +665,39 @@ async fn an_unsubscribed_customer_gets_a_skipped_item_agents_can_see_and_undo() 
     assert!(mails[3].data.contains("Second answer"), "the skipped notification went out");
     app.stop().await;
 }
+
+/// Issue 22: times in a notification are the recipient's (when known), else
+/// the desk's, with the zone named; never bare UTC for everyone.
+#[tokio::test]
+async fn notification_times_are_in_the_recipients_zone_or_the_desks() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| c.time_zone = chrono_tz::Europe::Berlin).await;
+    let w = app.world("sandbox", None).await;
+    let (status, refused) = app
+        .post("/users", json!({"email": "x@acme.example", "name": "X", "role": "member", "time_zone": "Mars/Olympus"}))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused["error"].as_str().unwrap_or("").contains("Mars/Olympus"), "{refused}");
+    let tokyo = app
+        .create(
+            "/users",
+            json!({"email": "kenji@acme.example", "name": "Kenji", "role": "member", "organization_id": w.org, "time_zone": "Asia/Tokyo"}),
+        )
+        .await;
+    assert_eq!(tokyo["time_zone"], "Asia/Tokyo");
+    for customer in [w.owner, tokyo["id"].as_i64().unwrap()] {
+        let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": customer, "message": "Hello"})).await;
+        app.create(&format!("/chats/{}/messages", chat["id"]), json!({"author_id": w.agent, "text": "Hi there"})).await;
+    }
+    let mails = relay.wait_for(6).await;
+    let text_to = |address: &str| {
+        let mail = mails.iter().find(|m| m.rcpt_to == [address]).expect("a notification");
+        mail.parsed().body_text(0).unwrap().into_owned()
+    };
+    let owner = text_to(OWNER);
+    assert!(owner.contains(" CET") || owner.contains(" CEST"), "the desk's zone, named: {owner}");
+    let kenji = text_to("kenji@acme.example");
+    assert!(kenji.contains(" JST"), "the recipient's own zone: {kenji}");
+    assert!(!owner.contains(" UTC") && !kenji.contains(" UTC"));
+    app.stop().await;
+}
