@@ -390,7 +390,13 @@ async fn inspect_with_the_instance_data_dir_says_what_would_happen() {
     // Sent to the support address with nothing that names a thread: a new chat, refused.
     assert_eq!(value["decision"]["decision"], "rejected");
     assert!(value["decision"]["smtp_reply"].as_str().unwrap().contains("Launch Chat"));
-    // Nothing was stored by either run.
+    // Issue 22: without --domain, a tool judges as the server does, with the
+    // domain the server runs with (not `localhost`, which would refuse it).
+    let out =
+        app.command(&["inspect", "--json", "--mail-from", OWNER, "--rcpt", &note.reply_address()]).arg(&file).output();
+    let value: serde_json::Value = serde_json::from_slice(&out.unwrap().stdout).unwrap();
+    assert_eq!(value["decision"]["decision"], "accepted", "{value}");
+    // Nothing was stored by any run.
     assert_eq!(app.messages(&format!("/chats/{chat_id}")).await.len(), 2);
     app.stop().await;
 }
