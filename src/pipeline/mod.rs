@@ -17,6 +17,7 @@ pub mod extract;
 pub mod held;
 pub mod parse;
 pub mod thread;
+pub mod tnef;
 
 use crate::domain::{EmailAddress, ReplyToken, Source, TokenError, TokenSigner};
 use crate::rules;

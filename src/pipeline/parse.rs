@@ -142,7 +142,7 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
         Some(text) => text.clone(),
         None => message.body_text(0).map(std::borrow::Cow::into_owned).unwrap_or_default(),
     };
-    let attachments = message
+    let mut attachments: Vec<ParsedAttachment> = message
         .attachments()
         .map(|part| ParsedAttachment {
             // A name, or else the last path segment of Content-Location.
@@ -163,6 +163,7 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
                 .then(|| (part.raw_body_offset() as usize, part.raw_end_offset() as usize)),
         })
         .collect();
+    unwrap_tnef(&mut attachments);
     let mut delivery_status = None;
     let mut returned_message_ids = Vec::new();
     for part in &message.parts {
@@ -206,6 +207,65 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
         header_bytes: message.root_part().raw_body_offset() as usize,
         depth: depth(&message, 0, 0),
     })
+}
+
+/// Replaces each Outlook `winmail.dat` (TNEF) whose files can be read by
+/// those files; one that cannot be read stays as it is.
+fn unwrap_tnef(attachments: &mut Vec<ParsedAttachment>) {
+    let is_container = |a: &ParsedAttachment| {
+        (matches!(a.content_type.as_str(), "application/ms-tnef" | "application/vnd.ms-tnef")
+            || a.filename.as_deref().is_some_and(|n| n.eq_ignore_ascii_case("winmail.dat")))
+            && super::tnef::is_tnef(&a.content)
+    };
+    if !attachments.iter().any(is_container) {
+        return;
+    }
+    let mut unwrapped = Vec::with_capacity(attachments.len());
+    for attachment in attachments.drain(..) {
+        match is_container(&attachment).then(|| super::tnef::files(&attachment.content)).flatten() {
+            Some(files) => unwrapped.extend(files.into_iter().map(|file| {
+                ParsedAttachment {
+                    content_type: file
+                        .content_type
+                        .filter(|t| t.contains('/'))
+                        .unwrap_or_else(|| content_type_of_name(file.name.as_deref().unwrap_or("")).to_owned()),
+                    filename: file.name,
+                    inline: file.content_id.is_some(),
+                    attached: file.content_id.is_none(),
+                    content_id: file.content_id,
+                    content: file.data,
+                    base64_body: None,
+                }
+            })),
+            None => unwrapped.push(attachment),
+        }
+    }
+    *attachments = unwrapped;
+}
+
+/// The MIME type a file name's extension usually means
+/// (`application/octet-stream` when it says nothing known).
+fn content_type_of_name(name: &str) -> &'static str {
+    let extension = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match extension.as_str() {
+        "pdf" => "application/pdf",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "txt" | "log" => "text/plain",
+        "htm" | "html" => "text/html",
+        "csv" => "text/csv",
+        "ics" => "text/calendar",
+        "eml" => "message/rfc822",
+        "zip" => "application/zip",
+        "doc" => "application/msword",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xls" => "application/vnd.ms-excel",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "ppt" => "application/vnd.ms-powerpoint",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        _ => "application/octet-stream",
+    }
 }
 
 fn message_ids(value: &HeaderValue<'_>) -> Vec<String> {
