@@ -94,22 +94,25 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
     }
 }
 
-/// The text of an 8-bit part that says it is in another charset (or says
-/// none) but whose bytes are valid UTF-8 with non-ASCII characters, as
-/// UTF-8: the label is wrong (a Big5 or Latin-1 label on UTF-8 bytes is a
-/// common client bug), and decoding by it would garble every character.
-/// `None` when the label is right, or the part is encoded (base64,
-/// quoted-printable), or its bytes are not UTF-8.
+/// The text of a part that says it is in another charset (or says none)
+/// but whose bytes, once the transfer encoding is undone, are valid UTF-8
+/// with non-ASCII characters, as UTF-8: the label is wrong (a Big5 or
+/// Latin-1 label on UTF-8 bytes is a common client bug), and decoding by it
+/// would garble every character. `None` when the label is right or the
+/// bytes are not UTF-8.
 fn utf8_despite_label(raw: &[u8], part: &mail_parser::MessagePart<'_>) -> Option<String> {
-    if part.encoding != mail_parser::Encoding::None {
-        return None;
-    }
+    use mail_parser::decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode};
     let charset = part.content_type().and_then(|ct| ct.attribute("charset")).unwrap_or("").to_ascii_lowercase();
     if matches!(charset.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii") {
         return None;
     }
-    let bytes = raw.get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)?;
-    let text = std::str::from_utf8(bytes).ok()?;
+    let body = raw.get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)?;
+    let bytes = match part.encoding {
+        mail_parser::Encoding::None => std::borrow::Cow::Borrowed(body),
+        mail_parser::Encoding::Base64 => std::borrow::Cow::Owned(base64_decode(body)?),
+        mail_parser::Encoding::QuotedPrintable => std::borrow::Cow::Owned(quoted_printable_decode(body)?),
+    };
+    let text = std::str::from_utf8(&bytes).ok()?;
     (!text.is_ascii()).then(|| text.to_owned())
 }
 
@@ -136,8 +139,8 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
     };
     let text_part = message.text_bodies().next().filter(|p| !p.is_text_html());
     let text_body = text_part.and_then(|p| utf8_despite_label(raw, p).or_else(|| p.text_contents().map(str::to_owned)));
-    let html_body =
-        message.html_bodies().next().filter(|p| p.is_text_html()).and_then(|p| p.text_contents()).map(str::to_owned);
+    let html_part = message.html_bodies().next().filter(|p| p.is_text_html());
+    let html_body = html_part.and_then(|p| utf8_despite_label(raw, p).or_else(|| p.text_contents().map(str::to_owned)));
     let readable_text = match &text_body {
         Some(text) => text.clone(),
         None => message.body_text(0).map(std::borrow::Cow::into_owned).unwrap_or_default(),
@@ -145,12 +148,20 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
     let mut attachments: Vec<ParsedAttachment> = message
         .attachments()
         .map(|part| ParsedAttachment {
-            // A name, or else the last path segment of Content-Location.
-            filename: part.attachment_name().map(str::to_owned).or_else(|| {
-                let location = part.content_location()?;
-                let last = location.trim().trim_end_matches('/').rsplit('/').next()?;
-                (!last.is_empty()).then(|| last.to_owned())
-            }),
+            // A name (read again from the raw header when it was 8-bit
+            // text in no declared charset), or else the last path segment
+            // of Content-Location.
+            filename: part
+                .attachment_name()
+                .map(|name| match name.contains('\u{FFFD}') {
+                    true => eight_bit_name(raw, part).unwrap_or_else(|| name.to_owned()),
+                    false => name.to_owned(),
+                })
+                .or_else(|| {
+                    let location = part.content_location()?;
+                    let last = location.trim().trim_end_matches('/').rsplit('/').next()?;
+                    (!last.is_empty()).then(|| last.to_owned())
+                }),
             content_type: part
                 .content_type()
                 .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream")).to_ascii_lowercase())
@@ -207,6 +218,29 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
         header_bytes: message.root_part().raw_body_offset() as usize,
         depth: depth(&message, 0, 0),
     })
+}
+
+/// A `filename=` or `name=` parameter written as raw 8-bit text (no
+/// RFC 2231 or RFC 2047 encoding, which mail-parser reads itself), from the
+/// part's raw header: UTF-8 when it is, else Windows-1252, the usual
+/// charset of the clients that do this.
+fn eight_bit_name(raw: &[u8], part: &mail_parser::MessagePart<'_>) -> Option<String> {
+    let header = raw.get(part.raw_header_offset() as usize..part.raw_body_offset() as usize)?;
+    let lower = header.to_ascii_lowercase();
+    let start = ["filename=", "name="]
+        .iter()
+        .find_map(|key| lower.windows(key.len()).position(|w| w == key.as_bytes()).map(|at| at + key.len()))?;
+    let rest = &header[start..];
+    let value = match rest.first() {
+        Some(b'"') => rest[1..].split(|b| *b == b'"').next()?,
+        _ => rest.split(|b| matches!(b, b';' | b'\r' | b'\n')).next()?,
+    };
+    let text = match std::str::from_utf8(value) {
+        Ok(text) => text.to_owned(),
+        Err(_) => encoding_rs::WINDOWS_1252.decode_without_bom_handling(value).0.into_owned(),
+    };
+    let text = text.trim();
+    (!text.is_empty() && !text.contains('\u{FFFD}')).then(|| text.to_owned())
 }
 
 /// Replaces each Outlook `winmail.dat` (TNEF) whose files can be read by
@@ -301,6 +335,29 @@ mod tests {
             let mail = parse(raw.as_bytes()).unwrap();
             assert_eq!(mail.text_body.as_deref().map(str::trim), Some(text), "{header:?}");
         }
+        // Encoded the same way, base64 or quoted-printable.
+        for (encoding, body) in [
+            ("base64", data_encoding::BASE64.encode(text.as_bytes())),
+            (
+                "quoted-printable",
+                text.bytes()
+                    .map(|b| if b.is_ascii() { char::from(b).to_string() } else { format!("={b:02X}") })
+                    .collect(),
+            ),
+        ] {
+            let raw = format!(
+                "From: a@example.com\r\nContent-Type: text/plain; charset=big5\r\nContent-Transfer-Encoding: {encoding}\r\n\r\n{body}\r\n"
+            );
+            let mail = parse(raw.as_bytes()).unwrap();
+            assert_eq!(mail.text_body.as_deref().map(str::trim), Some(text), "{encoding}");
+        }
+        // A file name in raw 8-bit Latin-1 is read as such.
+        let mut raw =
+            b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nhi\r\n--b\r\n\
+            Content-Disposition: attachment; filename=\"Fr"
+                .to_vec();
+        raw.extend_from_slice(b"\xf6sche.txt\"\r\n\r\nxx\r\n--b--\r\n");
+        assert_eq!(parse(&raw).unwrap().attachments[0].filename.as_deref(), Some("Fr\u{f6}sche.txt"));
         // Latin-1 bytes under a Latin-1 label stay Latin-1.
         let mut raw = b"From: a@example.com\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nCaf".to_vec();
         raw.extend_from_slice(b"\xe9\r\n");
