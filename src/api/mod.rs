@@ -2,6 +2,7 @@
 //! `/api/v1` needs `Authorization: Bearer TOKEN`; `/healthz` does not.
 
 pub mod credentials;
+mod directory;
 mod error;
 mod handlers;
 mod held;
@@ -48,15 +49,15 @@ pub struct ApiState {
 /// The API's routes.
 pub fn router(state: Arc<ApiState>) -> Router {
     let api = Router::new()
-        .route("/plans", get(handlers::list_plans))
-        .route("/organizations", post(handlers::create_organization))
-        .route("/organizations/{id}", get(handlers::get_organization))
-        .route("/sites", post(handlers::create_site))
-        .route("/sites/{id}", get(handlers::get_site))
-        .route("/users", post(handlers::create_user))
-        .route("/users/{id}", get(handlers::get_user))
-        .route("/users/{id}/unsubscribes", get(handlers::list_unsubscribes))
-        .route("/users/{id}/unsubscribes/{kind}", axum::routing::delete(handlers::undo_unsubscribe))
+        .route("/plans", get(directory::list_plans))
+        .route("/organizations", post(directory::create_organization))
+        .route("/organizations/{id}", get(directory::get_organization))
+        .route("/sites", post(directory::create_site))
+        .route("/sites/{id}", get(directory::get_site))
+        .route("/users", post(directory::create_user))
+        .route("/users/{id}", get(directory::get_user))
+        .route("/users/{id}/unsubscribes", get(directory::list_unsubscribes))
+        .route("/users/{id}/unsubscribes/{kind}", axum::routing::delete(directory::undo_unsubscribe))
         .route("/chats", post(handlers::open_chat))
         .route("/chats/{id}", get(handlers::get_chat))
         .route("/chats/{id}/messages", get(handlers::list_chat_messages).post(handlers::post_chat_message))

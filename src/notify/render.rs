@@ -417,11 +417,7 @@ pub fn sample_context(kind: &str) -> NotificationContext {
         }),
         messages,
         history,
-        reply_marker: if expects_reply {
-            crate::pipeline::extract::REPLY_ABOVE_MARKER.to_owned()
-        } else {
-            String::new()
-        },
+        reply_marker: if expects_reply { crate::domain::REPLY_ABOVE_MARKER.to_owned() } else { String::new() },
         ref_marker: if expects_reply { "[ref:aeaqcanljlyhz5giqsz4ratieq]".to_owned() } else { String::new() },
         refusal,
     }

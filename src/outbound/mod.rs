@@ -18,12 +18,12 @@
 pub mod mailer;
 
 use crate::config::DeliveryConfig;
+use crate::domain::REPLY_ABOVE_MARKER;
 use crate::domain::{ReplyToken, ThreadKind, TokenSigner};
 use crate::notify::render::{
     AttachmentContext, MessageContext, NotificationContext, PersonContext, PlanContext, RefusalContext, Renderer,
     SiteContext, ThreadContext, human_minutes,
 };
-use crate::pipeline::extract::REPLY_ABOVE_MARKER;
 use crate::pipeline::thread::{body_marker, notification_message_id};
 use crate::pipeline::thread_label;
 use crate::store::{

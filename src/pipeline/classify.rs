@@ -10,17 +10,7 @@
 use super::parse::ParsedMail;
 use serde::Serialize;
 
-/// The kind of an inbound message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MailKind {
-    /// Written by a person.
-    Human,
-    /// Out-of-office, vacation responder, list or bulk mail (RFC 3834 and friends).
-    AutoReply,
-    /// A delivery status notification.
-    Bounce,
-}
+pub use crate::domain::MailKind;
 
 /// The kind of a message and the signal that decided it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

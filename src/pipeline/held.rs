@@ -41,7 +41,7 @@ impl Pipeline {
         let (mut message, thread) = match plan {
             Plan::Store { message, thread } => (message, thread),
             Plan::Log(disposition, _) => {
-                let reply = crate::smtp::reply::for_disposition(&disposition);
+                let reply = crate::domain::reply::for_disposition(&disposition);
                 return Err(StoreError::Conflict(format!("held item {id} cannot be released: {}", reply.text)));
             }
             _ => {

@@ -2,7 +2,7 @@
 //! found, each naming the rule, the field and the line.
 
 use super::{Actions, Condition, Field, Outcome, Rule, RuleSet, SupportHours, build_sets};
-use crate::pipeline::classify::MailKind;
+use crate::domain::MailKind;
 use regex::Regex;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -16,8 +16,8 @@
 
 pub mod file;
 
+use crate::domain::MailKind;
 use crate::domain::Role;
-use crate::pipeline::classify::MailKind;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use regex::{Regex, RegexSet};
 use serde::Serialize;

@@ -1,7 +1,6 @@
 //! The SMTP side: the listener accepts connections, each session speaks the
 //! protocol (with smtp-proto's parsers) and hands complete messages to the
-//! pipeline; `reply` holds every answer we give.
+//! pipeline; every answer we give is in `domain::reply`.
 
 pub mod listener;
-pub mod reply;
 pub mod session;

@@ -12,8 +12,8 @@
 //! data timeout is dropped with `421`; after too many errors the session is
 //! closed.
 
-use super::reply::{self, SmtpReply};
 use crate::config::Limits;
+use crate::domain::reply::{self, SmtpReply};
 use crate::pipeline::{Disposition, Envelope, Pipeline};
 use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
 use smtp_proto::{Error as ProtoError, Request};

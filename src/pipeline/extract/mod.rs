@@ -24,8 +24,7 @@ use crate::store::NewAttachment;
 use regex::Regex;
 use std::sync::LazyLock;
 
-/// The line above which customers are asked to write.
-pub const REPLY_ABOVE_MARKER: &str = "-- Reply above this line --";
+pub use crate::domain::REPLY_ABOVE_MARKER;
 
 /// Subject prefixes that mark a forward: Fwd, Fw (English and most), WG
 /// (German), TR (French), RV (Spanish), Doorst (Dutch), VS (Nordic), Enc

@@ -2,7 +2,7 @@
 //! pipeline outcome or a protocol error to a code, an enhanced status code
 //! (RFC 3463) and a sentence a person can act on. Makes no decisions.
 
-use crate::pipeline::{Disposition, RcptRefusal, Refusal};
+use super::outcome::{Disposition, RcptRefusal, Refusal};
 use std::fmt;
 
 /// One SMTP reply line.

@@ -1,0 +1,128 @@
+//! What happened to a recipient or a message: the pipeline's outcomes, as
+//! plain values. The pipeline produces them; the SMTP session and the
+//! inbound log turn them into answers (`domain::reply`), so that neither
+//! depends on the other.
+
+use super::{ReplyToken, TokenError};
+
+/// What an envelope recipient turned out to be at RCPT time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientTarget {
+    /// `reply+TOKEN@domain` with a verified token of an existing thread.
+    Reply {
+        /// The token text.
+        token: String,
+        /// What it names.
+        parsed: ReplyToken,
+    },
+    /// `support@domain`: mail that continues nothing here would start a chat.
+    Support,
+    /// `postmaster@` or `abuse@`: accepted and recorded, as RFC 5321 asks.
+    Postmaster,
+    /// One of the rules file's `ticket_addresses` (e.g. `downtime@`): mail
+    /// that a rule may turn into a ticket.
+    TicketAddress(String),
+    /// `unsubscribe+TOKEN@`: a List-Unsubscribe mailto link was used.
+    Unsubscribe {
+        /// Who opts out.
+        user_id: i64,
+        /// Of which notification kind.
+        kind: &'static str,
+    },
+    /// `bounces@` or `bounces+TOKEN@`: where delivery reports about our
+    /// notifications come back (TOKEN names the outbox row under a MAC).
+    Bounces {
+        /// The outbox id the address names, when its token verifies; `None`
+        /// for `bounces@` and for a token that does not (an address from
+        /// before tokens, or a forged one: such a report is recorded but
+        /// never counts against an address).
+        outbox_id: Option<i64>,
+    },
+}
+
+/// Why a recipient was refused at RCPT time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptRefusal {
+    /// Not one of our domains.
+    RelayDenied,
+    /// Our domain, but no such address.
+    UnknownMailbox,
+    /// A reply address whose token does not verify.
+    BadToken(TokenError),
+    /// A valid token of a thread that does not exist (any more).
+    UnknownThread,
+    /// The database could not be asked; try later.
+    Unavailable,
+}
+
+/// Why a message was refused after DATA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It would start a new chat: chats start only in the Dashboard.
+    NoNewChat,
+    /// The sender may not write in the thread it points to.
+    NotAllowed(String),
+    /// It points at a thread that does not exist.
+    UnknownThread,
+    /// A reply with no new text and no attachment.
+    EmptyReply,
+    /// The thread is closed.
+    ThreadClosed,
+    /// The From domain failed DMARC.
+    DmarcFailed(String),
+    /// More MIME parts, nesting or header fields than the limits allow.
+    TooComplex(String),
+    /// A routing rule refused it with this answer.
+    Rule {
+        /// 4xx or 5xx.
+        code: u16,
+        /// Enhanced status code.
+        status: String,
+        /// The answer's text.
+        text: String,
+        /// The refusal notice to send, if any.
+        notice: Option<String>,
+    },
+    /// Not an email at all.
+    Unparseable,
+}
+
+/// The outcome of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Stored (or found already stored) in a thread.
+    Accepted {
+        /// The thread.
+        thread_id: i64,
+        /// "chat #N" or "ticket #N", for the reply text.
+        thread_label: String,
+        /// The stored message.
+        message_id: i64,
+        /// It had been stored before (same Message-ID).
+        duplicate: bool,
+    },
+    /// Recorded and not posted (auto-reply, bounce, postmaster mail).
+    Dropped {
+        /// Why.
+        reason: String,
+    },
+    /// Kept for an admin to release, discard or answer (250). The SMTP
+    /// answer says nothing about why or about the thread: the sender may be
+    /// a stranger.
+    Held {
+        /// Why, for the log and the held queue (never for the sender).
+        reason: String,
+    },
+    /// Refused with a permanent error.
+    Rejected(Refusal),
+    /// Not now: a loop breaker tripped; the sender should retry later.
+    Deferred {
+        /// Why.
+        reason: String,
+    },
+    /// Could not be stored now; the sender should retry.
+    TempFail {
+        /// The error, for the log.
+        reason: String,
+    },
+}

@@ -1,0 +1,91 @@
+//! Dry runs: what a message would get, with every step explained, storing
+//! nothing (`inspect`, `rules test`, the admin API's rule tests).
+
+use super::{
+    Analysis, Disposition, Envelope, InboundLogEntry, Mode, Pipeline, Plan, Refusal, Serialize, authenticate, fill_log,
+    rules, thread_label,
+};
+
+/// What a message would get, for `inspect` and dry runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    /// `accepted`, `dropped`, `rejected` or `tempfail`.
+    pub decision: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The thread it would go to.
+    pub thread_id: Option<i64>,
+    /// The SMTP answer the sender would get.
+    pub smtp_reply: String,
+    /// The rules that matched, their actions, and every rule considered.
+    pub routing: rules::Decision,
+    /// SPF, DKIM and DMARC results, when checked.
+    pub auth: Option<authenticate::AuthResults>,
+}
+
+impl Pipeline {
+    /// What [`Pipeline::ingest`] would do with a message, without storing
+    /// anything: the decision, the SMTP answer, and every rule considered.
+    pub async fn dry_run(&self, envelope: &Envelope, raw: &[u8]) -> DryRun {
+        let analysis = self.analyze(envelope, raw);
+        let auth = match &analysis {
+            Some(analysis) => self.authenticate(envelope, analysis.kind, raw).await,
+            None => None,
+        };
+        self.dry_run_with(envelope, analysis, auth, Mode::DryRun).await
+    }
+
+    /// A dry run with the sender checks' results given (as recorded at
+    /// receipt, for `explain` and `replay`), in `mode`.
+    pub(super) async fn dry_run_with(
+        &self,
+        envelope: &Envelope,
+        analysis: Option<Analysis>,
+        auth: Option<authenticate::AuthResults>,
+        mode: Mode,
+    ) -> DryRun {
+        let decided = match (analysis, self.dmarc_verdict(auth.as_ref())) {
+            (None, _) => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), rules::Decision::default())),
+            (Some(_), Some(verdict)) => Ok((verdict, rules::Decision::default())),
+            (Some(analysis), None) => self.decide(envelope, &analysis, mode).await,
+        };
+        let (plan, routing) = match decided {
+            Ok((plan, decision)) => (Ok(plan), decision),
+            Err(e) => (Err(e), rules::Decision::default()),
+        };
+        let (disposition, thread) = match plan {
+            Ok(Plan::Log(disposition, thread_id)) => (disposition, thread_id),
+            Ok(Plan::Bounce(disposition, _)) => (disposition, None),
+            Ok(Plan::Hold { reason, thread_id, .. }) => (Disposition::Held { reason }, thread_id),
+            Ok(Plan::OpenTicket { .. }) => (
+                Disposition::Accepted {
+                    thread_id: 0,
+                    thread_label: "a new ticket".to_owned(),
+                    message_id: 0,
+                    duplicate: false,
+                },
+                None,
+            ),
+            Ok(Plan::Store { thread, .. }) => (
+                Disposition::Accepted {
+                    thread_id: thread.id,
+                    thread_label: thread_label(&thread),
+                    message_id: 0,
+                    duplicate: false,
+                },
+                Some(thread.id),
+            ),
+            Err(error) => (Disposition::TempFail { reason: error.to_string() }, None),
+        };
+        let mut log = InboundLogEntry::default();
+        fill_log(&mut log, &disposition, thread);
+        DryRun {
+            decision: log.decision,
+            reason: log.reason,
+            thread_id: thread,
+            smtp_reply: log.smtp_reply,
+            routing,
+            auth,
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The outbox: queueing, claiming with a lease, recording deliveries, retries, bounces and suppressions.
+
+use super::{
+    Backend, Connection, Delivery, InboundLogEntry, NewOutbox, OutboxItem, ROWS_PER_UPDATE, Readers, Store, StoreError,
+    StoreResult, now_ms, postgres_writes, sqlite_writes,
+};
+
+impl Store {
+    /// Claims up to `limit` due items for `lease_ms` (and up to `limit` more
+    /// whose previous worker's lease ran out: it died).
+    pub async fn claim_due(&self, limit: i64, lease_ms: i64) -> StoreResult<Vec<OutboxItem>> {
+        let now = now_ms();
+        // Of several reply notifications to one person about one thread, only
+        // the oldest is claimed: it carries the others when it goes out. Due
+        // items are read in the order they fell due (the outbox_due index),
+        // so a backlog of thousands costs a claim only the items it looks at
+        // before it has `limit`, each checked against outbox_thread (on
+        // PostgreSQL too: an `OR` of two `IN` lists there scanned the whole
+        // outbox, hence the two lists are joined with `UNION ALL`). On
+        // PostgreSQL, rows another instance is claiming right now are skipped
+        // rather than waited for (or claimed twice).
+        let sql = |lock: &str| {
+            format!(
+                "WITH due AS ( \
+                   SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_attempt_at <= $2 \
+                     AND NOT (o.kind IN ('agent_replied', 'customer_replied') AND EXISTS ( \
+                       SELECT 1 FROM outbox e WHERE e.thread_id = o.thread_id AND e.to_address = o.to_address \
+                         AND e.status IN ('pending', 'sending') AND e.id < o.id \
+                         AND e.kind IN ('agent_replied', 'customer_replied'))) \
+                   ORDER BY o.next_attempt_at LIMIT $3 {lock}), \
+                 expired AS ( \
+                   SELECT o.id FROM outbox o WHERE o.status = 'sending' AND o.claimed_until < $2 LIMIT $3 {lock}) \
+                 UPDATE outbox SET status = 'sending', claimed_until = $1 \
+                 WHERE id IN (SELECT id FROM due UNION ALL SELECT id FROM expired) RETURNING *"
+            )
+        };
+        let mut claimed: Vec<OutboxItem> = match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                let mut writer = writer.lock().await?;
+                sqlx::query_as(&sql("")).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *writer).await?
+            }
+            Backend::Postgres { pool, .. } => {
+                sqlx::query_as(&sql("FOR UPDATE OF o SKIP LOCKED"))
+                    .bind(now + lease_ms)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        claimed.sort_by_key(|item| item.id);
+        Ok(claimed)
+    }
+
+    /// When the next pending item is due, if any.
+    pub async fn next_due(&self) -> StoreResult<Option<i64>> {
+        Ok(reading!(self, |db| sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+            .fetch_one(db)
+            .await)?)
+    }
+
+    /// Outbox items, newest first; only failed ones when `failed_only`.
+    pub async fn outbox(&self, failed_only: bool, limit: i64) -> StoreResult<Vec<OutboxItem>> {
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT * FROM outbox WHERE ($1 = 0 OR status = 'failed') ORDER BY id DESC LIMIT $2"
+        )
+        .bind(i64::from(failed_only))
+        .bind(limit)
+        .fetch_all(db)
+        .await)?)
+    }
+
+    /// Records what became of claimed items, all in one transaction (one
+    /// commit for a whole pass of the outbound worker, not one per mail).
+    /// The sent items and the ones they carried are each updated by a few
+    /// multi-row statements, however many there are.
+    pub async fn record_deliveries(&self, outcomes: &[Delivery]) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut sent: Vec<(i64, &str)> = Vec::new();
+        let mut merged: Vec<(i64, &str, String)> = Vec::new();
+        for outcome in outcomes {
+            if let Delivery::Sent { id, rfc_message_id, merged: carried } = outcome {
+                sent.push((*id, rfc_message_id));
+                let why = format!("sent together with notification {id}");
+                merged.extend(carried.iter().map(|other| (*other, rfc_message_id.as_str(), why.clone())));
+            }
+        }
+        writing!(self, |db| {
+            let mut tx = db.begin().await?;
+            let now = now_ms();
+            for chunk in sent.chunks(ROWS_PER_UPDATE) {
+                let mut update = sqlx::QueryBuilder::new("UPDATE outbox SET status = 'sent', sent_at = ");
+                update.push_bind(now).push(
+                    ", rfc_message_id = v.column2, attempts = attempts + 1, claimed_until = NULL, \
+                     last_error = NULL FROM (",
+                );
+                update.push_values(chunk, |mut row, (id, rfc_message_id)| {
+                    row.push_bind(*id).push_bind(*rfc_message_id);
+                });
+                update.push(") AS v WHERE outbox.id = v.column1");
+                update.build().execute(&mut *tx).await?;
+            }
+            for chunk in merged.chunks(ROWS_PER_UPDATE) {
+                let mut update = sqlx::QueryBuilder::new("UPDATE outbox SET status = 'merged', sent_at = ");
+                update.push_bind(now).push(", rfc_message_id = v.column2, last_error = v.column3 FROM (");
+                update.push_values(chunk, |mut row, (id, rfc_message_id, why)| {
+                    row.push_bind(*id).push_bind(*rfc_message_id).push_bind(why);
+                });
+                update.push(") AS v WHERE outbox.id = v.column1 AND outbox.status = 'pending'");
+                update.build().execute(&mut *tx).await?;
+            }
+            for outcome in outcomes {
+                match outcome {
+                    Delivery::Sent { .. } => {}
+                    Delivery::Failed { id, error, retry_at } => {
+                        sqlx::query(
+                            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, claimed_until = NULL, \
+                             status = CASE WHEN $2 IS NULL THEN 'failed' ELSE 'pending' END, \
+                             next_attempt_at = COALESCE($2, next_attempt_at) WHERE id = $3",
+                        )
+                        .bind(error)
+                        .bind(retry_at)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Delivery::Skipped { id, why } => {
+                        sqlx::query(
+                            "UPDATE outbox SET status = 'skipped', last_error = $1, claimed_until = NULL WHERE id = $2",
+                        )
+                        .bind(why)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Puts a failed item back in the queue, or a pending one waiting out its
+    /// backoff (a relay was fixed), due now, with a fresh lifetime.
+    pub async fn retry(&self, id: i64) -> StoreResult<OutboxItem> {
+        let now = now_ms();
+        let item: Option<OutboxItem> = writing!(self, |db| sqlx::query_as(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = $1, expires_at = $2, claimed_until = NULL \
+             WHERE id = $3 AND status IN ('failed', 'pending', 'skipped') RETURNING *",
+        )
+        .bind(now)
+        .bind(now + self.policy.lifetime_ms)
+        .bind(id)
+        .fetch_optional(db)
+        .await)?;
+        match item {
+            Some(item) => {
+                self.outbox_wakeup.queued(now);
+                Ok(item)
+            }
+            None => match self.outbox_item(id).await? {
+                Some(other) => Err(StoreError::Conflict(format!(
+                    "outbox item {id} is {}; only failed, skipped and pending items can be retried",
+                    other.status
+                ))),
+                None => Err(StoreError::NotFound("outbox item")),
+            },
+        }
+    }
+
+    /// Queues a mail that is not about one new message, together with the
+    /// inbound log entry that caused it (if any), in one transaction.
+    pub async fn enqueue(&self, new: &NewOutbox, log: Option<&InboundLogEntry>) -> StoreResult<i64> {
+        let id = writing!(self, |db, w| {
+            let mut tx = db.begin().await?;
+            let now = now_ms();
+            let id = w::insert_outbox(&mut tx, self.policy, new).await?;
+            if new.kind.starts_with("refusal_") {
+                sqlx::query("INSERT INTO notices_sent (address, kind, sent_at) VALUES ($1, $2, $3)")
+                    .bind(&new.to_address)
+                    .bind(&new.kind)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(log) = log {
+                w::insert_log(&mut tx, log, None).await?;
+            }
+            tx.commit().await?;
+            id
+        });
+        self.outbox_wakeup.queued_unknown();
+        Ok(id)
+    }
+
+    /// Whether a refusal notice went to `address` since `since` (Unix ms).
+    pub async fn notice_sent_since(&self, address: &str, since: i64) -> StoreResult<bool> {
+        let count: i64 = reading!(self, |db| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM notices_sent WHERE address = $1 AND sent_at >= $2"
+        )
+        .bind(address)
+        .bind(since)
+        .fetch_one(db)
+        .await)?;
+        Ok(count > 0)
+    }
+
+    /// Records that a user does not want notifications of `kind` any more.
+    pub async fn opt_out(&self, user_id: i64, kind: &str) -> StoreResult<()> {
+        writing!(self, |db| sqlx::query(
+            "INSERT INTO notification_optouts (user_id, kind, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, kind) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(kind)
+        .bind(now_ms())
+        .execute(db)
+        .await
+        .map(drop))?;
+        self.subscribed_agents.clear();
+        Ok(())
+    }
+
+    /// Undoes an opt-out; whether there was one.
+    pub async fn opt_in(&self, user_id: i64, kind: &str) -> StoreResult<bool> {
+        let removed =
+            writing!(self, |db| sqlx::query("DELETE FROM notification_optouts WHERE user_id = $1 AND kind = $2")
+                .bind(user_id)
+                .bind(kind)
+                .execute(db)
+                .await
+                .map(|done| done.rows_affected()))?;
+        self.subscribed_agents.clear();
+        Ok(removed > 0)
+    }
+
+    /// The notification kinds `user_id` opted out of, with when (Unix ms).
+    pub async fn opt_outs(&self, user_id: i64) -> StoreResult<Vec<(String, i64)>> {
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT kind, created_at FROM notification_optouts WHERE user_id = $1 ORDER BY kind"
+        )
+        .bind(user_id)
+        .fetch_all(db)
+        .await)?)
+    }
+
+    /// Whether `user_id` opted out of notifications of `kind`.
+    pub async fn is_opted_out(&self, user_id: i64, kind: &str) -> StoreResult<bool> {
+        Ok(reading!(self, |db| sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM notification_optouts WHERE user_id = $1 AND kind = $2)"
+        )
+        .bind(user_id)
+        .bind(kind)
+        .fetch_one(db)
+        .await)?)
+    }
+}
