@@ -45,7 +45,10 @@ pub struct ConfigArgs {
     /// Folder of notification templates overriding the built-in ones.
     #[arg(long, env = "MAILGATE_TEMPLATES_DIR", value_name = "DIR")]
     pub templates_dir: Option<PathBuf>,
-    /// Base URL of the web Dashboard, for links in notifications.
+    /// The web Dashboard, for links in notifications: a base URL
+    /// (`https://dash.example.com`, links go to BASE/chats/N and
+    /// BASE/tickets/N) or a link template with `{kind}` (chat, ticket) and
+    /// `{id}` (chat id, ticket number). Without it, notifications carry no link.
     #[arg(long, env = "MAILGATE_DASHBOARD_URL", value_name = "URL")]
     pub dashboard_url: Option<String>,
     /// Largest message accepted, in bytes [default: 26214400 (25 MiB)].
@@ -356,8 +359,9 @@ pub struct Config {
     pub outbox_dir: PathBuf,
     /// Folder of templates overriding the built-in ones.
     pub templates_dir: Option<PathBuf>,
-    /// Dashboard base URL used in notification links.
-    pub dashboard_url: String,
+    /// The Dashboard's base URL or link template (see `--dashboard-url`);
+    /// `None`: notifications carry no Dashboard link.
+    pub dashboard_url: Option<String>,
     /// SMTP limits.
     pub limits: Limits,
     /// Outgoing mail.
@@ -526,17 +530,16 @@ impl Config {
             algorithm: d.algorithm.unwrap_or_else(|| "rsa".to_owned()),
         });
         let on_call_address = raw.on_call_address.unwrap_or_else(|| format!("oncall@{domain}"));
-        let http_port = http_listen.port();
         Ok(Self {
             outbox_dir: args.outbox_dir.clone().or(raw.outbox_dir).unwrap_or_else(|| data_dir.join("outbox")),
             templates_dir: args.templates_dir.clone().or(raw.templates_dir),
-            dashboard_url: args
-                .dashboard_url
-                .clone()
-                .or(raw.dashboard_url)
-                .unwrap_or_else(|| format!("http://{}:{http_port}", http_listen.ip()))
-                .trim_end_matches('/')
-                .to_owned(),
+            dashboard_url: match args.dashboard_url.clone().or(raw.dashboard_url) {
+                Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                    Some(url.trim_end_matches('/').to_owned())
+                }
+                Some(url) => bail!("dashboard_url: {url:?} must start with https:// or http://"),
+                None => None,
+            },
             data_dir,
             database_url,
             smtp_listen,
@@ -599,7 +602,7 @@ impl Config {
             api_token: None,
             outbox_dir: data_dir.join("outbox"),
             templates_dir: None,
-            dashboard_url: "http://127.0.0.1:8080".to_owned(),
+            dashboard_url: None,
             limits: Limits::default(),
             delivery: DeliveryConfig { coalesce_window: Duration::ZERO, ..DeliveryConfig::default() },
             on_call_address: format!("oncall@{}", domain.to_ascii_lowercase()),

@@ -1,15 +1,16 @@
-//! The directory in the API: plans, organizations, sites and users, and the
-//! notification kinds a user unsubscribed from.
+//! The directory in the API: plans, organizations, sites and users (create,
+//! read, change), and the notification kinds a user unsubscribed from. A
+//! change takes effect at once on every instance.
 
 use super::handlers::{body, ensure_organization, required};
 use super::{ApiError, ApiState};
 use crate::domain::{EmailAddress, Role};
-use crate::store::{Organization, Plan, Site, User};
+use crate::store::{Organization, OrganizationChanges, Plan, Site, SiteChanges, User, UserChanges};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
 
 type Shared = State<Arc<ApiState>>;
@@ -158,4 +159,142 @@ pub(super) async fn undo_unsubscribe(
         true => Ok(StatusCode::NO_CONTENT),
         false => Err(ApiError::NotFound(format!("user {id} is not unsubscribed from {kind}"))),
     }
+}
+
+/// For `Option<Option<T>>` fields: absent is `None`, `null` is `Some(None)`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A site plan that exists, or a 400 naming it.
+async fn site_plan(state: &ApiState, plan: &str) -> ApiResult<()> {
+    match state.store.plan(plan).await? {
+        Some(p) if p.scope == "site" => Ok(()),
+        _ => Err(ApiError::BadRequest(format!("{plan:?} is not a site plan (see GET /api/v1/plans)"))),
+    }
+}
+
+/// An organization or account plan that exists, or a 400 naming it.
+async fn organization_plan(state: &ApiState, plan: &str) -> ApiResult<()> {
+    match state.store.plan(plan).await? {
+        Some(p) if p.scope != "site" => Ok(()),
+        _ => Err(ApiError::BadRequest(format!("{plan:?} is not an organization or account plan"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UserPatch {
+    name: Option<String>,
+    email: Option<String>,
+    role: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    organization_id: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    time_zone: Option<Option<String>>,
+}
+
+/// `PATCH /users/{id}` `{name?, email?, role?, organization_id?, time_zone?}`
+/// (`null` clears the organization or the time zone).
+pub(super) async fn update_user(
+    State(state): Shared,
+    Path(id): Path<i64>,
+    json: Result<Json<UserPatch>, JsonRejection>,
+) -> ApiResult<Json<User>> {
+    let patch = body(json)?;
+    let current = state.store.user(id).await?.ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))?;
+    let email = match &patch.email {
+        Some(email) => Some(
+            EmailAddress::parse(email)
+                .ok_or_else(|| ApiError::BadRequest(format!("{email:?} is not a valid email address")))?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let role = match &patch.role {
+        Some(role) => Some(Role::parse(role).ok_or_else(|| {
+            ApiError::BadRequest(format!("role {role:?} is not one of owner, admin, member, unprivileged, agent"))
+        })?),
+        None => None,
+    };
+    let organization = patch.organization_id.unwrap_or(current.organization_id);
+    if role.unwrap_or(current.role()) == Role::Agent && organization.is_some() {
+        return Err(ApiError::BadRequest("agents do not belong to a customer organization".to_owned()));
+    }
+    if let Some(Some(org)) = patch.organization_id {
+        ensure_organization(&state, Some(org)).await?;
+    }
+    if let Some(Some(zone)) = &patch.time_zone
+        && zone.parse::<chrono_tz::Tz>().is_err()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "time_zone {zone:?} is not an IANA time zone name such as Europe/Berlin"
+        )));
+    }
+    let name = match &patch.name {
+        Some(name) => Some(crate::notify::render::header_safe(&required(name, "name")?)),
+        None => None,
+    };
+    let changes = UserChanges { name, email, role, organization_id: patch.organization_id, time_zone: patch.time_zone };
+    let user = state.store.update_user(id, &changes).await?;
+    user.map(Json).ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SitePatch {
+    name: Option<String>,
+    plan: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    organization_id: Option<Option<i64>>,
+}
+
+/// `PATCH /sites/{id}` `{name?, plan?, organization_id?}`
+pub(super) async fn update_site(
+    State(state): Shared,
+    Path(id): Path<i64>,
+    json: Result<Json<SitePatch>, JsonRejection>,
+) -> ApiResult<Json<Site>> {
+    let patch = body(json)?;
+    if let Some(plan) = &patch.plan {
+        site_plan(&state, plan).await?;
+    }
+    if let Some(Some(org)) = patch.organization_id {
+        ensure_organization(&state, Some(org)).await?;
+    }
+    let name = match &patch.name {
+        Some(name) => Some(required(name, "name")?),
+        None => None,
+    };
+    let changes = SiteChanges { name, plan_id: patch.plan, organization_id: patch.organization_id };
+    let site = state.store.update_site(id, &changes).await?;
+    site.map(Json).ok_or_else(|| ApiError::NotFound(format!("site {id} not found")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OrganizationPatch {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    plan: Option<Option<String>>,
+}
+
+/// `PATCH /organizations/{id}` `{name?, plan?}` (`"plan": null` removes it).
+pub(super) async fn update_organization(
+    State(state): Shared,
+    Path(id): Path<i64>,
+    json: Result<Json<OrganizationPatch>, JsonRejection>,
+) -> ApiResult<Json<Organization>> {
+    let patch = body(json)?;
+    if let Some(Some(plan)) = &patch.plan {
+        organization_plan(&state, plan).await?;
+    }
+    let name = match &patch.name {
+        Some(name) => Some(required(name, "name")?),
+        None => None,
+    };
+    let changes = OrganizationChanges { name, plan_id: patch.plan };
+    let organization = state.store.update_organization(id, &changes).await?;
+    organization.map(Json).ok_or_else(|| ApiError::NotFound(format!("organization {id} not found")))
 }

@@ -66,8 +66,8 @@ pub struct Outbound {
     pub mailer: Mailer,
     /// Our mail domain.
     pub domain: String,
-    /// Dashboard base URL for links.
-    pub dashboard_url: String,
+    /// The Dashboard's base URL or link template (`{kind}`, `{id}`); `None`: no links.
+    pub dashboard_url: Option<String>,
     /// This server's public URL, for one-click unsubscribe links.
     pub public_url: Option<String>,
     /// Retries, concurrency, bounces, DKIM.
@@ -524,7 +524,7 @@ impl Outbound {
                 email: item.to_address.clone(),
             },
             support_address: format!("support@{}", self.domain),
-            dashboard_url: self.dashboard_url.clone(),
+            dashboard_url: self.dashboard_url.as_deref().map(dashboard_home).unwrap_or_default(),
             thread: None,
             site: None,
             plan: None,
@@ -549,9 +549,9 @@ impl Outbound {
         });
         let plan_name = self.store.plan(&site.plan_id).await?.map_or_else(|| site.plan_id.clone(), |p| p.name);
         context.site = Some(SiteContext { name: site.name.clone(), plan: site.plan_id.clone(), plan_name });
-        let path = match (thread.kind(), thread.ticket_number) {
-            (ThreadKind::Ticket, Some(number)) => format!("tickets/{number}"),
-            _ => format!("chats/{}", thread.id),
+        let (kind, id) = match (thread.kind(), thread.ticket_number) {
+            (ThreadKind::Ticket, Some(number)) => ("ticket", number),
+            _ => ("chat", thread.id),
         };
         let label = thread_label(thread);
         context.thread = Some(ThreadContext {
@@ -562,7 +562,7 @@ impl Outbound {
             subject: thread.subject.clone(),
             ticket_number: thread.ticket_number,
             ticket_type: thread.ticket_type.clone(),
-            url: format!("{}/{path}", self.dashboard_url),
+            url: self.dashboard_url.as_deref().map(|url| dashboard_link(url, kind, id)).unwrap_or_default(),
         });
         if item.kind == "chat_transcript" {
             context.messages = self.store.messages(thread.id).await?.iter().map(message_context).collect();
@@ -598,6 +598,29 @@ impl Outbound {
     }
 }
 
+/// The link to a chat or ticket: the template with `{kind}` and `{id}`
+/// filled in, or for a base URL `BASE/chats/N` or `BASE/tickets/N`.
+pub fn dashboard_link(url: &str, kind: &str, id: i64) -> String {
+    if url.contains("{kind}") || url.contains("{id}") {
+        url.replace("{kind}", kind).replace("{id}", &id.to_string())
+    } else {
+        format!("{url}/{kind}s/{id}")
+    }
+}
+
+/// The Dashboard's home: a base URL as given, or a link template's origin
+/// (`https://dash.example.com/support/{kind}s/{id}` -> `https://dash.example.com`).
+pub fn dashboard_home(url: &str) -> String {
+    if !(url.contains("{kind}") || url.contains("{id}")) {
+        return url.to_owned();
+    }
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    match url[after_scheme..].find('/') {
+        Some(slash) => url[..after_scheme + slash].to_owned(),
+        None => url.to_owned(),
+    }
+}
+
 fn capitalize(text: &str) -> String {
     let mut chars = text.chars();
     chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
@@ -622,5 +645,20 @@ fn message_context(m: &StoredMessage, zone: chrono_tz::Tz) -> MessageContext {
                 size: a.size,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{dashboard_home, dashboard_link};
+
+    #[test]
+    fn dashboard_links_from_a_base_url_or_a_template() {
+        assert_eq!(dashboard_link("https://dash.example.com", "ticket", 7), "https://dash.example.com/tickets/7");
+        assert_eq!(dashboard_link("https://dash.example.com", "chat", 12), "https://dash.example.com/chats/12");
+        let template = "https://app.example.com/support/{kind}/{id}?from=mail";
+        assert_eq!(dashboard_link(template, "ticket", 7), "https://app.example.com/support/ticket/7?from=mail");
+        assert_eq!(dashboard_home(template), "https://app.example.com");
+        assert_eq!(dashboard_home("https://dash.example.com/desk"), "https://dash.example.com/desk");
     }
 }

@@ -1,10 +1,12 @@
 //! Step 4: may this sender write in this thread?
 //!
-//! Allowed: the user a token was issued to (matched by the From address), the
-//! customer who opened the thread, and for tickets any member of the site's
-//! organization who may see tickets (not Unprivileged). A `[Ticket #N]` tag
-//! or a body marker only point at a thread; they never let a stranger in.
-//! Pure: the caller loads the rows.
+//! Allowed: the customer who opened the thread; for tickets any member of
+//! the site's organization who may see tickets (not Unprivileged); and a
+//! support agent the token was issued to (matched by the From address). A
+//! token does not outlive its holder's standing: a member who became
+//! Unprivileged or left the organization may not write with a token issued
+//! before. A `[Ticket #N]` tag or a body marker only point at a thread; they
+//! never let a stranger in. Pure: the caller loads the rows (as they are now).
 
 use super::thread::ThreadRef;
 use crate::domain::ThreadKind;
@@ -28,7 +30,7 @@ pub fn authorize(thread: &Thread, site: &Site, reference: &ThreadRef, sender: Op
         return Authorization::Denied("the sender's address is not known to us".to_owned());
     };
     let token_holder = matches!(reference, ThreadRef::Token { recipient_id, .. } if *recipient_id == sender.id);
-    if token_holder || is_participant(thread, site, sender) {
+    if (token_holder && sender.is_agent()) || is_participant(thread, site, sender) {
         return Authorization::Allowed { author_id: sender.id };
     }
     Authorization::Denied(format!("{} may not write in this conversation", sender.email))

@@ -1,17 +1,20 @@
-//! In-memory copies of rows that never change once written.
+//! In-memory copies of directory rows: sites, organizations, plans and users.
 //!
-//! Sites, organizations, plans and users are inserted and never updated or
-//! deleted (no statement in this crate does), so a copy read once stays true
-//! for the life of the process, and for every other instance sharing the
-//! database. Only rows that exist are kept: a user created after a miss is
-//! found on the next look-up. If those tables ever gain an `UPDATE`, the
-//! entries it touches must be dropped here in the same change.
+//! They change rarely (the Dashboard edits them through the API) and are
+//! read on every message, so they are kept here. Every change empties the
+//! whole copy, on this instance at once and on the other instances sharing a
+//! PostgreSQL database through `NOTIFY mailgate_directory` (see
+//! `Store::directory_changed`). A read that raced with a change is not kept:
+//! [`Directory::generation`] moves on every emptying, and a row read under
+//! an older generation is returned but not remembered. Only rows that exist
+//! are kept: a user created after a miss is found on the next look-up.
 
 use super::{Organization, Plan, Site, User};
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How many entries each map holds before it is emptied and refilled: a
 /// bound on memory, high enough that a busy desk's working set stays warm.
@@ -34,6 +37,10 @@ impl<K: Eq + Hash, V: Clone> Bounded<K, V> {
         self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
     }
 
+    fn clear(&self) {
+        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+
     fn put(&self, key: K, value: V) {
         let mut map = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= CAPACITY {
@@ -54,6 +61,7 @@ pub(super) struct Directory {
     features: Bounded<i64, (bool, bool)>,
     users: Bounded<String, User>,
     users_by_id: Bounded<i64, User>,
+    generation: AtomicU64,
 }
 
 impl Directory {
@@ -65,7 +73,25 @@ impl Directory {
             features: Bounded::new(),
             users: Bounded::new(),
             users_by_id: Bounded::new(),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Moves on every [`Directory::clear`]: a row read before and kept after
+    /// a change would be stale.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Forgets every row (a directory row changed, here or elsewhere).
+    pub(super) fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.sites.clear();
+        self.organizations.clear();
+        self.plans.clear();
+        self.features.clear();
+        self.users.clear();
+        self.users_by_id.clear();
     }
 
     pub(super) fn organization(&self, id: i64) -> Option<Organization> {

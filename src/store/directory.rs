@@ -1,4 +1,6 @@
-//! The directory: plans, organizations, sites and users (kept in memory once read, see `cache.rs`), and who opted out of which notifications.
+//! The directory: plans, organizations, sites and users (kept in memory once
+//! read, see `cache.rs`), their changes (every instance forgets its copy at
+//! once: `directory_changed`), and who opted out of which notifications.
 
 use super::{
     Backend, Organization, Plan, Readers, Role, Site, Store, StoreError, StoreResult, User, now_ms, postgres_writes,
@@ -21,7 +23,7 @@ impl Store {
                 .fetch_optional(db)
                 .await)?)
         };
-        through_directory(self.directory.plan(id), read, |plan| self.directory.keep_plan(plan)).await
+        through_directory(&self.directory, self.directory.plan(id), read, |plan| self.directory.keep_plan(plan)).await
     }
 
     /// Creates an organization.
@@ -44,7 +46,10 @@ impl Store {
                 .fetch_optional(db)
                 .await)?)
         };
-        through_directory(self.directory.organization(id), read, |org| self.directory.keep_organization(org)).await
+        through_directory(&self.directory, self.directory.organization(id), read, |org| {
+            self.directory.keep_organization(org);
+        })
+        .await
     }
 
     /// Creates a site.
@@ -68,7 +73,7 @@ impl Store {
                 .fetch_optional(db)
                 .await)?)
         };
-        through_directory(self.directory.site(id), read, |site| self.directory.keep_site(site)).await
+        through_directory(&self.directory, self.directory.site(id), read, |site| self.directory.keep_site(site)).await
     }
 
     /// The sites of an organization, best plan first.
@@ -134,7 +139,10 @@ impl Store {
                 .fetch_optional(db)
                 .await)?)
         };
-        through_directory(self.directory.user_by_id(id), read, |user| self.directory.keep_user(&user.email, user)).await
+        through_directory(&self.directory, self.directory.user_by_id(id), read, |user| {
+            self.directory.keep_user(&user.email, user);
+        })
+        .await
     }
 
     /// The user with this (lower-case) email.
@@ -145,7 +153,10 @@ impl Store {
                 .fetch_optional(db)
                 .await)?)
         };
-        through_directory(self.directory.user(email), read, |user| self.directory.keep_user(email, user)).await
+        through_directory(&self.directory, self.directory.user(email), read, |user| {
+            self.directory.keep_user(email, user);
+        })
+        .await
     }
 
     /// Members of an organization who may see its tickets (not Unprivileged).
@@ -180,5 +191,179 @@ impl Store {
         Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM users WHERE role = 'agent' ORDER BY id")
             .fetch_all(db)
             .await)?)
+    }
+}
+
+/// The PostgreSQL channel a directory change is announced on.
+const CHANGES: &str = "mailgate_directory";
+
+/// What a change to a user sets; `None` leaves a field as it is (for the
+/// nullable ones, `Some(None)` clears it).
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    /// A new display name.
+    pub name: Option<String>,
+    /// A new (lower-case) email address.
+    pub email: Option<String>,
+    /// A new role.
+    pub role: Option<Role>,
+    /// A new organization, or none.
+    pub organization_id: Option<Option<i64>>,
+    /// A new time zone, or none (the desk's).
+    pub time_zone: Option<Option<String>>,
+}
+
+/// What a change to a site sets.
+#[derive(Debug, Clone, Default)]
+pub struct SiteChanges {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new plan.
+    pub plan_id: Option<String>,
+    /// A new organization, or none.
+    pub organization_id: Option<Option<i64>>,
+}
+
+/// What a change to an organization sets.
+#[derive(Debug, Clone, Default)]
+pub struct OrganizationChanges {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new plan, or none.
+    pub plan_id: Option<Option<String>>,
+}
+
+impl Store {
+    /// Changes a user; `None` when there is no such user. Takes effect at
+    /// once on every instance (who is notified, who may write where).
+    pub async fn update_user(&self, id: i64, changes: &UserChanges) -> StoreResult<Option<User>> {
+        let (set_org, org) = split(changes.organization_id);
+        let (set_zone, zone) = split(changes.time_zone.clone());
+        let result = writing!(self, |db| sqlx::query_as(
+            "UPDATE users SET name = COALESCE($1, name), email = COALESCE($2, email), role = COALESCE($3, role), \
+             organization_id = CASE WHEN $4 THEN $5 ELSE organization_id END, \
+             time_zone = CASE WHEN $6 THEN $7 ELSE time_zone END WHERE id = $8 RETURNING *"
+        )
+        .bind(&changes.name)
+        .bind(&changes.email)
+        .bind(changes.role.map(Role::as_str))
+        .bind(set_org)
+        .bind(org)
+        .bind(set_zone)
+        .bind(zone)
+        .bind(id)
+        .fetch_optional(db)
+        .await);
+        let user = match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!(
+                    "a user with email {} already exists",
+                    changes.email.as_deref().unwrap_or("")
+                )));
+            }
+            other => other?,
+        };
+        self.directory_changed().await;
+        Ok(user)
+    }
+
+    /// Changes a site; `None` when there is no such site.
+    pub async fn update_site(&self, id: i64, changes: &SiteChanges) -> StoreResult<Option<Site>> {
+        let (set_org, org) = split(changes.organization_id);
+        let site = writing!(self, |db| sqlx::query_as(
+            "UPDATE sites SET name = COALESCE($1, name), plan_id = COALESCE($2, plan_id), \
+             organization_id = CASE WHEN $3 THEN $4 ELSE organization_id END WHERE id = $5 RETURNING *"
+        )
+        .bind(&changes.name)
+        .bind(&changes.plan_id)
+        .bind(set_org)
+        .bind(org)
+        .bind(id)
+        .fetch_optional(db)
+        .await)?;
+        self.directory_changed().await;
+        Ok(site)
+    }
+
+    /// Changes an organization; `None` when there is no such organization.
+    pub async fn update_organization(
+        &self,
+        id: i64,
+        changes: &OrganizationChanges,
+    ) -> StoreResult<Option<Organization>> {
+        let (set_plan, plan) = split(changes.plan_id.clone());
+        let organization = writing!(self, |db| sqlx::query_as(
+            "UPDATE organizations SET name = COALESCE($1, name), \
+             plan_id = CASE WHEN $2 THEN $3 ELSE plan_id END WHERE id = $4 RETURNING *"
+        )
+        .bind(&changes.name)
+        .bind(set_plan)
+        .bind(plan)
+        .bind(id)
+        .fetch_optional(db)
+        .await)?;
+        self.directory_changed().await;
+        Ok(organization)
+    }
+
+    /// After a directory row changed: this instance forgets its copy now,
+    /// and (PostgreSQL) tells every other instance to forget theirs. A
+    /// failed announcement is logged; the change itself is committed.
+    pub(super) async fn directory_changed(&self) {
+        self.directory.clear();
+        self.subscribed_agents.clear();
+        if let Backend::Postgres { pool, .. } = &self.backend {
+            let announced = sqlx::query("SELECT pg_notify($1, '')").bind(CHANGES).execute(pool).await;
+            if let Err(error) = announced {
+                tracing::warn!(%error, "announcing a directory change to the other instances failed");
+            }
+        }
+    }
+}
+
+/// (whether to set, the value) for a nullable column's `CASE WHEN`.
+fn split<T>(change: Option<Option<T>>) -> (bool, Option<T>) {
+    match change {
+        Some(value) => (true, value),
+        None => (false, None),
+    }
+}
+
+/// Listens for other instances' directory changes and forgets this
+/// instance's copy on each (and whenever the listening connection was lost,
+/// as a change may have gone unheard). Ends when the pool closes.
+pub(super) async fn follow_changes(
+    pool: sqlx::PgPool,
+    directory: std::sync::Arc<super::cache::Directory>,
+    agents: std::sync::Arc<super::cache::Recent<Vec<i64>>>,
+) {
+    let forget = || {
+        directory.clear();
+        agents.clear();
+    };
+    loop {
+        let listening = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.listen(CHANGES).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listening.await {
+            Ok(mut listener) => {
+                forget();
+                while let Ok(heard) = listener.try_recv().await {
+                    // `None`: the connection was lost and is being made again.
+                    let _ = heard;
+                    forget();
+                }
+            }
+            Err(error) if !pool.is_closed() => {
+                tracing::warn!(%error, "listening for directory changes failed; trying again");
+            }
+            Err(_) => {}
+        }
+        if pool.is_closed() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }

@@ -184,6 +184,7 @@ mod pass_reads;
 mod settings;
 mod threads;
 use connect::{Readers, SqliteWriter, open_postgres, open_sqlite};
+pub use directory::{OrganizationChanges, SiteChanges, UserChanges};
 pub use held::HeldFilter;
 pub use originals::{Original, OriginalsStats};
 pub use pass_reads::{COALESCED_KINDS, PassReads};
@@ -553,6 +554,13 @@ impl Store {
         tokio::spawn(lookups::answer_lookups(backend.clone(), questions));
         let directory = Arc::new(cache::Directory::new());
         let subscribed_agents = Arc::new(cache::Recent::new(Duration::from_secs(1)));
+        if let Backend::Postgres { pool, .. } = &backend {
+            tokio::spawn(directory::follow_changes(
+                pool.clone(),
+                Arc::clone(&directory),
+                Arc::clone(&subscribed_agents),
+            ));
+        }
         Ok(Self {
             backend,
             outbox_wakeup,
@@ -599,8 +607,10 @@ impl Store {
 }
 
 /// A row kept in the directory, or else read with `read` and kept (a row
-/// that does not exist is not remembered: another instance may create it).
+/// that does not exist is not remembered: another instance may create it;
+/// a row read while the directory changed is returned but not kept).
 async fn through_directory<T>(
+    directory: &cache::Directory,
     kept: Option<T>,
     read: impl std::future::Future<Output = StoreResult<Option<T>>>,
     keep: impl FnOnce(&T),
@@ -608,8 +618,11 @@ async fn through_directory<T>(
     if kept.is_some() {
         return Ok(kept);
     }
+    let generation = directory.generation();
     let row = read.await?;
-    if let Some(row) = &row {
+    if let Some(row) = &row
+        && directory.generation() == generation
+    {
         keep(row);
     }
     Ok(row)

@@ -112,6 +112,7 @@ impl Store {
         if let Some(features) = self.directory.features(site_id) {
             return Ok(features);
         }
+        let generation = self.directory.generation();
         let row: Option<PlanFeatures> = reading!(self, |db| sqlx::query_as(
             "SELECT sp.tickets, sp.rank, sp.on_call, op.tickets, op.on_call FROM sites s \
              JOIN plans sp ON sp.id = s.plan_id \
@@ -129,7 +130,9 @@ impl Store {
                 _ => false,
             };
         let features = (tickets, site_on_call || org_on_call.unwrap_or(false));
-        self.directory.keep_features(site_id, features);
+        if self.directory.generation() == generation {
+            self.directory.keep_features(site_id, features);
+        }
         Ok(features)
     }
 

@@ -8,6 +8,7 @@ mod capture;
 mod cli;
 mod crash;
 mod delivery;
+mod directory;
 mod fixtures;
 mod fuzz;
 mod held;

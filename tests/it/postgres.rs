@@ -267,3 +267,53 @@ async fn held_mail_released_on_two_instances_at_once_lands_once() {
     }
     assert_eq!(a.messages(&format!("/chats/{chat}")).await.len(), before + ids.len());
 }
+
+/// Issue 20: a plan change and a role change made through one instance are
+/// in force on another at once (it kept both in memory before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_directory_change_on_one_instance_is_in_force_on_another_at_once() {
+    let database_url = postgres_database().await;
+    let relay = Capture::start().await;
+    let a = instance(&database_url, &relay).await;
+    let b = instance(&database_url, &relay).await;
+    let w = a.world("sandbox", None).await;
+    let ticket = json!({"site_id": w.site, "customer_id": w.owner, "type": "Performance", "subject": "Slow",
+                        "description": "Pages take 10 s."});
+    assert_eq!(b.post("/tickets", ticket.clone()).await.0, 403, "B reads (and keeps) the Sandbox plan");
+    assert_eq!(a.patch(&format!("/sites/{}", w.site), json!({"plan": "elite"})).await.0, 200);
+    let (status, opened) = b.post("/tickets", ticket).await;
+    assert_eq!(status, 201, "B sees the upgrade at once: {opened}");
+    let number = opened["ticket_number"].as_i64().unwrap();
+
+    a.create(&format!("/tickets/{number}/messages"), json!({"author_id": w.agent, "text": "Answer"})).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let note = loop {
+        let found = relay.messages().into_iter().find(|m| m.rcpt_to == [MEMBER]);
+        match found {
+            Some(note) => break note,
+            None if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            None => panic!("the member was not told of the answer"),
+        }
+    };
+    let value = note.header("Reply-To");
+    let to = value[value.find('<').unwrap() + 1..value.rfind('>').unwrap()].to_owned();
+    let subject = note.header("Subject").clone();
+    let reply = |n: u32| reply_mail(MEMBER, &to, &subject, &format!("pg-member-{n}@acme.example"), "", "Noted");
+    assert!(b.send(MEMBER, &[&to], &reply(0)).await.starts_with("250"), "B reads (and keeps) the member");
+    assert_eq!(a.patch(&format!("/users/{}", w.member), json!({"role": "unprivileged"})).await.0, 200);
+    // The notice travels through PostgreSQL: allow it a moment, never more than two seconds.
+    let since = std::time::Instant::now();
+    let mut n = 1;
+    let answer = loop {
+        let answer = b.send(MEMBER, &[&to], &reply(n)).await;
+        if answer.starts_with("550") || since.elapsed() > Duration::from_secs(2) {
+            break answer;
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(answer.starts_with("550 5.7.1"), "B refuses the demoted member: {answer}");
+    assert!(n <= 5, "within a moment, not after {n} tries");
+    a.stop().await;
+    b.stop().await;
+}

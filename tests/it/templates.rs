@@ -93,3 +93,19 @@ fn names_cannot_inject_headers_into_a_subject() {
     let rendered = renderer.render("agent_replied", &context).unwrap();
     assert!(!rendered.subject.contains('\n') && !rendered.subject.contains('\r'), "{:?}", rendered.subject);
 }
+
+/// Issue 20: without a Dashboard, no notification carries an empty link.
+#[test]
+fn without_a_dashboard_no_notification_carries_an_empty_link() {
+    let renderer = Renderer::load(None).unwrap();
+    for kind in KINDS {
+        let mut context = sample_context(kind);
+        context.dashboard_url = String::new();
+        if let Some(thread) = context.thread.as_mut() {
+            thread.url = String::new();
+        }
+        let rendered = renderer.render(kind, &context).expect("renders");
+        assert!(!rendered.html.contains("href=\"\""), "{kind}: {}", rendered.html);
+        assert!(!rendered.text.contains(": \n") && !rendered.text.trim_end().ends_with(':'), "{kind}: {}", rendered.text);
+    }
+}
