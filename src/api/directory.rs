@@ -5,10 +5,10 @@
 use super::handlers::{body, ensure_organization, required};
 use super::{ApiError, ApiState};
 use crate::domain::{EmailAddress, Role};
-use crate::store::{Organization, OrganizationChanges, Plan, Site, SiteChanges, User, UserChanges};
+use crate::store::{Organization, OrganizationChanges, Plan, Site, SiteChanges, User, UserChanges, UserFilter};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
@@ -122,6 +122,12 @@ pub(super) async fn create_user(
         .create_user_in_zone(email.as_str(), &name, role, new.organization_id, new.time_zone.as_deref())
         .await?;
     Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// `GET /users?email=&organization_id=&role=&before_id=&limit=`: users,
+/// newest first (`email` finds one by address).
+pub(super) async fn list_users(State(state): Shared, Query(filter): Query<UserFilter>) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(state.store.users_page(&filter).await?))
 }
 
 /// `GET /users/{id}`

@@ -4,7 +4,8 @@ use super::{ApiError, ApiState};
 use crate::domain::{Source, ThreadKind};
 use crate::pipeline::authorize::is_participant;
 use crate::store::{
-    Bounce, InboundLogEntry, NewMessage, NewThread, OutboxItem, Site, StoredMessage, Thread, User, rfc3339,
+    Bounce, BounceFilter, InboundLogEntry, LogFilter, NewMessage, NewThread, OutboxFilter, OutboxItem, Site,
+    StoredMessage, Thread, ThreadFilter, User, rfc3339,
 };
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -182,6 +183,22 @@ async fn find_thread(state: &ApiState, kind: ThreadKind, id: i64) -> ApiResult<T
         ThreadKind::Ticket => state.store.ticket_by_number(id).await?,
     };
     thread.ok_or_else(|| ApiError::NotFound(format!("{} {id} not found", kind.as_str())))
+}
+
+/// `GET /chats?site_id=&organization_id=&customer_id=&status=&updated_since=&before_id=&limit=`
+pub(super) async fn list_chats(
+    State(state): Shared,
+    Query(filter): Query<ThreadFilter>,
+) -> ApiResult<Json<Vec<Thread>>> {
+    Ok(Json(state.store.threads_page("chat", &filter).await?))
+}
+
+/// `GET /tickets?...`: as `GET /chats`, for tickets.
+pub(super) async fn list_tickets(
+    State(state): Shared,
+    Query(filter): Query<ThreadFilter>,
+) -> ApiResult<Json<Vec<Thread>>> {
+    Ok(Json(state.store.threads_page("ticket", &filter).await?))
 }
 
 /// `GET /chats/{id}`
@@ -374,41 +391,31 @@ pub(super) async fn download_attachment(State(state): Shared, Path(id): Path<i64
         .into_response())
 }
 
-#[derive(Deserialize)]
-pub(super) struct Limit {
-    limit: Option<i64>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct LogQuery {
-    limit: Option<i64>,
-    rule: Option<String>,
-}
-
-/// `GET /inbound-log?limit=N&rule=NAME`: the latest SMTP transactions and
-/// their outcome; with `rule`, those that routing rule acted on.
+/// `GET /inbound-log?sender=&recipient=&decision=&rule=&since=&until=&before_id=&limit=`:
+/// SMTP transactions and their outcome, newest first, a page at a time.
 pub(super) async fn inbound_log(
     State(state): Shared,
-    Query(q): Query<LogQuery>,
+    Query(filter): Query<LogFilter>,
 ) -> ApiResult<Json<Vec<InboundLogEntry>>> {
-    let rule = q.rule.as_deref().filter(|r| !r.is_empty());
-    Ok(Json(state.store.inbound_log(rule, q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+    Ok(Json(state.store.log_page(&filter).await?))
 }
 
-#[derive(Deserialize)]
-pub(super) struct OutboxQuery {
-    limit: Option<i64>,
-    status: Option<String>,
-}
-
-/// `GET /outbox?limit=N&status=failed`: the latest outgoing mail and its delivery state.
-pub(super) async fn outbox(State(state): Shared, Query(q): Query<OutboxQuery>) -> ApiResult<Json<Vec<OutboxItem>>> {
-    let failed_only = match q.status.as_deref() {
-        None | Some("") | Some("all") => false,
-        Some("failed") => true,
-        Some(other) => return Err(ApiError::BadRequest(format!("status {other:?} is not `failed` or `all`"))),
-    };
-    Ok(Json(state.store.outbox(failed_only, q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+/// `GET /outbox?status=&kind=&to=&before_id=&limit=`: outgoing mail and its
+/// delivery state, newest first (`status=all` or none: every state).
+pub(super) async fn outbox(
+    State(state): Shared,
+    Query(mut filter): Query<OutboxFilter>,
+) -> ApiResult<Json<Vec<OutboxItem>>> {
+    match filter.status.as_deref() {
+        None | Some("" | "all") => filter.status = None,
+        Some("pending" | "sending" | "sent" | "merged" | "skipped" | "failed") => {}
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "status {other:?} is not one of pending, sending, sent, merged, skipped, failed, all"
+            )));
+        }
+    }
+    Ok(Json(state.store.outbox_page(&filter).await?))
 }
 
 /// `POST /outbox/{id}/retry`: puts a failed item back in the queue.
@@ -452,8 +459,8 @@ pub(super) struct TranscriptRequest {
 }
 
 /// `GET /bounces?limit=N`: delivery failure reports about our notifications.
-pub(super) async fn bounces(State(state): Shared, Query(q): Query<Limit>) -> ApiResult<Json<Vec<Bounce>>> {
-    Ok(Json(state.store.bounces(q.limit.unwrap_or(100).clamp(1, 1000)).await?))
+pub(super) async fn bounces(State(state): Shared, Query(filter): Query<BounceFilter>) -> ApiResult<Json<Vec<Bounce>>> {
+    Ok(Json(state.store.bounces_page(&filter).await?))
 }
 
 fn unsubscribe_target(state: &ApiState, token: &str) -> ApiResult<(i64, &'static str)> {

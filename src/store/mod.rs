@@ -177,6 +177,7 @@ mod connect;
 mod directory;
 mod held;
 mod inbound_log;
+mod lists;
 mod lookups;
 mod originals;
 mod outbox;
@@ -186,6 +187,7 @@ mod threads;
 use connect::{Readers, SqliteWriter, open_postgres, open_sqlite};
 pub use directory::{OrganizationChanges, SiteChanges, UserChanges};
 pub use held::HeldFilter;
+pub use lists::{BounceFilter, LogFilter, OutboxFilter, ThreadFilter, UserFilter};
 pub use originals::{Original, OriginalsStats};
 pub use pass_reads::{COALESCED_KINDS, PassReads};
 

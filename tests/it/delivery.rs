@@ -707,7 +707,8 @@ async fn notification_times_are_in_the_recipients_zone_or_the_desks() {
 /// not exist).
 #[tokio::test]
 async fn dashboard_links_follow_the_template_and_are_left_out_without_one() {
-    let app = spawn_app_with(|c| c.dashboard_url = Some("https://app.example.com/support/{kind}/{id}".to_owned())).await;
+    let app =
+        spawn_app_with(|c| c.dashboard_url = Some("https://app.example.com/support/{kind}/{id}".to_owned())).await;
     let (_, chat_id, note) = app.chat_with_note().await;
     assert!(note.body.contains(&format!("https://app.example.com/support/chat/{chat_id}")), "{}", note.body);
     app.stop().await;

@@ -81,3 +81,66 @@ async fn a_site_upgraded_may_open_tickets_at_once_and_changes_are_validated() {
     assert_eq!((status, org["name"].as_str()), (200, Some("Acme GmbH")), "{org}");
     app.stop().await;
 }
+
+/// Issue 20: lists with filters, a page at a time; the pages stay right while
+/// new rows arrive.
+#[tokio::test]
+async fn lists_filter_and_page_stably_while_rows_arrive() {
+    let app = spawn_app().await;
+    let w = app.world("sandbox", None).await;
+    let open = |n: usize| {
+        app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": format!("Problem {n}")}))
+    };
+    let mut first = Vec::new();
+    for n in 0..25 {
+        first.push(open(n).await["id"].as_i64().unwrap());
+    }
+    let ids = |page: &serde_json::Value| -> Vec<i64> {
+        page.as_array().unwrap().iter().map(|t| t["id"].as_i64().unwrap()).collect()
+    };
+    let (status, page1) = app.get("/chats?limit=10").await;
+    assert_eq!(status, 200, "{page1}");
+    let page1 = ids(&page1);
+    assert_eq!(page1.len(), 10);
+    for n in 25..30 {
+        open(n).await; // newer rows arrive between pages
+    }
+    let mut seen = page1.clone();
+    let mut cursor = *page1.last().unwrap();
+    loop {
+        let (_, page) = app.get(&format!("/chats?limit=10&before_id={cursor}")).await;
+        let page = ids(&page);
+        if page.is_empty() {
+            break;
+        }
+        cursor = *page.last().unwrap();
+        seen.extend(page);
+    }
+    first.reverse();
+    assert_eq!(seen, first, "every chat of the first listing once, in order, none of the newer ones");
+
+    // Filters.
+    app.post(&format!("/chats/{}/close", first[0]), json!({})).await;
+    let (_, closed) = app.get("/chats?status=closed").await;
+    assert_eq!(ids(&closed), vec![first[0]]);
+    let (_, mine) = app.get(&format!("/chats?customer_id={}&limit=1000", w.stranger)).await;
+    assert_eq!(mine, json!([]), "the stranger has none");
+    let (_, found) = app.get("/users?email=OLIVIA@acme.example").await;
+    assert_eq!((found.as_array().map(Vec::len), found[0]["id"].as_i64()), (Some(1), Some(w.owner)), "a user by email");
+    let (_, agents) = app.get("/users?role=agent").await;
+    assert_eq!(agents.as_array().map(Vec::len), Some(2));
+    let (_, tickets) = app.get(&format!("/tickets?organization_id={}", w.org)).await;
+    assert_eq!(tickets, json!([]));
+    let refused =
+        format!("From: {OWNER}\r\nTo: support@{DOMAIN}\r\nSubject: New\r\nMessage-ID: <l1@acme.example>\r\n\r\nHi\r\n");
+    app.send(OWNER, &[&format!("support@{DOMAIN}")], &refused).await;
+    let (_, log) = app.get("/inbound-log?decision=rejected&sender=OLIVIA").await;
+    assert_eq!(log.as_array().map(Vec::len), Some(1), "{log}");
+    let (_, none) = app.get("/inbound-log?decision=accepted").await;
+    assert_eq!(none, json!([]));
+    let (status, error) = app.get("/chats?colour=red").await;
+    assert_eq!(status, 400, "an unknown filter is an error, not everything: {error}");
+    let (status, _) = app.get("/outbox?status=lost").await;
+    assert_eq!(status, 400);
+    app.stop().await;
+}

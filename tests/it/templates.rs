@@ -106,6 +106,10 @@ fn without_a_dashboard_no_notification_carries_an_empty_link() {
         }
         let rendered = renderer.render(kind, &context).expect("renders");
         assert!(!rendered.html.contains("href=\"\""), "{kind}: {}", rendered.html);
-        assert!(!rendered.text.contains(": \n") && !rendered.text.trim_end().ends_with(':'), "{kind}: {}", rendered.text);
+        assert!(
+            !rendered.text.contains(": \n") && !rendered.text.trim_end().ends_with(':'),
+            "{kind}: {}",
+            rendered.text
+        );
     }
 }

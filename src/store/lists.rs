@@ -1,0 +1,198 @@
+//! Lists with filters, newest first, a page at a time: threads, users, the
+//! inbound log, the outbox and bounces. A page ends at `limit` rows (100 by
+//! default, at most 1,000); the next page is asked for with `before_id` set
+//! to the last row's id, which stays right while new rows arrive (they get
+//! higher ids). Every filter is optional; text filters match case-insensitively.
+
+use super::{Backend, Bounce, InboundLogEntry, OutboxItem, Readers, Store, StoreResult, Thread, User};
+use serde::Deserialize;
+
+/// The size of a page: `limit`, 100 by default, between 1 and 1,000.
+fn page(limit: Option<i64>) -> i64 {
+    limit.unwrap_or(100).clamp(1, 1000)
+}
+
+/// `%text%` in lower case, for a `LIKE`.
+fn containing(text: Option<&String>) -> Option<String> {
+    text.filter(|t| !t.is_empty()).map(|t| format!("%{}%", t.to_lowercase()))
+}
+
+/// Which chats or tickets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadFilter {
+    /// Only threads of this site.
+    pub site_id: Option<i64>,
+    /// Only threads of this organization's sites.
+    pub organization_id: Option<i64>,
+    /// Only threads of this customer.
+    pub customer_id: Option<i64>,
+    /// `open` or `closed`.
+    pub status: Option<String>,
+    /// Only threads changed at or after this time (Unix ms).
+    pub updated_since: Option<i64>,
+    /// The cursor: only threads with a lower id.
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: Option<i64>,
+}
+
+/// Which users.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserFilter {
+    /// Exactly this address (any case).
+    pub email: Option<String>,
+    /// Only members of this organization.
+    pub organization_id: Option<i64>,
+    /// Only this role.
+    pub role: Option<String>,
+    /// The cursor.
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: Option<i64>,
+}
+
+/// Which inbound log entries.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFilter {
+    /// The envelope sender contains this.
+    pub sender: Option<String>,
+    /// A recipient contains this.
+    pub recipient: Option<String>,
+    /// `accepted`, `duplicate`, `dropped`, `rejected`, `deferred`, `held`, ...
+    pub decision: Option<String>,
+    /// A routing rule of this name decided or acted on it.
+    pub rule: Option<String>,
+    /// Received at or after this time (Unix ms).
+    pub since: Option<i64>,
+    /// Received before this time (Unix ms).
+    pub until: Option<i64>,
+    /// The cursor.
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: Option<i64>,
+}
+
+/// Which outbox items.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxFilter {
+    /// `pending`, `sending`, `sent`, `merged`, `skipped`, `failed`.
+    pub status: Option<String>,
+    /// The notification kind, e.g. `agent_replied`.
+    pub kind: Option<String>,
+    /// The recipient's address contains this.
+    pub to: Option<String>,
+    /// The cursor.
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: Option<i64>,
+}
+
+/// Which bounces.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BounceFilter {
+    /// The failed address contains this.
+    pub recipient: Option<String>,
+    /// Only those that count (or do not) toward suppression.
+    pub counted: Option<bool>,
+    /// The cursor.
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: Option<i64>,
+}
+
+impl Store {
+    /// Chats (`kind` = `chat`) or tickets, newest first.
+    pub async fn threads_page(&self, kind: &str, filter: &ThreadFilter) -> StoreResult<Vec<Thread>> {
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT * FROM threads WHERE kind = $1 AND ($2 IS NULL OR site_id = $2) \
+             AND ($3 IS NULL OR site_id IN (SELECT id FROM sites WHERE organization_id = $3)) \
+             AND ($4 IS NULL OR customer_id = $4) AND ($5 IS NULL OR status = $5) \
+             AND ($6 IS NULL OR updated_at >= $6) AND ($7 IS NULL OR id < $7) ORDER BY id DESC LIMIT $8"
+        )
+        .bind(kind)
+        .bind(filter.site_id)
+        .bind(filter.organization_id)
+        .bind(filter.customer_id)
+        .bind(&filter.status)
+        .bind(filter.updated_since)
+        .bind(filter.before_id)
+        .bind(page(filter.limit))
+        .fetch_all(db)
+        .await)?)
+    }
+
+    /// Users, newest first.
+    pub async fn users_page(&self, filter: &UserFilter) -> StoreResult<Vec<User>> {
+        let email = filter.email.as_ref().map(|e| e.trim().to_lowercase());
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT * FROM users WHERE ($1 IS NULL OR email = $1) AND ($2 IS NULL OR organization_id = $2) \
+             AND ($3 IS NULL OR role = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+        )
+        .bind(&email)
+        .bind(filter.organization_id)
+        .bind(&filter.role)
+        .bind(filter.before_id)
+        .bind(page(filter.limit))
+        .fetch_all(db)
+        .await)?)
+    }
+
+    /// Inbound log entries, newest first.
+    pub async fn log_page(&self, filter: &LogFilter) -> StoreResult<Vec<InboundLogEntry>> {
+        let (sender, recipient) = (containing(filter.sender.as_ref()), containing(filter.recipient.as_ref()));
+        let rule = filter.rule.as_ref().filter(|r| !r.is_empty());
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT * FROM inbound_log WHERE ($1 IS NULL OR LOWER(COALESCE(mail_from, '')) LIKE $1) \
+             AND ($2 IS NULL OR LOWER(rcpt_to) LIKE $2) AND ($3 IS NULL OR decision = $3) \
+             AND ($4 IS NULL OR ',' || rules || ',' LIKE '%,' || $4 || ',%') \
+             AND ($5 IS NULL OR received_at >= $5) AND ($6 IS NULL OR received_at < $6) \
+             AND ($7 IS NULL OR id < $7) ORDER BY id DESC LIMIT $8"
+        )
+        .bind(&sender)
+        .bind(&recipient)
+        .bind(&filter.decision)
+        .bind(rule)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(filter.before_id)
+        .bind(page(filter.limit))
+        .fetch_all(db)
+        .await)?)
+    }
+
+    /// Outbox items, newest first.
+    pub async fn outbox_page(&self, filter: &OutboxFilter) -> StoreResult<Vec<OutboxItem>> {
+        let to = containing(filter.to.as_ref());
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT * FROM outbox WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR kind = $2) \
+             AND ($3 IS NULL OR LOWER(to_address) LIKE $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+        )
+        .bind(&filter.status)
+        .bind(&filter.kind)
+        .bind(&to)
+        .bind(filter.before_id)
+        .bind(page(filter.limit))
+        .fetch_all(db)
+        .await)?)
+    }
+
+    /// Bounces, newest first.
+    pub async fn bounces_page(&self, filter: &BounceFilter) -> StoreResult<Vec<Bounce>> {
+        let recipient = containing(filter.recipient.as_ref());
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT * FROM bounces WHERE ($1 IS NULL OR LOWER(COALESCE(recipient, '')) LIKE $1) \
+             AND ($2 IS NULL OR counted = $2) AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        )
+        .bind(&recipient)
+        .bind(filter.counted)
+        .bind(filter.before_id)
+        .bind(page(filter.limit))
+        .fetch_all(db)
+        .await)?)
+    }
+}
