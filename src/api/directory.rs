@@ -124,6 +124,50 @@ pub(super) async fn create_user(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EraseQuery {
+    /// `anonymise` (the default) or `remove`.
+    messages: Option<String>,
+    /// Who asked, for the audit log.
+    by: Option<String>,
+}
+
+/// `DELETE /users/{id}?messages=anonymise|remove&by=NAME`: erases a user
+/// (GDPR); answers what was removed. 404 for no such user, or one erased
+/// already.
+pub(super) async fn erase_user(
+    State(state): Shared,
+    Path(id): Path<i64>,
+    Query(q): Query<EraseQuery>,
+) -> ApiResult<Json<crate::store::Erasure>> {
+    let messages = match q.messages.as_deref() {
+        None | Some("anonymise" | "anonymize") => crate::store::ErasedMessages::Anonymise,
+        Some("remove") => crate::store::ErasedMessages::Remove,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!("messages={other:?}: use anonymise or remove")));
+        }
+    };
+    let actor = q.by.filter(|b| !b.trim().is_empty()).unwrap_or_else(|| "api".to_owned());
+    let erased = state.store.erase_user(id, messages, &actor).await?;
+    erased.map(Json).ok_or_else(|| ApiError::NotFound(format!("user {id} not found (or erased already)")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Page {
+    before_id: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /admin/audit?before_id=&limit=`: erasures and who asked for them.
+pub(super) async fn audit(
+    State(state): Shared,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<Vec<crate::store::AuditEntry>>> {
+    Ok(Json(state.store.audit_entries(page.before_id, page.limit.unwrap_or(100)).await?))
+}
+
 /// `GET /users?email=&organization_id=&role=&before_id=&limit=`: users,
 /// newest first (`email` finds one by address).
 pub(super) async fn list_users(State(state): Shared, Query(filter): Query<UserFilter>) -> ApiResult<Json<Vec<User>>> {

@@ -55,7 +55,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/sites", post(directory::create_site))
         .route("/sites/{id}", get(directory::get_site).patch(directory::update_site))
         .route("/users", get(directory::list_users).post(directory::create_user))
-        .route("/users/{id}", get(directory::get_user).patch(directory::update_user))
+        .route("/users/{id}", get(directory::get_user).patch(directory::update_user).delete(directory::erase_user))
         .route("/users/{id}/unsubscribes", get(directory::list_unsubscribes))
         .route("/users/{id}/unsubscribes/{kind}", axum::routing::delete(directory::undo_unsubscribe))
         .route("/chats", get(handlers::list_chats).post(handlers::open_chat))
@@ -92,6 +92,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/held/{id}/discard", post(held::discard))
         .route("/held/{id}/notice", post(held::notice))
         .route("/suppressions", get(suppressions::list))
+        .route("/audit", get(directory::audit))
         .route("/suppressions/{address}/lift", post(suppressions::lift))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin));
     Router::new()

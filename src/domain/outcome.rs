@@ -51,6 +51,8 @@ pub enum RcptRefusal {
     BadToken(TokenError),
     /// A valid token of a thread that does not exist (any more).
     UnknownThread,
+    /// A valid token issued to a person who was erased since.
+    Revoked,
     /// The database could not be asked; try later.
     Unavailable,
 }

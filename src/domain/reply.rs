@@ -135,6 +135,9 @@ pub fn for_rcpt_refusal(refusal: &RcptRefusal, domain: &str) -> SmtpReply {
             "This reply address is not valid (damaged or forged). Reply to the notification email itself, \
              or write in the Dashboard",
         ),
+        RcptRefusal::Revoked => {
+            SmtpReply::new(550, "5.1.1", "This reply address was issued to someone no longer in our directory")
+        }
         RcptRefusal::UnknownThread => {
             SmtpReply::new(550, "5.1.1", "This reply address belongs to a conversation that no longer exists")
         }

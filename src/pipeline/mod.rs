@@ -349,7 +349,11 @@ impl Pipeline {
                 .thread_with_recent(parsed.thread_id, parsed.recipient_id, since, self.loop_limit)
                 .await
             {
-                Ok(Some(seen)) => Ok((RecipientTarget::Reply { token: token.to_owned(), parsed }, Some(seen))),
+                Ok(Some(seen)) => match self.store.user(parsed.recipient_id).await {
+                    Ok(Some(holder)) if holder.erased_at.is_some() => Err(RcptRefusal::Revoked),
+                    Ok(_) => Ok((RecipientTarget::Reply { token: token.to_owned(), parsed }, Some(seen))),
+                    Err(_) => Err(RcptRefusal::Unavailable),
+                },
                 Ok(None) => Err(RcptRefusal::UnknownThread),
                 Err(_) => Err(RcptRefusal::Unavailable),
             };

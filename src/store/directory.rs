@@ -3,8 +3,8 @@
 //! once: `directory_changed`), and who opted out of which notifications.
 
 use super::{
-    Backend, Organization, Plan, Readers, Role, Site, Store, StoreError, StoreResult, User, now_ms, postgres_writes,
-    sqlite_writes, through_directory,
+    Backend, Connection, Organization, Plan, Readers, Role, Site, Store, StoreError, StoreResult, User, now_ms,
+    postgres_writes, sqlite_writes, through_directory,
 };
 
 impl Store {
@@ -365,5 +365,189 @@ pub(super) async fn follow_changes(
             return;
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// What happens to an erased user's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErasedMessages {
+    /// They stay in their conversations, by "Erased user".
+    Anonymise,
+    /// They are removed from their conversations.
+    Remove,
+}
+
+/// What an erasure removed, as recorded in the audit log.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Erasure {
+    /// The erased user.
+    pub user_id: i64,
+    /// Messages left in place by "Erased user".
+    pub messages_anonymised: u64,
+    /// Messages removed.
+    pub messages_removed: u64,
+    /// Attachments removed.
+    pub attachments_removed: u64,
+    /// Kept originals (messages as they arrived) removed.
+    pub originals_removed: u64,
+    /// Held messages from them removed.
+    pub held_removed: u64,
+    /// Outgoing mail to them that was still waiting, now skipped.
+    pub notifications_skipped: u64,
+}
+
+impl Store {
+    /// Erases a user (GDPR): in one transaction, removes the originals and
+    /// attachments of their messages, anonymises or removes the messages,
+    /// removes held mail from them and bounces about them, skips mail still
+    /// waiting to go to them, takes their address out of the inbound log
+    /// and the outbox, and leaves the user row with no personal data (threads
+    /// and messages still refer to it; the tokens issued to it stop
+    /// working). The erasure is recorded in `audit_log` with `actor`.
+    /// `None` when there is no such user, or it was erased already.
+    pub async fn erase_user(&self, id: i64, messages: ErasedMessages, actor: &str) -> StoreResult<Option<Erasure>> {
+        let Some(user) = self.user(id).await?.filter(|u| u.erased_at.is_none()) else { return Ok(None) };
+        let email = user.email.to_lowercase();
+        let erased = format!("erased-{id}@erased.invalid");
+        let mut report = Erasure { user_id: id, ..Erasure::default() };
+        let now = now_ms();
+        let detail_mode = match messages {
+            ErasedMessages::Anonymise => "anonymise",
+            ErasedMessages::Remove => "remove",
+        };
+        writing!(self, |db| {
+            let mut tx = db.begin().await?;
+            let theirs = "SELECT id FROM messages WHERE author_id = $1";
+            let blobs: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT DISTINCT sha256 FROM attachments WHERE message_id IN ({theirs})"))
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            report.attachments_removed =
+                sqlx::query(&format!("DELETE FROM attachments WHERE message_id IN ({theirs})"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            for sha256 in &blobs {
+                sqlx::query(
+                    "DELETE FROM blobs WHERE sha256 = $1 AND NOT EXISTS (SELECT 1 FROM attachments WHERE sha256 = $1)",
+                )
+                .bind(sha256)
+                .execute(&mut *tx)
+                .await?;
+            }
+            // Originals: of their messages, and of mail from them held or logged.
+            let originals: Vec<String> = sqlx::query_scalar(
+                "SELECT original FROM messages WHERE author_id = $1 AND original IS NOT NULL \
+                 UNION SELECT original FROM held_messages WHERE original IS NOT NULL \
+                 AND (LOWER(mail_from) = $2 OR LOWER(COALESCE(from_address, '')) = $2) \
+                 UNION SELECT original FROM inbound_log WHERE original IS NOT NULL AND LOWER(COALESCE(mail_from, '')) = $2",
+            )
+            .bind(id)
+            .bind(&email)
+            .fetch_all(&mut *tx)
+            .await?;
+            for sha256 in &originals {
+                sqlx::query("UPDATE inbound_log SET original = NULL WHERE original = $1")
+                    .bind(sha256)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE messages SET original = NULL WHERE original = $1")
+                    .bind(sha256)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE held_messages SET original = NULL WHERE original = $1")
+                    .bind(sha256)
+                    .execute(&mut *tx)
+                    .await?;
+                report.originals_removed += sqlx::query("DELETE FROM originals WHERE sha256 = $1")
+                    .bind(sha256)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            report.held_removed = sqlx::query(
+                "DELETE FROM held_messages WHERE LOWER(mail_from) = $1 OR LOWER(COALESCE(from_address, '')) = $1",
+            )
+            .bind(&email)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            match messages {
+                ErasedMessages::Anonymise => {
+                    report.messages_anonymised =
+                        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM messages WHERE author_id = $1")
+                            .bind(id)
+                            .fetch_one(&mut *tx)
+                            .await? as u64;
+                }
+                ErasedMessages::Remove => {
+                    for statement in [
+                        format!("UPDATE outbox SET message_id = NULL WHERE message_id IN ({theirs})"),
+                        format!("UPDATE inbound_log SET stored_message = NULL WHERE stored_message IN ({theirs})"),
+                        format!(
+                            "UPDATE held_messages SET released_message = NULL WHERE released_message IN ({theirs})"
+                        ),
+                    ] {
+                        sqlx::query(&statement).bind(id).execute(&mut *tx).await?;
+                    }
+                    report.messages_removed = sqlx::query("DELETE FROM messages WHERE author_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+            }
+            report.notifications_skipped = sqlx::query(
+                "UPDATE outbox SET status = 'skipped', last_error = 'skipped: the recipient was erased', \
+                 claimed_until = NULL WHERE (recipient_id = $1 OR LOWER(to_address) = $2) AND status IN ('pending', 'failed')",
+            )
+            .bind(id)
+            .bind(&email)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            for statement in [
+                "UPDATE outbox SET to_address = $3 WHERE recipient_id = $1 OR LOWER(to_address) = $2",
+                "UPDATE inbound_log SET mail_from = $3 WHERE LOWER(COALESCE(mail_from, '')) = $2 AND $1 = $1",
+                "DELETE FROM bounces WHERE LOWER(COALESCE(recipient, '')) = $2 AND $1 = $1",
+                "DELETE FROM notification_optouts WHERE user_id = $1 AND $2 = $2 AND $3 = $3",
+                "DELETE FROM sender_email_windows WHERE author_id = $1 AND $2 = $2 AND $3 = $3",
+                "UPDATE threads SET assigned_agent_id = NULL WHERE assigned_agent_id = $1 AND $2 = $2 AND $3 = $3",
+                "UPDATE users SET email = $3, name = 'Erased user', role = 'unprivileged', organization_id = NULL, \
+                 time_zone = NULL WHERE id = $1 AND $2 = $2",
+            ] {
+                sqlx::query(statement).bind(id).bind(&email).bind(&erased).execute(&mut *tx).await?;
+            }
+            sqlx::query("UPDATE users SET erased_at = $1 WHERE id = $2").bind(now).bind(id).execute(&mut *tx).await?;
+            let detail = serde_json::json!({ "messages": detail_mode, "report": &report }).to_string();
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, 'user.erased', $3, $4)",
+            )
+            .bind(now)
+            .bind(actor)
+            .bind(format!("user {id}"))
+            .bind(&detail)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(())
+        })?;
+        self.directory_changed().await;
+        Ok(Some(report))
+    }
+}
+
+impl Store {
+    /// The audit log, newest first, a page at a time (`before_id`).
+    pub async fn audit_entries(&self, before_id: Option<i64>, limit: i64) -> StoreResult<Vec<super::AuditEntry>> {
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT * FROM audit_log WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
+        )
+        .bind(before_id)
+        .bind(limit.clamp(1, 1000))
+        .fetch_all(db)
+        .await)?)
     }
 }

@@ -23,9 +23,9 @@ mod rows;
 mod wal_sync;
 
 pub use rows::{
-    Attachment, BUSINESS_RANK, Bounce, HeldItem, InboundLogEntry, Inserted, KeptOriginal, NewAttachment, NewHeld,
-    NewMessage, NewOutbox, NewThread, NotificationKind, Organization, OutboxItem, Plan, Routing, Site, StoredMessage,
-    Suppression, Thread, User, rfc3339,
+    Attachment, AuditEntry, BUSINESS_RANK, Bounce, HeldItem, InboundLogEntry, Inserted, KeptOriginal, NewAttachment,
+    NewHeld, NewMessage, NewOutbox, NewThread, NotificationKind, Organization, OutboxItem, Plan, Routing, Site,
+    StoredMessage, Suppression, Thread, User, rfc3339,
 };
 
 use crate::domain::Role;
@@ -185,7 +185,7 @@ mod pass_reads;
 mod settings;
 mod threads;
 use connect::{Readers, SqliteWriter, open_postgres, open_sqlite};
-pub use directory::{OrganizationChanges, SiteChanges, UserChanges};
+pub use directory::{ErasedMessages, Erasure, OrganizationChanges, SiteChanges, UserChanges};
 pub use held::HeldFilter;
 pub use lists::{BounceFilter, LogFilter, OutboxFilter, ThreadFilter, UserFilter};
 pub use originals::{Original, OriginalsStats};

@@ -83,6 +83,11 @@ pub struct User {
     /// the desk's zone.
     #[sqlx(default)]
     pub time_zone: Option<String>,
+    /// When the user was erased (Unix ms); an erased user has no personal
+    /// data left and the tokens issued to them no longer work.
+    #[sqlx(default)]
+    #[serde(serialize_with = "opt_time_ms")]
+    pub erased_at: Option<i64>,
 }
 
 impl User {
@@ -595,4 +600,23 @@ pub struct Suppression {
 fn json_list<S: serde::Serializer>(json: &str, serializer: S) -> Result<S::Ok, S::Error> {
     let list: Vec<String> = serde_json::from_str(json).unwrap_or_default();
     serde::Serialize::serialize(&list, serializer)
+}
+
+/// One entry of the audit log: a change to the directory that must stay on
+/// record (an erasure), with who made it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    /// Row id.
+    pub id: i64,
+    /// Unix ms.
+    #[serde(serialize_with = "time_ms")]
+    pub at: i64,
+    /// Who: the `by` of the request, or `api`.
+    pub actor: String,
+    /// What, e.g. `user.erased`.
+    pub action: String,
+    /// On what, e.g. `user 7`.
+    pub subject: String,
+    /// Details, JSON.
+    pub detail: String,
 }

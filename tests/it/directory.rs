@@ -144,3 +144,70 @@ async fn lists_filter_and_page_stably_while_rows_arrive() {
     assert_eq!(status, 400);
     app.stop().await;
 }
+
+/// Issue 20: erasing a person (GDPR) leaves no personal data, keeps or
+/// removes their messages as asked, stops their tokens, and is audited.
+#[tokio::test]
+async fn an_erased_user_leaves_no_personal_data_and_their_tokens_stop() {
+    let app = spawn_app().await;
+    let (w, chat_id, note) = app.chat_with_note().await;
+    let to = note.reply_address();
+    let reply = format!(
+        "From: {OWNER}\r\nTo: {to}\r\nSubject: Re: {}\r\nMessage-ID: <erase-1@acme.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nMy phone is 555-0100.\r\n\
+         --b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"passport.pdf\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        note.header("Subject"),
+        "JVBERi0xLjQK".repeat(50)
+    );
+    assert!(app.send(OWNER, &[&to], &reply).await.starts_with("250"));
+    let before = app.messages(&format!("/chats/{chat_id}")).await;
+    let emailed = before.last().unwrap()["id"].as_i64().unwrap();
+    assert_eq!(app.get_bytes(&format!("/messages/{emailed}/raw")).await.0, 200);
+
+    let erase =
+        app.http.delete(format!("{}/users/{}?messages=anonymise&by=dpo", app.base, w.owner)).bearer_auth(&app.token);
+    let response = erase.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let report: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(report["attachments_removed"], 1, "{report}");
+    assert!(report["originals_removed"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(report["messages_anonymised"], 2, "the opening message and the emailed reply: {report}");
+
+    let (_, user) = app.get(&format!("/users/{}", w.owner)).await;
+    assert_eq!(user["name"], "Erased user");
+    assert!(user["email"].as_str().unwrap().ends_with("@erased.invalid") && user["erased_at"].is_string(), "{user}");
+    let after = app.messages(&format!("/chats/{chat_id}")).await;
+    assert_eq!(after.len(), before.len(), "anonymised, not removed");
+    let text = serde_json::to_string(&after).unwrap();
+    assert!(!text.contains(OWNER) && !text.contains("Olivia") && !text.contains("passport.pdf"), "{text}");
+    assert_ne!(app.get_bytes(&format!("/messages/{emailed}/raw")).await.0, 200, "the original is gone");
+    let (_, log) = app.get("/inbound-log?sender=olivia").await;
+    assert_eq!(log, json!([]), "their address is out of the inbound log");
+    let (_, found) = app.get(&format!("/users?email={OWNER}")).await;
+    assert_eq!(found, json!([]));
+
+    // Their reply address stops at once, and says why.
+    let again = reply.replace("erase-1@", "erase-2@");
+    let answer = app.send(OWNER, &[&to], &again).await;
+    assert!(answer.contains("550 5.1.1") && answer.contains("no longer in our directory"), "{answer}");
+    let (_, audit) = app.admin_get("/audit").await;
+    assert_eq!(
+        (audit[0]["action"].as_str(), audit[0]["actor"].as_str()),
+        (Some("user.erased"), Some("dpo")),
+        "{audit}"
+    );
+    let twice = app.http.delete(format!("{}/users/{}", app.base, w.owner)).bearer_auth(&app.token);
+    assert_eq!(twice.send().await.unwrap().status(), 404);
+
+    // An erased person can open nothing; removing instead of anonymising
+    // takes a member's message out of their chat.
+    let (status, _) = app.post("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "x"})).await;
+    assert_ne!(status, 201, "an erased user opens nothing");
+    let theirs = app.create("/chats", json!({"site_id": w.site, "customer_id": w.member, "message": "Call me"})).await;
+    let remove = app.http.delete(format!("{}/users/{}?messages=remove", app.base, w.member)).bearer_auth(&app.token);
+    let report: serde_json::Value = remove.send().await.unwrap().json().await.unwrap();
+    assert_eq!(report["messages_removed"], 1, "{report}");
+    assert_eq!(app.messages(&format!("/chats/{}", theirs["id"])).await.len(), 0);
+    app.stop().await;
+}

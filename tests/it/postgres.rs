@@ -268,8 +268,8 @@ async fn held_mail_released_on_two_instances_at_once_lands_once() {
     assert_eq!(a.messages(&format!("/chats/{chat}")).await.len(), before + ids.len());
 }
 
-/// Issue 20: a plan change and a role change made through one instance are
-/// in force on another at once (it kept both in memory before).
+/// Issue 20: a plan change, a role change and an erasure made through one
+/// instance are in force on another at once (it kept the rows in memory).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_directory_change_on_one_instance_is_in_force_on_another_at_once() {
     let database_url = postgres_database().await;
@@ -314,6 +314,19 @@ async fn a_directory_change_on_one_instance_is_in_force_on_another_at_once() {
     };
     assert!(answer.starts_with("550 5.7.1"), "B refuses the demoted member: {answer}");
     assert!(n <= 5, "within a moment, not after {n} tries");
+    // An erasure through A: B refuses the erased person's reply address itself.
+    let erase = a.http.delete(format!("{}/users/{}", a.base, w.member)).bearer_auth(&a.token);
+    assert_eq!(erase.send().await.unwrap().status(), 200);
+    let since = std::time::Instant::now();
+    let answer = loop {
+        n += 1;
+        let answer = b.send(MEMBER, &[&to], &reply(n)).await;
+        if answer.contains("no longer in our directory") || since.elapsed() > Duration::from_secs(2) {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(answer.contains("550 5.1.1"), "B refuses the erased member's token: {answer}");
     a.stop().await;
     b.stop().await;
 }
