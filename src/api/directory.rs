@@ -117,11 +117,19 @@ pub(super) async fn create_user(
             "time_zone {zone:?} is not an IANA time zone name such as Europe/Berlin"
         )));
     }
-    let user = state
+    let created = state
         .store
         .create_user_in_zone(email.as_str(), &name, role, new.organization_id, new.time_zone.as_deref())
-        .await?;
-    Ok((StatusCode::CREATED, Json(user)))
+        .await;
+    match created {
+        Ok(user) => Ok((StatusCode::CREATED, Json(user))),
+        // The Dashboard learns which user has the address, to link to it.
+        Err(crate::store::StoreError::Conflict(message)) => match state.store.user_by_email(email.as_str()).await? {
+            Some(existing) => Err(ApiError::Exists(message, existing.id)),
+            None => Err(ApiError::Conflict(message)),
+        },
+        Err(other) => Err(other.into()),
+    }
 }
 
 #[derive(Deserialize)]

@@ -22,6 +22,9 @@ pub enum ApiError {
     /// Clashes with what is stored.
     #[error("{0}")]
     Conflict(String),
+    /// Clashes with a row that exists: its id is in the answer (`{"error", "id"}`).
+    #[error("{0}")]
+    Exists(String, i64),
     /// Existed, and is gone for good (purged after its retention).
     #[error("{0}")]
     Gone(String),
@@ -47,13 +50,16 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::Exists(..) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Internal(error) => {
                 tracing::error!(error = %error, "API request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        (status, Json(json!({ "error": self.to_string() }))).into_response()
+        match &self {
+            ApiError::Exists(_, id) => (status, Json(json!({ "error": self.to_string(), "id": id }))).into_response(),
+            _ => (status, Json(json!({ "error": self.to_string() }))).into_response(),
+        }
     }
 }

@@ -51,9 +51,10 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(status, 400, "{body}");
     let (status, _) = app.post("/users", json!({"email": "x@example.org"})).await;
     assert_eq!(status, 400);
-    app.create("/users", json!({"email": "x@example.org", "name": "X", "role": "agent"})).await;
+    let x = app.create("/users", json!({"email": "x@example.org", "name": "X", "role": "agent"})).await;
     let (status, body) = app.post("/users", json!({"email": "X@Example.org", "name": "X2", "role": "agent"})).await;
     assert_eq!(status, 409, "emails are unique regardless of case: {body}");
+    assert_eq!(body["id"], x["id"], "the answer names the user who has the address (issue 20)");
     let (status, _) = app.get("/chats/999").await;
     assert_eq!(status, 404);
     app.stop().await;
