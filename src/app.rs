@@ -220,7 +220,9 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         dkim,
         wake: store.outbox_wakeup(),
         counters: outbound_counters,
+        webhooks: crate::outbound::webhook::WebhookClient::default(),
     });
+    tasks.spawn(crate::outbound::webhook::fan_out(store.clone(), shutdown.clone()));
     tasks.spawn(outbound.run(shutdown.clone()));
 
     tracing::info!(

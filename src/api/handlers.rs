@@ -499,6 +499,10 @@ async fn set_status(state: &ApiState, kind: ThreadKind, id: i64, status: &str) -
     state.store.set_thread_status(thread.id, status).await?;
     let thread =
         state.store.thread(thread.id).await?.ok_or_else(|| ApiError::NotFound("thread vanished".to_owned()))?;
+    let event = if status == "closed" { "thread.closed" } else { "thread.reopened" };
+    let data =
+        serde_json::json!({ "thread_id": thread.id, "kind": thread.kind, "ticket_number": thread.ticket_number });
+    state.store.queue_event(event, data).await?;
     Ok(Json(thread))
 }
 

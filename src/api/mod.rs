@@ -8,6 +8,7 @@ mod handlers;
 mod held;
 mod originals;
 mod suppressions;
+mod webhooks;
 
 use crate::store::Store;
 use axum::Router;
@@ -93,6 +94,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/held/{id}/notice", post(held::notice))
         .route("/suppressions", get(suppressions::list))
         .route("/audit", get(directory::audit))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/webhooks/{id}", axum::routing::delete(webhooks::delete))
         .route("/suppressions/{address}/lift", post(suppressions::lift))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin));
     Router::new()

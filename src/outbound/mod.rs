@@ -16,6 +16,7 @@
 //!   mail to it is not attempted and the item fails saying why.
 
 pub mod mailer;
+pub mod webhook;
 
 use crate::config::DeliveryConfig;
 use crate::domain::REPLY_ABOVE_MARKER;
@@ -80,6 +81,8 @@ pub struct Outbound {
     pub wake: Arc<OutboxSignal>,
     /// What the worker has done since start (`GET /api/v1/admin/stats`).
     pub counters: Arc<OutboundCounters>,
+    /// Sends webhook deliveries (outbox rows of kind `webhook`).
+    pub webhooks: webhook::WebhookClient,
 }
 
 /// What the outbound worker has done since it started, as the admin API
@@ -352,6 +355,12 @@ impl Outbound {
 
     /// Delivers one item (or decides not to) and says what became of it.
     async fn deliver_one(&self, item: OutboxItem, reads: &PassReads) -> anyhow::Result<Delivery> {
+        if item.kind == webhook::KIND {
+            let sending = Instant::now();
+            let result = self.webhooks.deliver(&self.store, &item).await;
+            OutboundCounters::add_time(&self.counters.send_us, sending);
+            return Ok(self.settle(&item, result, &[]).await);
+        }
         let preparing = Instant::now();
         let (bounces, opted_out) = reads.standing(&item);
         if bounces >= i64::from(self.delivery.max_hard_bounces) {
@@ -361,6 +370,7 @@ impl Outbound {
                 item.to_address, item.to_address
             );
             tracing::warn!(outbox_id = item.id, "{why}");
+            self.announce_failure(&item, &why).await;
             return Ok(Delivery::Failed { id: item.id, error: why, retry_at: None });
         }
         if opted_out && crate::notify::OPTIONAL_KINDS.contains(&item.kind.as_str()) {
@@ -386,10 +396,27 @@ impl Outbound {
             }
             Err(error) => Err(DeliveryError { permanent: false, message: format!("{error:#}") }),
         };
-        Ok(match result {
+        Ok(self.settle(&item, result, &merged).await)
+    }
+
+    /// What became of `item` given the result of sending it: sent, retried
+    /// later with backoff, or failed for good (announced as the webhook
+    /// event `delivery.failed`, unless the item is itself a webhook delivery).
+    async fn settle(
+        &self,
+        item: &OutboxItem,
+        result: Result<String, DeliveryError>,
+        merged: &[OutboxItem],
+    ) -> Delivery {
+        match result {
             Ok(rfc_message_id) => {
                 let merged: Vec<i64> = merged.iter().map(|m| m.id).collect();
-                tracing::info!(outbox_id = item.id, kind = %item.kind, merged = merged.len(), via = %self.mailer.describe(), "mail sent");
+                if item.kind == webhook::KIND {
+                    tracing::info!(outbox_id = item.id, to = %item.to_address, "webhook delivered");
+                } else {
+                    let via = self.mailer.describe();
+                    tracing::info!(outbox_id = item.id, kind = %item.kind, merged = merged.len(), %via, "mail sent");
+                }
                 Delivery::Sent { id: item.id, rfc_message_id, merged }
             }
             Err(error) => {
@@ -402,9 +429,22 @@ impl Outbound {
                     (false, Some(_)) => error.message.clone(),
                 };
                 tracing::warn!(outbox_id = item.id, attempts, permanent = error.permanent, error = %why, "delivery failed");
+                if retry_at.is_none() && item.kind != webhook::KIND {
+                    self.announce_failure(item, &why).await;
+                }
                 Delivery::Failed { id: item.id, error: why, retry_at }
             }
-        })
+        }
+    }
+
+    /// Queues the webhook event `delivery.failed` for an item failed for good.
+    async fn announce_failure(&self, item: &OutboxItem, why: &str) {
+        let data = serde_json::json!({
+            "outbox_id": item.id, "kind": item.kind, "to": item.to_address, "thread_id": item.thread_id, "error": why,
+        });
+        if let Err(error) = self.store.queue_event("delivery.failed", data).await {
+            tracing::warn!(%error, outbox_id = item.id, "queueing the delivery.failed event failed");
+        }
     }
 
     /// Exponential backoff with ±25 % jitter, capped.

@@ -184,12 +184,14 @@ mod outbox;
 mod pass_reads;
 mod settings;
 mod threads;
+mod webhooks;
 use connect::{Readers, SqliteWriter, open_postgres, open_sqlite};
 pub use directory::{ErasedMessages, Erasure, OrganizationChanges, SiteChanges, UserChanges};
 pub use held::HeldFilter;
 pub use lists::{BounceFilter, LogFilter, OutboxFilter, ThreadFilter, UserFilter};
 pub use originals::{Original, OriginalsStats};
 pub use pass_reads::{COALESCED_KINDS, PassReads};
+pub use webhooks::{EVENTS, Webhook};
 
 /// A storage failure. Callers ask [`StoreError::is_transient`] whether trying
 /// again later may help (SMTP answers `451` then, instead of a `5xx`).

@@ -22,3 +22,4 @@ mod smtp;
 mod store;
 mod support;
 mod templates;
+mod webhooks;
