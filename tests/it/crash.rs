@@ -21,7 +21,9 @@ fn serve_with(
     // No DNS in tests: sender checks answer from (empty) configured records.
     std::fs::write(
         &config,
-        format!("[delivery]\ncoalesce_window_secs = 0\n\n[auth]\nresolver = \"static\"\n\n{extra}"),
+        format!(
+            "[delivery]\ncoalesce_window_secs = 0\nretry_base_secs = 1\n\n[auth]\nresolver = \"static\"\n\n{extra}"
+        ),
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
@@ -32,6 +34,7 @@ fn serve_with(
         .arg(data)
         .env("MAILGATE_DATABASE_URL", database_url)
         .env("MAILGATE_API_TOKEN", "crash-token")
+        .env("MAILGATE_ADMIN_TOKEN", "crash-admin")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -239,6 +242,41 @@ async fn sigkill_during_a_purge_loses_nothing_still_in_retention() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(left, 0, "the purge finished after the restart");
+    signal(&child, "TERM");
+    let _ = child.wait();
+}
+
+/// Issue 20: a webhook delivery that failed once is sent after mailgate is
+/// killed and started again: it waits in the outbox, not in memory.
+#[tokio::test]
+async fn a_webhook_delivery_survives_a_sigkill_between_attempts() {
+    let (url, seen) = crate::webhooks::receiver(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database_url(dir.path()).await;
+    let (mut child, _, http) = serve(dir.path(), &database_url);
+    let client = reqwest::Client::new();
+    let registered = client
+        .post(format!("http://{http}/api/v1/admin/webhooks"))
+        .bearer_auth("crash-admin")
+        .json(&json!({"url": url, "events": ["thread.closed"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let site = api(http, "POST", "/sites", json!({"name": "Acme", "plan": "sandbox"})).await;
+    let user = api(http, "POST", "/users", json!({"email": OWNER, "name": "Olivia", "role": "owner"})).await;
+    let chat =
+        api(http, "POST", "/chats", json!({"site_id": site["id"], "customer_id": user["id"], "message": "Hi"})).await;
+    api(http, "POST", &format!("/chats/{}/close", chat["id"]), json!({})).await;
+    let first = crate::webhooks::wait_until(&seen, |all| !all.is_empty()).await;
+    assert_eq!(first[0].answered, 500, "the first attempt fails");
+    signal(&child, "KILL");
+    let _ = child.wait();
+    let (mut child, _, _) = serve(dir.path(), &database_url);
+    let all = crate::webhooks::wait_until(&seen, |all| all.iter().any(|r| r.answered == 200)).await;
+    let delivered = all.iter().find(|r| r.answered == 200).expect("delivered after the restart");
+    assert_eq!(delivered.delivery, first[0].delivery, "the same delivery, retried");
+    assert_eq!(delivered.event, "thread.closed");
     signal(&child, "TERM");
     let _ = child.wait();
 }

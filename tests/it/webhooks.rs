@@ -9,16 +9,16 @@ use std::time::{Duration, Instant};
 
 /// One request the receiver got: its headers of interest and body.
 #[derive(Debug, Clone)]
-struct Received {
-    event: String,
-    delivery: String,
-    signature: String,
-    body: String,
-    answered: u16,
+pub struct Received {
+    pub event: String,
+    pub delivery: String,
+    pub signature: String,
+    pub body: String,
+    pub answered: u16,
 }
 
 /// An HTTP receiver that answers 500 to its first `failures` requests, then 200.
-async fn receiver(failures: usize) -> (String, Arc<Mutex<Vec<Received>>>) {
+pub async fn receiver(failures: usize) -> (String, Arc<Mutex<Vec<Received>>>) {
     let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
     let state = Arc::clone(&seen);
     let handler = move |headers: axum::http::HeaderMap, body: String| {
@@ -45,7 +45,7 @@ async fn receiver(failures: usize) -> (String, Arc<Mutex<Vec<Received>>>) {
 }
 
 /// Waits (at most 15 s) until `done` holds for what the receiver got.
-async fn wait_until(seen: &Arc<Mutex<Vec<Received>>>, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+pub async fn wait_until(seen: &Arc<Mutex<Vec<Received>>>, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let now = seen.lock().unwrap().clone();
