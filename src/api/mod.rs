@@ -6,6 +6,7 @@ mod directory;
 mod error;
 mod handlers;
 mod held;
+pub mod openapi;
 mod originals;
 mod suppressions;
 mod webhooks;
@@ -16,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
 pub use error::ApiError;
 use std::sync::Arc;
 
@@ -47,57 +48,107 @@ pub struct ApiState {
     pub suppression_days: u32,
 }
 
+/// One route as the API description lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteDoc {
+    /// `get`, `post`, `patch` or `delete`.
+    pub method: &'static str,
+    /// The path under `/api/v1` (or `/api/v1/admin`), with `{name}` parameters.
+    pub path: &'static str,
+    /// What it does, in one line.
+    pub summary: &'static str,
+    /// Whether it needs the admin token (else the API token).
+    pub admin: bool,
+}
+
+/// Declares routes once: each is added to the router and to the list the
+/// API description (`GET /api/v1/openapi.json`) is written from, so that
+/// the description cannot drift from what is served.
+macro_rules! routes {
+    ($router:expr, $docs:expr, $admin:expr; $($method:ident $path:literal => $handler:path, $summary:literal;)*) => {{
+        let mut router = $router;
+        $(
+            router = router.route($path, axum::routing::$method($handler));
+            $docs.push(RouteDoc { method: stringify!($method), path: $path, summary: $summary, admin: $admin });
+        )*
+        router
+    }};
+}
+
+/// The routes of `/api/v1` and `/api/v1/admin`, with their description.
+fn api_routes() -> (Router<Arc<ApiState>>, Router<Arc<ApiState>>, Vec<RouteDoc>) {
+    let mut docs = Vec::new();
+    let api = routes!(Router::new(), docs, false;
+        get "/plans" => directory::list_plans, "Support plans and what they include";
+        post "/organizations" => directory::create_organization, "Create an organization";
+        get "/organizations/{id}" => directory::get_organization, "One organization";
+        patch "/organizations/{id}" => directory::update_organization, "Rename an organization or change its plan";
+        post "/sites" => directory::create_site, "Create a site";
+        get "/sites/{id}" => directory::get_site, "One site";
+        patch "/sites/{id}" => directory::update_site, "Rename a site, change its plan or organization";
+        get "/users" => directory::list_users, "Users, by email, organization or role, a page at a time";
+        post "/users" => directory::create_user, "Create a user (409 with the id when the address is taken)";
+        get "/users/{id}" => directory::get_user, "One user";
+        patch "/users/{id}" => directory::update_user, "Change a user's name, address, role, organization or time zone";
+        delete "/users/{id}" => directory::erase_user, "Erase a user (GDPR): anonymise or remove their messages";
+        get "/users/{id}/unsubscribes" => directory::list_unsubscribes, "The notification kinds a user unsubscribed from";
+        delete "/users/{id}/unsubscribes/{kind}" => directory::undo_unsubscribe, "Undo an unsubscribe";
+        get "/chats" => handlers::list_chats, "Chats, by site, organization, customer, status, a page at a time";
+        post "/chats" => handlers::open_chat, "A customer opens a chat";
+        get "/chats/{id}" => handlers::get_chat, "One chat with its messages";
+        get "/chats/{id}/messages" => handlers::list_chat_messages, "A chat's messages";
+        post "/chats/{id}/messages" => handlers::post_chat_message, "Post in a chat";
+        post "/chats/{id}/close" => handlers::close_chat, "Close a chat (emailed replies are refused)";
+        post "/chats/{id}/reopen" => handlers::reopen_chat, "Reopen a chat";
+        post "/chats/{id}/transcript" => handlers::send_transcript, "Mail a chat's transcript";
+        get "/tickets" => handlers::list_tickets, "Tickets, by site, organization, customer, status, a page at a time";
+        post "/tickets" => handlers::open_ticket, "A customer opens a ticket (403 unless the plan includes tickets)";
+        get "/tickets/{number}" => handlers::get_ticket, "One ticket with its messages";
+        get "/tickets/{number}/messages" => handlers::list_ticket_messages, "A ticket's messages";
+        post "/tickets/{number}/messages" => handlers::post_ticket_message, "Post in a ticket";
+        post "/tickets/{number}/close" => handlers::close_ticket, "Close a ticket";
+        post "/tickets/{number}/reopen" => handlers::reopen_ticket, "Reopen a ticket";
+        get "/attachments/{id}" => handlers::download_attachment, "Download an attachment";
+        get "/messages/{id}" => originals::get_message, "One message with what extraction removed";
+        get "/messages/{id}/raw" => originals::message_raw, "The mail a message was read from, byte for byte";
+        get "/inbound-log" => handlers::inbound_log, "SMTP transactions and their outcome, with filters";
+        get "/inbound-log/{id}/raw" => originals::log_raw, "The mail of a logged transaction";
+        get "/outbox" => handlers::outbox, "Outgoing mail and webhook deliveries, with filters";
+        post "/outbox/{id}/retry" => handlers::retry_outbox, "Send a failed, skipped or waiting item now";
+        get "/bounces" => handlers::bounces, "Delivery reports about our mail";
+        get "/held" => handlers::held, "The held queue, read-only";
+    );
+    let admin = routes!(Router::new(), docs, true;
+        get "/rules" => handlers::current_rules, "The routing rules in force";
+        post "/rules/check" => handlers::check_rules, "Check a rules file";
+        post "/rules/test" => handlers::test_rules, "Dry-run a message against the rules";
+        get "/stats" => handlers::stats, "Running totals since start";
+        get "/held" => held::list, "The held queue, with filters";
+        post "/held/bulk" => held::bulk, "Release, discard or answer several held items";
+        get "/held/{id}" => held::show, "One held item, explained";
+        get "/held/{id}/raw" => held::raw, "A held item as it arrived";
+        post "/held/{id}/release" => held::release, "Release a held item into its thread";
+        post "/held/{id}/discard" => held::discard, "Discard a held item";
+        post "/held/{id}/notice" => held::notice, "Send the sender the refusal notice";
+        get "/suppressions" => suppressions::list, "Addresses mail has stopped to";
+        post "/suppressions/{address}/lift" => suppressions::lift, "Send mail to a suppressed address again";
+        get "/audit" => directory::audit, "Erasures and who asked for them";
+        get "/webhooks" => webhooks::list, "Registered webhook endpoints";
+        post "/webhooks" => webhooks::create, "Register a webhook endpoint (answers its secret once)";
+        delete "/webhooks/{id}" => webhooks::delete, "Remove a webhook endpoint";
+    );
+    (api, admin, docs)
+}
+
 /// The API's routes.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let api = Router::new()
-        .route("/plans", get(directory::list_plans))
-        .route("/organizations", post(directory::create_organization))
-        .route("/organizations/{id}", get(directory::get_organization).patch(directory::update_organization))
-        .route("/sites", post(directory::create_site))
-        .route("/sites/{id}", get(directory::get_site).patch(directory::update_site))
-        .route("/users", get(directory::list_users).post(directory::create_user))
-        .route("/users/{id}", get(directory::get_user).patch(directory::update_user).delete(directory::erase_user))
-        .route("/users/{id}/unsubscribes", get(directory::list_unsubscribes))
-        .route("/users/{id}/unsubscribes/{kind}", axum::routing::delete(directory::undo_unsubscribe))
-        .route("/chats", get(handlers::list_chats).post(handlers::open_chat))
-        .route("/chats/{id}", get(handlers::get_chat))
-        .route("/chats/{id}/messages", get(handlers::list_chat_messages).post(handlers::post_chat_message))
-        .route("/chats/{id}/close", post(handlers::close_chat))
-        .route("/tickets/{number}/close", post(handlers::close_ticket))
-        .route("/chats/{id}/reopen", post(handlers::reopen_chat))
-        .route("/tickets/{number}/reopen", post(handlers::reopen_ticket))
-        .route("/tickets", get(handlers::list_tickets).post(handlers::open_ticket))
-        .route("/tickets/{number}", get(handlers::get_ticket))
-        .route("/tickets/{number}/messages", get(handlers::list_ticket_messages).post(handlers::post_ticket_message))
-        .route("/attachments/{id}", get(handlers::download_attachment))
-        .route("/messages/{id}", get(originals::get_message))
-        .route("/messages/{id}/raw", get(originals::message_raw))
-        .route("/inbound-log", get(handlers::inbound_log))
-        .route("/inbound-log/{id}/raw", get(originals::log_raw))
-        .route("/outbox", get(handlers::outbox))
-        .route("/outbox/{id}/retry", post(handlers::retry_outbox))
-        .route("/chats/{id}/transcript", post(handlers::send_transcript))
-        .route("/bounces", get(handlers::bounces))
-        .route("/held", get(handlers::held))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token));
-    let admin = Router::new()
-        .route("/rules", get(handlers::current_rules))
-        .route("/stats", get(handlers::stats))
-        .route("/rules/check", post(handlers::check_rules))
-        .route("/rules/test", post(handlers::test_rules))
-        .route("/held", get(held::list))
-        .route("/held/bulk", post(held::bulk))
-        .route("/held/{id}", get(held::show))
-        .route("/held/{id}/raw", get(held::raw))
-        .route("/held/{id}/release", post(held::release))
-        .route("/held/{id}/discard", post(held::discard))
-        .route("/held/{id}/notice", post(held::notice))
-        .route("/suppressions", get(suppressions::list))
-        .route("/audit", get(directory::audit))
-        .route("/webhooks", get(webhooks::list).post(webhooks::create))
-        .route("/webhooks/{id}", axum::routing::delete(webhooks::delete))
-        .route("/suppressions/{address}/lift", post(suppressions::lift))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin));
+    let (api, admin, docs) = api_routes();
+    let description = Arc::new(openapi::document(&docs));
+    let api = api
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token))
+        // The description is public, as a Dashboard developer needs it first.
+        .route("/openapi.json", get(move || async move { axum::Json((*description).clone()) }));
+    let admin = admin.layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin));
     Router::new()
         .nest("/api/v1/admin", admin)
         .nest("/api/v1", api)
@@ -105,6 +156,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         // The token in the link is the credential: no bearer token here.
         .route("/unsubscribe/{token}", get(handlers::unsubscribe_page).post(handlers::unsubscribe))
         .with_state(state)
+}
+
+/// Every route of `/api/v1` and `/api/v1/admin`, as the description lists them.
+pub fn route_docs() -> Vec<RouteDoc> {
+    api_routes().2
 }
 
 /// The SHA-256 of the request's bearer token, if it has one.

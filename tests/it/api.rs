@@ -179,3 +179,47 @@ async fn a_token_stored_in_plain_text_by_an_older_release_keeps_working_and_is_h
     assert_eq!(query_i64(&url, "SELECT COUNT(*) FROM settings WHERE key = 'api_token_hash'").await, 1);
     app.stop().await;
 }
+
+/// Issue 20: the API description lists every route the server answers, and
+/// every route it lists is served (and guarded by its credential).
+#[tokio::test]
+async fn the_api_description_lists_every_route_and_only_routes_that_exist() {
+    let app = spawn_app().await;
+    let http = app.app.as_ref().unwrap().http_addr;
+    let response = app.http.get(format!("http://{http}/api/v1/openapi.json")).send().await.unwrap();
+    assert_eq!(response.status(), 200, "public, no token needed");
+    let document: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(document["openapi"], "3.0.3");
+    let paths = document["paths"].as_object().unwrap();
+    let listed: usize = paths.values().map(|methods| methods.as_object().unwrap().len()).sum();
+    assert_eq!(listed, mailgate::api::route_docs().len(), "every declared route is described");
+    for (path, methods) in paths {
+        for (method, operation) in methods.as_object().unwrap() {
+            let concrete = path.replace("{address}", "x@example.org").replace(['{', '}'], "").replace("/id", "/1");
+            let concrete: String = concrete
+                .split('/')
+                .map(|s| if matches!(s, "number" | "kind") { "1" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let url = format!("http://{http}{concrete}");
+            let verb: reqwest::Method = method.to_uppercase().parse().unwrap();
+            let status = app.http.request(verb.clone(), &url).send().await.unwrap().status().as_u16();
+            assert_eq!(status, 401, "{method} {path} ({concrete}) is served and needs a token");
+            // With the token, the method is one the path answers (on a fresh instance: nothing to harm).
+            let token = if path.starts_with("/api/v1/admin") { app.admin_token() } else { app.token.clone() };
+            let status = app.http.request(verb, &url).bearer_auth(token).send().await.unwrap().status().as_u16();
+            assert_ne!(status, 405, "{method} {path} is a method the path answers");
+            let scheme = if path.starts_with("/api/v1/admin") { "adminToken" } else { "apiToken" };
+            assert!(operation["security"][0].get(scheme).is_some(), "{method} {path}: {operation}");
+        }
+    }
+    // An undeclared path is 404, an undeclared method 405: the answers above are real routes.
+    let unknown = app.http.get(format!("http://{http}/api/v1/no-such-route")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let wrong = app.http.put(format!("http://{http}/api/v1/chats")).bearer_auth(&app.token).send().await.unwrap();
+    assert_eq!(wrong.status(), 405);
+    for must in ["/api/v1/chats", "/api/v1/users/{id}", "/api/v1/admin/webhooks", "/api/v1/admin/held/{id}/release"] {
+        assert!(paths.contains_key(must), "{must} is described");
+    }
+    app.stop().await;
+}
