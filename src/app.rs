@@ -170,8 +170,9 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     .with_mime_limits(config.limits.mime)
     .with_loop_limit(config.limits.max_messages_per_sender_per_hour)
     .with_hold_not_allowed(config.auth.hold_not_allowed);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     if let Some(path) = config.rules_file.clone() {
-        tasks.spawn(watch_rules(path, Arc::clone(&rules), shutdown.clone()));
+        tasks.spawn(watch_rules(path, Arc::clone(&rules), Arc::clone(&metrics), shutdown.clone()));
     }
     tasks.spawn(purge(store.clone(), config.retention, shutdown.clone()));
     let ctx = Arc::new(SessionContext {
@@ -179,6 +180,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         domain: config.domain.clone(),
         limits: config.limits.clone(),
         pipeline: pipeline.clone(),
+        metrics: Arc::clone(&metrics),
         bad_tokens: Default::default(),
         tls: config.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?,
     });
@@ -190,6 +192,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         api_token: api_credential,
         admin_token: admin_credential,
         on_call_address: config.on_call_address.clone(),
+        metrics: Arc::clone(&metrics),
         max_hard_bounces: config.delivery.max_hard_bounces,
         suppression_days: config.delivery.suppression_days,
         signer: signer.clone(),
@@ -307,7 +310,12 @@ pub fn load_rules(path: Option<&std::path::Path>) -> anyhow::Result<RuleSet> {
 /// Reloads the rules on SIGHUP and when the file changes (checked every
 /// second). A broken file is refused with the same errors as `rules check`,
 /// and the rules in force keep serving.
-async fn watch_rules(path: std::path::PathBuf, rules: Arc<LiveRules>, shutdown: CancellationToken) {
+async fn watch_rules(
+    path: std::path::PathBuf,
+    rules: Arc<LiveRules>,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: CancellationToken,
+) {
     let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen = stamp(&path);
     #[cfg(unix)]
@@ -336,9 +344,11 @@ async fn watch_rules(path: std::path::PathBuf, rules: Arc<LiveRules>, shutdown: 
             Ok(new) => {
                 let count = new.rules.len();
                 rules.replace(new);
+                metrics.rules_reload(true);
                 tracing::info!(file = %path.display(), rules = count, "routing rules reloaded");
             }
             Err(error) => {
+                metrics.rules_reload(false);
                 tracing::error!(file = %path.display(), "routing rules refused; the previous rules stay in force:\n{error:#}");
             }
         }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod notify;
 pub mod outbound;
 pub mod pipeline;

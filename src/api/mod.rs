@@ -16,7 +16,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 pub use error::ApiError;
 use std::sync::Arc;
@@ -42,6 +42,8 @@ pub struct ApiState {
     pub outbound: Arc<crate::outbound::OutboundCounters>,
     /// The inbound pipeline (to release held mail into its thread).
     pub pipeline: crate::pipeline::Pipeline,
+    /// The metrics `GET /metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Counted hard bounces that suppress an address (`delivery.max_hard_bounces`).
     pub max_hard_bounces: u32,
     /// How many days a hard bounce counts (`delivery.suppression_days`, 0: ever).
@@ -153,6 +155,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .nest("/api/v1/admin", admin)
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics).route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin)))
         // The token in the link is the credential: no bearer token here.
         .route("/unsubscribe/{token}", get(handlers::unsubscribe_page).post(handlers::unsubscribe))
         .with_state(state)
@@ -161,6 +164,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
 /// Every route of `/api/v1` and `/api/v1/admin`, as the description lists them.
 pub fn route_docs() -> Vec<RouteDoc> {
     api_routes().2
+}
+
+/// `GET /metrics` (admin token): Prometheus' text format.
+async fn metrics(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let text = state.metrics.render(&state.store, &state.outbound).await.map_err(|error| {
+        tracing::warn!(error = %format!("{error:#}"), "rendering the metrics failed");
+        ApiError::BadRequest("the metrics could not be read now; try again".to_owned())
+    })?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
 /// The SHA-256 of the request's bearer token, if it has one.

@@ -50,6 +50,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>, shutdown: Ca
             });
             continue;
         };
+        ctx.metrics.smtp_sessions.inc();
         let span = tracing::info_span!("smtp", peer = %peer);
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();

@@ -40,6 +40,8 @@ pub struct SessionContext {
     pub pipeline: Pipeline,
     /// STARTTLS, when a certificate is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Counts transactions and their answer time.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Bad reply tokens per client address: (count, last time). Peers that
     /// keep guessing are answered more and more slowly.
     pub bad_tokens: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
@@ -434,6 +436,7 @@ impl Session {
             return;
         };
         let message = std::mem::take(&mut self.message);
+        let started = std::time::Instant::now();
         if too_large {
             let reply = SmtpReply::new(
                 552,
@@ -445,11 +448,22 @@ impl Session {
                 .pipeline
                 .log_unreceived(&transaction.envelope, &reply.to_string(), "message over the size limit")
                 .await;
+            self.ctx.metrics.transaction("too_large", reply.code, started.elapsed().as_secs_f64());
             self.push(&reply);
             return;
         }
         let disposition = self.ctx.pipeline.ingest(&transaction.envelope, &message).await;
         let reply = reply::for_disposition(&disposition);
+        let outcome = match &disposition {
+            Disposition::Accepted { duplicate: true, .. } => "duplicate",
+            Disposition::Accepted { .. } => "accepted",
+            Disposition::Dropped { .. } => "dropped",
+            Disposition::Held { .. } => "held",
+            Disposition::Rejected(_) => "rejected",
+            Disposition::Deferred { .. } => "deferred",
+            Disposition::TempFail { .. } => "tempfail",
+        };
+        self.ctx.metrics.transaction(outcome, reply.code, started.elapsed().as_secs_f64());
         match &disposition {
             Disposition::Accepted { thread_id, message_id, duplicate, .. } => {
                 tracing::info!(thread_id, message_id, duplicate, "message accepted");

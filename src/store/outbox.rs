@@ -256,4 +256,24 @@ impl Store {
         .fetch_one(db)
         .await)?)
     }
+
+    /// What the metrics read when scraped: held mail waiting, the outbox's
+    /// items by status, when its oldest pending item was created (Unix ms),
+    /// and how many bounces are recorded.
+    pub async fn operator_gauges(&self) -> StoreResult<(i64, Vec<(String, i64)>, Option<i64>, i64)> {
+        let held: i64 =
+            reading!(self, |db| sqlx::query_scalar("SELECT COUNT(*) FROM held_messages WHERE status = 'held'")
+                .fetch_one(db)
+                .await)?;
+        let by_status: Vec<(String, i64)> =
+            reading!(self, |db| sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+                .fetch_all(db)
+                .await)?;
+        let oldest: Option<i64> =
+            reading!(self, |db| sqlx::query_scalar("SELECT MIN(created_at) FROM outbox WHERE status = 'pending'")
+                .fetch_one(db)
+                .await)?;
+        let bounces: i64 = reading!(self, |db| sqlx::query_scalar("SELECT COUNT(*) FROM bounces").fetch_one(db).await)?;
+        Ok((held, by_status, oldest, bounces))
+    }
 }

@@ -223,3 +223,56 @@ async fn the_api_description_lists_every_route_and_only_routes_that_exist() {
     }
     app.stop().await;
 }
+
+/// Issue 21: `/metrics` needs the admin token and its counters move with traffic.
+#[tokio::test]
+async fn metrics_need_the_admin_token_and_move_with_traffic() {
+    let app = spawn_app().await;
+    let http = app.app.as_ref().unwrap().http_addr;
+    let scrape = |token: Option<String>| {
+        let request = app.http.get(format!("http://{http}/metrics"));
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(scrape(None).await.0, 401);
+    assert_eq!(scrape(Some(app.token.clone())).await.0, 401, "the API token is not enough");
+    let (status, before) = scrape(Some(app.admin_token())).await;
+    assert_eq!(status, 200);
+    for name in [
+        "mailgate_smtp_sessions_total",
+        "mailgate_outbox_items",
+        "mailgate_held_messages",
+        "mailgate_group_commits_total",
+    ] {
+        assert!(before.contains(name), "{name} in {before}");
+    }
+    let (_, _, note) = app.chat_with_note().await;
+    let to = note.reply_address();
+    let answer = app
+        .send(OWNER, &[&to], &reply_mail(OWNER, &to, note.header("Subject"), "m-1@acme.example", "", "Thanks"))
+        .await;
+    assert!(answer.starts_with("250"));
+    app.send(OWNER, &[&format!("support@{DOMAIN}")], &format!("From: {OWNER}\r\nSubject: new\r\n\r\nHi\r\n")).await;
+    let (_, after) = scrape(Some(app.admin_token())).await;
+    let value = |text: &str, line_start: &str| -> f64 {
+        text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+    };
+    assert_eq!(value(&after, "mailgate_smtp_transactions_total{outcome=\"accepted\",code=\"250\"}"), 1.0, "{after}");
+    assert_eq!(value(&after, "mailgate_smtp_transactions_total{outcome=\"rejected\",code=\"550\"}"), 1.0, "{after}");
+    assert!(value(&after, "mailgate_smtp_sessions_total") >= 2.0);
+    assert_eq!(value(&after, "mailgate_smtp_data_answer_seconds_count"), 2.0, "{after}");
+    assert!(value(&after, "mailgate_group_commit_messages_total") >= 1.0, "{after}");
+    assert!(
+        value(&after, "mailgate_outbox_items{status=\"pending\"}")
+            + value(&after, "mailgate_outbox_items{status=\"sent\"}")
+            >= 3.0,
+        "{after}"
+    );
+    app.stop().await;
+}

@@ -182,6 +182,7 @@ fn the_smtp_session_answers_any_conversation_in_smtp() {
             domain: "fuzz.test".to_owned(),
             limits,
             pipeline,
+            metrics: Default::default(),
             bad_tokens: Default::default(),
             tls: None,
         })

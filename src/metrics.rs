@@ -1,0 +1,174 @@
+//! Metrics an operator can alert on, in Prometheus' text format
+//! (`GET /metrics`, admin token), with the `prometheus-client` crate.
+//!
+//! Counted where they happen: SMTP sessions, transactions by outcome and
+//! reply code, the time from the end of a message to its answer, routing
+//! rules reloads. Read from the store and the workers' totals when scraped:
+//! held mail, the outbox by status and the age of its oldest pending item,
+//! deliveries, bounces, and the group commit's transactions, messages and
+//! commit time.
+
+use crate::outbound::OutboundCounters;
+use crate::store::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// The outcome and reply code of an SMTP transaction.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransactionLabels {
+    /// `accepted`, `duplicate`, `dropped`, `held`, `rejected`, `deferred`, `tempfail`, `too_large`.
+    pub outcome: String,
+    /// The basic reply code, e.g. `250`.
+    pub code: String,
+}
+
+/// A result: `ok` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `failed`.
+    pub result: String,
+}
+
+/// An outbox status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// `pending`, `sending`, `sent`, `merged`, `skipped`, `failed`.
+    pub status: String,
+}
+
+/// Every metric, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// SMTP connections accepted.
+    pub smtp_sessions: Counter,
+    /// SMTP transactions that sent a message, by outcome and reply code.
+    pub smtp_transactions: Family<TransactionLabels, Counter>,
+    /// Seconds from the end of a message to its answer.
+    pub data_answer_seconds: Histogram,
+    /// Routing rules reloads, by result.
+    pub rules_reloads: Family<ResultLabels, Counter>,
+    held: Gauge,
+    outbox: Family<StatusLabels, Gauge>,
+    oldest_pending_seconds: Gauge<f64, AtomicU64>,
+    bounces: Gauge,
+    deliveries_sent: Counter,
+    deliveries_not_sent: Counter,
+    commits: Counter,
+    committed_messages: Counter,
+    commit_seconds: Counter<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mailgate");
+        let metrics = Self {
+            smtp_sessions: Counter::default(),
+            smtp_transactions: Family::default(),
+            data_answer_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            rules_reloads: Family::default(),
+            held: Gauge::default(),
+            outbox: Family::default(),
+            oldest_pending_seconds: Gauge::default(),
+            bounces: Gauge::default(),
+            deliveries_sent: Counter::default(),
+            deliveries_not_sent: Counter::default(),
+            commits: Counter::default(),
+            committed_messages: Counter::default(),
+            commit_seconds: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("smtp_sessions", "SMTP connections accepted", metrics.smtp_sessions.clone());
+        registry.register(
+            "smtp_transactions",
+            "SMTP transactions that sent a message, by outcome and reply code",
+            metrics.smtp_transactions.clone(),
+        );
+        registry.register(
+            "smtp_data_answer_seconds",
+            "Time from the end of a message to its answer (parse, decide, durable commit)",
+            metrics.data_answer_seconds.clone(),
+        );
+        registry.register("rules_reloads", "Routing rules reloads, by result", metrics.rules_reloads.clone());
+        registry.register("held_messages", "Mail waiting in the held queue", metrics.held.clone());
+        registry.register("outbox_items", "Outbox items by status", metrics.outbox.clone());
+        registry.register(
+            "outbox_oldest_pending_seconds",
+            "Age of the oldest pending outbox item (0 when none)",
+            metrics.oldest_pending_seconds.clone(),
+        );
+        registry.register("bounces_recorded", "Delivery reports recorded (kept rows)", metrics.bounces.clone());
+        registry.register(
+            "deliveries_sent",
+            "Notifications and webhook deliveries sent",
+            metrics.deliveries_sent.clone(),
+        );
+        registry.register(
+            "deliveries_not_sent",
+            "Delivery attempts that failed (retried or for good) or were skipped",
+            metrics.deliveries_not_sent.clone(),
+        );
+        registry.register("group_commits", "Transactions of the group-commit writer", metrics.commits.clone());
+        registry.register(
+            "group_commit_messages",
+            "Messages the group-commit writer stored (divide by transactions: the group size)",
+            metrics.committed_messages.clone(),
+        );
+        registry.register(
+            "group_commit_seconds",
+            "Time spent committing group-commit transactions",
+            metrics.commit_seconds.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+}
+
+/// Moves a counter up to `total` (totals kept elsewhere only grow).
+fn catch_up(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+impl Metrics {
+    /// Counts one transaction that sent a message.
+    pub fn transaction(&self, outcome: &str, code: u16, seconds: f64) {
+        let labels = TransactionLabels { outcome: outcome.to_owned(), code: code.to_string() };
+        self.smtp_transactions.get_or_create(&labels).inc();
+        self.data_answer_seconds.observe(seconds);
+    }
+
+    /// Counts a rules reload.
+    pub fn rules_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.rules_reloads.get_or_create(&ResultLabels { result: result.to_owned() }).inc();
+    }
+
+    /// The metrics in Prometheus' text format, with what is read from the
+    /// store and the workers' totals brought up to date first.
+    pub async fn render(&self, store: &Store, outbound: &OutboundCounters) -> anyhow::Result<String> {
+        let (held, by_status, oldest, bounces) = store.operator_gauges().await?;
+        self.held.set(held);
+        for status in ["pending", "sending", "sent", "merged", "skipped", "failed"] {
+            let count = by_status.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+            self.outbox.get_or_create(&StatusLabels { status: status.to_owned() }).set(count);
+        }
+        let age = oldest.map_or(0.0, |at| ((crate::store::now_ms() - at).max(0) as f64) / 1000.0);
+        self.oldest_pending_seconds.set(age);
+        self.bounces.set(bounces);
+        let sent = outbound.snapshot();
+        catch_up(&self.deliveries_sent, sent.sent);
+        catch_up(&self.deliveries_not_sent, sent.not_sent);
+        let group = store.group_commit_stats();
+        catch_up(&self.commits, group.transactions);
+        catch_up(&self.committed_messages, group.messages);
+        let seconds = group.commit_us as f64 / 1e6;
+        self.commit_seconds.inc_by((seconds - self.commit_seconds.get()).max(0.0));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
