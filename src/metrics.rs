@@ -6,7 +6,7 @@
 //! rules reloads. Read from the store and the workers' totals when scraped:
 //! held mail, the outbox by status and the age of its oldest pending item,
 //! deliveries, bounces, and the group commit's transactions, messages and
-//! commit time.
+//! commit time, and the sender checks' DNS answers and time.
 
 use crate::outbound::OutboundCounters;
 use crate::store::Store;
@@ -62,6 +62,9 @@ pub struct Metrics {
     commits: Counter,
     committed_messages: Counter,
     commit_seconds: Counter<f64, AtomicU64>,
+    dns_answers: Counter,
+    sender_checks: Counter,
+    sender_check_seconds: Counter<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -81,6 +84,9 @@ impl Default for Metrics {
             commits: Counter::default(),
             committed_messages: Counter::default(),
             commit_seconds: Counter::default(),
+            dns_answers: Counter::default(),
+            sender_checks: Counter::default(),
+            sender_check_seconds: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("smtp_sessions", "SMTP connections accepted", metrics.smtp_sessions.clone());
@@ -123,6 +129,21 @@ impl Default for Metrics {
             "group_commit_seconds",
             "Time spent committing group-commit transactions",
             metrics.commit_seconds.clone(),
+        );
+        registry.register(
+            "dns_answers",
+            "TXT answers the sender checks fetched from DNS (lookups the cache could not answer)",
+            metrics.dns_answers.clone(),
+        );
+        registry.register(
+            "sender_checks",
+            "SPF, DKIM and DMARC checks run (one per message)",
+            metrics.sender_checks.clone(),
+        );
+        registry.register(
+            "sender_check_seconds",
+            "Time the sender checks took, mostly their DNS lookups",
+            metrics.sender_check_seconds.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -167,6 +188,14 @@ impl Metrics {
         catch_up(&self.committed_messages, group.messages);
         let seconds = group.commit_us as f64 / 1e6;
         self.commit_seconds.inc_by((seconds - self.commit_seconds.get()).max(0.0));
+        {
+            use crate::pipeline::authenticate::{CHECK_US, CHECKS, DNS_ANSWERS};
+            use std::sync::atomic::Ordering::Relaxed;
+            catch_up(&self.dns_answers, DNS_ANSWERS.load(Relaxed));
+            catch_up(&self.sender_checks, CHECKS.load(Relaxed));
+            let seconds = CHECK_US.load(Relaxed) as f64 / 1e6;
+            self.sender_check_seconds.inc_by((seconds - self.sender_check_seconds.get()).max(0.0));
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)

@@ -73,6 +73,15 @@ impl AuthResults {
     }
 }
 
+/// What the sender checks did since the process started, for the metrics:
+/// TXT answers fetched from DNS (the cache's misses), checks run, and their
+/// time in microseconds (a check's time is mostly its lookups).
+pub static DNS_ANSWERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Sender checks run (one per message checked).
+pub static CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Their time, in microseconds.
+pub static CHECK_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A TXT cache: records from the configuration (kept for ever) and answers
 /// from DNS (kept for their TTL, at most 4096 of them).
 #[derive(Default)]
@@ -96,6 +105,7 @@ impl ResolverCache<String, Txt> for TxtCache {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name).map(|(v, _)| v)
     }
     fn insert(&self, key: String, value: Txt, valid_until: Instant) {
+        DNS_ANSWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= 4096 {
             map.retain(|_, (_, until)| until.is_none());
@@ -174,7 +184,11 @@ impl SenderAuth {
     /// checks is handled as `auth.on_dmarc_fail` says, never as if it had
     /// not been checked.
     pub async fn check(&self, ip: IpAddr, helo: &str, mail_from: &str, raw: &[u8]) -> AuthResults {
-        failing_closed(self.verify(ip, helo, mail_from, raw), raw.len()).await
+        let started = Instant::now();
+        let results = failing_closed(self.verify(ip, helo, mail_from, raw), raw.len()).await;
+        CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        CHECK_US.fetch_add(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        results
     }
 
     /// [`SenderAuth::check`] without the guard.

@@ -249,6 +249,8 @@ async fn metrics_need_the_admin_token_and_move_with_traffic() {
         "mailgate_outbox_items",
         "mailgate_held_messages",
         "mailgate_group_commits_total",
+        "mailgate_dns_answers_total",
+        "mailgate_sender_check_seconds_total",
     ] {
         assert!(before.contains(name), "{name} in {before}");
     }
