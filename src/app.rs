@@ -7,6 +7,7 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::domain::TokenSigner;
 use crate::domain::token::TokenKey;
+use crate::domain::token::random_hex;
 use crate::notify::render::Renderer;
 use crate::outbound::mailer::Mailer;
 use crate::outbound::{Outbound, OutboundCounters};
@@ -16,7 +17,6 @@ use crate::smtp::listener;
 use crate::smtp::session::SessionContext;
 use crate::store::{OutboxPolicy, Store};
 use anyhow::Context;
-use rand::RngCore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -41,13 +41,6 @@ pub struct App {
     tasks: TaskTracker,
 }
 
-/// Random bytes as lower-case hex.
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    crate::store::hex(&buf)
-}
-
 /// Refuses to go on when the configuration names a SQLite file that does
 /// not exist: a command that looks at a gateway's data must never create an
 /// empty database in the wrong folder and report that it found nothing.
@@ -61,6 +54,13 @@ pub fn require_existing_database(config: &Config) -> anyhow::Result<()> {
         "no mailgate database at {path}: is --data-dir (or --database-url) the one the server uses? \
          This command does not create one"
     )
+}
+
+/// [`open_database`] for a tool that looks at a gateway's data: refuses a
+/// database that does not exist ([`require_existing_database`]).
+pub async fn open_existing_database(config: &Config) -> anyhow::Result<Store> {
+    require_existing_database(config)?;
+    open_database(config).await
 }
 
 /// Opens the database only (no secrets written): for tools that read.

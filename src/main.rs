@@ -466,8 +466,7 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
 
 async fn log(rule: Option<String>, limit: i64, json: bool, args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args)?;
-    mailgate::app::require_existing_database(&config)?;
-    let store = mailgate::app::open_database(&config).await?;
+    let store = mailgate::app::open_existing_database(&config).await?;
     let entries = store.inbound_log(rule.as_deref(), limit).await?;
     store.close().await;
     if json {

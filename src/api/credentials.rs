@@ -68,10 +68,7 @@ fn decode(hex: &str) -> Option<[u8; 32]> {
 
 /// A new random token (192 bits, hex).
 pub fn new_token() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut bytes);
-    crate::store::hex(&bytes)
+    crate::domain::token::random_hex(24)
 }
 
 /// One credential as the API checks it.

@@ -173,7 +173,7 @@ pub(super) async fn audit(
     State(state): Shared,
     Query(page): Query<Page>,
 ) -> ApiResult<Json<Vec<crate::store::AuditEntry>>> {
-    Ok(Json(state.store.audit_entries(page.before_id, page.limit.unwrap_or(100)).await?))
+    Ok(Json(state.store.audit_entries(page.before_id, page.limit).await?))
 }
 
 /// `GET /users?email=&organization_id=&role=&before_id=&limit=`: users,

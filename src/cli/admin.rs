@@ -103,8 +103,7 @@ pub(crate) enum OutboxCommand {
 pub(crate) async fn outbox(command: OutboxCommand) -> anyhow::Result<ExitCode> {
     let (OutboxCommand::List { config: args, .. } | OutboxCommand::Retry { config: args, .. }) = &command;
     let config = Config::load(args)?;
-    mailgate::app::require_existing_database(&config)?;
-    let store = mailgate::app::open_database(&config).await?;
+    let store = mailgate::app::open_existing_database(&config).await?;
     let result = match command {
         OutboxCommand::List { failed, limit, json, .. } => {
             let items = store.outbox(failed, limit).await?;
@@ -140,7 +139,6 @@ pub(crate) async fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
     use mailgate::api::credentials::{self, TokenKind};
     let (TokensCommand::Reset { which, config: args } | TokensCommand::Set { which, config: args }) = &command;
     let config = Config::load(args)?;
-    mailgate::app::require_existing_database(&config)?;
     let kind = match which {
         TokenName::Api => TokenKind::Api,
         TokenName::Admin => TokenKind::Admin,
@@ -149,7 +147,7 @@ pub(crate) async fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
         TokenKind::Api => config.api_token.is_some(),
         TokenKind::Admin => config.admin_token.is_some(),
     };
-    let store = mailgate::app::open_database(&config).await?;
+    let store = mailgate::app::open_existing_database(&config).await?;
     let chosen = match command {
         TokensCommand::Reset { .. } => None,
         TokensCommand::Set { .. } => {
@@ -183,8 +181,7 @@ pub(crate) async fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
 pub(crate) async fn suppressions(command: SuppressionsCommand) -> anyhow::Result<ExitCode> {
     let (SuppressionsCommand::List { config: args, .. } | SuppressionsCommand::Lift { config: args, .. }) = &command;
     let config = Config::load(args)?;
-    mailgate::app::require_existing_database(&config)?;
-    let store = mailgate::app::open_database(&config).await?;
+    let store = mailgate::app::open_existing_database(&config).await?;
     let result = match command {
         SuppressionsCommand::List { json, .. } => {
             let delivery = &config.delivery;

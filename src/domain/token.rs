@@ -71,6 +71,14 @@ impl fmt::Debug for TokenKey {
     }
 }
 
+/// `bytes` random bytes as lower-case hex: token keys, API tokens, webhook secrets.
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    data_encoding::HEXLOWER.encode(&buf)
+}
+
 /// Signs with the current key and verifies with any known key.
 #[derive(Debug, Clone)]
 pub struct TokenSigner {

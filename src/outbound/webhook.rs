@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The outbox kind of a webhook delivery.
-pub const KIND: &str = "webhook";
+pub use crate::store::WEBHOOK_KIND as KIND;
 
 /// How often the fan-out looks for new events.
 const FAN_OUT_EVERY: Duration = Duration::from_millis(500);

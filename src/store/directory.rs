@@ -508,19 +508,37 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            sqlx::query("UPDATE outbox SET to_address = $3 WHERE recipient_id = $1 OR LOWER(to_address) = $2")
+                .bind(id)
+                .bind(&email)
+                .bind(&erased)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE inbound_log SET mail_from = $2 WHERE LOWER(COALESCE(mail_from, '')) = $1")
+                .bind(&email)
+                .bind(&erased)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM bounces WHERE LOWER(COALESCE(recipient, '')) = $1")
+                .bind(&email)
+                .execute(&mut *tx)
+                .await?;
             for statement in [
-                "UPDATE outbox SET to_address = $3 WHERE recipient_id = $1 OR LOWER(to_address) = $2",
-                "UPDATE inbound_log SET mail_from = $3 WHERE LOWER(COALESCE(mail_from, '')) = $2 AND $1 = $1",
-                "DELETE FROM bounces WHERE LOWER(COALESCE(recipient, '')) = $2 AND $1 = $1",
-                "DELETE FROM notification_optouts WHERE user_id = $1 AND $2 = $2 AND $3 = $3",
-                "DELETE FROM sender_email_windows WHERE author_id = $1 AND $2 = $2 AND $3 = $3",
-                "UPDATE threads SET assigned_agent_id = NULL WHERE assigned_agent_id = $1 AND $2 = $2 AND $3 = $3",
-                "UPDATE users SET email = $3, name = 'Erased user', role = 'unprivileged', organization_id = NULL, \
-                 time_zone = NULL WHERE id = $1 AND $2 = $2",
+                "DELETE FROM notification_optouts WHERE user_id = $1",
+                "DELETE FROM sender_email_windows WHERE author_id = $1",
+                "UPDATE threads SET assigned_agent_id = NULL WHERE assigned_agent_id = $1",
             ] {
-                sqlx::query(statement).bind(id).bind(&email).bind(&erased).execute(&mut *tx).await?;
+                sqlx::query(statement).bind(id).execute(&mut *tx).await?;
             }
-            sqlx::query("UPDATE users SET erased_at = $1 WHERE id = $2").bind(now).bind(id).execute(&mut *tx).await?;
+            sqlx::query(
+                "UPDATE users SET email = $2, name = 'Erased user', role = 'unprivileged', organization_id = NULL, \
+                 time_zone = NULL, erased_at = $3 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&erased)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             let detail = serde_json::json!({ "messages": detail_mode, "report": &report }).to_string();
             sqlx::query(
                 "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, 'user.erased', $3, $4)",
@@ -541,12 +559,16 @@ impl Store {
 
 impl Store {
     /// The audit log, newest first, a page at a time (`before_id`).
-    pub async fn audit_entries(&self, before_id: Option<i64>, limit: i64) -> StoreResult<Vec<super::AuditEntry>> {
+    pub async fn audit_entries(
+        &self,
+        before_id: Option<i64>,
+        limit: Option<i64>,
+    ) -> StoreResult<Vec<super::AuditEntry>> {
         Ok(reading!(self, |db| sqlx::query_as(
             "SELECT * FROM audit_log WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
         )
         .bind(before_id)
-        .bind(limit.clamp(1, 1000))
+        .bind(super::lists::page(limit))
         .fetch_all(db)
         .await)?)
     }

@@ -83,7 +83,7 @@ impl Store {
         .bind(&sender)
         .bind(filter.since)
         .bind(filter.before_id)
-        .bind(filter.limit.unwrap_or(100).clamp(1, 1000))
+        .bind(super::lists::page(filter.limit))
         .fetch_all(db)
         .await)?)
     }

@@ -8,7 +8,7 @@ use super::{Backend, Bounce, InboundLogEntry, OutboxItem, Readers, Store, StoreR
 use serde::Deserialize;
 
 /// The size of a page: `limit`, 100 by default, between 1 and 1,000.
-fn page(limit: Option<i64>) -> i64 {
+pub(super) fn page(limit: Option<i64>) -> i64 {
     limit.unwrap_or(100).clamp(1, 1000)
 }
 

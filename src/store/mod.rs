@@ -191,7 +191,7 @@ pub use held::HeldFilter;
 pub use lists::{BounceFilter, LogFilter, OutboxFilter, ThreadFilter, UserFilter};
 pub use originals::{Original, OriginalsStats};
 pub use pass_reads::{COALESCED_KINDS, PassReads};
-pub use webhooks::{EVENTS, Webhook};
+pub use webhooks::{EVENTS, WEBHOOK_KIND, Webhook};
 
 /// A storage failure. Callers ask [`StoreError::is_transient`] whether trying
 /// again later may help (SMTP answers `451` then, instead of a `5xx`).

@@ -16,6 +16,9 @@ use super::{
 };
 use serde::Serialize;
 
+/// The outbox kind of a webhook delivery.
+pub const WEBHOOK_KIND: &str = "webhook";
+
 /// Every event a webhook can ask for.
 pub const EVENTS: &[&str] = &[
     "message.created",
@@ -54,22 +57,45 @@ impl Webhook {
     }
 }
 
+/// The fan-out's cursors: (setting, the table it follows by id).
+const LOG_CURSOR: (&str, &str) = ("webhooks.cursor.log", "inbound_log");
+const MESSAGE_CURSOR: (&str, &str) = ("webhooks.cursor.messages", "messages");
+const BOUNCE_CURSOR: (&str, &str) = ("webhooks.cursor.bounces", "bounces");
+
+/// The newest id of a cursor's table (in a transaction `$tx`).
+macro_rules! newest {
+    ($tx:expr, $cursor:expr) => {
+        sqlx::query_scalar::<_, i64>(&format!("SELECT COALESCE(MAX(id), 0) FROM {}", $cursor.1))
+            .fetch_one(&mut *$tx)
+            .await?
+    };
+}
+
+/// Moves a cursor to `$at` (in a transaction `$tx`).
+macro_rules! set_cursor {
+    ($tx:expr, $cursor:expr, $at:expr) => {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind($cursor.0)
+        .bind($at.to_string())
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
 /// A cursor's position (in a transaction `$tx`); a cursor never set starts
 /// at the table's newest row (a new installation, or an upgrade, sends
 /// nothing from before).
 macro_rules! cursor {
-    ($tx:expr, $key:expr, $table:literal) => {{
+    ($tx:expr, $cursor:expr) => {{
         let stored: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-            .bind($key)
+            .bind($cursor.0)
             .fetch_optional(&mut *$tx)
             .await?;
         match stored.and_then(|v| v.parse::<i64>().ok()) {
             Some(at) => at,
-            None => {
-                sqlx::query_scalar::<_, i64>(concat!("SELECT COALESCE(MAX(id), 0) FROM ", $table))
-                    .fetch_one(&mut *$tx)
-                    .await?
-            }
+            None => newest!($tx, $cursor),
         }
     }};
 }
@@ -97,22 +123,9 @@ impl Store {
                 .await?;
             if active == 0 {
                 // Events from now on: the cursors start at the newest rows.
-                for (key, table) in [
-                    ("webhooks.cursor.log", "inbound_log"),
-                    ("webhooks.cursor.messages", "messages"),
-                    ("webhooks.cursor.bounces", "bounces"),
-                ] {
-                    let newest: i64 = sqlx::query_scalar(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"))
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    sqlx::query(
-                        "INSERT INTO settings (key, value) VALUES ($1, $2) \
-                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    )
-                    .bind(key)
-                    .bind(newest.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                for cursor in [LOG_CURSOR, MESSAGE_CURSOR, BOUNCE_CURSOR] {
+                    let at = newest!(tx, cursor);
+                    set_cursor!(tx, cursor, at);
                 }
             }
             let hook = sqlx::query_as(
@@ -195,7 +208,7 @@ impl Store {
         let queued = writing!(self, |db, w| {
             let mut tx = db.begin().await?;
             let mut events = Vec::new();
-            let log_from = cursor!(tx, "webhooks.cursor.log", "inbound_log");
+            let log_from = cursor!(tx, LOG_CURSOR);
             let rows: Vec<LogRow> = sqlx::query_as(
                 "SELECT id, received_at, decision, reason, mail_from, smtp_reply, thread_id, stored_message \
                      FROM inbound_log WHERE id > $1 ORDER BY id LIMIT $2",
@@ -219,7 +232,7 @@ impl Store {
                 });
                 events.push(Event { name, data });
             }
-            let message_from = cursor!(tx, "webhooks.cursor.messages", "messages");
+            let message_from = cursor!(tx, MESSAGE_CURSOR);
             let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
                 "SELECT id, thread_id, author_id, created_at FROM messages WHERE id > $1 AND source = 'dashboard' \
                  ORDER BY id LIMIT $2",
@@ -231,7 +244,7 @@ impl Store {
             // The cursor passes emailed messages too (their event comes from the log).
             let message_to: i64 = match rows.len() as i64 {
                 n if n == FAN_OUT_BATCH => rows.last().map_or(message_from, |r| r.0),
-                _ => sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM messages").fetch_one(&mut *tx).await?,
+                _ => newest!(tx, MESSAGE_CURSOR),
             };
             for (id, thread_id, author_id, at) in rows {
                 let data = serde_json::json!({
@@ -240,7 +253,7 @@ impl Store {
                 });
                 events.push(Event { name: "message.created", data });
             }
-            let bounce_from = cursor!(tx, "webhooks.cursor.bounces", "bounces");
+            let bounce_from = cursor!(tx, BOUNCE_CURSOR);
             let bounces: Vec<super::Bounce> =
                 sqlx::query_as("SELECT * FROM bounces WHERE id > $1 ORDER BY id LIMIT $2")
                     .bind(bounce_from)
@@ -257,19 +270,8 @@ impl Store {
                 w::insert_outbox(&mut tx, policy, &delivery(hook, event)).await?;
                 queued += 1;
             }
-            for (key, value) in [
-                ("webhooks.cursor.log", log_to),
-                ("webhooks.cursor.messages", message_to),
-                ("webhooks.cursor.bounces", bounce_to),
-            ] {
-                sqlx::query(
-                    "INSERT INTO settings (key, value) VALUES ($1, $2) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(key)
-                .bind(value.to_string())
-                .execute(&mut *tx)
-                .await?;
+            for (cursor, at) in [(LOG_CURSOR, log_to), (MESSAGE_CURSOR, message_to), (BOUNCE_CURSOR, bounce_to)] {
+                set_cursor!(tx, cursor, at);
             }
             tx.commit().await?;
             queued
@@ -289,7 +291,7 @@ fn addressed<'a>(hooks: &'a [Webhook], events: &'a [Event]) -> impl Iterator<Ite
 /// The outbox row that delivers `event` to `hook`.
 fn delivery(hook: &Webhook, event: &Event) -> NewOutbox {
     NewOutbox {
-        kind: "webhook".to_owned(),
+        kind: WEBHOOK_KIND.to_owned(),
         thread_id: None,
         recipient_id: None,
         to_address: hook.url.clone(),

@@ -206,6 +206,16 @@ async fn replies_in_quick_succession_become_one_notification() {
     app.stop().await;
 }
 
+/// A chat the owner opened and an agent answered: its id and the
+/// notification that went to the owner (the agents' two came first).
+async fn answered_chat(app: &TestApp, relay: &Capture, w: &World) -> (i64, crate::capture::Captured) {
+    let chat_id = chat(app, w).await;
+    relay.wait_for(2).await; // the agents
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "On it"})).await;
+    let sent = relay.wait_for(3).await;
+    (chat_id, sent.into_iter().find(|m| m.rcpt_to == [OWNER]).expect("the customer's notification"))
+}
+
 /// A delivery report about mail to `failed`, as a mail system sends it.
 fn hard_bounce(failed: &str) -> String {
     format!(
@@ -220,11 +230,7 @@ async fn addresses_that_hard_bounce_stop_getting_mail_until_lifted() {
     let relay = Capture::start().await;
     let app = app_with_relay(&relay, |c| c.delivery.max_hard_bounces = 1).await;
     let w = app.world("sandbox", None).await;
-    let chat_id = chat(&app, &w).await;
-    relay.wait_for(2).await; // the agents
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "On it"})).await;
-    let sent = relay.wait_for(3).await;
-    let to_owner = sent.iter().find(|m| m.rcpt_to == [OWNER]).expect("the customer's notification");
+    let (chat_id, to_owner) = answered_chat(&app, &relay, &w).await;
     // The report comes back to the envelope sender the notification carried.
     let answer = app.send("", &[&to_owner.mail_from], &hard_bounce(OWNER)).await;
     assert!(answer.starts_with("250"), "{answer}");
@@ -285,11 +291,7 @@ async fn a_suppression_ends_by_itself_after_its_window() {
     let relay = Capture::start().await;
     let app = app_with_relay(&relay, |_| {}).await; // suppressed after 3 hard bounces
     let w = app.world("sandbox", None).await;
-    let chat_id = chat(&app, &w).await;
-    relay.wait_for(2).await; // the agents
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "On it"})).await;
-    let sent = relay.wait_for(3).await;
-    let to_owner = sent.iter().find(|m| m.rcpt_to == [OWNER]).expect("the customer's notification");
+    let (chat_id, to_owner) = answered_chat(&app, &relay, &w).await;
     for _ in 0..3 {
         app.send("", &[&to_owner.mail_from], &hard_bounce(OWNER)).await;
     }
