@@ -195,6 +195,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         metrics: Arc::clone(&metrics),
         max_hard_bounces: config.delivery.max_hard_bounces,
         suppression_days: config.delivery.suppression_days,
+        templates_dir: config.templates_dir.clone(),
         signer: signer.clone(),
         domain: config.domain.clone(),
         rules: Arc::clone(&rules),
@@ -203,7 +204,8 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     });
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
-        let server = axum::serve(http, api::router(state)).with_graceful_shutdown(http_shutdown.cancelled_owned());
+        let server = axum::serve(http, api::router(Arc::clone(&state)).merge(crate::console::router(state)))
+            .with_graceful_shutdown(http_shutdown.cancelled_owned());
         if let Err(error) = server.await {
             tracing::error!(error = %error, "HTTP server failed");
         }

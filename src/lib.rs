@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod metrics;
 pub mod notify;

@@ -43,9 +43,10 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+impl ApiError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -56,7 +57,13 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %error, "API request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
         match &self {
             ApiError::Exists(_, id) => (status, Json(json!({ "error": self.to_string(), "id": id }))).into_response(),
             _ => (status, Json(json!({ "error": self.to_string() }))).into_response(),

@@ -48,6 +48,8 @@ pub struct ApiState {
     pub max_hard_bounces: u32,
     /// How many days a hard bounce counts (`delivery.suppression_days`, 0: ever).
     pub suppression_days: u32,
+    /// The folder of template overrides, if any (the console's previews).
+    pub templates_dir: Option<std::path::PathBuf>,
 }
 
 /// One route as the API description lists it.

@@ -254,6 +254,11 @@ impl Pipeline {
         }
     }
 
+    /// The same pipeline routed by other rules (the rules playground's dry runs).
+    pub fn with_rules(&self, rules: std::sync::Arc<rules::LiveRules>) -> Self {
+        Self { rules, ..self.clone() }
+    }
+
     /// The same pipeline, holding mail from senders who may not write in the
     /// thread for an agent instead of refusing it.
     pub fn with_hold_not_allowed(mut self, hold: bool) -> Self {

@@ -297,10 +297,13 @@ pub struct RuleTrace {
     pub conditions: Vec<(String, bool)>,
 }
 
+/// The text of the rules shipped in `rules/default.toml`.
+pub const DEFAULT_RULES: &str = include_str!("../../rules/default.toml");
+
 impl RuleSet {
     /// The rules shipped in `rules/default.toml`.
     pub fn built_in() -> Self {
-        compile(include_str!("../../rules/default.toml"), "built-in").expect("the shipped rules compile")
+        compile(DEFAULT_RULES, "built-in").expect("the shipped rules compile")
     }
 
     /// Evaluates the rules on a message; `explain` records every condition.

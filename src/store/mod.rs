@@ -174,6 +174,7 @@ const MESSAGE_COLUMNS: &str =
 const MESSAGE_FIELDS: &str = message_fields!();
 
 mod connect;
+mod console_sessions;
 mod directory;
 mod held;
 mod inbound_log;
@@ -186,6 +187,7 @@ mod settings;
 mod threads;
 mod webhooks;
 use connect::{Readers, SqliteWriter, open_postgres, open_sqlite};
+pub use console_sessions::ConsoleSession;
 pub use directory::{ErasedMessages, Erasure, OrganizationChanges, SiteChanges, UserChanges};
 pub use held::HeldFilter;
 pub use lists::{BounceFilter, LogFilter, OutboxFilter, ThreadFilter, UserFilter};

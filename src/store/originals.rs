@@ -340,6 +340,18 @@ impl Store {
 
     /// Inbound-log entries received from `since` on (Unix ms) whose message
     /// was kept, oldest first, after entry `after_id`, at most `limit`: what
+    /// The newest `limit` transactions whose mail is kept and was taken in
+    /// (accepted, dropped or held), newest first.
+    pub async fn recent_replayable(&self, limit: i64) -> StoreResult<Vec<InboundLogEntry>> {
+        Ok(reading!(self, |db| sqlx::query_as(&format!(
+            "{LOG_COLUMNS} WHERE original IS NOT NULL AND decision IN ('accepted', 'dropped', 'held') \
+             ORDER BY id DESC LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(db)
+        .await)?)
+    }
+
     /// `replay` reads again. Admins' actions on held mail are left out.
     pub async fn replayable(&self, since: i64, after_id: i64, limit: i64) -> StoreResult<Vec<InboundLogEntry>> {
         Ok(reading!(self, |db| sqlx::query_as(&format!(

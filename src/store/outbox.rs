@@ -246,6 +246,24 @@ impl Store {
         .await)?)
     }
 
+    /// Every opt-out, newest first, with the user's address: `(user id,
+    /// address, kind, when in Unix ms)`; `address` filters by a part of it.
+    pub async fn all_opt_outs(
+        &self,
+        address: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, String, String, i64)>> {
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT o.user_id, u.email, o.kind, o.created_at FROM notification_optouts o \
+             JOIN users u ON u.id = o.user_id WHERE ($1 IS NULL OR u.email LIKE '%' || $1 || '%') \
+             ORDER BY o.created_at DESC LIMIT $2"
+        )
+        .bind(address)
+        .bind(limit)
+        .fetch_all(db)
+        .await)?)
+    }
+
     /// Whether `user_id` opted out of notifications of `kind`.
     pub async fn is_opted_out(&self, user_id: i64, kind: &str) -> StoreResult<bool> {
         Ok(reading!(self, |db| sqlx::query_scalar(

@@ -8,7 +8,7 @@ use serde_json::json;
 use std::time::Duration;
 
 /// An instance delivering through `relay`, retrying fast.
-async fn app_with_relay(relay: &Capture, tweak: impl FnOnce(&mut mailgate::config::Config)) -> TestApp {
+pub async fn app_with_relay(relay: &Capture, tweak: impl FnOnce(&mut mailgate::config::Config)) -> TestApp {
     let url = relay.url();
     spawn_app_with(move |c| {
         c.delivery.relay_url = Some(url);
@@ -208,7 +208,7 @@ async fn replies_in_quick_succession_become_one_notification() {
 
 /// A chat the owner opened and an agent answered: its id and the
 /// notification that went to the owner (the agents' two came first).
-async fn answered_chat(app: &TestApp, relay: &Capture, w: &World) -> (i64, crate::capture::Captured) {
+pub async fn answered_chat(app: &TestApp, relay: &Capture, w: &World) -> (i64, crate::capture::Captured) {
     let chat_id = chat(app, w).await;
     relay.wait_for(2).await; // the agents
     app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "On it"})).await;
@@ -217,7 +217,7 @@ async fn answered_chat(app: &TestApp, relay: &Capture, w: &World) -> (i64, crate
 }
 
 /// A delivery report about mail to `failed`, as a mail system sends it.
-fn hard_bounce(failed: &str) -> String {
+pub fn hard_bounce(failed: &str) -> String {
     format!(
         "From: MAILER-DAEMON@mx.acme.example\r\nSubject: Undelivered Mail\r\nMIME-Version: 1.0\r\n\
          Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\n\r\nfailed\r\n\

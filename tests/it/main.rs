@@ -6,6 +6,7 @@
 mod api;
 mod capture;
 mod cli;
+mod console;
 mod crash;
 mod delivery;
 mod directory;

@@ -1,0 +1,310 @@
+//! The console's pages about mail: the inbound log and one transaction
+//! explained, the held queue and its actions, the outbox and retries,
+//! bounces and suppressions, unsubscribes.
+
+use super::{ConsoleError, CsrfForm, Page, Session};
+use crate::api::{ApiError, ApiState};
+use crate::store::{BounceFilter, HeldFilter, InboundLogEntry, LogFilter, OutboxFilter};
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use minijinja::context;
+use serde::Deserialize;
+use std::sync::Arc;
+
+type Shared = State<Arc<ApiState>>;
+
+/// Who the console records as acting.
+const ACTOR: &str = "admin-console";
+/// Rows per list page.
+const PAGE_ROWS: i64 = 50;
+/// How much of a message's source a page shows.
+const RAW_SHOWN: usize = 256 * 1024;
+
+/// A filter field as a form sends it: empty means "any".
+fn given(value: Option<&String>) -> Option<String> {
+    value.map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
+/// A `datetime-local` field (`2026-12-04T10:30`, read as UTC) in Unix ms.
+fn time_field(value: Option<&String>, name: &str) -> Result<Option<i64>, ConsoleError> {
+    let Some(text) = given(value) else { return Ok(None) };
+    let parsed = chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S"))
+        .map_err(|_| ApiError::BadRequest(format!("{name}: {text:?} is not a time like 2026-12-04T10:30 (UTC)")))?;
+    Ok(Some(parsed.and_utc().timestamp_millis()))
+}
+
+/// A number field.
+fn id_field(value: Option<&String>, name: &str) -> Result<Option<i64>, ConsoleError> {
+    given(value)
+        .map(|text| text.parse().map_err(|_| ApiError::BadRequest(format!("{name}: {text:?} is not a number")).into()))
+        .transpose()
+}
+
+/// The query of a list page, every field optional text.
+#[derive(Deserialize, Default)]
+pub(crate) struct ListQuery {
+    sender: Option<String>,
+    recipient: Option<String>,
+    decision: Option<String>,
+    rule: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    before_id: Option<String>,
+    status: Option<String>,
+    reason: Option<String>,
+    kind: Option<String>,
+    to: Option<String>,
+    address: Option<String>,
+}
+
+/// `GET /admin/log`: every SMTP transaction, newest first, filtered.
+pub(crate) async fn log(State(state): Shared, session: Session, Query(q): Query<ListQuery>) -> Page {
+    let filter = LogFilter {
+        sender: given(q.sender.as_ref()),
+        recipient: given(q.recipient.as_ref()),
+        decision: given(q.decision.as_ref()),
+        rule: given(q.rule.as_ref()),
+        since: time_field(q.since.as_ref(), "since")?,
+        until: time_field(q.until.as_ref(), "until")?,
+        before_id: id_field(q.before_id.as_ref(), "before_id")?,
+        limit: Some(PAGE_ROWS),
+    };
+    let entries = state.store.log_page(&filter).await?;
+    let older = (entries.len() == PAGE_ROWS as usize).then(|| entries.last().map(|e| e.id)).flatten();
+    Ok(session.page(
+        "log.html",
+        context! { title => "Inbound log", entries, older, q => context! {
+            sender => q.sender, recipient => q.recipient, decision => q.decision, rule => q.rule,
+            since => q.since, until => q.until,
+        } },
+    ))
+}
+
+/// The source of a kept message as a page shows it, and a note when cut.
+fn shown_source(raw: &[u8]) -> (String, Option<String>) {
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(RAW_SHOWN)]).into_owned();
+    let note = (raw.len() > RAW_SHOWN).then(|| {
+        format!("the first {} KiB of {} KiB are shown; download it for the rest", RAW_SHOWN / 1024, raw.len() / 1024)
+    });
+    (text, note)
+}
+
+/// What the detail pages show about one kept message: its header fields,
+/// its source, and every step's verdict.
+async fn explained(
+    state: &ApiState,
+    entry: InboundLogEntry,
+    raw: &[u8],
+    stored_text: Option<String>,
+) -> Result<minijinja::Value, ConsoleError> {
+    let headers = crate::pipeline::parse::parse(raw).map(|p| p.headers).unwrap_or_default();
+    let explanation = state.pipeline.explain(entry, raw, stored_text).await?;
+    let (source, source_note) = shown_source(raw);
+    Ok(context! { headers, explanation, source, source_note })
+}
+
+/// `GET /admin/log/{id}`: one transaction: envelope, answer, and for mail
+/// that was kept its headers, sender checks, threading, authorization,
+/// rules and extracted text beside the source.
+pub(crate) async fn log_entry(State(state): Shared, session: Session, Path(id): Path<i64>) -> Page {
+    let entry = state
+        .store
+        .inbound_entry(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("inbound-log entry {id} not found")))?;
+    let raw = match &entry.original {
+        Some(sha256) => state.store.original(sha256).await?,
+        None => None,
+    };
+    let kept = match (&entry.original, &raw) {
+        (None, _) => "Only mail answered 250 is kept; this transaction's mail was not.",
+        (Some(_), None) => "The mail was removed after its retention (retention.raw_days).",
+        (Some(_), Some(_)) => "",
+    };
+    let detail = match raw {
+        Some(raw) => {
+            let stored_text = match entry.stored_message {
+                Some(message) if entry.decision == "accepted" => state.store.message(message).await?.map(|m| m.body),
+                _ => None,
+            };
+            explained(&state, entry.clone(), &raw, stored_text).await?
+        }
+        None => context! {},
+    };
+    Ok(session.page("log_entry.html", context! { title => format!("Inbound log entry {id}"), entry, kept, ..detail }))
+}
+
+/// `GET /admin/held`: mail held for an admin.
+pub(crate) async fn held(State(state): Shared, session: Session, Query(q): Query<ListQuery>) -> Page {
+    let status = given(q.status.as_ref()).unwrap_or_else(|| "held".to_owned());
+    let filter = HeldFilter {
+        status: (status != "all").then(|| status.clone()),
+        reason: given(q.reason.as_ref()),
+        sender: given(q.sender.as_ref()),
+        before_id: id_field(q.before_id.as_ref(), "before_id")?,
+        limit: Some(PAGE_ROWS),
+        ..HeldFilter::default()
+    };
+    let items = state.store.held_items(&filter).await?;
+    let older = (items.len() == PAGE_ROWS as usize).then(|| items.last().map(|e| e.id)).flatten();
+    Ok(session.page(
+        "held.html",
+        context! { title => "Held mail", items, older, q => context! { status, reason => q.reason, sender => q.sender } },
+    ))
+}
+
+/// `GET /admin/held/{id}`: one held item explained, with its actions.
+pub(crate) async fn held_item(State(state): Shared, session: Session, Path(id): Path<i64>) -> Page {
+    let item =
+        state.store.held_item(id).await?.ok_or_else(|| ApiError::NotFound(format!("held item {id} not found")))?;
+    let raw = state.store.held_raw(&item).await?;
+    let detail = match &raw {
+        Some(raw) => explained(&state, item.as_received(), raw, None).await?,
+        None => context! {},
+    };
+    Ok(session.page("held_item.html", context! { title => format!("Held item {id}"), item, ..detail }))
+}
+
+/// `POST /admin/held/{id}/{release|discard|notice}`
+pub(crate) async fn act_on_held(
+    State(state): Shared,
+    session: Session,
+    Path((id, action)): Path<(i64, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Page {
+    session.check(&form.csrf)?;
+    let done = match action.as_str() {
+        "release" => state.pipeline.release(id, ACTOR).await.map(|_| "released into its conversation"),
+        "discard" => state.pipeline.discard(id, ACTOR).await.map(|_| "discarded"),
+        "notice" => state.pipeline.notice(id, ACTOR).await.map(|_| "answered: the sender gets the refusal notice"),
+        other => return Err(ApiError::NotFound(format!("no held action {other:?}")).into()),
+    };
+    let message = match done {
+        Ok(what) => format!("Held item {id} {what}."),
+        Err(error) => format!("Held item {id} was not changed: {}", ApiError::from(error)),
+    };
+    Ok(session.done(&format!("/admin/held/{id}"), &message))
+}
+
+/// `GET /admin/outbox`: outgoing mail and webhook deliveries.
+pub(crate) async fn outbox(State(state): Shared, session: Session, Query(q): Query<ListQuery>) -> Page {
+    let status = given(q.status.as_ref()).filter(|s| s != "all");
+    if let Some(other) =
+        status.as_deref().filter(|s| !["pending", "sending", "sent", "merged", "skipped", "failed"].contains(s))
+    {
+        return Err(ApiError::BadRequest(format!("status {other:?} is not a state an outbox item has")).into());
+    }
+    let filter = OutboxFilter {
+        status: status.clone(),
+        kind: given(q.kind.as_ref()),
+        to: given(q.to.as_ref()),
+        before_id: id_field(q.before_id.as_ref(), "before_id")?,
+        limit: Some(PAGE_ROWS),
+    };
+    let items = state.store.outbox_page(&filter).await?;
+    let older = (items.len() == PAGE_ROWS as usize).then(|| items.last().map(|e| e.id)).flatten();
+    Ok(session.page(
+        "outbox.html",
+        context! { title => "Outbox", items, older, q => context! { status, kind => q.kind, to => q.to } },
+    ))
+}
+
+/// `POST /admin/outbox/retry` `csrf, id=1&id=2...`: sends each item now
+/// (failed, skipped, or pending and waiting out its backoff).
+pub(crate) async fn retry_outbox(
+    State(state): Shared,
+    session: Session,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Page {
+    let csrf = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or_default();
+    session.check(csrf)?;
+    let ids: Vec<i64> = fields.iter().filter(|(k, _)| k == "id").filter_map(|(_, v)| v.parse().ok()).collect();
+    if ids.is_empty() {
+        return Ok(session.done("/admin/outbox", "Nothing was retried: no item was chosen."));
+    }
+    let (mut retried, mut refused) = (Vec::new(), Vec::new());
+    for id in ids {
+        match state.store.retry(id).await {
+            Ok(_) => retried.push(id.to_string()),
+            Err(error) => refused.push(ApiError::from(error).to_string()),
+        }
+    }
+    let mut message = match retried.len() {
+        0 => String::new(),
+        1 => format!("Item {} is queued to be sent now.", retried[0]),
+        n => format!("{n} items are queued to be sent now ({}).", retried.join(", ")),
+    };
+    if !refused.is_empty() {
+        message.push_str(&format!(" Not retried: {}.", refused.join("; ")));
+    }
+    Ok(session.done("/admin/outbox", message.trim()))
+}
+
+/// `GET /admin/bounces`: suppressed addresses and the latest bounces.
+pub(crate) async fn bounces(State(state): Shared, session: Session, Query(q): Query<ListQuery>) -> Page {
+    let suppressions = state.store.suppressions(state.max_hard_bounces, state.suppression_days).await?;
+    let filter = BounceFilter {
+        recipient: given(q.address.as_ref()),
+        before_id: id_field(q.before_id.as_ref(), "before_id")?,
+        limit: Some(PAGE_ROWS),
+        ..BounceFilter::default()
+    };
+    let bounces = state.store.bounces_page(&filter).await?;
+    let older = (bounces.len() == PAGE_ROWS as usize).then(|| bounces.last().map(|e| e.id)).flatten();
+    Ok(session.page(
+        "bounces.html",
+        context! {
+            title => "Bounces", suppressions, bounces, older, address => q.address,
+            max_hard_bounces => state.max_hard_bounces, suppression_days => state.suppression_days,
+        },
+    ))
+}
+
+/// The lift form.
+#[derive(Deserialize)]
+pub(crate) struct LiftForm {
+    csrf: String,
+    address: String,
+}
+
+/// `POST /admin/bounces/lift` `csrf, address`
+pub(crate) async fn lift_suppression(State(state): Shared, session: Session, Form(form): Form<LiftForm>) -> Page {
+    session.check(&form.csrf)?;
+    let lifted = state.store.lift_suppression(&form.address, ACTOR).await?;
+    let message = match lifted {
+        0 => format!("{} was not suppressed.", form.address),
+        n => format!("Mail goes to {} again ({n} bounce(s) no longer count).", form.address),
+    };
+    Ok(session.done("/admin/bounces", &message))
+}
+
+/// `GET /admin/unsubscribes?address=`: who opted out of what.
+pub(crate) async fn unsubscribes(State(state): Shared, session: Session, Query(q): Query<ListQuery>) -> Page {
+    let address = given(q.address.as_ref());
+    let rows = state.store.all_opt_outs(address.as_deref(), 500).await?;
+    let rows: Vec<minijinja::Value> = rows
+        .into_iter()
+        .map(|(user_id, email, kind, at)| context! { user_id, email, kind, at => crate::store::rfc3339(at) })
+        .collect();
+    Ok(session.page("unsubscribes.html", context! { title => "Unsubscribes", rows, address }))
+}
+
+/// The undo form.
+#[derive(Deserialize)]
+pub(crate) struct UndoForm {
+    csrf: String,
+    user_id: i64,
+    kind: String,
+}
+
+/// `POST /admin/unsubscribes/undo` `csrf, user_id, kind`
+pub(crate) async fn undo_unsubscribe(State(state): Shared, session: Session, Form(form): Form<UndoForm>) -> Page {
+    session.check(&form.csrf)?;
+    let message = if state.store.opt_in(form.user_id, &form.kind).await? {
+        format!("User {} gets {} notifications again.", form.user_id, form.kind.replace('_', " "))
+    } else {
+        format!("User {} was not unsubscribed from {}.", form.user_id, form.kind.replace('_', " "))
+    };
+    Ok(session.done("/admin/unsubscribes", &message))
+}

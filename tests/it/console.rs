@@ -1,0 +1,314 @@
+//! The admin console in a real browser: Debian's Chromium, headless, driven
+//! through WebDriver (chromedriver) by fantoccini. `scripts/test` installs
+//! both when missing. Set `MAILGATE_SCREENSHOTS=DIR` to keep the pages'
+//! screenshots (the README's come from `MAILGATE_SCREENSHOTS=docs/screenshots`).
+
+use crate::capture::Capture;
+use crate::delivery::{answered_chat, app_with_relay, hard_bounce};
+use crate::support::{ADMIN_TOKEN, DOMAIN, OWNER, TestApp, reply_mail};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A chromedriver on a free port, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Starts chromedriver and a headless Chromium session.
+async fn browser() -> (Driver, Client) {
+    let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromedriver is missing: install Debian's chromium and chromium-driver (scripts/test does)");
+    let port = free_port();
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let profile = tempfile::tempdir().expect("a profile folder");
+    let driver = Driver { child, url: format!("http://127.0.0.1:{port}"), _profile: profile };
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1400,1000", format!("--user-data-dir={}", driver._profile.path().display()),
+            ]
+        }),
+    );
+    for _ in 0..100 {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        if let Ok(client) = ClientBuilder::new(connector).capabilities(caps.clone()).connect(&driver.url).await {
+            return (driver, client);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not start a Chromium session at {}", driver.url);
+}
+
+/// Keeps a screenshot of the page when `MAILGATE_SCREENSHOTS` names a folder.
+async fn screenshot(client: &Client, name: &str) {
+    let Ok(dir) = std::env::var("MAILGATE_SCREENSHOTS") else { return };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    std::fs::create_dir_all(&dir).expect("screenshot folder");
+    let png = client.screenshot().await.expect("a screenshot");
+    std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot written");
+}
+
+async fn text(client: &Client, css: &str) -> String {
+    client.wait().for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
+}
+
+async fn click(client: &Client, css: &str) {
+    client.wait().for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+}
+
+/// The console's base URL.
+fn console(app: &TestApp) -> String {
+    app.base.trim_end_matches("/api/v1").to_owned() + "/admin"
+}
+
+/// Waits until the outbox has an item in `status`; its id.
+async fn outbox_item(app: &TestApp, status: &str) -> i64 {
+    for _ in 0..100 {
+        let (_, items) = app.get(&format!("/outbox?status={status}")).await;
+        if let Some(id) = items[0]["id"].as_i64() {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {status} outbox item");
+}
+
+#[tokio::test]
+async fn an_admin_finds_reads_tries_retries_lifts_and_logs_out_in_a_real_browser() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| c.delivery.max_hard_bounces = 1).await;
+    let w = app.world("sandbox", None).await;
+    let (chat_id, to_owner) = answered_chat(&app, &relay, &w).await;
+    // A reply whose subject and text carry markup: it must show as text.
+    let hostile = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">";
+    let reply_to = to_owner.parsed().reply_to().and_then(|r| r.first()).and_then(|a| a.address()).unwrap().to_owned();
+    let answer = app
+        .send(OWNER, &[&reply_to], &reply_mail(OWNER, &reply_to, hostile, "hostile@acme.example", "", hostile))
+        .await;
+    assert!(answer.starts_with("250"), "{answer}");
+    // Mail that tries to start a chat is refused.
+    let refused = app
+        .send(
+            "newbie@acme.example",
+            &[&format!("support@{DOMAIN}")],
+            "From: newbie@acme.example\r\nSubject: Help\r\n\r\nhi\r\n",
+        )
+        .await;
+    assert!(refused.starts_with("550"), "{refused}");
+    // The customer's address bounces: mail to it stops, the next notification fails.
+    app.send("", &[&to_owner.mail_from], &hard_bounce(OWNER)).await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Still there?"})).await;
+    let failed = outbox_item(&app, "failed").await;
+    let mailed_before = relay.messages().len();
+
+    let (_driver, b) = browser().await;
+    let base = console(&app);
+
+    // Logged out: the console sends you to its login; a wrong token is refused.
+    b.goto(&format!("{base}/log")).await.unwrap();
+    assert!(b.current_url().await.unwrap().path().ends_with("/admin/login"));
+    b.find(Locator::Css("#token")).await.unwrap().send_keys("not-the-token").await.unwrap();
+    click(&b, "#login").await;
+    assert!(text(&b, "#flash").await.contains("not the admin token"));
+    screenshot(&b, "login").await;
+    b.find(Locator::Css("#token")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
+    click(&b, "#login").await;
+    b.wait().for_element(Locator::Css("table#log")).await.unwrap();
+    let url = b.current_url().await.unwrap();
+    assert!(!url.as_str().contains(ADMIN_TOKEN), "no token in a URL: {url}");
+    screenshot(&b, "inbound-log").await;
+
+    // Find the refused message and read why.
+    b.find(Locator::Css("select[name=decision]")).await.unwrap().select_by_value("rejected").await.unwrap();
+    click(&b, "#filter").await;
+    b.wait().for_element(Locator::Css("table#log td a")).await.unwrap();
+    let rows = b.find_all(Locator::Css("table#log td a")).await.unwrap();
+    assert_eq!(rows.len(), 1, "one refused transaction");
+    rows[0].click().await.unwrap();
+    let reason = text(&b, "#reason").await;
+    assert!(reason.contains("can not be started by email"), "{reason}");
+    assert!(text(&b, "#answer").await.starts_with("550 5.7.1"));
+    screenshot(&b, "refused-entry").await;
+
+    // The reply with markup: every field shows it as text, nothing runs.
+    b.goto(&format!("{base}/log?decision=accepted")).await.unwrap();
+    click(&b, "table#log td a").await;
+    assert!(text(&b, "#subject").await.contains("<script>document.title='pwned'</script>"));
+    assert!(text(&b, "#source").await.contains("<img src=x onerror="));
+    assert!(text(&b, "#extracted").await.contains("<script>"), "the text posted shows the markup as text");
+    assert_eq!(b.title().await.unwrap(), format!("Inbound log entry {} · mailgate console", accepted_id(&b).await));
+    assert!(b.source().await.unwrap().contains("&lt;script&gt;"));
+    assert!(!text(&b, "#steps").await.is_empty());
+    screenshot(&b, "log-entry").await;
+    let entry_url = b.current_url().await.unwrap();
+
+    // The rules playground: a rule that drops such mail changes its decision.
+    click(&b, "a[href^='/admin/rules?log=']").await;
+    let rules = b.find(Locator::Css("#rules")).await.unwrap().prop("value").await.unwrap().unwrap_or_default();
+    let edited = rules.replacen(
+        "[[rules]]",
+        "[[rules]]\nname = \"drop-markup\"\n[rules.when]\nsubject = \"(?i)<script\"\n[rules.then]\ndrop = true\n\n[[rules]]",
+        1,
+    );
+    set_value(&b, "#rules", "broken = [").await;
+    click(&b, "#check").await;
+    assert!(text(&b, ".rule-error").await.contains("line 1"), "an error is shown at its line");
+    assert!(text(&b, "#listing").await.contains("broken = ["));
+    set_value(&b, "#rules", &edited).await;
+    click(&b, "#check").await;
+    assert!(text(&b, "#checked").await.contains("all good"));
+    click(&b, "#run").await;
+    assert_eq!(text(&b, "#edited-decision").await, "dropped");
+    assert_eq!(text(&b, "#live-decision").await, "accepted");
+    assert!(text(&b, "#trace").await.contains("drop-markup"));
+    click(&b, "#diff").await;
+    assert!(text(&b, "#compared").await.starts_with("1 of the last"), "{}", text(&b, "#compared").await);
+    assert!(text(&b, "#changes").await.contains("dropped [drop-markup]"));
+    b.execute("document.querySelector('h2#results').scrollIntoView()", vec![]).await.unwrap();
+    screenshot(&b, "rules-playground").await;
+
+    // The suppression: lift it.
+    b.goto(&format!("{base}/bounces")).await.unwrap();
+    assert!(text(&b, "#suppressions").await.contains(OWNER));
+    screenshot(&b, "bounces").await;
+    click(&b, "#lift-1").await;
+    assert!(text(&b, "#flash").await.contains(&format!("Mail goes to {OWNER} again")));
+    assert!(text(&b, "#suppressions").await.contains("No address is suppressed"));
+
+    // The failed notification: retry it, and it goes out.
+    b.goto(&format!("{base}/outbox?status=failed")).await.unwrap();
+    assert!(text(&b, "#outbox").await.contains("suppressed"), "the last error says why");
+    screenshot(&b, "outbox").await;
+    click(&b, &format!("#retry-{failed}")).await;
+    assert!(text(&b, "#flash").await.contains(&format!("Item {failed} is queued")));
+    let mails = relay.wait_for(mailed_before + 1).await;
+    assert!(mails.iter().skip(mailed_before).any(|m| m.rcpt_to == [OWNER]), "the retried notification was sent");
+
+    // Templates: every notification previewed, and the check passes.
+    b.goto(&format!("{base}/templates")).await.unwrap();
+    assert!(text(&b, "#check").await.contains("all good"));
+    assert!(text(&b, "#kind-agent_replied").await.contains("agent_replied"));
+    screenshot(&b, "templates").await;
+
+    // Forms need the session's token and this site's origin.
+    let cookie = b.get_named_cookie(mailgate::console::SESSION_COOKIE).await.unwrap();
+    assert_eq!(cookie.http_only(), Some(true));
+    assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
+    let session = format!("{}={}", cookie.name(), cookie.value());
+    let post = |form: Vec<(&'static str, String)>, origin: Option<String>| {
+        let mut request = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("{base}/bounces/lift"))
+            .header("cookie", session.clone())
+            .form(&form);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let address = || ("address", OWNER.to_owned());
+    assert_eq!(post(vec![address()], None).await.unwrap().status(), 422, "no CSRF token: refused");
+    assert_eq!(post(vec![("csrf", "guess".into()), address()], None).await.unwrap().status(), 403);
+    let csrf = b.find(Locator::Css("input[name=csrf]")).await.unwrap().attr("value").await.unwrap().unwrap();
+    let foreign = Some("http://evil.example".to_owned());
+    assert_eq!(post(vec![("csrf", csrf.clone()), address()], foreign).await.unwrap().status(), 403, "another site");
+    assert_eq!(post(vec![("csrf", csrf.clone()), address()], None).await.unwrap().status(), 303, "the real form works");
+
+    // Log out: the session is over, here and for anyone holding its cookie.
+    b.goto(entry_url.as_ref()).await.unwrap();
+    click(&b, "#logout").await;
+    assert!(text(&b, "#flash").await.contains("Logged out"));
+    b.goto(&format!("{base}/log")).await.unwrap();
+    assert!(b.current_url().await.unwrap().path().ends_with("/admin/login"));
+    let stale = post(vec![("csrf", csrf), address()], None).await.unwrap();
+    assert_eq!(stale.headers()["location"], "/admin/login", "the old cookie is worth nothing");
+
+    b.close().await.unwrap();
+    app.stop().await;
+}
+
+/// The id in the page's heading ("Inbound log entry N").
+async fn accepted_id(b: &Client) -> String {
+    text(b, "h1").await.rsplit(' ').next().unwrap_or_default().to_owned()
+}
+
+/// Sets a form field's value (typing a whole rules file key by key is slow).
+async fn set_value(b: &Client, css: &str, value: &str) {
+    b.execute("document.querySelector(arguments[0]).value = arguments[1];", vec![json!(css), json!(value)])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sessions_are_cookies_with_the_right_flags_and_end_when_the_admin_token_is_reset() {
+    // The admin token is generated and stored (hashed), so that it can be reset.
+    let app = crate::support::spawn_app_with(|c| c.admin_token = None).await;
+    let admin_token = app.app.as_ref().and_then(|a| a.generated_admin_token.clone()).expect("a generated admin token");
+    let base = console(&app);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = |proto: Option<&'static str>| {
+        let mut request = http.post(format!("{base}/login")).form(&[("token", admin_token.as_str())]);
+        if let Some(proto) = proto {
+            request = request.header("x-forwarded-proto", proto);
+        }
+        request.send()
+    };
+    let plain = login(None).await.unwrap();
+    assert_eq!(plain.status(), 303);
+    let cookie = plain.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/admin"));
+    assert!(!cookie.contains("Secure"), "plain HTTP: a Secure cookie would never come back");
+    let behind_tls = login(Some("https")).await.unwrap();
+    assert!(behind_tls.headers()["set-cookie"].to_str().unwrap().contains("; Secure"));
+    // Every page is marked: no caching, no framing, no scripts.
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let page = http.get(format!("{base}/log")).header("cookie", &session).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    // A forged cookie is nobody.
+    let forged = http.get(format!("{base}/log")).header("cookie", "mailgate_console=00").send().await.unwrap();
+    assert_eq!(forged.headers()["location"], "/admin/login");
+
+    // A reset of the admin token ends every session made with the old one.
+    let store = mailgate::store::Store::open(&app.database_url).await.unwrap();
+    mailgate::api::credentials::reset(&store, mailgate::api::credentials::TokenKind::Admin, None).await.unwrap();
+    store.close().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = || async { http.get(format!("{base}/log")).header("cookie", &session).send().await.unwrap().status() };
+    while status().await == 200 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status().await, 303, "the session ended with its token");
+    app.stop().await;
+}
