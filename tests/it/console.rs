@@ -5,7 +5,7 @@
 
 use crate::capture::Capture;
 use crate::delivery::{answered_chat, app_with_relay, hard_bounce};
-use crate::support::{ADMIN_TOKEN, DOMAIN, OWNER, TestApp, reply_mail};
+use crate::support::{ADMIN_TOKEN, DOMAIN, OWNER, STRANGER, TestApp, reply_mail};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
@@ -125,7 +125,15 @@ async fn an_admin_finds_reads_tries_retries_lifts_and_logs_out_in_a_real_browser
     // The customer's address bounces: mail to it stops, the next notification fails.
     app.send("", &[&to_owner.mail_from], &hard_bounce(OWNER)).await;
     app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Still there?"})).await;
-    let failed = outbox_item(&app, "failed").await;
+    let first_failed = outbox_item(&app, "failed").await;
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hello?"})).await;
+    let failed = loop {
+        let id = outbox_item(&app, "failed").await;
+        if id != first_failed {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let mailed_before = relay.messages().len();
 
     let (_driver, b) = browser().await;
@@ -210,6 +218,12 @@ async fn an_admin_finds_reads_tries_retries_lifts_and_logs_out_in_a_real_browser
     assert!(text(&b, "#flash").await.contains(&format!("Item {failed} is queued")));
     let mails = relay.wait_for(mailed_before + 1).await;
     assert!(mails.iter().skip(mailed_before).any(|m| m.rcpt_to == [OWNER]), "the retried notification was sent");
+    // The other one with a bulk retry of the chosen items.
+    b.goto(&format!("{base}/outbox?status=failed")).await.unwrap();
+    click(&b, &format!("input[name=id][value='{first_failed}']")).await;
+    click(&b, "#retry-chosen").await;
+    assert!(text(&b, "#flash").await.contains(&format!("Item {first_failed} is queued")));
+    relay.wait_for(mailed_before + 2).await;
 
     // Templates: every notification previewed, and the check passes.
     b.goto(&format!("{base}/templates")).await.unwrap();
@@ -310,5 +324,66 @@ async fn sessions_are_cookies_with_the_right_flags_and_end_when_the_admin_token_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(status().await, 303, "the session ended with its token");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn held_mail_unsubscribes_and_broken_templates_in_the_browser_with_markup_shown_as_text() {
+    let templates = tempfile::tempdir().unwrap();
+    let folder = templates.path().to_owned();
+    let app = crate::support::spawn_app_with(move |c| {
+        c.auth.hold_not_allowed = true;
+        c.templates_dir = Some(folder);
+    })
+    .await;
+    let (w, _chat, note) = app.chat_with_note().await;
+    // A stranger's reply is held; its subject carries markup.
+    let hostile = "<script>document.title='pwned'</script>";
+    let reply = reply_mail(STRANGER, &note.reply_address(), hostile, "held@elsewhere.example", "", "Let me in");
+    let answer = app.send(STRANGER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    // A delivery report whose diagnostic carries markup.
+    let report =
+        hard_bounce(OWNER).replace("Status: 5.1.1", &format!("Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 {hostile}"));
+    app.send("", &[&format!("bounces@{DOMAIN}")], &report).await;
+    // The owner turned off customer-reply mail.
+    let store = mailgate::store::Store::open(&app.database_url).await.unwrap();
+    store.opt_out(w.owner, "agent_replied").await.unwrap();
+    store.close().await;
+
+    let (_driver, b) = browser().await;
+    let base = console(&app);
+    b.goto(&format!("{base}/login")).await.unwrap();
+    b.find(Locator::Css("#token")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
+    click(&b, "#login").await;
+
+    b.goto(&format!("{base}/held")).await.unwrap();
+    assert!(text(&b, "#held").await.contains(hostile), "the subject shows as text");
+    screenshot(&b, "held").await;
+    click(&b, "#held td a").await;
+    assert!(text(&b, "#reason").await.contains("may not write"));
+    assert!(text(&b, "#subject").await.contains(hostile));
+    click(&b, "#release").await;
+    assert!(text(&b, "#flash").await.contains("released into its conversation"));
+    assert_eq!(text(&b, "#status").await, "released");
+
+    b.goto(&format!("{base}/bounces")).await.unwrap();
+    assert!(text(&b, "#bounces").await.contains(hostile), "the diagnostic shows as text");
+
+    b.goto(&format!("{base}/unsubscribes")).await.unwrap();
+    assert!(text(&b, "#unsubscribes").await.contains(OWNER));
+    click(&b, "#unsubscribes button").await;
+    assert!(text(&b, "#flash").await.contains("gets agent replied notifications again"));
+    assert!(text(&b, "#unsubscribes").await.contains("Nobody has unsubscribed"));
+
+    // An override edited while the server runs is checked before a restart.
+    b.goto(&format!("{base}/templates")).await.unwrap();
+    assert!(text(&b, "#check").await.contains("all good"));
+    std::fs::write(templates.path().join("agent_replied.txt"), "Hello {{ recipient.nmae }}\n").unwrap();
+    b.refresh().await.unwrap();
+    let error = text(&b, ".template-error").await;
+    assert!(error.contains("agent_replied.txt:1") && error.contains("recipient.nmae"), "{error}");
+    assert_eq!(b.title().await.unwrap(), "Templates · mailgate console", "nothing ran");
+    b.close().await.unwrap();
     app.stop().await;
 }
