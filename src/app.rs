@@ -30,6 +30,8 @@ pub struct App {
     pub smtp_addr: SocketAddr,
     /// Where the HTTP API is bound.
     pub http_addr: SocketAddr,
+    /// Where `GET /metrics` is served without a token, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     /// The API token, when this start generated it (show it once: only
     /// its hash is stored).
     pub generated_api_token: Option<String>,
@@ -153,8 +155,15 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     let http = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("binding HTTP listener to {}", config.http_listen))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.with_context(|| format!("binding the metrics listener to {addr}"))?)
+        }
+        None => None,
+    };
     let smtp_addr = smtp.local_addr()?;
     let http_addr = http.local_addr()?;
+    let metrics_addr = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -202,6 +211,19 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         outbound: Arc::clone(&outbound_counters),
         pipeline,
     });
+    if let Some(listener) = metrics_listener {
+        let metrics_shutdown = shutdown.clone();
+        let router = api::metrics_router(Arc::clone(&state));
+        if let Some(addr) = metrics_addr {
+            tracing::info!(metrics = %addr, "serving GET /metrics without a token");
+        }
+        tasks.spawn(async move {
+            let server = axum::serve(listener, router).with_graceful_shutdown(metrics_shutdown.cancelled_owned());
+            if let Err(error) = server.await {
+                tracing::error!(error = %error, "metrics listener failed");
+            }
+        });
+    }
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let server = axum::serve(http, api::router(Arc::clone(&state)).merge(crate::console::router(state)))
@@ -251,7 +273,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         Some(_) => None,
         None => credentials::generate_if_missing(&store, TokenKind::Admin).await?,
     };
-    Ok(App { smtp_addr, http_addr, generated_api_token, generated_admin_token, store, shutdown, tasks })
+    Ok(App { smtp_addr, http_addr, metrics_addr, generated_api_token, generated_admin_token, store, shutdown, tasks })
 }
 
 impl App {

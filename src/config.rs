@@ -31,6 +31,11 @@ pub struct ConfigArgs {
     /// Address the HTTP API binds to [default: 127.0.0.1:8080].
     #[arg(long, env = "MAILGATE_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// Also serve GET /metrics without a token on this address (for a
+    /// scraper on a private network) [default: only on the HTTP API, with
+    /// the admin token].
+    #[arg(long, env = "MAILGATE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Mail domain: reply addresses are reply+TOKEN@DOMAIN and the support
     /// address is support@DOMAIN [default: localhost].
     #[arg(long, env = "MAILGATE_DOMAIN", value_name = "DOMAIN")]
@@ -83,6 +88,7 @@ struct RawConfig {
     database_url: Option<String>,
     smtp_listen: Option<String>,
     http_listen: Option<String>,
+    metrics_listen: Option<String>,
     domain: Option<String>,
     hostname: Option<String>,
     api_token: Option<String>,
@@ -346,6 +352,8 @@ pub struct Config {
     pub smtp_listen: SocketAddr,
     /// HTTP API address; port 0 picks a free port (tests).
     pub http_listen: SocketAddr,
+    /// Where `GET /metrics` is also served without a token, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Our mail domain, lower case.
     pub domain: String,
     /// Whether the domain was given (flag, environment or file) rather
@@ -412,6 +420,7 @@ impl std::fmt::Debug for Config {
             .field("database_url", &self.database_url_for_logs())
             .field("smtp_listen", &self.smtp_listen)
             .field("http_listen", &self.http_listen)
+            .field("metrics_listen", &self.metrics_listen)
             .field("domain", &self.domain)
             .field("api_token", &self.api_token.as_ref().map(|_| "<secret>"))
             .field("outbox_dir", &self.outbox_dir)
@@ -443,6 +452,11 @@ impl Config {
             (Some(addr), _) => addr,
             (None, Some(text)) => parse_addr("http_listen", &text)?,
             (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let metrics_listen = match (args.metrics_listen, raw.metrics_listen) {
+            (Some(addr), _) => Some(addr),
+            (None, Some(text)) => Some(parse_addr("metrics_listen", &text)?),
+            (None, None) => None,
         };
         let domain_given = args.domain.is_some() || raw.domain.is_some();
         let domain = args.domain.clone().or(raw.domain).unwrap_or_else(|| "localhost".to_owned()).to_ascii_lowercase();
@@ -544,6 +558,7 @@ impl Config {
             database_url,
             smtp_listen,
             http_listen,
+            metrics_listen,
             domain,
             domain_given,
             hostname,
@@ -596,6 +611,7 @@ impl Config {
             database_url: format!("sqlite://{}", data_dir.join("mailgate.db").display()),
             smtp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
             domain: domain.to_ascii_lowercase(),
             domain_given: true,
             hostname: domain.to_ascii_lowercase(),

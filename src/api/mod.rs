@@ -163,6 +163,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
+/// `GET /metrics` alone, without a token: for the separate metrics listener
+/// (`metrics_listen`), which only a private network should reach.
+pub fn metrics_router(state: Arc<ApiState>) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(state)
+}
+
 /// Every route of `/api/v1` and `/api/v1/admin`, as the description lists them.
 pub fn route_docs() -> Vec<RouteDoc> {
     api_routes().2

@@ -226,6 +226,21 @@ async fn the_api_description_lists_every_route_and_only_routes_that_exist() {
 
 /// Issue 21: `/metrics` needs the admin token and its counters move with traffic.
 #[tokio::test]
+async fn metrics_can_be_served_without_a_token_on_a_listener_of_their_own() {
+    let app = spawn_app_with(|c| c.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))).await;
+    let addr = app.app.as_ref().unwrap().metrics_addr.expect("a metrics listener");
+    let response = app.http.get(format!("http://{addr}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200, "no token on the metrics listener");
+    assert!(response.text().await.unwrap().contains("mailgate_smtp_sessions_total"));
+    // Nothing else is served there, and the API's /metrics still needs the token.
+    let api = app.http.get(format!("http://{addr}/api/v1/plans")).bearer_auth(&app.token).send().await.unwrap();
+    assert_eq!(api.status(), 404);
+    let http = app.app.as_ref().unwrap().http_addr;
+    assert_eq!(app.http.get(format!("http://{http}/metrics")).send().await.unwrap().status(), 401);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn metrics_need_the_admin_token_and_move_with_traffic() {
     let app = spawn_app().await;
     let http = app.app.as_ref().unwrap().http_addr;
