@@ -148,18 +148,28 @@ fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, to.to_owned())]).into_response()
 }
 
+/// Adds a console cookie (`max_age` 0 removes it) to `response`.
+fn set_cookie(response: &mut Response, name: &str, value: &str, max_age: i64, secure: bool) {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{name}={value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+}
+
 /// A `303` to `to` that shows `message` there once.
 pub(crate) fn redirect_with(to: &str, message: &str, secure: bool) -> Response {
     let mut response = redirect(to);
-    let value = format!(
-        "{FLASH_COOKIE}={}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=60{}",
-        data_encoding::BASE64URL_NOPAD.encode(message.as_bytes()),
-        if secure { "; Secure" } else { "" }
-    );
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        response.headers_mut().append(SET_COOKIE, value);
-    }
+    set_cookie(&mut response, FLASH_COOKIE, &data_encoding::BASE64URL_NOPAD.encode(message.as_bytes()), 60, secure);
     response
+}
+
+/// The message a form left for this page, if any.
+fn flash(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, FLASH_COOKIE)
+        .and_then(|v| data_encoding::BASE64URL_NOPAD.decode(v.as_bytes()).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|text| !text.is_empty())
 }
 
 /// Renders a page template; a template error (ours, not the user's) shows as
@@ -220,10 +230,7 @@ impl Session {
     pub(crate) fn page(&self, name: &str, context: minijinja::Value) -> Response {
         let mut response = render(name, minijinja::context! { ..self.context(name), ..context });
         if self.flash.is_some() {
-            let clear = format!("{FLASH_COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0");
-            if let Ok(value) = HeaderValue::from_str(&clear) {
-                response.headers_mut().append(SET_COOKIE, value);
-            }
+            set_cookie(&mut response, FLASH_COOKIE, "", 0, self.secure);
         }
         response
     }
@@ -253,10 +260,7 @@ impl FromRequestParts<Arc<ApiState>> for Session {
         if !state.admin_token.admits(&state.store, &token_hash).await {
             return Err(ConsoleError::LoggedOut);
         }
-        let flash = cookie(&parts.headers, FLASH_COOKIE)
-            .and_then(|v| data_encoding::BASE64URL_NOPAD.decode(v.as_bytes()).ok())
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .filter(|text| !text.is_empty());
+        let flash = flash(&parts.headers);
         Ok(Session { csrf: stored.csrf, id_hash, secure: behind_tls(&parts.headers), flash })
     }
 }
@@ -273,10 +277,10 @@ fn same_origin(headers: &HeaderMap) -> bool {
 
 /// `GET /admin/login`
 async fn login_page(headers: HeaderMap) -> Response {
-    let failed = cookie(&headers, FLASH_COOKIE)
-        .and_then(|v| data_encoding::BASE64URL_NOPAD.decode(v.as_bytes()).ok())
-        .and_then(|bytes| String::from_utf8(bytes).ok());
-    render("login.html", minijinja::context! { title => "Log in", flash => failed, page => "login" })
+    let mut page =
+        render("login.html", minijinja::context! { title => "Log in", flash => flash(&headers), page => "login" });
+    set_cookie(&mut page, FLASH_COOKIE, "", 0, behind_tls(&headers));
+    page
 }
 
 /// The login form.
@@ -305,14 +309,7 @@ async fn login(
     let expires_at = crate::store::now_ms() + SESSION_HOURS * 3_600_000;
     state.store.start_console_session(&hex(&hash_token(&session)), &csrf, &hex(&given), expires_at).await?;
     let mut response = redirect("/admin/log");
-    let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        SESSION_HOURS * 3600,
-        if secure { "; Secure" } else { "" }
-    );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(SET_COOKIE, value);
-    }
+    set_cookie(&mut response, SESSION_COOKIE, &session, SESSION_HOURS * 3600, secure);
     Ok(response)
 }
 
@@ -331,9 +328,6 @@ async fn logout(
     session.check(&form.csrf)?;
     state.store.end_console_session(&session.id_hash).await?;
     let mut response = redirect_with("/admin/login", "Logged out.", session.secure);
-    let clear = format!("{SESSION_COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0");
-    if let Ok(value) = HeaderValue::from_str(&clear) {
-        response.headers_mut().append(SET_COOKIE, value);
-    }
+    set_cookie(&mut response, SESSION_COOKIE, "", 0, session.secure);
     Ok(response)
 }

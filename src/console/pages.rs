@@ -20,6 +20,11 @@ const PAGE_ROWS: i64 = 50;
 /// How much of a message's source a page shows.
 const RAW_SHOWN: usize = 256 * 1024;
 
+/// The `before_id` of the next page: the last row's id when the page is full.
+fn older(rows: usize, last_id: Option<i64>) -> Option<i64> {
+    if rows == PAGE_ROWS as usize { last_id } else { None }
+}
+
 /// A filter field as a form sends it: empty means "any".
 fn given(value: Option<&String>) -> Option<String> {
     value.map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_owned)
@@ -71,7 +76,7 @@ pub(crate) async fn log(State(state): Shared, session: Session, Query(q): Query<
         limit: Some(PAGE_ROWS),
     };
     let entries = state.store.log_page(&filter).await?;
-    let older = (entries.len() == PAGE_ROWS as usize).then(|| entries.last().map(|e| e.id)).flatten();
+    let older = older(entries.len(), entries.last().map(|e| e.id));
     Ok(session.page(
         "log.html",
         context! { title => "Inbound log", entries, older, q => context! {
@@ -147,7 +152,7 @@ pub(crate) async fn held(State(state): Shared, session: Session, Query(q): Query
         ..HeldFilter::default()
     };
     let items = state.store.held_items(&filter).await?;
-    let older = (items.len() == PAGE_ROWS as usize).then(|| items.last().map(|e| e.id)).flatten();
+    let older = older(items.len(), items.last().map(|e| e.id));
     Ok(session.page(
         "held.html",
         context! { title => "Held mail", items, older, q => context! { status, reason => q.reason, sender => q.sender } },
@@ -203,7 +208,7 @@ pub(crate) async fn outbox(State(state): Shared, session: Session, Query(q): Que
         limit: Some(PAGE_ROWS),
     };
     let items = state.store.outbox_page(&filter).await?;
-    let older = (items.len() == PAGE_ROWS as usize).then(|| items.last().map(|e| e.id)).flatten();
+    let older = older(items.len(), items.last().map(|e| e.id));
     Ok(session.page(
         "outbox.html",
         context! { title => "Outbox", items, older, q => context! { status, kind => q.kind, to => q.to } },
@@ -251,7 +256,7 @@ pub(crate) async fn bounces(State(state): Shared, session: Session, Query(q): Qu
         ..BounceFilter::default()
     };
     let bounces = state.store.bounces_page(&filter).await?;
-    let older = (bounces.len() == PAGE_ROWS as usize).then(|| bounces.last().map(|e| e.id)).flatten();
+    let older = older(bounces.len(), bounces.last().map(|e| e.id));
     Ok(session.page(
         "bounces.html",
         context! {
