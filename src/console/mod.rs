@@ -67,6 +67,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/admin/log", get(pages::log))
         .route("/admin/log/{id}", get(pages::log_entry))
         .route("/admin/held", get(pages::held))
+        .route("/admin/held/bulk", post(pages::act_on_held_items))
         .route("/admin/held/{id}", get(pages::held_item))
         .route("/admin/held/{id}/{action}", post(pages::act_on_held))
         .route("/admin/outbox", get(pages::outbox))

@@ -171,6 +171,20 @@ pub(crate) async fn held_item(State(state): Shared, session: Session, Path(id): 
     Ok(session.page("held_item.html", context! { title => format!("Held item {id}"), item, ..detail }))
 }
 
+/// Does one held-queue action; what happened, in words.
+async fn held_action(state: &ApiState, id: i64, action: &str) -> Result<String, ConsoleError> {
+    let done = match action {
+        "release" => state.pipeline.release(id, ACTOR).await.map(|_| "released into its conversation"),
+        "discard" => state.pipeline.discard(id, ACTOR).await.map(|_| "discarded"),
+        "notice" => state.pipeline.notice(id, ACTOR).await.map(|_| "answered: the sender gets the refusal notice"),
+        other => return Err(ApiError::NotFound(format!("no held action {other:?}")).into()),
+    };
+    Ok(match done {
+        Ok(what) => format!("Held item {id} {what}."),
+        Err(error) => format!("Held item {id} was not changed: {}", ApiError::from(error)),
+    })
+}
+
 /// `POST /admin/held/{id}/{release|discard|notice}`
 pub(crate) async fn act_on_held(
     State(state): Shared,
@@ -179,17 +193,33 @@ pub(crate) async fn act_on_held(
     Form(form): Form<CsrfForm>,
 ) -> Page {
     session.check(&form.csrf)?;
-    let done = match action.as_str() {
-        "release" => state.pipeline.release(id, ACTOR).await.map(|_| "released into its conversation"),
-        "discard" => state.pipeline.discard(id, ACTOR).await.map(|_| "discarded"),
-        "notice" => state.pipeline.notice(id, ACTOR).await.map(|_| "answered: the sender gets the refusal notice"),
-        other => return Err(ApiError::NotFound(format!("no held action {other:?}")).into()),
-    };
-    let message = match done {
-        Ok(what) => format!("Held item {id} {what}."),
-        Err(error) => format!("Held item {id} was not changed: {}", ApiError::from(error)),
-    };
+    let message = held_action(&state, id, &action).await?;
     Ok(session.done(&format!("/admin/held/{id}"), &message))
+}
+
+/// `POST /admin/held/bulk` `csrf, action, id=1&id=2...`: each chosen item
+/// acted on alone.
+pub(crate) async fn act_on_held_items(
+    State(state): Shared,
+    session: Session,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Page {
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_default();
+    session.check(field("csrf"))?;
+    let ids = chosen_ids(&fields);
+    if ids.is_empty() {
+        return Ok(session.done("/admin/held", "Nothing was changed: no item was chosen."));
+    }
+    let mut said = Vec::with_capacity(ids.len());
+    for id in ids {
+        said.push(held_action(&state, id, field("action")).await?);
+    }
+    Ok(session.done("/admin/held", &said.join(" ")))
+}
+
+/// The ids a list form's checkboxes chose (`id=...`, repeated).
+fn chosen_ids(fields: &[(String, String)]) -> Vec<i64> {
+    fields.iter().filter(|(k, _)| k == "id").filter_map(|(_, v)| v.parse().ok()).collect()
 }
 
 /// `GET /admin/outbox`: outgoing mail and webhook deliveries.
@@ -224,7 +254,7 @@ pub(crate) async fn retry_outbox(
 ) -> Page {
     let csrf = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or_default();
     session.check(csrf)?;
-    let ids: Vec<i64> = fields.iter().filter(|(k, _)| k == "id").filter_map(|(_, v)| v.parse().ok()).collect();
+    let ids = chosen_ids(&fields);
     if ids.is_empty() {
         return Ok(session.done("/admin/outbox", "Nothing was retried: no item was chosen."));
     }

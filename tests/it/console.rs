@@ -342,6 +342,9 @@ async fn held_mail_unsubscribes_and_broken_templates_in_the_browser_with_markup_
     let reply = reply_mail(STRANGER, &note.reply_address(), hostile, "held@elsewhere.example", "", "Let me in");
     let answer = app.send(STRANGER, &[&note.reply_address()], &reply).await;
     assert!(answer.starts_with("250"), "{answer}");
+    let spam = reply_mail(STRANGER, &note.reply_address(), "Cheap pills", "spam@elsewhere.example", "", "Buy now");
+    app.send(STRANGER, &[&note.reply_address()], &spam).await;
+    let spam_id = app.admin_get("/held").await.1[0]["id"].as_i64().expect("the newest held item");
     // A delivery report whose diagnostic carries markup.
     let report =
         hard_bounce(OWNER).replace("Status: 5.1.1", &format!("Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 {hostile}"));
@@ -360,6 +363,11 @@ async fn held_mail_unsubscribes_and_broken_templates_in_the_browser_with_markup_
     b.goto(&format!("{base}/held")).await.unwrap();
     assert!(text(&b, "#held").await.contains(hostile), "the subject shows as text");
     screenshot(&b, "held").await;
+    // Several at once: the chosen ones only.
+    click(&b, &format!("#held input[value='{spam_id}']")).await;
+    click(&b, "#discard-chosen").await;
+    assert_eq!(text(&b, "#flash").await, format!("Held item {spam_id} discarded."));
+    assert!(!text(&b, "#held").await.contains("Cheap pills"), "gone from the queue");
     click(&b, "#held td a").await;
     assert!(text(&b, "#reason").await.contains("may not write"));
     assert!(text(&b, "#subject").await.contains(hostile));
