@@ -213,6 +213,8 @@ pub(crate) struct Session {
     pub(crate) secure: bool,
     /// The message left by the last form, shown once.
     pub(crate) flash: Option<String>,
+    /// Held items waiting and failed outbox items, for the menu (pages only).
+    waiting: (i64, i64),
 }
 
 impl Session {
@@ -224,7 +226,7 @@ impl Session {
 
     /// What every page's template needs: the CSRF token and the flash.
     pub(crate) fn context(&self, page: &str) -> minijinja::Value {
-        minijinja::context! { csrf => self.csrf, flash => self.flash, page }
+        minijinja::context! { csrf => self.csrf, flash => self.flash, page, held_waiting => self.waiting.0, failed => self.waiting.1 }
     }
 
     /// A page with the flash cookie cleared when one was shown.
@@ -262,7 +264,8 @@ impl FromRequestParts<Arc<ApiState>> for Session {
             return Err(ConsoleError::LoggedOut);
         }
         let flash = flash(&parts.headers);
-        Ok(Session { csrf: stored.csrf, id_hash, secure: behind_tls(&parts.headers), flash })
+        let waiting = if parts.method == Method::GET { state.store.waiting_for_an_admin().await? } else { (0, 0) };
+        Ok(Session { csrf: stored.csrf, id_hash, secure: behind_tls(&parts.headers), flash, waiting })
     }
 }
 

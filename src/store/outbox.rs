@@ -275,6 +275,17 @@ impl Store {
         .await)?)
     }
 
+    /// What the console's menu counts: held mail waiting, failed outbox items
+    /// (both read through an index).
+    pub async fn waiting_for_an_admin(&self) -> StoreResult<(i64, i64)> {
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM held_messages WHERE status = 'held'), \
+                    (SELECT COUNT(*) FROM outbox WHERE status = 'failed')"
+        )
+        .fetch_one(db)
+        .await)?)
+    }
+
     /// What the metrics read when scraped: held mail waiting, the outbox's
     /// items by status, when its oldest pending item was created (Unix ms),
     /// and how many bounces are recorded.

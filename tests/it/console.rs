@@ -212,6 +212,7 @@ async fn an_admin_finds_reads_tries_retries_lifts_and_logs_out_in_a_real_browser
 
     // The failed notification: retry it, and it goes out.
     b.goto(&format!("{base}/outbox?status=failed")).await.unwrap();
+    assert_eq!(text(&b, "#failed-badge").await, "2 failed", "the menu counts what waits for an admin");
     assert!(text(&b, "#outbox").await.contains("suppressed"), "the last error says why");
     screenshot(&b, "outbox").await;
     click(&b, &format!("#retry-{failed}")).await;
@@ -361,6 +362,7 @@ async fn held_mail_unsubscribes_and_broken_templates_in_the_browser_with_markup_
     click(&b, "#login").await;
 
     b.goto(&format!("{base}/held")).await.unwrap();
+    assert_eq!(text(&b, "#held-badge").await, "2");
     assert!(text(&b, "#held").await.contains(hostile), "the subject shows as text");
     screenshot(&b, "held").await;
     // Several at once: the chosen ones only.
