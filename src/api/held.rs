@@ -52,7 +52,7 @@ pub(super) async fn show(State(state): Shared, Path(id): Path<i64>) -> ApiResult
 }
 
 /// `GET /admin/held/{id}/raw`: the held mail as it arrived.
-pub(super) async fn raw(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Response> {
+pub(crate) async fn raw(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Response> {
     let item = find(&state, id).await?;
     let raw =
         state.store.held_raw(&item).await?.ok_or_else(|| ApiError::Gone(format!("held item {id}'s mail is gone")))?;

@@ -5,9 +5,9 @@ pub mod credentials;
 mod directory;
 mod error;
 mod handlers;
-mod held;
+pub(crate) mod held;
 pub mod openapi;
-mod originals;
+pub(crate) mod originals;
 mod suppressions;
 mod webhooks;
 

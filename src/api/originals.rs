@@ -66,7 +66,7 @@ pub(super) async fn message_raw(State(state): Shared, Path(id): Path<i64>) -> Re
 
 /// `GET /inbound-log/{id}/raw`: the mail an inbound-log entry received,
 /// when it was kept (mail answered 250).
-pub(super) async fn log_raw(State(state): Shared, Path(id): Path<i64>) -> Result<Response, ApiError> {
+pub(crate) async fn log_raw(State(state): Shared, Path(id): Path<i64>) -> Result<Response, ApiError> {
     let entry = state
         .store
         .inbound_entry(id)

@@ -140,6 +140,16 @@ pub(crate) async fn log_entry(State(state): Shared, session: Session, Path(id): 
     Ok(session.page("log_entry.html", context! { title => format!("Inbound log entry {id}"), entry, kept, ..detail }))
 }
 
+/// `GET /admin/log/{id}/raw`: a transaction's mail as it arrived, to download.
+pub(crate) async fn log_raw(state: Shared, _session: Session, id: Path<i64>) -> Page {
+    Ok(crate::api::originals::log_raw(state, id).await?)
+}
+
+/// `GET /admin/held/{id}/raw`: a held item's mail as it arrived, to download.
+pub(crate) async fn held_raw(state: Shared, _session: Session, id: Path<i64>) -> Page {
+    Ok(crate::api::held::raw(state, id).await?)
+}
+
 /// `GET /admin/held`: mail held for an admin.
 pub(crate) async fn held(State(state): Shared, session: Session, Query(q): Query<ListQuery>) -> Page {
     let status = given(q.status.as_ref()).unwrap_or_else(|| "held".to_owned());
@@ -168,7 +178,8 @@ pub(crate) async fn held_item(State(state): Shared, session: Session, Path(id): 
         Some(raw) => explained(&state, item.as_received(), raw, None).await?,
         None => context! {},
     };
-    Ok(session.page("held_item.html", context! { title => format!("Held item {id}"), item, ..detail }))
+    let download = format!("/admin/held/{id}/raw");
+    Ok(session.page("held_item.html", context! { title => format!("Held item {id}"), item, download, ..detail }))
 }
 
 /// Does one held-queue action; what happened, in words.

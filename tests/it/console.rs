@@ -257,6 +257,13 @@ async fn an_admin_finds_reads_tries_retries_lifts_and_logs_out_in_a_real_browser
     let foreign = Some("http://evil.example".to_owned());
     assert_eq!(post(vec![("csrf", csrf.clone()), address()], foreign).await.unwrap().status(), 403, "another site");
     assert_eq!(post(vec![("csrf", csrf.clone()), address()], None).await.unwrap().status(), 303, "the real form works");
+    // The kept mail downloads as it arrived, with the session only.
+    let download = format!("{base}/log/{}/raw", entry_url.path().rsplit('/').next().unwrap());
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let raw = http.get(&download).header("cookie", &session).send().await.unwrap();
+    assert_eq!(raw.headers()["content-type"], "message/rfc822");
+    assert!(raw.text().await.unwrap().contains(&format!("Subject: Re: {hostile}")));
+    assert_eq!(http.get(&download).send().await.unwrap().status(), 303, "no session, no mail");
 
     // Log out: the session is over, here and for anyone holding its cookie.
     b.goto(entry_url.as_ref()).await.unwrap();
