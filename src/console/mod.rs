@@ -272,11 +272,14 @@ impl FromRequestParts<Arc<ApiState>> for Session {
 }
 
 /// Whether a form post comes from this site: its `Origin` (sent by every
-/// browser on a POST) names the host it was sent to. A request without one
-/// is not from a browser page, and still needs the session and its token.
+/// browser on a POST) names the host it was sent to, as the client asked
+/// for it (`X-Forwarded-Host` from a proxy, else `Host`). A request without
+/// an `Origin` is not from a browser page, and still needs the session and
+/// its token.
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
-    let host = headers.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let asked = headers.get("x-forwarded-host").or_else(|| headers.get(HOST)).and_then(|v| v.to_str().ok());
+    let host = asked.and_then(|v| v.split(',').next()).unwrap_or_default().trim();
     let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
     !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
@@ -336,4 +339,36 @@ async fn logout(
     let mut response = redirect_with("/admin/login", "Logged out.", session.secure);
     set_cookie(&mut response, SESSION_COOKIE, "", 0, session.secure);
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+    use axum::http::HeaderMap;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn a_form_is_ours_when_its_origin_is_the_host_the_browser_asked_for() {
+        assert!(same_origin(&headers(&[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")])));
+        assert!(same_origin(&headers(&[("host", "127.0.0.1:8080")])), "no Origin: not a browser form");
+        assert!(!same_origin(&headers(&[("host", "127.0.0.1:8080"), ("origin", "http://evil.example")])));
+        assert!(!same_origin(&headers(&[("host", "127.0.0.1:8080"), ("origin", "null")])));
+        // Behind a proxy that passes the host the browser asked for.
+        let proxied = [
+            ("host", "127.0.0.1:8080"),
+            ("x-forwarded-host", "desk.example.com"),
+            ("origin", "https://desk.example.com"),
+        ];
+        assert!(same_origin(&headers(&proxied)));
+        let elsewhere =
+            [("host", "127.0.0.1:8080"), ("x-forwarded-host", "desk.example.com"), ("origin", "https://evil.example")];
+        assert!(!same_origin(&headers(&elsewhere)));
+    }
 }
