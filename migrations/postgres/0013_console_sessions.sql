@@ -5,6 +5,7 @@ CREATE TABLE console_sessions (
     id_hash    TEXT PRIMARY KEY,
     csrf       TEXT NOT NULL,
     token_hash TEXT NOT NULL,
+    actor      TEXT NOT NULL,          -- who logged in, as they named themselves; recorded with their actions
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL
 );

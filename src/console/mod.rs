@@ -217,6 +217,8 @@ pub(crate) struct Session {
     pub(crate) flash: Option<String>,
     /// Held items waiting and failed outbox items, for the menu (pages only).
     waiting: (i64, i64),
+    /// Who is logged in, as recorded with their actions.
+    pub(crate) actor: String,
 }
 
 impl Session {
@@ -228,7 +230,7 @@ impl Session {
 
     /// What every page's template needs: the CSRF token and the flash.
     pub(crate) fn context(&self, page: &str) -> minijinja::Value {
-        minijinja::context! { csrf => self.csrf, flash => self.flash, page, held_waiting => self.waiting.0, failed => self.waiting.1 }
+        minijinja::context! { csrf => self.csrf, flash => self.flash, page, held_waiting => self.waiting.0, failed => self.waiting.1, actor => self.actor }
     }
 
     /// A page with the flash cookie cleared when one was shown.
@@ -267,7 +269,14 @@ impl FromRequestParts<Arc<ApiState>> for Session {
         }
         let flash = flash(&parts.headers);
         let waiting = if parts.method == Method::GET { state.store.waiting_for_an_admin().await? } else { (0, 0) };
-        Ok(Session { csrf: stored.csrf, id_hash, secure: behind_tls(&parts.headers), flash, waiting })
+        Ok(Session {
+            csrf: stored.csrf,
+            id_hash,
+            secure: behind_tls(&parts.headers),
+            flash,
+            waiting,
+            actor: stored.actor,
+        })
     }
 }
 
@@ -296,6 +305,16 @@ async fn login_page(headers: HeaderMap) -> Response {
 #[derive(Deserialize)]
 pub(crate) struct LoginForm {
     token: String,
+    /// Who logs in, for the record (optional).
+    #[serde(default)]
+    name: String,
+}
+
+/// How an admin's actions are recorded: `NAME (console)`, or `admin-console`
+/// when they gave no name.
+fn actor(name: &str) -> String {
+    let name: String = crate::notify::render::header_safe(name).chars().take(60).collect();
+    if name.is_empty() { "admin-console".to_owned() } else { format!("{name} (console)") }
 }
 
 /// `POST /admin/login` `token=...`: the admin token, once; a session cookie back.
@@ -316,7 +335,8 @@ async fn login(
     let session = crate::domain::token::random_hex(32);
     let csrf = crate::domain::token::random_hex(32);
     let expires_at = crate::store::now_ms() + SESSION_HOURS * 3_600_000;
-    state.store.start_console_session(&hex(&hash_token(&session)), &csrf, &hex(&given), expires_at).await?;
+    let actor = actor(&form.name);
+    state.store.start_console_session(&hex(&hash_token(&session)), &csrf, &hex(&given), &actor, expires_at).await?;
     let mut response = redirect("/admin/log");
     set_cookie(&mut response, SESSION_COOKIE, &session, SESSION_HOURS * 3600, secure);
     Ok(response)

@@ -13,8 +13,6 @@ use std::sync::Arc;
 
 type Shared = State<Arc<ApiState>>;
 
-/// Who the console records as acting.
-const ACTOR: &str = "admin-console";
 /// Rows per list page.
 const PAGE_ROWS: i64 = 50;
 /// How much of a message's source a page shows.
@@ -183,11 +181,12 @@ pub(crate) async fn held_item(State(state): Shared, session: Session, Path(id): 
 }
 
 /// Does one held-queue action; what happened, in words.
-async fn held_action(state: &ApiState, id: i64, action: &str) -> Result<String, ConsoleError> {
+async fn held_action(state: &ApiState, session: &Session, id: i64, action: &str) -> Result<String, ConsoleError> {
+    let by = session.actor.as_str();
     let done = match action {
-        "release" => state.pipeline.release(id, ACTOR).await.map(|_| "released into its conversation"),
-        "discard" => state.pipeline.discard(id, ACTOR).await.map(|_| "discarded"),
-        "notice" => state.pipeline.notice(id, ACTOR).await.map(|_| "answered: the sender gets the refusal notice"),
+        "release" => state.pipeline.release(id, by).await.map(|_| "released into its conversation"),
+        "discard" => state.pipeline.discard(id, by).await.map(|_| "discarded"),
+        "notice" => state.pipeline.notice(id, by).await.map(|_| "answered: the sender gets the refusal notice"),
         other => return Err(ApiError::NotFound(format!("no held action {other:?}")).into()),
     };
     Ok(match done {
@@ -204,7 +203,7 @@ pub(crate) async fn act_on_held(
     Form(form): Form<CsrfForm>,
 ) -> Page {
     session.check(&form.csrf)?;
-    let message = held_action(&state, id, &action).await?;
+    let message = held_action(&state, &session, id, &action).await?;
     Ok(session.done(&format!("/admin/held/{id}"), &message))
 }
 
@@ -223,7 +222,7 @@ pub(crate) async fn act_on_held_items(
     }
     let mut said = Vec::with_capacity(ids.len());
     for id in ids {
-        said.push(held_action(&state, id, field("action")).await?);
+        said.push(held_action(&state, &session, id, field("action")).await?);
     }
     Ok(session.done("/admin/held", &said.join(" ")))
 }
@@ -317,7 +316,7 @@ pub(crate) struct LiftForm {
 /// `POST /admin/bounces/lift` `csrf, address`
 pub(crate) async fn lift_suppression(State(state): Shared, session: Session, Form(form): Form<LiftForm>) -> Page {
     session.check(&form.csrf)?;
-    let lifted = state.store.lift_suppression(&form.address, ACTOR).await?;
+    let lifted = state.store.lift_suppression(&form.address, &session.actor).await?;
     let message = match lifted {
         0 => format!("{} was not suppressed.", form.address),
         n => format!("Mail goes to {} again ({n} bounce(s) no longer count).", form.address),

@@ -10,6 +10,8 @@ pub struct ConsoleSession {
     pub csrf: String,
     /// The admin token's hash (hex) at login.
     pub token_hash: String,
+    /// Who logged in, as recorded with their actions.
+    pub actor: String,
     /// When it ends (Unix ms).
     pub expires_at: i64,
 }
@@ -21,6 +23,7 @@ impl Store {
         id_hash: &str,
         csrf: &str,
         token_hash: &str,
+        actor: &str,
         expires_at: i64,
     ) -> StoreResult<()> {
         let now = now_ms();
@@ -28,12 +31,13 @@ impl Store {
             let mut tx = db.begin().await?;
             sqlx::query("DELETE FROM console_sessions WHERE expires_at < $1").bind(now).execute(&mut *tx).await?;
             sqlx::query(
-                "INSERT INTO console_sessions (id_hash, csrf, token_hash, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO console_sessions (id_hash, csrf, token_hash, actor, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(id_hash)
             .bind(csrf)
             .bind(token_hash)
+            .bind(actor)
             .bind(now)
             .bind(expires_at)
             .execute(&mut *tx)
@@ -46,7 +50,7 @@ impl Store {
     /// The session whose cookie hashes to `id_hash`, unless it has ended.
     pub async fn console_session(&self, id_hash: &str) -> StoreResult<Option<ConsoleSession>> {
         Ok(reading!(self, |db| sqlx::query_as(
-            "SELECT csrf, token_hash, expires_at FROM console_sessions WHERE id_hash = $1 AND expires_at >= $2"
+            "SELECT csrf, token_hash, actor, expires_at FROM console_sessions WHERE id_hash = $1 AND expires_at >= $2"
         )
         .bind(id_hash)
         .bind(now_ms())
