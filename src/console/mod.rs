@@ -37,6 +37,7 @@ const SESSION_HOURS: i64 = 12;
 static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+    env.add_filter("when", when);
     for (name, source) in [
         ("layout.html", include_str!("templates/layout.html")),
         ("login.html", include_str!("templates/login.html")),
@@ -56,6 +57,15 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     }
     env
 });
+
+/// `{{ time|when }}`: an RFC 3339 time as `2026-12-04 10:30:05 UTC` (text
+/// that is not a time is shown as it is).
+fn when(value: String) -> String {
+    match chrono::DateTime::parse_from_rfc3339(&value) {
+        Ok(time) => time.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        Err(_) => value,
+    }
+}
 
 /// The console's routes, to be served beside the API.
 pub fn router(state: Arc<ApiState>) -> Router {
