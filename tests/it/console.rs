@@ -8,6 +8,7 @@ use crate::delivery::{answered_chat, app_with_relay, hard_bounce};
 use crate::support::{ADMIN_TOKEN, DOMAIN, OWNER, STRANGER, TestApp, reply_mail};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -19,8 +20,13 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    /// Ends chromedriver and the Chromium it started (its own process group),
+    /// also when a test fails before closing its session.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if let Ok(group) = i32::try_from(self.child.id()) {
+            // SAFETY: a plain kill(2) on the process group this test made.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
         let _ = self.child.wait();
     }
 }
@@ -37,6 +43,7 @@ async fn browser() -> (Driver, Client) {
         .expect("chromedriver is missing: install Debian's chromium and chromium-driver (scripts/test does)");
     let port = free_port();
     let child = Command::new(chromedriver)
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
