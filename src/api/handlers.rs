@@ -585,7 +585,7 @@ pub(super) async fn test_rules(
     State(state): Shared,
     json: Result<Json<RulesTest>, JsonRejection>,
 ) -> ApiResult<Json<crate::pipeline::DryRun>> {
-    use crate::pipeline::{Pipeline, analyze};
+    use crate::pipeline::analyze;
     let request = body(json)?;
     let rules = match &request.rules {
         Some(text) => {
@@ -595,13 +595,8 @@ pub(super) async fn test_rules(
         }
         None => Arc::clone(&state.rules),
     };
-    let pipeline = Pipeline::new(
-        state.store.clone(),
-        state.signer.clone(),
-        state.domain.clone(),
-        rules,
-        state.on_call_address.clone(),
-    );
+    // The instance's own pipeline (its limits and holding policy), other rules.
+    let pipeline = state.pipeline.with_rules(rules);
     let raw = request.message.replace("\r\n", "\n").replace('\n', "\r\n");
     let from = analyze("", &[], raw.as_bytes()).and_then(|a| a.from).unwrap_or_default();
     let rcpt = if request.rcpt.is_empty() { vec![format!("support@{}", state.domain)] } else { request.rcpt };

@@ -100,11 +100,12 @@ async fn explained(
     entry: InboundLogEntry,
     raw: &[u8],
     stored_text: Option<String>,
+    download: String,
 ) -> Result<minijinja::Value, ConsoleError> {
     let headers = crate::pipeline::parse::parse(raw).map(|p| p.headers).unwrap_or_default();
     let explanation = state.pipeline.explain(entry, raw, stored_text).await?;
     let (source, source_note) = shown_source(raw);
-    Ok(context! { headers, explanation, source, source_note })
+    Ok(context! { headers, explanation, source, source_note, download })
 }
 
 /// `GET /admin/log/{id}`: one transaction: envelope, answer, and for mail
@@ -131,7 +132,7 @@ pub(crate) async fn log_entry(State(state): Shared, session: Session, Path(id): 
                 Some(message) if entry.decision == "accepted" => state.store.message(message).await?.map(|m| m.body),
                 _ => None,
             };
-            explained(&state, entry.clone(), &raw, stored_text).await?
+            explained(&state, entry.clone(), &raw, stored_text, format!("/admin/log/{id}/raw")).await?
         }
         None => context! {},
     };
@@ -173,11 +174,10 @@ pub(crate) async fn held_item(State(state): Shared, session: Session, Path(id): 
         state.store.held_item(id).await?.ok_or_else(|| ApiError::NotFound(format!("held item {id} not found")))?;
     let raw = state.store.held_raw(&item).await?;
     let detail = match &raw {
-        Some(raw) => explained(&state, item.as_received(), raw, None).await?,
+        Some(raw) => explained(&state, item.as_received(), raw, None, format!("/admin/held/{id}/raw")).await?,
         None => context! {},
     };
-    let download = format!("/admin/held/{id}/raw");
-    Ok(session.page("held_item.html", context! { title => format!("Held item {id}"), item, download, ..detail }))
+    Ok(session.page("held_item.html", context! { title => format!("Held item {id}"), item, ..detail }))
 }
 
 /// Does one held-queue action; what happened, in words.

@@ -181,6 +181,8 @@ async fn an_admin_finds_reads_tries_retries_lifts_and_logs_out_in_a_real_browser
     assert_eq!(b.title().await.unwrap(), format!("Inbound log entry {} · mailgate console", accepted_id(&b).await));
     assert!(b.source().await.unwrap().contains("&lt;script&gt;"));
     assert!(!text(&b, "#steps").await.is_empty());
+    let link = b.find(Locator::Css("#download")).await.unwrap().attr("href").await.unwrap().unwrap_or_default();
+    assert!(link.starts_with("/admin/log/") && link.ends_with("/raw"), "{link}");
     screenshot(&b, "log-entry").await;
     let entry_url = b.current_url().await.unwrap();
 
