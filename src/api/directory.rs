@@ -290,10 +290,8 @@ pub(super) async fn update_user(
             "time_zone {zone:?} is not an IANA time zone name such as Europe/Berlin"
         )));
     }
-    let name = match &patch.name {
-        Some(name) => Some(crate::notify::render::header_safe(&required(name, "name")?)),
-        None => None,
-    };
+    let name = patch.name.as_deref().map(|name| required(name, "name")).transpose()?;
+    let name = name.map(|name| crate::notify::render::header_safe(&name));
     let changes = UserChanges { name, email, role, organization_id: patch.organization_id, time_zone: patch.time_zone };
     let user = state.store.update_user(id, &changes).await?;
     user.map(Json).ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
@@ -321,10 +319,7 @@ pub(super) async fn update_site(
     if let Some(Some(org)) = patch.organization_id {
         ensure_organization(&state, Some(org)).await?;
     }
-    let name = match &patch.name {
-        Some(name) => Some(required(name, "name")?),
-        None => None,
-    };
+    let name = patch.name.as_deref().map(|name| required(name, "name")).transpose()?;
     let changes = SiteChanges { name, plan_id: patch.plan, organization_id: patch.organization_id };
     let site = state.store.update_site(id, &changes).await?;
     site.map(Json).ok_or_else(|| ApiError::NotFound(format!("site {id} not found")))
@@ -348,10 +343,7 @@ pub(super) async fn update_organization(
     if let Some(Some(plan)) = &patch.plan {
         organization_plan(&state, plan).await?;
     }
-    let name = match &patch.name {
-        Some(name) => Some(required(name, "name")?),
-        None => None,
-    };
+    let name = patch.name.as_deref().map(|name| required(name, "name")).transpose()?;
     let changes = OrganizationChanges { name, plan_id: patch.plan };
     let organization = state.store.update_organization(id, &changes).await?;
     organization.map(Json).ok_or_else(|| ApiError::NotFound(format!("organization {id} not found")))

@@ -585,7 +585,6 @@ pub(super) async fn test_rules(
     State(state): Shared,
     json: Result<Json<RulesTest>, JsonRejection>,
 ) -> ApiResult<Json<crate::pipeline::DryRun>> {
-    use crate::pipeline::analyze;
     let request = body(json)?;
     let rules = match &request.rules {
         Some(text) => {
@@ -597,11 +596,14 @@ pub(super) async fn test_rules(
     };
     // The instance's own pipeline (its limits and holding policy), other rules.
     let pipeline = state.pipeline.with_rules(rules);
-    let raw = request.message.replace("\r\n", "\n").replace('\n', "\r\n");
-    let from = analyze("", &[], raw.as_bytes()).and_then(|a| a.from).unwrap_or_default();
-    let rcpt = if request.rcpt.is_empty() { vec![format!("support@{}", state.domain)] } else { request.rcpt };
-    let envelope = pipeline.envelope("rules test", request.mail_from.unwrap_or(from), &rcpt).await;
-    Ok(Json(pipeline.dry_run(&envelope, raw.as_bytes()).await))
+    let pasted = crate::pipeline::PastedMessage::new(
+        &request.message,
+        request.mail_from.as_deref(),
+        request.rcpt,
+        &state.domain,
+    );
+    let envelope = pipeline.envelope("rules test", pasted.mail_from, &pasted.rcpt).await;
+    Ok(Json(pipeline.dry_run(&envelope, &pasted.raw).await))
 }
 
 /// `GET /held?status=&reason=&sender=&limit=`: mail held for an admin.

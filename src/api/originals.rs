@@ -5,6 +5,7 @@
 use super::handlers::{MessageView, message_view};
 use super::{ApiError, ApiState};
 use crate::pipeline::extract::{Cut, Extraction};
+use crate::store::InboundLogEntry;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -67,23 +68,36 @@ pub(super) async fn message_raw(State(state): Shared, Path(id): Path<i64>) -> Re
 /// `GET /inbound-log/{id}/raw`: the mail an inbound-log entry received,
 /// when it was kept (mail answered 250).
 pub(crate) async fn log_raw(State(state): Shared, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    let (_, raw) = logged_mail(&state, id).await?;
+    Ok(rfc822(raw, &format!("inbound-{id}.eml")))
+}
+
+/// An inbound-log entry and the mail it kept, as it arrived.
+pub(crate) async fn logged_mail(state: &ApiState, id: i64) -> Result<(InboundLogEntry, Vec<u8>), ApiError> {
     let entry = state
         .store
         .inbound_entry(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("inbound-log entry {id} not found")))?;
-    let sha256 = entry.original.ok_or_else(|| {
+    let sha256 = entry.original.as_deref().ok_or_else(|| {
         ApiError::NotFound(format!("inbound-log entry {id} kept no mail (only mail answered 250 is kept)"))
     })?;
-    raw_download(&state, &sha256, &format!("inbound-{id}.eml")).await
+    let raw = kept_original(state, sha256).await?;
+    Ok((entry, raw))
 }
 
 /// The original with this SHA-256 as a download named `filename`.
 pub(super) async fn raw_download(state: &ApiState, sha256: &str, filename: &str) -> Result<Response, ApiError> {
-    let raw = state.store.original(sha256).await?.ok_or_else(|| {
-        ApiError::Gone("the original was removed after its retention (retention.raw_days)".to_owned())
-    })?;
-    Ok(rfc822(raw, filename))
+    Ok(rfc822(kept_original(state, sha256).await?, filename))
+}
+
+/// The original with this SHA-256, unless its retention removed it.
+async fn kept_original(state: &ApiState, sha256: &str) -> Result<Vec<u8>, ApiError> {
+    state
+        .store
+        .original(sha256)
+        .await?
+        .ok_or_else(|| ApiError::Gone("the original was removed after its retention (retention.raw_days)".to_owned()))
 }
 
 /// `raw` as a `message/rfc822` download named `filename`.

@@ -6,7 +6,7 @@
 use super::{ConsoleError, Page, Session};
 use crate::api::{ApiError, ApiState};
 use crate::notify::render::{KINDS, Renderer, sample_context};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{PastedMessage, Pipeline};
 use crate::rules::{DEFAULT_RULES, LiveRules, RuleError, compile};
 use crate::store::InboundLogEntry;
 use axum::Form;
@@ -93,30 +93,18 @@ async fn message_of(state: &ApiState, form: &PlaygroundForm) -> Result<(InboundL
         let id: i64 = form.log.trim().parse().map_err(|_| {
             ApiError::BadRequest("paste a message, or pick one from the log, to run the rules on".to_owned())
         })?;
-        let entry = state
-            .store
-            .inbound_entry(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("inbound-log entry {id} not found")))?;
-        let sha256 =
-            entry.original.clone().ok_or_else(|| ApiError::Gone(format!("inbound-log entry {id} kept no mail")))?;
-        let raw = state.store.original(&sha256).await?.ok_or_else(|| {
-            ApiError::Gone(format!("the mail of inbound-log entry {id} was removed after its retention"))
-        })?;
-        return Ok((entry, raw));
+        return Ok(crate::api::originals::logged_mail(state, id).await?);
     }
-    let raw = form.message.replace("\r\n", "\n").replace('\n', "\r\n").into_bytes();
-    let from = crate::pipeline::analyze("", &[], &raw).and_then(|a| a.from).unwrap_or_default();
-    let mail_from = if form.mail_from.trim().is_empty() { from } else { form.mail_from.trim().to_owned() };
-    let rcpt: Vec<&str> = form.rcpt.split([',', ' ', '\n']).map(str::trim).filter(|r| !r.is_empty()).collect();
-    let rcpt_to = if rcpt.is_empty() { format!("support@{}", state.domain) } else { rcpt.join(",") };
+    let mail_from = Some(form.mail_from.trim()).filter(|m| !m.is_empty());
+    let rcpt = form.rcpt.split([',', ' ', '\n']).map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned).collect();
+    let pasted = PastedMessage::new(&form.message, mail_from, rcpt, &state.domain);
     let entry = InboundLogEntry {
         peer: "playground".to_owned(),
-        mail_from: Some(mail_from),
-        rcpt_to,
+        mail_from: Some(pasted.mail_from),
+        rcpt_to: pasted.rcpt.join(","),
         ..InboundLogEntry::default()
     };
-    Ok((entry, raw))
+    Ok((entry, pasted.raw))
 }
 
 /// One message whose decision the edited rules change.

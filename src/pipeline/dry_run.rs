@@ -23,6 +23,31 @@ pub struct DryRun {
     pub auth: Option<authenticate::AuthResults>,
 }
 
+/// A message pasted as text for a dry run, with the envelope it is read with.
+#[derive(Debug, Clone)]
+pub struct PastedMessage {
+    /// The text with CRLF line ends, as SMTP would carry it.
+    pub raw: Vec<u8>,
+    /// The envelope sender: as given, else the From address.
+    pub mail_from: String,
+    /// The envelope recipients: as given, else `support@DOMAIN`.
+    pub rcpt: Vec<String>,
+}
+
+impl PastedMessage {
+    /// Reads `text` as a message sent by `mail_from` (else its From) to
+    /// `rcpt` (else the support address of `domain`).
+    pub fn new(text: &str, mail_from: Option<&str>, rcpt: Vec<String>, domain: &str) -> Self {
+        let raw = text.replace("\r\n", "\n").replace('\n', "\r\n").into_bytes();
+        let mail_from = match mail_from {
+            Some(given) => given.to_owned(),
+            None => super::analyze("", &[], &raw).and_then(|a| a.from).unwrap_or_default(),
+        };
+        let rcpt = if rcpt.is_empty() { vec![format!("support@{domain}")] } else { rcpt };
+        Self { raw, mail_from, rcpt }
+    }
+}
+
 impl Pipeline {
     /// What [`Pipeline::ingest`] would do with a message, without storing
     /// anything: the decision, the SMTP answer, and every rule considered.

@@ -32,7 +32,7 @@ use crate::store::{
 use authorize::Authorization;
 use classify::{Classification, MailKind};
 use decide::Plan;
-pub use dry_run::DryRun;
+pub use dry_run::{DryRun, PastedMessage};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use thread::{ThreadRef, Via};

@@ -131,13 +131,7 @@ async fn ticket_notifies_members_who_may_see_it_and_members_may_reply() {
     assert_eq!(attachment["filename"], "shot.png", "directories stripped from the name");
     assert_eq!(attachment["content_type"], "image/png");
     let download = attachment["download"].as_str().unwrap();
-    let response = app
-        .http
-        .get(format!("http://{}{download}", app.app.as_ref().unwrap().http_addr))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.download(download).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap().len() as i64, attachment["size"].as_i64().unwrap());
     app.stop().await;
@@ -441,13 +435,7 @@ async fn attachment_names_keep_their_letters_and_download_under_their_real_name(
     let attachment = &messages.last().unwrap()["attachments"][0];
     assert_eq!(attachment["filename"], "見積書 März (1).pdf", "{attachment}");
     let download = attachment["download"].as_str().unwrap();
-    let response = app
-        .http
-        .get(format!("http://{}{download}", app.app.as_ref().unwrap().http_addr))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.download(download).await;
     let disposition = response.headers()["content-disposition"].to_str().unwrap().to_owned();
     assert!(
         disposition.contains("filename*=UTF-8''%E8%A6%8B%E7%A9%8D%E6%9B%B8%20M%C3%A4rz%20%281%29.pdf"),

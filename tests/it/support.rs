@@ -194,6 +194,13 @@ impl TestApp {
         (status, response.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
     }
 
+    /// GETs a path of the HTTP listener (such as an attachment's `download`)
+    /// with the API token; the whole response.
+    pub async fn download(&self, path: &str) -> reqwest::Response {
+        let url = format!("http://{}{path}", self.app.as_ref().expect("running").http_addr);
+        self.http.get(url).bearer_auth(&self.token).send().await.expect("request")
+    }
+
     /// POSTs and insists on 201, returning the body.
     pub async fn create(&self, path: &str, body: Value) -> Value {
         let (status, value) = self.post(path, body).await;
