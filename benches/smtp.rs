@@ -317,7 +317,7 @@ fn proc_status_mb(pid: u32, field: &str) -> f64 {
 }
 
 /// The admin credential the benchmark gives `mailgate serve`.
-const ADMIN_TOKEN: &str = "bench-admin";
+const ADMIN_TOKEN: &str = "bench-admin-token-3e7a1c5f9b2d4e6a8c0f1b3d5e7a9c2f";
 
 /// The server's running totals, from the admin API (`null` if it did not answer).
 async fn admin_stats(http: SocketAddr) -> serde_json::Value {
@@ -467,7 +467,7 @@ fn serve(data: &std::path::Path, database_url: &str) -> (Child, SocketAddr, Sock
         .arg("--data-dir")
         .arg(data)
         .env("MAILGATE_DATABASE_URL", database_url)
-        .env("MAILGATE_API_TOKEN", "bench")
+        .env("MAILGATE_API_TOKEN", "bench-api-token-6a2c4e8f1b3d5f7a9c0e2b4d6f8a1c3e")
         .env("MAILGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn,mailgate=info")
         .stdout(Stdio::null())

@@ -121,6 +121,12 @@ const SERVED_DOMAIN: &str = "served_domain";
 
 /// Starts every part of the gateway and returns once all listeners are bound.
 pub async fn start(config: Config) -> anyhow::Result<App> {
+    if let Some(token) = &config.api_token {
+        crate::api::credentials::refuse_weak("The API token (MAILGATE_API_TOKEN, api_token)", token)?;
+    }
+    if let Some(token) = &config.admin_token {
+        crate::api::credentials::refuse_weak("The admin token (MAILGATE_ADMIN_TOKEN, admin_token)", token)?;
+    }
     let (store, signer) = open_store(&config).await?;
     store.put_setting(SERVED_DOMAIN, &config.domain).await?;
     let credential = |kind: TokenKind, configured: &Option<String>| match configured {
@@ -178,7 +184,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     .with_auth(sender_auth(&config)?)
     .with_mime_limits(config.limits.mime)
     .with_loop_limit(config.limits.max_messages_per_sender_per_hour)
-    .with_hold_not_allowed(config.auth.hold_not_allowed);
+    .with_auth_policy(&config.auth);
     let metrics = Arc::new(crate::metrics::Metrics::default());
     if let Some(path) = config.rules_file.clone() {
         tasks.spawn(watch_rules(path, Arc::clone(&rules), Arc::clone(&metrics), shutdown.clone()));
@@ -210,6 +216,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         rules: Arc::clone(&rules),
         outbound: Arc::clone(&outbound_counters),
         pipeline,
+        throttle: api::throttle::Throttle::default(),
     });
     if let Some(listener) = metrics_listener {
         let metrics_shutdown = shutdown.clone();
@@ -226,7 +233,9 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     }
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
-        let server = axum::serve(http, api::router(Arc::clone(&state)).merge(crate::console::router(state)))
+        // The client's address reaches the credential checks (throttling).
+        let router = api::router(Arc::clone(&state)).merge(crate::console::router(state));
+        let server = axum::serve(http, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(http_shutdown.cancelled_owned());
         if let Err(error) = server.await {
             tracing::error!(error = %error, "HTTP server failed");
@@ -429,6 +438,6 @@ pub async fn tool_pipeline(config: &Config) -> anyhow::Result<(Store, Pipeline)>
         .with_auth(sender_auth(config)?)
         .with_mime_limits(config.limits.mime)
         .with_loop_limit(config.limits.max_messages_per_sender_per_hour)
-        .with_hold_not_allowed(config.auth.hold_not_allowed);
+        .with_auth_policy(&config.auth);
     Ok((store, pipeline))
 }

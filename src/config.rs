@@ -186,6 +186,7 @@ struct RawAuth {
     resolver: Option<String>,
     on_dmarc_fail: Option<crate::pipeline::authenticate::OnDmarcFail>,
     on_not_allowed: Option<String>,
+    on_ambiguous_author: Option<String>,
     #[serde(default)]
     records: std::collections::HashMap<String, String>,
 }
@@ -203,6 +204,9 @@ pub struct AuthConfig {
     pub records: std::collections::HashMap<String, String>,
     /// Hold mail from a sender who may not write in the thread (instead of refusing it).
     pub hold_not_allowed: bool,
+    /// Refuse (`550 5.7.1`) mail with no single author that names a
+    /// conversation, instead of holding it (`ambiguous_author`).
+    pub refuse_ambiguous_author: bool,
 }
 
 impl Default for AuthConfig {
@@ -213,6 +217,7 @@ impl Default for AuthConfig {
             on_dmarc_fail: crate::pipeline::authenticate::OnDmarcFail::Refuse,
             records: Default::default(),
             hold_not_allowed: false,
+            refuse_ambiguous_author: false,
         }
     }
 }
@@ -593,6 +598,11 @@ impl Config {
                     None | Some("refuse") => false,
                     Some("hold") => true,
                     Some(other) => bail!("auth.on_not_allowed: {other:?} is not refuse or hold"),
+                },
+                refuse_ambiguous_author: match raw.auth.on_ambiguous_author.as_deref() {
+                    None | Some("hold") => false,
+                    Some("refuse") => true,
+                    Some(other) => bail!("auth.on_ambiguous_author: {other:?} is not hold or refuse"),
                 },
             },
             admin_token: std::env::var("MAILGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(raw.admin_token),

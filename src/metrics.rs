@@ -34,6 +34,16 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// A failed credential check: which credential, and what came of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabels {
+    /// `api`, `admin` or `console`.
+    pub credential: &'static str,
+    /// `wrong` (a wrong token, answered 401 or at the login form) or
+    /// `locked` (refused with 429 without being checked).
+    pub result: &'static str,
+}
+
 /// An outbox status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
@@ -53,6 +63,8 @@ pub struct Metrics {
     pub data_answer_seconds: Histogram,
     /// Routing rules reloads, by result.
     pub rules_reloads: Family<ResultLabels, Counter>,
+    /// Failed credential checks, by credential and result.
+    credential_failures: Family<CredentialLabels, Counter>,
     held: Gauge,
     outbox: Family<StatusLabels, Gauge>,
     oldest_pending_seconds: Gauge<f64, AtomicU64>,
@@ -75,6 +87,7 @@ impl Default for Metrics {
             smtp_transactions: Family::default(),
             data_answer_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             rules_reloads: Family::default(),
+            credential_failures: Family::default(),
             held: Gauge::default(),
             outbox: Family::default(),
             oldest_pending_seconds: Gauge::default(),
@@ -101,6 +114,11 @@ impl Default for Metrics {
             metrics.data_answer_seconds.clone(),
         );
         registry.register("rules_reloads", "Routing rules reloads, by result", metrics.rules_reloads.clone());
+        registry.register(
+            "credential_failures",
+            "Wrong API or admin tokens and console logins, and checks refused with 429, by credential and result",
+            metrics.credential_failures.clone(),
+        );
         registry.register("held_messages", "Mail waiting in the held queue", metrics.held.clone());
         registry.register("outbox_items", "Outbox items by status", metrics.outbox.clone());
         registry.register(
@@ -155,6 +173,12 @@ fn catch_up(counter: &Counter, total: u64) {
 }
 
 impl Metrics {
+    /// Counts a failed credential check (`credential`: `api`, `admin`,
+    /// `console`; `result`: `wrong` or `locked`).
+    pub fn credential_failure(&self, credential: &'static str, result: &'static str) {
+        self.credential_failures.get_or_create(&CredentialLabels { credential, result }).inc();
+    }
+
     /// Counts one transaction that sent a message.
     pub fn transaction(&self, outcome: &'static str, code: u16, seconds: f64) {
         self.smtp_transactions.get_or_create(&TransactionLabels { outcome, code }).inc();

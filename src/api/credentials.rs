@@ -71,6 +71,40 @@ pub fn new_token() -> String {
     crate::domain::token::random_hex(24)
 }
 
+/// Why `token` is too weak to guard the API, if it is: shorter than 32
+/// characters, with spaces or control characters, or with fewer than about
+/// 100 bits by the spread of its characters (a repeated word, a short
+/// alphabet). A token of 24 random bytes in hex, as mailgate generates and
+/// `openssl rand -hex 24` prints, has about 190.
+pub fn weakness(token: &str) -> Option<String> {
+    let length = token.chars().count();
+    if length < 32 {
+        return Some(format!("it has {length} characters; at least 32 are needed"));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("it contains spaces or control characters".to_owned());
+    }
+    let mut counts = std::collections::HashMap::new();
+    for c in token.chars() {
+        *counts.entry(c).or_insert(0usize) += 1;
+    }
+    let n = length as f64;
+    let per_char: f64 = counts.values().map(|&k| k as f64 / n).map(|p| -p * p.log2()).sum();
+    let bits = per_char * n;
+    (bits < 100.0).then(|| format!("its characters carry about {bits:.0} bits; at least 100 are needed"))
+}
+
+/// The sentence that refuses a weak token named `what`, with how to make a good one.
+pub fn refuse_weak(what: &str, token: &str) -> anyhow::Result<()> {
+    match weakness(token) {
+        None => Ok(()),
+        Some(why) => anyhow::bail!(
+            "{what} is too easy to guess: {why}. Generate one with `openssl rand -hex 24`, or leave it unset and \
+             mailgate generates one and prints it once"
+        ),
+    }
+}
+
 /// One credential as the API checks it.
 #[derive(Debug)]
 pub struct Credential {
@@ -145,7 +179,23 @@ pub async fn reset(store: &Store, kind: TokenKind, token: Option<String>) -> any
 
 #[cfg(test)]
 mod tests {
-    use super::{decode, hash_token, same};
+    use super::{decode, hash_token, same, weakness};
+
+    #[test]
+    fn weak_tokens_are_named_and_generated_ones_pass() {
+        assert!(weakness(&super::new_token()).is_none());
+        assert!(weakness("correct-horse-battery-staple-and-more-words").is_none());
+        for weak in [
+            "dev-token",
+            "test-admin-token",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "abababababababababababababababababab",
+            "0123012301230123012301230123012301230123",
+        ] {
+            assert!(weakness(weak).is_some(), "{weak}");
+        }
+        assert!(weakness("with a space in it 1234567890abcdefghijk").is_some());
+    }
 
     #[test]
     fn hashes_round_trip_through_hex_and_compare() {

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// Existed, and is gone for good (purged after its retention).
     #[error("{0}")]
     Gone(String),
+    /// Too many wrong credentials from this client: try again after this long.
+    #[error("too many wrong tokens from your address; try again in {} seconds", .0.as_secs().max(1))]
+    TooManyAttempts(std::time::Duration),
     /// Anything else; details go to the log, not the client.
     #[error("internal error")]
     Internal(#[source] StoreError),
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) | ApiError::Exists(..) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(error) => {
                 tracing::error!(error = %error, "API request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -66,6 +70,11 @@ impl IntoResponse for ApiError {
         let status = self.status();
         match &self {
             ApiError::Exists(_, id) => (status, Json(json!({ "error": self.to_string(), "id": id }))).into_response(),
+            ApiError::TooManyAttempts(wait) => {
+                let retry_after = wait.as_secs().max(1).to_string();
+                (status, [(axum::http::header::RETRY_AFTER, retry_after)], Json(json!({ "error": self.to_string() })))
+                    .into_response()
+            }
             _ => (status, Json(json!({ "error": self.to_string() }))).into_response(),
         }
     }

@@ -9,6 +9,7 @@ pub(crate) mod held;
 pub mod openapi;
 pub(crate) mod originals;
 mod suppressions;
+pub mod throttle;
 mod webhooks;
 
 use crate::store::Store;
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub suppression_days: u32,
     /// The folder of template overrides, if any (the console's previews).
     pub templates_dir: Option<std::path::PathBuf>,
+    /// Failed credential checks per client address.
+    pub throttle: throttle::Throttle,
 }
 
 /// One route as the API description lists it.
@@ -194,15 +197,47 @@ fn bearer_hash(request: &Request) -> Option<[u8; 32]> {
 }
 
 async fn require_token(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Result<Response, ApiError> {
-    match bearer_hash(&request) {
-        Some(given) if state.api_token.admits(&state.store, &given).await => Ok(next.run(request).await),
-        _ => Err(ApiError::Unauthorized),
-    }
+    checked(&state, credentials::TokenKind::Api, request, next).await
 }
 
 async fn require_admin(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Result<Response, ApiError> {
-    match bearer_hash(&request) {
-        Some(given) if state.admin_token.admits(&state.store, &given).await => Ok(next.run(request).await),
-        _ => Err(ApiError::Unauthorized),
+    checked(&state, credentials::TokenKind::Admin, request, next).await
+}
+
+/// The client address of a request (see [`throttle::client_ip`]).
+pub(crate) fn request_ip(extensions: &axum::http::Extensions, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
+    throttle::client_ip(peer, headers)
+}
+
+/// Runs `request` when its bearer token is the `kind` credential; a wrong
+/// token is counted against the client's address, answered later and
+/// later, then with `429` (see [`throttle`]).
+async fn checked(
+    state: &ApiState,
+    kind: credentials::TokenKind,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let ip = request_ip(request.extensions(), request.headers());
+    if let throttle::Verdict::Locked(wait) = state.throttle.verdict(ip) {
+        state.metrics.credential_failure(kind.name(), "locked");
+        return Err(ApiError::TooManyAttempts(wait));
     }
+    let Some(given) = bearer_hash(&request) else { return Err(ApiError::Unauthorized) };
+    let credential = match kind {
+        credentials::TokenKind::Api => &state.api_token,
+        credentials::TokenKind::Admin => &state.admin_token,
+    };
+    if credential.admits(&state.store, &given).await {
+        state.throttle.succeeded(ip);
+        return Ok(next.run(request).await);
+    }
+    let wait = state.throttle.failed(ip);
+    state.metrics.credential_failure(kind.name(), "wrong");
+    tracing::warn!(client = %ip, credential = kind.name(), wait_ms = wait.as_millis() as u64, "a wrong bearer token");
+    tokio::time::sleep(wait).await;
+    Err(ApiError::Unauthorized)
 }

@@ -154,9 +154,7 @@ pub(crate) async fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).context("reading the token from standard input")?;
             let token = line.trim().to_owned();
-            if token.chars().count() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                anyhow::bail!("a token needs at least 16 characters and no spaces");
-            }
+            credentials::refuse_weak("That token", &token)?;
             Some(token)
         }
     };

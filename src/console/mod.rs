@@ -328,20 +328,34 @@ fn actor(name: &str) -> String {
 }
 
 /// `POST /admin/login` `token=...`: the admin token, once; a session cookie back.
+///
+/// Wrong tokens are counted against the client's address like wrong Bearer
+/// tokens (`api::throttle`): answered later and later, then `429` with
+/// `Retry-After` and a page that says so.
 async fn login(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Result<Response, ConsoleError> {
     let secure = behind_tls(&headers);
     if !same_origin(&headers) {
         return Err(ConsoleError::Forged);
     }
+    let ip = crate::api::request_ip(&extensions, &headers);
+    if let crate::api::throttle::Verdict::Locked(wait) = state.throttle.verdict(ip) {
+        state.metrics.credential_failure("console", "locked");
+        return Ok(too_many_attempts(wait));
+    }
     let given = hash_token(form.token.trim());
     if !state.admin_token.admits(&state.store, &given).await {
-        tracing::warn!("a console login with a wrong admin token");
+        let wait = state.throttle.failed(ip);
+        state.metrics.credential_failure("console", "wrong");
+        tracing::warn!(client = %ip, wait_ms = wait.as_millis() as u64, "a console login with a wrong admin token");
+        tokio::time::sleep(wait).await;
         return Ok(redirect_with("/admin/login", "That is not the admin token.", secure));
     }
+    state.throttle.succeeded(ip);
     let session = crate::domain::token::random_hex(32);
     let csrf = crate::domain::token::random_hex(32);
     let expires_at = crate::store::now_ms() + SESSION_HOURS * 3_600_000;
@@ -350,6 +364,19 @@ async fn login(
     let mut response = redirect("/admin/log");
     set_cookie(&mut response, SESSION_COOKIE, &session, SESSION_HOURS * 3600, secure);
     Ok(response)
+}
+
+/// The login page's answer to an address locked out for too many wrong
+/// tokens: `429`, `Retry-After`, and a sentence.
+fn too_many_attempts(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs().max(1);
+    let flash = format!("Too many wrong tokens from your address. Try again in {seconds} seconds.");
+    let page = render("login.html", minijinja::context! { title => "Log in", flash => flash, page => "login" });
+    let mut response = (axum::http::StatusCode::TOO_MANY_REQUESTS, page).into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// A form that only proves where it came from.

@@ -72,6 +72,13 @@ pub enum Refusal {
     ThreadClosed,
     /// The From domain failed DMARC.
     DmarcFailed(String),
+    /// It names a conversation but has no single author (several `From:`
+    /// fields or mailboxes, a group, none): why.
+    AmbiguousAuthor(String),
+    /// It names a conversation only by a signal that anyone could copy (a
+    /// subject tag, a Message-ID), or opens a ticket, and its author's
+    /// domain is not authenticated: the author.
+    Unauthenticated(String),
     /// More MIME parts, nesting or header fields than the limits allow.
     TooComplex(String),
     /// A routing rule refused it with this answer.

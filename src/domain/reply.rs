@@ -92,6 +92,23 @@ fn for_refusal(refusal: &Refusal) -> SmtpReply {
         ),
         Refusal::Rule { code, status, text, .. } => SmtpReply::dynamic(*code, status, text),
         Refusal::TooComplex(why) => SmtpReply::new(552, "5.3.4", format!("Message too complex: {why}")),
+        Refusal::AmbiguousAuthor(why) => SmtpReply::new(
+            550,
+            "5.7.1",
+            format!(
+                "Your message does not have exactly one author ({why}), so it cannot be posted as anyone's. \
+                 Send it again with a single address in From, or write in the Dashboard"
+            ),
+        ),
+        Refusal::Unauthenticated(author) => SmtpReply::new(
+            550,
+            "5.7.1",
+            format!(
+                "We could not verify that this message comes from {author} (its domain passed neither DMARC nor \
+                 an aligned SPF or DKIM check). Reply to the notification's own reply address, or write in the \
+                 Dashboard"
+            ),
+        ),
         Refusal::DmarcFailed(domain) => SmtpReply::new(
             550,
             "5.7.1",

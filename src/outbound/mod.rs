@@ -476,10 +476,7 @@ impl Outbound {
         };
         let context = self.context(item, merged, reads, recipient.as_ref(), thread, token.as_deref()).await?;
         let rendered = self.renderer.render(&item.kind, &context)?;
-        let message_id = match &token {
-            Some(token) => notification_message_id(token, item.id, &self.domain),
-            None => format!("mailgate.{}.{:08x}@{}", item.id, rand::rng().random::<u32>(), self.domain),
-        };
+        let message_id = notification_message_id(&self.domain);
         let support: Mailbox = format!("Support <support@{}>", self.domain).parse().context("support address")?;
         let to_name = recipient.as_ref().map(|u| u.name.clone());
         let to =

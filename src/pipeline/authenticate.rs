@@ -45,26 +45,87 @@ pub struct AuthResults {
     pub dmarc: String,
     /// The From domain judged.
     pub from_domain: String,
+    /// Which check passed aligned with the From domain (`spf`, `dkim`,
+    /// `spf+dkim`), or empty: what authenticates a domain that publishes
+    /// no DMARC record.
+    pub aligned: String,
+    /// The one From address the checks read, or empty when they read none
+    /// or several: the results are about this author only.
+    pub author: String,
 }
 
 impl AuthResults {
     /// `spf=pass dkim=none dmarc=fail (example.com)`, for the inbound log.
     pub fn summary(&self) -> String {
-        format!("spf={} dkim={} dmarc={} ({})", self.spf, self.dkim, self.dmarc, self.from_domain)
+        let mut summary = format!("spf={} dkim={} dmarc={}", self.spf, self.dkim, self.dmarc);
+        if !self.aligned.is_empty() {
+            summary.push_str(&format!(" aligned={}", self.aligned));
+        }
+        if !self.author.is_empty() {
+            summary.push_str(&format!(" author={}", self.author));
+        }
+        format!("{summary} ({})", self.from_domain)
     }
 
     /// The results again from their [`summary`](Self::summary), as the
     /// inbound log keeps them; `None` for an empty or foreign text.
     pub fn from_summary(summary: &str) -> Option<Self> {
-        let (results, domain) = summary.trim().split_once(" (")?;
+        let (results, domain) = summary.trim().rsplit_once(" (")?;
         let mut fields = results.split(' ').filter_map(|field| field.split_once('='));
         let mut next = |name: &str| fields.next().filter(|(key, _)| *key == name).map(|(_, v)| v.to_owned());
+        let (spf, dkim, dmarc) = (next("spf")?, next("dkim")?, next("dmarc")?);
+        let optional = |name: &str| {
+            results.split(' ').find_map(|f| f.strip_prefix(name)?.strip_prefix('=')).unwrap_or("").to_owned()
+        };
         Some(Self {
-            spf: next("spf")?,
-            dkim: next("dkim")?,
-            dmarc: next("dmarc")?,
+            spf,
+            dkim,
+            dmarc,
             from_domain: domain.strip_suffix(')')?.to_owned(),
+            aligned: optional("aligned"),
+            author: optional("author"),
         })
+    }
+
+    /// Results that take `author`'s domain as authenticated, for a dry run
+    /// of a message that came over no connection (SPF and DKIM read
+    /// `assumed`): what the rules do with it then.
+    pub fn assumed_for(author: &str) -> Self {
+        Self {
+            spf: "assumed".to_owned(),
+            dkim: "assumed".to_owned(),
+            dmarc: "pass".to_owned(),
+            from_domain: author.rsplit_once('@').map_or("", |(_, d)| d).to_owned(),
+            aligned: String::new(),
+            author: author.to_owned(),
+        }
+    }
+
+    /// Whether these results authenticate `author` (a plain `local@domain`
+    /// address, read by the pipeline from the message's one From field):
+    /// the checks read that same address, judged its domain, and DMARC
+    /// passed, or the domain publishes no DMARC record and SPF or DKIM
+    /// passed aligned with it. A result about another address or domain,
+    /// or `none` with no domain, authenticates nobody.
+    pub fn authenticates(&self, author: &str) -> bool {
+        self.is_about(author) && (self.dmarc == "pass" || self.dmarc == "none" && !self.aligned.is_empty())
+    }
+
+    /// Whether the checks read `author` as the message's one author and
+    /// judged its domain.
+    pub fn is_about(&self, author: &str) -> bool {
+        let domain = author.rsplit_once('@').map_or("", |(_, d)| d);
+        !author.is_empty()
+            && self.author.eq_ignore_ascii_case(author)
+            && !self.from_domain.is_empty()
+            && self.from_domain.eq_ignore_ascii_case(domain)
+    }
+
+    /// Whether `author`'s domain publishes a DMARC policy that the message
+    /// did not pass (a failure, or an error reading it): anything but
+    /// `pass` and `none`.
+    pub fn dmarc_not_passed(&self) -> bool {
+        self.dmarc != "pass" && self.dmarc != "none"
     }
 
     /// Whether the From domain failed DMARC.
@@ -196,6 +257,11 @@ impl SenderAuth {
         let Some(message) = AuthenticatedMessage::parse(raw) else {
             return AuthResults { spf: "none".into(), dkim: "none".into(), dmarc: "none".into(), ..Default::default() };
         };
+        // The results are about one author only: the one From address mail-auth read.
+        let author = match message.froms() {
+            [one] => one.clone(),
+            _ => String::new(),
+        };
         let cache = self.cache.as_ref();
         let helo = if helo.is_empty() { "unknown" } else { helo };
         let spf_sender = if mail_from.is_empty() { format!("postmaster@{helo}") } else { mail_from.to_owned() };
@@ -242,11 +308,28 @@ impl SenderAuth {
             (DmarcResult::Fail(_), _, _) | (_, DmarcResult::Fail(_), _) | (_, _, true) => "fail",
             _ => "none",
         };
+        let from_domain = dmarc.domain().to_owned();
+        let aligned_with = |domain: &str| {
+            !from_domain.is_empty()
+                && organizational_domain(&domain.to_ascii_lowercase())
+                    == organizational_domain(&from_domain.to_ascii_lowercase())
+        };
+        let spf_aligned = spf.result() == SpfResult::Pass && aligned_with(&mail_from_domain);
+        let dkim_aligned =
+            dkim.iter().any(|d| d.result() == &DkimResult::Pass && d.signature().is_some_and(|s| aligned_with(&s.d)));
+        let aligned = match (spf_aligned, dkim_aligned) {
+            (true, true) => "spf+dkim",
+            (true, false) => "spf",
+            (false, true) => "dkim",
+            (false, false) => "",
+        };
         AuthResults {
             spf: spf_result(spf.result()).to_owned(),
             dkim: dkim_word.to_owned(),
             dmarc: dmarc_word.to_owned(),
-            from_domain: dmarc.domain().to_owned(),
+            from_domain,
+            aligned: aligned.to_owned(),
+            author,
         }
     }
 }
@@ -269,14 +352,11 @@ async fn failing_closed(checks: impl std::future::Future<Output = AuthResults>, 
     }
 }
 
-/// The registrable domain, for DMARC alignment: the last two labels (a
-/// public-suffix list would do better for names like example.co.uk).
+/// The registrable domain, for DMARC alignment: the public suffix list
+/// decides (`acme.co.uk`, not `co.uk`, so that any `.co.uk` sender is not
+/// aligned with every other); a name it does not know stays as it is.
 fn organizational_domain(domain: &str) -> &str {
-    let mut dots = domain.rmatch_indices('.');
-    match (dots.next(), dots.next()) {
-        (Some(_), Some((i, _))) => &domain[i + 1..],
-        _ => domain,
-    }
+    psl::domain_str(domain).unwrap_or(domain)
 }
 
 fn spf_result(result: SpfResult) -> &'static str {
@@ -320,5 +400,7 @@ mod tests {
         assert_eq!(organizational_domain("mail.acme.example"), "acme.example");
         assert_eq!(organizational_domain("acme.example"), "acme.example");
         assert_eq!(organizational_domain("localhost"), "localhost");
+        assert_eq!(organizational_domain("mail.acme.co.uk"), "acme.co.uk");
+        assert_ne!(organizational_domain("evil.co.uk"), organizational_domain("acme.co.uk"));
     }
 }

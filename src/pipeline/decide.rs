@@ -45,7 +45,10 @@ impl Pipeline {
             Refusal::NoNewChat => "refusal_no_new_chat",
             Refusal::NotAllowed(_) => "refusal_not_allowed",
             Refusal::ThreadClosed => "refusal_thread_closed",
-            Refusal::DmarcFailed(_) | Refusal::TooComplex(_) => return None,
+            Refusal::DmarcFailed(_)
+            | Refusal::TooComplex(_)
+            | Refusal::AmbiguousAuthor(_)
+            | Refusal::Unauthenticated(_) => return None,
             Refusal::Rule { notice: Some(notice), .. } => notice.as_str(),
             Refusal::Rule { notice: None, .. } => return None,
             Refusal::UnknownThread | Refusal::EmptyReply | Refusal::Unparseable => return None,
@@ -72,51 +75,62 @@ impl Pipeline {
         })
     }
 
-    /// Ties a bounce to the notification it is about: the verified VERP
-    /// recipient (`bounces+TOKEN@`), else our own Message-ID in the returned
-    /// copy (it must be the one we recorded for that notification). A hard
-    /// bounce counts toward suppressing an address only when it is tied so
-    /// and names the very address that notification went to: a forged report
-    /// can neither guess a notification nor name someone else.
-    pub(super) async fn bounce_plan(&self, envelope: &Envelope, analysis: &Analysis) -> Plan {
+    /// Ties a bounce to the notification it is about, and says whether it
+    /// counts toward suppressing an address. It counts only when it arrived
+    /// at that notification's own VERP address (`bounces+TOKEN@`, whose MAC
+    /// verifies), names the address the notification went to, reports a
+    /// permanent failure, and no other report about the same notification
+    /// counts already. The returned copy's Message-ID may confirm the tie
+    /// (a different one undoes it), never make it: anyone who saw a
+    /// notification knows its Message-ID. Reports to any other address are
+    /// recorded, tied when the Message-ID names a notification, uncounted.
+    pub(super) async fn bounce_plan(&self, envelope: &Envelope, analysis: &Analysis) -> Result<Plan, StoreError> {
         let report = analysis.bounce.clone().unwrap_or_default();
         let from_verp = envelope.recipients.iter().find_map(|(_, t)| match t {
             RecipientTarget::Bounces { outbox_id } => *outbox_id,
             _ => None,
         });
-        let returned_id = report.original_message_id.as_deref();
-        let from_message_id = returned_id.and_then(|id| {
-            let (local, domain) = id.rsplit_once('@')?;
-            let (token, outbox_id) = local.split_once('.')?;
-            (domain.eq_ignore_ascii_case(&self.domain) && self.signer.verify(token).is_ok())
-                .then(|| outbox_id.parse::<i64>().ok())?
-        });
+        let returned_id = report.original_message_id.as_deref().map(|id| id.trim_matches(['<', '>']));
+        let same_id = |item: &crate::store::OutboxItem| {
+            item.rfc_message_id.as_deref().map(|sent| sent.trim_matches(['<', '>'])) == returned_id
+        };
         let mut outbox = None;
         if let Some(id) = from_verp {
-            outbox = self.store.outbox_item(id).await.ok().flatten();
+            outbox = self.store.outbox_item(id).await?;
         }
+        let verp_tied = outbox.is_some();
         if outbox.is_none()
-            && let Some(id) = from_message_id
-            && let Ok(Some(item)) = self.store.outbox_item(id).await
-            && item.rfc_message_id.as_deref().is_some_and(|sent| Some(sent.trim_matches(['<', '>'])) == returned_id)
+            && let Some(id) =
+                returned_id.filter(|id| id.rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(&self.domain)))
         {
-            outbox = Some(item);
+            outbox = self.store.notification_by_message_id(id).await?;
         }
         let names_the_address = match (&report.failed_recipient, &outbox) {
             (Some(address), Some(item)) => address.eq_ignore_ascii_case(&item.to_address),
             _ => false,
         };
-        let counted = names_the_address && report.severity.as_deref() == Some("hard");
+        let hard = report.severity.as_deref() == Some("hard");
+        let copy_differs = returned_id.is_some() && outbox.as_ref().is_some_and(|item| !same_id(item));
+        let already = match (&outbox, verp_tied && names_the_address && hard && !copy_differs) {
+            (Some(item), true) => self.store.bounce_counted_for(item.id).await?,
+            _ => false,
+        };
+        let standing = match &outbox {
+            None => "; tied to no notification of ours, so it does not count",
+            Some(_) if !verp_tied => "; not sent to that notification's own bounce address, so it does not count",
+            Some(_) if copy_differs => "; the returned copy is of another message, so it does not count",
+            Some(_) if !names_the_address => {
+                "; does not name the address the notification went to, so it does not count"
+            }
+            Some(_) if !hard => "; not a permanent failure, so it does not count",
+            Some(_) if already => "; that notification's failure already counts, so it does not count again",
+            Some(_) => "; counts toward suppressing the address",
+        };
+        let counted = standing == "; counts toward suppressing the address";
         let recipient = match (&report.failed_recipient, &outbox) {
             (Some(address), _) => Some(address.clone()),
             (None, Some(item)) => Some(item.to_address.clone()),
             (None, None) => None,
-        };
-        let standing = match (&outbox, counted, report.severity.as_deref()) {
-            (_, true, _) => "; counts toward suppressing the address",
-            (None, _, _) => "; tied to no notification of ours, so it does not count",
-            (Some(_), _, Some("hard")) => "; does not name the address the notification went to, so it does not count",
-            (Some(_), _, _) => "; not a permanent failure, so it does not count",
         };
         let reason = format!(
             "bounce ({}): {} failed{}{}{standing}",
@@ -136,19 +150,101 @@ impl Pipeline {
             counted,
             ..Bounce::default()
         };
-        Plan::Bounce(Disposition::Dropped { reason }, Box::new(bounce))
+        Ok(Plan::Bounce(Disposition::Dropped { reason }, Box::new(bounce)))
     }
 
-    /// Decides what to do with an analysed message (reads only).
+    /// What a message that names a conversation (`reference`), or opens a
+    /// ticket (`None`), gets when its author is not proven enough for that:
+    /// `None` when it may go on.
+    ///
+    /// One author first: exactly one `From:` field with one mailbox, read
+    /// the same by the sender checks (else `ambiguous_author`). Then proof:
+    /// the author's own reply address suffices unless their domain's DMARC
+    /// policy was not passed; every other way in (someone else's reply
+    /// address, a Message-ID, the body marker, a subject tag, a new ticket)
+    /// needs the author's domain authenticated (DMARC pass, or an aligned
+    /// SPF or DKIM pass where the domain publishes no DMARC record), else
+    /// `unauthenticated_fallback`. See docs/security.md.
+    fn author_gate(
+        &self,
+        reference: Option<&ThreadRef>,
+        analysis: &Analysis,
+        auth: Option<&super::authenticate::AuthResults>,
+        sender: Option<&crate::store::User>,
+        thread_id: Option<i64>,
+    ) -> Option<Plan> {
+        let author = analysis.from.as_deref().unwrap_or("");
+        let problem = match (&analysis.parsed.ambiguous_author, auth) {
+            (Some(problem), _) => Some(problem.clone()),
+            (None, Some(results)) if !results.is_about(author) => Some(format!(
+                "the sender checks read {} as its author",
+                if results.author.is_empty() { "no single address".to_owned() } else { results.author.clone() }
+            )),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            let reason = format!("the message has no single author: {problem}");
+            return Some(match (self.refuse_ambiguous_author, thread_id) {
+                (false, Some(_)) => Plan::Hold { code: "ambiguous_author", reason, thread_id },
+                _ => Plan::Log(Disposition::Rejected(Refusal::AmbiguousAuthor(problem)), thread_id),
+            });
+        }
+        if auth.is_some_and(|results| results.authenticates(author)) {
+            return None;
+        }
+        let own_reply_address = matches!(reference, Some(ThreadRef::Token { via: thread::Via::Recipient, recipient_id, .. })
+            if sender.is_some_and(|user| user.id == *recipient_id));
+        let dmarc = auth.map_or("", |results| results.dmarc.as_str());
+        match (own_reply_address, dmarc) {
+            // DNS did not answer: the sending server will try again.
+            (true, "temperror") => {
+                let reason = format!("the DMARC policy of {author}'s domain could not be read (DNS); try later");
+                return Some(Plan::Log(Disposition::Deferred { reason }, thread_id));
+            }
+            (true, _) => return None,
+            (false, _) => {}
+        }
+        let checked = auth.map_or_else(|| "not checked".to_owned(), super::authenticate::AuthResults::summary);
+        let way = match reference {
+            Some(reference) => format!("names its conversation only by {}", via_words(reference.via())),
+            None => "would open a ticket".to_owned(),
+        };
+        match thread_id {
+            Some(_) => Some(Plan::Hold {
+                code: "unauthenticated_fallback",
+                reason: format!("{author} is not authenticated ({checked}) and the message {way}"),
+                thread_id,
+            }),
+            None => Some(Plan::Log(Disposition::Rejected(Refusal::Unauthenticated(author.to_owned())), None)),
+        }
+    }
+
+    /// The notification a message answers, found by its Message-ID in
+    /// In-Reply-To or References (at most 20 looked up), as the thread and
+    /// recipient it was sent about.
+    pub(super) async fn answered_notification(&self, analysis: &Analysis) -> Result<Option<ThreadRef>, StoreError> {
+        for (via, id) in thread::our_message_ids(&analysis.parsed, &self.domain, 20) {
+            if let Some(item) = self.store.notification_by_message_id(id).await?
+                && let (Some(thread_id), Some(recipient_id)) = (item.thread_id, item.recipient_id)
+            {
+                return Ok(Some(ThreadRef::Token { via, token: id.to_owned(), thread_id, recipient_id }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Decides what to do with an analysed message (reads only), with the
+    /// sender checks' results (`None` when not checked).
     pub(super) async fn decide(
         &self,
         envelope: &Envelope,
         analysis: &Analysis,
+        auth: Option<&super::authenticate::AuthResults>,
         mode: Mode,
     ) -> Result<(Plan, rules::Decision), StoreError> {
         let explain = mode != Mode::Ingest;
         if analysis.kind == MailKind::Bounce {
-            return Ok((self.bounce_plan(envelope, analysis).await, rules::Decision::default()));
+            return Ok((self.bounce_plan(envelope, analysis).await?, rules::Decision::default()));
         }
         // RFC 5321: postmaster@ must take mail; it is recorded, not routed.
         if !envelope.recipients.is_empty() && envelope.recipients.iter().all(|(_, t)| *t == RecipientTarget::Postmaster)
@@ -156,7 +252,15 @@ impl Pipeline {
             let plan = Plan::Log(Disposition::Dropped { reason: "mail to postmaster, recorded".to_owned() }, None);
             return Ok((plan, rules::Decision::default()));
         }
-        let reference = thread::find_thread(&recipient_tokens(envelope), &analysis.parsed, &self.signer, &self.domain);
+        let mut reference =
+            thread::find_thread(&recipient_tokens(envelope), &analysis.parsed, &self.signer, &self.domain);
+        // A notification's Message-ID is random: one answered is looked up
+        // (trusted after the reply address, before the body marker and tag).
+        if !matches!(&reference, Some(ThreadRef::Token { via, .. }) if *via != thread::Via::BodyMarker)
+            && let Some(found) = self.answered_notification(analysis).await?
+        {
+            reference = Some(found);
+        }
         let thread = match &reference {
             Some(ThreadRef::Token { thread_id, .. }) => match envelope.threads.iter().find(|(t, _)| t.id == *thread_id)
             {
@@ -174,7 +278,14 @@ impl Pipeline {
             Some(thread) => self.store.site(thread.site_id).await?,
             None => None,
         };
-        // The security gate comes first: no rule can let a stranger in.
+        // The security gate comes first: no rule can let a stranger in. An
+        // admin's release is the proof the gate asks for.
+        if mode != Mode::Release
+            && let (Some(reference), Some(thread)) = (&reference, &thread)
+            && let Some(plan) = self.author_gate(Some(reference), analysis, auth, sender.as_ref(), Some(thread.id))
+        {
+            return Ok((plan, rules::Decision::default()));
+        }
         let mut author = None;
         if let (Some(reference), Some(thread), Some(site)) = (&reference, &thread, &site) {
             match authorize::authorize(thread, site, reference, sender.as_ref()) {
@@ -223,7 +334,13 @@ impl Pipeline {
             ),
             Some(rules::Outcome::Drop) => Plan::Log(Disposition::Dropped { reason: named("dropped") }, thread_id),
             Some(rules::Outcome::OpenTicket { ticket_type }) if thread.is_none() => {
-                self.open_ticket_plan(envelope, analysis, sender.as_ref(), ticket_type, &decision, &rules).await?
+                match self.author_gate(None, analysis, auth, sender.as_ref(), None).filter(|_| mode != Mode::Release) {
+                    Some(refused) => refused,
+                    None => {
+                        self.open_ticket_plan(envelope, analysis, sender.as_ref(), ticket_type, &decision, &rules)
+                            .await?
+                    }
+                }
             }
             outcome => {
                 let accepted = matches!(outcome, Some(rules::Outcome::Accept));
@@ -480,5 +597,16 @@ impl Pipeline {
             original: None,
         };
         Ok(Plan::OpenTicket { thread: new_thread, first: Box::new(first) })
+    }
+}
+
+/// How a threading signal is named in a held item's reason.
+fn via_words(via: thread::Via) -> &'static str {
+    match via {
+        thread::Via::Recipient => "someone else's reply address",
+        thread::Via::InReplyTo => "a Message-ID in In-Reply-To",
+        thread::Via::References => "a Message-ID in References",
+        thread::Via::BodyMarker => "the reference marker in its text",
+        thread::Via::SubjectTag => "a ticket tag in its subject",
     }
 }

@@ -54,6 +54,12 @@ impl Pipeline {
     pub async fn dry_run(&self, envelope: &Envelope, raw: &[u8]) -> DryRun {
         let analysis = self.analyze(envelope, raw);
         let auth = match &analysis {
+            // A pasted message came over no connection: the sender checks
+            // cannot run, and the dry run shows what the rules do with an
+            // author whose domain passed them (said so in its results).
+            Some(analysis) if envelope.peer_ip.is_none() => {
+                analysis.from.as_deref().map(authenticate::AuthResults::assumed_for)
+            }
             Some(analysis) => self.authenticate(envelope, analysis.kind, raw).await,
             None => None,
         };
@@ -72,7 +78,7 @@ impl Pipeline {
         let decided = match (analysis, self.dmarc_verdict(auth.as_ref())) {
             (None, _) => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), rules::Decision::default())),
             (Some(_), Some(verdict)) => Ok((verdict, rules::Decision::default())),
-            (Some(analysis), None) => self.decide(envelope, &analysis, mode).await,
+            (Some(analysis), None) => self.decide(envelope, &analysis, auth.as_ref(), mode).await,
         };
         let (plan, routing) = match decided {
             Ok((plan, decision)) => (Ok(plan), decision),

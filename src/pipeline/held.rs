@@ -37,7 +37,7 @@ impl Pipeline {
                 Err(error) => return Err(error),
             }
         }
-        let (plan, _) = self.decide(&envelope, &analysis, Mode::Release).await?;
+        let (plan, _) = self.decide(&envelope, &analysis, None, Mode::Release).await?;
         let (mut message, thread) = match plan {
             Plan::Store { message, thread } => (message, thread),
             Plan::Log(disposition, _) => {

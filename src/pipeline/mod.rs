@@ -188,6 +188,9 @@ pub struct Pipeline {
     /// Keep mail from senders who may not write in the thread for an agent
     /// (250) instead of refusing it.
     hold_not_allowed: bool,
+    /// Refuse mail with no single author that names a conversation,
+    /// instead of holding it.
+    refuse_ambiguous_author: bool,
 }
 
 /// How complex a message may be before it is refused.
@@ -251,6 +254,7 @@ impl Pipeline {
             mime_limits: MimeLimits::default(),
             loop_limit: 120,
             hold_not_allowed: false,
+            refuse_ambiguous_author: false,
         }
     }
 
@@ -263,6 +267,14 @@ impl Pipeline {
     /// thread for an agent instead of refusing it.
     pub fn with_hold_not_allowed(mut self, hold: bool) -> Self {
         self.hold_not_allowed = hold;
+        self
+    }
+
+    /// The same pipeline with the configuration's policies for senders who
+    /// may not write, and for mail with no single author.
+    pub fn with_auth_policy(mut self, auth: &crate::config::AuthConfig) -> Self {
+        self.hold_not_allowed = auth.hold_not_allowed;
+        self.refuse_ambiguous_author = auth.refuse_ambiguous_author;
         self
     }
 
@@ -479,7 +491,7 @@ impl Pipeline {
                 Ok((Plan::Log(Disposition::Rejected(Refusal::TooComplex(why)), None), no_rules()))
             }
             (Some(_), _, Some(verdict)) => Ok((verdict, no_rules())),
-            (Some(analysis), _, None) => self.decide(envelope, analysis, Mode::Ingest).await,
+            (Some(analysis), _, None) => self.decide(envelope, analysis, auth.as_ref(), Mode::Ingest).await,
         };
         self.store_plan(envelope, raw, analysis.as_ref(), auth.as_ref(), outcome).await
     }

@@ -14,6 +14,10 @@ pub struct ParsedMail {
     pub from: Option<String>,
     /// From: display name.
     pub from_name: Option<String>,
+    /// Why the message has no single author, when it has not: RFC 5322
+    /// §3.6 allows one `From:` field holding one mailbox, and only such a
+    /// message can be authorized as written by someone (see [`author`]).
+    pub ambiguous_author: Option<String>,
     /// To: and Cc: addresses.
     pub to: Vec<String>,
     /// Subject, decoded.
@@ -126,6 +130,8 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
         Some(addr) => (addr.address().map(str::to_lowercase), addr.name().map(str::to_owned)),
         None => (None, None),
     };
+    let parser_from_fields = message.headers().iter().filter(|h| h.name == mail_parser::HeaderName::From).count();
+    let ambiguous_author = author_problem(raw, parser_from_fields, message.from());
     let mut to = Vec::new();
     for list in [message.to(), message.cc()].into_iter().flatten() {
         to.extend(list.iter().filter_map(|a| a.address()).map(str::to_lowercase));
@@ -200,6 +206,7 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
     Some(ParsedMail {
         from,
         from_name,
+        ambiguous_author,
         to,
         subject: message.subject().map(str::to_owned),
         message_id: message.message_id().map(str::to_owned),
@@ -218,6 +225,77 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
         header_bytes: message.root_part().raw_body_offset() as usize,
         depth: depth(&message, 0, 0),
     })
+}
+
+/// Why `raw` has no single author, or `None` when it has one: exactly one
+/// `From:` field, as every reader sees it, holding exactly one mailbox with
+/// a plain `local@domain` address.
+///
+/// The fields are counted twice: as mail-parser reads them
+/// (`parser_from_fields`), and by [`from_fields`], which reads a field name
+/// the loosest way any reader does (mail-auth, which judges DMARC, ignores
+/// spaces inside it), so that no spelling is a `From:` to one reader and
+/// something else to another.
+fn author_problem(raw: &[u8], parser_from_fields: usize, value: Option<&Address<'_>>) -> Option<String> {
+    let fields = from_fields(raw).max(parser_from_fields);
+    if fields != 1 {
+        return Some(match fields {
+            0 => "it has no From: field".to_owned(),
+            n => format!("it has {n} From: fields"),
+        });
+    }
+    let mailbox = match value {
+        None => return Some("its From: field holds no address".to_owned()),
+        Some(Address::Group(_)) => return Some("its From: field is a group".to_owned()),
+        Some(Address::List(list)) if list.len() != 1 => {
+            return Some(format!("its From: field lists {} mailboxes", list.len()));
+        }
+        Some(Address::List(list)) => &list[0],
+    };
+    let address = mailbox.address().unwrap_or("");
+    let plain = address.matches('@').count() == 1 && crate::domain::EmailAddress::parse(address).is_some();
+    (!plain)
+        .then(|| format!("its From: address {:?} is not a plain address", address.chars().take(80).collect::<String>()))
+}
+
+/// How many header fields of the top-level header section are named
+/// `From` once spaces and tabs inside the name are ignored and letter case
+/// is folded. Reads the section line by line, the way mail-auth does: a
+/// field runs until a line break not followed by a space or tab; the
+/// section ends at the first empty line. Linear in the section's size.
+pub fn from_fields(raw: &[u8]) -> usize {
+    let mut count = 0;
+    let mut rest = raw;
+    loop {
+        // One field: up to a line feed not followed by a space or tab.
+        let mut end = 0;
+        let field_end = loop {
+            match rest[end..].iter().position(|&b| b == b'\n') {
+                Some(at) => {
+                    let lf = end + at;
+                    if matches!(rest.get(lf + 1), Some(b' ' | b'\t')) {
+                        end = lf + 1;
+                        continue;
+                    }
+                    break lf + 1;
+                }
+                None => break rest.len(),
+            }
+        };
+        let field = &rest[..field_end];
+        if field.is_empty() || field == b"\n" || field == b"\r\n" {
+            return count;
+        }
+        let name = match field.iter().position(|&b| b == b':') {
+            Some(colon) => &field[..colon],
+            None => field,
+        };
+        let mut letters = name.iter().filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+        let is_from = letters.by_ref().take(4).map(u8::to_ascii_lowercase).eq(b"from".iter().copied())
+            && letters.next().is_none();
+        count += usize::from(is_from);
+        rest = &rest[field_end..];
+    }
 }
 
 /// A `filename=` or `name=` parameter written as raw 8-bit text (no

@@ -76,9 +76,25 @@ pub fn body_marker(token: &str) -> String {
     format!("[ref:{token}]")
 }
 
-/// The Message-ID (without brackets) of a notification carrying `token`.
-pub fn notification_message_id(token: &str, outbox_id: i64, domain: &str) -> String {
-    format!("{token}.{outbox_id}@{domain}")
+/// A fresh Message-ID (without brackets) for a notification: random, so
+/// that it tells a reader nothing (no reply token, no sequence number); a
+/// reply's In-Reply-To or a bounce's returned copy is tied to the
+/// notification by looking the ID up in the outbox.
+pub fn notification_message_id(domain: &str) -> String {
+    format!("m.{}@{domain}", crate::domain::token::random_hex(16))
+}
+
+/// Message-IDs at `domain` in In-Reply-To, then References (newest
+/// first), at most `limit` of them: the notifications a reply may answer.
+pub fn our_message_ids<'a>(mail: &'a ParsedMail, domain: &'a str, limit: usize) -> Vec<(Via, &'a str)> {
+    mail.in_reply_to
+        .iter()
+        .rev()
+        .map(|id| (Via::InReplyTo, id.as_str()))
+        .chain(mail.references.iter().rev().map(|id| (Via::References, id.as_str())))
+        .filter(|(_, id)| id.rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain)))
+        .take(limit)
+        .collect()
 }
 
 /// Token-shaped strings in a message, most trusted first: our Message-IDs

@@ -90,6 +90,8 @@ enum Flow {
 
 struct Transaction {
     envelope: Envelope,
+    /// MAIL FROM said `SMTPUTF8`: addresses may be UTF-8 (RFC 6531).
+    smtputf8: bool,
 }
 
 /// Runs one session on `stream` until the client quits, times out, or the
@@ -107,6 +109,7 @@ where
         mode: Mode::Command,
         receiver: RequestReceiver::default(),
         message: Vec::new(),
+        line: Vec::new(),
         out: Vec::with_capacity(1024),
         errors: 0,
         line_len: 0,
@@ -198,6 +201,9 @@ struct Session {
     mode: Mode,
     receiver: RequestReceiver,
     message: Vec<u8>,
+    /// The bytes of the command being read, as they came (at most
+    /// `MAX_COMMAND_LINE`): what smtp-proto parsed, to check it again.
+    line: Vec<u8>,
     out: Vec<u8>,
     errors: u32,
     /// Bytes of the current, unfinished command line seen so far.
@@ -281,17 +287,23 @@ impl Session {
                         Some(_) => 0,
                         None => self.line_len + rest.len(),
                     };
-                    let request = match self.receiver.ingest(&mut iter) {
+                    let before = iter.as_slice();
+                    let ingested = self.receiver.ingest(&mut iter);
+                    let consumed = before.len() - iter.as_slice().len();
+                    self.line.extend_from_slice(&before[..consumed]);
+                    let request = match ingested {
                         Ok(request) => request.into_owned(),
                         Err(ProtoError::NeedsMoreData { .. }) => return Flow::Continue,
                         Err(error) => {
+                            self.line.clear();
                             if let Flow::Close = self.error(protocol_error(&error)) {
                                 return Flow::Close;
                             }
                             continue;
                         }
                     };
-                    match self.command(request).await {
+                    let line = std::mem::take(&mut self.line);
+                    match self.command(request, &line).await {
                         Flow::Continue => {}
                         other => return other,
                     }
@@ -300,7 +312,8 @@ impl Session {
         }
     }
 
-    async fn command(&mut self, request: Request<String>) -> Flow {
+    /// Answers one command; `line` is its raw text.
+    async fn command(&mut self, request: Request<String>, line: &[u8]) -> Flow {
         match request {
             Request::Ehlo { host } | Request::Helo { host } | Request::Lhlo { host }
                 if host.chars().any(|c| c.is_control() || c.is_whitespace()) =>
@@ -339,12 +352,17 @@ impl Session {
                 if self.transaction.is_some() {
                     return self.error(SmtpReply::new(503, "5.5.1", "Nested MAIL command; send RSET first"));
                 }
-                if from.size > self.ctx.limits.max_message_size {
+                let declared = declared_size(line).unwrap_or(0);
+                if from.size > self.ctx.limits.max_message_size || declared > self.ctx.limits.max_message_size as u128 {
                     return self.error(SmtpReply::new(
                         552,
                         "5.3.4",
                         format!("Message too large: the limit is {} bytes", self.ctx.limits.max_message_size),
                     ));
+                }
+                let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+                if !smtputf8 && !from.address.is_ascii() {
+                    return self.error(needs_smtputf8());
                 }
                 let envelope = Envelope {
                     peer: self.peer.to_string(),
@@ -353,16 +371,21 @@ impl Session {
                     mail_from: from.address,
                     ..Envelope::default()
                 };
-                self.transaction = Some(Transaction { envelope });
+                self.transaction = Some(Transaction { envelope, smtputf8 });
                 self.push(&SmtpReply::new(250, "2.1.0", "Sender OK"));
             }
             Request::Rcpt { to } => {
                 let Some(transaction) = &mut self.transaction else {
                     return self.error(SmtpReply::new(503, "5.5.1", "Send MAIL FROM first"));
                 };
+                if !transaction.smtputf8 && !to.address.is_ascii() {
+                    return self.error(needs_smtputf8());
+                }
                 if transaction.envelope.recipients.len() >= self.ctx.limits.max_recipients {
-                    let reply = SmtpReply::new(452, "4.5.3", "Too many recipients for one message");
-                    return self.error(reply);
+                    // Not the client's error (RFC 5321 §4.5.3.1.10): a pipelining
+                    // server sends the rest in another transaction.
+                    self.push(&SmtpReply::new(452, "4.5.3", "Too many recipients for one message"));
+                    return Flow::Continue;
                 }
                 let address = to.address;
                 match self.ctx.pipeline.add_recipient(&mut transaction.envelope, address.clone()).await {
@@ -484,6 +507,27 @@ impl Session {
             self.ctx.pipeline.log_unreceived(&transaction.envelope, &reply, "recipient refused").await;
         }
     }
+}
+
+/// The answer to a UTF-8 address in a transaction that did not ask for
+/// `SMTPUTF8` (RFC 6531 §3.5).
+fn needs_smtputf8() -> SmtpReply {
+    SmtpReply::new(553, "5.6.7", "This address is not ASCII: send MAIL FROM with the SMTPUTF8 parameter")
+}
+
+/// The `SIZE=` value of a MAIL command, read from its raw line with no
+/// upper bound on the digits (smtp-proto wraps a number too large for its
+/// integer around to a small one); `None` when there is none.
+fn declared_size(line: &[u8]) -> Option<u128> {
+    let parameters = &line[line.iter().rposition(|&b| b == b'>')? + 1..];
+    let value = parameters
+        .split(u8::is_ascii_whitespace)
+        .find_map(|p| (p.len() > 5 && p[..5].eq_ignore_ascii_case(b"SIZE=")).then(|| &p[5..]))?;
+    let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits > 30 {
+        return Some(u128::MAX);
+    }
+    std::str::from_utf8(&value[..digits]).ok()?.parse().ok()
 }
 
 fn protocol_error(error: &ProtoError) -> SmtpReply {

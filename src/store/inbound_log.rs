@@ -71,17 +71,21 @@ impl Store {
     pub async fn suppressions(&self, threshold: u32, window_days: u32) -> StoreResult<Vec<Suppression>> {
         let window_ms = i64::from(window_days) * 86_400_000;
         let since = if window_days == 0 { i64::MIN } else { now_ms() - window_ms };
-        let rows: Vec<(String, i64)> = reading!(self, |db| sqlx::query_as(
-            "SELECT recipient, received_at FROM bounces \
+        let rows: Vec<(String, i64, Option<i64>)> = reading!(self, |db| sqlx::query_as(
+            "SELECT recipient, received_at, outbox_id FROM bounces \
              WHERE counted = TRUE AND lifted_at IS NULL AND recipient IS NOT NULL AND received_at >= $1 \
              ORDER BY recipient, received_at"
         )
         .bind(since)
         .fetch_all(db)
         .await)?;
+        // One notification counts once: its earliest report.
         let mut by_address: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
-        for (address, at) in rows {
-            by_address.entry(address).or_default().push(at);
+        let mut seen = std::collections::HashSet::new();
+        for (address, at, outbox_id) in rows {
+            if outbox_id.is_none_or(|id| seen.insert(id)) {
+                by_address.entry(address).or_default().push(at);
+            }
         }
         let threshold = threshold.max(1) as usize;
         let mut found: Vec<Suppression> = by_address
@@ -121,6 +125,31 @@ impl Store {
     /// One outbox item.
     pub async fn outbox_item(&self, id: i64) -> StoreResult<Option<OutboxItem>> {
         Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM outbox WHERE id = $1").bind(id).fetch_optional(db).await)?)
+    }
+
+    /// The notification that went out with Message-ID `message_id`
+    /// (without angle brackets), if any: the first of the items it carried.
+    pub async fn notification_by_message_id(&self, message_id: &str) -> StoreResult<Option<OutboxItem>> {
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT * FROM outbox WHERE rfc_message_id = $1 OR rfc_message_id = $2 ORDER BY id LIMIT 1"
+        )
+        .bind(message_id)
+        .bind(format!("<{message_id}>"))
+        .fetch_optional(db)
+        .await)?)
+    }
+
+    /// Whether a report about notification `outbox_id` already counts
+    /// toward suppressing its address (and is not lifted): one notification
+    /// counts once.
+    pub async fn bounce_counted_for(&self, outbox_id: i64) -> StoreResult<bool> {
+        let found: Option<(i64,)> = reading!(self, |db| sqlx::query_as(
+            "SELECT id FROM bounces WHERE outbox_id = $1 AND counted = TRUE AND lifted_at IS NULL LIMIT 1"
+        )
+        .bind(outbox_id)
+        .fetch_optional(db)
+        .await)?;
+        Ok(found.is_some())
     }
 
     /// The most recent inbound log entries, newest first; with `rule`, only

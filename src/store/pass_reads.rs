@@ -144,7 +144,8 @@ impl Store {
 
         let bounces: Vec<(String, i64)> = reading!(self, |db| {
             let mut query = QueryBuilder::new(
-                "SELECT recipient, COUNT(*) FROM bounces WHERE counted = TRUE AND lifted_at IS NULL AND received_at >= ",
+                "SELECT recipient, COUNT(DISTINCT outbox_id) FROM bounces \
+                 WHERE counted = TRUE AND lifted_at IS NULL AND received_at >= ",
             );
             query.push_bind(bounces_since);
             query.push(" AND ");

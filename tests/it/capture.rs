@@ -25,6 +25,19 @@ impl Captured {
     pub fn header(&self, name: &str) -> String {
         self.parsed().header_raw(name).map(|v| v.trim().to_owned()).unwrap_or_default()
     }
+
+    /// The address in Reply-To.
+    pub fn reply_address(&self) -> String {
+        let value = self.header("Reply-To");
+        let start = value.find('<').map_or(0, |i| i + 1);
+        let end = value.rfind('>').unwrap_or(value.len());
+        value[start..end].to_owned()
+    }
+
+    /// The reply token in Reply-To.
+    pub fn token(&self) -> String {
+        self.reply_address().trim_start_matches("reply+").split('@').next().unwrap_or("").to_owned()
+    }
 }
 
 #[derive(Default)]

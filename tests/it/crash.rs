@@ -33,8 +33,8 @@ fn serve_with(
         .arg("--data-dir")
         .arg(data)
         .env("MAILGATE_DATABASE_URL", database_url)
-        .env("MAILGATE_API_TOKEN", "crash-token")
-        .env("MAILGATE_ADMIN_TOKEN", "crash-admin")
+        .env("MAILGATE_API_TOKEN", "crash-api-token-2c8e4a6f1b3d5e7a9c0b2d4f6a8c1e3b")
+        .env("MAILGATE_ADMIN_TOKEN", "crash-admin-token-7b1d3f5a9c2e4b6d8f0a1c3e5b7d9f2a")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -52,7 +52,7 @@ async fn api(http: std::net::SocketAddr, method: &str, path: &str, body: serde_j
     let client = reqwest::Client::new();
     let url = format!("http://{http}/api/v1{path}");
     let request = if method == "POST" { client.post(url).json(&body) } else { client.get(url) };
-    request.bearer_auth("crash-token").send().await.unwrap().json().await.unwrap()
+    request.bearer_auth("crash-api-token-2c8e4a6f1b3d5e7a9c0b2d4f6a8c1e3b").send().await.unwrap().json().await.unwrap()
 }
 
 #[tokio::test]
@@ -226,7 +226,7 @@ async fn sigkill_during_a_purge_loses_nothing_still_in_retention() {
     for (id, raw) in ids.iter().zip(&sent) {
         let response = reqwest::Client::new()
             .get(format!("http://{http}/api/v1/messages/{id}/raw"))
-            .bearer_auth("crash-token")
+            .bearer_auth("crash-api-token-2c8e4a6f1b3d5e7a9c0b2d4f6a8c1e3b")
             .send()
             .await
             .unwrap();
@@ -257,7 +257,7 @@ async fn a_webhook_delivery_survives_a_sigkill_between_attempts() {
     let client = reqwest::Client::new();
     let registered = client
         .post(format!("http://{http}/api/v1/admin/webhooks"))
-        .bearer_auth("crash-admin")
+        .bearer_auth("crash-admin-token-7b1d3f5a9c2e4b6d8f0a1c3e5b7d9f2a")
         .json(&json!({"url": url, "events": ["thread.closed"]}))
         .send()
         .await

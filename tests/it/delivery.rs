@@ -292,9 +292,19 @@ async fn a_suppression_ends_by_itself_after_its_window() {
     let app = app_with_relay(&relay, |_| {}).await; // suppressed after 3 hard bounces
     let w = app.world("sandbox", None).await;
     let (chat_id, to_owner) = answered_chat(&app, &relay, &w).await;
-    for _ in 0..3 {
-        app.send("", &[&to_owner.mail_from], &hard_bounce(OWNER)).await;
+    // Three notifications, each reported failed: one counts per notification.
+    let mut notes = vec![to_owner];
+    for text in ["Second", "Third"] {
+        app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": text})).await;
+        let sent = relay.wait_for(2 + notes.len() + 1).await;
+        notes.push(sent.last().expect("the next notification").clone());
     }
+    let bounce_all = || async {
+        for note in &notes {
+            app.send("", &[&note.mail_from], &hard_bounce(OWNER)).await;
+        }
+    };
+    bounce_all().await;
     let list = app.command(&["suppressions", "list"]).output().unwrap();
     let listed = String::from_utf8_lossy(&list.stdout);
     assert!(list.status.success() && listed.contains(OWNER), "{listed}");
@@ -304,16 +314,77 @@ async fn a_suppression_ends_by_itself_after_its_window() {
     assert_eq!(app.admin_get("/suppressions").await.1, json!([]));
     let again = app.command(&["suppressions", "lift", OWNER]).output().unwrap();
     assert!(!again.status.success(), "nothing left to lift is an error");
-    for _ in 0..3 {
-        app.send("", &[&to_owner.mail_from], &hard_bounce(OWNER)).await;
-    }
+    bounce_all().await;
     assert_eq!(app.admin_get("/suppressions").await.1.as_array().map(Vec::len), Some(1));
     // 31 days later (the window is 30 days by default): 31 * 86,400,000 ms.
     execute_sql(&app.database_url, "UPDATE bounces SET received_at = received_at - 2678400000").await;
     assert_eq!(app.admin_get("/suppressions").await.1, json!([]));
     app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hello again"})).await;
+    let mails = relay.wait_for(6).await;
+    assert!(mails.iter().filter(|m| m.rcpt_to == [OWNER]).count() >= 4, "mail flows again");
+    app.stop().await;
+}
+
+/// A delivery report about mail to `failed` that returns the headers of
+/// the message with `message_id`, as many mail systems send it.
+fn hard_bounce_returning(failed: &str, message_id: &str) -> String {
+    hard_bounce(failed).replace(
+        "--b--\r\n",
+        &format!(
+            "--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {message_id}\r\nTo: {failed}\r\n\r\n--b--\r\n"
+        ),
+    )
+}
+
+/// Issue 29: a report counts only at the notification's own verified VERP
+/// address; its Message-ID proves nothing alone; one notification counts once.
+#[tokio::test]
+async fn reports_about_a_real_notification_count_only_at_its_own_bounce_address_and_once() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| c.delivery.max_hard_bounces = 2).await;
+    let w = app.world("sandbox", None).await;
+    let (chat_id, to_owner) = answered_chat(&app, &relay, &w).await;
+    let message_id = to_owner.header("Message-ID");
+    let token = to_owner.token();
+    assert!(!message_id.contains(&token), "the Message-ID carries no reply token: {message_id}");
+    assert!(
+        !message_id.trim_matches(['<', '>']).split(['.', '@']).any(|part| part.parse::<i64>().is_ok()),
+        "nor a sequence number: {message_id}"
+    );
+    // Whoever saw the notification (a forward, a Cc) knows its Message-ID
+    // and its reply address; none of these reports may count.
+    let verp = to_owner.mail_from.clone();
+    let (verp_local, verp_domain) = verp.split_once('@').unwrap();
+    let altered = {
+        let mut chars: Vec<char> = verp_local.chars().collect();
+        let last = chars.len() - 1;
+        chars[last] = if chars[last] == 'a' { 'b' } else { 'a' };
+        format!("{}@{verp_domain}", chars.into_iter().collect::<String>())
+    };
+    let guessed_ids = [message_id.clone(), format!("<{token}.1@{DOMAIN}>"), format!("<{token}.7@{DOMAIN}>")];
+    for rcpt in [format!("bounces@{DOMAIN}"), format!("support@{DOMAIN}"), to_owner.reply_address(), altered] {
+        for id in &guessed_ids {
+            let answer = app.send("", &[&rcpt], &hard_bounce_returning(OWNER, id)).await;
+            assert!(answer.starts_with("250"), "{rcpt}: reports are taken, never refused: {answer}");
+        }
+    }
+    let (_, bounces) = app.get("/bounces?limit=100").await;
+    assert_eq!(bounces.as_array().map(Vec::len), Some(12), "{bounces}");
+    assert!(bounces.as_array().unwrap().iter().all(|b| b["counted"] == false), "{bounces}");
+    // Three genuine reports about the one notification count once.
+    for _ in 0..3 {
+        let answer = app.send("", &[&verp], &hard_bounce_returning(OWNER, &message_id)).await;
+        assert!(answer.starts_with("250"), "{answer}");
+    }
+    let (_, bounces) = app.get("/bounces?limit=100").await;
+    let counted = bounces.as_array().unwrap().iter().filter(|b| b["counted"] == true).count();
+    assert_eq!(counted, 1, "{bounces}");
+    let (_, log) = app.get("/inbound-log?limit=1").await;
+    assert!(log[0]["reason"].as_str().unwrap_or("").contains("already counts"), "{log}");
+    assert_eq!(app.admin_get("/suppressions").await.1, json!([]));
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Still there?"})).await;
     let mails = relay.wait_for(4).await;
-    assert!(mails.iter().filter(|m| m.rcpt_to == [OWNER]).count() >= 2, "mail flows again");
+    assert_eq!(mails.iter().filter(|m| m.rcpt_to == [OWNER]).count(), 2, "the customer still gets mail");
     app.stop().await;
 }
 

@@ -199,10 +199,11 @@ async fn a_pass_reads_its_recipients_standing_and_latest_references() {
     execute_sql(
         &url,
         &format!(
-            "INSERT INTO bounces (received_at, recipient, status, severity, counted, lifted_at) VALUES \
-             (11, '{0}', '5.1.1', 'hard', TRUE, NULL), (12, '{0}', '5.1.1', 'hard', TRUE, NULL), \
-             (13, '{0}', '4.2.2', 'soft', FALSE, NULL), (14, '{0}', '5.1.1', 'hard', FALSE, NULL), \
-             (15, '{0}', '5.1.1', 'hard', TRUE, 20), (5, '{0}', '5.1.1', 'hard', TRUE, NULL)",
+            "INSERT INTO bounces (received_at, outbox_id, recipient, status, severity, counted, lifted_at) VALUES \
+             (11, 1, '{0}', '5.1.1', 'hard', TRUE, NULL), (12, 2, '{0}', '5.1.1', 'hard', TRUE, NULL), \
+             (12, 2, '{0}', '5.1.1', 'hard', TRUE, NULL), \
+             (13, 3, '{0}', '4.2.2', 'soft', FALSE, NULL), (14, 4, '{0}', '5.1.1', 'hard', FALSE, NULL), \
+             (15, 5, '{0}', '5.1.1', 'hard', TRUE, 20), (5, 6, '{0}', '5.1.1', 'hard', TRUE, NULL)",
             next.to_address
         ),
     )
@@ -211,7 +212,7 @@ async fn a_pass_reads_its_recipients_standing_and_latest_references() {
     assert_eq!(
         reads.standing(&next),
         (2, true),
-        "two counted hard bounces in the window (not the soft, the uncounted, the lifted or the old one), opted out"
+        "two notifications' counted hard bounces in the window (the second counted once; not the soft, the uncounted, the lifted or the old one), opted out"
     );
 }
 

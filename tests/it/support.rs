@@ -109,8 +109,9 @@ pub async fn spawn_app() -> TestApp {
 pub async fn start_in(dir: tempfile::TempDir, database_url: String, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_data_dir(dir.path(), DOMAIN);
     config.database_url = database_url.clone();
-    config.api_token = Some("test-token".to_owned());
+    config.api_token = Some("test-api-token-5f3a9c1e7b2d4f6a8c0e1b3d5f7a9c2e".to_owned());
     config.admin_token = Some(ADMIN_TOKEN.to_owned());
+    config.auth.records = test_records();
     tweak(&mut config);
     let token = config.api_token.clone().unwrap_or_default();
     let app = mailgate::app::start(config).await.expect("app starts");
@@ -417,7 +418,17 @@ pub struct World {
 }
 
 /// The admin token test instances are configured with.
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// DNS as most tests see it: the test domains send from this machine
+/// (SPF for the loopback addresses) and publish no DMARC policy, so that
+/// their mail is authenticated by an aligned SPF pass.
+pub fn test_records() -> std::collections::HashMap<String, String> {
+    ["acme.example", "agents.example", "elsewhere.example", "other.example"]
+        .into_iter()
+        .map(|domain| (domain.to_owned(), "v=spf1 ip4:127.0.0.0/8 ip6:::1 -all".to_owned()))
+        .collect()
+}
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-8d2f4b6a1c3e5f7a9b0d2c4e6f8a1b3c";
 pub const OWNER: &str = "olivia@acme.example";
 pub const MEMBER: &str = "mike@acme.example";
 pub const UNPRIVILEGED: &str = "uma@acme.example";

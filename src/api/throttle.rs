@@ -1,0 +1,148 @@
+//! Guessing credentials is slowed per client address: failed Bearer checks
+//! and failed console logins are counted per address, answered later and
+//! later, and then refused with `429 Too Many Requests` and `Retry-After`
+//! for a time that doubles, while everyone else is answered at once.
+//!
+//! The client address is the connection's, or, when the connection comes
+//! from a loopback address (a reverse proxy on the same host, as the
+//! console guide sets it up), the last address of `X-Forwarded-For`: the one
+//! the proxy itself added. A success forgets an address's failures.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Failures answered at once.
+const FREE_FAILURES: u32 = 3;
+/// Failures after which an address is refused with `429` for a while.
+const LOCKOUT_AFTER: u32 = 10;
+/// The first refusal's length; each further failure doubles it.
+const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
+/// The longest refusal.
+const MAX_LOCKOUT: Duration = Duration::from_secs(3600);
+/// An address with no failure for this long starts afresh.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// Addresses remembered at most (the oldest are forgotten first).
+const MAX_ADDRESSES: usize = 100_000;
+
+/// One address's failures.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    /// Refused with `429` until then.
+    locked_until: Option<Instant>,
+}
+
+/// What to do with a credential check from an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Check it now.
+    Check,
+    /// Refuse it with `429`; try again after this long.
+    Locked(Duration),
+}
+
+/// Failed credential checks per client address.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+impl Throttle {
+    /// Whether `ip` may try a credential now.
+    pub fn verdict(&self, ip: IpAddr) -> Verdict {
+        let map = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(&ip).and_then(|f| f.locked_until) {
+            Some(until) if until > Instant::now() => Verdict::Locked(until - Instant::now()),
+            _ => Verdict::Check,
+        }
+    }
+
+    /// Records a failed check from `ip`; how long to wait before answering
+    /// it (zero for the first few, then doubling from 250 ms to 8 s).
+    pub fn failed(&self, ip: IpAddr) -> Duration {
+        let now = Instant::now();
+        let mut map = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= MAX_ADDRESSES && !map.contains_key(&ip) {
+            map.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+            if map.len() >= MAX_ADDRESSES {
+                let oldest = map.iter().min_by_key(|(_, f)| f.last).map(|(ip, _)| *ip);
+                oldest.and_then(|ip| map.remove(&ip));
+            }
+        }
+        let entry = map.entry(ip).or_insert(Failures { count: 0, last: now, locked_until: None });
+        if now.duration_since(entry.last) > FORGET_AFTER {
+            *entry = Failures { count: 0, last: now, locked_until: None };
+        }
+        entry.count += 1;
+        entry.last = now;
+        if entry.count >= LOCKOUT_AFTER {
+            let doublings = (entry.count - LOCKOUT_AFTER).min(16);
+            entry.locked_until = Some(now + (FIRST_LOCKOUT * (1 << doublings)).min(MAX_LOCKOUT));
+        }
+        match entry.count.checked_sub(FREE_FAILURES + 1) {
+            None => Duration::ZERO,
+            Some(extra) => Duration::from_millis(250 << extra.min(5)),
+        }
+    }
+
+    /// Forgets `ip`'s failures after a check that succeeded.
+    pub fn succeeded(&self, ip: IpAddr) {
+        let mut map = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.get(&ip).is_some_and(|f| f.locked_until.is_none()) {
+            map.remove(&ip);
+        }
+    }
+}
+
+/// The client's address: the connection's, or behind a reverse proxy on
+/// this host (a loopback connection) the last `X-Forwarded-For` address.
+pub fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+    if !peer.is_loopback() {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|last| last.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LOCKOUT_AFTER, Throttle, Verdict, client_ip};
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    #[test]
+    fn failures_slow_one_address_then_lock_it_out_and_leave_others_alone() {
+        let throttle = Throttle::default();
+        let guesser: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let waits: Vec<Duration> = (0..LOCKOUT_AFTER - 1).map(|_| throttle.failed(guesser)).collect();
+        assert_eq!(&waits[..3], &[Duration::ZERO; 3], "the first few mistakes cost nothing");
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]) && waits[8] > waits[3], "{waits:?}");
+        assert_eq!(throttle.verdict(guesser), Verdict::Check);
+        throttle.failed(guesser);
+        assert!(matches!(throttle.verdict(guesser), Verdict::Locked(d) if d > Duration::from_secs(20)));
+        assert_eq!(throttle.verdict(other), Verdict::Check, "someone else is not slowed");
+        // A success does not lift a lockout.
+        throttle.succeeded(guesser);
+        assert!(matches!(throttle.verdict(guesser), Verdict::Locked(_)));
+    }
+
+    #[test]
+    fn behind_a_local_proxy_the_forwarded_address_counts() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.append("x-forwarded-for", "203.0.113.9, 198.51.100.4".parse().unwrap());
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(local, &headers), "198.51.100.4".parse::<IpAddr>().unwrap());
+        let remote: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_ip(remote, &headers), remote, "a remote client cannot claim another address");
+    }
+}
