@@ -61,7 +61,7 @@ impl Throttle {
     }
 
     /// Records a failed check from `ip`; how long to wait before answering
-    /// it (zero for the first few, then doubling from 250 ms to 8 s).
+    /// it (zero for the first few, then doubling from 100 ms to 800 ms).
     pub fn failed(&self, ip: IpAddr) -> Duration {
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -84,7 +84,7 @@ impl Throttle {
         }
         match entry.count.checked_sub(FREE_FAILURES + 1) {
             None => Duration::ZERO,
-            Some(extra) => Duration::from_millis(250 << extra.min(5)),
+            Some(extra) => Duration::from_millis(100 << extra.min(3)),
         }
     }
 

@@ -233,6 +233,15 @@ impl Session {
         ok
     }
 
+    /// `552 5.3.4` with the size limit.
+    fn too_large_reply(&self) -> SmtpReply {
+        SmtpReply::new(
+            552,
+            "5.3.4",
+            format!("Message too large: the limit is {} bytes", self.ctx.limits.max_message_size),
+        )
+    }
+
     fn error(&mut self, reply: SmtpReply) -> Flow {
         self.push(&reply);
         self.errors += 1;
@@ -295,8 +304,18 @@ impl Session {
                         Ok(request) => request.into_owned(),
                         Err(ProtoError::NeedsMoreData { .. }) => return Flow::Continue,
                         Err(error) => {
-                            self.line.clear();
-                            if let Flow::Close = self.error(protocol_error(&error)) {
+                            let line = std::mem::take(&mut self.line);
+                            let reply = match error {
+                                // A SIZE too large for smtp-proto's integer is too large for us.
+                                ProtoError::InvalidParameter { param: "SIZE" }
+                                    if declared_size(&line)
+                                        .is_some_and(|size| size > self.ctx.limits.max_message_size as u128) =>
+                                {
+                                    self.too_large_reply()
+                                }
+                                _ => protocol_error(&error),
+                            };
+                            if let Flow::Close = self.error(reply) {
                                 return Flow::Close;
                             }
                             continue;
@@ -354,11 +373,7 @@ impl Session {
                 }
                 let declared = declared_size(line).unwrap_or(0);
                 if from.size > self.ctx.limits.max_message_size || declared > self.ctx.limits.max_message_size as u128 {
-                    return self.error(SmtpReply::new(
-                        552,
-                        "5.3.4",
-                        format!("Message too large: the limit is {} bytes", self.ctx.limits.max_message_size),
-                    ));
+                    return self.error(self.too_large_reply());
                 }
                 let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
                 if !smtputf8 && !from.address.is_ascii() {

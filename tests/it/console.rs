@@ -437,3 +437,40 @@ async fn held_mail_unsubscribes_and_broken_templates_in_the_browser_with_markup_
     b.close().await.unwrap();
     app.stop().await;
 }
+
+/// Issue 29: guessing the admin token at the login form is slowed, then
+/// refused with `429` and a sentence, for that client only.
+#[tokio::test]
+async fn guessing_the_admin_token_in_the_browser_is_slowed_then_refused() {
+    let app = crate::support::spawn_app().await;
+    let (_driver, b) = browser().await;
+    let base = console(&app);
+    for i in 0..10 {
+        b.goto(&format!("{base}/login")).await.unwrap();
+        b.find(Locator::Css("#token")).await.unwrap().send_keys(&format!("guess-{i}")).await.unwrap();
+        click(&b, "#login").await;
+        assert!(text(&b, "#flash").await.contains("not the admin token"), "attempt {i}");
+    }
+    b.goto(&format!("{base}/login")).await.unwrap();
+    b.find(Locator::Css("#token")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
+    click(&b, "#login").await;
+    let flash = text(&b, "#flash").await;
+    assert!(flash.contains("Too many wrong tokens") && flash.contains("Try again in"), "{flash}");
+    assert!(b.current_url().await.unwrap().path().ends_with("/admin/login"), "not logged in while locked out");
+    screenshot(&b, "login-locked").await;
+    // Another client logs in at once.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let other = http
+        .post(format!("{base}/login"))
+        .header("x-forwarded-for", "198.51.100.20")
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 303);
+    let locked = http.post(format!("{base}/login")).form(&[("token", ADMIN_TOKEN)]).send().await.unwrap();
+    assert_eq!(locked.status(), 429);
+    assert!(locked.headers().contains_key("retry-after"));
+    b.close().await.unwrap();
+    app.stop().await;
+}

@@ -204,3 +204,128 @@ fn the_smtp_session_answers_any_conversation_in_smtp() {
         })
         .unwrap();
 }
+
+/// One `From:` field as an attacker might write it: a spelling of the
+/// name, and one or more mailboxes, perhaps as a group.
+fn from_field() -> impl Strategy<Value = String> {
+    let name = prop::sample::select(vec!["From", "FROM", "from", "From ", "F r o m", "From\t"]);
+    let mailbox = prop::sample::select(vec![
+        "olivia@acme.example",
+        "mike@acme.example",
+        "pat@plain.example",
+        "mallory@evil.example",
+        "\"olivia@acme.example\" <mallory@evil.example>",
+        "Pat <pat@plain.example>",
+        "pat@plain.example (olivia@acme.example)",
+        "=?utf-8?q?pat=40plain=2Eexample?=",
+    ]);
+    (name, prop::collection::vec(mailbox, 1..3), any::<bool>(), any::<bool>()).prop_map(
+        |(name, boxes, group, folded)| {
+            let list = boxes.join(", ");
+            let value = if group { format!("team: {list};") } else { list };
+            let gap = if folded { "\r\n " } else { " " };
+            format!("{name}:{gap}{value}\r\n")
+        },
+    )
+}
+
+/// Issue 29's property: whenever a message is stored as author A, A's
+/// domain was authenticated, or A's own reply address was used and A's
+/// domain publishes no DMARC record. Here acme.example (Olivia, Mike)
+/// publishes `p=reject` and sends only from 192.0.2.1, so nothing may be
+/// stored as them; plain.example (Pat) publishes nothing, so Pat's mail may
+/// be stored only through Pat's own reply address, from Pat alone.
+#[test]
+fn a_message_is_stored_as_its_author_only_when_proven() {
+    use crate::support::*;
+    use serde_json::json;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (app, olivia_note, pat_note, ticket) = runtime.block_on(async {
+        let app = spawn_app_with(|c| {
+            c.auth.records = std::collections::HashMap::from([
+                ("acme.example".to_owned(), "v=spf1 ip4:192.0.2.1 -all".to_owned()),
+                ("_dmarc.acme.example".to_owned(), "v=DMARC1; p=reject".to_owned()),
+                ("evil.example".to_owned(), "v=spf1 +all".to_owned()),
+            ]);
+        })
+        .await;
+        let w = app.world("business", Some("agencies")).await;
+        let pat = app
+            .create("/users", json!({"email": "pat@plain.example", "name": "Pat", "role": "member", "organization_id": w.org}))
+            .await["id"]
+            .as_i64()
+            .unwrap();
+        let mut notes = Vec::new();
+        for customer in [w.owner, pat] {
+            let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": customer, "message": "Hello"})).await;
+            let id = chat["id"].as_i64().unwrap();
+            let before = app.wait_for_mail(0).await.len();
+            app.create(&format!("/chats/{id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
+            let mails = app.wait_for_mail(before + 3).await;
+            notes.push(mails.into_iter().rev().find(|m| m.to() != AGENT && m.to() != AGENT2).unwrap());
+        }
+        let ticket = app
+            .create(
+                "/tickets",
+                json!({"site_id": w.site, "customer_id": w.owner, "type": "Billing", "subject": "Invoice", "description": "x"}),
+            )
+            .await["ticket_number"]
+            .as_i64()
+            .unwrap();
+        let pat_note = notes.pop().unwrap();
+        (app, notes.pop().unwrap(), pat_note, ticket)
+    });
+    // The control: Pat alone, through Pat's own reply address, is stored.
+    let control = format!(
+        "From: pat@plain.example\r\nTo: {0}\r\nSubject: Re: Hi\r\nMessage-ID: <control@x.example>\r\n\r\nHi back\r\n",
+        pat_note.reply_address()
+    );
+    let answer = runtime.block_on(app.send("pat@plain.example", &[&pat_note.reply_address()], &control));
+    assert!(answer.starts_with("250 2.0.0 Stored") || answer.starts_with("250 2.0.0"), "{answer}");
+    assert_eq!(runtime.block_on(app.get("/inbound-log?limit=1")).1[0]["decision"], "accepted");
+    let support = format!("support@{DOMAIN}");
+    let paths = vec![olivia_note.reply_address(), pat_note.reply_address(), support.clone()];
+    let envelope_senders = vec!["mallory@evil.example", "olivia@acme.example", "pat@plain.example"];
+    let mut runner =
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: cases(64), ..ProptestConfig::default() });
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    runner
+        .run(
+            &(
+                prop::collection::vec(from_field(), 0..3),
+                prop::sample::select(paths),
+                prop::sample::select(envelope_senders),
+                any::<bool>(),
+            ),
+            |(fields, path, mail_from, in_reply_to)| {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let threading = match (path == support, in_reply_to) {
+                    (true, true) => format!("In-Reply-To: {}\r\n", pat_note.header("Message-ID")),
+                    _ => String::new(),
+                };
+                let message = format!(
+                    "{}To: {path}\r\nSubject: Re: [Ticket #{ticket}] Hi\r\nMessage-ID: <prop-{n}@x.example>\r\n{threading}\r\nNew text {n}\r\n",
+                    fields.concat()
+                );
+                let (answer, log) = runtime.block_on(async {
+                    let answer = app.send(mail_from, &[&path], &message).await;
+                    (answer, app.get("/inbound-log?limit=1").await.1)
+                });
+                if answer.starts_with("250 2.0.0") && log[0]["decision"] == "accepted" {
+                    let thread = log[0]["thread_id"].as_i64().unwrap();
+                    let stored = runtime.block_on(async {
+                        let (_, thread_json) = app.get(&format!("/chats/{thread}")).await;
+                        let kind = if thread_json["id"].is_null() { "tickets" } else { "chats" };
+                        let key = if kind == "tickets" { ticket } else { thread };
+                        app.messages(&format!("/{kind}/{key}")).await
+                    });
+                    let author = stored.last().unwrap()["author"]["email"].as_str().unwrap().to_owned();
+                    prop_assert_eq!(&author, "pat@plain.example", "only Pat can be proven here: {}", message);
+                    prop_assert_eq!(&path, &pat_note.reply_address(), "through Pat's own reply address: {}", message);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    runtime.block_on(app.stop());
+}

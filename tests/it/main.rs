@@ -11,6 +11,7 @@ mod crash;
 mod delivery;
 mod directory;
 mod fixtures;
+mod forgery;
 mod fuzz;
 mod held;
 mod originals;

@@ -107,13 +107,22 @@ async fn events_reach_a_receiver_signed_and_survive_two_failures() {
         assert_eq!(received.event, serde_json::from_str::<Value>(&received.body).unwrap()["event"]);
     }
     assert!(!signed("another secret", &all[0].signature, &all[0].body));
-    let (_, outbox) = app.get("/outbox?kind=webhook").await;
-    let first = outbox
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["id"].as_i64().map(|id| id.to_string()).as_deref() == Some(failed[0]))
-        .unwrap();
+    // The worker records the delivery once the receiver has answered: wait for it.
+    let mut first = Value::Null;
+    for _ in 0..200 {
+        let (_, outbox) = app.get("/outbox?kind=webhook").await;
+        first = outbox
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["id"].as_i64().map(|id| id.to_string()).as_deref() == Some(failed[0]))
+            .unwrap()
+            .clone();
+        if first["status"] == "sent" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(first["status"], "sent", "{first}");
     assert!(first["attempts"].as_i64().unwrap() >= 2, "{first}");
     app.stop().await;
