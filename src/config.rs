@@ -308,6 +308,7 @@ struct RawLimits {
     max_header_fields: Option<usize>,
     max_header_bytes: Option<usize>,
     max_messages_per_sender_per_hour: Option<u32>,
+    reading_budget_secs: Option<u64>,
 }
 
 /// Limits that protect the SMTP listener from oversized or slow clients.
@@ -502,6 +503,9 @@ impl Config {
         }
         if let Some(n) = raw.limits.max_header_bytes {
             limits.mime.max_header_bytes = n.max(1024);
+        }
+        if let Some(secs) = raw.limits.reading_budget_secs {
+            limits.mime.reading_budget = Duration::from_secs(secs.max(1));
         }
         if let Some(n) = raw.limits.max_messages_per_sender_per_hour {
             limits.max_messages_per_sender_per_hour = n.max(1);

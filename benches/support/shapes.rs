@@ -60,10 +60,7 @@ pub(crate) fn all() -> Vec<Shape> {
                 message("text/plain; charset=utf-8", &format!("Reply\r\n\r\n{}", line.repeat(s / line.len() + 1)))
             },
         },
-        Shape {
-            name: "one long line (text)",
-            build: |s| message("text/plain; charset=utf-8", &"word ".repeat(s / 5)),
-        },
+        Shape { name: "one long line (text)", build: |s| message("text/plain; charset=utf-8", &"word ".repeat(s / 5)) },
         Shape {
             name: "many small parts",
             build: |s| {

@@ -11,6 +11,7 @@
 pub mod authenticate;
 pub mod authorize;
 pub mod bounce;
+pub mod budget;
 pub mod classify;
 mod decide;
 mod dry_run;
@@ -204,11 +205,20 @@ pub struct MimeLimits {
     pub max_headers: usize,
     /// Bytes of the top-level header section.
     pub max_header_bytes: usize,
+    /// How long reading one message may take; a message that takes longer
+    /// is held (`reading_failed`), kept as it arrived.
+    pub reading_budget: std::time::Duration,
 }
 
 impl Default for MimeLimits {
     fn default() -> Self {
-        Self { max_parts: 500, max_depth: 20, max_headers: 500, max_header_bytes: 256 * 1024 }
+        Self {
+            max_parts: 500,
+            max_depth: 20,
+            max_headers: 500,
+            max_header_bytes: 256 * 1024,
+            reading_budget: std::time::Duration::from_secs(10),
+        }
     }
 }
 
@@ -446,20 +456,42 @@ impl Pipeline {
         Some(build_analysis(&envelope.mail_from, parsed, thread_token))
     }
 
+    /// Reads a message within the reading budget, catching panics: its
+    /// analysis (`None`: not an email at all), or why reading failed. A large
+    /// message is read where the runtime lets a worker block, so that other
+    /// sessions go on meanwhile.
+    fn read_within_budget(&self, envelope: &Envelope, raw: &[u8]) -> Result<Option<Analysis>, String> {
+        let budget = self.mime_limits.reading_budget;
+        let read = || budget::within(budget, || guarded(|| self.analyze(envelope, raw)));
+        let may_block = raw.len() >= 256 * 1024
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let result = if may_block { tokio::task::block_in_place(read) } else { read() };
+        match result {
+            Ok(Some(analysis)) => Ok(analysis),
+            Ok(None) => Err("an internal error".to_owned()),
+            Err(budget::Overrun) => Err(format!("reading it took longer than its budget of {} s", budget.as_secs())),
+        }
+    }
+
     /// Runs the whole pipeline on one message and stores it (with its
     /// notifications and log entry) when it is accepted. Every message
     /// answered 250 is kept as it arrived, in the same transaction.
     pub async fn ingest(&self, envelope: &Envelope, raw: &[u8]) -> Disposition {
-        // Reading is pure code on hostile input: should any of it panic, the
-        // message is held for an admin with its bytes, never lost.
-        let Some(analysis) = guarded(|| self.analyze(envelope, raw)) else {
-            tracing::error!(bytes = raw.len(), "reading a message panicked; holding it for an admin");
-            let plan = Plan::Hold {
-                code: "reading_failed",
-                reason: "mailgate could not read this message (an internal error); it is kept as it arrived".to_owned(),
-                thread_id: None,
-            };
-            return self.store_plan(envelope, raw, None, None, Ok((plan, rules::Decision::default()))).await;
+        // Reading is pure code on hostile input: should any of it panic, or
+        // run over its budget, the message is held for an admin with its
+        // bytes, never lost.
+        let analysis = match self.read_within_budget(envelope, raw) {
+            Ok(analysis) => analysis,
+            Err(why) => {
+                tracing::error!(bytes = raw.len(), why, "reading a message failed; holding it for an admin");
+                let plan = Plan::Hold {
+                    code: "reading_failed",
+                    reason: format!("mailgate could not read this message ({why}); it is kept as it arrived"),
+                    thread_id: None,
+                };
+                return self.store_plan(envelope, raw, None, None, Ok((plan, rules::Decision::default()))).await;
+            }
         };
         let unsubscribes: Vec<(i64, &str)> = envelope
             .recipients

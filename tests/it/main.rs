@@ -14,6 +14,7 @@ mod fixtures;
 mod forgery;
 mod fuzz;
 mod held;
+mod hostile;
 mod originals;
 mod postgres;
 mod replay;

@@ -160,6 +160,8 @@ struct Reader {
     out: TextWriter,
     signature_cids: HashSet<String>,
     other_cids: HashSet<String>,
+    /// Tokens read, for checking the reading budget now and then.
+    tokens: u64,
 }
 
 struct Sink(RefCell<Reader>);
@@ -169,6 +171,10 @@ impl TokenSink for Sink {
 
     fn process_token(&self, token: Token, _line: u64) -> TokenSinkResult<()> {
         let mut reader = self.0.borrow_mut();
+        reader.tokens += 1;
+        if reader.tokens.is_multiple_of(4096) && crate::pipeline::budget::exhausted() {
+            reader.done = true;
+        }
         match token {
             Token::TagToken(tag) if tag.kind == TagKind::StartTag => return reader.start(&tag),
             Token::TagToken(tag) => reader.end(&tag),
@@ -332,6 +338,7 @@ impl Reader {
             out: TextWriter::default(),
             signature_cids: HashSet::new(),
             other_cids: HashSet::new(),
+            tokens: 0,
         }
     }
 

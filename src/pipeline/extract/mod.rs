@@ -210,8 +210,11 @@ impl<'a> Steps<'a> {
     /// The steps for `lines` whose history starts at `end`, with the lines
     /// `drop` left out, from a sender called `sender_name`.
     fn of(lines: &[&'a str], end: usize, drop: &[usize], sender_name: Option<&str>) -> Self {
-        let above: Vec<&str> =
-            lines[..end].iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, l)| *l).collect();
+        let mut dropped = vec![false; end];
+        for &i in drop.iter().filter(|&&i| i < end) {
+            dropped[i] = true;
+        }
+        let above: Vec<&str> = lines[..end].iter().zip(&dropped).filter(|(_, d)| !**d).map(|(l, _)| *l).collect();
         // A signature below a quote is not an answer to it: quotes are judged
         // on the lines above the delimiter, and the signature goes after.
         let body_end = signature::delimiter(&above).unwrap_or(above.len());

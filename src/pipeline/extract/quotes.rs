@@ -140,12 +140,20 @@ pub(super) struct Scan {
 }
 
 /// Scans a reply for the start of quoted history.
+///
+/// Linear in the number of lines: what lies below a line (the next line
+/// that is not blank, the next the person wrote) is worked out once for all
+/// lines, from the bottom up, not searched again from each line.
 pub(super) fn scan(lines: &[&str]) -> Scan {
+    let below = Below::of(lines);
     let mut drop = Vec::new();
     let mut i = 0;
     while i < lines.len() {
-        if let Some(span) = attribution_at(lines, i) {
-            if answered_below(lines, i + span) {
+        if i % 4096 == 4095 && crate::pipeline::budget::exhausted() {
+            return Scan { end: i, drop };
+        }
+        if let Some(span) = attribution_at(lines, i, &below) {
+            if below.answered(i + span) {
                 drop.extend(i..i + span);
                 i += span;
                 continue;
@@ -153,7 +161,7 @@ pub(super) fn scan(lines: &[&str]) -> Scan {
             return Scan { end: i, drop };
         }
         if is_our_marker(lines[i]) {
-            if lines[i].trim_start().starts_with('>') && answered_below(lines, i + 1) {
+            if lines[i].trim_start().starts_with('>') && below.answered(i + 1) {
                 i += 1;
                 continue;
             }
@@ -175,16 +183,41 @@ pub(super) fn history_start(lines: &[&str]) -> Option<usize> {
     (scan.end < lines.len()).then_some(scan.end)
 }
 
-/// Whether the person wrote something below the quote block starting at `from`.
-fn answered_below(lines: &[&str], from: usize) -> bool {
-    lines[from.min(lines.len())..]
-        .iter()
-        .skip_while(|l| l.trim().is_empty() || l.trim_start().starts_with('>'))
-        .any(|l| !l.trim().is_empty())
+/// What lies below each line, worked out once from the bottom up.
+struct Below {
+    /// For each line, the first line at or after it that is not blank.
+    nonblank: Vec<usize>,
+    /// For each line, the first line at or after it that is neither blank
+    /// nor quoted: something the person wrote.
+    written: Vec<usize>,
+}
+
+impl Below {
+    fn of(lines: &[&str]) -> Self {
+        let n = lines.len();
+        let (mut nonblank, mut written) = (vec![n; n + 1], vec![n; n + 1]);
+        for i in (0..n).rev() {
+            let blank = lines[i].trim().is_empty();
+            nonblank[i] = if blank { nonblank[i + 1] } else { i };
+            written[i] = if blank || lines[i].trim_start().starts_with('>') { written[i + 1] } else { i };
+        }
+        Self { nonblank, written }
+    }
+
+    /// Whether the person wrote something below the quote block starting at `from`.
+    fn answered(&self, from: usize) -> bool {
+        let n = self.written.len() - 1;
+        self.written[from.min(n)] < n
+    }
+
+    /// The first line at or after `from` that is not blank, if any.
+    fn next_nonblank<'a>(&self, lines: &[&'a str], from: usize) -> Option<&'a str> {
+        lines.get(self.nonblank[from.min(lines.len())]).copied()
+    }
 }
 
 /// An attribution at line `i`: how many lines it spans (1, or 2 when wrapped).
-fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
+fn attribution_at(lines: &[&str], i: usize, below: &Below) -> Option<usize> {
     let line = lines[i];
     if let Some(next) = lines.get(i + 1).filter(|n| n.trim_end().ends_with([':', '：']) && !line.trim().is_empty()) {
         let wrapped = line.trim_end().ends_with(['<', ',', '('])
@@ -210,8 +243,7 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
     }
     // Without a date or an address, the quote right below it is the proof.
     let trimmed = line.trim();
-    let quote_follows =
-        lines[i + 1..].iter().find(|l| !l.trim().is_empty()).is_some_and(|l| l.trim_start().starts_with('>'));
+    let quote_follows = below.next_nonblank(lines, i + 1).is_some_and(|l| l.trim_start().starts_with('>'));
     if quote_follows && DATED_SENDER.is_match(line) {
         return Some(1);
     }
