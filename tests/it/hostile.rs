@@ -26,7 +26,7 @@ async fn the_worst_shapes_are_answered_and_the_server_stays_up() {
                 "{} to {to}: a clear answer, got {answer:?}",
                 shape.name
             );
-            let mut alive = app.smtp().await;
+            let alive = app.smtp().await;
             assert!(alive.greeting.starts_with("220"), "{}: the server is up", shape.name);
         }
     }
