@@ -309,6 +309,12 @@ struct RawLimits {
     max_header_bytes: Option<usize>,
     max_messages_per_sender_per_hour: Option<u32>,
     reading_budget_secs: Option<u64>,
+    command_line_secs: Option<u64>,
+    data_section_secs: Option<u64>,
+    min_data_rate: Option<u64>,
+    data_rate_window_secs: Option<u64>,
+    session_lifetime_secs: Option<u64>,
+    max_connections_per_network: Option<usize>,
 }
 
 /// Limits that protect the SMTP listener from oversized or slow clients.
@@ -326,6 +332,22 @@ pub struct Limits {
     pub data_timeout: Duration,
     /// Concurrent SMTP connections from one IP address; `421` beyond it.
     pub max_connections_per_ip: usize,
+    /// Concurrent SMTP connections from one network (a /24 for IPv4, a /48
+    /// for IPv6); `421` beyond it.
+    pub max_connections_per_network: usize,
+    /// How long one command line may take from its first byte to its end,
+    /// however steadily it trickles in; `421 4.4.2` beyond it.
+    pub command_line_timeout: Duration,
+    /// How long one DATA section may take in all; `421 4.4.2` beyond it.
+    pub data_section_timeout: Duration,
+    /// Bytes per second a DATA section must average over each
+    /// `data_rate_window`; `421 4.4.2` below it.
+    pub min_data_rate: u64,
+    /// The window over which the DATA rate is measured.
+    pub data_rate_window: Duration,
+    /// How long one SMTP session may last in all; `421 4.4.2` beyond it
+    /// (at the next command, or at once when idle).
+    pub session_lifetime: Duration,
     /// MIME parts, multipart nesting and header fields a message may have.
     pub mime: crate::pipeline::MimeLimits,
     /// Loop breaker: messages accepted from one sender in an hour; `451` beyond it.
@@ -341,6 +363,12 @@ impl Default for Limits {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             max_connections_per_ip: 20,
+            max_connections_per_network: 64,
+            command_line_timeout: Duration::from_secs(30),
+            data_section_timeout: Duration::from_secs(600),
+            min_data_rate: 1024,
+            data_rate_window: Duration::from_secs(30),
+            session_lifetime: Duration::from_secs(1800),
             mime: crate::pipeline::MimeLimits::default(),
             max_messages_per_sender_per_hour: 120,
         }
@@ -503,6 +531,24 @@ impl Config {
         }
         if let Some(n) = raw.limits.max_header_bytes {
             limits.mime.max_header_bytes = n.max(1024);
+        }
+        if let Some(n) = raw.limits.max_connections_per_network {
+            limits.max_connections_per_network = n.max(1);
+        }
+        if let Some(secs) = raw.limits.command_line_secs {
+            limits.command_line_timeout = Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = raw.limits.data_section_secs {
+            limits.data_section_timeout = Duration::from_secs(secs.max(1));
+        }
+        if let Some(rate) = raw.limits.min_data_rate {
+            limits.min_data_rate = rate;
+        }
+        if let Some(secs) = raw.limits.data_rate_window_secs {
+            limits.data_rate_window = Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = raw.limits.session_lifetime_secs {
+            limits.session_lifetime = Duration::from_secs(secs.max(1));
         }
         if let Some(secs) = raw.limits.reading_budget_secs {
             limits.mime.reading_budget = Duration::from_secs(secs.max(1));

@@ -34,6 +34,15 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Why the listener closed a session or turned a connection away.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The limit: `idle`, `command_line`, `data_section`, `data_too_slow`,
+    /// `session_lifetime`, `evicted`; or for refused connections
+    /// `max_connections`, `per_ip`, `per_network`.
+    pub reason: &'static str,
+}
+
 /// A failed credential check: which credential, and what came of it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CredentialLabels {
@@ -65,6 +74,10 @@ pub struct Metrics {
     pub rules_reloads: Family<ResultLabels, Counter>,
     /// Failed credential checks, by credential and result.
     credential_failures: Family<CredentialLabels, Counter>,
+    /// SMTP sessions closed at a limit, by limit.
+    smtp_closed: Family<ReasonLabels, Counter>,
+    /// SMTP connections turned away at accept, by limit.
+    smtp_refused: Family<ReasonLabels, Counter>,
     held: Gauge,
     outbox: Family<StatusLabels, Gauge>,
     oldest_pending_seconds: Gauge<f64, AtomicU64>,
@@ -88,6 +101,8 @@ impl Default for Metrics {
             data_answer_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             rules_reloads: Family::default(),
             credential_failures: Family::default(),
+            smtp_closed: Family::default(),
+            smtp_refused: Family::default(),
             held: Gauge::default(),
             outbox: Family::default(),
             oldest_pending_seconds: Gauge::default(),
@@ -114,6 +129,17 @@ impl Default for Metrics {
             metrics.data_answer_seconds.clone(),
         );
         registry.register("rules_reloads", "Routing rules reloads, by result", metrics.rules_reloads.clone());
+        registry.register(
+            "smtp_sessions_closed",
+            "SMTP sessions closed at a limit (idle, command_line, data_section, data_too_slow, session_lifetime, \
+             evicted to make room)",
+            metrics.smtp_closed.clone(),
+        );
+        registry.register(
+            "smtp_connections_refused",
+            "SMTP connections turned away with 421 at accept (max_connections, per_ip, per_network)",
+            metrics.smtp_refused.clone(),
+        );
         registry.register(
             "credential_failures",
             "Wrong API or admin tokens and console logins, and checks refused with 429, by credential and result",
@@ -173,6 +199,16 @@ fn catch_up(counter: &Counter, total: u64) {
 }
 
 impl Metrics {
+    /// Counts a session closed at a limit.
+    pub fn smtp_closed(&self, reason: &'static str) {
+        self.smtp_closed.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts a connection turned away at accept.
+    pub fn smtp_refused(&self, reason: &'static str) {
+        self.smtp_refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
     /// Counts a failed credential check (`credential`: `api`, `admin`,
     /// `console`; `result`: `wrong` or `locked`).
     pub fn credential_failure(&self, credential: &'static str, result: &'static str) {

@@ -1,8 +1,17 @@
-//! The accept loop: one task and one tracing span per connection, a cap on
-//! concurrent connections (`421 4.3.2` beyond it), and a clean stop on
-//! shutdown. Never reads message content or the store.
+//! The accept loop: one task and one tracing span per connection, caps on
+//! concurrent connections (in all, per IP address, per network), and a
+//! clean stop on shutdown. Never reads message content or the store.
+//!
+//! Slots for real mail: when every slot is taken, a new connection does not
+//! simply get `421`. The session that has made no progress for the longest
+//! (no command answered, no DATA arriving at the minimum rate) for at least
+//! [`EVICTION_GRACE`] is closed with `421 4.3.2` to make room; sessions
+//! whose client delivered a message go last. When none qualifies yet, the
+//! new connection waits that long for one (a few dozen at most). Slow or
+//! idle clients can fill the slots, but not keep them from anyone who is
+//! sending mail: a real client answers the greeting at once.
 
-use super::session::{self, SessionContext};
+use super::session::{self, Live, SessionContext};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -14,17 +23,28 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+/// A session must have made no progress for this long before it can be
+/// closed to make room for a new connection.
+pub const EVICTION_GRACE: Duration = Duration::from_secs(2);
+
+/// The sessions running, for choosing one to close when the slots are full.
+type Sessions = Arc<Mutex<HashMap<u64, (IpAddr, Arc<Live>)>>>;
+
 /// Accepts connections on `listener` until `shutdown` fires; sessions are
 /// spawned on `tasks` so that the caller can wait for them to finish.
 pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>, shutdown: CancellationToken, tasks: TaskTracker) {
     let permits = Arc::new(Semaphore::new(ctx.limits.max_connections));
-    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let per_ip: Counts = Arc::default();
+    let per_network: Counts = Arc::default();
+    let sessions: Sessions = Arc::default();
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut next_id = 0u64;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
-        let (mut stream, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -34,65 +54,190 @@ pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>, shutdown: Ca
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+        let refuse = |stream: tokio::net::TcpStream, reason: &'static str, text: &'static [u8]| {
+            ctx.metrics.smtp_refused(reason);
             tasks.spawn(async move {
-                let _ = stream.write_all(b"421 4.3.2 Too many connections, please try again later\r\n").await;
+                let mut stream = stream;
+                let _ = stream.write_all(text).await;
                 let _ = stream.shutdown().await;
             });
+        };
+        let Some(ip_slot) = Slot::take(&per_ip, peer.ip(), ctx.limits.max_connections_per_ip) else {
+            refuse(stream, "per_ip", b"421 4.7.0 Too many connections from your address, please try again later\r\n");
             continue;
         };
-        let Some(ip_slot) = IpSlot::take(&per_ip, peer.ip(), ctx.limits.max_connections_per_ip) else {
-            tasks.spawn(async move {
-                let _ = stream
-                    .write_all(b"421 4.7.0 Too many connections from your address, please try again later\r\n")
-                    .await;
-                let _ = stream.shutdown().await;
-            });
+        let network = network_of(peer.ip());
+        let Some(network_slot) = Slot::take(&per_network, network, ctx.limits.max_connections_per_network) else {
+            refuse(
+                stream,
+                "per_network",
+                b"421 4.7.0 Too many connections from your network, please try again later\r\n",
+            );
             continue;
         };
-        ctx.metrics.smtp_sessions.inc();
+        let live = Arc::new(Live::default());
+        next_id += 1;
+        let id = next_id;
         let span = tracing::info_span!("smtp", peer = %peer);
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
+        let admission =
+            Admission { permits: Arc::clone(&permits), sessions: Arc::clone(&sessions), waiting: Arc::clone(&waiting) };
         tasks.spawn(
             async move {
+                let Some(permit) = admission.admit().await else {
+                    ctx.metrics.smtp_refused("max_connections");
+                    let mut stream = stream;
+                    let _ = stream.write_all(b"421 4.3.2 Too many connections, please try again later\r\n").await;
+                    let _ = stream.shutdown().await;
+                    return;
+                };
+                ctx.metrics.smtp_sessions.inc();
+                admission
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(id, (peer.ip(), Arc::clone(&live)));
                 tracing::debug!("connected");
-                session::run(stream, peer, ctx, shutdown).await;
+                session::run(stream, peer, ctx, shutdown, Some(live)).await;
                 tracing::debug!("disconnected");
+                admission.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
                 drop(permit);
                 drop(ip_slot);
+                drop(network_slot);
             }
             .instrument(span),
         );
     }
 }
 
-/// One connection counted against its IP address; released when dropped.
-struct IpSlot {
-    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
+/// Connections waiting for a slot at most; beyond them, `421` at once.
+const MAX_WAITING: usize = 64;
+
+/// What admitting a connection needs: the slots, the sessions (to close
+/// one), and how many wait.
+struct Admission {
+    permits: Arc<Semaphore>,
+    sessions: Sessions,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl IpSlot {
-    fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, limit: usize) -> Option<Self> {
+impl Admission {
+    /// A slot for a new connection: a free one, or one a session gives up
+    /// when it is closed to make room. When no session can be closed yet
+    /// (none has been without progress for [`EVICTION_GRACE`]), the
+    /// connection waits that long (at most [`MAX_WAITING`] of them) before
+    /// it is refused.
+    async fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        use std::sync::atomic::Ordering;
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Some(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + EVICTION_GRACE + Duration::from_secs(1);
+        let mut permit = None;
+        while permit.is_none() && tokio::time::Instant::now() < deadline {
+            permit = match Arc::clone(&self.permits).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) if evict_one(&self.sessions) => {
+                    let wait = Arc::clone(&self.permits).acquire_owned();
+                    tokio::time::timeout(Duration::from_secs(2), wait).await.ok().and_then(Result::ok)
+                }
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    None
+                }
+            };
+        }
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        permit
+    }
+}
+
+/// Closes the session that has made no progress for the longest (at least
+/// [`EVICTION_GRACE`]), those whose client delivered mail last; whether
+/// there was one.
+fn evict_one(sessions: &Sessions) -> bool {
+    let sessions = sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let grace = EVICTION_GRACE.as_millis() as u64;
+    let victim = sessions
+        .values()
+        .filter(|(_, live)| !live.evict.is_cancelled() && live.idle_ms() >= grace)
+        .max_by_key(|(_, live)| (!live.delivered(), live.idle_ms()));
+    match victim {
+        Some((ip, live)) => {
+            tracing::info!(peer = %ip, idle_ms = live.idle_ms(), "every slot is taken: closing the idlest session");
+            live.evict.cancel();
+            true
+        }
+        None => false,
+    }
+}
+
+/// The network an address belongs to, for the per-network cap: its /24
+/// for IPv4 (and IPv4-mapped IPv6), its /48 for IPv6.
+pub fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => network_of(IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
+            }
+        },
+    }
+}
+
+/// Connections counted per key (an address or a network).
+type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One connection counted against a key; released when dropped.
+struct Slot {
+    map: Counts,
+    key: IpAddr,
+}
+
+impl Slot {
+    fn take(map: &Counts, key: IpAddr, limit: usize) -> Option<Self> {
         let mut counts = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = counts.entry(ip).or_default();
+        let count = counts.entry(key).or_default();
         if *count >= limit {
             return None;
         }
         *count += 1;
-        Some(Self { map: Arc::clone(map), ip })
+        Some(Self { map: Arc::clone(map), key })
     }
 }
 
-impl Drop for IpSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.ip) {
+        if let Some(count) = counts.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.ip);
+                counts.remove(&self.key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::network_of;
+    use std::net::IpAddr;
+
+    #[test]
+    fn networks_are_a_slash_24_or_a_slash_48() {
+        let net = |s: &str| network_of(s.parse::<IpAddr>().unwrap()).to_string();
+        assert_eq!(net("192.0.2.77"), "192.0.2.0");
+        assert_eq!(net("2001:db8:1:2:3::9"), "2001:db8:1::");
+        assert_eq!(net("::ffff:198.51.100.9"), "198.51.100.0");
     }
 }

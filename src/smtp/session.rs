@@ -24,6 +24,51 @@ use tokio_util::sync::CancellationToken;
 
 /// Errors after which the session is closed.
 const MAX_ERRORS: u32 = 10;
+
+/// What the listener knows of a running session, to choose one to close
+/// when every connection slot is taken (see `listener.rs`).
+#[derive(Debug)]
+pub struct Live {
+    /// When the session last made progress (a whole command answered, or
+    /// a window of DATA at the minimum rate), in ms on [`Live::clock_ms`].
+    progress_ms: std::sync::atomic::AtomicU64,
+    /// Its client delivered a message in this session.
+    delivered: std::sync::atomic::AtomicBool,
+    /// Closes the session with `421` to make room for another.
+    pub evict: CancellationToken,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            progress_ms: std::sync::atomic::AtomicU64::new(Self::clock_ms()),
+            delivered: std::sync::atomic::AtomicBool::new(false),
+            evict: CancellationToken::new(),
+        }
+    }
+}
+
+impl Live {
+    /// Milliseconds since the process first asked: the clock of `progress`.
+    pub fn clock_ms() -> u64 {
+        static START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
+        START.elapsed().as_millis() as u64
+    }
+
+    fn progressed(&self) {
+        self.progress_ms.store(Self::clock_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long ago the session last made progress, in ms.
+    pub fn idle_ms(&self) -> u64 {
+        Self::clock_ms().saturating_sub(self.progress_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Whether its client delivered a message in this session.
+    pub fn delivered(&self) -> bool {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
 /// Longest command line accepted, CRLF included. RFC 5321 asks for 512;
 /// extensions make lines longer, so we allow some room.
 const MAX_COMMAND_LINE: usize = 2048;
@@ -97,11 +142,28 @@ struct Transaction {
 /// Runs one session on `stream` until the client quits, times out, or the
 /// server shuts down (answered with `421` at the next command boundary; a
 /// message being received is finished first).
-pub async fn run<S>(stream: S, peer: SocketAddr, ctx: Arc<SessionContext>, shutdown: CancellationToken)
-where
+///
+/// `live` is the listener's view of the session (its progress, and the
+/// token that closes it to make room); `None` outside a listener.
+pub async fn run<S>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+    live: Option<Arc<Live>>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let now = std::time::Instant::now();
     let mut session = Session {
+        live,
+        started: now,
+        last_read: now,
+        line_started: None,
+        data_started: None,
+        window_start: now,
+        window_bytes: 0,
+        commands: 0,
         ctx,
         peer,
         helo: None,
@@ -146,47 +208,78 @@ where
 
 /// Runs the command loop on `stream` until the session ends (`None`) or the
 /// client asked for STARTTLS (`Some(stream)`, to be wrapped in TLS).
+///
+/// Every wait has a deadline that no trickle of bytes pushes back: the idle
+/// timeout counts from the last byte, but a command line, a DATA section and
+/// the session each have a lifetime of their own, and DATA must keep a
+/// minimum rate over every window (`limits.data_rate_window`).
 async fn drive<S>(session: &mut Session, mut stream: S, shutdown: &CancellationToken) -> Option<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; 16 * 1024];
+    let live = session.live.clone();
+    let evicted = async {
+        match &live {
+            Some(live) => live.evict.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(evicted);
     loop {
         if !session.flush(&mut stream).await {
             break;
         }
         let in_data = matches!(session.mode, Mode::Data { .. });
-        let limit = if in_data { session.ctx.limits.data_timeout } else { session.ctx.limits.command_timeout };
+        let deadline = session.deadline();
         let read = tokio::select! {
-            read = tokio::time::timeout(limit, stream.read(&mut buf)) => read,
+            read = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf)) => read,
             () = shutdown.cancelled(), if !in_data => {
                 session.push(&SmtpReply::new(421, "4.3.0", "Server shutting down, please try again later"));
                 session.flush(&mut stream).await;
                 break;
             }
-        };
-        let n = match read {
-            Err(_elapsed) => {
-                session.push(&SmtpReply::new(421, "4.4.2", "Timeout waiting for input, closing connection"));
+            () = &mut evicted => {
+                session.ctx.metrics.smtp_closed("evicted");
+                session.push(&SmtpReply::new(
+                    421,
+                    "4.3.2",
+                    "Every connection slot is taken and this session made no progress; closing it to make room",
+                ));
                 session.flush(&mut stream).await;
                 break;
             }
+        };
+        let n = match read {
+            Err(_elapsed) => 0,
             Ok(Err(_)) | Ok(Ok(0)) => break,
             Ok(Ok(n)) => n,
         };
-        match session.process(&buf[..n]).await {
-            Flow::Continue => {}
-            Flow::Close => {
-                session.flush(&mut stream).await;
-                break;
-            }
-            Flow::StartTls => {
-                // Bytes pipelined after STARTTLS were sent in the clear: dropped.
-                if session.flush(&mut stream).await {
-                    return Some(stream);
+        if n > 0 {
+            session.received(n);
+            let commands = session.commands;
+            match session.process(&buf[..n]).await {
+                Flow::Continue => {}
+                Flow::Close => {
+                    session.flush(&mut stream).await;
+                    break;
                 }
-                break;
+                Flow::StartTls => {
+                    // Bytes pipelined after STARTTLS were sent in the clear: dropped.
+                    if session.flush(&mut stream).await {
+                        return Some(stream);
+                    }
+                    break;
+                }
             }
+            session.after_process(commands);
+        }
+        if let Some((reason, reply)) = session.limit_reached(std::time::Instant::now()) {
+            session.ctx.metrics.smtp_closed(reason);
+            tracing::info!(peer = %session.peer, reason, "closing a session at its limit");
+            session.push(&reply);
+            session.flush(&mut stream).await;
+            break;
         }
     }
     let _ = stream.shutdown().await;
@@ -195,6 +288,21 @@ where
 
 struct Session {
     ctx: Arc<SessionContext>,
+    /// The listener's view of this session.
+    live: Option<Arc<Live>>,
+    /// When the session began (its lifetime).
+    started: std::time::Instant,
+    /// When the last bytes arrived (the idle timeout).
+    last_read: std::time::Instant,
+    /// When the first byte of the command line being read arrived.
+    line_started: Option<std::time::Instant>,
+    /// When the DATA section being read began.
+    data_started: Option<std::time::Instant>,
+    /// The current window of the DATA rate, and the bytes it brought.
+    window_start: std::time::Instant,
+    window_bytes: u64,
+    /// Commands answered so far (progress, for the listener).
+    commands: u64,
     peer: SocketAddr,
     helo: Option<String>,
     transaction: Option<Transaction>,
@@ -215,6 +323,110 @@ struct Session {
 }
 
 impl Session {
+    /// Notes `n` bytes received now.
+    fn received(&mut self, n: usize) {
+        let now = std::time::Instant::now();
+        self.last_read = now;
+        if matches!(self.mode, Mode::Data { .. }) {
+            self.window_bytes += n as u64;
+            // Arriving at the minimum rate so far: progress.
+            let due = self.ctx.limits.min_data_rate as f64 * now.duration_since(self.window_start).as_secs_f64();
+            if self.window_bytes as f64 >= due
+                && let Some(live) = &self.live
+            {
+                live.progressed();
+            }
+        }
+    }
+
+    /// After bytes were processed: the progress made, the state of the
+    /// command line being read, and when a DATA section began or ended.
+    fn after_process(&mut self, commands_before: u64) {
+        let now = std::time::Instant::now();
+        if self.commands != commands_before
+            && let Some(live) = &self.live
+        {
+            live.progressed();
+        }
+        let partial = self.line_len > 0 || self.discarding_line || !self.line.is_empty();
+        match (&self.mode, partial) {
+            (Mode::Command, true) => {
+                self.line_started.get_or_insert(now);
+            }
+            _ => self.line_started = None,
+        }
+        match (&self.mode, self.data_started) {
+            (Mode::Data { .. }, None) => {
+                self.data_started = Some(now);
+                self.window_start = now;
+                self.window_bytes = 0;
+            }
+            (Mode::Command, Some(_)) => self.data_started = None,
+            _ => {}
+        }
+    }
+
+    /// The earliest moment a limit could be reached, to wait for input until.
+    fn deadline(&self) -> std::time::Instant {
+        let limits = &self.ctx.limits;
+        let mut at = match self.mode {
+            Mode::Data { .. } => self.last_read + limits.data_timeout,
+            Mode::Command => (self.last_read + limits.command_timeout).min(self.started + limits.session_lifetime),
+        };
+        if let Some(line) = self.line_started {
+            at = at.min(line + limits.command_line_timeout);
+        }
+        if let Some(data) = self.data_started {
+            at = at.min(data + limits.data_section_timeout).min(self.window_start + limits.data_rate_window);
+        }
+        at
+    }
+
+    /// The limit reached at `now`, if any: its name (for the metrics) and
+    /// the answer that closes the session. A DATA rate window that ends
+    /// with enough bytes starts the next one (and counts as progress).
+    fn limit_reached(&mut self, now: std::time::Instant) -> Option<(&'static str, SmtpReply)> {
+        let limits = &self.ctx.limits;
+        let closing = |text: &str| SmtpReply::new(421, "4.4.2", format!("{text}, closing connection"));
+        if let Some(data) = self.data_started {
+            if now >= data + limits.data_section_timeout {
+                let text = format!("The message took longer than {} s to send", limits.data_section_timeout.as_secs());
+                return Some(("data_section", closing(&text)));
+            }
+            if now >= self.window_start + limits.data_rate_window {
+                let window = now.duration_since(self.window_start).as_secs_f64();
+                let needed = (limits.min_data_rate as f64 * window) as u64;
+                if self.window_bytes < needed {
+                    let text = format!("The message is arriving slower than {} bytes a second", limits.min_data_rate);
+                    return Some(("data_too_slow", closing(&text)));
+                }
+                self.window_start = now;
+                self.window_bytes = 0;
+                if let Some(live) = &self.live {
+                    live.progressed();
+                }
+            }
+            if now >= self.last_read + limits.data_timeout {
+                return Some(("idle", closing("Timeout waiting for input")));
+            }
+            return None;
+        }
+        if let Some(line) = self.line_started
+            && now >= line + limits.command_line_timeout
+        {
+            let text = format!("A command line took longer than {} s to arrive", limits.command_line_timeout.as_secs());
+            return Some(("command_line", closing(&text)));
+        }
+        if now >= self.started + limits.session_lifetime {
+            let text = format!("The session lasted longer than {} s", limits.session_lifetime.as_secs());
+            return Some(("session_lifetime", closing(&text)));
+        }
+        if now >= self.last_read + limits.command_timeout {
+            return Some(("idle", closing("Timeout waiting for input")));
+        }
+        None
+    }
+
     fn push(&mut self, reply: &SmtpReply) {
         self.out.extend_from_slice(reply.to_string().as_bytes());
         self.out.extend_from_slice(b"\r\n");
@@ -333,6 +545,7 @@ impl Session {
 
     /// Answers one command; `line` is its raw text.
     async fn command(&mut self, request: Request<String>, line: &[u8]) -> Flow {
+        self.commands += 1;
         match request {
             Request::Ehlo { host } | Request::Helo { host } | Request::Lhlo { host }
                 if host.chars().any(|c| c.is_control() || c.is_whitespace()) =>
@@ -470,6 +683,7 @@ impl Session {
     }
 
     async fn message_complete(&mut self, too_large: bool) {
+        self.data_started = None;
         let Some(transaction) = self.transaction.take() else {
             return;
         };
@@ -502,6 +716,12 @@ impl Session {
             Disposition::TempFail { .. } => "tempfail",
         };
         self.ctx.metrics.transaction(outcome, reply.code, started.elapsed().as_secs_f64());
+        if let Some(live) = &self.live {
+            live.progressed();
+            if matches!(disposition, Disposition::Accepted { .. } | Disposition::Held { .. }) {
+                live.delivered.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         match &disposition {
             Disposition::Accepted { thread_id, message_id, duplicate, .. } => {
                 tracing::info!(thread_id, message_id, duplicate, "message accepted");

@@ -128,7 +128,7 @@ async fn converse(ctx: Arc<SessionContext>, input: Vec<u8>, chunk: usize) -> Vec
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let peer = std::net::SocketAddr::from(([127, (n >> 16) as u8, (n >> 8) as u8, n as u8], 40000));
-    let session = tokio::spawn(run(server, peer, ctx, tokio_util::sync::CancellationToken::new()));
+    let session = tokio::spawn(run(server, peer, ctx, tokio_util::sync::CancellationToken::new(), None));
     let (mut read, mut write) = tokio::io::split(client);
     let writer = tokio::spawn(async move {
         for piece in input.chunks(chunk.max(1)) {

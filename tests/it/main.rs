@@ -21,6 +21,7 @@ mod replay;
 mod roundtrip;
 mod rules;
 mod security;
+mod slow;
 mod smtp;
 mod store;
 mod support;

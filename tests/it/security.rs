@@ -315,6 +315,7 @@ async fn a_thousand_connections_at_once_get_clear_answers() {
     let app = spawn_app_with(|c| {
         c.limits.max_connections = 512;
         c.limits.max_connections_per_ip = 2000;
+        c.limits.max_connections_per_network = 2000;
     })
     .await;
     let addr = app.smtp;
@@ -344,9 +345,10 @@ async fn a_thousand_connections_at_once_get_clear_answers() {
     .await
     .unwrap();
     // Every connection got a clear answer: a session, or 421 4.3.2 once the
-    // cap is reached (the exact cap is tested in smtp::connections_beyond_the_limit_get_421).
+    // cap is reached and no session can be closed to make room (idle ones
+    // are, after two seconds; see smtp::connections_beyond_the_limit_get_421).
     assert_eq!(greetings.0 + greetings.1, 1000);
-    assert!(greetings.0 >= 512 && greetings.1 >= 400, "{greetings:?}");
+    assert!(greetings.0 >= 512, "{greetings:?}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let mut smtp = app.smtp().await;
     smtp.expect("EHLO after.flood", "250").await;

@@ -211,11 +211,36 @@ async fn silent_clients_are_dropped() {
 #[tokio::test]
 async fn connections_beyond_the_limit_get_421() {
     let app = spawn_app_with(|c| c.limits.max_connections = 2).await;
-    let _a = app.smtp().await;
-    let _b = app.smtp().await;
-    let mut stream = tokio::net::TcpStream::connect(app.smtp).await.unwrap();
-    let mut buf = vec![0u8; 256];
-    let n = stream.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("421 4.3.2"));
+    // Two sessions in the middle of a transaction, answering at once.
+    let mut a = app.smtp().await;
+    let mut b = app.smtp().await;
+    let read_greeting = || async {
+        let mut stream = tokio::net::TcpStream::connect(app.smtp).await.unwrap();
+        let mut buf = vec![0u8; 256];
+        let n = stream.read(&mut buf).await.unwrap();
+        (stream, String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    // A third connection waits while both are busy, then is refused, or
+    // takes the slot of one that has made no progress for two seconds.
+    let busy = async {
+        for _ in 0..20 {
+            a.expect("NOOP", "250").await;
+            b.expect("NOOP", "250").await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let ((_, refused), ()) = tokio::join!(read_greeting(), busy);
+    assert!(refused.starts_with("421 4.3.2 Too many connections"), "{refused}");
+    // Idle for two seconds, `a` gives up its slot to a newcomer.
+    b.expect("NOOP", "250").await;
+    let ((_third, greeting), ()) = tokio::join!(read_greeting(), async {
+        for _ in 0..40 {
+            b.expect("NOOP", "250").await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    assert!(greeting.starts_with("220"), "{greeting}");
+    let closed = a.read_reply().await;
+    assert!(closed.starts_with("421 4.3.2 Every connection slot is taken"), "{closed}");
     app.stop().await;
 }

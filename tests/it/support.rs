@@ -178,6 +178,13 @@ impl TestApp {
     }
 
     /// GET with the admin token (`/admin/...`).
+    /// `GET /metrics` with the admin token: the text.
+    pub async fn metrics(&self) -> String {
+        let http = self.app.as_ref().expect("a running instance").http_addr;
+        let response = self.http.get(format!("http://{http}/metrics")).bearer_auth(self.admin_token()).send();
+        response.await.expect("metrics").text().await.expect("metrics text")
+    }
+
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
         json_of(self.http.get(format!("{}/admin{path}", self.base)).bearer_auth(self.admin_token())).await
     }
@@ -341,6 +348,26 @@ impl Smtp {
                 return reply;
             }
         }
+    }
+
+    /// Sends `bytes` one at a time, `every` apart (over and over), until
+    /// the server closes or `limit` passes; what the server said meanwhile.
+    pub async fn trickle(&mut self, bytes: &[u8], every: Duration, limit: Duration) -> String {
+        use tokio::io::AsyncReadExt;
+        let deadline = std::time::Instant::now() + limit;
+        let mut said = Vec::new();
+        let mut buf = [0u8; 1024];
+        for byte in bytes.iter().cycle() {
+            if std::time::Instant::now() > deadline || self.writer.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(every, self.reader.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => said.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        String::from_utf8_lossy(&said).into_owned()
     }
 
     pub async fn write(&mut self, bytes: &[u8]) {
