@@ -108,6 +108,8 @@ struct RawConfig {
     delivery: RawDelivery,
     #[serde(default)]
     auth: RawAuth,
+    #[serde(default)]
+    notify: RawNotify,
     dkim: Option<RawDkim>,
     #[serde(default)]
     retention: RawRetention,
@@ -170,6 +172,12 @@ struct RawDelivery {
     retry_max_secs: Option<u64>,
     max_hard_bounces: Option<u32>,
     suppression_days: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    max_message_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,6 +261,9 @@ pub struct DeliveryConfig {
     pub suppression_days: u32,
     /// DKIM signing, when configured.
     pub dkim: Option<DkimSettings>,
+    /// The largest notification mailgate sends (`[notify] max_message_bytes`):
+    /// long texts are cut and merged notifications shortened to fit.
+    pub max_message_bytes: usize,
 }
 
 impl DeliveryConfig {
@@ -277,6 +288,7 @@ impl Default for DeliveryConfig {
             max_hard_bounces: 3,
             suppression_days: 30,
             dkim: None,
+            max_message_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -586,6 +598,12 @@ impl Config {
         }
         if let Some(days) = raw.delivery.suppression_days {
             delivery.suppression_days = days;
+        }
+        if let Some(bytes) = raw.notify.max_message_bytes {
+            if bytes < 64 * 1024 {
+                bail!("notify.max_message_bytes: {bytes} is too small (at least 65536 bytes)");
+            }
+            delivery.max_message_bytes = bytes;
         }
         if let Some(url) = &delivery.relay_url
             && !(url.starts_with("smtp://") || url.starts_with("smtps://"))

@@ -111,6 +111,50 @@ pub struct NotificationContext {
     pub refusal: Option<RefusalContext>,
 }
 
+/// Messages shown at most in one notification: the first and the last
+/// half of them, with how many lie between.
+pub const MAX_SHOWN: usize = 20;
+
+impl NotificationContext {
+    /// Makes the messages fit in `budget` bytes of text: a merge of more
+    /// than [`MAX_SHOWN`] messages keeps its first and last ones and says
+    /// how many lie between, and each text longer than its share is cut
+    /// with a sentence saying where to read it whole.
+    /// A transcript (`keep_all`) keeps every message, each cut to its share.
+    pub fn fit(&mut self, budget: usize, keep_all: bool) {
+        if !keep_all && self.messages.len() > MAX_SHOWN {
+            let omitted = self.messages.len() - MAX_SHOWN;
+            let mut last = self.messages.split_off(self.messages.len() - MAX_SHOWN / 2);
+            self.messages.truncate(MAX_SHOWN / 2);
+            last[0].omitted_before = omitted;
+            self.messages.append(&mut last);
+        }
+        let url = self.thread.as_ref().map(|t| t.url.clone()).unwrap_or_default();
+        let share = budget / (self.messages.len() + self.history.len()).max(1);
+        for message in self.messages.iter_mut().chain(self.history.iter_mut()) {
+            cut_text(&mut message.body, share, &url);
+        }
+    }
+}
+
+/// Cuts `body` to about `limit` bytes (at a character boundary), saying so
+/// and where to read it whole.
+fn cut_text(body: &mut String, limit: usize, url: &str) {
+    if body.len() <= limit {
+        return;
+    }
+    let total = body.len();
+    let mut at = limit;
+    while !body.is_char_boundary(at) {
+        at -= 1;
+    }
+    body.truncate(at);
+    let place = if url.is_empty() { "in the Dashboard".to_owned() } else { format!("at {url}") };
+    body.push_str(&format!(
+        "\n\n[This message is {total} bytes long; the rest is not shown here. Read it whole {place}.]"
+    ));
+}
+
 /// A person.
 #[derive(Debug, Clone, Serialize)]
 pub struct PersonContext {
@@ -178,6 +222,9 @@ pub struct MessageContext {
     pub body: String,
     /// Its attachments.
     pub attachments: Vec<AttachmentContext>,
+    /// Messages left out just before this one (a long merge shows its
+    /// first and last messages and how many lie between).
+    pub omitted_before: usize,
 }
 
 /// An attachment.
@@ -345,6 +392,7 @@ pub fn sample_context(kind: &str) -> NotificationContext {
         time: time.to_owned(),
         body: body.to_owned(),
         attachments: Vec::new(),
+        omitted_before: 0,
     };
     let is_ticket = !matches!(kind, "agent_replied" | "customer_replied" | "chat_transcript");
     let thread = ThreadContext {

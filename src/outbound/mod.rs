@@ -475,10 +475,40 @@ impl Outbound {
             _ => None,
         };
         let context = self.context(item, merged, reads, recipient.as_ref(), thread, token.as_deref()).await?;
-        let rendered = self.renderer.render(&item.kind, &context)?;
+        // Texts get a twelfth of the size limit (each appears in the text
+        // and the HTML part, escaped and encoded); should the mail still be
+        // larger than the limit, they get a quarter as much, and so on.
+        let mut budget = self.delivery.max_message_bytes / 12;
+        loop {
+            let mut fitted = context.clone();
+            fitted.fit(budget, item.kind == "chat_transcript");
+            let built = self.build_rendered(item, &fitted, recipient.as_ref(), thread, token.as_deref(), reads)?;
+            if built.2.len() <= self.delivery.max_message_bytes || budget <= 1024 {
+                return Ok(built);
+            }
+            tracing::info!(
+                outbox_id = item.id,
+                bytes = built.2.len(),
+                "a notification over its size limit: cut shorter"
+            );
+            budget /= 4;
+        }
+    }
+
+    /// Builds the mail of `item` from its context.
+    fn build_rendered(
+        &self,
+        item: &OutboxItem,
+        context: &NotificationContext,
+        recipient: Option<&crate::store::User>,
+        thread: Option<&Thread>,
+        token: Option<&str>,
+        reads: &PassReads,
+    ) -> anyhow::Result<(String, lettre::address::Envelope, Vec<u8>)> {
+        let rendered = self.renderer.render(&item.kind, context)?;
         let message_id = notification_message_id(&self.domain);
         let support: Mailbox = format!("Support <support@{}>", self.domain).parse().context("support address")?;
-        let to_name = recipient.as_ref().map(|u| u.name.clone());
+        let to_name = recipient.map(|u| u.name.clone());
         let to =
             Mailbox::new(to_name, item.to_address.parse().map_err(|e| anyhow::anyhow!("{}: {e}", item.to_address))?);
         let mut builder = Message::builder()
@@ -492,7 +522,7 @@ impl Outbound {
                 "OOF, AutoReply".to_owned(),
             ));
         let optional = crate::notify::OPTIONAL_KINDS.iter().position(|k| *k == item.kind);
-        if let (Some(kind), Some(user)) = (optional, &recipient) {
+        if let (Some(kind), Some(user)) = (optional, recipient) {
             let token = self.signer.sign_unsubscribe(user.id, kind as i64);
             let mut links = format!("<mailto:unsubscribe+{token}@{}>", self.domain);
             if let Some(base) = &self.public_url {
@@ -504,7 +534,7 @@ impl Outbound {
             }
             builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), links));
         }
-        if let Some(token) = &token {
+        if let Some(token) = token {
             let reply_to = format!("reply+{token}@{}", self.domain).parse()?;
             builder = builder.reply_to(Mailbox::new(Some("Support".to_owned()), reply_to));
         }
@@ -605,7 +635,8 @@ impl Outbound {
             context.messages = self.store.messages(thread.id).await?.iter().map(message_context).collect();
             return Ok(context);
         }
-        let new_ids: Vec<i64> = item.message_id.into_iter().chain(merged.iter().filter_map(|m| m.message_id)).collect();
+        let new_ids: std::collections::HashSet<i64> =
+            item.message_id.into_iter().chain(merged.iter().filter_map(|m| m.message_id)).collect();
         // The new messages and the few before them, however long the thread
         // (the pass read each thread from a few before its earliest new one).
         let all = reads.messages(thread.id);
@@ -682,6 +713,7 @@ fn message_context(m: &StoredMessage, zone: chrono_tz::Tz) -> MessageContext {
                 size: a.size,
             })
             .collect(),
+        omitted_before: 0,
     }
 }
 

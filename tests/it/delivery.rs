@@ -792,3 +792,82 @@ async fn dashboard_links_follow_the_template_and_are_left_out_without_one() {
     assert!(note.body.contains("reply to this email"), "{}", note.body);
     app.stop().await;
 }
+
+/// Issue 30: a notification is never larger than `[notify] max_message_bytes`.
+#[tokio::test]
+async fn a_reply_near_the_size_limit_makes_a_notification_under_the_cap() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| {
+        c.limits.max_message_size = 4 * 1024 * 1024;
+        c.delivery.max_message_bytes = 1024 * 1024;
+    })
+    .await;
+    let w = app.world("sandbox", None).await;
+    let (_, to_owner) = answered_chat(&app, &relay, &w).await;
+    let reply_to = to_owner.reply_address();
+    // 3.8 MB of text, quoted-printable-hostile: every line ends in spaces and '='.
+    let text = "Logs follow = = =   \r\n".repeat(190_000);
+    let mail = reply_mail(OWNER, &reply_to, "Hi", "huge-1@acme.example", "", &text);
+    assert!(mail.len() > 3_800_000 && mail.len() < 4 * 1024 * 1024);
+    let answer = app.send(OWNER, &[&reply_to], &mail).await;
+    assert!(answer.starts_with("250 2.0.0"), "{answer}");
+    let sent = relay.wait_for(4).await;
+    for mail in &sent[3..] {
+        assert!(mail.data.len() <= 1024 * 1024, "{} bytes", mail.data.len());
+        let text = mail.parsed().body_text(0).unwrap().into_owned();
+        assert!(text.contains("the rest is not shown here"), "{}", &text[text.len().saturating_sub(300)..]);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_two_thousand_replies_makes_one_notification_under_the_cap() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| c.delivery.coalesce_window = Duration::from_secs(15)).await;
+    let w = app.world("sandbox", None).await;
+    let chat_id = chat(&app, &w).await;
+    let posts: Vec<_> = (0..8)
+        .map(|t| {
+            let (base, token, http) = (app.base.clone(), app.token.clone(), app.http.clone());
+            let owner = w.owner;
+            tokio::spawn(async move {
+                for n in 0..250 {
+                    let body = json!({"author_id": owner, "text": format!("Reply {t}-{n}: still broken")});
+                    let url = format!("{base}/chats/{chat_id}/messages");
+                    let response = http.post(url).bearer_auth(&token).json(&body).send().await.unwrap();
+                    assert!(response.status().is_success());
+                }
+            })
+        })
+        .collect();
+    for post in posts {
+        post.await.unwrap();
+    }
+    // The first reply's notification falls due 15 s after it and carries
+    // the replies that came by then; the rest go in the next.
+    for _ in 0..300 {
+        let seen: usize = relay.messages().iter().map(|m| shown(m).1).sum();
+        let omitted: usize = relay.messages().iter().map(|m| shown(m).0).sum();
+        if seen + omitted >= 4_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let merged: Vec<_> = relay.messages().into_iter().filter(|m| shown(m).1 > 0).collect();
+    assert!(merged.iter().any(|m| shown(m).0 > 0), "a merge says how many it leaves out");
+    for mail in &merged {
+        assert!(mail.data.len() < 10 * 1024 * 1024 && mail.data.len() < 200_000, "{} bytes", mail.data.len());
+        assert!(shown(mail).1 <= 20, "the first and last messages shown, at most twenty");
+    }
+    app.stop().await;
+}
+
+/// Of a notification about a burst: the replies it counts as left out, and
+/// those it shows.
+fn shown(mail: &crate::capture::Captured) -> (usize, usize) {
+    let whole = mail.parsed().body_text(0).map(std::borrow::Cow::into_owned).unwrap_or_default();
+    // The new messages; what follows is the earlier conversation.
+    let text = whole.split("Earlier in this conversation").next().unwrap_or_default();
+    let omitted = text.split("[... ").skip(1).filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok()).sum();
+    (omitted, text.matches("still broken").count())
+}
