@@ -5,7 +5,8 @@
 //! is linear when each shape's time per MB at 5 MB is within 2x its time per
 //! MB at 100 KB; the last column says so.
 //!
-//! Run with `cargo bench --bench pathological`.
+//! Run with `cargo bench --bench pathological [-- NAME]` (NAME: only the
+//! shapes whose name contains it).
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
@@ -74,7 +75,8 @@ fn main() {
     println!("| shape | ms/MB at 100 KB | ms/MB at 1 MB | ms/MB at 5 MB | peak MB/MB at 5 MB | 5 MB vs 100 KB |");
     println!("|---|---|---|---|---|---|");
     let mut worst: f64 = 0.0;
-    for shape in shapes::all() {
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
+    for shape in shapes::all().into_iter().filter(|s| s.name.contains(&only)) {
         let mut per_mb = Vec::new();
         let mut peak_per_mb = 0.0;
         for size in sizes {

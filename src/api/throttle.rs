@@ -99,18 +99,29 @@ impl Throttle {
 
 /// The client's address: the connection's, or behind a reverse proxy on
 /// this host (a loopback connection) the last `X-Forwarded-For` address.
+///
+/// Addresses are counted as IPv4 (an IPv4-mapped IPv6 address is its IPv4
+/// address) and IPv6 by its /64, the least a single client is given.
 pub fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
-    if !peer.is_loopback() {
-        return peer;
+    let peer = peer.to_canonical();
+    let client = match peer.is_loopback() {
+        false => peer,
+        true => headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|last| last.trim().parse::<IpAddr>().ok())
+            .map_or(peer, |ip| ip.to_canonical()),
+    };
+    match client {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+        v4 => v4,
     }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .next_back()
-        .and_then(|last| last.trim().parse().ok())
-        .unwrap_or(peer)
 }
 
 #[cfg(test)]

@@ -195,14 +195,19 @@ impl Pipeline {
         let own_reply_address = matches!(reference, Some(ThreadRef::Token { via: thread::Via::Recipient, recipient_id, .. })
             if sender.is_some_and(|user| user.id == *recipient_id));
         let dmarc = auth.map_or("", |results| results.dmarc.as_str());
+        let accepting_failures =
+            self.auth.as_ref().is_some_and(|a| a.on_fail == super::authenticate::OnDmarcFail::Accept);
         match (own_reply_address, dmarc) {
             // DNS did not answer: the sending server will try again.
             (true, "temperror") => {
                 let reason = format!("the DMARC policy of {author}'s domain could not be read (DNS); try later");
                 return Some(Plan::Log(Disposition::Deferred { reason }, thread_id));
             }
-            (true, _) => return None,
-            (false, _) => {}
+            // No DMARC record (or no checks at all), or a desk that only records failures.
+            (true, "none" | "") => return None,
+            (true, "fail") if accepting_failures => return None,
+            // A broken DMARC record proves nothing either way: an agent decides.
+            _ => {}
         }
         let checked = auth.map_or_else(|| "not checked".to_owned(), super::authenticate::AuthResults::summary);
         let way = match reference {

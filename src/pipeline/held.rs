@@ -28,6 +28,13 @@ impl Pipeline {
     /// message cannot be read, or it points at no open thread.
     pub async fn release(&self, id: i64, by: &str) -> Result<Released, StoreError> {
         let (item, envelope, analysis) = self.load_held(id).await?;
+        // It has no single author: there is nobody to post it as.
+        if let Some(problem) = &analysis.parsed.ambiguous_author {
+            return Err(StoreError::Conflict(format!(
+                "held item {id} cannot be released: {problem}, so there is no single author to post it as; \
+                 discard it or send its sender the notice"
+            )));
+        }
         if let Some(from) = analysis.from.as_deref()
             && self.store.user_by_email(from).await?.is_none()
         {

@@ -170,6 +170,29 @@ fn build_analysis(mail_from: &str, mut parsed: parse::ParsedMail, thread_token: 
     }
 }
 
+impl Analysis {
+    /// A message that is only parsed, not read (over the complexity limits).
+    fn unread(envelope: &Envelope, parsed: parse::ParsedMail) -> Self {
+        let Classification { kind, reason } = classify::classify(&envelope.mail_from, &parsed);
+        Analysis {
+            from: parsed.from.clone(),
+            to: parsed.to.clone(),
+            subject: parsed.subject.clone(),
+            message_id: parsed.message_id.clone(),
+            kind,
+            kind_reason: reason,
+            thread_token: None,
+            subject_ticket: None,
+            reply_text: String::new(),
+            attachments: Vec::new(),
+            oversized: Vec::new(),
+            bounce: None,
+            parsed,
+            kept_attachments: Vec::new(),
+        }
+    }
+}
+
 /// The inbound pipeline of one mailgate instance; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
@@ -193,6 +216,10 @@ pub struct Pipeline {
     /// instead of holding it.
     refuse_ambiguous_author: bool,
 }
+
+/// DKIM signatures a message may carry: each one verified costs a DNS
+/// lookup, and no real path signs a message more than a few times.
+const MAX_DKIM_SIGNATURES: usize = 10;
 
 /// How complex a message may be before it is refused.
 #[derive(Debug, Clone, Copy)]
@@ -233,6 +260,10 @@ impl MimeLimits {
         }
         if mail.headers.len() > self.max_headers {
             return Some(format!("{} header fields (the limit is {})", mail.headers.len(), self.max_headers));
+        }
+        let signatures = mail.headers.iter().filter(|(name, _)| name == "dkim-signature").count();
+        if signatures > MAX_DKIM_SIGNATURES {
+            return Some(format!("{signatures} DKIM signatures (the limit is {MAX_DKIM_SIGNATURES})"));
         }
         if mail.header_bytes > self.max_header_bytes {
             return Some(format!(
@@ -443,9 +474,13 @@ impl Pipeline {
         envelope
     }
 
-    /// Reads a message with the server's secret: tokens verified.
+    /// Reads a message with the server's secret: tokens verified. A message
+    /// over the complexity limits is only parsed (it is refused anyway).
     pub fn analyze(&self, envelope: &Envelope, raw: &[u8]) -> Option<Analysis> {
         let parsed = parse::parse(raw)?;
+        if self.mime_limits.check(&parsed).is_some() {
+            return Some(Analysis::unread(envelope, parsed));
+        }
         let found = thread::find_thread(&recipient_tokens(envelope), &parsed, &self.signer, &self.domain);
         let thread_token = match &found {
             Some(ThreadRef::Token { via, token, .. }) => {
@@ -507,9 +542,12 @@ impl Pipeline {
             }
         }
         let no_rules = rules::Decision::default;
+        // The sender checks cost DNS lookups: not for a message refused anyway.
         let auth = match &analysis {
-            Some(analysis) => self.authenticate(envelope, analysis.kind, raw).await,
-            None => None,
+            Some(analysis) if self.mime_limits.check(&analysis.parsed).is_none() => {
+                self.authenticate(envelope, analysis.kind, raw).await
+            }
+            _ => None,
         };
         let dmarc_verdict = self.dmarc_verdict(auth.as_ref());
         let outcome = match (&analysis, unsubscribes.first(), dmarc_verdict) {

@@ -89,6 +89,15 @@ impl ParsedMail {
 /// in `tests/proptest-regressions/`): a message from the network must never
 /// take its session down, so such a message is treated as unreadable.
 pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
+    // mail-parser builds a message inside a message inside a message as
+    // nested values and drops them recursively: thousands of them take the
+    // thread's stack, which no catch survives. A message naming more
+    // containers than any real one is only counted, not parsed.
+    let containers = container_types(raw);
+    if containers > MAX_CONTAINER_TYPES {
+        tracing::warn!(bytes = raw.len(), containers, "a message with too many multiparts or messages inside");
+        return Some(ParsedMail { part_count: containers, depth: containers, ..ParsedMail::default() });
+    }
     match std::panic::catch_unwind(|| read(raw)) {
         Ok(parsed) => parsed,
         Err(_) => {
@@ -96,6 +105,21 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
             None
         }
     }
+}
+
+/// More `multipart/` and `message/` types than this in one message and it
+/// is not parsed (the complexity limits refuse it; they allow 500 parts).
+const MAX_CONTAINER_TYPES: usize = 2_000;
+
+/// How many times `raw` names a `multipart/...` or `message/...` type, in
+/// any letter case: an upper bound on its containers, counted in one pass.
+fn container_types(raw: &[u8]) -> usize {
+    let ends_with =
+        |end: usize, word: &[u8]| end >= word.len() && raw[end - word.len()..end].eq_ignore_ascii_case(word);
+    raw.iter()
+        .enumerate()
+        .filter(|(i, b)| **b == b'/' && (ends_with(*i, b"multipart") || ends_with(*i, b"message")))
+        .count()
 }
 
 /// The text of a part that says it is in another charset (or says none)
@@ -223,7 +247,7 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
         returned_message_ids,
         part_count: message.parts.len(),
         header_bytes: message.root_part().raw_body_offset() as usize,
-        depth: depth(&message, 0, 0),
+        depth: depth(&message),
     })
 }
 
@@ -388,20 +412,48 @@ fn message_ids(value: &HeaderValue<'_>) -> Vec<String> {
     }
 }
 
-/// The nesting depth of multiparts below part `id` (bounded by the part count).
-fn depth(message: &mail_parser::Message<'_>, id: u32, level: usize) -> usize {
-    if level > message.parts.len() {
-        return level;
+/// The nesting depth of multiparts (bounded by the part count), walked
+/// with a stack of our own: a message of thousands of nested multiparts
+/// must not take the thread's stack.
+fn depth(message: &mail_parser::Message<'_>) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(0u32, 0usize)];
+    let mut visited = 0;
+    while let Some((id, level)) = pending.pop() {
+        visited += 1;
+        if visited > message.parts.len() {
+            break;
+        }
+        match message.parts.get(id as usize).and_then(|p| p.sub_parts()) {
+            Some(children) => {
+                deepest = deepest.max(level + 1);
+                pending.extend(children.iter().map(|c| (*c, level + 1)));
+            }
+            None => deepest = deepest.max(level),
+        }
     }
-    match message.parts.get(id as usize).and_then(|p| p.sub_parts()) {
-        Some(children) => children.iter().map(|c| depth(message, *c, level + 1)).max().unwrap_or(level + 1),
-        None => level,
-    }
+    deepest
 }
 
 #[cfg(test)]
 mod tests {
     use super::parse;
+
+    #[test]
+    fn a_message_of_thousands_of_nested_messages_is_counted_not_parsed() {
+        let mut raw = String::from("From: a@example.com\r\nSubject: x\r\n");
+        for _ in 0..30_000 {
+            raw.push_str("Content-Type: message/rfc822\r\n\r\n");
+        }
+        raw.push_str("\r\nbody\r\n");
+        let mail = parse(raw.as_bytes()).expect("counted");
+        assert!(mail.part_count > 2_000 && mail.from.is_none());
+        let mut nested = String::from("From: a@example.com\r\n");
+        for i in 0..30_000 {
+            nested.push_str(&format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n"));
+        }
+        assert!(parse(nested.as_bytes()).expect("counted").depth > 2_000);
+    }
 
     #[test]
     fn utf8_bytes_under_a_wrong_label_are_read_as_utf8() {

@@ -184,10 +184,17 @@ pub async fn run<S>(
         // STARTTLS: the same session continues over TLS, from a clean state
         // (RFC 3207): no EHLO, no transaction, nothing pipelined before it.
         let Some(acceptor) = session.ctx.tls.clone() else { return };
-        let limit = session.ctx.limits.command_timeout.min(std::time::Duration::from_secs(30));
+        let limit = session.ctx.limits.command_timeout.min(std::time::Duration::from_secs(10));
+        let evicted = async {
+            match &session.live {
+                Some(live) => live.evict.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         let handshake = tokio::select! {
             result = tokio::time::timeout(limit, acceptor.accept(plain)) => result,
             () = shutdown.cancelled() => return,
+            () = evicted => return,
         };
         match handshake {
             Ok(Ok(tls)) => {
@@ -440,7 +447,9 @@ impl Session {
             stream.write_all(&self.out).await?;
             stream.flush().await
         };
-        let ok = matches!(tokio::time::timeout(self.ctx.limits.command_timeout, write).await, Ok(Ok(())));
+        // A client that does not read its answers gets thirty seconds.
+        let limit = self.ctx.limits.command_timeout.min(std::time::Duration::from_secs(30));
+        let ok = matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())));
         self.out.clear();
         ok
     }
@@ -545,7 +554,14 @@ impl Session {
 
     /// Answers one command; `line` is its raw text.
     async fn command(&mut self, request: Request<String>, line: &[u8]) -> Flow {
-        self.commands += 1;
+        // Progress is a step toward a message: NOOP, RSET, HELP or EHLO
+        // again and again keep no slot.
+        if matches!(
+            request,
+            Request::Mail { .. } | Request::Rcpt { .. } | Request::Data | Request::StartTls | Request::Quit
+        ) {
+            self.commands += 1;
+        }
         match request {
             Request::Ehlo { host } | Request::Helo { host } | Request::Lhlo { host }
                 if host.chars().any(|c| c.is_control() || c.is_whitespace()) =>
@@ -718,7 +734,7 @@ impl Session {
         self.ctx.metrics.transaction(outcome, reply.code, started.elapsed().as_secs_f64());
         if let Some(live) = &self.live {
             live.progressed();
-            if matches!(disposition, Disposition::Accepted { .. } | Disposition::Held { .. }) {
+            if matches!(disposition, Disposition::Accepted { .. }) {
                 live.delivered.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }

@@ -116,6 +116,11 @@ async fn no_spelling_of_from_gets_a_message_stored_as_the_customer() {
     assert!(codes.contains(&"ambiguous_author"), "{held}");
     let held_count = answers.iter().filter(|(_, _, a)| a.starts_with("250")).count();
     assert_eq!(held.as_array().unwrap().len(), held_count, "every 250 is a held item: {answers:?}");
+    // A message with no single author cannot be released as anyone's.
+    let ambiguous = held.as_array().unwrap().iter().find(|h| h["reason_code"] == "ambiguous_author").unwrap();
+    let (status, refused) = app.admin_post(&format!("/held/{}/release", ambiguous["id"]), json!({"by": "anna"})).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("no single author"), "{refused}");
     app.stop().await;
 }
 

@@ -54,7 +54,8 @@ pub fn signature_only_cids(html: &str) -> HashSet<String> {
 }
 
 /// Runs the tokenizer over `html` (its tags bounded) into `reader`.
-fn read(html: &str, reader: Reader) -> Reader {
+fn read(html: &str, mut reader: Reader) -> Reader {
+    reader.max_text = html.len().saturating_mul(2).saturating_add(64 * 1024);
     let bounded = bounded_tags(html);
     let sink = Sink(RefCell::new(reader));
     let tokenizer = Tokenizer::new(sink, TokenizerOpts::default());
@@ -162,6 +163,8 @@ struct Reader {
     other_cids: HashSet<String>,
     /// Tokens read, for checking the reading budget now and then.
     tokens: u64,
+    /// The longest text written: twice the HTML, and 64 KiB more.
+    max_text: usize,
 }
 
 struct Sink(RefCell<Reader>);
@@ -173,6 +176,11 @@ impl TokenSink for Sink {
         let mut reader = self.0.borrow_mut();
         reader.tokens += 1;
         if reader.tokens.is_multiple_of(4096) && crate::pipeline::budget::exhausted() {
+            reader.done = true;
+        }
+        // The text is never much longer than the HTML: list markers and
+        // quote marks could make it so.
+        if reader.out.out.len() > reader.max_text {
             reader.done = true;
         }
         match token {
@@ -339,6 +347,7 @@ impl Reader {
             signature_cids: HashSet::new(),
             other_cids: HashSet::new(),
             tokens: 0,
+            max_text: usize::MAX,
         }
     }
 
@@ -690,12 +699,22 @@ impl TextWriter {
         self.out.push_str(&format!(" ({shown})"));
     }
 
+    /// The text: lines without trailing spaces, no blank lines at either end.
+    /// Built line by line into one string (no list of lines: a text of
+    /// millions of short lines would take sixteen bytes a line more).
     fn finish(self) -> String {
-        let mut lines: Vec<&str> = self.out.lines().map(str::trim_end).collect();
-        while lines.last().is_some_and(|l| l.trim().is_empty()) {
-            lines.pop();
+        let mut text = String::with_capacity(self.out.len());
+        for line in self.out.lines() {
+            let line = line.trim_end();
+            if text.is_empty() && line.is_empty() {
+                continue;
+            }
+            text.push_str(line);
+            text.push('\n');
         }
-        lines.join("\n").trim_start_matches('\n').to_owned()
+        let end = text.trim_end().len();
+        text.truncate(end);
+        text
     }
 }
 

@@ -54,13 +54,28 @@ pub fn reply_text(mail: &ParsedMail) -> String {
     let forward = is_forward(mail);
     let text = source_text(mail, forward);
     let text = normalized(&text);
-    let lines: Vec<&str> = text.lines().collect();
+    // Only the first lines are read (see MAX_READ_LINES); the rest follows as it is.
+    let (head, rest) = split_at_line(&text, MAX_READ_LINES);
+    let lines: Vec<&str> = head.lines().collect();
+    let with_rest = |read: String| match rest.trim_end() {
+        "" => read,
+        rest => format!("{read}\n{rest}"),
+    };
     match forward_start(&lines, forward) {
-        Some(start) => with_forwarded(&lines, start, mail.from_name.as_deref()),
+        Some(start) => with_rest(with_forwarded(&lines, start, mail.from_name.as_deref())),
         // A forward without a banner or header block: what it quotes is
         // what it forwards, kept as it is.
-        None if forward => tidy(&lines),
+        None if forward => with_rest(tidy(&lines)),
         None => new_text(&text, mail.from_name.as_deref()),
+    }
+}
+
+/// `text` cut after its first `max` lines: those, and the rest (empty
+/// when there are no more).
+fn split_at_line(text: &str, max: usize) -> (&str, &str) {
+    match text.match_indices('\n').nth(max.saturating_sub(1)) {
+        Some((at, _)) if max > 0 => (&text[..at], &text[at + 1..]),
+        _ => (text, ""),
     }
 }
 
@@ -178,9 +193,24 @@ fn removed_lines(all: &str, kept: &str) -> String {
     tidy(&removed)
 }
 
+/// Lines of a text that are read for quotes and signatures: what lies
+/// beyond them is kept as it is, unless the history started before (a
+/// text of millions of short lines would otherwise take memory many times
+/// its size: every step keeps its own list of lines).
+pub const MAX_READ_LINES: usize = 100_000;
+
 /// The new text of a plain-text reply from a sender called `sender_name`.
 pub fn new_text(text: &str, sender_name: Option<&str>) -> String {
     let text = normalized(text);
+    let (head, rest) = split_at_line(&text, MAX_READ_LINES);
+    if !rest.is_empty() {
+        let read = new_text(head, sender_name);
+        let lines: Vec<&str> = head.lines().collect();
+        if quotes::scan(&lines).end < lines.len() {
+            return read;
+        }
+        return format!("{read}\n{}", rest.trim_end());
+    }
     let lines: Vec<&str> = text.lines().collect();
     let scan = quotes::scan(&lines);
     let steps = Steps::of(&lines, scan.end, &scan.drop, sender_name);
