@@ -211,9 +211,11 @@ async fn silent_clients_are_dropped() {
 #[tokio::test]
 async fn connections_beyond_the_limit_get_421() {
     let app = spawn_app_with(|c| c.limits.max_connections = 2).await;
-    // Two sessions in the middle of a transaction, answering at once.
+    // Two sessions working through transactions (NOOP alone is no progress).
     let mut a = app.smtp().await;
     let mut b = app.smtp().await;
+    a.expect("EHLO a.example", "250").await;
+    b.expect("EHLO b.example", "250").await;
     let read_greeting = || async {
         let mut stream = tokio::net::TcpStream::connect(app.smtp).await.unwrap();
         let mut buf = vec![0u8; 256];
@@ -224,18 +226,20 @@ async fn connections_beyond_the_limit_get_421() {
     // takes the slot of one that has made no progress for two seconds.
     let busy = async {
         for _ in 0..20 {
-            a.expect("NOOP", "250").await;
-            b.expect("NOOP", "250").await;
+            for client in [&mut a, &mut b] {
+                client.expect("MAIL FROM:<olivia@acme.example>", "250").await;
+                client.expect("RSET", "250").await;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     };
     let ((_, refused), ()) = tokio::join!(read_greeting(), busy);
     assert!(refused.starts_with("421 4.3.2 Too many connections"), "{refused}");
     // Idle for two seconds, `a` gives up its slot to a newcomer.
-    b.expect("NOOP", "250").await;
     let ((_third, greeting), ()) = tokio::join!(read_greeting(), async {
         for _ in 0..40 {
-            b.expect("NOOP", "250").await;
+            b.expect("MAIL FROM:<olivia@acme.example>", "250").await;
+            b.expect("RSET", "250").await;
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     });
