@@ -329,3 +329,88 @@ fn a_message_is_stored_as_its_author_only_when_proven() {
         .unwrap();
     runtime.block_on(app.stop());
 }
+
+/// One piece of an HTML document an attacker builds: elements of every
+/// kind opened (often never closed), text, entities, stray end tags, long
+/// attribute lists, quote containers.
+fn html_piece() -> impl Strategy<Value = String> {
+    let element = prop::sample::select(vec![
+        "div",
+        "blockquote",
+        "b",
+        "span",
+        "li",
+        "ul",
+        "ol",
+        "dl",
+        "dt",
+        "dd",
+        "table",
+        "tr",
+        "td",
+        "p",
+        "pre",
+        "a",
+        "font",
+        "center",
+        "h1",
+        "script",
+        "style",
+        "br",
+        "img",
+        "hr",
+        "select",
+        "option",
+        "textarea",
+        "title",
+    ]);
+    prop_oneof![
+        4 => (element.clone(), 1usize..3000).prop_map(|(e, n)| format!("<{e}>").repeat(n)),
+        2 => (element.clone(), 1usize..3000).prop_map(|(e, n)| format!("</{e}>").repeat(n)),
+        1 => (1usize..500).prop_map(|n| "<blockquote type=\"cite\"><div class=\"gmail_quote\">".repeat(n)),
+        1 => (1usize..2000).prop_map(|n| format!("<div{}>", " a=\"b\"".repeat(n))),
+        1 => (1usize..2000).prop_map(|n| "&amp;&#x263A;&nbsp;&lt;".repeat(n)),
+        2 => "[a-z <>/=\"'&;#\\n]{0,200}",
+        1 => Just("<div id=\"divRplyFwdMsg\">From: x</div>".to_owned()),
+    ]
+}
+
+/// Nested multiparts and messages inside messages, `depth` deep.
+fn nested_mime(depth: usize, message_inside: bool) -> String {
+    let mut out = String::from("From: a@example.org\r\nSubject: x\r\n");
+    for i in 0..depth {
+        if message_inside && i % 2 == 1 {
+            out.push_str("Content-Type: message/rfc822\r\n\r\nFrom: b@example.org\r\n");
+        } else {
+            out.push_str(&format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n"));
+        }
+    }
+    out.push_str("Content-Type: text/html\r\n\r\n<div>inner</div>\r\n");
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
+
+    /// Structure-aware: deep and wide HTML of every element, read as a
+    /// reply's body, never panics (a stack overflow would abort the whole
+    /// test binary), and its text stays within twice its size.
+    #[test]
+    fn deeply_nested_html_of_any_shape_reads_in_bounds(pieces in prop::collection::vec(html_piece(), 1..12)) {
+        let html = pieces.concat();
+        let text = mailgate::pipeline::extract::html::to_text(&html, true);
+        prop_assert!(text.len() <= html.len() * 2 + 64 * 1024);
+        let raw = format!("From: a@example.org\r\nSubject: x\r\nContent-Type: text/html\r\n\r\n{html}\r\n");
+        if let Some(analysis) = mailgate::pipeline::analyze("a@example.org", &[], raw.as_bytes()) {
+            prop_assert!(analysis.reply_text.len() <= raw.len() * 2 + 64 * 1024);
+        }
+    }
+
+    /// Multiparts and messages nested up to thousands deep are parsed, or
+    /// counted and left unparsed, without taking the stack.
+    #[test]
+    fn deeply_nested_mime_reads_in_bounds(depth in 1usize..6000, message_inside in any::<bool>()) {
+        let raw = nested_mime(depth, message_inside);
+        let _ = mailgate::pipeline::analyze("a@example.org", &[], raw.as_bytes());
+    }
+}
