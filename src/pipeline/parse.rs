@@ -111,15 +111,29 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
 /// is not parsed (the complexity limits refuse it; they allow 500 parts).
 const MAX_CONTAINER_TYPES: usize = 2_000;
 
+/// Lines starting with `--` (an upper bound on MIME parts) beyond which a
+/// message is not parsed: mail-parser keeps some 800 bytes for every part.
+const MAX_DELIMITER_LINES: usize = 20_000;
+
 /// How many times `raw` names a `multipart/...` or `message/...` type, in
-/// any letter case: an upper bound on its containers, counted in one pass.
+/// any letter case (an upper bound on its containers), or, when that is
+/// more, how many of its lines start with `--` over [`MAX_DELIMITER_LINES`]
+/// (an upper bound on its parts); counted in one pass.
 fn container_types(raw: &[u8]) -> usize {
     let ends_with =
         |end: usize, word: &[u8]| end >= word.len() && raw[end - word.len()..end].eq_ignore_ascii_case(word);
-    raw.iter()
-        .enumerate()
-        .filter(|(i, b)| **b == b'/' && (ends_with(*i, b"multipart") || ends_with(*i, b"message")))
-        .count()
+    let (mut types, mut delimiters) = (0, 0);
+    for (i, b) in raw.iter().enumerate() {
+        match b {
+            b'/' if ends_with(i, b"multipart") || ends_with(i, b"message") => types += 1,
+            b'\n' if raw.get(i + 1..i + 3) == Some(b"--") => delimiters += 1,
+            _ => {}
+        }
+    }
+    match delimiters > MAX_DELIMITER_LINES {
+        true => types.max(delimiters),
+        false => types,
+    }
 }
 
 /// The text of a part that says it is in another charset (or says none)
