@@ -28,15 +28,12 @@ impl Captured {
 
     /// The address in Reply-To.
     pub fn reply_address(&self) -> String {
-        let value = self.header("Reply-To");
-        let start = value.find('<').map_or(0, |i| i + 1);
-        let end = value.rfind('>').unwrap_or(value.len());
-        value[start..end].to_owned()
+        crate::support::address_in(&self.header("Reply-To"))
     }
 
     /// The reply token in Reply-To.
     pub fn token(&self) -> String {
-        self.reply_address().trim_start_matches("reply+").split('@').next().unwrap_or("").to_owned()
+        crate::support::token_in(&self.reply_address())
     }
 }
 

@@ -63,6 +63,28 @@ fn from_spellings() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The customer's chat, answered (its id and the notification she got),
+/// and a ticket of hers (its number), on a plan with tickets.
+async fn chat_and_ticket(app: &TestApp) -> (i64, Eml, i64) {
+    let w = app.world("business", Some("agencies")).await;
+    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
+    let chat_id = chat["id"].as_i64().unwrap();
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
+    let note = app.wait_for_mail(3).await.remove(2);
+    (chat_id, note, ticket_of_owner(app, &w).await)
+}
+
+/// A new ticket of the owner's: its number.
+async fn ticket_of_owner(app: &TestApp, w: &World) -> i64 {
+    let ticket = app
+        .create(
+            "/tickets",
+            json!({"site_id": w.site, "customer_id": w.owner, "type": "Billing", "subject": "Invoice", "description": "x"}),
+        )
+        .await;
+    ticket["ticket_number"].as_i64().unwrap()
+}
+
 /// The rest of a message after its From spelling.
 fn message(from_fields: &str, to: &str, subject: &str, id: usize) -> String {
     format!(
@@ -75,18 +97,7 @@ fn message(from_fields: &str, to: &str, subject: &str, id: usize) -> String {
 #[tokio::test]
 async fn no_spelling_of_from_gets_a_message_stored_as_the_customer() {
     let app = spawn_app_with(|c| c.auth.records = hostile_dns()).await;
-    let w = app.world("business", Some("agencies")).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    let chat_id = chat["id"].as_i64().unwrap();
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
-    let note = app.wait_for_mail(3).await.remove(2);
-    let ticket = app
-        .create(
-            "/tickets",
-            json!({"site_id": w.site, "customer_id": w.owner, "type": "Billing", "subject": "Invoice", "description": "x"}),
-        )
-        .await;
-    let number = ticket["ticket_number"].as_i64().unwrap();
+    let (chat_id, note, number) = chat_and_ticket(&app).await;
     let (chat_before, ticket_before) = (
         app.messages(&format!("/chats/{chat_id}")).await.len(),
         app.messages(&format!("/tickets/{number}")).await.len(),
@@ -145,18 +156,7 @@ async fn with_refuse_a_message_of_two_authors_is_refused_with_a_sentence() {
 async fn threading_without_a_reply_address_needs_an_authenticated_author() {
     // acme.example publishes nothing: its mail is not authenticated.
     let app = spawn_app_with(|c| c.auth.records = HashMap::new()).await;
-    let w = app.world("business", Some("agencies")).await;
-    let chat = app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hello"})).await;
-    let chat_id = chat["id"].as_i64().unwrap();
-    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "Hi"})).await;
-    let note = app.wait_for_mail(3).await.remove(2);
-    let ticket = app
-        .create(
-            "/tickets",
-            json!({"site_id": w.site, "customer_id": w.owner, "type": "Billing", "subject": "Invoice", "description": "x"}),
-        )
-        .await;
-    let number = ticket["ticket_number"].as_i64().unwrap();
+    let (chat_id, note, number) = chat_and_ticket(&app).await;
     let support = format!("support@{DOMAIN}");
 
     // The customer's own reply address: enough, since acme.example has no DMARC policy.
@@ -200,13 +200,7 @@ async fn threading_without_a_reply_address_needs_an_authenticated_author() {
     // signals thread at once.
     let app = spawn_app().await;
     let w = app.world("business", Some("agencies")).await;
-    let ticket = app
-        .create(
-            "/tickets",
-            json!({"site_id": w.site, "customer_id": w.owner, "type": "Billing", "subject": "Invoice", "description": "x"}),
-        )
-        .await;
-    let number = ticket["ticket_number"].as_i64().unwrap();
+    let number = ticket_of_owner(&app, &w).await;
     let tagged = reply_mail(MEMBER, &support, &format!("[Ticket #{number}] Invoice"), "tag-2@acme.example", "", "Ok");
     assert!(app.send(MEMBER, &[&support], &tagged).await.starts_with("250 2.0.0"));
     app.stop().await;

@@ -263,6 +263,18 @@ impl TestApp {
     }
 }
 
+/// The address of a header value like `Name <address>` (or a bare address).
+pub fn address_in(value: &str) -> String {
+    let start = value.find('<').map_or(0, |i| i + 1);
+    let end = value.rfind('>').unwrap_or(value.len());
+    value[start..end].to_owned()
+}
+
+/// The reply token of a reply address (`reply+TOKEN@...`).
+pub fn token_in(reply_address: &str) -> String {
+    reply_address.trim_start_matches("reply+").split('@').next().unwrap_or("").to_owned()
+}
+
 /// A notification read back from the outbox folder.
 #[derive(Debug, Clone)]
 pub struct Eml {
@@ -284,16 +296,12 @@ impl Eml {
 
     /// The address in Reply-To (`reply+TOKEN@domain`).
     pub fn reply_address(&self) -> String {
-        let value = self.header("Reply-To");
-        let start = value.find('<').map_or(0, |i| i + 1);
-        let end = value.rfind('>').unwrap_or(value.len());
-        value[start..end].to_owned()
+        address_in(self.header("Reply-To"))
     }
 
     /// The TOKEN of the reply address.
     pub fn token(&self) -> String {
-        let address = self.reply_address();
-        address.trim_start_matches("reply+").split('@').next().unwrap_or("").to_owned()
+        token_in(&self.reply_address())
     }
 
     /// The recipient address in To.
