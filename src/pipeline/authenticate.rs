@@ -61,9 +61,10 @@ impl AuthResults {
         if !self.aligned.is_empty() {
             summary.push_str(&format!(" aligned={}", self.aligned));
         }
-        if !self.author.is_empty() {
-            summary.push_str(&format!(" author={}", self.author));
-        }
+        // Always written (`-` for none), so that a record from before the
+        // author was recorded can be told from one that read no author.
+        let author = if self.author.is_empty() { "-" } else { self.author.as_str() };
+        summary.push_str(&format!(" author={author}"));
         format!("{summary} ({})", self.from_domain)
     }
 
@@ -83,7 +84,12 @@ impl AuthResults {
             dmarc,
             from_domain: domain.strip_suffix(')')?.to_owned(),
             aligned: optional("aligned"),
-            author: optional("author"),
+            // Recorded before the author was: judged by the domain alone.
+            author: match optional("author").as_str() {
+                "" => RECORDED_WITHOUT_AUTHOR.to_owned(),
+                "-" => String::new(),
+                author => author.to_owned(),
+            },
         })
     }
 
@@ -116,7 +122,7 @@ impl AuthResults {
     pub fn is_about(&self, author: &str) -> bool {
         let domain = author.rsplit_once('@').map_or("", |(_, d)| d);
         !author.is_empty()
-            && self.author.eq_ignore_ascii_case(author)
+            && (self.author.eq_ignore_ascii_case(author) || self.author == RECORDED_WITHOUT_AUTHOR)
             && !self.from_domain.is_empty()
             && self.from_domain.eq_ignore_ascii_case(domain)
     }
@@ -133,6 +139,10 @@ impl AuthResults {
         self.dmarc == "fail"
     }
 }
+
+/// The author of results recorded before the author was (`explain` and
+/// `replay` of older mail): no address, so never one a message names.
+const RECORDED_WITHOUT_AUTHOR: &str = "*";
 
 /// What the sender checks did since the process started, for the metrics:
 /// TXT answers fetched from DNS (the cache's misses), checks run, and their
@@ -393,6 +403,26 @@ mod tests {
         assert_eq!((crashed.spf.as_str(), crashed.dkim.as_str()), ("permerror", "permerror"));
         let passed = AuthResults { dmarc: "pass".into(), ..Default::default() };
         assert!(!failing_closed(async { passed }, 10).await.dmarc_failed());
+    }
+
+    #[test]
+    fn results_are_recorded_and_read_back_with_their_author() {
+        let results = AuthResults {
+            spf: "pass".into(),
+            dkim: "none".into(),
+            dmarc: "none".into(),
+            from_domain: "acme.example".into(),
+            aligned: "spf".into(),
+            author: "olivia@acme.example".into(),
+        };
+        let read = AuthResults::from_summary(&results.summary()).unwrap();
+        assert_eq!(read, results);
+        assert!(read.authenticates("olivia@acme.example") && !read.authenticates("mike@acme.example"));
+        let nobody = AuthResults { author: String::new(), ..results };
+        assert!(!AuthResults::from_summary(&nobody.summary()).unwrap().is_about("olivia@acme.example"));
+        // Recorded before authors were: judged by the domain alone.
+        let old = AuthResults::from_summary("spf=pass dkim=none dmarc=pass (acme.example)").unwrap();
+        assert!(old.authenticates("olivia@acme.example") && !old.is_about("mallory@evil.example"));
     }
 
     #[test]
