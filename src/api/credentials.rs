@@ -91,7 +91,15 @@ pub fn weakness(token: &str) -> Option<String> {
     let n = length as f64;
     let per_char: f64 = counts.values().map(|&k| k as f64 / n).map(|p| -p * p.log2()).sum();
     let bits = per_char * n;
-    (bits < 100.0).then(|| format!("its characters carry about {bits:.0} bits; at least 100 are needed"))
+    if bits < 100.0 {
+        return Some(format!("its characters carry about {bits:.0} bits; at least 100 are needed"));
+    }
+    // A run like `abcdef...` or `0123...`: most steps from one character to
+    // the next are the same step.
+    let codes: Vec<i64> = token.chars().map(|c| i64::from(u32::from(c))).collect();
+    let steps: Vec<i64> = codes.windows(2).map(|w| w[1] - w[0]).collect();
+    let repeated = steps.windows(2).filter(|w| w[0] == w[1]).count();
+    (repeated * 2 > steps.len()).then(|| "it is mostly a run of characters in sequence".to_owned())
 }
 
 /// The sentence that refuses a weak token named `what`, with how to make a good one.
