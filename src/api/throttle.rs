@@ -155,5 +155,12 @@ mod tests {
         assert_eq!(client_ip(local, &headers), "198.51.100.4".parse::<IpAddr>().unwrap());
         let remote: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(client_ip(remote, &headers), remote, "a remote client cannot claim another address");
+        // One IPv6 client is its /64, however many addresses it takes from it;
+        // an IPv4-mapped address is its IPv4 address.
+        let (a, b): (IpAddr, IpAddr) = ("2001:db8:1:2::1".parse().unwrap(), "2001:db8:1:2:ffff::9".parse().unwrap());
+        let none = axum::http::HeaderMap::new();
+        assert_eq!(client_ip(a, &none), client_ip(b, &none));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(client_ip(mapped, &none), remote);
     }
 }

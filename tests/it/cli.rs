@@ -93,6 +93,39 @@ fn the_example_config_is_valid_and_broken_ones_are_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("domian"), "unknown keys are named");
 }
 
+/// Issues 29 and 30: the new keys refuse what would open a hole, naming the
+/// key; a guessable token in the file stops `serve` with how to make one.
+#[test]
+fn the_new_security_keys_refuse_bad_values_and_weak_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mailgate.toml");
+    for (text, key) in [
+        ("[auth]\non_ambiguous_author = \"post\"\n", "auth.on_ambiguous_author"),
+        ("[notify]\nmax_message_bytes = 100\n", "notify.max_message_bytes"),
+        ("[notify]\nmax_size = 1\n", "max_size"),
+        ("[limits]\nmin_data_rate = \"slow\"\n", "min_data_rate"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let args = mailgate::config::ConfigArgs { config: Some(file.clone()), ..Default::default() };
+        let error = match mailgate::config::Config::load(&args) {
+            Ok(_) => panic!("{text:?} loaded"),
+            Err(error) => format!("{error:#}"),
+        };
+        assert!(error.contains(key), "{text:?}: the error names {key}: {error}");
+    }
+    std::fs::write(&file, "admin_token = \"0123456789abcdef0123456789abcdef\"\n").unwrap();
+    let out = mailgate()
+        .args(["serve", "--smtp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("MAILGATE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("too easy to guess"), "{stderr}");
+}
+
 /// Issue 22: a command that reads a gateway's data, pointed at the wrong
 /// folder, says so and creates nothing.
 #[test]
