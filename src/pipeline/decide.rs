@@ -111,10 +111,12 @@ impl Pipeline {
         };
         let hard = report.severity.as_deref() == Some("hard");
         let copy_differs = returned_id.is_some() && outbox.as_ref().is_some_and(|item| !same_id(item));
-        let already = match (&outbox, verp_tied && names_the_address && hard && !copy_differs) {
+        let countable = verp_tied && names_the_address && hard && !copy_differs;
+        let already = match (&outbox, countable) {
             (Some(item), true) => self.store.bounce_counted_for(item.id).await?,
             _ => false,
         };
+        let counted = countable && !already;
         let standing = match &outbox {
             None => "; tied to no notification of ours, so it does not count",
             Some(_) if !verp_tied => "; not sent to that notification's own bounce address, so it does not count",
@@ -126,7 +128,6 @@ impl Pipeline {
             Some(_) if already => "; that notification's failure already counts, so it does not count again",
             Some(_) => "; counts toward suppressing the address",
         };
-        let counted = standing == "; counts toward suppressing the address";
         let recipient = match (&report.failed_recipient, &outbox) {
             (Some(address), _) => Some(address.clone()),
             (None, Some(item)) => Some(item.to_address.clone()),

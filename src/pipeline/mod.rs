@@ -542,11 +542,10 @@ impl Pipeline {
             }
         }
         let no_rules = rules::Decision::default;
-        // The sender checks cost DNS lookups: not for a message refused anyway.
+        // Judged once; the sender checks cost DNS lookups: not for a message refused anyway.
+        let too_complex = analysis.as_ref().and_then(|a| self.mime_limits.check(&a.parsed));
         let auth = match &analysis {
-            Some(analysis) if self.mime_limits.check(&analysis.parsed).is_none() => {
-                self.authenticate(envelope, analysis.kind, raw).await
-            }
+            Some(analysis) if too_complex.is_none() => self.authenticate(envelope, analysis.kind, raw).await,
             _ => None,
         };
         let dmarc_verdict = self.dmarc_verdict(auth.as_ref());
@@ -556,8 +555,7 @@ impl Pipeline {
                 no_rules(),
             )),
             (None, _, _) => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), no_rules())),
-            (Some(analysis), _, _) if self.mime_limits.check(&analysis.parsed).is_some() => {
-                let why = self.mime_limits.check(&analysis.parsed).unwrap_or_default();
+            (Some(_), _, _) if let Some(why) = too_complex => {
                 Ok((Plan::Log(Disposition::Rejected(Refusal::TooComplex(why)), None), no_rules()))
             }
             (Some(_), _, Some(verdict)) => Ok((verdict, no_rules())),

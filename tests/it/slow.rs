@@ -7,7 +7,7 @@
 use crate::support::*;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 /// A connection from `local` (a loopback address of its own).
@@ -31,25 +31,6 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> String {
     String::from_utf8_lossy(&all).into_owned()
 }
 
-/// Sends `bytes` one at a time, `every` apart, until the server closes;
-/// what it said.
-async fn trickle(stream: &mut TcpStream, bytes: &[u8], every: Duration, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    let mut said = Vec::new();
-    let mut buf = [0u8; 1024];
-    for byte in bytes.iter().cycle() {
-        if Instant::now() > deadline || stream.write_all(&[*byte]).await.is_err() {
-            break;
-        }
-        match tokio::time::timeout(every, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => said.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
-    }
-    String::from_utf8_lossy(&said).into_owned()
-}
-
 #[tokio::test]
 async fn trickling_commands_data_and_sessions_end_at_their_limits() {
     let app = spawn_app_with(|c| {
@@ -62,7 +43,10 @@ async fn trickling_commands_data_and_sessions_end_at_their_limits() {
     let note = app.chat_with_note().await.2;
     // A command line sent a byte at a time.
     let mut slow = TcpStream::connect(app.smtp).await.unwrap();
-    let said = trickle(&mut slow, b"EHLO slow.example.org", Duration::from_millis(200), Duration::from_secs(15)).await;
+    let (mut read, mut write) = slow.split();
+    let said =
+        trickle(&mut read, &mut write, b"EHLO slow.example.org", Duration::from_millis(200), Duration::from_secs(15))
+            .await;
     assert!(said.contains("421 4.4.2 A command line took longer than 2 s"), "{said}");
     // DATA at ten bytes a second.
     let mut smtp = app.smtp().await;
@@ -108,7 +92,9 @@ async fn six_hundred_trickling_connections_keep_no_mail_out() {
         tricklers.push(tokio::spawn(async move {
             let started = Instant::now();
             let Some(mut stream) = connect_from(local, server).await else { return (String::new(), Duration::ZERO) };
-            let said = trickle(&mut stream, b"EHLO x", Duration::from_millis(500), Duration::from_secs(40)).await;
+            let (mut read, mut write) = stream.split();
+            let said =
+                trickle(&mut read, &mut write, b"EHLO x", Duration::from_millis(500), Duration::from_secs(40)).await;
             (said, started.elapsed())
         }));
         if i % 50 == 49 {

@@ -358,24 +358,9 @@ impl Smtp {
         }
     }
 
-    /// Sends `bytes` one at a time, `every` apart (over and over), until
-    /// the server closes or `limit` passes; what the server said meanwhile.
+    /// [`trickle`] on this session.
     pub async fn trickle(&mut self, bytes: &[u8], every: Duration, limit: Duration) -> String {
-        use tokio::io::AsyncReadExt;
-        let deadline = std::time::Instant::now() + limit;
-        let mut said = Vec::new();
-        let mut buf = [0u8; 1024];
-        for byte in bytes.iter().cycle() {
-            if std::time::Instant::now() > deadline || self.writer.write_all(&[*byte]).await.is_err() {
-                break;
-            }
-            match tokio::time::timeout(every, self.reader.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => said.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-        }
-        String::from_utf8_lossy(&said).into_owned()
+        trickle(&mut self.reader, &mut self.writer, bytes, every, limit).await
     }
 
     pub async fn write(&mut self, bytes: &[u8]) {
@@ -424,6 +409,30 @@ impl Smtp {
         self.write(b".\r\n").await;
         self.read_reply().await
     }
+}
+
+/// Sends `bytes` one at a time, `every` apart (over and over), until the
+/// server closes or `limit` passes; what the server said meanwhile.
+pub async fn trickle<R, W>(reader: &mut R, writer: &mut W, bytes: &[u8], every: Duration, limit: Duration) -> String
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let deadline = std::time::Instant::now() + limit;
+    let mut said = Vec::new();
+    let mut buf = [0u8; 1024];
+    for byte in bytes.iter().cycle() {
+        if std::time::Instant::now() > deadline || writer.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(every, reader.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => said.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&said).into_owned()
 }
 
 /// CRLF line endings and dot-stuffing, as a client does before DATA's end.
