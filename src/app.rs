@@ -267,9 +267,11 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         database = %config.database_url_for_logs(),
         outgoing = %delivered_by,
         domain = %config.domain,
-        "mailgate started: replies go to reply+TOKEN@{}, new mail to support@{}",
+        console = %format!("http://{http_addr}/admin/"),
+        "mailgate started: replies go to reply+TOKEN@{}, new mail to support@{}; the admin console is at http://{}/admin/",
         config.domain,
-        config.domain
+        config.domain,
+        http_addr
     );
     // Only now that everything is up: a start that fails earlier (a port in
     // use, a missing TLS file, a broken rules file) leaves no token behind

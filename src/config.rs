@@ -12,6 +12,68 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Where a tool finds the gateway's configuration and data: the flags of
+/// every command but `serve` that reads the database.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// Configuration file (TOML); see mailgate.example.toml for every key.
+    #[arg(long, short = 'c', env = "MAILGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of the SQLite database and other state [default: ./mailgate-data].
+    #[arg(long, env = "MAILGATE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL; defaults to sqlite://DATA_DIR/mailgate.db.
+    #[arg(long, env = "MAILGATE_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    /// Whether any of the flags (or their variables) was given.
+    pub fn given(&self) -> bool {
+        self.config.is_some() || self.data_dir.is_some() || self.database_url.is_some()
+    }
+
+    /// The configuration these flags name, as `serve` would load it.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        self.with(None, None).load()
+    }
+
+    /// As the `serve` flags, with a domain and a rules file.
+    fn with(&self, domain: Option<String>, rules: Option<PathBuf>) -> ConfigArgs {
+        ConfigArgs {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            domain,
+            rules,
+            ..ConfigArgs::default()
+        }
+    }
+}
+
+/// The flags of the tools that read mail as the server would (`inspect`,
+/// `rules`, `explain`, `replay`, `held`): where the configuration and data
+/// are, and the domain and rules to judge with.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ToolArgs {
+    /// Where the configuration and the data are.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Mail domain of the reply addresses [default: the configured one, else localhost].
+    #[arg(long, env = "MAILGATE_DOMAIN", value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// Routing rules file (TOML) [default: the configured one, else the built-in rules].
+    #[arg(long, alias = "rules-file", env = "MAILGATE_RULES_FILE", value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+}
+
+impl ToolArgs {
+    /// The configuration these flags name, as `serve` would load it.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        self.store.with(self.domain.clone(), self.rules.clone()).load()
+    }
+}
+
 /// Flags shared by every command that needs the gateway's configuration.
 /// Each flag can also be set by the environment variable named beside it.
 #[derive(Debug, Clone, Default, Args)]
@@ -27,15 +89,15 @@ pub struct ConfigArgs {
     pub database_url: Option<String>,
     /// Address the SMTP listener binds to [default: 127.0.0.1:2525].
     #[arg(long, env = "MAILGATE_SMTP_LISTEN", value_name = "ADDR")]
-    pub smtp_listen: Option<SocketAddr>,
+    pub smtp_listen: Option<String>,
     /// Address the HTTP API binds to [default: 127.0.0.1:8080].
     #[arg(long, env = "MAILGATE_HTTP_LISTEN", value_name = "ADDR")]
-    pub http_listen: Option<SocketAddr>,
+    pub http_listen: Option<String>,
     /// Also serve GET /metrics without a token on this address (for a
     /// scraper on a private network) [default: only on the HTTP API, with
     /// the admin token].
     #[arg(long, env = "MAILGATE_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<String>,
     /// Mail domain: reply addresses are reply+TOKEN@DOMAIN and the support
     /// address is support@DOMAIN [default: localhost].
     #[arg(long, env = "MAILGATE_DOMAIN", value_name = "DOMAIN")]
@@ -478,6 +540,14 @@ impl Config {
     /// Reads the file named by `--config` (if any), applies flags and
     /// environment variables on top, and validates the result.
     pub fn load(args: &ConfigArgs) -> anyhow::Result<Self> {
+        args.load()
+    }
+}
+
+impl ConfigArgs {
+    /// The configuration: the file, then environment and flags over it.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let args = self;
         let raw = match &args.config {
             Some(path) => read_file(path)?,
             None => RawConfig::default(),
@@ -489,21 +559,20 @@ impl Config {
             .clone()
             .or(raw.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("mailgate.db").display()));
-        let smtp_listen = match (args.smtp_listen, raw.smtp_listen) {
-            (Some(addr), _) => addr,
-            (None, Some(text)) => parse_addr("smtp_listen", &text)?,
-            (None, None) => SocketAddr::from(([127, 0, 0, 1], 2525)),
+        let smtp_listen = match args.smtp_listen.clone().or(raw.smtp_listen) {
+            Some(text) => parse_addr("smtp_listen", &text)?,
+            None => SocketAddr::from(([127, 0, 0, 1], 2525)),
         };
-        let http_listen = match (args.http_listen, raw.http_listen) {
-            (Some(addr), _) => addr,
-            (None, Some(text)) => parse_addr("http_listen", &text)?,
-            (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        let http_listen = match args.http_listen.clone().or(raw.http_listen) {
+            Some(text) => parse_addr("http_listen", &text)?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
-        let metrics_listen = match (args.metrics_listen, raw.metrics_listen) {
-            (Some(addr), _) => Some(addr),
-            (None, Some(text)) => Some(parse_addr("metrics_listen", &text)?),
-            (None, None) => None,
-        };
+        let metrics_listen = args
+            .metrics_listen
+            .clone()
+            .or(raw.metrics_listen)
+            .map(|text| parse_addr("metrics_listen", &text))
+            .transpose()?;
         let domain_given = args.domain.is_some() || raw.domain.is_some();
         let domain = args.domain.clone().or(raw.domain).unwrap_or_else(|| "localhost".to_owned()).to_ascii_lowercase();
         if domain.is_empty() || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
@@ -617,7 +686,7 @@ impl Config {
             algorithm: d.algorithm.unwrap_or_else(|| "rsa".to_owned()),
         });
         let on_call_address = raw.on_call_address.unwrap_or_else(|| format!("oncall@{domain}"));
-        Ok(Self {
+        Ok(Config {
             outbox_dir: args.outbox_dir.clone().or(raw.outbox_dir).unwrap_or_else(|| data_dir.join("outbox")),
             templates_dir: args.templates_dir.clone().or(raw.templates_dir),
             dashboard_url: match args.dashboard_url.clone().or(raw.dashboard_url) {
@@ -681,7 +750,9 @@ impl Config {
             },
         })
     }
+}
 
+impl Config {
     /// A configuration for tests and tools: everything under `data_dir`,
     /// listeners on free loopback ports.
     pub fn for_data_dir(data_dir: &Path, domain: &str) -> Self {
@@ -725,8 +796,22 @@ fn read_file(path: &Path) -> anyhow::Result<RawConfig> {
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 
+/// A listening address: `IP:PORT`, `[IPv6]:PORT`, or `NAME:PORT` (a name is
+/// resolved once, at start; its first address is used).
 fn parse_addr(key: &str, text: &str) -> anyhow::Result<SocketAddr> {
-    text.parse().with_context(|| format!("{key}: {text:?} is not an address like 127.0.0.1:2525"))
+    let text = text.trim();
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let how = "write it as IP:PORT (127.0.0.1:2525, [::1]:2525, 0.0.0.0:25) or NAME:PORT (localhost:2525)";
+    let Some((host, port)) = text.rsplit_once(':') else { bail!("{key}: {text:?} has no port; {how}") };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        bail!("{key}: {text:?} is not an address; {how}");
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(text)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .with_context(|| format!("{key}: the name {host:?} in {text:?} does not resolve to an address; {how}"))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mailgate::config::{Config, ConfigArgs};
+use mailgate::config::{Config, ConfigArgs, StoreArgs, ToolArgs};
 use mailgate::pipeline::{self, RecipientTarget};
 use std::io::Write;
 use std::path::PathBuf;
@@ -63,7 +63,7 @@ enum Command {
         #[arg(long, value_name = "IP")]
         peer_ip: Option<std::net::IpAddr>,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: ToolArgs,
     },
     /// Check or preview the notification templates.
     Templates {
@@ -90,7 +90,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: StoreArgs,
     },
     /// Manage the secrets that sign reply tokens.
     Keys {
@@ -102,12 +102,12 @@ enum Command {
         #[command(subcommand)]
         command: admin::TokensCommand,
     },
-    /// Look at outgoing mail and retry failed deliveries.
-    /// Addresses mail has stopped to because they hard-bounced.
+    /// Addresses mail has stopped going to because they hard-bounced; lift one.
     Suppressions {
         #[command(subcommand)]
         command: admin::SuppressionsCommand,
     },
+    /// Look at outgoing mail and retry failed deliveries.
     Outbox {
         #[command(subcommand)]
         command: admin::OutboxCommand,
@@ -124,7 +124,7 @@ enum Command {
         #[command(flatten)]
         what: review::ExplainArgs,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: ToolArgs,
     },
     /// Read the kept originals of recent mail again with today's reading and
     /// the given rules, write nothing, and report which decisions and texts
@@ -133,7 +133,7 @@ enum Command {
         #[command(flatten)]
         what: review::ReplayArgs,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: ToolArgs,
     },
 }
 
@@ -160,7 +160,7 @@ enum RulesCommand {
         /// The rules file.
         file: Option<PathBuf>,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: ToolArgs,
     },
     /// Dry-run the rules on a message against the live database, storing
     /// nothing: every rule considered, which conditions held, the decision and
@@ -168,9 +168,6 @@ enum RulesCommand {
     Test {
         /// The message (.eml).
         message: PathBuf,
-        /// Rules file to try instead of the configured ones.
-        #[arg(long = "rules-file", value_name = "FILE")]
-        rules_file: Option<PathBuf>,
         /// Envelope sender to assume [default: the From address].
         #[arg(long, value_name = "ADDR")]
         mail_from: Option<String>,
@@ -181,7 +178,7 @@ enum RulesCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: ToolArgs,
     },
 }
 
@@ -301,7 +298,7 @@ async fn inspect(
     mail_from: Option<String>,
     rcpt: Vec<String>,
     peer_ip: Option<std::net::IpAddr>,
-    args: ConfigArgs,
+    args: ToolArgs,
 ) -> anyhow::Result<ExitCode> {
     let raw = if file.as_os_str() == "-" {
         let mut buf = Vec::new();
@@ -311,9 +308,8 @@ async fn inspect(
         std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
     };
     let mail_from = mail_from.unwrap_or_else(|| "sender@invalid".to_owned());
-    let with_config = args.config.is_some() || args.data_dir.is_some() || args.database_url.is_some();
-    let output = if with_config {
-        let config = Config::load(&args)?;
+    let output = if args.store.given() {
+        let config = args.load()?;
         mailgate::app::require_existing_database(&config)?;
         let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
         let mut envelope = pipeline.envelope("inspect", mail_from, &rcpt).await;
@@ -409,7 +405,7 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
         RulesCommand::Check { file, config } => {
             let file = match file {
                 Some(file) => Some(file),
-                None => Config::load(&config)?.rules_file,
+                None => config.load()?.rules_file,
             };
             let Some(file) = file else {
                 let rules = mailgate::rules::RuleSet::built_in();
@@ -430,13 +426,23 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        RulesCommand::Test { message, rules_file, mail_from, rcpt, json, config } => {
-            let mut config = Config::load(&config)?;
-            if rules_file.is_some() {
-                config.rules_file = rules_file;
-            }
+        RulesCommand::Test { message, mail_from, rcpt, json, config } => {
+            let mut config = config.load()?;
             let raw = std::fs::read(&message).with_context(|| format!("reading {}", message.display()))?;
-            mailgate::app::require_existing_database(&config)?;
+            // No database yet (a fresh machine): decide against an empty one.
+            let _empty = match mailgate::app::require_existing_database(&config) {
+                Ok(()) => None,
+                Err(_) => {
+                    let empty = EmptyDatabase::new()?;
+                    eprintln!(
+                        "note: no database at {}; deciding as if the directory were empty (no users, sites or threads)",
+                        config.data_dir.display()
+                    );
+                    config.database_url = empty.url();
+                    config.data_dir = empty.0.clone();
+                    Some(empty)
+                }
+            };
             let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
             let from = pipeline::analyze("", &[], &raw).and_then(|a| a.from).unwrap_or_default();
             let rcpt = if rcpt.is_empty() { vec![config.support_address()] } else { rcpt };
@@ -448,7 +454,7 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             for refused in &envelope.refused {
-                println!("RCPT {} refused: {:?}", refused.0, refused.1);
+                println!("RCPT {} refused: {}", refused.0, refused.1);
             }
             for trace in &result.routing.trace {
                 let mark = if trace.matched { "MATCH" } else { "     " };
@@ -464,8 +470,31 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn log(rule: Option<String>, limit: i64, json: bool, args: ConfigArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args)?;
+/// A throw-away database in a folder of its own, removed when dropped:
+/// what `rules test` decides against when there is no database yet.
+struct EmptyDatabase(PathBuf);
+
+impl EmptyDatabase {
+    fn new() -> anyhow::Result<Self> {
+        let name = format!("mailgate-rules-test-{}-{}", std::process::id(), mailgate::domain::token::random_hex(8));
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.join("empty.db").display())
+    }
+}
+
+impl Drop for EmptyDatabase {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn log(rule: Option<String>, limit: i64, json: bool, args: StoreArgs) -> anyhow::Result<ExitCode> {
+    let config = args.load()?;
     let store = mailgate::app::open_existing_database(&config).await?;
     let entries = store.inbound_log(rule.as_deref(), limit).await?;
     store.close().await;

@@ -38,8 +38,9 @@ pub struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// The limit: `idle`, `command_line`, `data_section`, `data_too_slow`,
-    /// `session_lifetime`, `evicted`; or for refused connections
-    /// `max_connections`, `per_ip`, `per_network`.
+    /// `session_lifetime`, `evicted`; for refused connections
+    /// `max_connections`, `per_ip`, `per_network`; for refused recipients
+    /// the refusal's name.
     pub reason: &'static str,
 }
 
@@ -78,6 +79,8 @@ pub struct Metrics {
     smtp_closed: Family<ReasonLabels, Counter>,
     /// SMTP connections turned away at accept, by limit.
     smtp_refused: Family<ReasonLabels, Counter>,
+    /// Recipients refused at RCPT time, by why.
+    recipients_refused: Family<ReasonLabels, Counter>,
     held: Gauge,
     outbox: Family<StatusLabels, Gauge>,
     oldest_pending_seconds: Gauge<f64, AtomicU64>,
@@ -103,6 +106,7 @@ impl Default for Metrics {
             credential_failures: Family::default(),
             smtp_closed: Family::default(),
             smtp_refused: Family::default(),
+            recipients_refused: Family::default(),
             held: Gauge::default(),
             outbox: Family::default(),
             oldest_pending_seconds: Gauge::default(),
@@ -139,6 +143,12 @@ impl Default for Metrics {
             "smtp_connections_refused",
             "SMTP connections turned away with 421 at accept (max_connections, per_ip, per_network)",
             metrics.smtp_refused.clone(),
+        );
+        registry.register(
+            "smtp_recipients_refused",
+            "Recipients refused at RCPT time, by why (relay_denied, unknown_mailbox, expired_token, bad_token, \
+             unknown_thread, revoked, unavailable)",
+            metrics.recipients_refused.clone(),
         );
         registry.register(
             "credential_failures",
@@ -207,6 +217,11 @@ impl Metrics {
     /// Counts a connection turned away at accept.
     pub fn smtp_refused(&self, reason: &'static str) {
         self.smtp_refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts a recipient refused at RCPT time.
+    pub fn recipient_refused(&self, reason: &'static str) {
+        self.recipients_refused.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// Counts a failed credential check (`credential`: `api`, `admin`,

@@ -92,6 +92,16 @@ pub(super) async fn discard(
     Ok(Json(state.pipeline.discard(id, &by).await?))
 }
 
+/// `POST /admin/held/{id}/restore` `{by?}`: a discarded item back in the queue.
+pub(super) async fn restore(
+    State(state): Shared,
+    Path(id): Path<i64>,
+    json: Option<Json<Actor>>,
+) -> ApiResult<Json<HeldItem>> {
+    let by = json.map(|Json(a)| a).unwrap_or_default().name();
+    Ok(Json(state.pipeline.restore(id, &by).await?))
+}
+
 /// `POST /admin/held/{id}/notice` `{by?}`: the sender gets the refusal notice.
 pub(super) async fn notice(
     State(state): Shared,

@@ -136,6 +136,7 @@ fn api_routes() -> (Router<Arc<ApiState>>, Router<Arc<ApiState>>, Vec<RouteDoc>)
         get "/held/{id}/raw" => held::raw, "A held item as it arrived";
         post "/held/{id}/release" => held::release, "Release a held item into its thread";
         post "/held/{id}/discard" => held::discard, "Discard a held item";
+        post "/held/{id}/restore" => held::restore, "Put a discarded item back in the queue";
         post "/held/{id}/notice" => held::notice, "Send the sender the refusal notice";
         get "/suppressions" => suppressions::list, "Addresses mail has stopped to";
         post "/suppressions/{address}/lift" => suppressions::lift, "Send mail to a suppressed address again";

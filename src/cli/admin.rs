@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use mailgate::config::{Config, ConfigArgs};
+use mailgate::config::StoreArgs;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -13,12 +13,12 @@ pub(crate) enum KeysCommand {
     /// signed with older keys keep verifying.
     Rotate {
         #[command(flatten)]
-        config: ConfigArgs,
+        config: StoreArgs,
     },
     /// List the key ids (never the secrets).
     List {
         #[command(flatten)]
-        config: ConfigArgs,
+        config: StoreArgs,
     },
 }
 
@@ -39,7 +39,7 @@ pub(crate) enum TokensCommand {
         #[arg(value_enum)]
         which: TokenName,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: StoreArgs,
     },
     /// Set the token to one you choose, read from standard input (at least
     /// 16 characters), so that it never shows in a process list.
@@ -47,7 +47,7 @@ pub(crate) enum TokensCommand {
         #[arg(value_enum)]
         which: TokenName,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: StoreArgs,
     },
 }
 
@@ -59,7 +59,7 @@ pub(crate) enum SuppressionsCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: StoreArgs,
     },
     /// Send mail to an address again: its counted bounces stop counting
     /// (they stay recorded, marked lifted).
@@ -70,7 +70,7 @@ pub(crate) enum SuppressionsCommand {
         #[arg(long, default_value = "cli")]
         by: String,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: StoreArgs,
     },
 }
 
@@ -88,7 +88,7 @@ pub(crate) enum OutboxCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: StoreArgs,
     },
     /// Put a failed item, or a pending one waiting out its backoff, back in
     /// the queue, due now (a running server sends it).
@@ -96,13 +96,13 @@ pub(crate) enum OutboxCommand {
         /// The outbox id.
         id: i64,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: StoreArgs,
     },
 }
 
 pub(crate) async fn outbox(command: OutboxCommand) -> anyhow::Result<ExitCode> {
     let (OutboxCommand::List { config: args, .. } | OutboxCommand::Retry { config: args, .. }) = &command;
-    let config = Config::load(args)?;
+    let config = args.load()?;
     let store = mailgate::app::open_existing_database(&config).await?;
     let result = match command {
         OutboxCommand::List { failed, limit, json, .. } => {
@@ -138,7 +138,7 @@ pub(crate) async fn outbox(command: OutboxCommand) -> anyhow::Result<ExitCode> {
 pub(crate) async fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
     use mailgate::api::credentials::{self, TokenKind};
     let (TokensCommand::Reset { which, config: args } | TokensCommand::Set { which, config: args }) = &command;
-    let config = Config::load(args)?;
+    let config = args.load()?;
     let kind = match which {
         TokenName::Api => TokenKind::Api,
         TokenName::Admin => TokenKind::Admin,
@@ -178,7 +178,7 @@ pub(crate) async fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
 
 pub(crate) async fn suppressions(command: SuppressionsCommand) -> anyhow::Result<ExitCode> {
     let (SuppressionsCommand::List { config: args, .. } | SuppressionsCommand::Lift { config: args, .. }) = &command;
-    let config = Config::load(args)?;
+    let config = args.load()?;
     let store = mailgate::app::open_existing_database(&config).await?;
     let result = match command {
         SuppressionsCommand::List { json, .. } => {
@@ -219,7 +219,7 @@ pub(crate) async fn suppressions(command: SuppressionsCommand) -> anyhow::Result
 
 pub(crate) async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     let (KeysCommand::Rotate { config: args } | KeysCommand::List { config: args }) = &command;
-    let config = Config::load(args)?;
+    let config = args.load()?;
     mailgate::app::require_existing_database(&config)?;
     let (store, signer) = mailgate::app::open_store(&config).await?;
     match command {

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use mailgate::config::{Config, ConfigArgs};
+use mailgate::config::ToolArgs;
 use mailgate::pipeline::Pipeline;
 use mailgate::pipeline::explain::{Explanation, Replayed};
 use mailgate::store::{HeldFilter, InboundLogEntry, Store};
@@ -32,7 +32,7 @@ pub(crate) enum HeldCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: ToolArgs,
     },
     /// Open one held item: why it is held, and how mailgate reads it.
     Show {
@@ -45,7 +45,7 @@ pub(crate) enum HeldCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: ToolArgs,
     },
     /// Release held items into their threads (a running server sends the notifications).
     Release(Action),
@@ -65,11 +65,11 @@ pub(crate) struct Action {
     #[arg(long)]
     by: Option<String>,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: ToolArgs,
 }
 
 impl HeldCommand {
-    fn config(&self) -> &ConfigArgs {
+    fn config(&self) -> &ToolArgs {
         match self {
             HeldCommand::List { config, .. } | HeldCommand::Show { config, .. } => config,
             HeldCommand::Release(action) | HeldCommand::Discard(action) | HeldCommand::Notice(action) => &action.config,
@@ -79,7 +79,7 @@ impl HeldCommand {
 
 /// `mailgate held ...`
 pub(crate) async fn held(command: HeldCommand) -> anyhow::Result<ExitCode> {
-    let config = Config::load(command.config())?;
+    let config = command.config().load()?;
     mailgate::app::require_existing_database(&config)?;
     let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
     let result = run_held(command, &store, &pipeline).await;
@@ -179,8 +179,8 @@ pub(crate) struct ExplainArgs {
 }
 
 /// `mailgate explain ...`
-pub(crate) async fn explain(what: ExplainArgs, args: ConfigArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args)?;
+pub(crate) async fn explain(what: ExplainArgs, args: ToolArgs) -> anyhow::Result<ExitCode> {
+    let config = args.load()?;
     mailgate::app::require_existing_database(&config)?;
     let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
     let result = run_explain(&what, &store, &pipeline).await;
@@ -264,7 +264,7 @@ fn print_explanation(out: &mut impl Write, e: &Explanation) -> std::io::Result<(
         e.threading.len()
     )?;
     for signal in &e.threading {
-        writeln!(out, "                  {:<12} {}: {}", format!("{:?}", signal.via), signal.value, signal.verdict)?;
+        writeln!(out, "                  {:<12} {}: {}", signal.via.label(), signal.value, signal.verdict)?;
     }
     for refused in &e.refused_recipients {
         writeln!(out, "                  refused today: {refused}")?;
@@ -311,7 +311,7 @@ fn print_explanation(out: &mut impl Write, e: &Explanation) -> std::io::Result<(
 /// What `replay` reads again.
 #[derive(Args)]
 pub(crate) struct ReplayArgs {
-    /// How far back: 7d, 12h, 30m [default: 7d].
+    /// How far back: 7d, 12h, 30m.
     #[arg(long, default_value = "7d")]
     since: String,
     /// Print each changed message: its decision before and after, and a diff of its text.
@@ -323,8 +323,8 @@ pub(crate) struct ReplayArgs {
 }
 
 /// `mailgate replay ...`
-pub(crate) async fn replay(what: ReplayArgs, args: ConfigArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args)?;
+pub(crate) async fn replay(what: ReplayArgs, args: ToolArgs) -> anyhow::Result<ExitCode> {
+    let config = args.load()?;
     mailgate::app::require_existing_database(&config)?;
     let rules = config.rules_file.as_ref().map_or_else(|| "the built-in rules".to_owned(), |r| r.display().to_string());
     let since = mailgate::store::now_ms() - duration_ms(&what.since)?;

@@ -48,6 +48,7 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("held.html", include_str!("templates/held.html")),
         ("held_item.html", include_str!("templates/held_item.html")),
         ("outbox.html", include_str!("templates/outbox.html")),
+        ("outbox_item.html", include_str!("templates/outbox_item.html")),
         ("bounces.html", include_str!("templates/bounces.html")),
         ("unsubscribes.html", include_str!("templates/unsubscribes.html")),
         ("rules.html", include_str!("templates/rules.html")),
@@ -84,6 +85,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/admin/held/{id}/{action}", post(pages::act_on_held))
         .route("/admin/outbox", get(pages::outbox))
         .route("/admin/outbox/retry", post(pages::retry_outbox))
+        .route("/admin/outbox/{id}", get(pages::outbox_item))
         .route("/admin/bounces", get(pages::bounces))
         .route("/admin/bounces/lift", post(pages::lift_suppression))
         .route("/admin/unsubscribes", get(pages::unsubscribes))

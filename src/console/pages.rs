@@ -177,7 +177,22 @@ pub(crate) async fn held_item(State(state): Shared, session: Session, Path(id): 
         Some(raw) => explained(&state, item.as_received(), raw, None, format!("/admin/held/{id}/raw")).await?,
         None => context! {},
     };
-    Ok(session.page("held_item.html", context! { title => format!("Held item {id}"), item, ..detail }))
+    let history: Vec<minijinja::Value> = state
+        .store
+        .held_log_entries(id)
+        .await?
+        .into_iter()
+        .map(|(log_id, decision, at)| context! { log_id, decision, at => crate::store::rfc3339(at) })
+        .collect();
+    // Where a released item went, in the words the Dashboard uses.
+    let released_into = match (item.status.as_str(), item.thread_id) {
+        ("released", Some(thread)) => state.store.thread(thread).await?.map(|t| crate::pipeline::thread_label(&t)),
+        _ => None,
+    };
+    Ok(session.page(
+        "held_item.html",
+        context! { title => format!("Held item {id}"), item, history, released_into, ..detail },
+    ))
 }
 
 /// Does one held-queue action; what happened, in words.
@@ -185,7 +200,12 @@ async fn held_action(state: &ApiState, session: &Session, id: i64, action: &str)
     let by = session.actor.as_str();
     let done = match action {
         "release" => state.pipeline.release(id, by).await.map(|_| "released into its conversation"),
-        "discard" => state.pipeline.discard(id, by).await.map(|_| "discarded"),
+        "discard" => state
+            .pipeline
+            .discard(id, by)
+            .await
+            .map(|_| "discarded; its page can put it back in the queue until its retention ends"),
+        "restore" => state.pipeline.restore(id, by).await.map(|_| "put back in the queue"),
         "notice" => state.pipeline.notice(id, by).await.map(|_| "answered: the sender gets the refusal notice"),
         other => return Err(ApiError::NotFound(format!("no held action {other:?}")).into()),
     };
@@ -253,6 +273,17 @@ pub(crate) async fn outbox(State(state): Shared, session: Session, Query(q): Que
         "outbox.html",
         context! { title => "Outbox", items, older, q => context! { status, kind => q.kind, to => q.to } },
     ))
+}
+
+/// `GET /admin/outbox/{id}`: one outgoing mail or webhook delivery.
+pub(crate) async fn outbox_item(State(state): Shared, session: Session, Path(id): Path<i64>) -> Page {
+    let mut item =
+        state.store.outbox_item(id).await?.ok_or_else(|| ApiError::NotFound(format!("outbox item {id} not found")))?;
+    if let Some(thread) = item.thread_id {
+        item.subject = state.store.thread(thread).await?.map(|t| t.subject);
+    }
+    let item = item.with_subject();
+    Ok(session.page("outbox_item.html", context! { title => format!("Outbox item {id}"), item }))
 }
 
 /// `POST /admin/outbox/retry` `csrf, id=1&id=2...`: sends each item now

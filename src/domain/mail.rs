@@ -15,5 +15,16 @@ pub enum MailKind {
     Bounce,
 }
 
+impl MailKind {
+    /// The word the rules file uses for it (`kind = "auto_reply"`).
+    pub fn label(self) -> &'static str {
+        match self {
+            MailKind::Human => "human",
+            MailKind::AutoReply => "auto_reply",
+            MailKind::Bounce => "bounce",
+        }
+    }
+}
+
 /// The line above which customers are asked to write.
 pub const REPLY_ABOVE_MARKER: &str = "-- Reply above this line --";

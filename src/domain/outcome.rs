@@ -57,6 +57,43 @@ pub enum RcptRefusal {
     Unavailable,
 }
 
+impl RcptRefusal {
+    /// The refusal's name, for metrics: `relay_denied`, `unknown_mailbox`,
+    /// `expired_token`, `bad_token`, `unknown_thread`, `revoked`, `unavailable`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RcptRefusal::RelayDenied => "relay_denied",
+            RcptRefusal::UnknownMailbox => "unknown_mailbox",
+            RcptRefusal::BadToken(TokenError::Expired) => "expired_token",
+            RcptRefusal::BadToken(_) => "bad_token",
+            RcptRefusal::UnknownThread => "unknown_thread",
+            RcptRefusal::Revoked => "revoked",
+            RcptRefusal::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for RcptRefusal {
+    /// The refusal in an admin's words (the inbound log, `explain`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RcptRefusal::RelayDenied => "not an address of this desk's domain (relaying is refused)",
+            RcptRefusal::UnknownMailbox => "no such mailbox",
+            RcptRefusal::BadToken(TokenError::Expired) => "a reply address that has expired",
+            RcptRefusal::BadToken(TokenError::Malformed) => "a reply address whose token is damaged",
+            RcptRefusal::BadToken(TokenError::UnknownKey) => {
+                "a reply address signed with a key this desk does not hold (forged, or from another desk)"
+            }
+            RcptRefusal::BadToken(TokenError::BadSignature) => {
+                "a reply address whose signature does not verify (forged or altered)"
+            }
+            RcptRefusal::UnknownThread => "a reply address of a conversation that no longer exists",
+            RcptRefusal::Revoked => "a reply address issued to someone erased from the directory",
+            RcptRefusal::Unavailable => "the database could not be asked (answered with a temporary failure)",
+        })
+    }
+}
+
 /// Why a message was refused after DATA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -134,4 +171,32 @@ pub enum Disposition {
         /// The error, for the log.
         reason: String,
     },
+}
+
+impl Disposition {
+    /// The decision's name, as the inbound log, the metrics and the API
+    /// write it: `accepted`, `duplicate`, `dropped`, `held`, `rejected`,
+    /// `deferred` or `tempfail`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Disposition::Accepted { duplicate: true, .. } => "duplicate",
+            Disposition::Accepted { .. } => "accepted",
+            Disposition::Dropped { .. } => "dropped",
+            Disposition::Held { .. } => "held",
+            Disposition::Rejected(_) => "rejected",
+            Disposition::Deferred { .. } => "deferred",
+            Disposition::TempFail { .. } => "tempfail",
+        }
+    }
+
+    /// Why, in words, when the decision was not to post it.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Disposition::Dropped { reason }
+            | Disposition::Held { reason }
+            | Disposition::Deferred { reason }
+            | Disposition::TempFail { reason } => Some(reason),
+            Disposition::Accepted { .. } | Disposition::Rejected(_) => None,
+        }
+    }
 }

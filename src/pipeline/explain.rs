@@ -124,7 +124,7 @@ impl Pipeline {
                 "" => "not checked at receipt".to_owned(),
                 summary => summary.to_owned(),
             },
-            refused_recipients: envelope.refused.iter().map(|(a, why)| format!("{a}: {why:?}")).collect(),
+            refused_recipients: envelope.refused.iter().map(|(a, why)| format!("{a}: {why}")).collect(),
             threading,
             authorization,
             extraction,

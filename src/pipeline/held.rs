@@ -73,6 +73,27 @@ impl Pipeline {
         self.store.discard_held(id, by, &log).await
     }
 
+    /// Puts discarded item `id` back in the queue, as it was before, while
+    /// its message is kept (until `retention.held_days` after the discard,
+    /// or `retention.raw_days` after it arrived, whichever comes first).
+    pub async fn restore(&self, id: i64, by: &str) -> Result<HeldItem, StoreError> {
+        let item = self.store.held_item(id).await?.ok_or(StoreError::NotFound("held item"))?;
+        if item.status != "discarded" {
+            return Err(StoreError::Conflict(format!(
+                "held item {id} was not discarded (it is {}); only a discarded item can be restored",
+                item.status
+            )));
+        }
+        if self.store.held_raw(&item).await?.is_none() {
+            return Err(StoreError::Conflict(format!(
+                "held item {id} cannot be restored: its message was deleted after its retention"
+            )));
+        }
+        let log = action_log(&item, "restored", format!("held item {id} put back in the queue by {by}"));
+        self.store.restore_held(id, &log).await?;
+        self.store.held_item(id).await?.ok_or(StoreError::NotFound("held item"))
+    }
+
     /// Answers held item `id`'s sender (its From address) with the refusal
     /// notice and closes the item, recording `by`. Refused for mail that is
     /// not a person's (an auto-reply or a bounce is never answered).
@@ -139,6 +160,8 @@ fn action_log(item: &HeldItem, decision: &str, reason: String) -> InboundLogEntr
         thread_id: item.thread_id,
         auth: item.auth.clone(),
         original: item.original.clone(),
+        subject: item.subject.clone(),
+        held_id: Some(item.id),
         ..InboundLogEntry::default()
     }
 }

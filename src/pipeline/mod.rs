@@ -447,7 +447,7 @@ impl Pipeline {
     /// Records a transaction that ended without a message being received
     /// (all recipients refused, or the message was too large).
     pub async fn log_unreceived(&self, envelope: &Envelope, smtp_reply: &str, reason: &str) {
-        let refused: Vec<String> = envelope.refused.iter().map(|(a, r)| format!("{a}: {r:?}")).collect();
+        let refused: Vec<String> = envelope.refused.iter().map(|(a, r)| format!("{a}: {r}")).collect();
         let entry = InboundLogEntry {
             received_at: now_ms(),
             peer: envelope.peer.clone(),
@@ -585,6 +585,7 @@ impl Pipeline {
             mail_from: Some(envelope.mail_from.clone()),
             rcpt_to: all_recipients(envelope),
             message_id: analysis.and_then(|a| a.message_id.clone()),
+            subject: analysis.and_then(|a| a.subject.clone()),
             rules: rule_names,
             auth: auth.map(authenticate::AuthResults::summary).unwrap_or_default(),
             ..InboundLogEntry::default()
@@ -610,7 +611,6 @@ impl Pipeline {
                 fill_log(&mut log, &Disposition::Dropped { reason: String::new() }, None);
                 log.decision = "accepted".to_owned();
                 log.reason = "opened a ticket from email".to_owned();
-                log.smtp_reply = "250 2.0.0 Ticket opened".to_owned();
                 let original = Original::of_message(raw, &first.attachments);
                 log.original = Some(original.sha256.clone());
                 first.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
@@ -626,6 +626,9 @@ impl Pipeline {
             }
             Ok(Plan::Log(disposition, thread_id)) => {
                 fill_log(&mut log, &disposition, thread_id);
+                if matches!(disposition, Disposition::Rejected(_)) {
+                    log.headers = Some(header_block(raw));
+                }
                 let notice = match (&disposition, analysis) {
                     (Disposition::Rejected(refusal), Some(analysis)) => {
                         self.refusal_notice(envelope, analysis, refusal).await
@@ -728,18 +731,27 @@ fn all_recipients(envelope: &Envelope) -> String {
 }
 
 fn fill_log(log: &mut InboundLogEntry, disposition: &Disposition, thread_id: Option<i64>) {
-    let (decision, reason) = match disposition {
-        Disposition::Accepted { .. } => ("accepted", String::new()),
-        Disposition::Dropped { reason } => ("dropped", reason.clone()),
-        Disposition::Held { reason } => ("held", reason.clone()),
-        Disposition::Rejected(_) => ("rejected", reply::for_disposition(disposition).text),
-        Disposition::TempFail { reason } => ("tempfail", reason.clone()),
-        Disposition::Deferred { reason } => ("deferred", reason.clone()),
+    log.decision = disposition.label().to_owned();
+    log.reason = match disposition {
+        Disposition::Accepted { .. } => String::new(),
+        Disposition::Rejected(_) => reply::for_disposition(disposition).text,
+        other => other.reason().unwrap_or_default().to_owned(),
     };
-    log.decision = decision.to_owned();
-    log.reason = reason;
     log.smtp_reply = reply::for_disposition(disposition).to_string();
     log.thread_id = thread_id;
+}
+
+/// How much of a refused message's header block its log entry keeps.
+const REFUSED_HEADERS_KEPT: usize = 16 * 1024;
+
+/// The header fields of a message as it arrived (up to the first empty
+/// line, at most [`REFUSED_HEADERS_KEPT`] bytes), as text: what the log keeps
+/// of refused mail, whose body is not kept.
+fn header_block(raw: &[u8]) -> String {
+    let shown = &raw[..raw.len().min(REFUSED_HEADERS_KEPT)];
+    let end = shown.windows(2).position(|w| w == b"\n\n").map(|i| i + 1);
+    let end = end.into_iter().chain(shown.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2)).min();
+    String::from_utf8_lossy(&shown[..end.unwrap_or(shown.len())]).trim_end().to_owned()
 }
 
 /// `read()`, or `None` when it panics: reading is pure code on hostile
@@ -751,10 +763,7 @@ fn guarded<T>(read: impl FnOnce() -> T) -> Option<T> {
 
 /// "chat #N" or "ticket #N".
 pub fn thread_label(thread: &Thread) -> String {
-    match thread.ticket_number {
-        Some(number) => format!("ticket #{number}"),
-        None => format!("chat #{}", thread.id),
-    }
+    thread.label()
 }
 
 /// The key that makes a second delivery of the same mail a duplicate: its

@@ -33,6 +33,19 @@ pub enum Via {
     SubjectTag,
 }
 
+impl Via {
+    /// Where it was found, in words (`explain`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Via::Recipient => "recipient",
+            Via::InReplyTo => "In-Reply-To",
+            Via::References => "References",
+            Via::BodyMarker => "body marker",
+            Via::SubjectTag => "subject tag",
+        }
+    }
+}
+
 /// A reference to a thread found in a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -152,11 +152,14 @@ impl Condition {
         match self {
             Condition::Matches { field, pattern, .. } => format!("{} ~ /{pattern}/", field.key()),
             Condition::Header { name, regex } => format!("header {name} ~ /{}/", regex.as_str()),
-            Condition::Kind(kinds) => format!("kind in {kinds:?}"),
-            Condition::Thread(v) => format!("thread in {v:?}"),
-            Condition::Plan(v) => format!("plan in {v:?}"),
-            Condition::Feature(v) => format!("plan has {v:?}"),
-            Condition::Role(v) => format!("role in {v:?}"),
+            Condition::Kind(kinds) => {
+                let kinds: Vec<&str> = kinds.iter().map(|k| k.label()).collect();
+                one_of("kind", &kinds)
+            }
+            Condition::Thread(v) => one_of("thread", v),
+            Condition::Plan(v) => one_of("plan", v),
+            Condition::Feature(v) => format!("the plan includes {}", v.join(" and ")),
+            Condition::Role(v) => one_of("role", v),
             Condition::SupportHours(inside) => {
                 if *inside {
                     "inside support hours".to_owned()
@@ -165,6 +168,15 @@ impl Condition {
                 }
             }
         }
+    }
+}
+
+/// `kind is human`, or `kind is one of human, bounce`: a list condition in
+/// the rules file's own words.
+fn one_of(what: &str, values: &[impl AsRef<str>]) -> String {
+    match values {
+        [one] => format!("{what} is {}", one.as_ref()),
+        many => format!("{what} is one of {}", many.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(", ")),
     }
 }
 

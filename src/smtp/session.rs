@@ -635,6 +635,7 @@ impl Session {
                 match self.ctx.pipeline.add_recipient(&mut transaction.envelope, address.clone()).await {
                     Ok(()) => self.push(&SmtpReply::new(250, "2.1.5", "Recipient OK")),
                     Err(refusal) => {
+                        self.ctx.metrics.recipient_refused(refusal.label());
                         if matches!(&refusal, crate::pipeline::RcptRefusal::BadToken(e) if *e != crate::domain::TokenError::Expired)
                         {
                             let wait = self.ctx.penalty(self.peer.ip());
@@ -644,7 +645,7 @@ impl Session {
                             }
                         }
                         let reply = reply::for_rcpt_refusal(&refusal, &self.ctx.domain);
-                        tracing::info!(rcpt = %address, reply = %reply, "recipient refused");
+                        tracing::info!(rcpt = %address, why = %refusal, reply = %reply, "recipient refused");
                         return self.error(reply);
                     }
                 }
@@ -722,15 +723,7 @@ impl Session {
         }
         let disposition = self.ctx.pipeline.ingest(&transaction.envelope, &message).await;
         let reply = reply::for_disposition(&disposition);
-        let outcome = match &disposition {
-            Disposition::Accepted { duplicate: true, .. } => "duplicate",
-            Disposition::Accepted { .. } => "accepted",
-            Disposition::Dropped { .. } => "dropped",
-            Disposition::Held { .. } => "held",
-            Disposition::Rejected(_) => "rejected",
-            Disposition::Deferred { .. } => "deferred",
-            Disposition::TempFail { .. } => "tempfail",
-        };
+        let outcome = disposition.label();
         self.ctx.metrics.transaction(outcome, reply.code, started.elapsed().as_secs_f64());
         if let Some(live) = &self.live {
             live.progressed();
@@ -742,7 +735,10 @@ impl Session {
             Disposition::Accepted { thread_id, message_id, duplicate, .. } => {
                 tracing::info!(thread_id, message_id, duplicate, "message accepted");
             }
-            other => tracing::info!(outcome = ?other, "message not posted"),
+            other => {
+                let reason = other.reason().map_or_else(|| reply.text.clone(), str::to_owned);
+                tracing::info!(outcome = other.label(), reason, answer = %reply, "message not posted");
+            }
         }
         self.push(&reply);
     }

@@ -166,6 +166,23 @@ pub(super) async fn open_postgres(url: &str) -> StoreResult<(Readers<PgConnectio
         .options([("synchronous_commit", "on"), ("random_page_cost", "1.1")])
         // The multi-row statements of group commit differ by batch size.
         .statement_cache_capacity(512);
+    // One connection first, so that an unreachable server is named with the
+    // reason (refused, no such host, wrong password) within seconds, not
+    // after the pool's timeout as "pool timed out".
+    let server = format!("{}:{}", options.get_host(), options.get_port());
+    match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&options)).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+        }
+        Ok(Err(error)) => {
+            return Err(StoreError::Unreachable(format!("cannot connect to PostgreSQL at {server}: {error}")));
+        }
+        Err(_) => {
+            return Err(StoreError::Unreachable(format!(
+                "cannot connect to PostgreSQL at {server}: no answer within 5 seconds"
+            )));
+        }
+    }
     let pool = PgPoolOptions::new()
         .max_connections(10)
         .acquire_timeout(Duration::from_secs(10))

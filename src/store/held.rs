@@ -63,19 +63,32 @@ impl Store {
             .bind(held.thread_id)
             .fetch_one(&mut *tx)
             .await?;
-            w::insert_log(&mut tx, log, None).await?;
+            let log = InboundLogEntry { held_id: Some(id), ..log.clone() };
+            w::insert_log(&mut tx, &log, None).await?;
             tx.commit().await?;
             id
         });
         Ok(id)
     }
 
+    /// The inbound-log entries about held item `id`: its arrival, then
+    /// every admin's action on it, oldest first.
+    pub async fn held_log_entries(&self, id: i64) -> StoreResult<Vec<(i64, String, i64)>> {
+        Ok(reading!(self, |db| sqlx::query_as(
+            "SELECT id, decision, received_at FROM inbound_log WHERE held_id = $1 ORDER BY id"
+        )
+        .bind(id)
+        .fetch_all(db)
+        .await)?)
+    }
+
     /// Held items, newest first, filtered.
     pub async fn held_items(&self, filter: &HeldFilter) -> StoreResult<Vec<HeldItem>> {
-        let sender = filter.sender.as_ref().map(|s| format!("%{}%", s.to_lowercase()));
-        Ok(reading!(self, |db| sqlx::query_as(&format!(
+        let sender = super::lists::containing(filter.sender.as_ref());
+        Ok(reading!(self, |db| {
+            sqlx::query_as(&format!(
             "{HELD_COLUMNS} WHERE ($1 IS NULL OR h.status = $1) AND ($2 IS NULL OR h.reason_code = $2) \
-             AND ($3 IS NULL OR LOWER(h.mail_from) LIKE $3 OR LOWER(COALESCE(h.from_address, '')) LIKE $3) \
+             AND ($3 IS NULL OR LOWER(h.mail_from) LIKE $3 ESCAPE '\\' OR LOWER(COALESCE(h.from_address, '')) LIKE $3 ESCAPE '\\') \
              AND ($4 IS NULL OR h.received_at >= $4) AND ($5 IS NULL OR h.id < $5) ORDER BY h.id DESC LIMIT $6"
         ))
         .bind(&filter.status)
@@ -85,7 +98,8 @@ impl Store {
         .bind(filter.before_id)
         .bind(super::lists::page(filter.limit))
         .fetch_all(db)
-        .await)?)
+        .await
+        })?)
     }
 
     /// One held item.
@@ -126,8 +140,9 @@ impl Store {
                 return Err(self.not_held(id).await);
             }
             let inserted = w::insert_message(&mut tx, self.policy, message, Some(log)).await?;
-            sqlx::query("UPDATE held_messages SET released_message = $1 WHERE id = $2")
+            sqlx::query("UPDATE held_messages SET released_message = $1, thread_id = $2 WHERE id = $3")
                 .bind(inserted.id())
+                .bind(message.thread_id)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
@@ -156,6 +171,29 @@ impl Store {
         self.close_held(id, "noticed", by, Some(notice), log).await
     }
 
+    /// Puts discarded item `id` back in the queue, recording the action in
+    /// `log`; refused when it was not discarded (or its message is gone).
+    pub async fn restore_held(&self, id: i64, log: &InboundLogEntry) -> StoreResult<()> {
+        writing!(self, |db, w| {
+            let mut tx = db.begin().await?;
+            let restored: Option<i64> = sqlx::query_scalar(
+                "UPDATE held_messages SET status = 'held', acted_by = NULL, acted_at = NULL \
+                 WHERE id = $1 AND status = 'discarded' RETURNING id",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if restored.is_none() {
+                tx.rollback().await?;
+                return Err(self.not_held(id).await);
+            }
+            let log = InboundLogEntry { held_id: Some(id), ..log.clone() };
+            w::insert_log(&mut tx, &log, None).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     async fn close_held(
         &self,
         id: i64,
@@ -170,10 +208,12 @@ impl Store {
                 tx.rollback().await?;
                 return Err(self.not_held(id).await);
             }
-            if let Some(notice) = notice {
-                w::insert_outbox(&mut tx, self.policy, notice).await?;
-            }
-            w::insert_log(&mut tx, log, None).await?;
+            let notice_id = match notice {
+                Some(notice) => Some(w::insert_outbox(&mut tx, self.policy, notice).await?),
+                None => None,
+            };
+            let log = InboundLogEntry { held_id: Some(id), notice_id, ..log.clone() };
+            w::insert_log(&mut tx, &log, None).await?;
             tx.commit().await?;
         });
         if notice.is_some() {

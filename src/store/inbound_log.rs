@@ -156,10 +156,10 @@ impl Store {
     /// those that rule decided or acted on.
     pub async fn inbound_log(&self, rule: Option<&str>, limit: i64) -> StoreResult<Vec<InboundLogEntry>> {
         Ok(reading!(self, |db| sqlx::query_as(
-            "SELECT * FROM inbound_log WHERE ($1 IS NULL OR ',' || rules || ',' LIKE '%,' || $1 || ',%') \
+            "SELECT * FROM inbound_log WHERE ($1 IS NULL OR ',' || rules || ',' LIKE '%,' || $1 || ',%' ESCAPE '\\') \
              ORDER BY id DESC LIMIT $2",
         )
-        .bind(rule)
+        .bind(rule.map(super::lists::like_literal))
         .bind(limit)
         .fetch_all(db)
         .await)?)

@@ -4,6 +4,7 @@
 //! to the last row's id, which stays right while new rows arrive (they get
 //! higher ids). Every filter is optional; text filters match case-insensitively.
 
+use super::originals::LOG_LIST_COLUMNS;
 use super::{Backend, Bounce, InboundLogEntry, OutboxItem, Readers, Store, StoreResult, Thread, User};
 use serde::Deserialize;
 
@@ -12,9 +13,22 @@ pub(super) fn page(limit: Option<i64>) -> i64 {
     limit.unwrap_or(100).clamp(1, 1000)
 }
 
-/// `%text%` in lower case, for a `LIKE`.
-fn containing(text: Option<&String>) -> Option<String> {
-    text.filter(|t| !t.is_empty()).map(|t| format!("%{}%", t.to_lowercase()))
+/// `%text%` in lower case, for a `LIKE ... ESCAPE '\'`: the text's own `%`,
+/// `_` and `\` match themselves, not any text.
+pub(super) fn containing(text: Option<&String>) -> Option<String> {
+    text.filter(|t| !t.is_empty()).map(|t| format!("%{}%", like_literal(&t.to_lowercase())))
+}
+
+/// `text` with the characters `LIKE` gives a meaning to escaped by `\`.
+pub(super) fn like_literal(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 /// Which chats or tickets.
@@ -145,14 +159,14 @@ impl Store {
     /// Inbound log entries, newest first.
     pub async fn log_page(&self, filter: &LogFilter) -> StoreResult<Vec<InboundLogEntry>> {
         let (sender, recipient) = (containing(filter.sender.as_ref()), containing(filter.recipient.as_ref()));
-        let rule = filter.rule.as_ref().filter(|r| !r.is_empty());
-        Ok(reading!(self, |db| sqlx::query_as(
-            "SELECT * FROM inbound_log WHERE ($1 IS NULL OR LOWER(COALESCE(mail_from, '')) LIKE $1) \
-             AND ($2 IS NULL OR LOWER(rcpt_to) LIKE $2) AND ($3 IS NULL OR decision = $3) \
-             AND ($4 IS NULL OR ',' || rules || ',' LIKE '%,' || $4 || ',%') \
+        let rule = filter.rule.as_ref().filter(|r| !r.is_empty()).map(|r| like_literal(r));
+        Ok(reading!(self, |db| sqlx::query_as(&format!(
+            "{LOG_LIST_COLUMNS} WHERE ($1 IS NULL OR LOWER(COALESCE(mail_from, '')) LIKE $1 ESCAPE '\\') \
+             AND ($2 IS NULL OR LOWER(rcpt_to) LIKE $2 ESCAPE '\\') AND ($3 IS NULL OR decision = $3) \
+             AND ($4 IS NULL OR ',' || rules || ',' LIKE '%,' || $4 || ',%' ESCAPE '\\') \
              AND ($5 IS NULL OR received_at >= $5) AND ($6 IS NULL OR received_at < $6) \
              AND ($7 IS NULL OR id < $7) ORDER BY id DESC LIMIT $8"
-        )
+        ))
         .bind(&sender)
         .bind(&recipient)
         .bind(&filter.decision)
@@ -168,9 +182,11 @@ impl Store {
     /// Outbox items, newest first.
     pub async fn outbox_page(&self, filter: &OutboxFilter) -> StoreResult<Vec<OutboxItem>> {
         let to = containing(filter.to.as_ref());
-        Ok(reading!(self, |db| sqlx::query_as(
-            "SELECT * FROM outbox WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR kind = $2) \
-             AND ($3 IS NULL OR LOWER(to_address) LIKE $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+        let items: Vec<OutboxItem> = reading!(self, |db| sqlx::query_as(
+            "SELECT o.*, t.subject AS subject FROM outbox o LEFT JOIN threads t ON t.id = o.thread_id \
+             WHERE ($1 IS NULL OR o.status = $1) AND ($2 IS NULL OR o.kind = $2) \
+             AND ($3 IS NULL OR LOWER(o.to_address) LIKE $3 ESCAPE '\\') AND ($4 IS NULL OR o.id < $4) \
+             ORDER BY o.id DESC LIMIT $5"
         )
         .bind(&filter.status)
         .bind(&filter.kind)
@@ -178,14 +194,15 @@ impl Store {
         .bind(filter.before_id)
         .bind(page(filter.limit))
         .fetch_all(db)
-        .await)?)
+        .await)?;
+        Ok(items.into_iter().map(OutboxItem::with_subject).collect())
     }
 
     /// Bounces, newest first.
     pub async fn bounces_page(&self, filter: &BounceFilter) -> StoreResult<Vec<Bounce>> {
         let recipient = containing(filter.recipient.as_ref());
         Ok(reading!(self, |db| sqlx::query_as(
-            "SELECT * FROM bounces WHERE ($1 IS NULL OR LOWER(COALESCE(recipient, '')) LIKE $1) \
+            "SELECT * FROM bounces WHERE ($1 IS NULL OR LOWER(COALESCE(recipient, '')) LIKE $1 ESCAPE '\\') \
              AND ($2 IS NULL OR counted = $2) AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
         )
         .bind(&recipient)

@@ -214,6 +214,9 @@ pub enum StoreError {
     /// The database URL names no backend we have.
     #[error("{0}")]
     Unsupported(String),
+    /// The database server could not be reached (at start).
+    #[error("{0}")]
+    Unreachable(String),
     /// The group commit failed or stopped; the message was not stored.
     #[error("storing failed: {0}")]
     Batch(String),

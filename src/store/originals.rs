@@ -298,9 +298,15 @@ impl Store {
     }
 }
 
+/// The columns of an [`InboundLogEntry`] in a list: all but the refused
+/// mail's header fields.
+pub(super) const LOG_LIST_COLUMNS: &str = "SELECT id, received_at, peer, helo, mail_from, rcpt_to, message_id, \
+     decision, reason, smtp_reply, thread_id, stored_message, rules, auth, original, subject, held_id, notice_id \
+     FROM inbound_log";
+
 /// The columns of an [`InboundLogEntry`].
 const LOG_COLUMNS: &str = "SELECT id, received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, \
-     smtp_reply, thread_id, stored_message, rules, auth, original FROM inbound_log";
+     smtp_reply, thread_id, stored_message, rules, auth, original, subject, held_id, notice_id, headers FROM inbound_log";
 
 impl Store {
     /// One inbound-log entry.

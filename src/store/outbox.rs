@@ -186,7 +186,8 @@ impl Store {
                     .await?;
             }
             if let Some(log) = log {
-                w::insert_log(&mut tx, log, None).await?;
+                let log = InboundLogEntry { notice_id: Some(id), ..log.clone() };
+                w::insert_log(&mut tx, &log, None).await?;
             }
             tx.commit().await?;
             id
@@ -255,10 +256,10 @@ impl Store {
     ) -> StoreResult<Vec<(i64, String, String, i64)>> {
         Ok(reading!(self, |db| sqlx::query_as(
             "SELECT o.user_id, u.email, o.kind, o.created_at FROM notification_optouts o \
-             JOIN users u ON u.id = o.user_id WHERE ($1 IS NULL OR u.email LIKE '%' || $1 || '%') \
+             JOIN users u ON u.id = o.user_id WHERE ($1 IS NULL OR LOWER(u.email) LIKE $1 ESCAPE '\\') \
              ORDER BY o.created_at DESC LIMIT $2"
         )
-        .bind(address)
+        .bind(super::lists::containing(address.map(str::to_owned).as_ref()))
         .bind(limit)
         .fetch_all(db)
         .await)?)

@@ -143,6 +143,14 @@ impl Thread {
     pub fn kind(&self) -> ThreadKind {
         ThreadKind::parse(&self.kind).unwrap_or(ThreadKind::Chat)
     }
+
+    /// "chat #N" or "ticket #N", as replies and pages name it.
+    pub fn label(&self) -> String {
+        match self.ticket_number {
+            Some(number) => format!("ticket #{number}"),
+            None => format!("chat #{}", self.id),
+        }
+    }
 }
 
 /// What opening a thread needs besides its first message.
@@ -406,6 +414,21 @@ pub struct InboundLogEntry {
     /// SHA-256 of the message as it arrived, when it was kept
     /// (`GET /api/v1/inbound-log/{id}/raw`).
     pub original: Option<String>,
+    /// The message's Subject, when DATA got that far.
+    #[sqlx(default)]
+    pub subject: Option<String>,
+    /// The held item this entry is about: the mail held, or an admin's
+    /// action on it.
+    #[sqlx(default)]
+    pub held_id: Option<i64>,
+    /// The outbox item of the refusal notice sent to the sender, if one was.
+    #[sqlx(default)]
+    pub notice_id: Option<i64>,
+    /// The header fields of refused mail (not its body), so that an admin
+    /// can tell a sender why; at most 16 KiB.
+    #[sqlx(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<String>,
 }
 
 /// A message held for an admin (a row of `held_messages`).
@@ -529,7 +552,25 @@ pub struct OutboxItem {
     /// Unix ms.
     #[serde(serialize_with = "opt_time_ms")]
     pub sent_at: Option<i64>,
+    /// What it is about: its thread's subject, or the subject of the mail a
+    /// notice answers (filled in lists).
+    #[sqlx(default)]
+    pub subject: Option<String>,
 }
+
+impl OutboxItem {
+    /// Fills [`OutboxItem::subject`] from the context when the thread gave none.
+    pub(crate) fn with_subject(mut self) -> Self {
+        if self.subject.is_none() {
+            self.subject = serde_json::from_str::<serde_json::Value>(&self.context)
+                .ok()
+                .and_then(|c| c.get("subject").and_then(|s| s.as_str()).map(str::to_owned))
+                .filter(|s| !s.is_empty());
+        }
+        self
+    }
+}
+
 /// Serializes Unix milliseconds as an RFC 3339 time.
 fn time_ms<S: serde::Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&rfc3339(*ms))

@@ -64,7 +64,20 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             let first = NewMessage { thread_id: thread.id, ..first.clone() };
-            let inserted = w::insert_message(&mut tx, self.policy, &first, log).await?;
+            // The log records the answer the client gets, which names the
+            // ticket only now that it has a number.
+            let log = log.map(|log| InboundLogEntry {
+                thread_id: Some(thread.id),
+                smtp_reply: crate::domain::reply::for_disposition(&crate::domain::outcome::Disposition::Accepted {
+                    thread_id: thread.id,
+                    thread_label: thread.label(),
+                    message_id: 0,
+                    duplicate: false,
+                })
+                .to_string(),
+                ..log.clone()
+            });
+            let inserted = w::insert_message(&mut tx, self.policy, &first, log.as_ref()).await?;
             for mail in also {
                 let mail = NewOutbox { thread_id: Some(thread.id), ..mail.clone() };
                 w::insert_outbox(&mut tx, self.policy, &mail).await?;

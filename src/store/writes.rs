@@ -585,7 +585,7 @@ async fn insert_logs(conn: &mut Connection, entries: &[(&InboundLogEntry, Option
     }
     let mut log = sqlx::QueryBuilder::<Db>::new(
         "INSERT INTO inbound_log (received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, \
-         smtp_reply, thread_id, stored_message, rules, auth, original) ",
+         smtp_reply, thread_id, stored_message, rules, auth, original, subject, held_id, notice_id, headers) ",
     );
     log.push_values(entries, |mut row, (entry, stored)| {
         row.push_bind(entry.received_at)
@@ -601,7 +601,11 @@ async fn insert_logs(conn: &mut Connection, entries: &[(&InboundLogEntry, Option
             .push_bind(stored.or(entry.stored_message))
             .push_bind(&entry.rules)
             .push_bind(&entry.auth)
-            .push_bind(&entry.original);
+            .push_bind(&entry.original)
+            .push_bind(&entry.subject)
+            .push_bind(entry.held_id)
+            .push_bind(entry.notice_id)
+            .push_bind(&entry.headers);
     });
     log.build().execute(&mut *conn).await?;
     Ok(())

@@ -293,3 +293,47 @@ async fn metrics_need_the_admin_token_and_move_with_traffic() {
     );
     app.stop().await;
 }
+
+/// Issue 31: the log's text filters match `%` and `_` as themselves (they
+/// were SQL wildcards), its entries carry the Subject, and recipients
+/// refused at RCPT time are counted in the metrics, by why.
+#[tokio::test]
+async fn log_filters_are_literal_entries_carry_the_subject_and_rcpt_refusals_are_counted() {
+    let app = spawn_app().await;
+    let (_, _chat, note) = app.chat_with_note().await;
+    let reply = reply_mail(OWNER, &note.reply_address(), "Where is my invoice?", "lit@acme.example", "", "Any news?");
+    assert!(app.send(OWNER, &[&note.reply_address()], &reply).await.starts_with("250"));
+    let (status, log) = app.get("/inbound-log?sender=olivia").await;
+    assert_eq!(status, 200);
+    assert_eq!(log[0]["subject"], "Re: Where is my invoice?", "{log}");
+    // `%` and `_` are letters, not wildcards.
+    for filter in ["sender=%25", "sender=_", "sender=o_ivia", "recipient=%25", "rule=%25"] {
+        let (status, log) = app.get(&format!("/inbound-log?{filter}")).await;
+        assert_eq!((status, log.as_array().map(Vec::len)), (200, Some(0)), "{filter}: {log}");
+    }
+    let (_, held) = app.admin_get("/held?sender=%25").await;
+    assert_eq!(held.as_array().map(Vec::len), Some(0), "{held}");
+    let (_, outbox) = app.get("/outbox?to=_").await;
+    assert_eq!(outbox.as_array().map(Vec::len), Some(0), "{outbox}");
+
+    // Refused recipients: a forged reply address, a stranger's domain, no such mailbox.
+    let forged = note.reply_address().replacen("reply+", "reply+A", 1);
+    let mut smtp = app.smtp().await;
+    smtp.expect("EHLO client.example", "250").await;
+    smtp.expect(&format!("MAIL FROM:<{OWNER}>"), "250").await;
+    smtp.expect(&format!("RCPT TO:<{forged}>"), "550").await;
+    smtp.expect("RCPT TO:<someone@elsewhere.example>", "550").await;
+    smtp.expect(&format!("RCPT TO:<nobody@{DOMAIN}>"), "550").await;
+    smtp.expect("QUIT", "221").await;
+    let metrics = app.metrics().await;
+    for reason in ["bad_token", "relay_denied", "unknown_mailbox"] {
+        let line = format!("mailgate_smtp_recipients_refused_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+    // The log says why in words, not in the code's names.
+    let (_, log) = app.get("/inbound-log?decision=rejected").await;
+    let reason = log[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("no such mailbox") && reason.contains("relaying is refused"), "{reason}");
+    assert!(!reason.contains("BadToken") && !reason.contains("RelayDenied"), "{reason}");
+    app.stop().await;
+}

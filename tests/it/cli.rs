@@ -140,7 +140,6 @@ fn read_only_commands_never_create_a_database() {
         vec!["held", "list"],
         vec!["explain", "1"],
         vec!["replay"],
-        vec!["rules", "test", message],
         vec!["inspect", message],
     ] {
         let out =
@@ -150,6 +149,74 @@ fn read_only_commands_never_create_a_database() {
         assert!(stderr.contains("no mailgate database at"), "{args:?}: {stderr}");
         assert!(std::fs::read_dir(empty.path()).unwrap().next().is_none(), "{args:?} created files");
     }
+    // Issue 31: `rules test` works on a fresh machine, deciding against an
+    // empty directory, says so in one line, and leaves nothing behind.
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/default.toml");
+    let out = mailgate()
+        .args(["rules", "test", message, "--rules", rules, "--data-dir", dir])
+        .env_remove("MAILGATE_DATABASE_URL")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("deciding as if the directory were empty"), "{stderr}");
+    assert!(stdout.contains("decision:") && stdout.contains("kind is auto_reply"), "{stdout}");
+    assert!(std::fs::read_dir(empty.path()).unwrap().next().is_none(), "rules test created files");
+}
+
+/// Issue 31: each command's help lists the flags it uses, once, with its own
+/// description; addresses may be names; a wrong one says how to write it.
+#[test]
+fn each_command_lists_its_own_flags_and_addresses_may_be_names() {
+    let help = |args: &[&str]| {
+        let out = mailgate().args(args).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = help(&[]);
+    let line = |name: &str| top.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_default().to_owned();
+    assert!(line("suppressions").contains("bounced") && line("outbox").contains("outgoing mail"), "{top}");
+    for tool in [&["keys", "list"][..], &["tokens", "reset"], &["outbox", "list"], &["suppressions", "list"], &["log"]]
+    {
+        let text = help(tool);
+        for serve_only in
+            ["--smtp-listen", "--http-listen", "--relay", "--tls-cert", "--public-url", "--max-message-size"]
+        {
+            assert!(!text.contains(serve_only), "{tool:?} lists {serve_only}: {text}");
+        }
+        assert!(text.contains("--data-dir") && text.contains("--database-url"), "{tool:?}: {text}");
+    }
+    let replay = help(&["replay"]);
+    assert_eq!(replay.matches("[default: 7d]").count(), 1, "{replay}");
+    assert!(help(&["rules", "test"]).contains("--rules <FILE>"));
+
+    // A listening address may be a name; a wrong one names the way to write it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = mailgate()
+        .args(["serve", "--smtp-listen", "localhost:0", "--http-listen", "localhost:0"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = start_line(&mut child);
+    assert!(started.contains("the admin console is at http://127.0.0.1:"), "{started}");
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let out = mailgate().args(["serve", "--smtp-listen", "2525"]).current_dir(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("write it as IP:PORT"), "{stderr}");
+    // An unreachable PostgreSQL is named at once, with the reason.
+    let out = mailgate()
+        .args(["serve", "--database-url", "postgres://mailgate:secret@127.0.0.1:1/mailgate"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:1") && stderr.contains("refused"), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
 }
 
 #[test]

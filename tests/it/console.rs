@@ -406,14 +406,39 @@ async fn held_mail_unsubscribes_and_broken_templates_in_the_browser_with_markup_
     // Several at once: the chosen ones only.
     tick(&b, &format!("#held input[value='{spam_id}']")).await;
     click(&b, "#discard-chosen").await;
-    assert_eq!(text(&b, "#flash").await, format!("Held item {spam_id} discarded."));
+    assert!(text(&b, "#flash").await.starts_with(&format!("Held item {spam_id} discarded;")));
     assert!(!text(&b, "#held").await.contains("Cheap pills"), "gone from the queue");
+    // Issue 31: a discard can be undone while the message is kept.
+    b.goto(&format!("{base}/held/{spam_id}")).await.unwrap();
+    assert!(text(&b, "#outcome").await.starts_with("Discarded by Anna <anna@desk.example> (console) at"));
+    click(&b, "#restore").await;
+    assert!(text(&b, "#flash").await.contains("put back in the queue"));
+    assert_eq!(text(&b, "#status").await, "held");
+    let history = text(&b, "#history").await;
+    assert!(["held", "discarded", "restored"].iter().all(|d| history.contains(d)), "{history}");
+    // Its arrival in the log links back to it, with the Subject.
+    click(&b, "#history a").await;
+    assert_eq!(text(&b, "#held-link").await, format!("held item {spam_id}"));
+    assert_eq!(text(&b, "#log-subject").await, "Re: Cheap pills");
+    click(&b, "#held-link").await;
+    click(&b, "#discard").await;
+    assert_eq!(text(&b, "#status").await, "discarded");
+    b.goto(&format!("{base}/held")).await.unwrap();
     click(&b, "#held td a").await;
     assert!(text(&b, "#reason").await.contains("may not write"));
     assert!(text(&b, "#subject").await.contains(hostile));
     click(&b, "#release").await;
     assert!(text(&b, "#flash").await.contains("released into its conversation"));
     assert_eq!(text(&b, "#status").await, "released");
+    // What became of it, not what would happen to it today.
+    let outcome = text(&b, "#outcome").await;
+    assert!(
+        outcome.starts_with("Released by Anna <anna@desk.example> (console) at")
+            && outcome.contains("into chat #")
+            && outcome.contains(", message "),
+        "{outcome}"
+    );
+    assert!(!text(&b, "#steps").await.contains("Decision today"), "the explanation does not call it held today");
     let (_, item) = app.admin_get("/held?status=released").await;
     assert_eq!(item[0]["acted_by"], "Anna <anna@desk.example> (console)", "recorded with who did it");
 
@@ -558,6 +583,40 @@ async fn every_list_page_pages_through_several_pages_to_the_last_row() {
         let unique: std::collections::HashSet<_> = rows.iter().collect();
         assert_eq!((rows.len(), unique.len()), (expected, expected), "{page}: every row once");
     }
+    b.close().await.unwrap();
+    app.stop().await;
+}
+
+/// Issue 31: a refused message's log entry keeps its header fields (not its
+/// body) and links to the notice the sender got, whose outbox page opens
+/// with what it is about; the log lists the Subject.
+#[tokio::test]
+async fn a_refused_message_keeps_its_header_fields_and_links_to_the_notice_sent() {
+    let app = crate::support::spawn_app().await;
+    let (_w, chat_id, note) = app.chat_with_note().await;
+    app.post(&format!("/chats/{chat_id}/close"), json!({})).await;
+    let reply = reply_mail(OWNER, &note.reply_address(), "Late question", "late@acme.example", "", "Secret body text");
+    let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("550"), "{answer}");
+    app.wait_for_mail(4).await;
+
+    let (_driver, b) = browser().await;
+    let base = console(&app);
+    b.goto(&format!("{base}/login")).await.unwrap();
+    b.find(Locator::Css("#token")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
+    click(&b, "#login").await;
+    b.goto(&format!("{base}/log?decision=rejected")).await.unwrap();
+    assert!(text(&b, "#log").await.contains("Re: Late question"), "the Subject in the list");
+    click(&b, "#log td a").await;
+    let headers = text(&b, "#refused-headers").await;
+    assert!(headers.contains("Subject: Re: Late question") && headers.contains("Message-ID: <late@acme.example>"));
+    assert!(!headers.contains("Secret body text"), "the body is not kept: {headers}");
+    assert!(text(&b, "#notice").await.starts_with("queued as outbox item"));
+    click(&b, "#notice-link").await;
+    assert!(text(&b, "#to").await.starts_with(OWNER));
+    assert!(text(&b, "#about").await.contains("Late question"), "{}", text(&b, "#about").await);
+    assert_eq!(text(&b, "#status").await, "sent");
+    screenshot(&b, "outbox-item").await;
     b.close().await.unwrap();
     app.stop().await;
 }

@@ -25,7 +25,7 @@ async fn explain_prints_every_step_of_a_stored_reply() {
     for step in ["1. parse", "2. classify      human", "3. authenticate", "4. thread", "5. authorize     allowed"] {
         assert!(out.contains(step), "{step} missing:\n{out}");
     }
-    assert!(out.contains("Recipient    ") && out.contains("verified: thread"), "{out}");
+    assert!(out.contains("recipient    ") && out.contains("verified: thread"), "{out}");
     assert!(out.contains("history: quoted history starts at line"), "{out}");
     assert!(out.contains("signature:") && out.contains("| Olivia"), "{out}");
     assert!(out.contains("| Live only.") && out.contains("8. decision now  accepted: 250"), "{out}");

@@ -183,6 +183,11 @@ async fn actions_are_applied_and_recorded_with_the_rule_name() {
     assert!(out.status.success(), "mailgate log: {}", String::from_utf8_lossy(&out.stderr));
     let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
+    // Issue 31: the log records the answer the client got, naming the ticket,
+    // and the Subject.
+    assert_eq!(entries[0]["smtp_reply"], answer.trim_end(), "{entries}");
+    assert!(answer.contains(&format!("ticket #{}", number + 1)), "{answer}");
+    assert_eq!(entries[0]["subject"], "Live is down");
     app.stop().await;
 }
 
