@@ -217,6 +217,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         outbound: Arc::clone(&outbound_counters),
         pipeline,
         throttle: api::throttle::Throttle::default(),
+        trusted_proxies: config.trusted_proxies.clone(),
     });
     if let Some(listener) = metrics_listener {
         let metrics_shutdown = shutdown.clone();

@@ -161,6 +161,7 @@ struct RawConfig {
     time_zone: Option<String>,
     rules_file: Option<PathBuf>,
     admin_token: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
     token_lifetime_days: Option<u32>,
     tls: Option<RawTls>,
     on_call_address: Option<String>,
@@ -462,6 +463,8 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Where `GET /metrics` is also served without a token, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// The reverse proxies whose `X-Forwarded-*` headers the HTTP side believes.
+    pub trusted_proxies: crate::api::throttle::TrustedProxies,
     /// Our mail domain, lower case.
     pub domain: String,
     /// Whether the domain was given (flag, environment or file) rather
@@ -701,6 +704,11 @@ impl ConfigArgs {
             smtp_listen,
             http_listen,
             metrics_listen,
+            trusted_proxies: match &raw.trusted_proxies {
+                Some(list) => crate::api::throttle::TrustedProxies::parse(list)
+                    .map_err(|why| anyhow::anyhow!("trusted_proxies: {why}"))?,
+                None => crate::api::throttle::TrustedProxies::default(),
+            },
             domain,
             domain_given,
             hostname,
@@ -761,6 +769,7 @@ impl Config {
             smtp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: None,
+            trusted_proxies: crate::api::throttle::TrustedProxies::default(),
             domain: domain.to_ascii_lowercase(),
             domain_given: true,
             hostname: domain.to_ascii_lowercase(),

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// Existed, and is gone for good (purged after its retention).
     #[error("{0}")]
     Gone(String),
+    /// The request's body is larger than the API takes.
+    #[error("{0}")]
+    TooLarge(String),
     /// Too many wrong credentials from this client: try again after this long.
     #[error("too many wrong tokens from your address; try again in {} seconds", .0.as_secs().max(1))]
     TooManyAttempts(std::time::Duration),
@@ -47,6 +50,16 @@ impl From<StoreError> for ApiError {
 }
 
 impl ApiError {
+    /// A JSON body that could not be read: `413` when it was too large,
+    /// else `400` with what was wrong.
+    pub fn from_json(rejection: &axum::extract::rejection::JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!("the request body is larger than the API takes ({})", rejection.body_text()))
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    }
+
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -56,6 +69,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) | ApiError::Exists(..) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(error) => {
                 tracing::error!(error = %error, "API request failed");
@@ -77,5 +91,70 @@ impl IntoResponse for ApiError {
             }
             _ => (status, Json(json!({ "error": self.to_string() }))).into_response(),
         }
+    }
+}
+
+/// Makes every error the API answers JSON, as docs/api.md promises: an
+/// answer of 400 or more without a JSON body (axum's own answers to a path
+/// that is not a number, a bad query, an unknown route or method) becomes
+/// `{"error": "..."}` with a sentence.
+pub(crate) async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let text = text.unwrap_or_default();
+    let error = match status {
+        StatusCode::NOT_FOUND if text.is_empty() => {
+            format!("no such route: {method} {path}; the API is described at /api/v1/openapi.json")
+        }
+        StatusCode::METHOD_NOT_ALLOWED => format!("{method} is not a method of {path}"),
+        _ => plain_words(&text),
+    };
+    let mut answer = (status, Json(json!({ "error": error }))).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
+/// axum's rejection texts in plain words: ``Invalid URL: Cannot parse `abc`
+/// to a `i64` `` becomes "`abc` in the path is not a number".
+fn plain_words(text: &str) -> String {
+    let text = text.trim();
+    if let Some(rest) = text.split("Cannot parse `").nth(1)
+        && let Some((value, kind)) = rest.split_once("` to a `")
+    {
+        let kind = kind.trim_end_matches('`');
+        let expected = if kind.starts_with('i') || kind.starts_with('u') { "a whole number" } else { "valid here" };
+        let expected = if expected == "valid here" { format!("a {kind}") } else { expected.to_owned() };
+        return format!("{value:?} in the path is not {expected}");
+    }
+    if let Some(rest) = text.strip_prefix("Failed to deserialize query string: ") {
+        return format!("the query is not valid: {rest}");
+    }
+    if text.is_empty() { "the request could not be answered".to_owned() } else { text.to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rejections_read_as_sentences() {
+        assert_eq!(
+            super::plain_words("Invalid URL: Cannot parse `abc` to a `i64`"),
+            "\"abc\" in the path is not a whole number"
+        );
+        assert_eq!(super::plain_words(""), "the request could not be answered");
     }
 }

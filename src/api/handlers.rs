@@ -19,7 +19,7 @@ type Shared = State<Arc<ApiState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
 pub(super) fn body<T>(json: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    json.map(|Json(v)| v).map_err(|e| ApiError::BadRequest(e.body_text()))
+    json.map(|Json(v)| v).map_err(|e| ApiError::from_json(&e))
 }
 
 pub(super) fn required(value: &str, field: &str) -> ApiResult<String> {

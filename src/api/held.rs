@@ -126,7 +126,7 @@ pub(super) async fn bulk(
     State(state): Shared,
     json: Result<Json<Bulk>, JsonRejection>,
 ) -> ApiResult<Json<Vec<serde_json::Value>>> {
-    let Json(bulk) = json.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(bulk) = json.map_err(|e| ApiError::from_json(&e))?;
     if !matches!(bulk.action.as_str(), "release" | "discard" | "notice") {
         return Err(ApiError::BadRequest(format!("action {:?} is not release, discard or notice", bulk.action)));
     }

@@ -15,6 +15,7 @@ mod webhooks;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -53,6 +54,8 @@ pub struct ApiState {
     pub templates_dir: Option<std::path::PathBuf>,
     /// Failed credential checks per client address.
     pub throttle: throttle::Throttle,
+    /// The reverse proxies whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: throttle::TrustedProxies,
 }
 
 /// One route as the API description lists it.
@@ -157,14 +160,31 @@ pub fn router(state: Arc<ApiState>) -> Router {
         // The description is public, as a Dashboard developer needs it first.
         .route("/openapi.json", get(move || async move { axum::Json((*description).clone()) }));
     let admin = admin.layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin));
-    Router::new()
+    let apis = Router::new()
         .nest("/api/v1/admin", admin)
         .nest("/api/v1", api)
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(middleware::from_fn(error::json_errors));
+    Router::new()
+        .merge(apis)
+        .route("/", get(home))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics).route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin)))
         // The token in the link is the credential: no bearer token here.
         .route("/unsubscribe/{token}", get(handlers::unsubscribe_page).post(handlers::unsubscribe))
         .with_state(state)
+}
+
+/// `GET /`: where things are, for a person or a client that found the port.
+async fn home() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "name": "mailgate",
+        "version": env!("CARGO_PKG_VERSION"),
+        "console": "/admin/",
+        "api": "/api/v1/",
+        "description": "/api/v1/openapi.json",
+        "health": "/healthz",
+    }))
 }
 
 /// `GET /metrics` alone, without a token: for the separate metrics listener
@@ -206,11 +226,25 @@ async fn require_admin(State(state): State<Arc<ApiState>>, request: Request, nex
 }
 
 /// The client address of a request (see [`throttle::client_ip`]).
-pub(crate) fn request_ip(extensions: &axum::http::Extensions, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
-    let peer = extensions
+pub(crate) fn request_ip(
+    state: &ApiState,
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+) -> std::net::IpAddr {
+    throttle::client_ip(peer_ip(extensions), headers, &state.trusted_proxies)
+}
+
+/// The address of the connection a request came on.
+fn peer_ip(extensions: &axum::http::Extensions) -> std::net::IpAddr {
+    extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
-    throttle::client_ip(peer, headers)
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip())
+}
+
+/// Whether a request came through one of the trusted proxies, whose
+/// `X-Forwarded-*` headers are believed.
+pub(crate) fn via_trusted_proxy(state: &ApiState, extensions: &axum::http::Extensions) -> bool {
+    state.trusted_proxies.trust(peer_ip(extensions))
 }
 
 /// Runs `request` when its bearer token is the `kind` credential; a wrong
@@ -222,7 +256,7 @@ async fn checked(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let ip = request_ip(request.extensions(), request.headers());
+    let ip = request_ip(state, request.extensions(), request.headers());
     if let throttle::Verdict::Locked(wait) = state.throttle.verdict(ip) {
         state.metrics.credential_failure(kind.name(), "locked");
         return Err(ApiError::TooManyAttempts(wait));

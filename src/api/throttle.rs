@@ -97,14 +97,50 @@ impl Throttle {
     }
 }
 
-/// The client's address: the connection's, or behind a reverse proxy on
-/// this host (a loopback connection) the last `X-Forwarded-For` address.
+/// The reverse proxies whose `X-Forwarded-For`, `X-Forwarded-Host` and
+/// `X-Forwarded-Proto` are believed (`trusted_proxies` in the config file;
+/// by default a proxy on this host: 127.0.0.0/8 and ::1). From any other
+/// peer those headers are ignored: anyone can send them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl Default for TrustedProxies {
+    fn default() -> Self {
+        let loopback = ["127.0.0.0/8", "::1/128"].map(|net| net.parse().unwrap_or_else(|_| unreachable!()));
+        Self(loopback.to_vec())
+    }
+}
+
+impl TrustedProxies {
+    /// Addresses (`10.0.0.5`) and networks (`10.0.0.0/8`); an empty list
+    /// believes no forwarded header.
+    pub fn parse(list: &[String]) -> Result<Self, String> {
+        list.iter()
+            .map(|text| {
+                let text = text.trim();
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{text:?} is not an address or a network like 10.0.0.0/8"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    /// Whether a connection from `peer` is one of the proxies.
+    pub fn trust(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.0.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// The client's address: the connection's, or behind a trusted proxy the
+/// last `X-Forwarded-For` address.
 ///
 /// Addresses are counted as IPv4 (an IPv4-mapped IPv6 address is its IPv4
 /// address) and IPv6 by its /64, the least a single client is given.
-pub fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+pub fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, proxies: &TrustedProxies) -> IpAddr {
     let peer = peer.to_canonical();
-    let client = match peer.is_loopback() {
+    let client = match proxies.trust(peer) {
         false => peer,
         true => headers
             .get_all("x-forwarded-for")
@@ -126,7 +162,7 @@ pub fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
-    use super::{LOCKOUT_AFTER, Throttle, Verdict, client_ip};
+    use super::{LOCKOUT_AFTER, Throttle, TrustedProxies, Verdict, client_ip};
     use std::net::IpAddr;
     use std::time::Duration;
 
@@ -152,15 +188,22 @@ mod tests {
         let mut headers = axum::http::HeaderMap::new();
         headers.append("x-forwarded-for", "203.0.113.9, 198.51.100.4".parse().unwrap());
         let local: IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(client_ip(local, &headers), "198.51.100.4".parse::<IpAddr>().unwrap());
+        let proxies = TrustedProxies::default();
+        assert_eq!(client_ip(local, &headers, &proxies), "198.51.100.4".parse::<IpAddr>().unwrap());
         let remote: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(client_ip(remote, &headers), remote, "a remote client cannot claim another address");
+        assert_eq!(client_ip(remote, &headers, &proxies), remote, "a remote client cannot claim another address");
+        // A configured proxy elsewhere is believed; with none, not even a local one.
+        let lan = TrustedProxies::parse(&["10.0.0.0/8".to_owned(), "192.0.2.1".to_owned()]).unwrap();
+        assert_eq!(client_ip(remote, &headers, &lan), "198.51.100.4".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(local, &headers, &lan), local);
+        assert_eq!(client_ip(local, &headers, &TrustedProxies::parse(&[]).unwrap()), local);
+        assert!(TrustedProxies::parse(&["10.0.0.0/33".to_owned()]).is_err());
         // One IPv6 client is its /64, however many addresses it takes from it;
         // an IPv4-mapped address is its IPv4 address.
         let (a, b): (IpAddr, IpAddr) = ("2001:db8:1:2::1".parse().unwrap(), "2001:db8:1:2:ffff::9".parse().unwrap());
         let none = axum::http::HeaderMap::new();
-        assert_eq!(client_ip(a, &none), client_ip(b, &none));
+        assert_eq!(client_ip(a, &none, &proxies), client_ip(b, &none, &proxies));
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        assert_eq!(client_ip(mapped, &none), remote);
+        assert_eq!(client_ip(mapped, &none, &proxies), remote);
     }
 }

@@ -41,7 +41,7 @@ pub(super) async fn create(
     State(state): Shared,
     json: Result<Json<NewWebhook>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
-    let Json(new) = json.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(new) = json.map_err(|e| ApiError::from_json(&e))?;
     let url = new.url.trim();
     if !(url.starts_with("https://") || url.starts_with("http://")) || url.chars().any(char::is_whitespace) {
         return Err(ApiError::BadRequest(format!("url {url:?} must be an http:// or https:// URL")));

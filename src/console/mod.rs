@@ -212,9 +212,14 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-/// Whether the request came through a TLS proxy that says so.
-fn behind_tls(headers: &HeaderMap) -> bool {
-    headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("https"))
+/// Whether the request came through a TLS proxy that says so (`proxied`:
+/// it came from one of the trusted proxies; anyone else's word is ignored).
+fn behind_tls(headers: &HeaderMap, proxied: bool) -> bool {
+    proxied
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
 /// A logged-in admin's session, taken from the request's cookie.
@@ -264,7 +269,8 @@ impl FromRequestParts<Arc<ApiState>> for Session {
     type Rejection = ConsoleError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
-        if parts.method != Method::GET && parts.method != Method::HEAD && !same_origin(&parts.headers) {
+        let proxied = crate::api::via_trusted_proxy(state, &parts.extensions);
+        if parts.method != Method::GET && parts.method != Method::HEAD && !same_origin(&parts.headers, proxied) {
             return Err(ConsoleError::Forged);
         }
         let value = cookie(&parts.headers, SESSION_COOKIE).ok_or(ConsoleError::LoggedOut)?;
@@ -284,7 +290,7 @@ impl FromRequestParts<Arc<ApiState>> for Session {
         Ok(Session {
             csrf: stored.csrf,
             id_hash,
-            secure: behind_tls(&parts.headers),
+            secure: behind_tls(&parts.headers, proxied),
             flash,
             waiting,
             actor: stored.actor,
@@ -294,22 +300,28 @@ impl FromRequestParts<Arc<ApiState>> for Session {
 
 /// Whether a form post comes from this site: its `Origin` (sent by every
 /// browser on a POST) names the host it was sent to, as the client asked
-/// for it (`X-Forwarded-Host` from a proxy, else `Host`). A request without
-/// an `Origin` is not from a browser page, and still needs the session and
-/// its token.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// for it (`X-Forwarded-Host` from a trusted proxy, else `Host`). A request
+/// without an `Origin` is not from a browser page, and still needs the
+/// session and its token.
+fn same_origin(headers: &HeaderMap, proxied: bool) -> bool {
     let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
-    let asked = headers.get("x-forwarded-host").or_else(|| headers.get(HOST)).and_then(|v| v.to_str().ok());
+    let forwarded = if proxied { headers.get("x-forwarded-host") } else { None };
+    let asked = forwarded.or_else(|| headers.get(HOST)).and_then(|v| v.to_str().ok());
     let host = asked.and_then(|v| v.split(',').next()).unwrap_or_default().trim();
     let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
     !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }
 
 /// `GET /admin/login`
-async fn login_page(headers: HeaderMap) -> Response {
+async fn login_page(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+) -> Response {
     let mut page =
         render("login.html", minijinja::context! { title => "Log in", flash => flash(&headers), page => "login" });
-    set_cookie(&mut page, FLASH_COOKIE, "", 0, behind_tls(&headers));
+    let proxied = crate::api::via_trusted_proxy(&state, &extensions);
+    set_cookie(&mut page, FLASH_COOKIE, "", 0, behind_tls(&headers, proxied));
     page
 }
 
@@ -340,11 +352,12 @@ async fn login(
     extensions: axum::http::Extensions,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Result<Response, ConsoleError> {
-    let secure = behind_tls(&headers);
-    if !same_origin(&headers) {
+    let proxied = crate::api::via_trusted_proxy(&state, &extensions);
+    let secure = behind_tls(&headers, proxied);
+    if !same_origin(&headers, proxied) {
         return Err(ConsoleError::Forged);
     }
-    let ip = crate::api::request_ip(&extensions, &headers);
+    let ip = crate::api::request_ip(&state, &extensions, &headers);
     if let crate::api::throttle::Verdict::Locked(wait) = state.throttle.verdict(ip) {
         state.metrics.credential_failure("console", "locked");
         return Ok(too_many_attempts(wait));
@@ -415,19 +428,23 @@ mod tests {
 
     #[test]
     fn a_form_is_ours_when_its_origin_is_the_host_the_browser_asked_for() {
-        assert!(same_origin(&headers(&[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")])));
-        assert!(same_origin(&headers(&[("host", "127.0.0.1:8080")])), "no Origin: not a browser form");
-        assert!(!same_origin(&headers(&[("host", "127.0.0.1:8080"), ("origin", "http://evil.example")])));
-        assert!(!same_origin(&headers(&[("host", "127.0.0.1:8080"), ("origin", "null")])));
+        let direct = |pairs: &[(&'static str, &str)]| same_origin(&headers(pairs), false);
+        assert!(direct(&[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")]));
+        assert!(direct(&[("host", "127.0.0.1:8080")]), "no Origin: not a browser form");
+        assert!(!direct(&[("host", "127.0.0.1:8080"), ("origin", "http://evil.example")]));
+        assert!(!direct(&[("host", "127.0.0.1:8080"), ("origin", "null")]));
         // Behind a proxy that passes the host the browser asked for.
         let proxied = [
             ("host", "127.0.0.1:8080"),
             ("x-forwarded-host", "desk.example.com"),
             ("origin", "https://desk.example.com"),
         ];
-        assert!(same_origin(&headers(&proxied)));
+        assert!(same_origin(&headers(&proxied), true));
+        // The same headers from a client that is not a trusted proxy: its
+        // X-Forwarded-Host is not believed.
+        assert!(!same_origin(&headers(&proxied), false));
         let elsewhere =
             [("host", "127.0.0.1:8080"), ("x-forwarded-host", "desk.example.com"), ("origin", "https://evil.example")];
-        assert!(!same_origin(&headers(&elsewhere)));
+        assert!(!same_origin(&headers(&elsewhere), true));
     }
 }

@@ -337,3 +337,76 @@ async fn log_filters_are_literal_entries_carry_the_subject_and_rcpt_refusals_are
     assert!(!reason.contains("BadToken") && !reason.contains("RelayDenied"), "{reason}");
     app.stop().await;
 }
+
+/// Issue 31: every error is JSON with a sentence (an unknown route, a path
+/// that is not a number, a wrong method, a bad query), `GET /` says where
+/// things are, an oversized body is `413`, and `X-Forwarded-*` is believed
+/// only from a configured proxy.
+#[tokio::test]
+async fn every_error_is_json_and_forwarded_headers_need_a_trusted_proxy() {
+    let app =
+        spawn_app_with(|c| c.trusted_proxies = mailgate::api::throttle::TrustedProxies::parse(&[]).unwrap()).await;
+    let root = app.base.trim_end_matches("/api/v1").to_owned();
+    let token = app.token.clone();
+    let ask = |method: reqwest::Method, path: &str| {
+        let token = if path.starts_with("/api/v1/admin/") { ADMIN_TOKEN } else { token.as_str() };
+        app.http.request(method, format!("{root}{path}")).bearer_auth(token)
+    };
+    for (method, path, status, words) in [
+        (reqwest::Method::GET, "/api/v1/nothing", 404, "no such route: GET /api/v1/nothing"),
+        (reqwest::Method::GET, "/api/v1/users/abc", 400, "\"abc\" in the path is not a whole number"),
+        (reqwest::Method::GET, "/api/v1/users/999999", 404, "not found"),
+        (reqwest::Method::PUT, "/api/v1/plans", 405, "PUT is not a method of /api/v1/plans"),
+        (reqwest::Method::GET, "/api/v1/users?limit=many", 400, "the query is not valid"),
+        (reqwest::Method::GET, "/api/v1/admin/held/x", 400, "in the path is not a whole number"),
+    ] {
+        let response = ask(method.clone(), path).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        let body: serde_json::Value = response.json().await.expect("a JSON body");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(words), "{method} {path}: {error}");
+    }
+    let home: serde_json::Value = app.http.get(format!("{root}/")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (home["console"].as_str(), home["description"].as_str()),
+        (Some("/admin/"), Some("/api/v1/openapi.json"))
+    );
+    // A body over the limit is 413, in JSON.
+    let huge = format!("{{\"name\": \"{}\"}}", "a".repeat(3 * 1024 * 1024));
+    let response = ask(reqwest::Method::POST, "/api/v1/organizations")
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(response.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+    // No proxy is trusted here: a client's own X-Forwarded-Proto does not
+    // make the console's cookie Secure-only (nor X-Forwarded-For its address).
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = no_redirects
+        .post(format!("{root}/admin/login"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(cookie.starts_with("mailgate_console=") && !cookie.contains("Secure"), "{cookie}");
+    app.stop().await;
+
+    // Behind the default (a proxy on this host), it is believed.
+    let app = spawn_app().await;
+    let root = app.base.trim_end_matches("/api/v1").to_owned();
+    let login = no_redirects
+        .post(format!("{root}/admin/login"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(cookie.contains("Secure"), "{cookie}");
+    app.stop().await;
+}
