@@ -244,6 +244,13 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     });
 
     let delivered_by = mailer.describe();
+    // What this instance was sending when it was last killed goes out now.
+    let instance = config.instance_name();
+    match store.release_claims_of(&instance).await {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(released, "notifications claimed before a crash are due again"),
+        Err(error) => tracing::warn!(error = %error, "could not take back notifications claimed before a restart"),
+    }
     let outbound = Arc::new(Outbound {
         store: store.clone(),
         signer,
@@ -258,6 +265,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         wake: store.outbox_wakeup(),
         counters: outbound_counters,
         webhooks: crate::outbound::webhook::WebhookClient::default(),
+        instance: instance.clone(),
     });
     tasks.spawn(crate::outbound::webhook::fan_out(store.clone(), shutdown.clone()));
     tasks.spawn(outbound.run(shutdown.clone()));

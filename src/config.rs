@@ -761,6 +761,19 @@ impl ConfigArgs {
 }
 
 impl Config {
+    /// This instance's name on the outbox leases it takes: the machine's
+    /// host name and the data folder, the same across restarts and different
+    /// for two instances on one PostgreSQL.
+    pub fn instance_name(&self) -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        let folder = std::fs::canonicalize(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        format!("{host}:{}", folder.display())
+    }
+
     /// A configuration for tests and tools: everything under `data_dir`,
     /// listeners on free loopback ports.
     pub fn for_data_dir(data_dir: &Path, domain: &str) -> Self {

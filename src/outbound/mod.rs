@@ -83,6 +83,8 @@ pub struct Outbound {
     pub counters: Arc<OutboundCounters>,
     /// Sends webhook deliveries (outbox rows of kind `webhook`).
     pub webhooks: webhook::WebhookClient,
+    /// This instance's name on the leases it takes ([`crate::config::Config::instance_name`]).
+    pub instance: String,
 }
 
 /// What the outbound worker has done since it started, as the admin API
@@ -311,7 +313,7 @@ impl Outbound {
     /// it sends.
     pub async fn deliver_due(self: Arc<Self>) -> anyhow::Result<usize> {
         let started = Instant::now();
-        let items = self.store.claim_due(self.pass_size() as i64, LEASE_MS).await?;
+        let items = self.store.claim_due(self.pass_size() as i64, LEASE_MS, &self.instance).await?;
         OutboundCounters::add_time(&self.counters.claim_us, started);
         let count = items.len();
         if count == 0 {

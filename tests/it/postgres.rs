@@ -167,7 +167,7 @@ async fn outbox_items_are_claimed_by_one_instance_and_taken_over_when_it_dies() 
         tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let batch = store.claim_due(7, 60_000).await.unwrap();
+                let batch = store.claim_due(7, 60_000, "test").await.unwrap();
                 if batch.is_empty() {
                     return mine;
                 }
@@ -191,9 +191,9 @@ async fn outbox_items_are_claimed_by_one_instance_and_taken_over_when_it_dies() 
         context: json!({}),
     };
     let id = here.enqueue(&mail, None).await.unwrap();
-    assert_eq!(here.claim_due(10, 1).await.unwrap().iter().map(|i| i.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(here.claim_due(10, 1, "test").await.unwrap().iter().map(|i| i.id).collect::<Vec<_>>(), [id]);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(there.claim_due(10, 60_000).await.unwrap().iter().map(|i| i.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(there.claim_due(10, 60_000, "test").await.unwrap().iter().map(|i| i.id).collect::<Vec<_>>(), [id]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,7 +141,7 @@ async fn a_pass_reads_the_new_messages_and_five_before_them() {
         let new = NewMessage { notify, ..message(thread, user, &format!("m{i}@x")) };
         ids.push(store.insert_message(new, None).await.unwrap().id());
     }
-    let claimed = store.claim_due(10, 60_000).await.unwrap();
+    let claimed = store.claim_due(10, 60_000, "test").await.unwrap();
     assert_eq!(claimed.iter().map(|i| i.message_id).collect::<Vec<_>>(), [Some(ids[15])], "the oldest goes");
 
     let reads = store.read_for_pass(&claimed, 5, 20, 0).await.unwrap();
@@ -179,7 +179,7 @@ async fn a_pass_reads_its_recipients_standing_and_latest_references() {
             let store = store.clone();
             async move {
                 store.insert_message(new, None).await.unwrap();
-                store.claim_due(10, 60_000).await.unwrap().remove(0)
+                store.claim_due(10, 60_000, "test").await.unwrap().remove(0)
             }
         }
     };
@@ -376,12 +376,12 @@ async fn a_claim_reaches_past_notifications_waiting_behind_an_older_one() {
     }
     store.insert_message(notify(quiet, quiet_customer, "quiet@x"), None).await.unwrap();
 
-    let claimed = store.claim_due(2, 60_000).await.unwrap();
+    let claimed = store.claim_due(2, 60_000, "test").await.unwrap();
     let threads: Vec<Option<i64>> = claimed.iter().map(|item| item.thread_id).collect();
     assert_eq!(threads, [Some(busy), Some(quiet)], "the busy thread's oldest, then the other thread's");
     let carried = store.read_for_pass(&claimed, 5, 20, 0).await.unwrap().coalescible(&claimed[0]);
     assert_eq!(carried.len(), 4, "the busy thread's other four go with its oldest");
-    assert!(store.claim_due(10, 60_000).await.unwrap().is_empty(), "nothing else may go on its own");
+    assert!(store.claim_due(10, 60_000, "test").await.unwrap().is_empty(), "nothing else may go on its own");
 }
 
 #[tokio::test]
@@ -477,4 +477,28 @@ async fn an_upgrade_keeps_the_last_hours_counts_for_the_loop_breaker() {
     let store = Store::open(&url).await.unwrap();
     let since = now - mailgate::store::EMAIL_WINDOW_MS;
     assert_eq!(store.recent_email(1, 1, since, 120).await.unwrap(), (2, 2));
+}
+
+/// Issue 31: an instance taking back its claims at start takes back its own
+/// only; another instance's lease stands.
+#[tokio::test]
+async fn a_restarted_instance_takes_back_only_its_own_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&fresh_database_url(dir.path()).await).await.unwrap();
+    let mail = |to: &str| mailgate::store::NewOutbox {
+        kind: "test".into(),
+        thread_id: None,
+        recipient_id: None,
+        to_address: to.into(),
+        context: serde_json::json!({}),
+    };
+    let mine = store.enqueue(&mail("mine@example.org"), None).await.unwrap();
+    assert_eq!(store.claim_due(1, 300_000, "host-a:/var/lib/mailgate").await.unwrap()[0].id, mine);
+    let theirs = store.enqueue(&mail("theirs@example.org"), None).await.unwrap();
+    assert_eq!(store.claim_due(1, 300_000, "host-b:/var/lib/mailgate").await.unwrap()[0].id, theirs);
+    assert_eq!(store.release_claims_of("host-a:/var/lib/mailgate").await.unwrap(), 1);
+    assert_eq!(store.outbox_item(mine).await.unwrap().unwrap().status, "pending", "due again at once");
+    assert_eq!(store.outbox_item(theirs).await.unwrap().unwrap().status, "sending", "the other's lease stands");
+    assert_eq!(store.claim_due(10, 300_000, "host-a:/var/lib/mailgate").await.unwrap()[0].id, mine);
+    store.close().await;
 }
