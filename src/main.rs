@@ -464,6 +464,10 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("decision:   {} {}", result.decision, result.reason);
+            let effects = result.routing.actions.describe();
+            if !effects.is_empty() {
+                println!("actions:    {effects}");
+            }
             println!("smtp reply: {}", result.smtp_reply);
             Ok(ExitCode::SUCCESS)
         }

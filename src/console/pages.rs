@@ -85,7 +85,7 @@ pub(crate) async fn log(State(state): Shared, session: Session, Query(q): Query<
 }
 
 /// The source of a kept message as a page shows it, and a note when cut.
-fn shown_source(raw: &[u8]) -> (String, Option<String>) {
+pub(crate) fn shown_source(raw: &[u8]) -> (String, Option<String>) {
     let text = String::from_utf8_lossy(&raw[..raw.len().min(RAW_SHOWN)]).into_owned();
     let note = (raw.len() > RAW_SHOWN).then(|| {
         format!("the first {} KiB of {} KiB are shown; download it for the rest", RAW_SHOWN / 1024, raw.len() / 1024)

@@ -66,12 +66,12 @@ async fn pickable(state: &ApiState) -> Result<Vec<InboundLogEntry>, ConsoleError
 
 /// `GET /admin/rules[?log=ID]`: the editor, holding the rules in force.
 pub(crate) async fn rules_page(State(state): Shared, session: Session, Query(q): Query<PickQuery>) -> Page {
-    let (source, rules) = rules_in_force(&state);
+    let (rules_source, rules) = rules_in_force(&state);
     let recent = pickable(&state).await?;
     let log = q.log.map(|id| id.to_string()).unwrap_or_default();
     Ok(session.page(
         "rules.html",
-        context! { title => "Rules playground", source, rules, recent, form => context! { log, last => DIFF_DEFAULT } },
+        context! { title => "Rules playground", rules_source, rules, recent, form => context! { log, last => DIFF_DEFAULT } },
     ))
 }
 
@@ -113,7 +113,7 @@ fn changed_row(
     edited: &crate::pipeline::explain::Replayed,
 ) -> Option<minijinja::Value> {
     let (a, b) = (&live.after, &edited.after);
-    ((&a.decision, a.thread_id, &a.rules) != (&b.decision, b.thread_id, &b.rules)).then(|| {
+    ((&a.decision, a.thread_id, &a.rules, &a.effects) != (&b.decision, b.thread_id, &b.rules, &b.effects)).then(|| {
         context! { log_id => live.log_id, from => live.from, subject => live.subject, live => a, edited => b }
     })
 }
@@ -122,12 +122,12 @@ fn changed_row(
 /// or compare their decisions with the live rules' over recent mail.
 pub(crate) async fn rules_action(State(state): Shared, session: Session, Form(form): Form<PlaygroundForm>) -> Page {
     session.check(&form.csrf)?;
-    let (source, _) = rules_in_force(&state);
+    let (rules_source, _) = rules_in_force(&state);
     let recent = pickable(&state).await?;
     let compiled = compile(&form.rules, "rules.toml");
     let errors = compiled.as_ref().err().cloned().unwrap_or_default();
     let mut result = context! {
-        title => "Rules playground", source, recent, rules => form.rules, action => form.action,
+        title => "Rules playground", rules_source, recent, rules => form.rules, action => form.action,
         form => context! { message => form.message, log => form.log, mail_from => form.mail_from, rcpt => form.rcpt, last => form.last },
         errors => errors.iter().map(|e| e.to_string().replacen("rules.toml:", "line ", 1)).collect::<Vec<_>>(),
         listing => if errors.is_empty() { Vec::new() } else { annotated(&form.rules, &errors) },
@@ -150,7 +150,8 @@ pub(crate) async fn rules_action(State(state): Shared, session: Session, Form(fo
                 .into());
             }
             let live = live.map(|e| e.now);
-            result = context! { explanation, live, ..result };
+            let (source, source_note) = super::pages::shown_source(&raw);
+            result = context! { explanation, live, source, source_note, ..result };
         }
         "diff" => {
             let last = form.last.trim().parse().unwrap_or(DIFF_DEFAULT).clamp(1, DIFF_MAX);

@@ -87,6 +87,10 @@ pub struct Outcome {
     pub thread_id: Option<i64>,
     /// The routing rules that matched, comma separated.
     pub rules: String,
+    /// What those rules do besides deciding (queue, priority, tags, paging);
+    /// empty for a decision recorded at receipt.
+    #[serde(default)]
+    pub effects: String,
     /// The text posted (stored messages only).
     pub text: Option<String>,
 }
@@ -161,6 +165,7 @@ impl Pipeline {
                 reason: recorded.reason.clone(),
                 thread_id: recorded.thread_id,
                 rules: recorded.rules.clone(),
+                effects: String::new(),
                 text: stored_text,
             },
             after: Outcome {
@@ -168,6 +173,7 @@ impl Pipeline {
                 reason: now.reason,
                 thread_id: now.thread_id,
                 rules: now.routing.rules.join(","),
+                effects: now.routing.actions.describe(),
                 text: after_text,
             },
         }

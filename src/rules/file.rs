@@ -408,21 +408,57 @@ impl Compiler<'_> {
     }
 }
 
+/// The error a TOML reader reports at `span` of `text`, with its line.
+fn toml_error(text: &str, file: &str, first_line: usize, e: &toml::de::Error) -> RuleError {
+    let line = e.span().map_or(1, |s| text[..s.start.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1);
+    RuleError {
+        file: file.to_owned(),
+        line: first_line + line - 1,
+        rule: None,
+        field: None,
+        message: e.message().to_owned(),
+    }
+}
+
+/// Every error of a file the TOML reader stops at (it reports only its
+/// first): each `[[rules]]` block, and what comes before the first, is read
+/// on its own; the blocks that fail are blanked out (their lines kept, so
+/// that line numbers hold) and the rest is compiled for the errors of
+/// meaning (a bad pattern, an unknown notice) in the other rules.
+fn every_file_error(text: &str, file: &str, whole: &toml::de::Error) -> Vec<RuleError> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut starts: Vec<usize> =
+        lines.iter().enumerate().filter(|(_, l)| l.trim_start().starts_with("[[rules]]")).map(|(i, _)| i).collect();
+    starts.insert(0, 0);
+    starts.dedup();
+    let mut errors = Vec::new();
+    let mut kept: Vec<&str> = lines.clone();
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(lines.len());
+        let block = lines[start..end].join("\n");
+        if let Err(e) = toml::from_str::<RawFile>(&block) {
+            errors.push(toml_error(&block, file, start + 1, &e));
+            kept[start..end].iter_mut().for_each(|line| *line = "");
+        }
+    }
+    if errors.is_empty() {
+        // Each block reads alone; together they clash (a key given twice).
+        return vec![toml_error(text, file, 1, whole)];
+    }
+    if let Err(more) = compile(&kept.join("\n"), file) {
+        let more: Vec<RuleError> =
+            more.into_iter().filter(|e| !errors.iter().any(|seen| seen.line == e.line)).collect();
+        errors.extend(more);
+    }
+    errors.sort_by_key(|e| e.line);
+    errors
+}
+
 /// Compiles a rules file; `file` names it in errors.
 pub fn compile(text: &str, file: &str) -> Result<RuleSet, Vec<RuleError>> {
     let raw: RawFile = match toml::from_str(text) {
         Ok(raw) => raw,
-        Err(e) => {
-            let line =
-                e.span().map_or(1, |s| text[..s.start.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1);
-            return Err(vec![RuleError {
-                file: file.to_owned(),
-                line,
-                rule: None,
-                field: None,
-                message: e.message().to_owned(),
-            }]);
-        }
+        Err(e) => return Err(every_file_error(text, file, &e)),
     };
     let mut compiler = Compiler { text, file, errors: Vec::new(), patterns: vec![Vec::new(); Field::ALL.len()] };
     let support_hours = raw.support_hours.as_ref().map(|h| compiler.hours(h)).unwrap_or_default();

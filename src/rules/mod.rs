@@ -197,6 +197,31 @@ pub struct Actions {
     pub outcome: Option<Outcome>,
 }
 
+impl Actions {
+    /// What the rules do to a message besides deciding it, in the rules
+    /// file's words: `queue billing, priority urgent, tags vip emergency,
+    /// page on-call`; empty when they do nothing of the kind.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(queue) = &self.queue {
+            parts.push(format!("queue {queue}"));
+        }
+        if let Some(agent) = &self.assign {
+            parts.push(format!("assign {agent}"));
+        }
+        if let Some(priority) = &self.priority {
+            parts.push(format!("priority {priority}"));
+        }
+        if !self.tags.is_empty() {
+            parts.push(format!("tags {}", self.tags.join(" ")));
+        }
+        if self.page_on_call {
+            parts.push("page on-call".to_owned());
+        }
+        parts.join(", ")
+    }
+}
+
 /// A rule's final word on a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]

@@ -214,10 +214,33 @@ async fn an_admin_finds_reads_tries_retries_lifts_and_logs_out_in_a_real_browser
         "[[rules]]\nname = \"drop-markup\"\n[rules.when]\nsubject = \"(?i)<script\"\n[rules.then]\ndrop = true\n\n[[rules]]",
         1,
     );
+    // The message picker names each message by its Subject.
+    assert!(text(&b, "#pick").await.contains(hostile), "{}", text(&b, "#pick").await);
     set_value(&b, "#rules", "broken = [").await;
     click(&b, "#check").await;
     assert!(text(&b, ".rule-error").await.contains("line 1"), "an error is shown at its line");
     assert!(text(&b, "#listing").await.contains("broken = ["));
+    // Every error of a file is reported, not only the first.
+    let every_error =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/rules/broken/every_error.toml"));
+    set_value(&b, "#rules", &every_error.unwrap()).await;
+    click(&b, "#check").await;
+    let errors = texts(&b, ".rule-error").await;
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    // A rule that tags and routes: the dry run says what it does.
+    let routed = rules.replacen(
+        "[[rules]]",
+        "[[rules]]\nname = \"tag-markup\"\ncontinue = true\n[rules.when]\nsubject = \"(?i)<script\"\n[rules.then]\nqueue = \"security\"\npriority = \"high\"\ntags = [\"xss\"]\n\n[[rules]]",
+        1,
+    );
+    set_value(&b, "#rules", &routed).await;
+    click(&b, "#run").await;
+    let effects = text(&b, "#effects").await;
+    assert!(
+        effects.contains("queue security") && effects.contains("priority high") && effects.contains("tags xss"),
+        "{effects}"
+    );
+    assert!(text(&b, "#source").await.contains("Message-ID:"), "the message as it arrived, not the rules' source");
     set_value(&b, "#rules", &edited).await;
     click(&b, "#check").await;
     assert!(text(&b, "#checked").await.contains("all good"));
