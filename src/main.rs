@@ -403,17 +403,25 @@ fn templates(command: TemplatesCommand, dir: Option<PathBuf>) -> anyhow::Result<
 async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
     match command {
         RulesCommand::Check { file, config } => {
-            let file = match file {
-                Some(file) => Some(file),
-                None => config.load()?.rules_file,
-            };
+            let config = config.load()?;
+            let file = file.or_else(|| config.rules_file.clone());
             let Some(file) = file else {
                 let rules = mailgate::rules::RuleSet::built_in();
                 println!("built-in rules: {} rules, all good", rules.rules.len());
                 return Ok(ExitCode::SUCCESS);
             };
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            match mailgate::rules::compile(&text, &file.display().to_string()) {
+            let compiled = mailgate::rules::compile(&text, &file.display().to_string());
+            // `plan =` conditions are checked against the plans of the
+            // database, or of a fresh one when there is none yet.
+            let compiled = match compiled {
+                Ok(rules) => {
+                    let unknown = rules.unknown_plans(&plan_ids(&config).await?);
+                    if unknown.is_empty() { Ok(rules) } else { Err(unknown) }
+                }
+                Err(errors) => Err(errors),
+            };
+            match compiled {
                 Ok(rules) => {
                     println!("{}: {} rules, all good", file.display(), rules.rules.len());
                     Ok(ExitCode::SUCCESS)
@@ -472,6 +480,24 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The ids of the plans in the configured database, or (none there yet)
+/// the plans a new database starts with.
+async fn plan_ids(config: &Config) -> anyhow::Result<Vec<String>> {
+    let mut config = config.clone();
+    let _empty = match mailgate::app::require_existing_database(&config) {
+        Ok(()) => None,
+        Err(_) => {
+            let empty = EmptyDatabase::new()?;
+            config.database_url = empty.url();
+            Some(empty)
+        }
+    };
+    let store = mailgate::app::open_database(&config).await?;
+    let plans = store.plans().await?;
+    store.close().await;
+    Ok(plans.into_iter().map(|p| p.id).collect())
 }
 
 /// A throw-away database in a folder of its own, removed when dropped:

@@ -34,12 +34,7 @@ pub(super) async fn create_organization(
 ) -> ApiResult<(StatusCode, Json<Organization>)> {
     let new = body(json)?;
     if let Some(plan) = &new.plan {
-        match state.store.plan(plan).await? {
-            Some(p) if p.scope != "site" => {}
-            _ => {
-                return Err(ApiError::BadRequest(format!("{plan:?} is not an organization or account plan")));
-            }
-        }
+        organization_plan(&state, plan).await?;
     }
     let org = state.store.create_organization(&required(&new.name, "name")?, new.plan.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(org)))
@@ -68,12 +63,7 @@ pub(super) async fn create_site(
     json: Result<Json<NewSite>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Site>)> {
     let new = body(json)?;
-    match state.store.plan(&new.plan).await? {
-        Some(p) if p.scope == "site" => {}
-        _ => {
-            return Err(ApiError::BadRequest(format!("{:?} is not a site plan (see GET /api/v1/plans)", new.plan)));
-        }
-    }
+    site_plan(&state, &new.plan).await?;
     ensure_organization(&state, new.organization_id).await?;
     let site = state.store.create_site(&required(&new.name, "name")?, &new.plan, new.organization_id).await?;
     Ok((StatusCode::CREATED, Json(site)))
@@ -224,20 +214,123 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// A site plan that exists, or a 400 naming it.
+/// A site plan that exists, or a 400 naming it and the site plans there are.
 async fn site_plan(state: &ApiState, plan: &str) -> ApiResult<()> {
     match state.store.plan(plan).await? {
         Some(p) if p.scope == "site" => Ok(()),
-        _ => Err(ApiError::BadRequest(format!("{plan:?} is not a site plan (see GET /api/v1/plans)"))),
+        _ => Err(ApiError::BadRequest(format!(
+            "{plan:?} is not a site plan; the site plans are: {}",
+            plan_ids(state, |p| p.scope == "site").await?
+        ))),
     }
 }
 
-/// An organization or account plan that exists, or a 400 naming it.
+/// An organization or account plan that exists, or a 400 naming it and
+/// the ones there are.
 async fn organization_plan(state: &ApiState, plan: &str) -> ApiResult<()> {
     match state.store.plan(plan).await? {
         Some(p) if p.scope != "site" => Ok(()),
-        _ => Err(ApiError::BadRequest(format!("{plan:?} is not an organization or account plan"))),
+        _ => Err(ApiError::BadRequest(format!(
+            "{plan:?} is not an organization or account plan; those plans are: {}",
+            plan_ids(state, |p| p.scope != "site").await?
+        ))),
     }
+}
+
+/// The ids of the plans `which` chooses, comma separated.
+async fn plan_ids(state: &ApiState, which: impl Fn(&Plan) -> bool) -> ApiResult<String> {
+    let plans = state.store.plans().await?;
+    Ok(plans.iter().filter(|p| which(p)).map(|p| p.id.as_str()).collect::<Vec<_>>().join(", "))
+}
+
+/// What a plan includes, as `PUT /admin/plans/{id}` takes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlanBody {
+    pub(crate) name: String,
+    pub(crate) scope: String,
+    #[serde(default)]
+    pub(crate) rank: i64,
+    #[serde(default = "yes")]
+    pub(crate) chat: bool,
+    #[serde(default = "none")]
+    pub(crate) tickets: String,
+    #[serde(default = "none")]
+    pub(crate) phone: String,
+    #[serde(default)]
+    pub(crate) on_call: bool,
+    pub(crate) ticket_response_minutes: Option<i64>,
+    pub(crate) on_call_response_minutes: Option<i64>,
+    pub(crate) support_hours: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn none() -> String {
+    "none".to_owned()
+}
+
+impl PlanBody {
+    /// The plan `id` this body describes, or why it cannot be one.
+    pub(crate) fn validated(self, id: &str) -> ApiResult<Plan> {
+        let bad = |what: String| Err(ApiError::BadRequest(what));
+        if id.is_empty()
+            || id.len() > 40
+            || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return bad(format!("plan id {id:?} must be 1 to 40 lower-case letters, digits or underscores"));
+        }
+        let one_of = |field: &str, value: &str, allowed: &[&str]| -> ApiResult<()> {
+            if allowed.contains(&value) {
+                Ok(())
+            } else {
+                Err(ApiError::BadRequest(format!("{field}: {value:?} is not one of {}", allowed.join(", "))))
+            }
+        };
+        one_of("scope", &self.scope, &["site", "organization", "account"])?;
+        one_of("tickets", &self.tickets, &["none", "all", "business_and_above"])?;
+        one_of("phone", &self.phone, &["none", "scheduled", "direct", "premium"])?;
+        for (field, minutes) in [
+            ("ticket_response_minutes", self.ticket_response_minutes),
+            ("on_call_response_minutes", self.on_call_response_minutes),
+        ] {
+            if minutes.is_some_and(|m| m <= 0) {
+                return bad(format!("{field} must be a number of minutes above 0"));
+            }
+        }
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return bad("name must be a line of text".to_owned());
+        }
+        Ok(Plan {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            scope: self.scope,
+            rank: self.rank,
+            chat: self.chat,
+            tickets: self.tickets,
+            phone: self.phone,
+            on_call: self.on_call,
+            ticket_response_minutes: self.ticket_response_minutes,
+            on_call_response_minutes: self.on_call_response_minutes,
+            support_hours: self.support_hours.filter(|h| !h.trim().is_empty()),
+        })
+    }
+}
+
+/// `PUT /admin/plans/{id}` `{name, scope, rank?, chat?, tickets?, phone?,
+/// on_call?, ticket_response_minutes?, on_call_response_minutes?,
+/// support_hours?}`: adds a plan or changes what it includes, on every
+/// instance at once.
+pub(super) async fn save_plan(
+    State(state): Shared,
+    Path(id): Path<String>,
+    json: Result<Json<PlanBody>, JsonRejection>,
+) -> ApiResult<Json<Plan>> {
+    let plan = body(json)?.validated(&id)?;
+    Ok(Json(state.store.save_plan(&plan).await?))
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 //! `/api/v1` needs `Authorization: Bearer TOKEN`; `/healthz` does not.
 
 pub mod credentials;
-mod directory;
+pub(crate) mod directory;
 mod error;
 mod handlers;
 pub(crate) mod held;
@@ -138,6 +138,7 @@ fn api_routes() -> (Router<Arc<ApiState>>, Router<Arc<ApiState>>, Vec<RouteDoc>)
         get "/held/{id}" => held::show, "One held item, explained";
         get "/held/{id}/raw" => held::raw, "A held item as it arrived";
         post "/held/{id}/release" => held::release, "Release a held item into its thread";
+        put "/plans/{id}" => directory::save_plan, "Add a plan or change what it includes";
         post "/held/{id}/discard" => held::discard, "Discard a held item";
         post "/held/{id}/restore" => held::restore, "Put a discarded item back in the queue";
         post "/held/{id}/notice" => held::notice, "Send the sender the refusal notice";

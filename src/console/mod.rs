@@ -52,6 +52,7 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("bounces.html", include_str!("templates/bounces.html")),
         ("unsubscribes.html", include_str!("templates/unsubscribes.html")),
         ("rules.html", include_str!("templates/rules.html")),
+        ("plans.html", include_str!("templates/plans.html")),
         ("templates.html", include_str!("templates/templates.html")),
     ] {
         env.add_template(name, source).unwrap_or_else(|e| panic!("console template {name}: {e}"));
@@ -92,6 +93,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/admin/unsubscribes/undo", post(pages::undo_unsubscribe))
         .route("/admin/rules", get(playground::rules_page).post(playground::rules_action))
         .route("/admin/templates", get(playground::templates_page))
+        .route("/admin/plans", get(pages::plans).post(pages::save_plan))
         .layer(axum::middleware::map_response(protect))
         .with_state(state)
 }

@@ -384,3 +384,64 @@ pub(crate) async fn undo_unsubscribe(State(state): Shared, session: Session, For
     };
     Ok(session.done("/admin/unsubscribes", &message))
 }
+
+/// The page's query: a plan to edit.
+#[derive(Deserialize, Default)]
+pub(crate) struct PlanQuery {
+    edit: Option<String>,
+}
+
+/// `GET /admin/plans[?edit=ID]`: the plans, and a form to add or change one.
+pub(crate) async fn plans(State(state): Shared, session: Session, Query(q): Query<PlanQuery>) -> Page {
+    let plans = state.store.plans().await?;
+    let edit = q.edit.and_then(|id| plans.iter().find(|p| p.id == id).cloned());
+    Ok(session.page("plans.html", context! { title => "Plans", plans, edit }))
+}
+
+/// The plan form (checkboxes are sent only when ticked; numbers as text).
+#[derive(Deserialize)]
+pub(crate) struct PlanForm {
+    csrf: String,
+    id: String,
+    name: String,
+    scope: String,
+    #[serde(default)]
+    rank: String,
+    tickets: String,
+    phone: String,
+    on_call: Option<String>,
+    #[serde(default)]
+    ticket_response_minutes: String,
+    #[serde(default)]
+    on_call_response_minutes: String,
+    #[serde(default)]
+    support_hours: String,
+}
+
+/// `POST /admin/plans`: adds a plan or changes one.
+pub(crate) async fn save_plan(State(state): Shared, session: Session, Form(form): Form<PlanForm>) -> Page {
+    session.check(&form.csrf)?;
+    let number =
+        |text: &str, name: &str| -> Result<Option<i64>, ConsoleError> { id_field(Some(&text.to_owned()), name) };
+    let body = crate::api::directory::PlanBody {
+        name: form.name,
+        scope: form.scope,
+        rank: number(&form.rank, "rank")?.unwrap_or(0),
+        chat: true,
+        tickets: form.tickets,
+        phone: form.phone,
+        on_call: form.on_call.is_some(),
+        ticket_response_minutes: number(&form.ticket_response_minutes, "ticket response")?,
+        on_call_response_minutes: number(&form.on_call_response_minutes, "on-call response")?,
+        support_hours: Some(form.support_hours),
+    };
+    let id = form.id.trim().to_owned();
+    let message = match body.validated(&id) {
+        Ok(plan) => {
+            let saved = state.store.save_plan(&plan).await?;
+            format!("Plan {} ({}) saved; it is in force now.", saved.id, saved.name)
+        }
+        Err(error) => format!("Plan {id} was not saved: {error}"),
+    };
+    Ok(session.done("/admin/plans", &message))
+}

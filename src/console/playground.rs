@@ -124,7 +124,11 @@ pub(crate) async fn rules_action(State(state): Shared, session: Session, Form(fo
     session.check(&form.csrf)?;
     let (rules_source, _) = rules_in_force(&state);
     let recent = pickable(&state).await?;
-    let compiled = compile(&form.rules, "rules.toml");
+    let known: Vec<String> = state.store.plans().await?.into_iter().map(|p| p.id).collect();
+    let compiled = compile(&form.rules, "rules.toml").and_then(|rules| {
+        let unknown = rules.unknown_plans(&known);
+        if unknown.is_empty() { Ok(rules) } else { Err(unknown) }
+    });
     let errors = compiled.as_ref().err().cloned().unwrap_or_default();
     let mut result = context! {
         title => "Rules playground", rules_source, recent, rules => form.rules, action => form.action,

@@ -338,6 +338,28 @@ pub struct RuleTrace {
 pub const DEFAULT_RULES: &str = include_str!("../../rules/default.toml");
 
 impl RuleSet {
+    /// A rule's `plan =` conditions that name no plan in `known` (the plans
+    /// table's ids): such a condition never holds, which is a mistake.
+    pub fn unknown_plans(&self, known: &[String]) -> Vec<RuleError> {
+        let mut errors = Vec::new();
+        for rule in &self.rules {
+            let conditions = rule.when.iter().map(|c| ("when", c)).chain(rule.unless.iter().map(|c| ("unless", c)));
+            for (part, condition) in conditions {
+                let Condition::Plan(plans) = condition else { continue };
+                for plan in plans.iter().filter(|p| !known.contains(p)) {
+                    errors.push(RuleError {
+                        file: self.source.clone(),
+                        line: rule.line,
+                        rule: Some(rule.name.clone()),
+                        field: Some(format!("{part}.plan")),
+                        message: format!("{plan:?} is not a plan; the plans are: {}", known.join(", ")),
+                    });
+                }
+            }
+        }
+        errors
+    }
+
     /// The rules shipped in `rules/default.toml`.
     pub fn built_in() -> Self {
         compile(DEFAULT_RULES, "built-in").expect("the shipped rules compile")

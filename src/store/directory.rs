@@ -26,6 +26,35 @@ impl Store {
         through_directory(&self.directory, self.directory.plan(id), read, |plan| self.directory.keep_plan(plan)).await
     }
 
+    /// Creates plan `plan.id` or replaces what it includes (an admin edits
+    /// the plans: they are data). Every instance reads the change at once.
+    pub async fn save_plan(&self, plan: &Plan) -> StoreResult<Plan> {
+        let saved = writing!(self, |db| sqlx::query_as(
+            "INSERT INTO plans (id, name, scope, rank, chat, tickets, phone, on_call, ticket_response_minutes, \
+             on_call_response_minutes, support_hours) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, scope = excluded.scope, rank = excluded.rank, \
+             chat = excluded.chat, tickets = excluded.tickets, phone = excluded.phone, on_call = excluded.on_call, \
+             ticket_response_minutes = excluded.ticket_response_minutes, \
+             on_call_response_minutes = excluded.on_call_response_minutes, support_hours = excluded.support_hours \
+             RETURNING *"
+        )
+        .bind(&plan.id)
+        .bind(&plan.name)
+        .bind(&plan.scope)
+        .bind(plan.rank)
+        .bind(plan.chat)
+        .bind(&plan.tickets)
+        .bind(&plan.phone)
+        .bind(plan.on_call)
+        .bind(plan.ticket_response_minutes)
+        .bind(plan.on_call_response_minutes)
+        .bind(&plan.support_hours)
+        .fetch_one(db)
+        .await)?;
+        self.directory_changed().await;
+        Ok(saved)
+    }
+
     /// Creates an organization.
     pub async fn create_organization(&self, name: &str, plan_id: Option<&str>) -> StoreResult<Organization> {
         Ok(writing!(self, |db| sqlx::query_as(

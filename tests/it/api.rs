@@ -410,3 +410,63 @@ async fn every_error_is_json_and_forwarded_headers_need_a_trusted_proxy() {
     assert!(cookie.contains("Secure"), "{cookie}");
     app.stop().await;
 }
+
+/// Issue 31: plans are data an admin edits: a new plan can be named at once,
+/// a change to what a plan includes is in force at once, bad values are
+/// refused naming the allowed ones, and an unknown plan is refused with the
+/// list of known ones.
+#[tokio::test]
+async fn an_admin_adds_and_changes_plans_and_an_unknown_plan_lists_the_known_ones() {
+    let app = spawn_app().await;
+    let w = app.world("sandbox", None).await;
+    let (status, body) = app.post("/sites", json!({"name": "g.example", "plan": "gold"})).await;
+    assert_eq!(status, 400);
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("\"gold\" is not a site plan") && error.contains("sandbox") && error.contains("elite"),
+        "{error}"
+    );
+    let put = |id: &str, body: serde_json::Value| {
+        app.http.put(format!("{}/admin/plans/{id}", app.base)).bearer_auth(ADMIN_TOKEN).json(&body).send()
+    };
+    // A new plan, in use at once.
+    let gold = put(
+        "gold",
+        json!({"name": "Gold", "scope": "site", "rank": 4, "tickets": "all", "ticket_response_minutes": 240}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(gold.status(), 200);
+    let (status, site) = app.post("/sites", json!({"name": "g.example", "plan": "gold"})).await;
+    assert_eq!(status, 201, "{site}");
+    // Sandbox has no tickets until an admin says it has.
+    assert_eq!(crate::directory::open_ticket(&app, &w, "Before").await.0, 403);
+    let sandbox =
+        put("sandbox", json!({"name": "Sandbox", "scope": "site", "rank": 0, "tickets": "all"})).await.unwrap();
+    assert_eq!(sandbox.status(), 200);
+    assert_eq!(crate::directory::open_ticket(&app, &w, "After").await.0, 201, "in force at once");
+    // Bad values name what is allowed; the Dashboard's token cannot edit plans.
+    for (body, words) in [
+        (json!({"name": "X", "scope": "galaxy"}), "scope: \"galaxy\" is not one of site, organization, account"),
+        (json!({"name": "X", "scope": "site", "tickets": "some"}), "tickets: \"some\" is not one of"),
+        (json!({"name": "X", "scope": "site", "ticket_response_minutes": 0}), "above 0"),
+        (json!({"name": "X", "scope": "site", "colour": "gold"}), "unknown field"),
+    ] {
+        let response = put("x", body).await.unwrap();
+        assert_eq!(response.status(), 400);
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert!(error["error"].as_str().unwrap_or_default().contains(words), "{error}");
+    }
+    let bad_id = put("Gold Plan", json!({"name": "X", "scope": "site"})).await.unwrap();
+    assert_eq!(bad_id.status(), 400);
+    let as_dashboard = app
+        .http
+        .put(format!("{}/admin/plans/x", app.base))
+        .bearer_auth(&app.token)
+        .json(&json!({"name": "X", "scope": "site"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_dashboard.status(), 401);
+    app.stop().await;
+}

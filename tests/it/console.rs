@@ -643,3 +643,47 @@ async fn a_refused_message_keeps_its_header_fields_and_links_to_the_notice_sent(
     b.close().await.unwrap();
     app.stop().await;
 }
+
+/// Issue 31: an admin changes what a plan includes in the console, and the
+/// rules playground refuses a `plan =` that names no plan.
+#[tokio::test]
+async fn an_admin_edits_a_plan_in_the_console() {
+    let app = crate::support::spawn_app().await;
+    let (_driver, b) = browser().await;
+    let base = console(&app);
+    b.goto(&format!("{base}/login")).await.unwrap();
+    b.find(Locator::Css("#token")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
+    click(&b, "#login").await;
+    b.goto(&format!("{base}/plans")).await.unwrap();
+    assert_eq!(texts(&b, "#plans td:first-child").await.len(), 11, "the seeded plans");
+    click(&b, "#edit-sandbox").await;
+    assert_eq!(
+        b.find(Locator::Css("#plan-id")).await.unwrap().prop("value").await.unwrap().as_deref(),
+        Some("sandbox")
+    );
+    b.find(Locator::Css("#plan-tickets")).await.unwrap().select_by_value("all").await.unwrap();
+    tick(&b, "#plan-on-call").await;
+    click(&b, "#save-plan").await;
+    assert_eq!(text(&b, "#flash").await, "Plan sandbox (Sandbox) saved; it is in force now.");
+    let (_, plans) = app.get("/plans").await;
+    let sandbox = plans.as_array().unwrap().iter().find(|p| p["id"] == "sandbox").unwrap().clone();
+    assert_eq!((sandbox["tickets"].as_str(), sandbox["on_call"].as_bool()), (Some("all"), Some(true)));
+    // A bad value is refused with a sentence, and nothing changes.
+    set_value(&b, "#plan-id", "Bad Id").await;
+    set_value(&b, "#plan-name", "Bad").await;
+    click(&b, "#save-plan").await;
+    assert!(text(&b, "#flash").await.contains("was not saved"), "{}", text(&b, "#flash").await);
+    screenshot(&b, "plans").await;
+    // The playground checks plan names against the plans.
+    b.goto(&format!("{base}/rules")).await.unwrap();
+    set_value(
+        &b,
+        "#rules",
+        "[[rules]]\nname = \"gold\"\n[rules.when]\nplan = \"gold\"\n[rules.then]\npriority = \"high\"\n",
+    )
+    .await;
+    click(&b, "#check").await;
+    assert!(text(&b, ".rule-error").await.contains("\"gold\" is not a plan"));
+    b.close().await.unwrap();
+    app.stop().await;
+}
