@@ -1,12 +1,12 @@
 //! One SMTP session: a small state machine over smtp-proto's request and
-//! DATA receivers, generic over the stream so that it can run on TCP (and
-//! later TLS) alike.
+//! DATA receivers, generic over the stream so that it runs on TCP and, after
+//! STARTTLS, on TLS alike.
 //!
 //! Pipelining (RFC 2920) falls out of the design: every complete command in
 //! the bytes read so far is answered into one output buffer, which is
 //! flushed before the session waits for more input.
 //!
-//! Limits: a command line is at most 4096 bytes (smtp-proto's limit); a
+//! Limits: a command line is at most 2048 bytes (`MAX_COMMAND_LINE`); a
 //! message larger than the configured size is read to its end and discarded,
 //! then refused with `552`; a client silent for longer than the command or
 //! data timeout is dropped with `421`; after too many errors the session is
@@ -115,9 +115,16 @@ impl SessionContext {
         }
         entry.0 += 1;
         entry.1 = now;
-        // Three free guesses, then 250 ms doubling up to 8 s.
-        let extra = entry.0.saturating_sub(3).min(6);
-        if entry.0 <= 3 { std::time::Duration::ZERO } else { std::time::Duration::from_millis(250 << extra) }
+        tarpit_delay(entry.0)
+    }
+}
+
+/// The wait before answering an address's `n`th bad reply token in ten
+/// minutes: three free guesses, then 250 ms doubling up to 8 s.
+fn tarpit_delay(n: u32) -> std::time::Duration {
+    match n {
+        0..=3 => std::time::Duration::ZERO,
+        n => std::time::Duration::from_millis(250 << (n - 4).min(5)),
     }
 }
 
@@ -792,5 +799,14 @@ fn protocol_error(error: &ProtoError) -> SmtpReply {
         ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
             SmtpReply::new(500, "5.5.2", "Syntax error")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_tarpit_is_three_free_guesses_then_250_ms_doubling_to_8_s() {
+        let waits: Vec<u128> = (1..=11).map(|n| super::tarpit_delay(n).as_millis()).collect();
+        assert_eq!(waits, [0, 0, 0, 250, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
     }
 }
