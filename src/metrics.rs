@@ -247,7 +247,7 @@ impl Metrics {
     pub async fn render(&self, store: &Store, outbound: &OutboundCounters) -> anyhow::Result<String> {
         let (held, by_status, oldest, bounces) = store.operator_gauges().await?;
         self.held.set(held);
-        for status in ["pending", "sending", "sent", "merged", "skipped", "failed"] {
+        for status in crate::store::OutboxStatus::ALL.iter().map(|s| s.as_str()) {
             let count = by_status.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
             self.outbox.get_or_create(&StatusLabels { status: status.to_owned() }).set(count);
         }

@@ -4,6 +4,7 @@
 //! action records who did it (`by`, default `admin-api`).
 
 use super::{ApiError, ApiState};
+use crate::store::HeldAction;
 use crate::store::{HeldFilter, HeldItem};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -116,30 +117,36 @@ pub(super) async fn notice(
 #[derive(Deserialize)]
 pub(super) struct Bulk {
     ids: Vec<i64>,
-    action: String,
+    action: HeldAction,
     by: Option<String>,
 }
 
-/// `POST /admin/held/bulk` `{ids, action: release|discard|notice, by?}`:
+/// `POST /admin/held/bulk` `{ids, action: release|discard|notice|restore, by?}`:
 /// each item acted on alone; the answer says, per id, what happened.
 pub(super) async fn bulk(
     State(state): Shared,
     json: Result<Json<Bulk>, JsonRejection>,
 ) -> ApiResult<Json<Vec<serde_json::Value>>> {
     let Json(bulk) = json.map_err(|e| ApiError::from_json(&e))?;
-    if !matches!(bulk.action.as_str(), "release" | "discard" | "notice") {
-        return Err(ApiError::BadRequest(format!("action {:?} is not release, discard or notice", bulk.action)));
-    }
     if bulk.ids.len() > 1000 {
         return Err(ApiError::BadRequest("at most 1000 ids at once".to_owned()));
     }
     let by = Actor { by: bulk.by }.name();
     let mut results = Vec::with_capacity(bulk.ids.len());
     for id in bulk.ids {
-        let outcome = match bulk.action.as_str() {
-            "release" => state.pipeline.release(id, &by).await.map(|r| serde_json::to_value(r).unwrap_or_default()),
-            "discard" => state.pipeline.discard(id, &by).await.map(|i| serde_json::to_value(i).unwrap_or_default()),
-            _ => state.pipeline.notice(id, &by).await.map(|i| serde_json::to_value(i).unwrap_or_default()),
+        let outcome = match bulk.action {
+            HeldAction::Release => {
+                state.pipeline.release(id, &by).await.map(|r| serde_json::to_value(r).unwrap_or_default())
+            }
+            HeldAction::Discard => {
+                state.pipeline.discard(id, &by).await.map(|i| serde_json::to_value(i).unwrap_or_default())
+            }
+            HeldAction::Restore => {
+                state.pipeline.restore(id, &by).await.map(|i| serde_json::to_value(i).unwrap_or_default())
+            }
+            HeldAction::Notice => {
+                state.pipeline.notice(id, &by).await.map(|i| serde_json::to_value(i).unwrap_or_default())
+            }
         };
         results.push(match outcome {
             Ok(done) => serde_json::json!({ "id": id, "ok": true, "result": done }),

@@ -91,7 +91,13 @@ async fn run_held(command: HeldCommand, store: &Store, pipeline: &Pipeline) -> a
     let mut out = std::io::stdout().lock();
     let (action, Action { ids, by, .. }) = match command {
         HeldCommand::List { status, reason, sender, limit, json, .. } => {
-            let status = (status != "all").then_some(status);
+            let status = match status.as_str() {
+                "all" => None,
+                text => Some(
+                    text.parse::<mailgate::store::HeldStatus>()
+                        .map_err(|why| anyhow::anyhow!("--status: {why}, all"))?,
+                ),
+            };
             let filter = HeldFilter { status, reason, sender, limit: Some(limit), ..HeldFilter::default() };
             let items = store.held_items(&filter).await?;
             if json {

@@ -5,6 +5,7 @@
 use super::{ConsoleError, CsrfForm, Page, Session};
 use crate::api::{ApiError, ApiState};
 use crate::store::{BounceFilter, HeldFilter, InboundLogEntry, LogFilter, OutboxFilter};
+use crate::store::{HeldAction, HeldStatus, OutboxStatus};
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use minijinja::context;
@@ -35,6 +36,14 @@ fn time_field(value: Option<&String>, name: &str) -> Result<Option<i64>, Console
         .or_else(|_| chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S"))
         .map_err(|_| ApiError::BadRequest(format!("{name}: {text:?} is not a time like 2026-12-04T10:30 (UTC)")))?;
     Ok(Some(parsed.and_utc().timestamp_millis()))
+}
+
+/// A state field: `all` (every state) or one state's name.
+fn state_field<T: std::str::FromStr<Err = String>>(text: &str) -> Result<Option<T>, ConsoleError> {
+    match text {
+        "all" => Ok(None),
+        text => text.parse().map(Some).map_err(|why| ApiError::BadRequest(format!("status: {why}, all")).into()),
+    }
 }
 
 /// A number field.
@@ -151,9 +160,9 @@ pub(crate) async fn held_raw(state: Shared, _session: Session, id: Path<i64>) ->
 
 /// `GET /admin/held`: mail held for an admin.
 pub(crate) async fn held(State(state): Shared, session: Session, Query(q): Query<ListQuery>) -> Page {
-    let status = given(q.status.as_ref()).unwrap_or_else(|| "held".to_owned());
+    let status = given(q.status.as_ref()).unwrap_or_else(|| HeldStatus::Held.to_string());
     let filter = HeldFilter {
-        status: (status != "all").then(|| status.clone()),
+        status: state_field::<HeldStatus>(&status)?,
         reason: given(q.reason.as_ref()),
         sender: given(q.sender.as_ref()),
         before_id: id_field(q.before_id.as_ref(), "before_id")?,
@@ -185,8 +194,10 @@ pub(crate) async fn held_item(State(state): Shared, session: Session, Path(id): 
         .map(|(log_id, decision, at)| context! { log_id, decision, at => crate::store::rfc3339(at) })
         .collect();
     // Where a released item went, in the words the Dashboard uses.
-    let released_into = match (item.status.as_str(), item.thread_id) {
-        ("released", Some(thread)) => state.store.thread(thread).await?.map(|t| crate::pipeline::thread_label(&t)),
+    let released_into = match (item.status, item.thread_id) {
+        (HeldStatus::Released, Some(thread)) => {
+            state.store.thread(thread).await?.map(|t| crate::pipeline::thread_label(&t))
+        }
         _ => None,
     };
     Ok(session.page(
@@ -198,16 +209,18 @@ pub(crate) async fn held_item(State(state): Shared, session: Session, Path(id): 
 /// Does one held-queue action; what happened, in words.
 async fn held_action(state: &ApiState, session: &Session, id: i64, action: &str) -> Result<String, ConsoleError> {
     let by = session.actor.as_str();
+    let action: HeldAction = action.parse().map_err(|why| ApiError::NotFound(format!("no held action: {why}")))?;
     let done = match action {
-        "release" => state.pipeline.release(id, by).await.map(|_| "released into its conversation"),
-        "discard" => state
+        HeldAction::Release => state.pipeline.release(id, by).await.map(|_| "released into its conversation"),
+        HeldAction::Discard => state
             .pipeline
             .discard(id, by)
             .await
             .map(|_| "discarded; its page can put it back in the queue until its retention ends"),
-        "restore" => state.pipeline.restore(id, by).await.map(|_| "put back in the queue"),
-        "notice" => state.pipeline.notice(id, by).await.map(|_| "answered: the sender gets the refusal notice"),
-        other => return Err(ApiError::NotFound(format!("no held action {other:?}")).into()),
+        HeldAction::Restore => state.pipeline.restore(id, by).await.map(|_| "put back in the queue"),
+        HeldAction::Notice => {
+            state.pipeline.notice(id, by).await.map(|_| "answered: the sender gets the refusal notice")
+        }
     };
     Ok(match done {
         Ok(what) => format!("Held item {id} {what}."),
@@ -215,7 +228,7 @@ async fn held_action(state: &ApiState, session: &Session, id: i64, action: &str)
     })
 }
 
-/// `POST /admin/held/{id}/{release|discard|notice}`
+/// `POST /admin/held/{id}/{release|discard|notice|restore}`
 pub(crate) async fn act_on_held(
     State(state): Shared,
     session: Session,
@@ -254,14 +267,9 @@ fn chosen_ids(fields: &[(String, String)]) -> Vec<i64> {
 
 /// `GET /admin/outbox`: outgoing mail and webhook deliveries.
 pub(crate) async fn outbox(State(state): Shared, session: Session, Query(q): Query<ListQuery>) -> Page {
-    let status = given(q.status.as_ref()).filter(|s| s != "all");
-    if let Some(other) =
-        status.as_deref().filter(|s| !["pending", "sending", "sent", "merged", "skipped", "failed"].contains(s))
-    {
-        return Err(ApiError::BadRequest(format!("status {other:?} is not a state an outbox item has")).into());
-    }
+    let status = given(q.status.as_ref());
     let filter = OutboxFilter {
-        status: status.clone(),
+        status: state_field::<OutboxStatus>(status.as_deref().unwrap_or("all"))?,
         kind: given(q.kind.as_ref()),
         to: given(q.to.as_ref()),
         before_id: id_field(q.before_id.as_ref(), "before_id")?,

@@ -427,7 +427,7 @@ impl Pipeline {
             let reason = format!("auto-reply: {}", analysis.kind_reason);
             return Ok(Plan::Log(Disposition::Dropped { reason }, Some(thread.id)));
         }
-        if thread.status == "closed" {
+        if thread.status == crate::store::ThreadStatus::Closed {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::ThreadClosed), Some(thread.id)));
         }
         let attachments = analysis.kept_attachments.clone();

@@ -5,6 +5,7 @@
 
 use super::{Analysis, Mode, Pipeline, Plan, classify::MailKind, thread_label};
 use crate::domain::Role;
+use crate::store::HeldStatus;
 use crate::store::{HeldItem, InboundLogEntry, KeptOriginal, NewOutbox, StoreError, now_ms};
 
 /// The outcome of releasing a held item.
@@ -78,7 +79,7 @@ impl Pipeline {
     /// or `retention.raw_days` after it arrived, whichever comes first).
     pub async fn restore(&self, id: i64, by: &str) -> Result<HeldItem, StoreError> {
         let item = self.store.held_item(id).await?.ok_or(StoreError::NotFound("held item"))?;
-        if item.status != "discarded" {
+        if item.status != HeldStatus::Discarded {
             return Err(StoreError::Conflict(format!(
                 "held item {id} was not discarded (it is {}); only a discarded item can be restored",
                 item.status
@@ -128,7 +129,7 @@ impl Pipeline {
     /// and the reading of its message.
     async fn load_held(&self, id: i64) -> Result<(HeldItem, super::Envelope, Analysis), StoreError> {
         let item = self.store.held_item(id).await?.ok_or(StoreError::NotFound("held item"))?;
-        if item.status != "held" {
+        if item.status != HeldStatus::Held {
             return Err(StoreError::Conflict(format!(
                 "held item {id} was {} already{}",
                 item.status,

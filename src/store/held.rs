@@ -5,6 +5,7 @@
 //! notice; each of those happens once (the state changes only from `held`,
 //! in the transaction that does the rest), and records who acted and when.
 
+use super::HeldStatus;
 #[allow(unused_imports, reason = "the reading!/writing! macros name these")]
 use super::{
     Backend, HeldItem, InboundLogEntry, Inserted, NewHeld, NewMessage, NewOutbox, Original, Readers, Store, StoreError,
@@ -15,8 +16,9 @@ use sqlx::Connection;
 /// Which held items to list.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct HeldFilter {
-    /// Only items in this state (`held`, `released`, `discarded`, `noticed`).
-    pub status: Option<String>,
+    /// Only items in this state (none, or `all`: every state).
+    #[serde(default, deserialize_with = "crate::store::states::any_or")]
+    pub status: Option<crate::store::HeldStatus>,
     /// Only items held for this reason code.
     pub reason: Option<String>,
     /// Only items whose envelope sender or From address contains this.
@@ -91,7 +93,7 @@ impl Store {
              AND ($3 IS NULL OR LOWER(h.mail_from) LIKE $3 ESCAPE '\\' OR LOWER(COALESCE(h.from_address, '')) LIKE $3 ESCAPE '\\') \
              AND ($4 IS NULL OR h.received_at >= $4) AND ($5 IS NULL OR h.id < $5) ORDER BY h.id DESC LIMIT $6"
         ))
-        .bind(&filter.status)
+        .bind(filter.status)
         .bind(&filter.reason)
         .bind(&sender)
         .bind(filter.since)
@@ -135,7 +137,7 @@ impl Store {
     ) -> StoreResult<Inserted> {
         let inserted = writing!(self, |db, w| {
             let mut tx = db.begin().await?;
-            if !w::claim_held(&mut tx, id, "released", by).await? {
+            if !w::claim_held(&mut tx, id, HeldStatus::Released, by).await? {
                 tx.rollback().await?;
                 return Err(self.not_held(id).await);
             }
@@ -156,7 +158,7 @@ impl Store {
     /// Discards a held item (its bytes go at the next purge after
     /// `retention.held_days`), recording `by`.
     pub async fn discard_held(&self, id: i64, by: &str, log: &InboundLogEntry) -> StoreResult<HeldItem> {
-        self.close_held(id, "discarded", by, None, log).await
+        self.close_held(id, HeldStatus::Discarded, by, None, log).await
     }
 
     /// Answers a held item's sender with `notice` (the refusal notice) and
@@ -168,7 +170,7 @@ impl Store {
         notice: &NewOutbox,
         log: &InboundLogEntry,
     ) -> StoreResult<HeldItem> {
-        self.close_held(id, "noticed", by, Some(notice), log).await
+        self.close_held(id, HeldStatus::Noticed, by, Some(notice), log).await
     }
 
     /// Puts discarded item `id` back in the queue, recording the action in
@@ -197,7 +199,7 @@ impl Store {
     async fn close_held(
         &self,
         id: i64,
-        status: &str,
+        status: HeldStatus,
         by: &str,
         notice: Option<&NewOutbox>,
         log: &InboundLogEntry,

@@ -41,8 +41,9 @@ pub struct ThreadFilter {
     pub organization_id: Option<i64>,
     /// Only threads of this customer.
     pub customer_id: Option<i64>,
-    /// `open` or `closed`.
-    pub status: Option<String>,
+    /// Only open or only closed ones (none, or `all`: both).
+    #[serde(default, deserialize_with = "crate::store::states::any_or")]
+    pub status: Option<crate::store::ThreadStatus>,
     /// Only threads changed at or after this time (Unix ms).
     pub updated_since: Option<i64>,
     /// The cursor: only threads with a lower id.
@@ -93,8 +94,9 @@ pub struct LogFilter {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxFilter {
-    /// `pending`, `sending`, `sent`, `merged`, `skipped`, `failed`.
-    pub status: Option<String>,
+    /// Only items in this state (none, or `all`: every state).
+    #[serde(default, deserialize_with = "crate::store::states::any_or")]
+    pub status: Option<crate::store::OutboxStatus>,
     /// The notification kind, e.g. `agent_replied`.
     pub kind: Option<String>,
     /// The recipient's address contains this.
@@ -132,7 +134,7 @@ impl Store {
         .bind(filter.site_id)
         .bind(filter.organization_id)
         .bind(filter.customer_id)
-        .bind(&filter.status)
+        .bind(filter.status)
         .bind(filter.updated_since)
         .bind(filter.before_id)
         .bind(page(filter.limit))
@@ -188,7 +190,7 @@ impl Store {
              AND ($3 IS NULL OR LOWER(o.to_address) LIKE $3 ESCAPE '\\') AND ($4 IS NULL OR o.id < $4) \
              ORDER BY o.id DESC LIMIT $5"
         )
-        .bind(&filter.status)
+        .bind(filter.status)
         .bind(&filter.kind)
         .bind(&to)
         .bind(filter.before_id)

@@ -184,6 +184,7 @@ mod originals;
 mod outbox;
 mod pass_reads;
 mod settings;
+pub mod states;
 mod threads;
 mod webhooks;
 use connect::{Readers, SqliteWriter, open_postgres, open_sqlite};
@@ -193,6 +194,7 @@ pub use held::HeldFilter;
 pub use lists::{BounceFilter, LogFilter, OutboxFilter, ThreadFilter, UserFilter};
 pub use originals::{Original, OriginalsStats};
 pub use pass_reads::{COALESCED_KINDS, PassReads};
+pub use states::{HeldAction, HeldStatus, OutboxStatus, ThreadStatus};
 pub use webhooks::{EVENTS, WEBHOOK_KIND, Webhook};
 
 /// A storage failure. Callers ask [`StoreError::is_transient`] whether trying

@@ -265,7 +265,7 @@ impl Store {
             loop {
                 let deleted = writing!(self, |db| {
                     let mut tx = db.begin().await?;
-                    let gone: Vec<(Option<String>, String)> = sqlx::query_as(
+                    let gone: Vec<(Option<String>, super::HeldStatus)> = sqlx::query_as(
                         "DELETE FROM held_messages WHERE id IN (SELECT id FROM held_messages \
                          WHERE status <> 'held' AND acted_at < $1 ORDER BY id LIMIT $2) RETURNING original, status",
                     )
@@ -275,7 +275,9 @@ impl Store {
                     .await?;
                     // A released item's original now belongs to its message;
                     // a discarded or answered one's goes with the item.
-                    for (original, _) in gone.iter().filter(|(o, status)| o.is_some() && status != "released") {
+                    for (original, _) in
+                        gone.iter().filter(|(o, status)| o.is_some() && *status != super::HeldStatus::Released)
+                    {
                         sqlx::query(
                             "DELETE FROM originals WHERE sha256 = $1 AND NOT EXISTS \
                              (SELECT 1 FROM held_messages h WHERE h.original = $1)",

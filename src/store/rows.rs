@@ -119,8 +119,8 @@ pub struct Thread {
     pub ticket_type: Option<String>,
     /// Subject line (for chats, a summary of the first message).
     pub subject: String,
-    /// `open` or `closed`.
-    pub status: String,
+    /// Open or closed.
+    pub status: crate::store::ThreadStatus,
     /// The agent handling it; set when an agent first writes, or by a rule.
     pub assigned_agent_id: Option<i64>,
     /// The queue a routing rule put it in.
@@ -462,8 +462,8 @@ pub struct HeldItem {
     pub auth: String,
     /// The thread it pointed at, when one was found.
     pub thread_id: Option<i64>,
-    /// `held`, `released`, `discarded` or `noticed` (the sender was sent the refusal notice).
-    pub status: String,
+    /// Held, released, discarded or noticed (the sender was sent the refusal notice).
+    pub status: crate::store::HeldStatus,
     /// Who acted on it.
     pub acted_by: Option<String>,
     /// When, Unix ms.
@@ -530,8 +530,8 @@ pub struct OutboxItem {
     pub to_address: String,
     /// Extra template data (JSON).
     pub context: String,
-    /// `pending`, `sending`, `sent`, `failed` or `merged` (folded into another).
-    pub status: String,
+    /// Where its delivery stands.
+    pub status: crate::store::OutboxStatus,
     /// Attempts made so far.
     pub attempts: i64,
     /// When it is due, Unix ms.

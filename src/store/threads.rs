@@ -90,7 +90,7 @@ impl Store {
     }
 
     /// Opens or closes a thread.
-    pub async fn set_thread_status(&self, id: i64, status: &str) -> StoreResult<()> {
+    pub async fn set_thread_status(&self, id: i64, status: super::ThreadStatus) -> StoreResult<()> {
         writing!(self, |db| sqlx::query("UPDATE threads SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(status)
             .bind(now_ms())

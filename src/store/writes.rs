@@ -393,7 +393,12 @@ pub(super) async fn insert_originals(
 
 /// Moves held item `id` from `held` to `status`, recording who and when;
 /// `false` when it is not held (any more): then nothing changed.
-pub(super) async fn claim_held(conn: &mut Connection, id: i64, status: &str, by: &str) -> StoreResult<bool> {
+pub(super) async fn claim_held(
+    conn: &mut Connection,
+    id: i64,
+    status: super::HeldStatus,
+    by: &str,
+) -> StoreResult<bool> {
     let claimed: Option<i64> = sqlx::query_scalar(
         "UPDATE held_messages SET status = $1, acted_by = $2, acted_at = $3 \
          WHERE id = $4 AND status = 'held' RETURNING id",

@@ -497,8 +497,12 @@ async fn a_restarted_instance_takes_back_only_its_own_claims() {
     let theirs = store.enqueue(&mail("theirs@example.org"), None).await.unwrap();
     assert_eq!(store.claim_due(1, 300_000, "host-b:/var/lib/mailgate").await.unwrap()[0].id, theirs);
     assert_eq!(store.release_claims_of("host-a:/var/lib/mailgate").await.unwrap(), 1);
-    assert_eq!(store.outbox_item(mine).await.unwrap().unwrap().status, "pending", "due again at once");
-    assert_eq!(store.outbox_item(theirs).await.unwrap().unwrap().status, "sending", "the other's lease stands");
+    assert_eq!(store.outbox_item(mine).await.unwrap().unwrap().status.as_str(), "pending", "due again at once");
+    assert_eq!(
+        store.outbox_item(theirs).await.unwrap().unwrap().status.as_str(),
+        "sending",
+        "the other's lease stands"
+    );
     assert_eq!(store.claim_due(10, 300_000, "host-a:/var/lib/mailgate").await.unwrap()[0].id, mine);
     store.close().await;
 }
