@@ -121,30 +121,11 @@ const SERVED_DOMAIN: &str = "served_domain";
 
 /// Starts every part of the gateway and returns once all listeners are bound.
 pub async fn start(config: Config) -> anyhow::Result<App> {
-    if let Some(token) = &config.api_token {
-        crate::api::credentials::refuse_weak("The API token (MAILGATE_API_TOKEN, api_token)", token)?;
-    }
-    if let Some(token) = &config.admin_token {
-        crate::api::credentials::refuse_weak("The admin token (MAILGATE_ADMIN_TOKEN, admin_token)", token)?;
-    }
+    refuse_weak_tokens(&config)?;
     let (store, signer) = open_store(&config).await?;
     store.put_setting(SERVED_DOMAIN, &config.domain).await?;
-    let credential = |kind: TokenKind, configured: &Option<String>| match configured {
-        Some(token) => Credential::fixed(kind, token),
-        None => Credential::stored(kind),
-    };
-    let (api_credential, admin_credential) =
-        (credential(TokenKind::Api, &config.api_token), credential(TokenKind::Admin, &config.admin_token));
-    for kind in [TokenKind::Api, TokenKind::Admin] {
-        credentials::hash_plaintext_token(&store, kind).await?;
-    }
-    let renderer = Arc::new(Renderer::load(config.templates_dir.as_deref()).context("loading templates")?);
-    if let Some(problem) = renderer.check().into_iter().next() {
-        anyhow::bail!("broken template: {problem}");
-    }
-    for warning in renderer.warnings() {
-        tracing::warn!("{warning}");
-    }
+    let (api_token, admin_token) = credentials_of(&store, &config).await?;
+    let renderer = load_renderer(&config)?;
     let dkim = config.delivery.dkim.as_ref().map(crate::outbound::load_dkim).transpose()?;
     let mailer = Mailer::new(
         config.delivery.relay_url.as_deref(),
@@ -154,37 +135,13 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     )?;
     std::fs::create_dir_all(&config.outbox_dir)
         .with_context(|| format!("creating outgoing-mail folder {}", config.outbox_dir.display()))?;
-
-    let smtp = TcpListener::bind(config.smtp_listen)
-        .await
-        .with_context(|| format!("binding SMTP listener to {}", config.smtp_listen))?;
-    let http = TcpListener::bind(config.http_listen)
-        .await
-        .with_context(|| format!("binding HTTP listener to {}", config.http_listen))?;
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => {
-            Some(TcpListener::bind(addr).await.with_context(|| format!("binding the metrics listener to {addr}"))?)
-        }
-        None => None,
-    };
-    let smtp_addr = smtp.local_addr()?;
-    let http_addr = http.local_addr()?;
-    let metrics_addr = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let listeners = Listeners::bind(&config).await?;
+    let (smtp_addr, http_addr, metrics_addr) = listeners.addresses()?;
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let rules = Arc::new(LiveRules::new(load_rules(config.rules_file.as_deref())?));
-    let pipeline = Pipeline::new(
-        store.clone(),
-        signer.clone(),
-        config.domain.clone(),
-        Arc::clone(&rules),
-        config.on_call_address.clone(),
-    )
-    .with_auth(sender_auth(&config)?)
-    .with_mime_limits(config.limits.mime)
-    .with_loop_limit(config.limits.max_messages_per_sender_per_hour)
-    .with_auth_policy(&config.auth);
+    let pipeline = pipeline_for(&config, store.clone(), signer.clone(), config.domain.clone(), Arc::clone(&rules))?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     if let Some(path) = config.rules_file.clone() {
         tasks.spawn(watch_rules(path, Arc::clone(&rules), Arc::clone(&metrics), shutdown.clone()));
@@ -199,13 +156,13 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         bad_tokens: Default::default(),
         tls: config.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?,
     });
-    tasks.spawn(listener::serve(smtp, ctx, shutdown.clone(), tasks.clone()));
+    tasks.spawn(listener::serve(listeners.smtp, ctx, shutdown.clone(), tasks.clone()));
 
     let outbound_counters = Arc::new(OutboundCounters::default());
     let state = Arc::new(ApiState {
         store: store.clone(),
-        api_token: api_credential,
-        admin_token: admin_credential,
+        api_token,
+        admin_token,
         on_call_address: config.on_call_address.clone(),
         metrics: Arc::clone(&metrics),
         max_hard_bounces: config.delivery.max_hard_bounces,
@@ -219,29 +176,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         throttle: api::throttle::Throttle::default(),
         trusted_proxies: config.trusted_proxies.clone(),
     });
-    if let Some(listener) = metrics_listener {
-        let metrics_shutdown = shutdown.clone();
-        let router = api::metrics_router(Arc::clone(&state));
-        if let Some(addr) = metrics_addr {
-            tracing::info!(metrics = %addr, "serving GET /metrics without a token");
-        }
-        tasks.spawn(async move {
-            let server = axum::serve(listener, router).with_graceful_shutdown(metrics_shutdown.cancelled_owned());
-            if let Err(error) = server.await {
-                tracing::error!(error = %error, "metrics listener failed");
-            }
-        });
-    }
-    let http_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        // The client's address reaches the credential checks (throttling).
-        let router = api::router(Arc::clone(&state)).merge(crate::console::router(state));
-        let server = axum::serve(http, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(http_shutdown.cancelled_owned());
-        if let Err(error) = server.await {
-            tracing::error!(error = %error, "HTTP server failed");
-        }
-    });
+    serve_http(&tasks, &shutdown, state, listeners.http, listeners.metrics);
 
     let delivered_by = mailer.describe();
     // What this instance was sending when it was last killed goes out now.
@@ -265,7 +200,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         wake: store.outbox_wakeup(),
         counters: outbound_counters,
         webhooks: crate::outbound::webhook::WebhookClient::default(),
-        instance: instance.clone(),
+        instance,
     });
     tasks.spawn(crate::outbound::webhook::fan_out(store.clone(), shutdown.clone()));
     tasks.spawn(outbound.run(shutdown.clone()));
@@ -294,6 +229,123 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         None => credentials::generate_if_missing(&store, TokenKind::Admin).await?,
     };
     Ok(App { smtp_addr, http_addr, metrics_addr, generated_api_token, generated_admin_token, store, shutdown, tasks })
+}
+
+/// Refuses to start with a configured API or admin token that is easy to guess.
+fn refuse_weak_tokens(config: &Config) -> anyhow::Result<()> {
+    if let Some(token) = &config.api_token {
+        crate::api::credentials::refuse_weak("The API token (MAILGATE_API_TOKEN, api_token)", token)?;
+    }
+    if let Some(token) = &config.admin_token {
+        crate::api::credentials::refuse_weak("The admin token (MAILGATE_ADMIN_TOKEN, admin_token)", token)?;
+    }
+    Ok(())
+}
+
+/// The API and admin credentials: the configured tokens, or the stored
+/// hashes (a plain-text token an older release stored is hashed now).
+async fn credentials_of(store: &Store, config: &Config) -> anyhow::Result<(Credential, Credential)> {
+    let credential = |kind: TokenKind, configured: &Option<String>| match configured {
+        Some(token) => Credential::fixed(kind, token),
+        None => Credential::stored(kind),
+    };
+    for kind in [TokenKind::Api, TokenKind::Admin] {
+        credentials::hash_plaintext_token(store, kind).await?;
+    }
+    Ok((credential(TokenKind::Api, &config.api_token), credential(TokenKind::Admin, &config.admin_token)))
+}
+
+/// The notification templates, checked: a broken one stops the start.
+fn load_renderer(config: &Config) -> anyhow::Result<Arc<Renderer>> {
+    let renderer = Arc::new(Renderer::load(config.templates_dir.as_deref()).context("loading templates")?);
+    if let Some(problem) = renderer.check().into_iter().next() {
+        anyhow::bail!("broken template: {problem}");
+    }
+    for warning in renderer.warnings() {
+        tracing::warn!("{warning}");
+    }
+    Ok(renderer)
+}
+
+/// The sockets the server listens on, bound before anything is served (a
+/// port in use stops the start).
+struct Listeners {
+    smtp: TcpListener,
+    http: TcpListener,
+    metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let smtp = TcpListener::bind(config.smtp_listen)
+            .await
+            .with_context(|| format!("binding SMTP listener to {}", config.smtp_listen))?;
+        let http = TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("binding HTTP listener to {}", config.http_listen))?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.with_context(|| format!("binding the metrics listener to {addr}"))?)
+            }
+            None => None,
+        };
+        Ok(Self { smtp, http, metrics })
+    }
+
+    /// The addresses bound (a port 0 became a real port).
+    fn addresses(&self) -> anyhow::Result<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
+        let metrics = self.metrics.as_ref().map(TcpListener::local_addr).transpose()?;
+        Ok((self.smtp.local_addr()?, self.http.local_addr()?, metrics))
+    }
+}
+
+/// The pipeline as the server and the tools run it, on `domain`.
+fn pipeline_for(
+    config: &Config,
+    store: Store,
+    signer: TokenSigner,
+    domain: String,
+    rules: Arc<LiveRules>,
+) -> anyhow::Result<Pipeline> {
+    Ok(Pipeline::new(store, signer, domain, rules, config.on_call_address.clone())
+        .with_auth(sender_auth(config)?)
+        .with_mime_limits(config.limits.mime)
+        .with_loop_limit(config.limits.max_messages_per_sender_per_hour)
+        .with_auth_policy(&config.auth))
+}
+
+/// Serves the API and the console on `http`, and `/metrics` alone on the
+/// metrics listener when there is one.
+fn serve_http(
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+    state: Arc<ApiState>,
+    http: TcpListener,
+    metrics: Option<TcpListener>,
+) {
+    if let Some(listener) = metrics {
+        let metrics_shutdown = shutdown.clone();
+        let router = api::metrics_router(Arc::clone(&state));
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(metrics = %addr, "serving GET /metrics without a token");
+        }
+        tasks.spawn(async move {
+            let server = axum::serve(listener, router).with_graceful_shutdown(metrics_shutdown.cancelled_owned());
+            if let Err(error) = server.await {
+                tracing::error!(error = %error, "metrics listener failed");
+            }
+        });
+    }
+    let http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        // The client's address reaches the credential checks (throttling).
+        let router = api::router(Arc::clone(&state)).merge(crate::console::router(state));
+        let server = axum::serve(http, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(http_shutdown.cancelled_owned());
+        if let Err(error) = server.await {
+            tracing::error!(error = %error, "HTTP server failed");
+        }
+    });
 }
 
 impl App {
@@ -445,10 +497,6 @@ pub async fn tool_pipeline(config: &Config) -> anyhow::Result<(Store, Pipeline)>
         (false, Some(served)) => served,
         _ => config.domain.clone(),
     };
-    let pipeline = Pipeline::new(store.clone(), signer, domain, rules, config.on_call_address.clone())
-        .with_auth(sender_auth(config)?)
-        .with_mime_limits(config.limits.mime)
-        .with_loop_limit(config.limits.max_messages_per_sender_per_hour)
-        .with_auth_policy(&config.auth);
+    let pipeline = pipeline_for(config, store.clone(), signer, domain, rules)?;
     Ok((store, pipeline))
 }

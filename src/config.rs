@@ -585,103 +585,8 @@ impl ConfigArgs {
         if hostname.chars().any(|c| c.is_whitespace() || c.is_control()) {
             bail!("hostname: {hostname:?} must not contain spaces or control characters");
         }
-        let mut limits = Limits::default();
-        if let Some(size) = args.max_message_size.or(raw.limits.max_message_size) {
-            limits.max_message_size = size;
-        }
-        if let Some(n) = raw.limits.max_recipients {
-            limits.max_recipients = n;
-        }
-        if let Some(n) = raw.limits.max_connections {
-            limits.max_connections = n;
-        }
-        if let Some(secs) = raw.limits.command_timeout_secs {
-            limits.command_timeout = Duration::from_secs(secs);
-        }
-        if let Some(secs) = raw.limits.data_timeout_secs {
-            limits.data_timeout = Duration::from_secs(secs);
-        }
-        if let Some(n) = raw.limits.max_connections_per_ip {
-            limits.max_connections_per_ip = n.max(1);
-        }
-        if let Some(n) = raw.limits.max_mime_parts {
-            limits.mime.max_parts = n.max(1);
-        }
-        if let Some(n) = raw.limits.max_mime_depth {
-            limits.mime.max_depth = n.max(1);
-        }
-        if let Some(n) = raw.limits.max_header_fields {
-            limits.mime.max_headers = n.max(10);
-        }
-        if let Some(n) = raw.limits.max_header_bytes {
-            limits.mime.max_header_bytes = n.max(1024);
-        }
-        if let Some(n) = raw.limits.max_connections_per_network {
-            limits.max_connections_per_network = n.max(1);
-        }
-        if let Some(secs) = raw.limits.command_line_secs {
-            limits.command_line_timeout = Duration::from_secs(secs.max(1));
-        }
-        if let Some(secs) = raw.limits.data_section_secs {
-            limits.data_section_timeout = Duration::from_secs(secs.max(1));
-        }
-        if let Some(rate) = raw.limits.min_data_rate {
-            limits.min_data_rate = rate;
-        }
-        if let Some(secs) = raw.limits.data_rate_window_secs {
-            limits.data_rate_window = Duration::from_secs(secs.max(1));
-        }
-        if let Some(secs) = raw.limits.session_lifetime_secs {
-            limits.session_lifetime = Duration::from_secs(secs.max(1));
-        }
-        if let Some(secs) = raw.limits.reading_budget_secs {
-            limits.mime.reading_budget = Duration::from_secs(secs.max(1));
-        }
-        if let Some(n) = raw.limits.max_messages_per_sender_per_hour {
-            limits.max_messages_per_sender_per_hour = n.max(1);
-        }
-        if limits.max_message_size < 1024 {
-            bail!("limits.max_message_size: {} is too small (at least 1024 bytes)", limits.max_message_size);
-        }
-        if limits.max_recipients == 0 || limits.max_connections == 0 {
-            bail!("limits.max_recipients and limits.max_connections must be at least 1");
-        }
-        let mut delivery = DeliveryConfig {
-            relay_url: args.relay.clone().or(raw.delivery.relay_url).filter(|u| !u.is_empty()),
-            ..DeliveryConfig::default()
-        };
-        if let Some(n) = raw.delivery.concurrency {
-            delivery.concurrency = n.max(1);
-        }
-        if let Some(secs) = raw.delivery.coalesce_window_secs {
-            delivery.coalesce_window = Duration::from_secs(secs);
-        }
-        if let Some(hours) = raw.delivery.lifetime_hours {
-            delivery.lifetime = Duration::from_secs(hours * 3600);
-        }
-        if let Some(secs) = raw.delivery.retry_base_secs {
-            delivery.retry_base = Duration::from_secs(secs.max(1));
-        }
-        if let Some(secs) = raw.delivery.retry_max_secs {
-            delivery.retry_max = Duration::from_secs(secs.max(1));
-        }
-        if let Some(n) = raw.delivery.max_hard_bounces {
-            delivery.max_hard_bounces = n.max(1);
-        }
-        if let Some(days) = raw.delivery.suppression_days {
-            delivery.suppression_days = days;
-        }
-        if let Some(bytes) = raw.notify.max_message_bytes {
-            if bytes < 64 * 1024 {
-                bail!("notify.max_message_bytes: {bytes} is too small (at least 65536 bytes)");
-            }
-            delivery.max_message_bytes = bytes;
-        }
-        if let Some(url) = &delivery.relay_url
-            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
-        {
-            bail!("delivery.relay_url: {url:?} must start with smtp:// or smtps://");
-        }
+        let limits = raw.limits.validated(args.max_message_size)?;
+        let mut delivery = raw.delivery.validated(args.relay.clone(), &raw.notify)?;
         delivery.dkim = raw.dkim.map(|d| DkimSettings {
             selector: d.selector,
             domain: d.domain.unwrap_or_else(|| domain.clone()),
@@ -734,27 +639,146 @@ impl ConfigArgs {
                 0 => None,
                 days => Some(days),
             },
-            auth: AuthConfig {
-                enabled: raw.auth.enabled.unwrap_or(true),
-                resolver: raw.auth.resolver.unwrap_or_else(|| "system".to_owned()),
-                on_dmarc_fail: raw.auth.on_dmarc_fail.unwrap_or(crate::pipeline::authenticate::OnDmarcFail::Refuse),
-                records: raw.auth.records,
-                hold_not_allowed: match raw.auth.on_not_allowed.as_deref() {
-                    None | Some("refuse") => false,
-                    Some("hold") => true,
-                    Some(other) => bail!("auth.on_not_allowed: {other:?} is not refuse or hold"),
-                },
-                refuse_ambiguous_author: match raw.auth.on_ambiguous_author.as_deref() {
-                    None | Some("hold") => false,
-                    Some("refuse") => true,
-                    Some(other) => bail!("auth.on_ambiguous_author: {other:?} is not hold or refuse"),
-                },
-            },
+            auth: raw.auth.validated()?,
             admin_token: std::env::var("MAILGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(raw.admin_token),
             retention: Retention {
                 raw: retention_days(raw.retention.raw_days, Retention::default().raw, "raw_days")?,
                 held: retention_days(raw.retention.held_days, Retention::default().held, "held_days")?,
                 purge_interval: Duration::from_secs(raw.retention.purge_interval_secs.unwrap_or(3600).max(1)),
+            },
+        })
+    }
+}
+
+impl RawLimits {
+    /// The limits, checked; `flag` is `--max-message-size`.
+    fn validated(self, flag: Option<usize>) -> anyhow::Result<Limits> {
+        let mut limits = Limits::default();
+        if let Some(size) = flag.or(self.max_message_size) {
+            limits.max_message_size = size;
+        }
+        if let Some(n) = self.max_recipients {
+            limits.max_recipients = n;
+        }
+        if let Some(n) = self.max_connections {
+            limits.max_connections = n;
+        }
+        if let Some(secs) = self.command_timeout_secs {
+            limits.command_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = self.data_timeout_secs {
+            limits.data_timeout = Duration::from_secs(secs);
+        }
+        if let Some(n) = self.max_connections_per_ip {
+            limits.max_connections_per_ip = n.max(1);
+        }
+        if let Some(n) = self.max_mime_parts {
+            limits.mime.max_parts = n.max(1);
+        }
+        if let Some(n) = self.max_mime_depth {
+            limits.mime.max_depth = n.max(1);
+        }
+        if let Some(n) = self.max_header_fields {
+            limits.mime.max_headers = n.max(10);
+        }
+        if let Some(n) = self.max_header_bytes {
+            limits.mime.max_header_bytes = n.max(1024);
+        }
+        if let Some(n) = self.max_connections_per_network {
+            limits.max_connections_per_network = n.max(1);
+        }
+        if let Some(secs) = self.command_line_secs {
+            limits.command_line_timeout = Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = self.data_section_secs {
+            limits.data_section_timeout = Duration::from_secs(secs.max(1));
+        }
+        if let Some(rate) = self.min_data_rate {
+            limits.min_data_rate = rate;
+        }
+        if let Some(secs) = self.data_rate_window_secs {
+            limits.data_rate_window = Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = self.session_lifetime_secs {
+            limits.session_lifetime = Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = self.reading_budget_secs {
+            limits.mime.reading_budget = Duration::from_secs(secs.max(1));
+        }
+        if let Some(n) = self.max_messages_per_sender_per_hour {
+            limits.max_messages_per_sender_per_hour = n.max(1);
+        }
+        if limits.max_message_size < 1024 {
+            bail!("limits.max_message_size: {} is too small (at least 1024 bytes)", limits.max_message_size);
+        }
+        if limits.max_recipients == 0 || limits.max_connections == 0 {
+            bail!("limits.max_recipients and limits.max_connections must be at least 1");
+        }
+        Ok(limits)
+    }
+}
+
+impl RawDelivery {
+    /// The delivery settings, checked; `flag` is `--relay`, `notify` the
+    /// `[notify]` table (the size cap of a notification).
+    fn validated(self, flag: Option<String>, notify: &RawNotify) -> anyhow::Result<DeliveryConfig> {
+        let mut delivery = DeliveryConfig {
+            relay_url: flag.or(self.relay_url).filter(|u| !u.is_empty()),
+            ..DeliveryConfig::default()
+        };
+        if let Some(n) = self.concurrency {
+            delivery.concurrency = n.max(1);
+        }
+        if let Some(secs) = self.coalesce_window_secs {
+            delivery.coalesce_window = Duration::from_secs(secs);
+        }
+        if let Some(hours) = self.lifetime_hours {
+            delivery.lifetime = Duration::from_secs(hours * 3600);
+        }
+        if let Some(secs) = self.retry_base_secs {
+            delivery.retry_base = Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = self.retry_max_secs {
+            delivery.retry_max = Duration::from_secs(secs.max(1));
+        }
+        if let Some(n) = self.max_hard_bounces {
+            delivery.max_hard_bounces = n.max(1);
+        }
+        if let Some(days) = self.suppression_days {
+            delivery.suppression_days = days;
+        }
+        if let Some(bytes) = notify.max_message_bytes {
+            if bytes < 64 * 1024 {
+                bail!("notify.max_message_bytes: {bytes} is too small (at least 65536 bytes)");
+            }
+            delivery.max_message_bytes = bytes;
+        }
+        if let Some(url) = &delivery.relay_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            bail!("delivery.relay_url: {url:?} must start with smtp:// or smtps://");
+        }
+        Ok(delivery)
+    }
+}
+
+impl RawAuth {
+    /// The sender checks and what to do with their failures, checked.
+    fn validated(self) -> anyhow::Result<AuthConfig> {
+        Ok(AuthConfig {
+            enabled: self.enabled.unwrap_or(true),
+            resolver: self.resolver.unwrap_or_else(|| "system".to_owned()),
+            on_dmarc_fail: self.on_dmarc_fail.unwrap_or(crate::pipeline::authenticate::OnDmarcFail::Refuse),
+            records: self.records,
+            hold_not_allowed: match self.on_not_allowed.as_deref() {
+                None | Some("refuse") => false,
+                Some("hold") => true,
+                Some(other) => bail!("auth.on_not_allowed: {other:?} is not refuse or hold"),
+            },
+            refuse_ambiguous_author: match self.on_ambiguous_author.as_deref() {
+                None | Some("hold") => false,
+                Some("refuse") => true,
+                Some(other) => bail!("auth.on_ambiguous_author: {other:?} is not hold or refuse"),
             },
         })
     }

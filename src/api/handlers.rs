@@ -139,16 +139,7 @@ async fn open_thread(
     text: String,
     page_on_call: bool,
 ) -> ApiResult<(StatusCode, Json<ThreadView>)> {
-    use crate::store::NotificationKind;
-    // Nobody is assigned yet: every agent hears of it; a ticket's customer
-    // gets the receipt with the response time the plan promises.
-    let is_ticket = thread.kind == ThreadKind::Ticket;
-    let agent_kind = if is_ticket { NotificationKind::TicketOpened } else { NotificationKind::CustomerReplied };
-    let mut notify: Vec<(NotificationKind, i64)> =
-        state.store.agents().await?.iter().map(|a| (agent_kind, a.id)).collect();
-    if is_ticket {
-        notify.push((NotificationKind::TicketReceived, customer.id));
-    }
+    let notify = crate::notify::new_thread_recipients(&state.store, thread.kind, customer.id).await?;
     let first = NewMessage {
         thread_id: 0,
         author_id: customer.id,

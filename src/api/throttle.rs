@@ -4,9 +4,10 @@
 //! for a time that doubles, while everyone else is answered at once.
 //!
 //! The client address is the connection's, or, when the connection comes
-//! from a loopback address (a reverse proxy on the same host, as the
-//! console guide sets it up), the last address of `X-Forwarded-For`: the one
-//! the proxy itself added. A success forgets an address's failures.
+//! from one of the trusted proxies (`trusted_proxies`; by default a reverse
+//! proxy on the same host, as the console guide sets it up), the last
+//! address of `X-Forwarded-For`: the one the proxy itself added. A success
+//! forgets an address's failures.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

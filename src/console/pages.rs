@@ -1,6 +1,7 @@
-//! The console's pages about mail: the inbound log and one transaction
-//! explained, the held queue and its actions, the outbox and retries,
-//! bounces and suppressions, unsubscribes.
+//! The console's pages about mail and the directory's plans: the inbound log
+//! and one transaction explained, the held queue and its actions, the outbox
+//! (each item on a page of its own) and retries, bounces and suppressions,
+//! unsubscribes, and the plans an admin edits.
 
 use super::{ConsoleError, CsrfForm, Page, Session};
 use crate::api::{ApiError, ApiState};

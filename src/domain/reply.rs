@@ -1,6 +1,8 @@
-//! Every SMTP reply mailgate sends, in one place: the mapping from a
-//! pipeline outcome or a protocol error to a code, an enhanced status code
-//! (RFC 3463) and a sentence a person can act on. Makes no decisions.
+//! The SMTP reply for each pipeline outcome: the mapping from a recipient
+//! refusal or a message's disposition to a code, an enhanced status code
+//! (RFC 3463) and a sentence a person can act on. Makes no decisions. The
+//! protocol's own replies (the greeting, `354`, `452`, syntax errors, the
+//! listener's `421`) are written where the protocol is spoken, in `smtp`.
 
 use super::outcome::{Disposition, RcptRefusal, Refusal};
 use std::fmt;

@@ -36,6 +36,27 @@ pub async fn recipients(
     Ok(ids.into_iter().map(|id| (kind, id)).collect())
 }
 
+/// The notifications a new thread causes, wherever it was opened (the
+/// Dashboard's API or an email to a ticket address): nobody is assigned
+/// yet, so every agent hears of it (of a chat as of a customer's message);
+/// a ticket's customer also gets the receipt with the response time the
+/// plan promises.
+pub async fn new_thread_recipients(
+    store: &Store,
+    kind: ThreadKind,
+    customer_id: i64,
+) -> StoreResult<Vec<(NotificationKind, i64)>> {
+    let agent_kind = match kind {
+        ThreadKind::Ticket => NotificationKind::TicketOpened,
+        ThreadKind::Chat => NotificationKind::CustomerReplied,
+    };
+    let mut notify: Vec<(NotificationKind, i64)> = store.agents().await?.iter().map(|a| (agent_kind, a.id)).collect();
+    if kind == ThreadKind::Ticket {
+        notify.push((NotificationKind::TicketReceived, customer_id));
+    }
+    Ok(notify)
+}
+
 /// `user_id` alone, unless they opted out of `kind`.
 async fn unless_opted_out(store: &Store, user_id: i64, kind: NotificationKind) -> StoreResult<Vec<i64>> {
     Ok(if store.is_opted_out(user_id, kind.as_str()).await? { Vec::new() } else { vec![user_id] })

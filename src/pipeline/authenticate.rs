@@ -1,4 +1,4 @@
-//! Sender authentication: SPF, DKIM and DMARC for every message (mail-auth).
+//! Step 4, sender authentication: SPF, DKIM and DMARC for every message (mail-auth).
 //!
 //! A message whose From domain fails DMARC (neither an aligned SPF pass nor
 //! an aligned DKIM pass, and the domain publishes a DMARC record) is refused

@@ -1,4 +1,4 @@
-//! Step 4: may this sender write in this thread?
+//! Step 6: may this sender write in this thread?
 //!
 //! Allowed: the customer who opened the thread; for tickets any member of
 //! the site's organization who may see tickets (not Unprivileged); and a

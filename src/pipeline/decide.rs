@@ -1,12 +1,12 @@
-//! The decision: what one analysed message gets (posted, a new ticket,
+//! Step 7, the decision: what one analysed message gets (posted, a new ticket,
 //! held, dropped, refused), with the routing rules, authorization, the
 //! loop breaker and the plan's promises; and how a bounce is tied to the
 //! notification it reports on. Reads only; `ingest` stores the plan.
 
 use super::{
     Analysis, Authorization, Bounce, Disposition, Envelope, LOOP_WINDOW_MS, MailKind, Mode, NewMessage, NewOutbox,
-    NewThread, NotificationKind, Pipeline, RecipientTarget, Refusal, Routing, Source, StoreError, Thread, ThreadRef,
-    authorize, dedup_id, extract, now_ms, recipient_tokens, rules, thread, thread_label,
+    NewThread, Pipeline, RecipientTarget, Refusal, Routing, Source, StoreError, Thread, ThreadRef, authorize, dedup_id,
+    extract, now_ms, recipient_tokens, rules, thread, thread_label,
 };
 
 /// What `decide` concluded.
@@ -575,9 +575,8 @@ impl Pipeline {
         let Some(site) = chosen else { return Ok(not_in_plan()) };
         let attachments = analysis.kept_attachments.clone();
         let subject = crate::notify::render::header_safe(analysis.subject.as_deref().unwrap_or("(no subject)"));
-        let mut notify: Vec<(NotificationKind, i64)> =
-            self.store.agents().await?.iter().map(|a| (NotificationKind::TicketOpened, a.id)).collect();
-        notify.push((NotificationKind::TicketReceived, customer.id));
+        let notify =
+            crate::notify::new_thread_recipients(&self.store, crate::domain::ThreadKind::Ticket, customer.id).await?;
         let new_thread = NewThread {
             kind: crate::domain::ThreadKind::Ticket,
             site_id: site.id,

@@ -1,6 +1,7 @@
-//! What happens to one inbound message, step by step:
-//! parse → classify → thread → authorize → extract → store (and queue
-//! notifications). The SMTP session calls [`Pipeline::add_recipient`] at
+//! What happens to one inbound message, step by step: read it in one pure
+//! pass (parse → classify → extract), then authenticate the sender, then
+//! decide (thread → authorize → rules → the pipeline's own verdicts), then
+//! store (and queue notifications). The SMTP session calls [`Pipeline::add_recipient`] at
 //! RCPT time and [`Pipeline::ingest`] at the end of DATA, and answers with
 //! the [`Disposition`]. No sockets and no SMTP syntax here.
 //!
@@ -27,8 +28,8 @@ use crate::domain::reply;
 use crate::domain::{EmailAddress, ReplyToken, Source, TokenSigner};
 use crate::rules;
 use crate::store::{
-    Bounce, InboundLogEntry, Inserted, KeptOriginal, NewHeld, NewMessage, NewOutbox, NewThread, NotificationKind,
-    Original, RecentEmail, Routing, Store, StoreError, Thread, now_ms,
+    Bounce, InboundLogEntry, Inserted, KeptOriginal, NewHeld, NewMessage, NewOutbox, NewThread, Original, RecentEmail,
+    Routing, Store, StoreError, Thread, now_ms,
 };
 use authorize::Authorization;
 use classify::{Classification, MailKind};
@@ -578,7 +579,7 @@ impl Pipeline {
             Ok((plan, decision)) => (Ok(plan), decision.rules.join(",")),
             Err(e) => (Err(e), String::new()),
         };
-        let mut log = InboundLogEntry {
+        let log = InboundLogEntry {
             received_at: now_ms(),
             peer: envelope.peer.clone(),
             helo: envelope.helo.clone(),
@@ -594,10 +595,6 @@ impl Pipeline {
         // not on the writer's.
         let result = match outcome {
             Ok(Plan::Hold { code, reason, thread_id }) => {
-                let disposition = Disposition::Held { reason: reason.clone() };
-                fill_log(&mut log, &disposition, thread_id);
-                let original = Original::of(raw);
-                log.original = Some(original.sha256.clone());
                 let held = NewHeld {
                     reason_code: code.to_owned(),
                     reason,
@@ -605,83 +602,14 @@ impl Pipeline {
                     from_address: analysis.and_then(|a| a.from.clone()),
                     subject: analysis.and_then(|a| a.subject.clone()),
                 };
-                self.store.hold(&held, &log, &original).await.map(|_| disposition)
+                self.store_held(log, raw, held).await
             }
-            Ok(Plan::OpenTicket { thread, mut first }) => {
-                fill_log(&mut log, &Disposition::Dropped { reason: String::new() }, None);
-                log.decision = "accepted".to_owned();
-                log.reason = "opened a ticket from email".to_owned();
-                let original = Original::of_message(raw, &first.attachments);
-                log.original = Some(original.sha256.clone());
-                first.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
-                match self.store.create_thread(thread, *first, &[], Some(&log)).await {
-                    Ok((thread, message_id)) => Ok(Disposition::Accepted {
-                        thread_id: thread.id,
-                        thread_label: thread_label(&thread),
-                        message_id,
-                        duplicate: false,
-                    }),
-                    Err(e) => Err(e),
-                }
-            }
+            Ok(Plan::OpenTicket { thread, first }) => self.store_new_ticket(log, raw, thread, *first).await,
             Ok(Plan::Log(disposition, thread_id)) => {
-                fill_log(&mut log, &disposition, thread_id);
-                if matches!(disposition, Disposition::Rejected(_)) {
-                    log.headers = Some(header_block(raw));
-                }
-                let notice = match (&disposition, analysis) {
-                    (Disposition::Rejected(refusal), Some(analysis)) => {
-                        self.refusal_notice(envelope, analysis, refusal).await
-                    }
-                    _ => None,
-                };
-                match (notice, &disposition) {
-                    (Some(notice), _) => self.store.enqueue(&notice, Some(&log)).await.map(|_| disposition),
-                    // Answered 250 and not posted: kept as it arrived.
-                    (None, Disposition::Dropped { .. }) => {
-                        let original = Original::of(raw);
-                        log.original = Some(original.sha256.clone());
-                        self.store.log_inbound_with_original(&log, &original).await.map(|()| disposition)
-                    }
-                    (None, _) => self.store.log_inbound(&log).await.map(|()| disposition),
-                }
+                self.store_unposted(log, envelope, raw, analysis, disposition, thread_id).await
             }
-            Ok(Plan::Bounce(disposition, bounce)) => {
-                fill_log(&mut log, &disposition, None);
-                let original = Original::of(raw);
-                log.original = Some(original.sha256.clone());
-                self.store.record_bounce(&log, &bounce, Some(&original)).await.map(|()| disposition)
-            }
-            Ok(Plan::Store { mut message, thread }) => {
-                let label = thread_label(&thread);
-                let accepted = Disposition::Accepted {
-                    thread_id: thread.id,
-                    thread_label: label.clone(),
-                    message_id: 0,
-                    duplicate: false,
-                };
-                fill_log(&mut log, &accepted, Some(thread.id));
-                log.reason = format!("reply from {} stored in {label}", log.mail_from.as_deref().unwrap_or(""));
-                // Its attachments are stored anyway: their base64 is left out.
-                let original = Original::of_message(raw, &message.attachments);
-                log.original = Some(original.sha256.clone());
-                message.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
-                match self.store.insert_message(*message, Some(log)).await {
-                    Ok(Inserted::New(id)) => Ok(Disposition::Accepted {
-                        thread_id: thread.id,
-                        thread_label: label,
-                        message_id: id,
-                        duplicate: false,
-                    }),
-                    Ok(Inserted::Duplicate(id)) => Ok(Disposition::Accepted {
-                        thread_id: thread.id,
-                        thread_label: label,
-                        message_id: id,
-                        duplicate: true,
-                    }),
-                    Err(e) => Err(e),
-                }
-            }
+            Ok(Plan::Bounce(disposition, bounce)) => self.store_bounce(log, raw, disposition, &bounce).await,
+            Ok(Plan::Store { message, thread }) => self.store_reply(log, raw, *message, &thread).await,
             Err(e) => Err(e),
         };
         match result {
@@ -691,6 +619,113 @@ impl Pipeline {
                 Disposition::TempFail { reason: error.to_string() }
             }
         }
+    }
+}
+
+impl Pipeline {
+    /// Keeps a message for an admin, with its original and log entry.
+    async fn store_held(&self, mut log: InboundLogEntry, raw: &[u8], held: NewHeld) -> Result<Disposition, StoreError> {
+        let disposition = Disposition::Held { reason: held.reason.clone() };
+        fill_log(&mut log, &disposition, held.thread_id);
+        let original = Original::of(raw);
+        log.original = Some(original.sha256.clone());
+        self.store.hold(&held, &log, &original).await.map(|_| disposition)
+    }
+
+    /// Opens a ticket from an email, its first message kept as it arrived.
+    async fn store_new_ticket(
+        &self,
+        mut log: InboundLogEntry,
+        raw: &[u8],
+        thread: crate::store::NewThread,
+        mut first: crate::store::NewMessage,
+    ) -> Result<Disposition, StoreError> {
+        fill_log(&mut log, &Disposition::Dropped { reason: String::new() }, None);
+        log.decision = "accepted".to_owned();
+        log.reason = "opened a ticket from email".to_owned();
+        let original = Original::of_message(raw, &first.attachments);
+        log.original = Some(original.sha256.clone());
+        first.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
+        let (thread, message_id) = self.store.create_thread(thread, first, &[], Some(&log)).await?;
+        Ok(Disposition::Accepted {
+            thread_id: thread.id,
+            thread_label: thread_label(&thread),
+            message_id,
+            duplicate: false,
+        })
+    }
+
+    /// Records a message that is not posted: refused (with its header
+    /// fields, and the refusal notice when its sender gets one), or dropped
+    /// (answered 250, kept as it arrived).
+    async fn store_unposted(
+        &self,
+        mut log: InboundLogEntry,
+        envelope: &Envelope,
+        raw: &[u8],
+        analysis: Option<&Analysis>,
+        disposition: Disposition,
+        thread_id: Option<i64>,
+    ) -> Result<Disposition, StoreError> {
+        fill_log(&mut log, &disposition, thread_id);
+        if matches!(disposition, Disposition::Rejected(_)) {
+            log.headers = Some(header_block(raw));
+        }
+        let notice = match (&disposition, analysis) {
+            (Disposition::Rejected(refusal), Some(analysis)) => self.refusal_notice(envelope, analysis, refusal).await,
+            _ => None,
+        };
+        match (notice, &disposition) {
+            (Some(notice), _) => self.store.enqueue(&notice, Some(&log)).await.map(|_| disposition),
+            (None, Disposition::Dropped { .. }) => {
+                let original = Original::of(raw);
+                log.original = Some(original.sha256.clone());
+                self.store.log_inbound_with_original(&log, &original).await.map(|()| disposition)
+            }
+            (None, _) => self.store.log_inbound(&log).await.map(|()| disposition),
+        }
+    }
+
+    /// Records a delivery report, kept as it arrived, with what it says.
+    async fn store_bounce(
+        &self,
+        mut log: InboundLogEntry,
+        raw: &[u8],
+        disposition: Disposition,
+        bounce: &crate::store::Bounce,
+    ) -> Result<Disposition, StoreError> {
+        fill_log(&mut log, &disposition, None);
+        let original = Original::of(raw);
+        log.original = Some(original.sha256.clone());
+        self.store.record_bounce(&log, bounce, Some(&original)).await.map(|()| disposition)
+    }
+
+    /// Posts a reply into its thread, kept as it arrived (its attachments
+    /// are stored anyway: their base64 is left out of the original).
+    async fn store_reply(
+        &self,
+        mut log: InboundLogEntry,
+        raw: &[u8],
+        mut message: crate::store::NewMessage,
+        thread: &Thread,
+    ) -> Result<Disposition, StoreError> {
+        let label = thread_label(thread);
+        let accepted = Disposition::Accepted {
+            thread_id: thread.id,
+            thread_label: label.clone(),
+            message_id: 0,
+            duplicate: false,
+        };
+        fill_log(&mut log, &accepted, Some(thread.id));
+        log.reason = format!("reply from {} stored in {label}", log.mail_from.as_deref().unwrap_or(""));
+        let original = Original::of_message(raw, &message.attachments);
+        log.original = Some(original.sha256.clone());
+        message.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
+        let (message_id, duplicate) = match self.store.insert_message(message, Some(log)).await? {
+            Inserted::New(id) => (id, false),
+            Inserted::Duplicate(id) => (id, true),
+        };
+        Ok(Disposition::Accepted { thread_id: thread.id, thread_label: label, message_id, duplicate })
     }
 }
 

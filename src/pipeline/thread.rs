@@ -1,4 +1,4 @@
-//! Step 3: which chat or ticket does this message continue?
+//! Step 5: which chat or ticket does this message continue?
 //!
 //! Signals, in the order we trust them:
 //! 1. a reply token in an envelope recipient (`reply+TOKEN@domain`), checked at RCPT;

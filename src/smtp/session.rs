@@ -12,6 +12,8 @@
 //! data timeout is dropped with `421`; after too many errors the session is
 //! closed.
 
+mod verbs;
+
 use crate::config::Limits;
 use crate::domain::reply::{self, SmtpReply};
 use crate::pipeline::{Disposition, Envelope, Pipeline};
@@ -559,7 +561,8 @@ impl Session {
         }
     }
 
-    /// Answers one command; `line` is its raw text.
+    /// Answers one command (`line` is its raw text): each verb has its own
+    /// handler, in `verbs`.
     async fn command(&mut self, request: Request<String>, line: &[u8]) -> Flow {
         // Progress is a step toward a message: NOOP, RSET, HELP or EHLO
         // again and again keep no slot.
@@ -573,136 +576,36 @@ impl Session {
             Request::Ehlo { host } | Request::Helo { host } | Request::Lhlo { host }
                 if host.chars().any(|c| c.is_control() || c.is_whitespace()) =>
             {
-                return self.error(SmtpReply::new(501, "5.5.4", "Invalid host name"));
+                self.error(SmtpReply::new(501, "5.5.4", "Invalid host name"))
             }
-            Request::Ehlo { host } => {
-                self.end_transaction().await;
-                self.helo = Some(host);
-                let lines = [
-                    format!("{} greets you", self.ctx.hostname),
-                    "PIPELINING".to_owned(),
-                    format!("SIZE {}", self.ctx.limits.max_message_size),
-                    "8BITMIME".to_owned(),
-                    "ENHANCEDSTATUSCODES".to_owned(),
-                    "SMTPUTF8".to_owned(),
-                ];
-                let mut lines = lines.to_vec();
-                if self.ctx.tls.is_some() && !self.tls_active {
-                    lines.insert(1, "STARTTLS".to_owned());
-                }
-                for (i, line) in lines.iter().enumerate() {
-                    let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-                    self.out.extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
-                }
-            }
-            Request::Helo { host } | Request::Lhlo { host } => {
-                self.end_transaction().await;
-                self.helo = Some(host);
-                self.out.extend_from_slice(format!("250 {}\r\n", self.ctx.hostname).as_bytes());
-            }
-            Request::Mail { from } => {
-                if self.helo.is_none() {
-                    return self.error(SmtpReply::new(503, "5.5.1", "Say EHLO first"));
-                }
-                if self.transaction.is_some() {
-                    return self.error(SmtpReply::new(503, "5.5.1", "Nested MAIL command; send RSET first"));
-                }
-                let declared = declared_size(line).unwrap_or(0);
-                if from.size > self.ctx.limits.max_message_size || declared > self.ctx.limits.max_message_size as u128 {
-                    return self.error(self.too_large_reply());
-                }
-                let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
-                if !smtputf8 && !from.address.is_ascii() {
-                    return self.error(needs_smtputf8());
-                }
-                let envelope = Envelope {
-                    peer: self.peer.to_string(),
-                    peer_ip: Some(self.peer.ip()),
-                    helo: self.helo.clone(),
-                    mail_from: from.address,
-                    ..Envelope::default()
-                };
-                self.transaction = Some(Transaction { envelope, smtputf8 });
-                self.push(&SmtpReply::new(250, "2.1.0", "Sender OK"));
-            }
-            Request::Rcpt { to } => {
-                let Some(transaction) = &mut self.transaction else {
-                    return self.error(SmtpReply::new(503, "5.5.1", "Send MAIL FROM first"));
-                };
-                if !transaction.smtputf8 && !to.address.is_ascii() {
-                    return self.error(needs_smtputf8());
-                }
-                if transaction.envelope.recipients.len() >= self.ctx.limits.max_recipients {
-                    // Not the client's error (RFC 5321 §4.5.3.1.10): a pipelining
-                    // server sends the rest in another transaction.
-                    self.push(&SmtpReply::new(452, "4.5.3", "Too many recipients for one message"));
-                    return Flow::Continue;
-                }
-                let address = to.address;
-                match self.ctx.pipeline.add_recipient(&mut transaction.envelope, address.clone()).await {
-                    Ok(()) => self.push(&SmtpReply::new(250, "2.1.5", "Recipient OK")),
-                    Err(refusal) => {
-                        self.ctx.metrics.recipient_refused(refusal.label());
-                        if matches!(&refusal, crate::pipeline::RcptRefusal::BadToken(e) if *e != crate::domain::TokenError::Expired)
-                        {
-                            let wait = self.ctx.penalty(self.peer.ip());
-                            if !wait.is_zero() {
-                                tracing::info!(peer = %self.peer, wait_ms = wait.as_millis() as u64, "bad reply token: slowing down");
-                                tokio::time::sleep(wait).await;
-                            }
-                        }
-                        let reply = reply::for_rcpt_refusal(&refusal, &self.ctx.domain);
-                        tracing::info!(rcpt = %address, why = %refusal, reply = %reply, "recipient refused");
-                        return self.error(reply);
-                    }
-                }
-            }
-            Request::Data => {
-                let Some(transaction) = &self.transaction else {
-                    return self.error(SmtpReply::new(503, "5.5.1", "Send MAIL FROM first"));
-                };
-                if transaction.envelope.recipients.is_empty() {
-                    return self.error(SmtpReply::new(554, "5.5.1", "No valid recipients"));
-                }
-                self.message.clear();
-                self.mode = Mode::Data { receiver: DataReceiver::new(), too_large: false };
-                self.push(&SmtpReply::new(354, "2.0.0", "Start mail input; end with <CRLF>.<CRLF>"));
-            }
-            Request::Bdat { .. } => {
-                return self.error(SmtpReply::new(502, "5.5.1", "BDAT is not supported; use DATA"));
-            }
-            Request::Rset => {
-                self.end_transaction().await;
-                self.push(&SmtpReply::new(250, "2.0.0", "Reset OK"));
-            }
-            Request::Noop { .. } => self.push(&SmtpReply::new(250, "2.0.0", "OK")),
+            Request::Ehlo { host } => self.ehlo(host).await,
+            Request::Helo { host } | Request::Lhlo { host } => self.helo(host).await,
+            Request::Mail { from } => self.mail(from, line),
+            Request::Rcpt { to } => self.rcpt(to).await,
+            Request::Data => self.data(),
+            Request::Rset => self.rset().await,
+            Request::StartTls => self.starttls(),
             Request::Quit => {
                 self.push(&SmtpReply::new(221, "2.0.0", "Bye"));
-                return Flow::Close;
+                Flow::Close
             }
+            Request::Noop { .. } => self.answer(SmtpReply::new(250, "2.0.0", "OK")),
             Request::Vrfy { .. } | Request::Expn { .. } => {
-                self.push(&SmtpReply::new(252, "2.5.2", "Cannot verify users; send the message and we will try"));
+                self.answer(SmtpReply::new(252, "2.5.2", "Cannot verify users; send the message and we will try"))
             }
             Request::Help { .. } => {
-                self.push(&SmtpReply::new(214, "2.0.0", "mailgate accepts replies to support notifications"));
+                self.answer(SmtpReply::new(214, "2.0.0", "mailgate accepts replies to support notifications"))
             }
-            Request::StartTls if self.ctx.tls.is_some() && !self.tls_active => {
-                if self.transaction.is_some() {
-                    return self.error(SmtpReply::new(503, "5.5.1", "STARTTLS is not allowed in a mail transaction"));
-                }
-                self.push(&SmtpReply::new(220, "2.0.0", "Ready to start TLS"));
-                return Flow::StartTls;
-            }
-            Request::StartTls if self.tls_active => {
-                return self.error(SmtpReply::new(503, "5.5.1", "TLS is already active"));
-            }
-            Request::StartTls | Request::Auth { .. } => {
-                return self.error(SmtpReply::new(502, "5.5.1", "Command not implemented"));
-            }
-            Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
-                return self.error(SmtpReply::new(502, "5.5.1", "Command not implemented"));
+            Request::Bdat { .. } => self.error(SmtpReply::new(502, "5.5.1", "BDAT is not supported; use DATA")),
+            Request::Auth { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                self.error(SmtpReply::new(502, "5.5.1", "Command not implemented"))
             }
         }
+    }
+
+    /// Answers `reply` and goes on.
+    fn answer(&mut self, reply: SmtpReply) -> Flow {
+        self.push(&reply);
         Flow::Continue
     }
 

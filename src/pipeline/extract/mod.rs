@@ -1,4 +1,4 @@
-//! Step 6: the text the person newly wrote, and the attachments worth keeping.
+//! Step 3: the text the person newly wrote, and the attachments worth keeping.
 //!
 //! What counts as the reply text: what the person newly wrote, including a
 //! short sign-off ("Thanks, Anna"); without the quoted history, without a
