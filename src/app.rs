@@ -2,12 +2,13 @@
 //! HTTP listeners and starts the outbound worker; stops them all in order.
 //! No business rules here.
 
-use crate::api::credentials::{self, Credential, TokenKind};
-use crate::api::{self, ApiState};
+use crate::api;
 use crate::config::Config;
 use crate::domain::TokenSigner;
 use crate::domain::token::TokenKey;
 use crate::domain::token::random_hex;
+use crate::http::HttpState;
+use crate::http::credentials::{self, Credential, TokenKind};
 use crate::notify::render::Renderer;
 use crate::outbound::mailer::Mailer;
 use crate::outbound::{Outbound, OutboundCounters};
@@ -159,7 +160,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     tasks.spawn(listener::serve(listeners.smtp, ctx, shutdown.clone(), tasks.clone()));
 
     let outbound_counters = Arc::new(OutboundCounters::default());
-    let state = Arc::new(ApiState {
+    let state = Arc::new(HttpState {
         store: store.clone(),
         api_token,
         admin_token,
@@ -173,7 +174,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         rules: Arc::clone(&rules),
         outbound: Arc::clone(&outbound_counters),
         pipeline,
-        throttle: api::throttle::Throttle::default(),
+        throttle: crate::http::throttle::Throttle::default(),
         trusted_proxies: config.trusted_proxies.clone(),
     });
     serve_http(&tasks, &shutdown, state, listeners.http, listeners.metrics);
@@ -234,10 +235,10 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
 /// Refuses to start with a configured API or admin token that is easy to guess.
 fn refuse_weak_tokens(config: &Config) -> anyhow::Result<()> {
     if let Some(token) = &config.api_token {
-        crate::api::credentials::refuse_weak("The API token (MAILGATE_API_TOKEN, api_token)", token)?;
+        crate::http::credentials::refuse_weak("The API token (MAILGATE_API_TOKEN, api_token)", token)?;
     }
     if let Some(token) = &config.admin_token {
-        crate::api::credentials::refuse_weak("The admin token (MAILGATE_ADMIN_TOKEN, admin_token)", token)?;
+        crate::http::credentials::refuse_weak("The admin token (MAILGATE_ADMIN_TOKEN, admin_token)", token)?;
     }
     Ok(())
 }
@@ -319,7 +320,7 @@ fn pipeline_for(
 fn serve_http(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
-    state: Arc<ApiState>,
+    state: Arc<HttpState>,
     http: TcpListener,
     metrics: Option<TcpListener>,
 ) {

@@ -464,7 +464,7 @@ pub struct Config {
     /// Where `GET /metrics` is also served without a token, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     /// The reverse proxies whose `X-Forwarded-*` headers the HTTP side believes.
-    pub trusted_proxies: crate::api::throttle::TrustedProxies,
+    pub trusted_proxies: crate::http::throttle::TrustedProxies,
     /// Our mail domain, lower case.
     pub domain: String,
     /// Whether the domain was given (flag, environment or file) rather
@@ -610,9 +610,9 @@ impl ConfigArgs {
             http_listen,
             metrics_listen,
             trusted_proxies: match &raw.trusted_proxies {
-                Some(list) => crate::api::throttle::TrustedProxies::parse(list)
+                Some(list) => crate::http::throttle::TrustedProxies::parse(list)
                     .map_err(|why| anyhow::anyhow!("trusted_proxies: {why}"))?,
-                None => crate::api::throttle::TrustedProxies::default(),
+                None => crate::http::throttle::TrustedProxies::default(),
             },
             domain,
             domain_given,
@@ -806,7 +806,7 @@ impl Config {
             smtp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: None,
-            trusted_proxies: crate::api::throttle::TrustedProxies::default(),
+            trusted_proxies: crate::http::throttle::TrustedProxies::default(),
             domain: domain.to_ascii_lowercase(),
             domain_given: true,
             hostname: domain.to_ascii_lowercase(),

@@ -10,6 +10,7 @@ pub mod app;
 pub mod config;
 pub mod console;
 pub mod domain;
+pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;

@@ -2,8 +2,8 @@
 //! read, change), and the notification kinds a user unsubscribed from. A
 //! change takes effect at once on every instance.
 
-use super::handlers::{body, ensure_organization, required};
-use super::{ApiError, ApiState};
+use super::input::{body, ensure_organization, required};
+use super::{ApiError, HttpState};
 use crate::domain::{EmailAddress, Role};
 use crate::store::{Organization, OrganizationChanges, Plan, Site, SiteChanges, User, UserChanges, UserFilter};
 use axum::Json;
@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
 
-type Shared = State<Arc<ApiState>>;
+type Shared = State<Arc<HttpState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
 /// `GET /plans`
@@ -215,7 +215,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 }
 
 /// A site plan that exists, or a 400 naming it and the site plans there are.
-async fn site_plan(state: &ApiState, plan: &str) -> ApiResult<()> {
+async fn site_plan(state: &HttpState, plan: &str) -> ApiResult<()> {
     match state.store.plan(plan).await? {
         Some(p) if p.scope == "site" => Ok(()),
         _ => Err(ApiError::BadRequest(format!(
@@ -227,7 +227,7 @@ async fn site_plan(state: &ApiState, plan: &str) -> ApiResult<()> {
 
 /// An organization or account plan that exists, or a 400 naming it and
 /// the ones there are.
-async fn organization_plan(state: &ApiState, plan: &str) -> ApiResult<()> {
+async fn organization_plan(state: &HttpState, plan: &str) -> ApiResult<()> {
     match state.store.plan(plan).await? {
         Some(p) if p.scope != "site" => Ok(()),
         _ => Err(ApiError::BadRequest(format!(
@@ -238,86 +238,9 @@ async fn organization_plan(state: &ApiState, plan: &str) -> ApiResult<()> {
 }
 
 /// The ids of the plans `which` chooses, comma separated.
-async fn plan_ids(state: &ApiState, which: impl Fn(&Plan) -> bool) -> ApiResult<String> {
+async fn plan_ids(state: &HttpState, which: impl Fn(&Plan) -> bool) -> ApiResult<String> {
     let plans = state.store.plans().await?;
     Ok(plans.iter().filter(|p| which(p)).map(|p| p.id.as_str()).collect::<Vec<_>>().join(", "))
-}
-
-/// What a plan includes, as `PUT /admin/plans/{id}` takes it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PlanBody {
-    pub(crate) name: String,
-    pub(crate) scope: String,
-    #[serde(default)]
-    pub(crate) rank: i64,
-    #[serde(default = "yes")]
-    pub(crate) chat: bool,
-    #[serde(default = "none")]
-    pub(crate) tickets: String,
-    #[serde(default = "none")]
-    pub(crate) phone: String,
-    #[serde(default)]
-    pub(crate) on_call: bool,
-    pub(crate) ticket_response_minutes: Option<i64>,
-    pub(crate) on_call_response_minutes: Option<i64>,
-    pub(crate) support_hours: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn none() -> String {
-    "none".to_owned()
-}
-
-impl PlanBody {
-    /// The plan `id` this body describes, or why it cannot be one.
-    pub(crate) fn validated(self, id: &str) -> ApiResult<Plan> {
-        let bad = |what: String| Err(ApiError::BadRequest(what));
-        if id.is_empty()
-            || id.len() > 40
-            || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return bad(format!("plan id {id:?} must be 1 to 40 lower-case letters, digits or underscores"));
-        }
-        let one_of = |field: &str, value: &str, allowed: &[&str]| -> ApiResult<()> {
-            if allowed.contains(&value) {
-                Ok(())
-            } else {
-                Err(ApiError::BadRequest(format!("{field}: {value:?} is not one of {}", allowed.join(", "))))
-            }
-        };
-        one_of("scope", &self.scope, &["site", "organization", "account"])?;
-        one_of("tickets", &self.tickets, &["none", "all", "business_and_above"])?;
-        one_of("phone", &self.phone, &["none", "scheduled", "direct", "premium"])?;
-        for (field, minutes) in [
-            ("ticket_response_minutes", self.ticket_response_minutes),
-            ("on_call_response_minutes", self.on_call_response_minutes),
-        ] {
-            if minutes.is_some_and(|m| m <= 0) {
-                return bad(format!("{field} must be a number of minutes above 0"));
-            }
-        }
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().any(char::is_control) {
-            return bad("name must be a line of text".to_owned());
-        }
-        Ok(Plan {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            scope: self.scope,
-            rank: self.rank,
-            chat: self.chat,
-            tickets: self.tickets,
-            phone: self.phone,
-            on_call: self.on_call,
-            ticket_response_minutes: self.ticket_response_minutes,
-            on_call_response_minutes: self.on_call_response_minutes,
-            support_hours: self.support_hours.filter(|h| !h.trim().is_empty()),
-        })
-    }
 }
 
 /// `PUT /admin/plans/{id}` `{name, scope, rank?, chat?, tickets?, phone?,
@@ -327,9 +250,10 @@ impl PlanBody {
 pub(super) async fn save_plan(
     State(state): Shared,
     Path(id): Path<String>,
-    json: Result<Json<PlanBody>, JsonRejection>,
+    json: Result<Json<crate::http::plans::PlanBody>, JsonRejection>,
 ) -> ApiResult<Json<Plan>> {
-    let plan = body(json)?.validated(&id)?;
+    let plan: crate::http::plans::PlanBody = body(json)?;
+    let plan = plan.validated(&id)?;
     Ok(Json(state.store.save_plan(&plan).await?))
 }
 

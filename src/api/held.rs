@@ -3,7 +3,7 @@
 //! it, and release, discard or answer it, one at a time or in bulk. Every
 //! action records who did it (`by`, default `admin-api`).
 
-use super::{ApiError, ApiState};
+use super::{ApiError, HttpState};
 use crate::store::HeldAction;
 use crate::store::{HeldFilter, HeldItem};
 use axum::Json;
@@ -13,7 +13,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-type Shared = State<Arc<ApiState>>;
+type Shared = State<Arc<HttpState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
 /// `GET /admin/held?status=&reason=&sender=&since=&before_id=&limit=`
@@ -53,11 +53,8 @@ pub(super) async fn show(State(state): Shared, Path(id): Path<i64>) -> ApiResult
 }
 
 /// `GET /admin/held/{id}/raw`: the held mail as it arrived.
-pub(crate) async fn raw(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Response> {
-    let item = find(&state, id).await?;
-    let raw =
-        state.store.held_raw(&item).await?.ok_or_else(|| ApiError::Gone(format!("held item {id}'s mail is gone")))?;
-    Ok(super::originals::rfc822(raw, &format!("held-{id}.eml")))
+pub(super) async fn raw(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Response> {
+    crate::http::downloads::held_raw(&state, id).await
 }
 
 /// Who acts, for the record.
@@ -156,6 +153,6 @@ pub(super) async fn bulk(
     Ok(Json(results))
 }
 
-async fn find(state: &ApiState, id: i64) -> ApiResult<HeldItem> {
+async fn find(state: &HttpState, id: i64) -> ApiResult<HeldItem> {
     state.store.held_item(id).await?.ok_or_else(|| ApiError::NotFound(format!("held item {id} not found")))
 }

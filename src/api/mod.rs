@@ -1,18 +1,20 @@
 //! The JSON HTTP API: the Dashboard's side of mailgate. Every route under
 //! `/api/v1` needs `Authorization: Bearer TOKEN`; `/healthz` does not.
 
-pub mod credentials;
 pub(crate) mod directory;
-mod error;
-mod handlers;
 pub(crate) mod held;
+mod input;
 pub mod openapi;
 pub(crate) mod originals;
+mod records;
+mod rules;
 mod suppressions;
-pub mod throttle;
+mod threads;
+mod unsubscribe;
 mod webhooks;
 
-use crate::store::Store;
+use crate::http::request_ip;
+pub use crate::http::{ApiError, HttpState, credentials, throttle};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -20,43 +22,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-pub use error::ApiError;
 use std::sync::Arc;
-
-/// What the handlers share.
-#[derive(Debug)]
-pub struct ApiState {
-    /// The database.
-    pub store: Store,
-    /// The Dashboard's bearer token.
-    pub api_token: credentials::Credential,
-    /// Where on-call pages go.
-    pub on_call_address: String,
-    /// Verifies unsubscribe tokens.
-    pub signer: crate::domain::TokenSigner,
-    /// The admin bearer token.
-    pub admin_token: credentials::Credential,
-    /// Our mail domain (for dry runs).
-    pub domain: String,
-    /// The routing rules in force.
-    pub rules: Arc<crate::rules::LiveRules>,
-    /// The outbound worker's running totals.
-    pub outbound: Arc<crate::outbound::OutboundCounters>,
-    /// The inbound pipeline (to release held mail into its thread).
-    pub pipeline: crate::pipeline::Pipeline,
-    /// The metrics `GET /metrics` shows.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Counted hard bounces that suppress an address (`delivery.max_hard_bounces`).
-    pub max_hard_bounces: u32,
-    /// How many days a hard bounce counts (`delivery.suppression_days`, 0: ever).
-    pub suppression_days: u32,
-    /// The folder of template overrides, if any (the console's previews).
-    pub templates_dir: Option<std::path::PathBuf>,
-    /// Failed credential checks per client address.
-    pub throttle: throttle::Throttle,
-    /// The reverse proxies whose `X-Forwarded-*` headers are believed.
-    pub trusted_proxies: throttle::TrustedProxies,
-}
 
 /// One route as the API description lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +52,7 @@ macro_rules! routes {
 }
 
 /// The routes of `/api/v1` and `/api/v1/admin`, with their description.
-fn api_routes() -> (Router<Arc<ApiState>>, Router<Arc<ApiState>>, Vec<RouteDoc>) {
+fn api_routes() -> (Router<Arc<HttpState>>, Router<Arc<HttpState>>, Vec<RouteDoc>) {
     let mut docs = Vec::new();
     let api = routes!(Router::new(), docs, false;
         get "/plans" => directory::list_plans, "Support plans and what they include";
@@ -103,36 +69,36 @@ fn api_routes() -> (Router<Arc<ApiState>>, Router<Arc<ApiState>>, Vec<RouteDoc>)
         delete "/users/{id}" => directory::erase_user, "Erase a user (GDPR): anonymise or remove their messages";
         get "/users/{id}/unsubscribes" => directory::list_unsubscribes, "The notification kinds a user unsubscribed from";
         delete "/users/{id}/unsubscribes/{kind}" => directory::undo_unsubscribe, "Undo an unsubscribe";
-        get "/chats" => handlers::list_chats, "Chats, by site, organization, customer, status, a page at a time";
-        post "/chats" => handlers::open_chat, "A customer opens a chat";
-        get "/chats/{id}" => handlers::get_chat, "One chat with its messages";
-        get "/chats/{id}/messages" => handlers::list_chat_messages, "A chat's messages";
-        post "/chats/{id}/messages" => handlers::post_chat_message, "Post in a chat";
-        post "/chats/{id}/close" => handlers::close_chat, "Close a chat (emailed replies are refused)";
-        post "/chats/{id}/reopen" => handlers::reopen_chat, "Reopen a chat";
-        post "/chats/{id}/transcript" => handlers::send_transcript, "Mail a chat's transcript";
-        get "/tickets" => handlers::list_tickets, "Tickets, by site, organization, customer, status, a page at a time";
-        post "/tickets" => handlers::open_ticket, "A customer opens a ticket (403 unless the plan includes tickets)";
-        get "/tickets/{number}" => handlers::get_ticket, "One ticket with its messages";
-        get "/tickets/{number}/messages" => handlers::list_ticket_messages, "A ticket's messages";
-        post "/tickets/{number}/messages" => handlers::post_ticket_message, "Post in a ticket";
-        post "/tickets/{number}/close" => handlers::close_ticket, "Close a ticket";
-        post "/tickets/{number}/reopen" => handlers::reopen_ticket, "Reopen a ticket";
-        get "/attachments/{id}" => handlers::download_attachment, "Download an attachment";
+        get "/chats" => threads::list_chats, "Chats, by site, organization, customer, status, a page at a time";
+        post "/chats" => threads::open_chat, "A customer opens a chat";
+        get "/chats/{id}" => threads::get_chat, "One chat with its messages";
+        get "/chats/{id}/messages" => threads::list_chat_messages, "A chat's messages";
+        post "/chats/{id}/messages" => threads::post_chat_message, "Post in a chat";
+        post "/chats/{id}/close" => threads::close_chat, "Close a chat (emailed replies are refused)";
+        post "/chats/{id}/reopen" => threads::reopen_chat, "Reopen a chat";
+        post "/chats/{id}/transcript" => threads::send_transcript, "Mail a chat's transcript";
+        get "/tickets" => threads::list_tickets, "Tickets, by site, organization, customer, status, a page at a time";
+        post "/tickets" => threads::open_ticket, "A customer opens a ticket (403 unless the plan includes tickets)";
+        get "/tickets/{number}" => threads::get_ticket, "One ticket with its messages";
+        get "/tickets/{number}/messages" => threads::list_ticket_messages, "A ticket's messages";
+        post "/tickets/{number}/messages" => threads::post_ticket_message, "Post in a ticket";
+        post "/tickets/{number}/close" => threads::close_ticket, "Close a ticket";
+        post "/tickets/{number}/reopen" => threads::reopen_ticket, "Reopen a ticket";
+        get "/attachments/{id}" => threads::download_attachment, "Download an attachment";
         get "/messages/{id}" => originals::get_message, "One message with what extraction removed";
         get "/messages/{id}/raw" => originals::message_raw, "The mail a message was read from, byte for byte";
-        get "/inbound-log" => handlers::inbound_log, "SMTP transactions and their outcome, with filters";
+        get "/inbound-log" => records::inbound_log, "SMTP transactions and their outcome, with filters";
         get "/inbound-log/{id}/raw" => originals::log_raw, "The mail of a logged transaction";
-        get "/outbox" => handlers::outbox, "Outgoing mail and webhook deliveries, with filters";
-        post "/outbox/{id}/retry" => handlers::retry_outbox, "Send a failed, skipped or waiting item now";
-        get "/bounces" => handlers::bounces, "Delivery reports about our mail";
-        get "/held" => handlers::held, "The held queue, read-only";
+        get "/outbox" => records::outbox, "Outgoing mail and webhook deliveries, with filters";
+        post "/outbox/{id}/retry" => records::retry_outbox, "Send a failed, skipped or waiting item now";
+        get "/bounces" => records::bounces, "Delivery reports about our mail";
+        get "/held" => records::held, "The held queue, read-only";
     );
     let admin = routes!(Router::new(), docs, true;
-        get "/rules" => handlers::current_rules, "The routing rules in force";
-        post "/rules/check" => handlers::check_rules, "Check a rules file";
-        post "/rules/test" => handlers::test_rules, "Dry-run a message against the rules";
-        get "/stats" => handlers::stats, "Running totals since start";
+        get "/rules" => rules::current_rules, "The routing rules in force";
+        post "/rules/check" => rules::check_rules, "Check a rules file";
+        post "/rules/test" => rules::test_rules, "Dry-run a message against the rules";
+        get "/stats" => records::stats, "Running totals since start";
         get "/held" => held::list, "The held queue, with filters";
         post "/held/bulk" => held::bulk, "Release, discard or answer several held items";
         get "/held/{id}" => held::show, "One held item, explained";
@@ -153,7 +119,7 @@ fn api_routes() -> (Router<Arc<ApiState>>, Router<Arc<ApiState>>, Vec<RouteDoc>)
 }
 
 /// The API's routes.
-pub fn router(state: Arc<ApiState>) -> Router {
+pub fn router(state: Arc<HttpState>) -> Router {
     let (api, admin, docs) = api_routes();
     let description = Arc::new(openapi::document(&docs));
     let api = api
@@ -165,14 +131,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .nest("/api/v1/admin", admin)
         .nest("/api/v1", api)
         .fallback(|| async { StatusCode::NOT_FOUND })
-        .layer(middleware::from_fn(error::json_errors));
+        .layer(middleware::from_fn(crate::http::json_errors));
     Router::new()
         .merge(apis)
         .route("/", get(home))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics).route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin)))
         // The token in the link is the credential: no bearer token here.
-        .route("/unsubscribe/{token}", get(handlers::unsubscribe_page).post(handlers::unsubscribe))
+        .route("/unsubscribe/{token}", get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe))
         .with_state(state)
 }
 
@@ -190,7 +156,7 @@ async fn home() -> axum::Json<serde_json::Value> {
 
 /// `GET /metrics` alone, without a token: for the separate metrics listener
 /// (`metrics_listen`), which only a private network should reach.
-pub fn metrics_router(state: Arc<ApiState>) -> Router {
+pub fn metrics_router(state: Arc<HttpState>) -> Router {
     Router::new().route("/metrics", get(metrics)).with_state(state)
 }
 
@@ -200,7 +166,7 @@ pub fn route_docs() -> Vec<RouteDoc> {
 }
 
 /// `GET /metrics` (admin token): Prometheus' text format.
-async fn metrics(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Result<Response, ApiError> {
+async fn metrics(axum::extract::State(state): axum::extract::State<Arc<HttpState>>) -> Result<Response, ApiError> {
     let text = state.metrics.render(&state.store, &state.outbound).await.map_err(|error| {
         tracing::warn!(error = %format!("{error:#}"), "rendering the metrics failed");
         ApiError::BadRequest("the metrics could not be read now; try again".to_owned())
@@ -218,41 +184,27 @@ fn bearer_hash(request: &Request) -> Option<[u8; 32]> {
         .map(credentials::hash_token)
 }
 
-async fn require_token(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Result<Response, ApiError> {
+async fn require_token(
+    State(state): State<Arc<HttpState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     checked(&state, credentials::TokenKind::Api, request, next).await
 }
 
-async fn require_admin(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Result<Response, ApiError> {
+async fn require_admin(
+    State(state): State<Arc<HttpState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     checked(&state, credentials::TokenKind::Admin, request, next).await
-}
-
-/// The client address of a request (see [`throttle::client_ip`]).
-pub(crate) fn request_ip(
-    state: &ApiState,
-    extensions: &axum::http::Extensions,
-    headers: &axum::http::HeaderMap,
-) -> std::net::IpAddr {
-    throttle::client_ip(peer_ip(extensions), headers, &state.trusted_proxies)
-}
-
-/// The address of the connection a request came on.
-fn peer_ip(extensions: &axum::http::Extensions) -> std::net::IpAddr {
-    extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip())
-}
-
-/// Whether a request came through one of the trusted proxies, whose
-/// `X-Forwarded-*` headers are believed.
-pub(crate) fn via_trusted_proxy(state: &ApiState, extensions: &axum::http::Extensions) -> bool {
-    state.trusted_proxies.trust(peer_ip(extensions))
 }
 
 /// Runs `request` when its bearer token is the `kind` credential; a wrong
 /// token is counted against the client's address, answered later and
 /// later, then with `429` (see [`throttle`]).
 async fn checked(
-    state: &ApiState,
+    state: &HttpState,
     kind: credentials::TokenKind,
     request: Request,
     next: Next,

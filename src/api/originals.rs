@@ -2,18 +2,16 @@
 //! removed (`quoted`), and the raw mail of a message or an inbound-log entry
 //! as a `message/rfc822` download.
 
-use super::handlers::{MessageView, message_view};
-use super::{ApiError, ApiState};
+use super::threads::{MessageView, message_view};
+use super::{ApiError, HttpState};
 use crate::pipeline::extract::{Cut, Extraction};
-use crate::store::InboundLogEntry;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Serialize;
 use std::sync::Arc;
 
-type Shared = State<Arc<ApiState>>;
+type Shared = State<Arc<HttpState>>;
 
 /// One message, with what extraction removed from the mail it was read from.
 #[derive(Serialize)]
@@ -62,52 +60,10 @@ pub(super) async fn message_raw(State(state): Shared, Path(id): Path<i64>) -> Re
     let sha256 = message
         .original
         .ok_or_else(|| ApiError::NotFound(format!("message {id} was written in the Dashboard: it has no mail")))?;
-    raw_download(&state, &sha256, &format!("message-{id}.eml")).await
+    crate::http::downloads::raw_download(&state, &sha256, &format!("message-{id}.eml")).await
 }
 
-/// `GET /inbound-log/{id}/raw`: the mail an inbound-log entry received,
-/// when it was kept (mail answered 250).
-pub(crate) async fn log_raw(State(state): Shared, Path(id): Path<i64>) -> Result<Response, ApiError> {
-    let (_, raw) = logged_mail(&state, id).await?;
-    Ok(rfc822(raw, &format!("inbound-{id}.eml")))
-}
-
-/// An inbound-log entry and the mail it kept, as it arrived.
-pub(crate) async fn logged_mail(state: &ApiState, id: i64) -> Result<(InboundLogEntry, Vec<u8>), ApiError> {
-    let entry = state
-        .store
-        .inbound_entry(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("inbound-log entry {id} not found")))?;
-    let sha256 = entry.original.as_deref().ok_or_else(|| {
-        ApiError::NotFound(format!("inbound-log entry {id} kept no mail (only mail answered 250 is kept)"))
-    })?;
-    let raw = kept_original(state, sha256).await?;
-    Ok((entry, raw))
-}
-
-/// The original with this SHA-256 as a download named `filename`.
-pub(super) async fn raw_download(state: &ApiState, sha256: &str, filename: &str) -> Result<Response, ApiError> {
-    Ok(rfc822(kept_original(state, sha256).await?, filename))
-}
-
-/// The original with this SHA-256, unless its retention removed it.
-async fn kept_original(state: &ApiState, sha256: &str) -> Result<Vec<u8>, ApiError> {
-    state
-        .store
-        .original(sha256)
-        .await?
-        .ok_or_else(|| ApiError::Gone("the original was removed after its retention (retention.raw_days)".to_owned()))
-}
-
-/// `raw` as a `message/rfc822` download named `filename`.
-pub(super) fn rfc822(raw: Vec<u8>, filename: &str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "message/rfc822".to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
-        ],
-        raw,
-    )
-        .into_response()
+/// `GET /inbound-log/{id}/raw`: a transaction's mail as it arrived.
+pub(super) async fn log_raw(State(state): Shared, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    crate::http::downloads::log_raw(&state, id).await
 }

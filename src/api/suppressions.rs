@@ -3,14 +3,14 @@
 //! recorded, marked lifted, with who lifted them).
 
 use super::held::Actor;
-use super::{ApiError, ApiState};
+use super::{ApiError, HttpState};
 use crate::store::Suppression;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Serialize;
 use std::sync::Arc;
 
-type Shared = State<Arc<ApiState>>;
+type Shared = State<Arc<HttpState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
 /// `GET /admin/suppressions`: addresses mail has stopped to, latest first.

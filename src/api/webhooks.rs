@@ -2,7 +2,7 @@
 //! answered once), list them, remove one. Deliveries are outbox rows of kind
 //! `webhook` (`GET /api/v1/outbox?kind=webhook`, retry as any other).
 
-use super::{ApiError, ApiState};
+use super::{ApiError, HttpState};
 use crate::store::{EVENTS, Webhook};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-type Shared = State<Arc<ApiState>>;
+type Shared = State<Arc<HttpState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
 /// `GET /admin/webhooks`
@@ -58,7 +58,7 @@ pub(super) async fn create(
             events.join(",")
         }
     };
-    let secret = crate::api::credentials::new_token();
+    let secret = crate::http::credentials::new_token();
     let webhook = state.store.create_webhook(url, &events, &secret).await?;
     Ok((StatusCode::CREATED, Json(Registered { webhook, secret })))
 }

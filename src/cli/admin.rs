@@ -136,7 +136,7 @@ pub(crate) async fn outbox(command: OutboxCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn tokens(command: TokensCommand) -> anyhow::Result<ExitCode> {
-    use mailgate::api::credentials::{self, TokenKind};
+    use mailgate::http::credentials::{self, TokenKind};
     let (TokensCommand::Reset { which, config: args } | TokensCommand::Set { which, config: args }) = &command;
     let config = args.load()?;
     let kind = match which {

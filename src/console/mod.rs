@@ -12,8 +12,8 @@
 mod pages;
 mod playground;
 
-use crate::api::ApiState;
-use crate::api::credentials::hash_token;
+use crate::http::HttpState;
+use crate::http::credentials::hash_token;
 use crate::store::{StoreError, hex};
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
@@ -70,7 +70,7 @@ fn when(value: String) -> String {
 }
 
 /// The console's routes, to be served beside the API.
-pub fn router(state: Arc<ApiState>) -> Router {
+pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/admin", get(|| async { redirect("/admin/log") }))
         .route("/admin/", get(|| async { redirect("/admin/log") }))
@@ -125,7 +125,7 @@ pub(crate) enum ConsoleError {
     /// A form without this session's CSRF token, or from another site.
     Forged,
     /// What the API would have answered.
-    Api(crate::api::ApiError),
+    Api(crate::http::ApiError),
 }
 
 impl From<StoreError> for ConsoleError {
@@ -134,8 +134,8 @@ impl From<StoreError> for ConsoleError {
     }
 }
 
-impl From<crate::api::ApiError> for ConsoleError {
-    fn from(error: crate::api::ApiError) -> Self {
+impl From<crate::http::ApiError> for ConsoleError {
+    fn from(error: crate::http::ApiError) -> Self {
         ConsoleError::Api(error)
     }
 }
@@ -267,11 +267,11 @@ impl Session {
     }
 }
 
-impl FromRequestParts<Arc<ApiState>> for Session {
+impl FromRequestParts<Arc<HttpState>> for Session {
     type Rejection = ConsoleError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
-        let proxied = crate::api::via_trusted_proxy(state, &parts.extensions);
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<HttpState>) -> Result<Self, Self::Rejection> {
+        let proxied = crate::http::via_trusted_proxy(state, &parts.extensions);
         if parts.method != Method::GET && parts.method != Method::HEAD && !same_origin(&parts.headers, proxied) {
             return Err(ConsoleError::Forged);
         }
@@ -316,13 +316,13 @@ fn same_origin(headers: &HeaderMap, proxied: bool) -> bool {
 
 /// `GET /admin/login`
 async fn login_page(
-    State(state): State<Arc<ApiState>>,
+    State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
     extensions: axum::http::Extensions,
 ) -> Response {
     let mut page =
         render("login.html", minijinja::context! { title => "Log in", flash => flash(&headers), page => "login" });
-    let proxied = crate::api::via_trusted_proxy(&state, &extensions);
+    let proxied = crate::http::via_trusted_proxy(&state, &extensions);
     set_cookie(&mut page, FLASH_COOKIE, "", 0, behind_tls(&headers, proxied));
     page
 }
@@ -349,18 +349,18 @@ fn actor(name: &str) -> String {
 /// tokens (`api::throttle`): answered later and later, then `429` with
 /// `Retry-After` and a page that says so.
 async fn login(
-    State(state): State<Arc<ApiState>>,
+    State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
     extensions: axum::http::Extensions,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Result<Response, ConsoleError> {
-    let proxied = crate::api::via_trusted_proxy(&state, &extensions);
+    let proxied = crate::http::via_trusted_proxy(&state, &extensions);
     let secure = behind_tls(&headers, proxied);
     if !same_origin(&headers, proxied) {
         return Err(ConsoleError::Forged);
     }
-    let ip = crate::api::request_ip(&state, &extensions, &headers);
-    if let crate::api::throttle::Verdict::Locked(wait) = state.throttle.verdict(ip) {
+    let ip = crate::http::request_ip(&state, &extensions, &headers);
+    if let crate::http::throttle::Verdict::Locked(wait) = state.throttle.verdict(ip) {
         state.metrics.credential_failure("console", "locked");
         return Ok(too_many_attempts(wait));
     }
@@ -404,7 +404,7 @@ pub(crate) struct CsrfForm {
 
 /// `POST /admin/logout`: ends the session here and on every instance.
 async fn logout(
-    State(state): State<Arc<ApiState>>,
+    State(state): State<Arc<HttpState>>,
     session: Session,
     axum::Form(form): axum::Form<CsrfForm>,
 ) -> Result<Response, ConsoleError> {

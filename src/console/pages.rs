@@ -4,7 +4,7 @@
 //! unsubscribes, and the plans an admin edits.
 
 use super::{ConsoleError, CsrfForm, Page, Session};
-use crate::api::{ApiError, ApiState};
+use crate::http::{ApiError, HttpState};
 use crate::store::{BounceFilter, HeldFilter, InboundLogEntry, LogFilter, OutboxFilter};
 use crate::store::{HeldAction, HeldStatus, OutboxStatus};
 use axum::Form;
@@ -13,7 +13,7 @@ use minijinja::context;
 use serde::Deserialize;
 use std::sync::Arc;
 
-type Shared = State<Arc<ApiState>>;
+type Shared = State<Arc<HttpState>>;
 
 /// Rows per list page.
 const PAGE_ROWS: i64 = 50;
@@ -106,7 +106,7 @@ pub(crate) fn shown_source(raw: &[u8]) -> (String, Option<String>) {
 /// What the detail pages show about one kept message: its header fields,
 /// its source, and every step's verdict.
 async fn explained(
-    state: &ApiState,
+    state: &HttpState,
     entry: InboundLogEntry,
     raw: &[u8],
     stored_text: Option<String>,
@@ -151,12 +151,12 @@ pub(crate) async fn log_entry(State(state): Shared, session: Session, Path(id): 
 
 /// `GET /admin/log/{id}/raw`: a transaction's mail as it arrived, to download.
 pub(crate) async fn log_raw(state: Shared, _session: Session, id: Path<i64>) -> Page {
-    Ok(crate::api::originals::log_raw(state, id).await?)
+    Ok(crate::http::downloads::log_raw(&state, id.0).await?)
 }
 
 /// `GET /admin/held/{id}/raw`: a held item's mail as it arrived, to download.
 pub(crate) async fn held_raw(state: Shared, _session: Session, id: Path<i64>) -> Page {
-    Ok(crate::api::held::raw(state, id).await?)
+    Ok(crate::http::downloads::held_raw(&state, id.0).await?)
 }
 
 /// `GET /admin/held`: mail held for an admin.
@@ -208,7 +208,7 @@ pub(crate) async fn held_item(State(state): Shared, session: Session, Path(id): 
 }
 
 /// Does one held-queue action; what happened, in words.
-async fn held_action(state: &ApiState, session: &Session, id: i64, action: &str) -> Result<String, ConsoleError> {
+async fn held_action(state: &HttpState, session: &Session, id: i64, action: &str) -> Result<String, ConsoleError> {
     let by = session.actor.as_str();
     let action: HeldAction = action.parse().map_err(|why| ApiError::NotFound(format!("no held action: {why}")))?;
     let done = match action {
@@ -432,7 +432,7 @@ pub(crate) async fn save_plan(State(state): Shared, session: Session, Form(form)
     session.check(&form.csrf)?;
     let number =
         |text: &str, name: &str| -> Result<Option<i64>, ConsoleError> { id_field(Some(&text.to_owned()), name) };
-    let body = crate::api::directory::PlanBody {
+    let body = crate::http::plans::PlanBody {
         name: form.name,
         scope: form.scope,
         rank: number(&form.rank, "rank")?.unwrap_or(0),

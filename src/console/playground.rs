@@ -4,7 +4,7 @@
 //! the form.
 
 use super::{ConsoleError, Page, Session};
-use crate::api::{ApiError, ApiState};
+use crate::http::{ApiError, HttpState};
 use crate::notify::render::{KINDS, Renderer, sample_context};
 use crate::pipeline::{PastedMessage, Pipeline};
 use crate::rules::{DEFAULT_RULES, LiveRules, RuleError, compile};
@@ -15,7 +15,7 @@ use minijinja::context;
 use serde::Deserialize;
 use std::sync::Arc;
 
-type Shared = State<Arc<ApiState>>;
+type Shared = State<Arc<HttpState>>;
 
 /// How many recent messages a comparison reads by default, and at most.
 const DIFF_DEFAULT: i64 = 200;
@@ -23,7 +23,7 @@ const DIFF_MAX: i64 = 2000;
 
 /// The rules in force as text: the file they were read from (as it reads
 /// now) or the built-in rules.
-fn rules_in_force(state: &ApiState) -> (String, String) {
+fn rules_in_force(state: &HttpState) -> (String, String) {
     let source = state.rules.current().source.clone();
     if source == "built-in" {
         return (source, DEFAULT_RULES.to_owned());
@@ -60,7 +60,7 @@ pub(crate) struct PlaygroundForm {
 }
 
 /// Messages to pick from: the newest kept ones.
-async fn pickable(state: &ApiState) -> Result<Vec<InboundLogEntry>, ConsoleError> {
+async fn pickable(state: &HttpState) -> Result<Vec<InboundLogEntry>, ConsoleError> {
     Ok(state.store.recent_replayable(30).await?)
 }
 
@@ -88,12 +88,12 @@ fn annotated(text: &str, errors: &[RuleError]) -> Vec<minijinja::Value> {
 
 /// The message the form names: pasted, or picked from the log by id; with
 /// the transaction it is read as.
-async fn message_of(state: &ApiState, form: &PlaygroundForm) -> Result<(InboundLogEntry, Vec<u8>), ConsoleError> {
+async fn message_of(state: &HttpState, form: &PlaygroundForm) -> Result<(InboundLogEntry, Vec<u8>), ConsoleError> {
     if form.message.trim().is_empty() {
         let id: i64 = form.log.trim().parse().map_err(|_| {
             ApiError::BadRequest("paste a message, or pick one from the log, to run the rules on".to_owned())
         })?;
-        return Ok(crate::api::originals::logged_mail(state, id).await?);
+        return Ok(crate::http::downloads::logged_mail(state, id).await?);
     }
     let mail_from = Some(form.mail_from.trim()).filter(|m| !m.is_empty());
     let rcpt = form.rcpt.split([',', ' ', '\n']).map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned).collect();
@@ -170,7 +170,7 @@ pub(crate) async fn rules_action(State(state): Shared, session: Session, Form(fo
 /// Reads the newest `last` kept messages with the live rules and with
 /// `edited`; the ones whose decision differs.
 async fn compare(
-    state: &ApiState,
+    state: &HttpState,
     edited: &Pipeline,
     last: i64,
 ) -> Result<(usize, Vec<minijinja::Value>), ConsoleError> {

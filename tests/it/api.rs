@@ -353,7 +353,7 @@ async fn log_filters_are_literal_entries_carry_the_subject_and_rcpt_refusals_are
 #[tokio::test]
 async fn every_error_is_json_and_forwarded_headers_need_a_trusted_proxy() {
     let app =
-        spawn_app_with(|c| c.trusted_proxies = mailgate::api::throttle::TrustedProxies::parse(&[]).unwrap()).await;
+        spawn_app_with(|c| c.trusted_proxies = mailgate::http::throttle::TrustedProxies::parse(&[]).unwrap()).await;
     let root = app.base.trim_end_matches("/api/v1").to_owned();
     let token = app.token.clone();
     let ask = |method: reqwest::Method, path: &str| {

@@ -376,7 +376,7 @@ async fn sessions_are_cookies_with_the_right_flags_and_end_when_the_admin_token_
 
     // A reset of the admin token ends every session made with the old one.
     let store = mailgate::store::Store::open(&app.database_url).await.unwrap();
-    mailgate::api::credentials::reset(&store, mailgate::api::credentials::TokenKind::Admin, None).await.unwrap();
+    mailgate::http::credentials::reset(&store, mailgate::http::credentials::TokenKind::Admin, None).await.unwrap();
     store.close().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let status = || async { http.get(format!("{base}/log")).header("cookie", &session).send().await.unwrap().status() };

@@ -1,12 +1,12 @@
-//! Route handlers: validate, call the store, shape the answer.
+//! Chats and tickets: open one, list and read them with their messages,
+//! post in them, close and reopen them, mail a chat's transcript, download
+//! an attachment.
 
-use super::{ApiError, ApiState};
+use super::input::{body, required};
+use super::{ApiError, HttpState};
 use crate::domain::{Source, ThreadKind};
 use crate::pipeline::authorize::is_participant;
-use crate::store::{
-    Bounce, BounceFilter, InboundLogEntry, LogFilter, NewMessage, NewThread, OutboxFilter, OutboxItem, Site,
-    StoredMessage, Thread, ThreadFilter, ThreadStatus, User, rfc3339,
-};
+use crate::store::{NewMessage, NewThread, Site, StoredMessage, Thread, ThreadFilter, ThreadStatus, User, rfc3339};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -15,32 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-type Shared = State<Arc<ApiState>>;
+type Shared = State<Arc<HttpState>>;
 type ApiResult<T> = Result<T, ApiError>;
-
-pub(super) fn body<T>(json: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    json.map(|Json(v)| v).map_err(|e| ApiError::from_json(&e))
-}
-
-pub(super) fn required(value: &str, field: &str) -> ApiResult<String> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(ApiError::BadRequest(format!("{field} must not be empty")));
-    }
-    Ok(value.to_owned())
-}
-
-/// Refuses an organization id that does not exist.
-pub(super) async fn ensure_organization(state: &ApiState, id: Option<i64>) -> ApiResult<()> {
-    if let Some(org) = id {
-        state
-            .store
-            .organization(org)
-            .await?
-            .ok_or_else(|| ApiError::BadRequest(format!("organization {org} not found")))?;
-    }
-    Ok(())
-}
 
 #[derive(Deserialize)]
 pub(super) struct NewChat {
@@ -67,7 +43,7 @@ pub(super) struct ThreadView {
     messages: Vec<MessageView>,
 }
 
-async fn load_customer_and_site(state: &ApiState, site_id: i64, customer_id: i64) -> ApiResult<(Site, User)> {
+async fn load_customer_and_site(state: &HttpState, site_id: i64, customer_id: i64) -> ApiResult<(Site, User)> {
     let site =
         state.store.site(site_id).await?.ok_or_else(|| ApiError::BadRequest(format!("site {site_id} not found")))?;
     let customer = state
@@ -133,7 +109,7 @@ pub(super) async fn open_ticket(
 }
 
 async fn open_thread(
-    state: &ApiState,
+    state: &HttpState,
     thread: NewThread,
     customer: &User,
     text: String,
@@ -168,7 +144,7 @@ async fn open_thread(
     Ok((StatusCode::CREATED, Json(ThreadView { thread, messages })))
 }
 
-async fn find_thread(state: &ApiState, kind: ThreadKind, id: i64) -> ApiResult<Thread> {
+async fn find_thread(state: &HttpState, kind: ThreadKind, id: i64) -> ApiResult<Thread> {
     let thread = match kind {
         ThreadKind::Chat => state.store.thread(id).await?.filter(|t| t.kind() == ThreadKind::Chat),
         ThreadKind::Ticket => state.store.ticket_by_number(id).await?,
@@ -261,7 +237,7 @@ pub(super) fn message_view(m: StoredMessage) -> MessageView {
     }
 }
 
-async fn message_views(state: &ApiState, thread_id: i64) -> ApiResult<Vec<MessageView>> {
+async fn message_views(state: &HttpState, thread_id: i64) -> ApiResult<Vec<MessageView>> {
     Ok(state.store.messages(thread_id).await?.into_iter().map(message_view).collect())
 }
 
@@ -305,7 +281,7 @@ pub(super) async fn post_ticket_message(
 }
 
 async fn post_message(
-    state: &ApiState,
+    state: &HttpState,
     kind: ThreadKind,
     id: i64,
     post: PostMessage,
@@ -382,29 +358,6 @@ pub(super) async fn download_attachment(State(state): Shared, Path(id): Path<i64
         .into_response())
 }
 
-/// `GET /inbound-log?sender=&recipient=&decision=&rule=&since=&until=&before_id=&limit=`:
-/// SMTP transactions and their outcome, newest first, a page at a time.
-pub(super) async fn inbound_log(
-    State(state): Shared,
-    Query(filter): Query<LogFilter>,
-) -> ApiResult<Json<Vec<InboundLogEntry>>> {
-    Ok(Json(state.store.log_page(&filter).await?))
-}
-
-/// `GET /outbox?status=&kind=&to=&before_id=&limit=`: outgoing mail and its
-/// delivery state, newest first (`status=all` or none: every state).
-pub(super) async fn outbox(
-    State(state): Shared,
-    Query(filter): Query<OutboxFilter>,
-) -> ApiResult<Json<Vec<OutboxItem>>> {
-    Ok(Json(state.store.outbox_page(&filter).await?))
-}
-
-/// `POST /outbox/{id}/retry`: puts a failed item back in the queue.
-pub(super) async fn retry_outbox(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<OutboxItem>> {
-    Ok(Json(state.store.retry(id).await?))
-}
-
 /// `POST /chats/{id}/transcript` `{recipient_id?}`: mails the chat's transcript
 /// (to its customer by default).
 pub(super) async fn send_transcript(
@@ -440,43 +393,7 @@ pub(super) struct TranscriptRequest {
     recipient_id: Option<i64>,
 }
 
-/// `GET /bounces?limit=N`: delivery failure reports about our notifications.
-pub(super) async fn bounces(State(state): Shared, Query(filter): Query<BounceFilter>) -> ApiResult<Json<Vec<Bounce>>> {
-    Ok(Json(state.store.bounces_page(&filter).await?))
-}
-
-fn unsubscribe_target(state: &ApiState, token: &str) -> ApiResult<(i64, &'static str)> {
-    let (user_id, kind) = state
-        .signer
-        .verify_unsubscribe(token)
-        .map_err(|_| ApiError::NotFound("this unsubscribe link is not valid".to_owned()))?;
-    let kind = usize::try_from(kind).ok().and_then(|k| crate::notify::OPTIONAL_KINDS.get(k).copied());
-    Ok((user_id, kind.ok_or_else(|| ApiError::NotFound("this unsubscribe link is not valid".to_owned()))?))
-}
-
-/// `GET /unsubscribe/{token}`: a page with a button (a GET must not change
-/// anything: mail scanners follow links).
-pub(super) async fn unsubscribe_page(State(state): Shared, Path(token): Path<String>) -> ApiResult<Response> {
-    let (_, kind) = unsubscribe_target(&state, &token)?;
-    let what = kind.replace('_', " ");
-    let page = format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Unsubscribe</title></head><body>\
-         <p>Stop receiving \u{201c}{what}\u{201d} notifications by email? You can still follow your conversations in the Dashboard.</p>\
-         <form method=\"post\"><button type=\"submit\">Unsubscribe</button></form></body></html>"
-    );
-    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response())
-}
-
-/// `POST /unsubscribe/{token}`: one-click unsubscribe (RFC 8058).
-pub(super) async fn unsubscribe(State(state): Shared, Path(token): Path<String>) -> ApiResult<Response> {
-    let (user_id, kind) = unsubscribe_target(&state, &token)?;
-    state.store.opt_out(user_id, kind).await?;
-    let what = kind.replace('_', " ");
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("Unsubscribed from {what} notifications.\n"))
-        .into_response())
-}
-
-async fn set_status(state: &ApiState, kind: ThreadKind, id: i64, status: ThreadStatus) -> ApiResult<Json<Thread>> {
+async fn set_status(state: &HttpState, kind: ThreadKind, id: i64, status: ThreadStatus) -> ApiResult<Json<Thread>> {
     let thread = find_thread(state, kind, id).await?;
     state.store.set_thread_status(thread.id, status).await?;
     let thread =
@@ -509,92 +426,4 @@ pub(super) async fn reopen_chat(State(state): Shared, Path(id): Path<i64>) -> Ap
 /// `POST /tickets/{number}/reopen`
 pub(super) async fn reopen_ticket(State(state): Shared, Path(number): Path<i64>) -> ApiResult<Json<Thread>> {
     set_status(&state, ThreadKind::Ticket, number, ThreadStatus::Open).await
-}
-
-/// `GET /admin/rules`: the rules in force.
-pub(super) async fn current_rules(State(state): Shared) -> Json<serde_json::Value> {
-    let rules = state.rules.current();
-    let names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
-    Json(serde_json::json!({ "source": rules.source, "rules": names, "ticket_addresses": rules.ticket_addresses }))
-}
-
-/// `GET /admin/stats`: what the gateway has done since it started (the
-/// group-commit writer: transactions, messages, time in statements and
-/// commits; the outbound worker: passes, mails, time per step).
-pub(super) async fn stats(State(state): Shared, Query(q): Query<StatsQuery>) -> ApiResult<Json<serde_json::Value>> {
-    let mut stats = serde_json::json!({
-        "group_commit": state.store.group_commit_stats(),
-        "outbound": state.outbound.snapshot(),
-    });
-    if q.storage {
-        stats["originals"] = serde_json::to_value(state.store.originals_stats().await?).unwrap_or_default();
-    }
-    Ok(Json(stats))
-}
-
-#[derive(Deserialize)]
-pub(super) struct StatsQuery {
-    /// Also count what the kept originals take (reads the whole table).
-    #[serde(default)]
-    storage: bool,
-}
-
-#[derive(Deserialize)]
-pub(super) struct RulesText {
-    rules: String,
-}
-
-/// `POST /admin/rules/check` `{rules}`: validates a rules file's text.
-pub(super) async fn check_rules(json: Result<Json<RulesText>, JsonRejection>) -> ApiResult<Json<serde_json::Value>> {
-    let text = body(json)?.rules;
-    Ok(Json(match crate::rules::compile(&text, "rules.toml") {
-        Ok(rules) => serde_json::json!({ "ok": true, "rules": rules.rules.len(), "errors": [] }),
-        Err(errors) => serde_json::json!({ "ok": false, "errors": errors }),
-    }))
-}
-
-#[derive(Deserialize)]
-pub(super) struct RulesTest {
-    /// The message, as raw RFC 5322 text.
-    message: String,
-    /// Rules to try instead of the ones in force.
-    rules: Option<String>,
-    mail_from: Option<String>,
-    #[serde(default)]
-    rcpt: Vec<String>,
-}
-
-/// `POST /admin/rules/test` `{message, rules?, mail_from?, rcpt?}`: a dry run
-/// against the live database, storing nothing.
-pub(super) async fn test_rules(
-    State(state): Shared,
-    json: Result<Json<RulesTest>, JsonRejection>,
-) -> ApiResult<Json<crate::pipeline::DryRun>> {
-    let request = body(json)?;
-    let rules = match &request.rules {
-        Some(text) => {
-            Arc::new(crate::rules::LiveRules::new(crate::rules::compile(text, "rules.toml").map_err(|errors| {
-                ApiError::BadRequest(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
-            })?))
-        }
-        None => Arc::clone(&state.rules),
-    };
-    // The instance's own pipeline (its limits and holding policy), other rules.
-    let pipeline = state.pipeline.with_rules(rules);
-    let pasted = crate::pipeline::PastedMessage::new(
-        &request.message,
-        request.mail_from.as_deref(),
-        request.rcpt,
-        &state.domain,
-    );
-    let envelope = pipeline.envelope("rules test", pasted.mail_from, &pasted.rcpt).await;
-    Ok(Json(pipeline.dry_run(&envelope, &pasted.raw).await))
-}
-
-/// `GET /held?status=&reason=&sender=&limit=`: mail held for an admin.
-pub(super) async fn held(
-    State(state): Shared,
-    Query(filter): Query<crate::store::HeldFilter>,
-) -> ApiResult<Json<Vec<crate::store::HeldItem>>> {
-    Ok(Json(state.store.held_items(&filter).await?))
 }

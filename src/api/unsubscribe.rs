@@ -1,0 +1,42 @@
+//! The one-click unsubscribe link of a notification (RFC 8058): the page a
+//! person opens, and the POST a mail client sends. The token is the credential.
+
+use super::{ApiError, HttpState};
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+type Shared = State<Arc<HttpState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+fn unsubscribe_target(state: &HttpState, token: &str) -> ApiResult<(i64, &'static str)> {
+    let (user_id, kind) = state
+        .signer
+        .verify_unsubscribe(token)
+        .map_err(|_| ApiError::NotFound("this unsubscribe link is not valid".to_owned()))?;
+    let kind = usize::try_from(kind).ok().and_then(|k| crate::notify::OPTIONAL_KINDS.get(k).copied());
+    Ok((user_id, kind.ok_or_else(|| ApiError::NotFound("this unsubscribe link is not valid".to_owned()))?))
+}
+
+/// `GET /unsubscribe/{token}`: a page with a button (a GET must not change
+/// anything: mail scanners follow links).
+pub(super) async fn unsubscribe_page(State(state): Shared, Path(token): Path<String>) -> ApiResult<Response> {
+    let (_, kind) = unsubscribe_target(&state, &token)?;
+    let what = kind.replace('_', " ");
+    let page = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Unsubscribe</title></head><body>\
+         <p>Stop receiving \u{201c}{what}\u{201d} notifications by email? You can still follow your conversations in the Dashboard.</p>\
+         <form method=\"post\"><button type=\"submit\">Unsubscribe</button></form></body></html>"
+    );
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response())
+}
+
+/// `POST /unsubscribe/{token}`: one-click unsubscribe (RFC 8058).
+pub(super) async fn unsubscribe(State(state): Shared, Path(token): Path<String>) -> ApiResult<Response> {
+    let (user_id, kind) = unsubscribe_target(&state, &token)?;
+    state.store.opt_out(user_id, kind).await?;
+    let what = kind.replace('_', " ");
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("Unsubscribed from {what} notifications.\n"))
+        .into_response())
+}
