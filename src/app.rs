@@ -42,6 +42,8 @@ pub struct App {
     pub store: Store,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// This instance's name and data folder, locked while it runs.
+    _instance_lock: Option<InstanceLock>,
 }
 
 /// Refuses to go on when the configuration names a SQLite file that does
@@ -180,13 +182,10 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     serve_http(&tasks, &shutdown, state, listeners.http, listeners.metrics);
 
     let delivered_by = mailer.describe();
-    // What this instance was sending when it was last killed goes out now.
+    // What this instance was sending when it was last killed goes out now;
+    // only once no other live instance can have the same name.
     let instance = config.instance_name();
-    match store.release_claims_of(&instance).await {
-        Ok(0) => {}
-        Ok(released) => tracing::info!(released, "notifications claimed before a crash are due again"),
-        Err(error) => tracing::warn!(error = %error, "could not take back notifications claimed before a restart"),
-    }
+    let instance_lock = take_back_claims(&store, &config, &instance).await;
     let outbound = Arc::new(Outbound {
         store: store.clone(),
         signer,
@@ -229,7 +228,83 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         Some(_) => None,
         None => credentials::generate_if_missing(&store, TokenKind::Admin).await?,
     };
-    Ok(App { smtp_addr, http_addr, metrics_addr, generated_api_token, generated_admin_token, store, shutdown, tasks })
+    Ok(App {
+        smtp_addr,
+        http_addr,
+        metrics_addr,
+        generated_api_token,
+        generated_admin_token,
+        store,
+        shutdown,
+        tasks,
+        _instance_lock: instance_lock,
+    })
+}
+
+/// Locks this instance's name for the life of the process (a lock on
+/// `DATA_DIR/instance.lock`, and on PostgreSQL an advisory lock on the name)
+/// and, when both are had, sends again at once what an earlier life of it
+/// had claimed. When another live instance holds either lock (a second
+/// `serve` on the same data folder, or containers with the same host name
+/// and folder path on one PostgreSQL), nothing is taken back: its claims
+/// are its own, and run out by their lease if it dies.
+async fn take_back_claims(store: &Store, config: &Config, instance: &str) -> Option<InstanceLock> {
+    let folder = match lock_data_folder(&config.data_dir) {
+        Ok(Some(folder)) => folder,
+        Ok(None) => {
+            tracing::warn!(
+                folder = %config.data_dir.display(),
+                "another mailgate runs on this data folder; notifications it claimed are left to it"
+            );
+            return None;
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "could not lock the data folder; nothing claimed before is taken back");
+            return None;
+        }
+    };
+    let name = match store.lock_instance_name(instance).await {
+        Ok(Some(name)) => name,
+        Ok(None) => {
+            tracing::warn!(
+                instance,
+                "another live mailgate instance has this instance's name (host name and data folder): \
+                 notifications it claimed are left to it; give each instance its own data folder"
+            );
+            return None;
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "could not lock this instance's name; nothing claimed before is taken back");
+            return None;
+        }
+    };
+    match store.release_claims_of(instance).await {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(released, "notifications claimed before a crash are due again"),
+        Err(error) => tracing::warn!(error = %error, "could not take back notifications claimed before a restart"),
+    }
+    Some(InstanceLock { _folder: folder, _name: name })
+}
+
+/// Held for the life of the process: no other instance shares this one's
+/// data folder or name.
+#[derive(Debug)]
+struct InstanceLock {
+    _folder: std::fs::File,
+    _name: crate::store::InstanceNameLock,
+}
+
+/// An exclusive lock on `DATA_DIR/instance.lock` (released by the system
+/// when the process ends, however it ends); `None` when another process
+/// holds it.
+fn lock_data_folder(data_dir: &std::path::Path) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(data_dir)?;
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(data_dir.join("instance.lock"))?;
+    // SAFETY: flock(2) on a descriptor this function owns; it touches no memory.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    Ok(locked.then_some(file))
 }
 
 /// Refuses to start with a configured API or admin token that is easy to guess.

@@ -21,7 +21,7 @@ pub(super) async fn list_plans(State(state): Shared) -> ApiResult<Json<Vec<Plan>
     Ok(Json(state.store.plans().await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct NewOrganization {
     name: String,
     plan: Option<String>,
@@ -50,7 +50,7 @@ pub(super) async fn get_organization(State(state): Shared, Path(id): Path<i64>) 
         .ok_or_else(|| ApiError::NotFound(format!("organization {id} not found")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct NewSite {
     name: String,
     plan: String,
@@ -74,7 +74,7 @@ pub(super) async fn get_site(State(state): Shared, Path(id): Path<i64>) -> ApiRe
     state.store.site(id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("site {id} not found")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct NewUser {
     email: String,
     name: String,
@@ -178,7 +178,7 @@ pub(super) async fn get_user(State(state): Shared, Path(id): Path<i64>) -> ApiRe
 }
 
 /// One notification kind a user unsubscribed from.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Unsubscribe {
     kind: String,
     since: String,
@@ -254,10 +254,10 @@ pub(super) async fn save_plan(
 ) -> ApiResult<Json<Plan>> {
     let plan: crate::http::plans::PlanBody = body(json)?;
     let plan = plan.validated(&id)?;
-    Ok(Json(state.store.save_plan(&plan).await?))
+    Ok(Json(crate::http::plans::save(&state, &plan).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UserPatch {
     name: Option<String>,
@@ -314,7 +314,7 @@ pub(super) async fn update_user(
     user.map(Json).ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SitePatch {
     name: Option<String>,
@@ -342,7 +342,7 @@ pub(super) async fn update_site(
     site.map(Json).ok_or_else(|| ApiError::NotFound(format!("site {id} not found")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OrganizationPatch {
     name: Option<String>,

@@ -22,14 +22,16 @@ pub(super) async fn list(State(state): Shared, Query(filter): Query<HeldFilter>)
 }
 
 /// One held item opened.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct HeldDetail {
     #[serde(flatten)]
     item: HeldItem,
     /// The header fields, in order.
+    #[schema(value_type = Vec<Vec<String>>)]
     headers: Vec<(String, String)>,
     /// How mailgate reads it today: threading signals, authorization,
     /// extraction, and the decision with every rule considered.
+    #[schema(value_type = Option<Object>)]
     explanation: Option<crate::pipeline::explain::Explanation>,
     /// Where to download it.
     raw: String,
@@ -58,7 +60,7 @@ pub(super) async fn raw(State(state): Shared, Path(id): Path<i64>) -> ApiResult<
 }
 
 /// Who acts, for the record.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub(super) struct Actor {
     by: Option<String>,
 }
@@ -111,7 +113,7 @@ pub(super) async fn notice(
 }
 
 /// A bulk action.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct Bulk {
     ids: Vec<i64>,
     action: HeldAction,

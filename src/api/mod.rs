@@ -24,8 +24,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
 
-/// One route as the API description lists it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One route as the API description lists it, with the types its body
+/// and its answer are read and written as.
+#[derive(Debug, Clone)]
 pub struct RouteDoc {
     /// `get`, `post`, `patch` or `delete`.
     pub method: &'static str,
@@ -35,17 +36,30 @@ pub struct RouteDoc {
     pub summary: &'static str,
     /// Whether it needs the admin token (else the API token).
     pub admin: bool,
+    /// The JSON body it takes, if any.
+    pub request: Option<openapi::Body>,
+    /// What it answers.
+    pub response: openapi::Shape,
 }
 
 /// Declares routes once: each is added to the router and to the list the
 /// API description (`GET /api/v1/openapi.json`) is written from, so that
 /// the description cannot drift from what is served.
 macro_rules! routes {
-    ($router:expr, $docs:expr, $admin:expr; $($method:ident $path:literal => $handler:path, $summary:literal;)*) => {{
+    ($router:expr, $docs:expr, $admin:expr; $($method:ident $path:literal => $handler:path, $summary:literal, $request:expr, $response:expr;)*) => {{
+        #[allow(unused_imports, reason = "each table uses some of the shapes")]
+        use openapi::{bytes, empty, json, list, none, object, objects, one};
         let mut router = $router;
         $(
             router = router.route($path, axum::routing::$method($handler));
-            $docs.push(RouteDoc { method: stringify!($method), path: $path, summary: $summary, admin: $admin });
+            $docs.push(RouteDoc {
+                method: stringify!($method),
+                path: $path,
+                summary: $summary,
+                admin: $admin,
+                request: $request,
+                response: $response,
+            });
         )*
         router
     }};
@@ -55,65 +69,65 @@ macro_rules! routes {
 fn api_routes() -> (Router<Arc<HttpState>>, Router<Arc<HttpState>>, Vec<RouteDoc>) {
     let mut docs = Vec::new();
     let api = routes!(Router::new(), docs, false;
-        get "/plans" => directory::list_plans, "Support plans and what they include";
-        post "/organizations" => directory::create_organization, "Create an organization";
-        get "/organizations/{id}" => directory::get_organization, "One organization";
-        patch "/organizations/{id}" => directory::update_organization, "Rename an organization or change its plan";
-        post "/sites" => directory::create_site, "Create a site";
-        get "/sites/{id}" => directory::get_site, "One site";
-        patch "/sites/{id}" => directory::update_site, "Rename a site, change its plan or organization";
-        get "/users" => directory::list_users, "Users, by email, organization or role, a page at a time";
-        post "/users" => directory::create_user, "Create a user (409 with the id when the address is taken)";
-        get "/users/{id}" => directory::get_user, "One user";
-        patch "/users/{id}" => directory::update_user, "Change a user's name, address, role, organization or time zone";
-        delete "/users/{id}" => directory::erase_user, "Erase a user (GDPR): anonymise or remove their messages";
-        get "/users/{id}/unsubscribes" => directory::list_unsubscribes, "The notification kinds a user unsubscribed from";
-        delete "/users/{id}/unsubscribes/{kind}" => directory::undo_unsubscribe, "Undo an unsubscribe";
-        get "/chats" => threads::list_chats, "Chats, by site, organization, customer, status, a page at a time";
-        post "/chats" => threads::open_chat, "A customer opens a chat";
-        get "/chats/{id}" => threads::get_chat, "One chat with its messages";
-        get "/chats/{id}/messages" => threads::list_chat_messages, "A chat's messages";
-        post "/chats/{id}/messages" => threads::post_chat_message, "Post in a chat";
-        post "/chats/{id}/close" => threads::close_chat, "Close a chat (emailed replies are refused)";
-        post "/chats/{id}/reopen" => threads::reopen_chat, "Reopen a chat";
-        post "/chats/{id}/transcript" => threads::send_transcript, "Mail a chat's transcript";
-        get "/tickets" => threads::list_tickets, "Tickets, by site, organization, customer, status, a page at a time";
-        post "/tickets" => threads::open_ticket, "A customer opens a ticket (403 unless the plan includes tickets)";
-        get "/tickets/{number}" => threads::get_ticket, "One ticket with its messages";
-        get "/tickets/{number}/messages" => threads::list_ticket_messages, "A ticket's messages";
-        post "/tickets/{number}/messages" => threads::post_ticket_message, "Post in a ticket";
-        post "/tickets/{number}/close" => threads::close_ticket, "Close a ticket";
-        post "/tickets/{number}/reopen" => threads::reopen_ticket, "Reopen a ticket";
-        get "/attachments/{id}" => threads::download_attachment, "Download an attachment";
-        get "/messages/{id}" => originals::get_message, "One message with what extraction removed";
-        get "/messages/{id}/raw" => originals::message_raw, "The mail a message was read from, byte for byte";
-        get "/inbound-log" => records::inbound_log, "SMTP transactions and their outcome, with filters";
-        get "/inbound-log/{id}/raw" => originals::log_raw, "The mail of a logged transaction";
-        get "/outbox" => records::outbox, "Outgoing mail and webhook deliveries, with filters";
-        post "/outbox/{id}/retry" => records::retry_outbox, "Send a failed, skipped or waiting item now";
-        get "/bounces" => records::bounces, "Delivery reports about our mail";
-        get "/held" => records::held, "The held queue, read-only";
+        get "/plans" => directory::list_plans, "Support plans and what they include", none(), list::<crate::store::Plan>();
+        post "/organizations" => directory::create_organization, "Create an organization", json::<directory::NewOrganization>(), one::<crate::store::Organization>();
+        get "/organizations/{id}" => directory::get_organization, "One organization", none(), one::<crate::store::Organization>();
+        patch "/organizations/{id}" => directory::update_organization, "Rename an organization or change its plan", json::<directory::OrganizationPatch>(), one::<crate::store::Organization>();
+        post "/sites" => directory::create_site, "Create a site", json::<directory::NewSite>(), one::<crate::store::Site>();
+        get "/sites/{id}" => directory::get_site, "One site", none(), one::<crate::store::Site>();
+        patch "/sites/{id}" => directory::update_site, "Rename a site, change its plan or organization", json::<directory::SitePatch>(), one::<crate::store::Site>();
+        get "/users" => directory::list_users, "Users, by email, organization or role, a page at a time", none(), list::<crate::store::User>();
+        post "/users" => directory::create_user, "Create a user (409 with the id when the address is taken)", json::<directory::NewUser>(), one::<crate::store::User>();
+        get "/users/{id}" => directory::get_user, "One user", none(), one::<crate::store::User>();
+        patch "/users/{id}" => directory::update_user, "Change a user's name, address, role, organization or time zone", json::<directory::UserPatch>(), one::<crate::store::User>();
+        delete "/users/{id}" => directory::erase_user, "Erase a user (GDPR): anonymise or remove their messages", none(), one::<crate::store::Erasure>();
+        get "/users/{id}/unsubscribes" => directory::list_unsubscribes, "The notification kinds a user unsubscribed from", none(), list::<directory::Unsubscribe>();
+        delete "/users/{id}/unsubscribes/{kind}" => directory::undo_unsubscribe, "Undo an unsubscribe", none(), empty();
+        get "/chats" => threads::list_chats, "Chats, by site, organization, customer, status, a page at a time", none(), list::<crate::store::Thread>();
+        post "/chats" => threads::open_chat, "A customer opens a chat", json::<threads::NewChat>(), one::<threads::ThreadView>();
+        get "/chats/{id}" => threads::get_chat, "One chat with its messages", none(), one::<threads::ThreadView>();
+        get "/chats/{id}/messages" => threads::list_chat_messages, "A chat's messages", none(), list::<threads::MessageView>();
+        post "/chats/{id}/messages" => threads::post_chat_message, "Post in a chat", json::<threads::PostMessage>(), one::<threads::MessageView>();
+        post "/chats/{id}/close" => threads::close_chat, "Close a chat (emailed replies are refused)", none(), one::<crate::store::Thread>();
+        post "/chats/{id}/reopen" => threads::reopen_chat, "Reopen a chat", none(), one::<crate::store::Thread>();
+        post "/chats/{id}/transcript" => threads::send_transcript, "Mail a chat's transcript", json::<threads::TranscriptRequest>(), object();
+        get "/tickets" => threads::list_tickets, "Tickets, by site, organization, customer, status, a page at a time", none(), list::<crate::store::Thread>();
+        post "/tickets" => threads::open_ticket, "A customer opens a ticket (403 unless the plan includes tickets)", json::<threads::NewTicket>(), one::<threads::ThreadView>();
+        get "/tickets/{number}" => threads::get_ticket, "One ticket with its messages", none(), one::<threads::ThreadView>();
+        get "/tickets/{number}/messages" => threads::list_ticket_messages, "A ticket's messages", none(), list::<threads::MessageView>();
+        post "/tickets/{number}/messages" => threads::post_ticket_message, "Post in a ticket", json::<threads::PostMessage>(), one::<threads::MessageView>();
+        post "/tickets/{number}/close" => threads::close_ticket, "Close a ticket", none(), one::<crate::store::Thread>();
+        post "/tickets/{number}/reopen" => threads::reopen_ticket, "Reopen a ticket", none(), one::<crate::store::Thread>();
+        get "/attachments/{id}" => threads::download_attachment, "Download an attachment", none(), bytes();
+        get "/messages/{id}" => originals::get_message, "One message with what extraction removed", none(), one::<originals::MessageDetail>();
+        get "/messages/{id}/raw" => originals::message_raw, "The mail a message was read from, byte for byte", none(), bytes();
+        get "/inbound-log" => records::inbound_log, "SMTP transactions and their outcome, with filters", none(), list::<crate::store::InboundLogEntry>();
+        get "/inbound-log/{id}/raw" => originals::log_raw, "The mail of a logged transaction", none(), bytes();
+        get "/outbox" => records::outbox, "Outgoing mail and webhook deliveries, with filters", none(), list::<crate::store::OutboxItem>();
+        post "/outbox/{id}/retry" => records::retry_outbox, "Send a failed, skipped or waiting item now", none(), one::<crate::store::OutboxItem>();
+        get "/bounces" => records::bounces, "Delivery reports about our mail", none(), list::<crate::store::Bounce>();
+        get "/held" => records::held, "The held queue, read-only", none(), list::<crate::store::HeldItem>();
     );
     let admin = routes!(Router::new(), docs, true;
-        get "/rules" => rules::current_rules, "The routing rules in force";
-        post "/rules/check" => rules::check_rules, "Check a rules file";
-        post "/rules/test" => rules::test_rules, "Dry-run a message against the rules";
-        get "/stats" => records::stats, "Running totals since start";
-        get "/held" => held::list, "The held queue, with filters";
-        post "/held/bulk" => held::bulk, "Release, discard or answer several held items";
-        get "/held/{id}" => held::show, "One held item, explained";
-        get "/held/{id}/raw" => held::raw, "A held item as it arrived";
-        post "/held/{id}/release" => held::release, "Release a held item into its thread";
-        put "/plans/{id}" => directory::save_plan, "Add a plan or change what it includes";
-        post "/held/{id}/discard" => held::discard, "Discard a held item";
-        post "/held/{id}/restore" => held::restore, "Put a discarded item back in the queue";
-        post "/held/{id}/notice" => held::notice, "Send the sender the refusal notice";
-        get "/suppressions" => suppressions::list, "Addresses mail has stopped to";
-        post "/suppressions/{address}/lift" => suppressions::lift, "Send mail to a suppressed address again";
-        get "/audit" => directory::audit, "Erasures and who asked for them";
-        get "/webhooks" => webhooks::list, "Registered webhook endpoints";
-        post "/webhooks" => webhooks::create, "Register a webhook endpoint (answers its secret once)";
-        delete "/webhooks/{id}" => webhooks::delete, "Remove a webhook endpoint";
+        get "/rules" => rules::current_rules, "The routing rules in force", none(), object();
+        post "/rules/check" => rules::check_rules, "Check a rules file", json::<rules::RulesText>(), object();
+        post "/rules/test" => rules::test_rules, "Dry-run a message against the rules", json::<rules::RulesTest>(), object();
+        get "/stats" => records::stats, "Running totals since start", none(), object();
+        get "/held" => held::list, "The held queue, with filters", none(), list::<crate::store::HeldItem>();
+        post "/held/bulk" => held::bulk, "Release, discard or answer several held items", json::<held::Bulk>(), objects();
+        get "/held/{id}" => held::show, "One held item, explained", none(), one::<held::HeldDetail>();
+        get "/held/{id}/raw" => held::raw, "A held item as it arrived", none(), bytes();
+        post "/held/{id}/release" => held::release, "Release a held item into its thread", json::<held::Actor>(), one::<crate::pipeline::held::Released>();
+        put "/plans/{id}" => directory::save_plan, "Add a plan or change what it includes", json::<crate::http::plans::PlanBody>(), one::<crate::store::Plan>();
+        post "/held/{id}/discard" => held::discard, "Discard a held item", json::<held::Actor>(), one::<crate::store::HeldItem>();
+        post "/held/{id}/restore" => held::restore, "Put a discarded item back in the queue", json::<held::Actor>(), one::<crate::store::HeldItem>();
+        post "/held/{id}/notice" => held::notice, "Send the sender the refusal notice", json::<held::Actor>(), one::<crate::store::HeldItem>();
+        get "/suppressions" => suppressions::list, "Addresses mail has stopped to", none(), list::<crate::store::Suppression>();
+        post "/suppressions/{address}/lift" => suppressions::lift, "Send mail to a suppressed address again", json::<held::Actor>(), one::<suppressions::Lifted>();
+        get "/audit" => directory::audit, "Erasures and who asked for them", none(), list::<crate::store::AuditEntry>();
+        get "/webhooks" => webhooks::list, "Registered webhook endpoints", none(), list::<crate::store::Webhook>();
+        post "/webhooks" => webhooks::create, "Register a webhook endpoint (answers its secret once)", json::<webhooks::NewWebhook>(), one::<webhooks::Registered>();
+        delete "/webhooks/{id}" => webhooks::delete, "Remove a webhook endpoint", none(), empty();
     );
     (api, admin, docs)
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 type Shared = State<Arc<HttpState>>;
 
 /// One message, with what extraction removed from the mail it was read from.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct MessageDetail {
     #[serde(flatten)]
     message: MessageView,
@@ -24,8 +24,10 @@ pub(super) struct MessageDetail {
     /// text"; `null` for Dashboard messages and once the original is purged.
     quoted: Option<String>,
     /// Each piece removed, with why.
+    #[schema(value_type = Vec<Object>)]
     cuts: Vec<Cut>,
     /// `kept`, `purged` (past `retention.raw_days`) or `none` (written in the Dashboard).
+    #[schema(value_type = String)]
     original: &'static str,
 }
 

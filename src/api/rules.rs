@@ -19,7 +19,7 @@ pub(super) async fn current_rules(State(state): Shared) -> Json<serde_json::Valu
     Json(serde_json::json!({ "source": rules.source, "rules": names, "ticket_addresses": rules.ticket_addresses }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct RulesText {
     rules: String,
 }
@@ -33,7 +33,7 @@ pub(super) async fn check_rules(json: Result<Json<RulesText>, JsonRejection>) ->
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct RulesTest {
     /// The message, as raw RFC 5322 text.
     message: String,

@@ -19,7 +19,7 @@ pub(super) async fn list(State(state): Shared) -> ApiResult<Json<Vec<Suppression
 }
 
 /// What lifting did.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Lifted {
     address: String,
     /// How many counted bounces stopped counting.

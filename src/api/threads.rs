@@ -18,14 +18,14 @@ use std::sync::Arc;
 type Shared = State<Arc<HttpState>>;
 type ApiResult<T> = Result<T, ApiError>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct NewChat {
     site_id: i64,
     customer_id: i64,
     message: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct NewTicket {
     site_id: i64,
     customer_id: i64,
@@ -36,7 +36,7 @@ pub(super) struct NewTicket {
 }
 
 /// A chat or ticket as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct ThreadView {
     #[serde(flatten)]
     thread: Thread,
@@ -183,7 +183,7 @@ pub(super) async fn get_ticket(State(state): Shared, Path(number): Path<i64>) ->
 }
 
 /// A message as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct MessageView {
     id: i64,
     author: AuthorView,
@@ -197,7 +197,7 @@ pub(super) struct MessageView {
     raw: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct AuthorView {
     id: i64,
     name: String,
@@ -205,7 +205,7 @@ pub(super) struct AuthorView {
     role: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct AttachmentView {
     id: i64,
     filename: String,
@@ -256,7 +256,7 @@ pub(super) async fn list_ticket_messages(
     Ok(Json(message_views(&state, thread.id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct PostMessage {
     author_id: i64,
     text: String,
@@ -388,7 +388,7 @@ pub(super) async fn send_transcript(
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "outbox_id": outbox_id, "to": recipient.email }))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct TranscriptRequest {
     recipient_id: Option<i64>,
 }

@@ -19,7 +19,7 @@ pub(super) async fn list(State(state): Shared) -> ApiResult<Json<Vec<Webhook>>> 
     Ok(Json(state.store.webhooks().await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewWebhook {
     url: String,
@@ -28,7 +28,7 @@ pub(super) struct NewWebhook {
 }
 
 /// A registered endpoint with its secret, answered once.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Registered {
     #[serde(flatten)]
     webhook: Webhook,

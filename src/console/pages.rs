@@ -419,6 +419,9 @@ pub(crate) struct PlanForm {
     tickets: String,
     phone: String,
     on_call: Option<String>,
+    /// `false` keeps a plan without chat as it is (the form has no box for it).
+    #[serde(default)]
+    chat: String,
     #[serde(default)]
     ticket_response_minutes: String,
     #[serde(default)]
@@ -436,7 +439,7 @@ pub(crate) async fn save_plan(State(state): Shared, session: Session, Form(form)
         name: form.name,
         scope: form.scope,
         rank: number(&form.rank, "rank")?.unwrap_or(0),
-        chat: true,
+        chat: form.chat != "false",
         tickets: form.tickets,
         phone: form.phone,
         on_call: form.on_call.is_some(),
@@ -446,10 +449,10 @@ pub(crate) async fn save_plan(State(state): Shared, session: Session, Form(form)
     };
     let id = form.id.trim().to_owned();
     let message = match body.validated(&id) {
-        Ok(plan) => {
-            let saved = state.store.save_plan(&plan).await?;
-            format!("Plan {} ({}) saved; it is in force now.", saved.id, saved.name)
-        }
+        Ok(plan) => match crate::http::plans::save(&state, &plan).await {
+            Ok(saved) => format!("Plan {} ({}) saved; it is in force now.", saved.id, saved.name),
+            Err(error) => format!("Plan {id} was not saved: {error}"),
+        },
         Err(error) => format!("Plan {id} was not saved: {error}"),
     };
     Ok(session.done("/admin/plans", &message))

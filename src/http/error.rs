@@ -89,6 +89,12 @@ impl IntoResponse for ApiError {
                 (status, [(axum::http::header::RETRY_AFTER, retry_after)], Json(json!({ "error": self.to_string() })))
                     .into_response()
             }
+            ApiError::Unauthorized => (
+                status,
+                [(axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"mailgate\"")],
+                Json(json!({ "error": self.to_string() })),
+            )
+                .into_response(),
             _ => (status, Json(json!({ "error": self.to_string() }))).into_response(),
         }
     }
@@ -123,7 +129,7 @@ pub(crate) async fn json_errors(request: axum::extract::Request, next: axum::mid
     let mut answer = (status, Json(json!({ "error": error }))).into_response();
     for (name, value) in &parts.headers {
         if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
-            answer.headers_mut().insert(name.clone(), value.clone());
+            answer.headers_mut().append(name.clone(), value.clone());
         }
     }
     answer

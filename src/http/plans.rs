@@ -7,7 +7,7 @@ use crate::store::Plan;
 use serde::Deserialize;
 
 /// What a plan includes, as `PUT /admin/plans/{id}` takes it.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanBody {
     /// Display name, e.g. `Gold`.
@@ -65,6 +65,11 @@ impl PlanBody {
         one_of("scope", &self.scope, &["site", "organization", "account"])?;
         one_of("tickets", &self.tickets, &["none", "all", "business_and_above"])?;
         one_of("phone", &self.phone, &["none", "scheduled", "direct", "premium"])?;
+        if self.tickets == "business_and_above" && self.scope == "site" {
+            return bad("tickets: business_and_above is for organization and account plans (it names which of \
+                 their sites may open tickets); a site plan has tickets all or none"
+                .to_owned());
+        }
         for (field, minutes) in [
             ("ticket_response_minutes", self.ticket_response_minutes),
             ("on_call_response_minutes", self.on_call_response_minutes),
@@ -91,4 +96,23 @@ impl PlanBody {
             support_hours: self.support_hours.filter(|h| !h.trim().is_empty()),
         })
     }
+}
+
+/// Saves `plan` (new, or replacing what it includes), unless it would
+/// change the scope of a plan that sites or organizations use: they would
+/// be left on a plan of the wrong kind.
+pub async fn save(state: &super::HttpState, plan: &Plan) -> Result<Plan, ApiError> {
+    if let Some(old) = state.store.plan(&plan.id).await?
+        && old.scope != plan.scope
+    {
+        let (sites, organizations) = state.store.plan_users(&plan.id).await?;
+        if sites + organizations > 0 {
+            return Err(ApiError::Conflict(format!(
+                "plan {} is a {} plan used by {sites} site(s) and {organizations} organization(s); \
+                 move them to another plan before making it a {} plan",
+                plan.id, old.scope, plan.scope
+            )));
+        }
+    }
+    Ok(state.store.save_plan(plan).await?)
 }

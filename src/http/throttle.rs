@@ -134,8 +134,10 @@ impl TrustedProxies {
     }
 }
 
-/// The client's address: the connection's, or behind a trusted proxy the
-/// last `X-Forwarded-For` address.
+/// The client's address: the connection's, or behind trusted proxies the
+/// last `X-Forwarded-For` address that is not itself a trusted proxy (read
+/// from the right: each proxy appends the address it was called from, so
+/// that is the first address no trusted proxy vouches for).
 ///
 /// Addresses are counted as IPv4 (an IPv4-mapped IPv6 address is its IPv4
 /// address) and IPv6 by its /64, the least a single client is given.
@@ -143,14 +145,17 @@ pub fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, proxies: &Truste
     let peer = peer.to_canonical();
     let client = match proxies.trust(peer) {
         false => peer,
-        true => headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .and_then(|last| last.trim().parse::<IpAddr>().ok())
-            .map_or(peer, |ip| ip.to_canonical()),
+        true => {
+            let forwarded: Vec<IpAddr> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|a| a.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()))
+                .collect::<Result<_, _>>()
+                .unwrap_or_default();
+            forwarded.iter().rev().find(|ip| !proxies.trust(**ip)).or(forwarded.first()).copied().unwrap_or(peer)
+        }
     };
     match client {
         IpAddr::V6(v6) => {
@@ -199,6 +204,12 @@ mod tests {
         assert_eq!(client_ip(local, &headers, &lan), local);
         assert_eq!(client_ip(local, &headers, &TrustedProxies::parse(&[]).unwrap()), local);
         assert!(TrustedProxies::parse(&["10.0.0.0/33".to_owned()]).is_err());
+        // A chain of trusted proxies (an edge, then nginx here): the client is
+        // the last address none of them is.
+        let mut chain = axum::http::HeaderMap::new();
+        chain.append("x-forwarded-for", "198.51.100.7, 10.1.2.3".parse().unwrap());
+        let edge = TrustedProxies::parse(&["127.0.0.1".to_owned(), "10.0.0.0/8".to_owned()]).unwrap();
+        assert_eq!(client_ip(local, &chain, &edge), "198.51.100.7".parse::<IpAddr>().unwrap());
         // One IPv6 client is its /64, however many addresses it takes from it;
         // an IPv4-mapped address is its IPv4 address.
         let (a, b): (IpAddr, IpAddr) = ("2001:db8:1:2::1".parse().unwrap(), "2001:db8:1:2:ffff::9".parse().unwrap());

@@ -9,7 +9,7 @@ use crate::store::HeldStatus;
 use crate::store::{HeldItem, InboundLogEntry, KeptOriginal, NewOutbox, StoreError, now_ms};
 
 /// The outcome of releasing a held item.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Released {
     /// The held item.
     pub held_id: i64,
@@ -161,7 +161,7 @@ fn action_log(item: &HeldItem, decision: &str, reason: String) -> InboundLogEntr
         thread_id: item.thread_id,
         auth: item.auth.clone(),
         original: item.original.clone(),
-        subject: item.subject.clone(),
+        subject: item.subject.as_deref().map(|s| s.chars().take(200).collect()),
         held_id: Some(item.id),
         ..InboundLogEntry::default()
     }

@@ -586,7 +586,7 @@ impl Pipeline {
             mail_from: Some(envelope.mail_from.clone()),
             rcpt_to: all_recipients(envelope),
             message_id: analysis.and_then(|a| a.message_id.clone()),
-            subject: analysis.and_then(|a| a.subject.clone()),
+            subject: analysis.and_then(|a| a.subject.as_deref()).map(logged_subject),
             rules: rule_names,
             auth: auth.map(authenticate::AuthResults::summary).unwrap_or_default(),
             ..InboundLogEntry::default()
@@ -777,16 +777,35 @@ fn fill_log(log: &mut InboundLogEntry, disposition: &Disposition, thread_id: Opt
 }
 
 /// How much of a refused message's header block its log entry keeps.
-const REFUSED_HEADERS_KEPT: usize = 16 * 1024;
+const REFUSED_HEADERS_KEPT: usize = 4 * 1024;
 
 /// The header fields of a message as it arrived (up to the first empty
 /// line, at most [`REFUSED_HEADERS_KEPT`] bytes), as text: what the log keeps
 /// of refused mail, whose body is not kept.
 fn header_block(raw: &[u8]) -> String {
     let shown = &raw[..raw.len().min(REFUSED_HEADERS_KEPT)];
-    let end = shown.windows(2).position(|w| w == b"\n\n").map(|i| i + 1);
-    let end = end.into_iter().chain(shown.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2)).min();
+    // The header section ends at the first empty line, however its line
+    // ends are written (LF LF, CRLF CRLF, or a mix: LF CRLF).
+    let end = shown
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .find(|(i, _)| matches!(&shown[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
+        .map(|(i, _)| i + 1);
     String::from_utf8_lossy(&shown[..end.unwrap_or(shown.len())]).trim_end().to_owned()
+}
+
+/// The longest Subject the inbound log keeps, in characters (the message as
+/// it arrived keeps all of it).
+const LOGGED_SUBJECT_CHARS: usize = 200;
+
+/// A Subject as the inbound log keeps it: at most
+/// [`LOGGED_SUBJECT_CHARS`], cut with an ellipsis.
+fn logged_subject(subject: &str) -> String {
+    match subject.char_indices().nth(LOGGED_SUBJECT_CHARS) {
+        Some((cut, _)) => format!("{}…", &subject[..cut]),
+        None => subject.to_owned(),
+    }
 }
 
 /// `read()`, or `None` when it panics: reading is pure code on hostile
@@ -830,5 +849,16 @@ mod tests {
         assert_eq!(guarded(|| 7), Some(7));
         let panicked: Option<i32> = guarded(|| panic!("a parser bug"));
         assert_eq!(panicked, None);
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    #[test]
+    fn the_kept_header_fields_end_at_the_first_empty_line_however_lines_end() {
+        assert_eq!(super::header_block(b"Subject: a\r\nFrom: b\r\n\r\nbody"), "Subject: a\r\nFrom: b");
+        assert_eq!(super::header_block(b"Subject: a\nFrom: b\n\nbody"), "Subject: a\nFrom: b");
+        assert_eq!(super::header_block(b"Subject: a\n\r\nsecret body"), "Subject: a");
+        assert_eq!(super::logged_subject(&"é".repeat(300)).chars().count(), 201);
     }
 }

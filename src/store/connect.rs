@@ -162,8 +162,10 @@ pub(super) async fn open_postgres(url: &str) -> StoreResult<(Readers<PgConnectio
     // few thousand threads got a sequential scan of every thread (and user)
     // for each batch of RCPT lookups, of thread updates and of notifications
     // queued, instead of one index probe per row (ARCHITECTURE.md, "Speed").
+    // Backslashes in string literals are literal (the text filters' `LIKE
+    // ... ESCAPE '\'` needs it), whatever the server's default.
     let options = PgConnectOptions::from_str(url)?
-        .options([("synchronous_commit", "on"), ("random_page_cost", "1.1")])
+        .options([("synchronous_commit", "on"), ("random_page_cost", "1.1"), ("standard_conforming_strings", "on")])
         // The multi-row statements of group commit differ by batch size.
         .statement_cache_capacity(512);
     // One connection first, so that an unreachable server is named with the

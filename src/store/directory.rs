@@ -55,6 +55,18 @@ impl Store {
         Ok(saved)
     }
 
+    /// How many sites and how many organizations name plan `id`.
+    pub async fn plan_users(&self, id: &str) -> StoreResult<(i64, i64)> {
+        Ok(reading!(self, |db| {
+            sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM sites WHERE plan_id = $1), (SELECT COUNT(*) FROM organizations WHERE plan_id = $1)"
+        )
+        .bind(id)
+        .fetch_one(db)
+        .await
+        })?)
+    }
+
     /// Creates an organization.
     pub async fn create_organization(&self, name: &str, plan_id: Option<&str>) -> StoreResult<Organization> {
         Ok(writing!(self, |db| sqlx::query_as(
@@ -407,7 +419,7 @@ pub enum ErasedMessages {
 }
 
 /// What an erasure removed, as recorded in the audit log.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Erasure {
     /// The erased user.
     pub user_id: i64,
@@ -543,11 +555,16 @@ impl Store {
                 .bind(&erased)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE inbound_log SET mail_from = $2 WHERE LOWER(COALESCE(mail_from, '')) = $1")
-                .bind(&email)
-                .bind(&erased)
-                .execute(&mut *tx)
-                .await?;
+            // What they wrote goes with them: the Subject and the header
+            // fields of their refused mail.
+            sqlx::query(
+                "UPDATE inbound_log SET mail_from = $2, subject = NULL, headers = NULL \
+                 WHERE LOWER(COALESCE(mail_from, '')) = $1",
+            )
+            .bind(&email)
+            .bind(&erased)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query("DELETE FROM bounces WHERE LOWER(COALESCE(recipient, '')) = $1")
                 .bind(&email)
                 .execute(&mut *tx)

@@ -178,9 +178,14 @@ impl Store {
     pub async fn restore_held(&self, id: i64, log: &InboundLogEntry) -> StoreResult<()> {
         writing!(self, |db, w| {
             let mut tx = db.begin().await?;
+            // Only while its message is kept, checked in the same statement:
+            // a purge between a check and this update would leave an item
+            // held for ever with nothing to release.
             let restored: Option<i64> = sqlx::query_scalar(
                 "UPDATE held_messages SET status = 'held', acted_by = NULL, acted_at = NULL \
-                 WHERE id = $1 AND status = 'discarded' RETURNING id",
+                 WHERE id = $1 AND status = 'discarded' \
+                 AND (LENGTH(raw) > 0 OR EXISTS (SELECT 1 FROM originals o WHERE o.sha256 = held_messages.original)) \
+                 RETURNING id",
             )
             .bind(id)
             .fetch_optional(&mut *tx)

@@ -193,6 +193,7 @@ pub use directory::{ErasedMessages, Erasure, OrganizationChanges, SiteChanges, U
 pub use held::HeldFilter;
 pub use lists::{BounceFilter, LogFilter, OutboxFilter, ThreadFilter, UserFilter};
 pub use originals::{Original, OriginalsStats};
+pub use outbox::InstanceNameLock;
 pub use pass_reads::{COALESCED_KINDS, PassReads};
 pub use states::{HeldAction, HeldStatus, OutboxStatus, ThreadStatus};
 pub use webhooks::{EVENTS, WEBHOOK_KIND, Webhook};

@@ -260,6 +260,24 @@ impl Store {
                 tokio::task::yield_now().await;
             }
         }
+        if let Some(before) = before {
+            // Refused mail's header fields go when originals of its age do.
+            loop {
+                let cleared = writing!(self, |db| sqlx::query(
+                    "UPDATE inbound_log SET headers = NULL WHERE id IN (SELECT id FROM inbound_log \
+                     WHERE headers IS NOT NULL AND received_at < $1 ORDER BY received_at LIMIT $2)",
+                )
+                .bind(before)
+                .bind(PURGE_BATCH)
+                .execute(db)
+                .await
+                .map(|done| done.rows_affected()))?;
+                if cleared < PURGE_BATCH as u64 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
         let mut held = 0;
         if let Some(before) = held_before {
             loop {

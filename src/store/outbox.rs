@@ -59,6 +59,24 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Proof that no other live instance goes by `name` (PostgreSQL: a
+    /// session advisory lock on the name, on a connection kept for the life
+    /// of the guard); `None` when one does. SQLite needs none here: its
+    /// instances are told apart by the lock on their data folder.
+    pub async fn lock_instance_name(&self, name: &str) -> StoreResult<Option<InstanceNameLock>> {
+        match &self.backend {
+            Backend::Sqlite { .. } => Ok(Some(InstanceNameLock(None))),
+            Backend::Postgres { pool, .. } => {
+                let mut connection = pool.acquire().await?.detach();
+                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                    .bind(format!("mailgate instance {name}"))
+                    .fetch_one(&mut connection)
+                    .await?;
+                Ok(locked.then_some(InstanceNameLock(Some(connection))))
+            }
+        }
+    }
+
     /// Gives back the items instance `by` had claimed and not finished (it
     /// was killed): called at its start, so that they go out at once rather
     /// than after their lease. Returns how many.
@@ -332,3 +350,8 @@ impl Store {
         Ok((held, by_status, oldest, bounces))
     }
 }
+
+/// Held while an instance runs under its name (see
+/// [`Store::lock_instance_name`]); dropping it ends the lock.
+#[derive(Debug)]
+pub struct InstanceNameLock(#[allow(dead_code, reason = "held only for its lock")] Option<sqlx::PgConnection>);

@@ -4,7 +4,7 @@ use crate::domain::{Role, Source, ThreadKind};
 use serde::Serialize;
 
 /// What a support plan includes (a row of `plans`).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Plan {
     /// Short id, e.g. `elite`.
     pub id: String,
@@ -34,7 +34,7 @@ pub struct Plan {
 pub const BUSINESS_RANK: i64 = 3;
 
 /// A customer organization.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Organization {
     /// Row id.
     pub id: i64,
@@ -44,11 +44,12 @@ pub struct Organization {
     pub plan_id: Option<String>,
     /// Creation time, Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 
 /// A customer's site.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Site {
     /// Row id.
     pub id: i64,
@@ -60,11 +61,12 @@ pub struct Site {
     pub organization_id: Option<i64>,
     /// Creation time, Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 
 /// A person: a customer (with an organization role) or a support agent.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct User {
     /// Row id.
     pub id: i64,
@@ -78,6 +80,7 @@ pub struct User {
     pub organization_id: Option<i64>,
     /// Creation time, Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// The IANA time zone notifications show this user's times in; `None`:
     /// the desk's zone.
@@ -87,6 +90,7 @@ pub struct User {
     /// data left and the tokens issued to them no longer work.
     #[sqlx(default)]
     #[serde(serialize_with = "opt_time_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub erased_at: Option<i64>,
 }
 
@@ -103,7 +107,7 @@ impl User {
 }
 
 /// A chat or a ticket.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Thread {
     /// Row id; chats are known by it.
     pub id: i64,
@@ -129,12 +133,15 @@ pub struct Thread {
     pub priority: String,
     /// Tags added by routing rules (stored as a JSON array, shown as a list).
     #[serde(serialize_with = "json_list")]
+    #[schema(value_type = Vec<String>)]
     pub tags: String,
     /// Creation time, Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// Time of the last message, Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
 }
 
@@ -330,7 +337,7 @@ impl Inserted {
 }
 
 /// A stored message with its author and attachments.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct StoredMessage {
     /// Row id.
     pub id: i64,
@@ -352,6 +359,7 @@ pub struct StoredMessage {
     pub rfc_message_id: Option<String>,
     /// Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// SHA-256 of the mail it was read from, for emailed messages.
     #[serde(skip)]
@@ -362,7 +370,7 @@ pub struct StoredMessage {
 }
 
 /// A stored attachment's metadata.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Attachment {
     /// Row id; the download path is `/api/v1/attachments/{id}`.
     pub id: i64,
@@ -379,13 +387,14 @@ pub struct Attachment {
 }
 
 /// One SMTP transaction's outcome (a row of `inbound_log`).
-#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct InboundLogEntry {
     /// Filled in by the database.
     #[sqlx(default)]
     pub id: i64,
     /// Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub received_at: i64,
     /// Client IP and port.
     pub peer: String,
@@ -432,12 +441,13 @@ pub struct InboundLogEntry {
 }
 
 /// A message held for an admin (a row of `held_messages`).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct HeldItem {
     /// Row id.
     pub id: i64,
     /// Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub received_at: i64,
     /// Client IP and port.
     pub peer: String,
@@ -468,6 +478,7 @@ pub struct HeldItem {
     pub acted_by: Option<String>,
     /// When, Unix ms.
     #[serde(serialize_with = "opt_time_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub acted_at: Option<i64>,
     /// The message it became when released.
     pub released_message: Option<i64>,
@@ -514,7 +525,7 @@ pub struct NewHeld {
 }
 
 /// A mail in the outbox.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct OutboxItem {
     /// Row id; also names the `.eml` file and the VERP address.
     pub id: i64,
@@ -536,11 +547,13 @@ pub struct OutboxItem {
     pub attempts: i64,
     /// When it is due, Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub next_attempt_at: i64,
     /// A worker's lease while sending, Unix ms.
     pub claimed_until: Option<i64>,
     /// Retries stop after this, Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: i64,
     /// The last failure, in words.
     pub last_error: Option<String>,
@@ -548,9 +561,11 @@ pub struct OutboxItem {
     pub rfc_message_id: Option<String>,
     /// Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// Unix ms.
     #[serde(serialize_with = "opt_time_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub sent_at: Option<i64>,
     /// What it is about: its thread's subject, or the subject of the mail a
     /// notice answers (filled in lists).
@@ -589,13 +604,14 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 /// A delivery failure report about mail we sent (a row of `bounces`).
-#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Bounce {
     /// Filled in by the database.
     #[sqlx(default)]
     pub id: i64,
     /// Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub received_at: i64,
     /// The notification that bounced, when the bounce says which.
     pub outbox_id: Option<i64>,
@@ -614,13 +630,14 @@ pub struct Bounce {
     pub counted: bool,
     /// Unix ms when an operator lifted the suppression it was part of.
     #[serde(serialize_with = "opt_time_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub lifted_at: Option<i64>,
     /// Who lifted it.
     pub lifted_by: Option<String>,
 }
 
 /// An address mail has stopped to: its counted hard bounces in the window.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Suppression {
     /// The suppressed address.
     pub address: String,
@@ -628,12 +645,15 @@ pub struct Suppression {
     pub bounces: i64,
     /// Unix ms of the first and the last of them.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub first_at: i64,
     /// Unix ms of the last one.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub last_at: i64,
     /// When the suppression ends by itself (Unix ms; `None`: never).
     #[serde(serialize_with = "opt_time_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<i64>,
 }
 
@@ -645,12 +665,13 @@ fn json_list<S: serde::Serializer>(json: &str, serializer: S) -> Result<S::Ok, S
 
 /// One entry of the audit log: a change to the directory that must stay on
 /// record (an erasure), with who made it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct AuditEntry {
     /// Row id.
     pub id: i64,
     /// Unix ms.
     #[serde(serialize_with = "time_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     /// Who: the `by` of the request, or `api`.
     pub actor: String,

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 macro_rules! text_state {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
             $($(#[$vdoc])* #[serde(rename = $text)] $variant,)+
         }
@@ -177,7 +178,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_state_reads_back_from_its_text() {
+    fn every_state_reads_back_from_its_text_and_its_schema_names_it() {
+        let schema = serde_json::to_value(<OutboxStatus as utoipa::PartialSchema>::schema()).unwrap();
+        let named: Vec<&str> = schema["enum"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        assert_eq!(named, OutboxStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>());
         for s in OutboxStatus::ALL {
             assert_eq!(OutboxStatus::parse(s.as_str()), Some(*s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());

@@ -34,7 +34,7 @@ pub const EVENTS: &[&str] = &[
 const FAN_OUT_BATCH: i64 = 500;
 
 /// A registered endpoint (its secret is shown once, at registration).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Webhook {
     /// Row id.
     pub id: i64,

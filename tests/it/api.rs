@@ -12,6 +12,7 @@ async fn every_api_route_needs_the_token() {
     assert_eq!(response.status(), 401);
     let response = app.http.get(&url).bearer_auth("wrong").send().await.unwrap();
     assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer realm=\"mailgate\"");
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("API token"));
     let health = app.http.get(format!("http://{}/healthz", app.app.as_ref().unwrap().http_addr)).send().await.unwrap();
@@ -189,7 +190,7 @@ async fn the_api_description_lists_every_route_and_only_routes_that_exist() {
     let response = app.http.get(format!("http://{http}/api/v1/openapi.json")).send().await.unwrap();
     assert_eq!(response.status(), 200, "public, no token needed");
     let document: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(document["openapi"], "3.0.3");
+    assert_eq!(document["openapi"], "3.1.0");
     let paths = document["paths"].as_object().unwrap();
     let listed: usize = paths.values().map(|methods| methods.as_object().unwrap().len()).sum();
     assert_eq!(listed, mailgate::api::route_docs().len(), "every declared route is described");
@@ -306,6 +307,13 @@ async fn log_filters_are_literal_entries_carry_the_subject_and_rcpt_refusals_are
     let (status, log) = app.get("/inbound-log?sender=olivia").await;
     assert_eq!(status, 200);
     assert_eq!(log[0]["subject"], "Re: Where is my invoice?", "{log}");
+    // A huge Subject is kept whole in the original, cut in the log.
+    let long = "x".repeat(5000);
+    let reply = reply_mail(OWNER, &note.reply_address(), &long, "long@acme.example", "", "Long");
+    assert!(app.send(OWNER, &[&note.reply_address()], &reply).await.starts_with("250"));
+    let (_, log) = app.get("/inbound-log?sender=olivia&limit=1").await;
+    let logged = log[0]["subject"].as_str().unwrap_or_default();
+    assert!(logged.starts_with("Re: xxx") && logged.chars().count() == 201 && logged.ends_with('…'), "{logged}");
     // `%` and `_` are letters, not wildcards.
     for filter in ["sender=%25", "sender=_", "sender=o_ivia", "recipient=%25", "rule=%25"] {
         let (status, log) = app.get(&format!("/inbound-log?{filter}")).await;
@@ -459,12 +467,21 @@ async fn an_admin_adds_and_changes_plans_and_an_unknown_plan_lists_the_known_one
         (json!({"name": "X", "scope": "site", "tickets": "some"}), "tickets: \"some\" is not one of"),
         (json!({"name": "X", "scope": "site", "ticket_response_minutes": 0}), "above 0"),
         (json!({"name": "X", "scope": "site", "colour": "gold"}), "unknown field"),
+        (
+            json!({"name": "X", "scope": "site", "tickets": "business_and_above"}),
+            "business_and_above is for organization",
+        ),
     ] {
         let response = put("x", body).await.unwrap();
         assert_eq!(response.status(), 400);
         let error: serde_json::Value = response.json().await.unwrap();
         assert!(error["error"].as_str().unwrap_or_default().contains(words), "{error}");
     }
+    // A plan in use keeps its scope: its sites would be on a plan of the wrong kind.
+    let rescoped = put("gold", json!({"name": "Gold", "scope": "organization"})).await.unwrap();
+    assert_eq!(rescoped.status(), 409);
+    let error: serde_json::Value = rescoped.json().await.unwrap();
+    assert!(error["error"].as_str().unwrap_or_default().contains("used by 1 site(s)"), "{error}");
     let bad_id = put("Gold Plan", json!({"name": "X", "scope": "site"})).await.unwrap();
     assert_eq!(bad_id.status(), 400);
     let as_dashboard = app
@@ -476,5 +493,230 @@ async fn an_admin_adds_and_changes_plans_and_an_unknown_plan_lists_the_known_one
         .await
         .unwrap();
     assert_eq!(as_dashboard.status(), 401);
+    app.stop().await;
+}
+
+/// Issue 31: the API description is a contract a generated client can rely
+/// on. A client that knows only the description calls every JSON route a
+/// desk uses, with bodies that the description's request schemas accept,
+/// and every answer the server gives is valid against the response schema
+/// the description names (schemas generated from the handlers' own types).
+#[tokio::test]
+async fn every_answer_matches_the_schema_the_api_description_gives() {
+    let app = spawn_app_with(|c| c.auth.hold_not_allowed = true).await;
+    let root = app.base.trim_end_matches("/api/v1").to_owned();
+    let doc: serde_json::Value =
+        app.http.get(format!("{}/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let check = |schema: &serde_json::Value, value: &serde_json::Value, what: &str| {
+        let mut rooted = schema.clone();
+        rooted["components"] = doc["components"].clone();
+        let validator = jsonschema::validator_for(&rooted).unwrap_or_else(|e| panic!("{what}: a bad schema: {e}"));
+        let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{e} at {}", e.instance_path)).collect();
+        assert!(errors.is_empty(), "{what}: {errors:?}\n{value}");
+    };
+    // One call: the route as the description names it, a concrete path, a body.
+    let call = |method: &'static str, template: &'static str, path: String, body: Option<serde_json::Value>| {
+        let doc = &doc;
+        let root = &root;
+        let check = &check;
+        let app = &app;
+        async move {
+            let operation = &doc["paths"][template][method];
+            assert!(operation.is_object(), "{method} {template} is not described");
+            if let Some(body) = &body {
+                check(
+                    &operation["requestBody"]["content"]["application/json"]["schema"],
+                    body,
+                    &format!("{method} {template} body"),
+                );
+            }
+            let token = if template.starts_with("/api/v1/admin/") { ADMIN_TOKEN.to_owned() } else { app.token.clone() };
+            let mut request =
+                app.http.request(method.to_uppercase().parse().unwrap(), format!("{root}{path}")).bearer_auth(token);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let value: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+            assert!(status.is_success(), "{method} {path}: {status} {value}");
+            check(
+                &operation["responses"]["2XX"]["content"]["application/json"]["schema"],
+                &value,
+                &format!("{method} {path}"),
+            );
+            value
+        }
+    };
+    let org = call(
+        "post",
+        "/api/v1/organizations",
+        "/api/v1/organizations".into(),
+        Some(json!({"name": "ACME", "plan": "enterprise"})),
+    )
+    .await;
+    let org = org["id"].as_i64().unwrap();
+    let site = call(
+        "post",
+        "/api/v1/sites",
+        "/api/v1/sites".into(),
+        Some(json!({"name": "acme.example", "plan": "elite", "organization_id": org})),
+    )
+    .await;
+    let site = site["id"].as_i64().unwrap();
+    let owner = call("post", "/api/v1/users", "/api/v1/users".into(), Some(json!({"email": OWNER, "name": "Olivia", "role": "owner", "organization_id": org, "time_zone": "Europe/Berlin"}))).await;
+    let owner = owner["id"].as_i64().unwrap();
+    let agent = call(
+        "post",
+        "/api/v1/users",
+        "/api/v1/users".into(),
+        Some(json!({"email": AGENT, "name": "Alex", "role": "agent"})),
+    )
+    .await;
+    let agent = agent["id"].as_i64().unwrap();
+    call("get", "/api/v1/plans", "/api/v1/plans".into(), None).await;
+    call("get", "/api/v1/organizations/{id}", format!("/api/v1/organizations/{org}"), None).await;
+    call(
+        "patch",
+        "/api/v1/organizations/{id}",
+        format!("/api/v1/organizations/{org}"),
+        Some(json!({"name": "ACME Inc."})),
+    )
+    .await;
+    call("get", "/api/v1/sites/{id}", format!("/api/v1/sites/{site}"), None).await;
+    call("patch", "/api/v1/sites/{id}", format!("/api/v1/sites/{site}"), Some(json!({"name": "www.acme.example"})))
+        .await;
+    call("get", "/api/v1/users", format!("/api/v1/users?organization_id={org}"), None).await;
+    call("get", "/api/v1/users/{id}", format!("/api/v1/users/{owner}"), None).await;
+    call("patch", "/api/v1/users/{id}", format!("/api/v1/users/{owner}"), Some(json!({"name": "Olivia O."}))).await;
+    call("get", "/api/v1/users/{id}/unsubscribes", format!("/api/v1/users/{owner}/unsubscribes"), None).await;
+    let chat = call(
+        "post",
+        "/api/v1/chats",
+        "/api/v1/chats".into(),
+        Some(json!({"site_id": site, "customer_id": owner, "message": "Hello"})),
+    )
+    .await;
+    let chat = chat["id"].as_i64().unwrap();
+    call(
+        "post",
+        "/api/v1/chats/{id}/messages",
+        format!("/api/v1/chats/{chat}/messages"),
+        Some(json!({"author_id": agent, "text": "Hi"})),
+    )
+    .await;
+    call("get", "/api/v1/chats", "/api/v1/chats".into(), None).await;
+    call("get", "/api/v1/chats/{id}", format!("/api/v1/chats/{chat}"), None).await;
+    call("get", "/api/v1/chats/{id}/messages", format!("/api/v1/chats/{chat}/messages"), None).await;
+    call("post", "/api/v1/chats/{id}/transcript", format!("/api/v1/chats/{chat}/transcript"), Some(json!({}))).await;
+    let ticket = call("post", "/api/v1/tickets", "/api/v1/tickets".into(), Some(json!({"site_id": site, "customer_id": owner, "type": "Bug", "subject": "Slow", "description": "Slow pages"}))).await;
+    let number = ticket["ticket_number"].as_i64().unwrap();
+    call(
+        "post",
+        "/api/v1/tickets/{number}/messages",
+        format!("/api/v1/tickets/{number}/messages"),
+        Some(json!({"author_id": agent, "text": "Looking"})),
+    )
+    .await;
+    call("get", "/api/v1/tickets", "/api/v1/tickets?status=open".into(), None).await;
+    call("get", "/api/v1/tickets/{number}", format!("/api/v1/tickets/{number}"), None).await;
+    call("get", "/api/v1/tickets/{number}/messages", format!("/api/v1/tickets/{number}/messages"), None).await;
+    call("post", "/api/v1/tickets/{number}/close", format!("/api/v1/tickets/{number}/close"), None).await;
+    call("post", "/api/v1/tickets/{number}/reopen", format!("/api/v1/tickets/{number}/reopen"), None).await;
+    // Mail: a reply stored, a stranger's reply held, a reply to a closed chat refused.
+    let note = app.wait_for_mail(3).await.into_iter().find(|m| m.to() == OWNER).expect("the owner's notification");
+    let reply = reply_mail(OWNER, &note.reply_address(), "Hello", "schema-1@acme.example", "", "Only Live.");
+    assert!(app.send(OWNER, &[&note.reply_address()], &reply).await.starts_with("250"));
+    let held = reply_mail(STRANGER, &note.reply_address(), "Let me in", "schema-2@elsewhere.example", "", "Hi");
+    assert!(app.send(STRANGER, &[&note.reply_address()], &held).await.starts_with("250"));
+    call("post", "/api/v1/chats/{id}/close", format!("/api/v1/chats/{chat}/close"), None).await;
+    let late = reply_mail(OWNER, &note.reply_address(), "Hello", "schema-3@acme.example", "", "Late");
+    assert!(app.send(OWNER, &[&note.reply_address()], &late).await.starts_with("550"));
+    call("post", "/api/v1/chats/{id}/reopen", format!("/api/v1/chats/{chat}/reopen"), None).await;
+    let messages = call("get", "/api/v1/chats/{id}/messages", format!("/api/v1/chats/{chat}/messages"), None).await;
+    let emailed = messages.as_array().unwrap().iter().find(|m| m["source"] == "email").unwrap()["id"].as_i64().unwrap();
+    call("get", "/api/v1/messages/{id}", format!("/api/v1/messages/{emailed}"), None).await;
+    call("get", "/api/v1/inbound-log", "/api/v1/inbound-log".into(), None).await;
+    call("get", "/api/v1/outbox", "/api/v1/outbox?status=all".into(), None).await;
+    call("get", "/api/v1/bounces", "/api/v1/bounces".into(), None).await;
+    call("get", "/api/v1/held", "/api/v1/held".into(), None).await;
+    // The admin's side.
+    let items = call("get", "/api/v1/admin/held", "/api/v1/admin/held?status=held".into(), None).await;
+    let item = items[0]["id"].as_i64().unwrap();
+    call("get", "/api/v1/admin/held/{id}", format!("/api/v1/admin/held/{item}"), None).await;
+    call(
+        "post",
+        "/api/v1/admin/held/{id}/discard",
+        format!("/api/v1/admin/held/{item}/discard"),
+        Some(json!({"by": "anna"})),
+    )
+    .await;
+    call(
+        "post",
+        "/api/v1/admin/held/{id}/restore",
+        format!("/api/v1/admin/held/{item}/restore"),
+        Some(json!({"by": "anna"})),
+    )
+    .await;
+    call(
+        "post",
+        "/api/v1/admin/held/{id}/release",
+        format!("/api/v1/admin/held/{item}/release"),
+        Some(json!({"by": "anna"})),
+    )
+    .await;
+    call(
+        "post",
+        "/api/v1/admin/held/bulk",
+        "/api/v1/admin/held/bulk".into(),
+        Some(json!({"ids": [item], "action": "discard", "by": "anna"})),
+    )
+    .await;
+    call(
+        "put",
+        "/api/v1/admin/plans/{id}",
+        "/api/v1/admin/plans/gold".into(),
+        Some(json!({"name": "Gold", "scope": "site", "rank": 4, "tickets": "all"})),
+    )
+    .await;
+    call("get", "/api/v1/admin/rules", "/api/v1/admin/rules".into(), None).await;
+    call(
+        "post",
+        "/api/v1/admin/rules/check",
+        "/api/v1/admin/rules/check".into(),
+        Some(
+            json!({"rules": "[[rules]]\nname = \"x\"\n[rules.when]\nkind = \"human\"\n[rules.then]\nqueue = \"q\"\n"}),
+        ),
+    )
+    .await;
+    call(
+        "post",
+        "/api/v1/admin/rules/test",
+        "/api/v1/admin/rules/test".into(),
+        Some(json!({"message": "From: a@b.example\r\nSubject: x\r\n\r\nHi\r\n"})),
+    )
+    .await;
+    call("get", "/api/v1/admin/stats", "/api/v1/admin/stats".into(), None).await;
+    call("get", "/api/v1/admin/suppressions", "/api/v1/admin/suppressions".into(), None).await;
+    let hook = call(
+        "post",
+        "/api/v1/admin/webhooks",
+        "/api/v1/admin/webhooks".into(),
+        Some(json!({"url": "https://desk.example/hooks"})),
+    )
+    .await;
+    assert!(hook["secret"].is_string());
+    call("get", "/api/v1/admin/webhooks", "/api/v1/admin/webhooks".into(), None).await;
+    call("delete", "/api/v1/users/{id}", format!("/api/v1/users/{owner}?messages=anonymise&by=dpo"), None).await;
+    call("get", "/api/v1/admin/audit", "/api/v1/admin/audit".into(), None).await;
+    // The client did not need us to know it: bodies the schema refuses exist.
+    let body_schema = &doc["paths"]["/api/v1/chats"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    let mut rooted = body_schema.clone();
+    rooted["components"] = doc["components"].clone();
+    assert!(
+        !jsonschema::validator_for(&rooted).unwrap().is_valid(&json!({"site_id": "one"})),
+        "a wrong body is refused"
+    );
     app.stop().await;
 }

@@ -282,3 +282,34 @@ async fn a_webhook_delivery_survives_a_sigkill_between_attempts() {
     signal(&child, "TERM");
     let _ = child.wait();
 }
+
+/// Issue 31 (review): a second instance under the same name (here a second
+/// server on the same data folder, as two containers with one host name and
+/// folder path would be on one PostgreSQL) does not take the first one's
+/// live claims: only a restart after the first is gone sends them at once.
+#[tokio::test]
+async fn a_second_instance_with_the_same_name_leaves_the_first_ones_claims_alone() {
+    let app = spawn_app().await;
+    let config = app.config();
+    let name = config.instance_name();
+    // A notification the first instance is sending right now.
+    execute_sql(
+        &app.database_url,
+        &format!(
+            "INSERT INTO outbox (kind, to_address, status, attempts, next_attempt_at, expires_at, created_at, \
+             claimed_until, claimed_by) VALUES ('agent_replied', 'busy@acme.example', 'sending', 0, 0, \
+             9999999999999, 0, 9999999999999, '{name}')"
+        ),
+    )
+    .await;
+    let second = mailgate::app::start(config.clone()).await.expect("a second instance starts");
+    // The first instance's lease, as it set it (a new claim sets another).
+    let status = "SELECT COUNT(*) FROM outbox WHERE to_address = 'busy@acme.example' AND claimed_until = 9999999999999";
+    assert_eq!(query_i64(&app.database_url, status).await, 1, "the first instance's claim stands");
+    second.shutdown().await;
+    // The first instance goes; a new life of it takes its claims back at once.
+    let database_url = app.database_url.clone();
+    let app = app.restart().await;
+    assert_eq!(query_i64(&database_url, status).await, 0, "taken back at the restart");
+    app.stop().await;
+}
