@@ -40,14 +40,7 @@ impl StoreArgs {
 
     /// As the `serve` flags, with a domain and a rules file.
     fn with(&self, domain: Option<String>, rules: Option<PathBuf>) -> ConfigArgs {
-        ConfigArgs {
-            config: self.config.clone(),
-            data_dir: self.data_dir.clone(),
-            database_url: self.database_url.clone(),
-            domain,
-            rules,
-            ..ConfigArgs::default()
-        }
+        ConfigArgs { store: self.clone(), domain, rules, ..ConfigArgs::default() }
     }
 }
 
@@ -78,15 +71,9 @@ impl ToolArgs {
 /// Each flag can also be set by the environment variable named beside it.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConfigArgs {
-    /// Configuration file (TOML); see mailgate.example.toml for every key.
-    #[arg(long, short = 'c', env = "MAILGATE_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Directory for the SQLite database, the outgoing-mail folder and other state.
-    #[arg(long, env = "MAILGATE_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Database URL; defaults to sqlite://DATA_DIR/mailgate.db.
-    #[arg(long, env = "MAILGATE_DATABASE_URL", value_name = "URL")]
-    pub database_url: Option<String>,
+    /// Where the configuration and the data are (as every tool takes them).
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Address the SMTP listener binds to [default: 127.0.0.1:2525].
     #[arg(long, env = "MAILGATE_SMTP_LISTEN", value_name = "ADDR")]
     pub smtp_listen: Option<String>,
@@ -551,13 +538,14 @@ impl ConfigArgs {
     /// The configuration: the file, then environment and flags over it.
     pub fn load(&self) -> anyhow::Result<Config> {
         let args = self;
-        let raw = match &args.config {
+        let raw = match &args.store.config {
             Some(path) => read_file(path)?,
             None => RawConfig::default(),
         };
         let api_token = std::env::var("MAILGATE_API_TOKEN").ok().filter(|t| !t.is_empty()).or(raw.api_token);
-        let data_dir = args.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| PathBuf::from("mailgate-data"));
+        let data_dir = args.store.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| PathBuf::from("mailgate-data"));
         let database_url = args
+            .store
             .database_url
             .clone()
             .or(raw.database_url)

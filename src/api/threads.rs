@@ -43,6 +43,29 @@ pub(super) struct ThreadView {
     messages: Vec<MessageView>,
 }
 
+/// A message written in the Dashboard by `author` into thread `thread_id`
+/// (0: the thread being opened with it), notifying `notify`.
+fn dashboard_message(
+    thread_id: i64,
+    author: &User,
+    text: String,
+    notify: Vec<(crate::store::NotificationKind, i64)>,
+) -> NewMessage {
+    NewMessage {
+        thread_id,
+        author_id: author.id,
+        author_is_agent: author.is_agent(),
+        body: text,
+        source: Source::Dashboard,
+        rfc_message_id: None,
+        attachments: Vec::new(),
+        notify,
+        routing: None,
+        extra_mail: Vec::new(),
+        original: None,
+    }
+}
+
 async fn load_customer_and_site(state: &HttpState, site_id: i64, customer_id: i64) -> ApiResult<(Site, User)> {
     let site =
         state.store.site(site_id).await?.ok_or_else(|| ApiError::BadRequest(format!("site {site_id} not found")))?;
@@ -116,19 +139,7 @@ async fn open_thread(
     page_on_call: bool,
 ) -> ApiResult<(StatusCode, Json<ThreadView>)> {
     let notify = crate::notify::new_thread_recipients(&state.store, thread.kind, customer.id).await?;
-    let first = NewMessage {
-        thread_id: 0,
-        author_id: customer.id,
-        author_is_agent: false,
-        body: text,
-        source: Source::Dashboard,
-        rfc_message_id: None,
-        attachments: Vec::new(),
-        notify,
-        routing: None,
-        extra_mail: Vec::new(),
-        original: None,
-    };
+    let first = dashboard_message(0, customer, text, notify);
     let also = match page_on_call {
         true => vec![crate::store::NewOutbox {
             kind: "on_call_page".to_owned(),
@@ -299,19 +310,7 @@ async fn post_message(
         return Err(ApiError::Forbidden(format!("user {} may not write in this conversation", author.id)));
     }
     let notify = crate::notify::recipients(&state.store, &thread, &site, &author).await?;
-    let message = NewMessage {
-        thread_id: thread.id,
-        author_id: author.id,
-        author_is_agent: author.is_agent(),
-        body: text,
-        source: Source::Dashboard,
-        rfc_message_id: None,
-        attachments: Vec::new(),
-        notify,
-        routing: None,
-        extra_mail: Vec::new(),
-        original: None,
-    };
+    let message = dashboard_message(thread.id, &author, text, notify);
     let id = state.store.insert_message(message, None).await?.id();
     let stored = state.store.messages(thread.id).await?.into_iter().find(|m| m.id == id);
     let stored = stored.ok_or_else(|| ApiError::NotFound("message not found".to_owned()))?;

@@ -31,6 +31,14 @@ pub(super) fn like_literal(text: &str) -> String {
     escaped
 }
 
+/// An outbox row as a list reads it, with its thread's subject.
+#[derive(sqlx::FromRow)]
+struct ListedOutboxItem {
+    #[sqlx(flatten)]
+    item: OutboxItem,
+    thread_subject: Option<String>,
+}
+
 /// Which chats or tickets.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,8 +192,8 @@ impl Store {
     /// Outbox items, newest first.
     pub async fn outbox_page(&self, filter: &OutboxFilter) -> StoreResult<Vec<OutboxItem>> {
         let to = containing(filter.to.as_ref());
-        let items: Vec<OutboxItem> = reading!(self, |db| sqlx::query_as(
-            "SELECT o.*, t.subject AS subject FROM outbox o LEFT JOIN threads t ON t.id = o.thread_id \
+        let items: Vec<ListedOutboxItem> = reading!(self, |db| sqlx::query_as(
+            "SELECT o.*, t.subject AS thread_subject FROM outbox o LEFT JOIN threads t ON t.id = o.thread_id \
              WHERE ($1 IS NULL OR o.status = $1) AND ($2 IS NULL OR o.kind = $2) \
              AND ($3 IS NULL OR LOWER(o.to_address) LIKE $3 ESCAPE '\\') AND ($4 IS NULL OR o.id < $4) \
              ORDER BY o.id DESC LIMIT $5"
@@ -197,7 +205,10 @@ impl Store {
         .bind(page(filter.limit))
         .fetch_all(db)
         .await)?;
-        Ok(items.into_iter().map(OutboxItem::with_subject).collect())
+        Ok(items
+            .into_iter()
+            .map(|listed| OutboxItem { subject: listed.thread_subject, ..listed.item }.with_subject())
+            .collect())
     }
 
     /// Bounces, newest first.

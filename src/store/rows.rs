@@ -568,8 +568,9 @@ pub struct OutboxItem {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub sent_at: Option<i64>,
     /// What it is about: its thread's subject, or the subject of the mail a
-    /// notice answers (filled in lists).
-    #[sqlx(default)]
+    /// notice answers (filled in lists; never read from the row, so that the
+    /// outbound worker's reads stay as they were).
+    #[sqlx(skip)]
     pub subject: Option<String>,
 }
 

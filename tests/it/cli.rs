@@ -75,7 +75,10 @@ fn serve_runs_on_the_embedded_default_and_prints_its_token() {
 #[test]
 fn the_example_config_is_valid_and_broken_ones_are_named() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/mailgate.example.toml");
-    let args = mailgate::config::ConfigArgs { config: Some(example.into()), ..Default::default() };
+    let args = mailgate::config::ConfigArgs {
+        store: mailgate::config::StoreArgs { config: Some(example.into()), ..Default::default() },
+        ..Default::default()
+    };
     let config = mailgate::config::Config::load(&args).expect("the example config loads");
     assert_eq!(config.limits.max_message_size, 26_214_400);
 
@@ -106,7 +109,10 @@ fn the_new_security_keys_refuse_bad_values_and_weak_tokens() {
         ("[limits]\nmin_data_rate = \"slow\"\n", "min_data_rate"),
     ] {
         std::fs::write(&file, text).unwrap();
-        let args = mailgate::config::ConfigArgs { config: Some(file.clone()), ..Default::default() };
+        let args = mailgate::config::ConfigArgs {
+            store: mailgate::config::StoreArgs { config: Some(file.clone()), ..Default::default() },
+            ..Default::default()
+        };
         let error = match mailgate::config::Config::load(&args) {
             Ok(_) => panic!("{text:?} loaded"),
             Err(error) => format!("{error:#}"),
