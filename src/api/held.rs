@@ -66,9 +66,14 @@ pub(super) struct Actor {
 }
 
 impl Actor {
-    /// The name recorded for the action (`admin-api` when none is given).
+    /// The name recorded for the action (`admin-api` when none is given):
+    /// one line of at most 60 characters, as the console records its names.
     pub(super) fn name(self) -> String {
-        self.by.filter(|b| !b.trim().is_empty()).unwrap_or_else(|| "admin-api".to_owned())
+        let name: String = self
+            .by
+            .map(|b| crate::notify::render::header_safe(&b).trim().chars().take(60).collect())
+            .unwrap_or_default();
+        if name.is_empty() { "admin-api".to_owned() } else { name }
     }
 }
 

@@ -157,7 +157,14 @@ pub fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, proxies: &Truste
             forwarded.iter().rev().find(|ip| !proxies.trust(**ip)).or(forwarded.first()).copied().unwrap_or(peer)
         }
     };
-    match client {
+    network_of(client)
+}
+
+/// The address a client is counted as: an IPv4 address (an IPv4-mapped
+/// IPv6 address is its IPv4 address), or an IPv6 address's /64, the least a
+/// single client is given.
+pub fn network_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let s = v6.segments();
             IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])

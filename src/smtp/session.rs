@@ -89,10 +89,15 @@ pub struct SessionContext {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Counts transactions and their answer time.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// Bad reply tokens per client address: (count, last time). Peers that
-    /// keep guessing are answered more and more slowly.
-    pub bad_tokens: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+    /// Bad reply tokens per client network: peers that keep guessing are
+    /// answered more and more slowly.
+    pub bad_tokens: Tarpit,
 }
+
+/// Bad reply tokens per client network (an IPv4 address, an IPv6 /64):
+/// (count, last time), bounded.
+#[derive(Debug, Default)]
+pub struct Tarpit(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>);
 
 impl std::fmt::Debug for SessionContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,10 +111,25 @@ impl std::fmt::Debug for SessionContext {
 impl SessionContext {
     /// Records a bad token from `ip` and says how long to wait before answering.
     fn penalty(&self, ip: std::net::IpAddr) -> std::time::Duration {
-        let mut map = self.bad_tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.bad_tokens.penalty(ip)
+    }
+}
+
+impl Tarpit {
+    /// Records a bad token from `ip` and says how long to wait before
+    /// answering. Addresses are counted as the HTTP throttle counts them (an
+    /// IPv6 client is its /64), and the table stays bounded: past
+    /// `TARPIT_ENTRIES` it drops what is older than ten minutes, and when
+    /// that is not enough, everything (a flood from that many networks).
+    fn penalty(&self, ip: std::net::IpAddr) -> std::time::Duration {
+        let ip = crate::http::throttle::network_of(ip);
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = std::time::Instant::now();
-        if map.len() > 10_000 {
+        if map.len() >= TARPIT_ENTRIES && !map.contains_key(&ip) {
             map.retain(|_, (_, at)| now.duration_since(*at).as_secs() < 600);
+            if map.len() >= TARPIT_ENTRIES {
+                map.clear();
+            }
         }
         let entry = map.entry(ip).or_insert((0, now));
         if now.duration_since(entry.1).as_secs() > 600 {
@@ -120,6 +140,9 @@ impl SessionContext {
         tarpit_delay(entry.0)
     }
 }
+
+/// How many networks the tarpit remembers before it forgets old ones.
+const TARPIT_ENTRIES: usize = 10_000;
 
 /// The wait before answering an address's `n`th bad reply token in ten
 /// minutes: three free guesses, then 250 ms doubling up to 8 s.
@@ -711,5 +734,27 @@ mod tests {
     fn the_tarpit_is_three_free_guesses_then_250_ms_doubling_to_8_s() {
         let waits: Vec<u128> = (1..=11).map(|n| super::tarpit_delay(n).as_millis()).collect();
         assert_eq!(waits, [0, 0, 0, 250, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
+    }
+}
+
+#[cfg(test)]
+mod tarpit_tests {
+    use super::{TARPIT_ENTRIES, Tarpit};
+    use std::net::IpAddr;
+
+    #[test]
+    fn an_ipv6_client_is_one_network_and_the_table_stays_bounded() {
+        let tarpit = Tarpit::default();
+        let waits: Vec<u128> = (1..=5u16)
+            .map(|i| {
+                let ip: IpAddr = format!("2001:db8:1:2::{i:x}").parse().unwrap();
+                tarpit.penalty(ip).as_millis()
+            })
+            .collect();
+        assert_eq!(waits, [0, 0, 0, 250, 500], "five addresses of one /64 are one guesser");
+        for i in 0..(TARPIT_ENTRIES as u32 + 10) {
+            tarpit.penalty(IpAddr::from(i.to_be_bytes()));
+        }
+        assert!(tarpit.0.lock().unwrap().len() <= TARPIT_ENTRIES, "bounded");
     }
 }

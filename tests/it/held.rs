@@ -79,8 +79,12 @@ async fn a_discarded_message_is_gone_after_retention() {
         c.retention.purge_interval = Duration::from_millis(200);
     })
     .await;
-    let (status, item) = app.admin_post(&format!("/held/{id}/discard"), json!({"by": "bob"})).await;
+    // The name recorded is one line of at most 60 characters, whatever is sent.
+    let by = format!("bob\r\nX-Injected: yes {}", "b".repeat(500));
+    let (status, item) = app.admin_post(&format!("/held/{id}/discard"), json!({"by": by})).await;
     assert_eq!((status, &item["status"]), (200, &json!("discarded")), "{item}");
+    let acted_by = item["acted_by"].as_str().unwrap_or_default();
+    assert!(acted_by.starts_with("bob") && acted_by.chars().count() <= 60 && !acted_by.contains('\n'), "{acted_by}");
     let mut status = 200;
     for _ in 0..60 {
         tokio::time::sleep(Duration::from_millis(100)).await;
