@@ -48,7 +48,7 @@ pub struct RouteDoc {
 macro_rules! routes {
     ($router:expr, $docs:expr, $admin:expr; $($method:ident $path:literal => $handler:path, $summary:literal, $request:expr, $response:expr;)*) => {{
         #[allow(unused_imports, reason = "each table uses some of the shapes")]
-        use openapi::{bytes, empty, json, list, none, object, objects, one};
+        use openapi::{accepted, bytes, created, empty, json, list, none, object, objects, one};
         let mut router = $router;
         $(
             router = router.route($path, axum::routing::$method($handler));
@@ -70,32 +70,32 @@ fn api_routes() -> (Router<Arc<HttpState>>, Router<Arc<HttpState>>, Vec<RouteDoc
     let mut docs = Vec::new();
     let api = routes!(Router::new(), docs, false;
         get "/plans" => directory::list_plans, "Support plans and what they include", none(), list::<crate::store::Plan>();
-        post "/organizations" => directory::create_organization, "Create an organization", json::<directory::NewOrganization>(), one::<crate::store::Organization>();
+        post "/organizations" => directory::create_organization, "Create an organization", json::<directory::NewOrganization>(), created::<crate::store::Organization>();
         get "/organizations/{id}" => directory::get_organization, "One organization", none(), one::<crate::store::Organization>();
         patch "/organizations/{id}" => directory::update_organization, "Rename an organization or change its plan", json::<directory::OrganizationPatch>(), one::<crate::store::Organization>();
-        post "/sites" => directory::create_site, "Create a site", json::<directory::NewSite>(), one::<crate::store::Site>();
+        post "/sites" => directory::create_site, "Create a site", json::<directory::NewSite>(), created::<crate::store::Site>();
         get "/sites/{id}" => directory::get_site, "One site", none(), one::<crate::store::Site>();
         patch "/sites/{id}" => directory::update_site, "Rename a site, change its plan or organization", json::<directory::SitePatch>(), one::<crate::store::Site>();
         get "/users" => directory::list_users, "Users, by email, organization or role, a page at a time", none(), list::<crate::store::User>();
-        post "/users" => directory::create_user, "Create a user (409 with the id when the address is taken)", json::<directory::NewUser>(), one::<crate::store::User>();
+        post "/users" => directory::create_user, "Create a user (409 with the id when the address is taken)", json::<directory::NewUser>(), created::<crate::store::User>();
         get "/users/{id}" => directory::get_user, "One user", none(), one::<crate::store::User>();
         patch "/users/{id}" => directory::update_user, "Change a user's name, address, role, organization or time zone", json::<directory::UserPatch>(), one::<crate::store::User>();
         delete "/users/{id}" => directory::erase_user, "Erase a user (GDPR): anonymise or remove their messages", none(), one::<crate::store::Erasure>();
         get "/users/{id}/unsubscribes" => directory::list_unsubscribes, "The notification kinds a user unsubscribed from", none(), list::<directory::Unsubscribe>();
         delete "/users/{id}/unsubscribes/{kind}" => directory::undo_unsubscribe, "Undo an unsubscribe", none(), empty();
         get "/chats" => threads::list_chats, "Chats, by site, organization, customer, status, a page at a time", none(), list::<crate::store::Thread>();
-        post "/chats" => threads::open_chat, "A customer opens a chat", json::<threads::NewChat>(), one::<threads::ThreadView>();
+        post "/chats" => threads::open_chat, "A customer opens a chat", json::<threads::NewChat>(), created::<threads::ThreadView>();
         get "/chats/{id}" => threads::get_chat, "One chat with its messages", none(), one::<threads::ThreadView>();
         get "/chats/{id}/messages" => threads::list_chat_messages, "A chat's messages", none(), list::<threads::MessageView>();
-        post "/chats/{id}/messages" => threads::post_chat_message, "Post in a chat", json::<threads::PostMessage>(), one::<threads::MessageView>();
+        post "/chats/{id}/messages" => threads::post_chat_message, "Post in a chat", json::<threads::PostMessage>(), created::<threads::MessageView>();
         post "/chats/{id}/close" => threads::close_chat, "Close a chat (emailed replies are refused)", none(), one::<crate::store::Thread>();
         post "/chats/{id}/reopen" => threads::reopen_chat, "Reopen a chat", none(), one::<crate::store::Thread>();
-        post "/chats/{id}/transcript" => threads::send_transcript, "Mail a chat's transcript", json::<threads::TranscriptRequest>(), object();
+        post "/chats/{id}/transcript" => threads::send_transcript, "Mail a chat's transcript", json::<threads::TranscriptRequest>(), accepted();
         get "/tickets" => threads::list_tickets, "Tickets, by site, organization, customer, status, a page at a time", none(), list::<crate::store::Thread>();
-        post "/tickets" => threads::open_ticket, "A customer opens a ticket (403 unless the plan includes tickets)", json::<threads::NewTicket>(), one::<threads::ThreadView>();
+        post "/tickets" => threads::open_ticket, "A customer opens a ticket (403 unless the plan includes tickets)", json::<threads::NewTicket>(), created::<threads::ThreadView>();
         get "/tickets/{number}" => threads::get_ticket, "One ticket with its messages", none(), one::<threads::ThreadView>();
         get "/tickets/{number}/messages" => threads::list_ticket_messages, "A ticket's messages", none(), list::<threads::MessageView>();
-        post "/tickets/{number}/messages" => threads::post_ticket_message, "Post in a ticket", json::<threads::PostMessage>(), one::<threads::MessageView>();
+        post "/tickets/{number}/messages" => threads::post_ticket_message, "Post in a ticket", json::<threads::PostMessage>(), created::<threads::MessageView>();
         post "/tickets/{number}/close" => threads::close_ticket, "Close a ticket", none(), one::<crate::store::Thread>();
         post "/tickets/{number}/reopen" => threads::reopen_ticket, "Reopen a ticket", none(), one::<crate::store::Thread>();
         get "/attachments/{id}" => threads::download_attachment, "Download an attachment", none(), bytes();
@@ -126,7 +126,7 @@ fn api_routes() -> (Router<Arc<HttpState>>, Router<Arc<HttpState>>, Vec<RouteDoc
         post "/suppressions/{address}/lift" => suppressions::lift, "Send mail to a suppressed address again", json::<held::Actor>(), one::<suppressions::Lifted>();
         get "/audit" => directory::audit, "Erasures and who asked for them", none(), list::<crate::store::AuditEntry>();
         get "/webhooks" => webhooks::list, "Registered webhook endpoints", none(), list::<crate::store::Webhook>();
-        post "/webhooks" => webhooks::create, "Register a webhook endpoint (answers its secret once)", json::<webhooks::NewWebhook>(), one::<webhooks::Registered>();
+        post "/webhooks" => webhooks::create, "Register a webhook endpoint (answers its secret once)", json::<webhooks::NewWebhook>(), created::<webhooks::Registered>();
         delete "/webhooks/{id}" => webhooks::delete, "Remove a webhook endpoint", none(), empty();
     );
     (api, admin, docs)

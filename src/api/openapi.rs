@@ -23,10 +23,14 @@ pub struct Body {
 pub enum Shape {
     /// One JSON value of this type.
     One(Body),
+    /// One JSON value of this type, just made (`201`).
+    Created(Body),
     /// A JSON list of values of this type.
     List(Body),
     /// A JSON object whose shape docs/api.md describes.
     Object,
+    /// A JSON object whose shape docs/api.md describes, for work queued (`202`).
+    Accepted,
     /// A JSON list of objects whose shape docs/api.md describes.
     Objects,
     /// Bytes (a download).
@@ -59,6 +63,16 @@ pub fn json<T: ToSchema>() -> Option<Body> {
 /// The route answers one `T`.
 pub fn one<T: ToSchema>() -> Shape {
     Shape::One(body_of::<T>())
+}
+
+/// The route answers one `T` it made (`201`).
+pub fn created<T: ToSchema>() -> Shape {
+    Shape::Created(body_of::<T>())
+}
+
+/// The route answers a JSON object saying what it queued (`202`).
+pub fn accepted() -> Shape {
+    Shape::Accepted
 }
 
 /// The route answers a list of `T`.
@@ -96,12 +110,14 @@ fn success(shape: &Shape) -> (&'static str, Value) {
     let content =
         |schema: Value| json!({ "description": "Done", "content": { "application/json": { "schema": schema } } });
     match shape {
-        Shape::One(body) => ("2XX", content(reference(&body.name))),
-        Shape::List(body) => ("2XX", content(json!({ "type": "array", "items": reference(&body.name) }))),
-        Shape::Object => ("2XX", content(json!({ "type": "object" }))),
-        Shape::Objects => ("2XX", content(json!({ "type": "array", "items": { "type": "object" } }))),
+        Shape::One(body) => ("200", content(reference(&body.name))),
+        Shape::Created(body) => ("201", content(reference(&body.name))),
+        Shape::List(body) => ("200", content(json!({ "type": "array", "items": reference(&body.name) }))),
+        Shape::Object => ("200", content(json!({ "type": "object" }))),
+        Shape::Accepted => ("202", content(json!({ "type": "object" }))),
+        Shape::Objects => ("200", content(json!({ "type": "array", "items": { "type": "object" } }))),
         Shape::Bytes => (
-            "2XX",
+            "200",
             json!({ "description": "The bytes", "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } }),
         ),
         Shape::Empty => ("204", json!({ "description": "Done; no body" })),
@@ -142,7 +158,7 @@ pub fn document(routes: &[RouteDoc]) -> Value {
                 json!({ "required": true, "content": { "application/json": { "schema": reference(&body.name) } } });
         }
         for body in route.request.iter().chain(match &route.response {
-            Shape::One(body) | Shape::List(body) => Some(body),
+            Shape::One(body) | Shape::Created(body) | Shape::List(body) => Some(body),
             _ => None,
         }) {
             for (name, schema) in &body.schemas {
