@@ -643,27 +643,13 @@ async fn every_answer_matches_the_schema_the_api_description_gives() {
     let items = call("get", "/api/v1/admin/held", "/api/v1/admin/held?status=held".into(), None).await;
     let item = items[0]["id"].as_i64().unwrap();
     call("get", "/api/v1/admin/held/{id}", format!("/api/v1/admin/held/{item}"), None).await;
-    call(
-        "post",
-        "/api/v1/admin/held/{id}/discard",
-        format!("/api/v1/admin/held/{item}/discard"),
-        Some(json!({"by": "anna"})),
-    )
-    .await;
-    call(
-        "post",
-        "/api/v1/admin/held/{id}/restore",
-        format!("/api/v1/admin/held/{item}/restore"),
-        Some(json!({"by": "anna"})),
-    )
-    .await;
-    call(
-        "post",
-        "/api/v1/admin/held/{id}/release",
-        format!("/api/v1/admin/held/{item}/release"),
-        Some(json!({"by": "anna"})),
-    )
-    .await;
+    for (template, action) in [
+        ("/api/v1/admin/held/{id}/discard", "discard"),
+        ("/api/v1/admin/held/{id}/restore", "restore"),
+        ("/api/v1/admin/held/{id}/release", "release"),
+    ] {
+        call("post", template, format!("/api/v1/admin/held/{item}/{action}"), Some(json!({"by": "anna"}))).await;
+    }
     call(
         "post",
         "/api/v1/admin/held/bulk",
