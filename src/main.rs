@@ -438,19 +438,14 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
             let mut config = config.load()?;
             let raw = std::fs::read(&message).with_context(|| format!("reading {}", message.display()))?;
             // No database yet (a fresh machine): decide against an empty one.
-            let _empty = match mailgate::app::require_existing_database(&config) {
-                Ok(()) => None,
-                Err(_) => {
-                    let empty = EmptyDatabase::new()?;
-                    eprintln!(
-                        "note: no database at {}; deciding as if the directory were empty (no users, sites or threads)",
-                        config.data_dir.display()
-                    );
-                    config.database_url = empty.url();
-                    config.data_dir = empty.0.clone();
-                    Some(empty)
-                }
-            };
+            let data_dir = config.data_dir.clone();
+            let _empty = EmptyDatabase::unless_one_exists(&mut config)?;
+            if _empty.is_some() {
+                eprintln!(
+                    "note: no database at {}; deciding as if the directory were empty (no users, sites or threads)",
+                    data_dir.display()
+                );
+            }
             let (store, pipeline) = mailgate::app::tool_pipeline(&config).await?;
             let from = pipeline::analyze("", &[], &raw).and_then(|a| a.from).unwrap_or_default();
             let rcpt = if rcpt.is_empty() { vec![config.support_address()] } else { rcpt };
@@ -486,14 +481,7 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
 /// the plans a new database starts with.
 async fn plan_ids(config: &Config) -> anyhow::Result<Vec<String>> {
     let mut config = config.clone();
-    let _empty = match mailgate::app::require_existing_database(&config) {
-        Ok(()) => None,
-        Err(_) => {
-            let empty = EmptyDatabase::new()?;
-            config.database_url = empty.url();
-            Some(empty)
-        }
-    };
+    let _empty = EmptyDatabase::unless_one_exists(&mut config)?;
     let store = mailgate::app::open_database(&config).await?;
     let plans = store.plans().await?;
     store.close().await;
@@ -512,8 +500,16 @@ impl EmptyDatabase {
         Ok(Self(dir))
     }
 
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.join("empty.db").display())
+    /// Points `config` at a new empty database when the one it names does
+    /// not exist; the guard that removes it again.
+    fn unless_one_exists(config: &mut Config) -> anyhow::Result<Option<Self>> {
+        if mailgate::app::require_existing_database(config).is_ok() {
+            return Ok(None);
+        }
+        let empty = Self::new()?;
+        config.database_url = format!("sqlite://{}", empty.0.join("empty.db").display());
+        config.data_dir = empty.0.clone();
+        Ok(Some(empty))
     }
 }
 

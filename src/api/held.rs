@@ -4,8 +4,7 @@
 //! action records who did it (`by`, default `admin-api`).
 
 use super::{ApiError, HttpState};
-use crate::store::HeldAction;
-use crate::store::{HeldFilter, HeldItem};
+use crate::store::{HeldAction, HeldFilter, HeldItem};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -66,6 +65,11 @@ pub(super) struct Actor {
 }
 
 impl Actor {
+    /// The name recorded for an action whose body is `json`, if any.
+    pub(super) fn of(json: Option<Json<Actor>>) -> String {
+        json.map(|Json(a)| a).unwrap_or_default().name()
+    }
+
     /// The name recorded for the action (`admin-api` when none is given):
     /// one line of at most 60 characters, as the console records its names.
     pub(super) fn name(self) -> String {
@@ -83,7 +87,7 @@ pub(super) async fn release(
     Path(id): Path<i64>,
     json: Option<Json<Actor>>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let by = json.map(|Json(a)| a).unwrap_or_default().name();
+    let by = Actor::of(json);
     Ok(Json(serde_json::to_value(state.pipeline.release(id, &by).await?).unwrap_or_default()))
 }
 
@@ -93,7 +97,7 @@ pub(super) async fn discard(
     Path(id): Path<i64>,
     json: Option<Json<Actor>>,
 ) -> ApiResult<Json<HeldItem>> {
-    let by = json.map(|Json(a)| a).unwrap_or_default().name();
+    let by = Actor::of(json);
     Ok(Json(state.pipeline.discard(id, &by).await?))
 }
 
@@ -103,7 +107,7 @@ pub(super) async fn restore(
     Path(id): Path<i64>,
     json: Option<Json<Actor>>,
 ) -> ApiResult<Json<HeldItem>> {
-    let by = json.map(|Json(a)| a).unwrap_or_default().name();
+    let by = Actor::of(json);
     Ok(Json(state.pipeline.restore(id, &by).await?))
 }
 
@@ -113,7 +117,7 @@ pub(super) async fn notice(
     Path(id): Path<i64>,
     json: Option<Json<Actor>>,
 ) -> ApiResult<Json<HeldItem>> {
-    let by = json.map(|Json(a)| a).unwrap_or_default().name();
+    let by = Actor::of(json);
     Ok(Json(state.pipeline.notice(id, &by).await?))
 }
 
@@ -138,20 +142,7 @@ pub(super) async fn bulk(
     let by = Actor { by: bulk.by }.name();
     let mut results = Vec::with_capacity(bulk.ids.len());
     for id in bulk.ids {
-        let outcome = match bulk.action {
-            HeldAction::Release => {
-                state.pipeline.release(id, &by).await.map(|r| serde_json::to_value(r).unwrap_or_default())
-            }
-            HeldAction::Discard => {
-                state.pipeline.discard(id, &by).await.map(|i| serde_json::to_value(i).unwrap_or_default())
-            }
-            HeldAction::Restore => {
-                state.pipeline.restore(id, &by).await.map(|i| serde_json::to_value(i).unwrap_or_default())
-            }
-            HeldAction::Notice => {
-                state.pipeline.notice(id, &by).await.map(|i| serde_json::to_value(i).unwrap_or_default())
-            }
-        };
+        let outcome = state.pipeline.act_on_held(bulk.action, id, &by).await;
         results.push(match outcome {
             Ok(done) => serde_json::json!({ "id": id, "ok": true, "result": done }),
             Err(error) => serde_json::json!({ "id": id, "ok": false, "error": ApiError::from(error).to_string() }),

@@ -33,7 +33,7 @@ pub(super) async fn lift(
     Path(address): Path<String>,
     json: Option<Json<Actor>>,
 ) -> ApiResult<Json<Lifted>> {
-    let by = json.map(|Json(a)| a).unwrap_or_default().name();
+    let by = Actor::of(json);
     let address = address.trim().to_lowercase();
     let lifted_bounces = state.store.lift_suppression(&address, &by).await?;
     if lifted_bounces == 0 {

@@ -91,13 +91,8 @@ async fn run_held(command: HeldCommand, store: &Store, pipeline: &Pipeline) -> a
     let mut out = std::io::stdout().lock();
     let (action, Action { ids, by, .. }) = match command {
         HeldCommand::List { status, reason, sender, limit, json, .. } => {
-            let status = match status.as_str() {
-                "all" => None,
-                text => Some(
-                    text.parse::<mailgate::store::HeldStatus>()
-                        .map_err(|why| anyhow::anyhow!("--status: {why}, all"))?,
-                ),
-            };
+            let status = mailgate::store::states::state_filter::<mailgate::store::HeldStatus>(&status)
+                .map_err(|why| anyhow::anyhow!("--status: {why}"))?;
             let filter = HeldFilter { status, reason, sender, limit: Some(limit), ..HeldFilter::default() };
             let items = store.held_items(&filter).await?;
             if json {

@@ -41,10 +41,7 @@ fn time_field(value: Option<&String>, name: &str) -> Result<Option<i64>, Console
 
 /// A state field: `all` (every state) or one state's name.
 fn state_field<T: std::str::FromStr<Err = String>>(text: &str) -> Result<Option<T>, ConsoleError> {
-    match text {
-        "all" => Ok(None),
-        text => text.parse().map(Some).map_err(|why| ApiError::BadRequest(format!("status: {why}, all")).into()),
-    }
+    crate::store::states::state_filter(text).map_err(|why| ApiError::BadRequest(format!("status: {why}")).into())
 }
 
 /// A number field.
@@ -196,9 +193,7 @@ pub(crate) async fn held_item(State(state): Shared, session: Session, Path(id): 
         .collect();
     // Where a released item went, in the words the Dashboard uses.
     let released_into = match (item.status, item.thread_id) {
-        (HeldStatus::Released, Some(thread)) => {
-            state.store.thread(thread).await?.map(|t| crate::pipeline::thread_label(&t))
-        }
+        (HeldStatus::Released, Some(thread)) => state.store.thread(thread).await?.map(|t| t.label()),
         _ => None,
     };
     Ok(session.page(
@@ -211,18 +206,12 @@ pub(crate) async fn held_item(State(state): Shared, session: Session, Path(id): 
 async fn held_action(state: &HttpState, session: &Session, id: i64, action: &str) -> Result<String, ConsoleError> {
     let by = session.actor.as_str();
     let action: HeldAction = action.parse().map_err(|why| ApiError::NotFound(format!("no held action: {why}")))?;
-    let done = match action {
-        HeldAction::Release => state.pipeline.release(id, by).await.map(|_| "released into its conversation"),
-        HeldAction::Discard => state
-            .pipeline
-            .discard(id, by)
-            .await
-            .map(|_| "discarded; its page can put it back in the queue until its retention ends"),
-        HeldAction::Restore => state.pipeline.restore(id, by).await.map(|_| "put back in the queue"),
-        HeldAction::Notice => {
-            state.pipeline.notice(id, by).await.map(|_| "answered: the sender gets the refusal notice")
-        }
-    };
+    let done = state.pipeline.act_on_held(action, id, by).await.map(|_| match action {
+        HeldAction::Release => "released into its conversation",
+        HeldAction::Discard => "discarded; its page can put it back in the queue until its retention ends",
+        HeldAction::Restore => "put back in the queue",
+        HeldAction::Notice => "answered: the sender gets the refusal notice",
+    });
     Ok(match done {
         Ok(what) => format!("Held item {id} {what}."),
         Err(error) => format!("Held item {id} was not changed: {}", ApiError::from(error)),

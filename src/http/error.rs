@@ -142,9 +142,10 @@ fn plain_words(text: &str) -> String {
     if let Some(rest) = text.split("Cannot parse `").nth(1)
         && let Some((value, kind)) = rest.split_once("` to a `")
     {
-        let kind = kind.trim_end_matches('`');
-        let expected = if kind.starts_with('i') || kind.starts_with('u') { "a whole number" } else { "valid here" };
-        let expected = if expected == "valid here" { format!("a {kind}") } else { expected.to_owned() };
+        let expected = match kind.trim_end_matches('`') {
+            kind if kind.starts_with(['i', 'u']) => "a whole number".to_owned(),
+            kind => format!("a {kind}"),
+        };
         return format!("{value:?} in the path is not {expected}");
     }
     if let Some(rest) = text.strip_prefix("Failed to deserialize query string: ") {

@@ -26,7 +26,6 @@ use crate::notify::render::{
     SiteContext, ThreadContext, human_minutes,
 };
 use crate::pipeline::thread::{body_marker, notification_message_id};
-use crate::pipeline::thread_label;
 use crate::store::{
     COALESCED_KINDS, Delivery, OutboxItem, OutboxSignal, PassReads, Plan, Queued, Site, Store, StoredMessage, Thread,
     now_ms,
@@ -541,10 +540,8 @@ impl Outbound {
             builder = builder.reply_to(Mailbox::new(Some("Support".to_owned()), reply_to));
         }
         if let Some(thread) = thread {
-            builder = builder.raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("X-Mailgate-Thread"),
-                thread_label(thread),
-            ));
+            builder = builder
+                .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Mailgate-Thread"), thread.label()));
             let earlier = reads.sent_ids(thread.id, &item.to_address);
             if let Some(last) = earlier.last() {
                 let references: Vec<String> = earlier.iter().map(|id| format!("<{id}>")).collect();
@@ -622,7 +619,7 @@ impl Outbound {
             (ThreadKind::Ticket, Some(number)) => ("ticket", number),
             _ => ("chat", thread.id),
         };
-        let label = thread_label(thread);
+        let label = thread.label();
         context.thread = Some(ThreadContext {
             id: thread.id,
             kind: thread.kind.clone(),

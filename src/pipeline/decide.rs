@@ -6,7 +6,7 @@
 use super::{
     Analysis, Authorization, Bounce, Disposition, Envelope, LOOP_WINDOW_MS, MailKind, Mode, NewMessage, NewOutbox,
     NewThread, Pipeline, RecipientTarget, Refusal, Routing, Source, StoreError, Thread, ThreadRef, authorize, dedup_id,
-    extract, now_ms, recipient_tokens, rules, thread, thread_label,
+    extract, now_ms, recipient_tokens, rules, thread,
 };
 
 /// What `decide` concluded.
@@ -308,7 +308,7 @@ impl Pipeline {
                 Authorization::Denied(reason) if self.hold_not_allowed => {
                     let plan = Plan::Hold {
                         code: "not_allowed",
-                        reason: format!("{reason} ({})", thread_label(thread)),
+                        reason: format!("{reason} ({})", thread.label()),
                         thread_id: Some(thread.id),
                     };
                     return Ok((plan, rules::Decision::default()));
@@ -467,7 +467,7 @@ impl Pipeline {
             let reason = format!(
                 "loop breaker: {by_sender} messages from {} and {in_thread} in {} in the last hour (limit {})",
                 author.email,
-                thread_label(&thread),
+                thread.label(),
                 self.loop_limit
             );
             return Ok(Plan::Log(Disposition::Deferred { reason }, Some(thread.id)));

@@ -3,7 +3,7 @@
 
 use super::{
     Analysis, Disposition, Envelope, InboundLogEntry, Mode, Pipeline, Plan, Refusal, Serialize, authenticate, fill_log,
-    rules, thread_label,
+    rules,
 };
 
 /// What a message would get, for `inspect` and dry runs.
@@ -100,7 +100,7 @@ impl Pipeline {
             Ok(Plan::Store { thread, .. }) => (
                 Disposition::Accepted {
                     thread_id: thread.id,
-                    thread_label: thread_label(&thread),
+                    thread_label: thread.label(),
                     message_id: 0,
                     duplicate: false,
                 },

@@ -208,7 +208,7 @@ impl Pipeline {
             Some(from) => self.store.user_by_email(from).await?,
             None => None,
         };
-        let (Some(reference), label) = (reference, super::thread_label(&thread)) else {
+        let (Some(reference), label) = (reference, thread.label()) else {
             return Ok(String::new());
         };
         Ok(match authorize(&thread, &site, &reference, sender.as_ref()) {

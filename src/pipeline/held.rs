@@ -3,7 +3,7 @@
 //! once (the store changes an item's state only from `held`) and is
 //! recorded with who did it, on the item and in the inbound log.
 
-use super::{Analysis, Mode, Pipeline, Plan, classify::MailKind, thread_label};
+use super::{Analysis, Mode, Pipeline, Plan, classify::MailKind};
 use crate::domain::Role;
 use crate::store::HeldStatus;
 use crate::store::{HeldItem, InboundLogEntry, KeptOriginal, NewOutbox, StoreError, now_ms};
@@ -21,7 +21,34 @@ pub struct Released {
     pub message_id: i64,
 }
 
+/// What an admin's action on a held item did.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum HeldOutcome {
+    /// Released into its conversation.
+    Released(Released),
+    /// Discarded, restored or answered: the item as it is now.
+    Changed(Box<HeldItem>),
+}
+
 impl Pipeline {
+    /// Does `action` on held item `id`, recording `by`: the one door the
+    /// console and the admin API's bulk action go through.
+    pub async fn act_on_held(
+        &self,
+        action: crate::store::HeldAction,
+        id: i64,
+        by: &str,
+    ) -> Result<HeldOutcome, StoreError> {
+        use crate::store::HeldAction;
+        Ok(match action {
+            HeldAction::Release => HeldOutcome::Released(self.release(id, by).await?),
+            HeldAction::Discard => HeldOutcome::Changed(Box::new(self.discard(id, by).await?)),
+            HeldAction::Restore => HeldOutcome::Changed(Box::new(self.restore(id, by).await?)),
+            HeldAction::Notice => HeldOutcome::Changed(Box::new(self.notice(id, by).await?)),
+        })
+    }
+
     /// Releases held item `id` into the thread it points at, attributed to
     /// its sender (a sender the directory does not know becomes a user with
     /// the Unprivileged role and no organization), recording `by`. Refused,
@@ -59,7 +86,7 @@ impl Pipeline {
             }
         };
         message.original = item.original.clone().map(KeptOriginal::Stored);
-        let label = thread_label(&thread);
+        let label = thread.label();
         let mut log = action_log(&item, "released", format!("held item {id} released into {label} by {by}"));
         log.thread_id = Some(thread.id);
         let inserted = self.store.release_held(id, by, &message, &log).await?;

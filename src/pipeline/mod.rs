@@ -647,12 +647,7 @@ impl Pipeline {
         log.original = Some(original.sha256.clone());
         first.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
         let (thread, message_id) = self.store.create_thread(thread, first, &[], Some(&log)).await?;
-        Ok(Disposition::Accepted {
-            thread_id: thread.id,
-            thread_label: thread_label(&thread),
-            message_id,
-            duplicate: false,
-        })
+        Ok(Disposition::Accepted { thread_id: thread.id, thread_label: thread.label(), message_id, duplicate: false })
     }
 
     /// Records a message that is not posted: refused (with its header
@@ -709,7 +704,7 @@ impl Pipeline {
         mut message: crate::store::NewMessage,
         thread: &Thread,
     ) -> Result<Disposition, StoreError> {
-        let label = thread_label(thread);
+        let label = thread.label();
         let accepted = Disposition::Accepted {
             thread_id: thread.id,
             thread_label: label.clone(),
@@ -813,11 +808,6 @@ fn logged_subject(subject: &str) -> String {
 /// session (which would answer nothing after the sender sent it all).
 fn guarded<T>(read: impl FnOnce() -> T) -> Option<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).ok()
-}
-
-/// "chat #N" or "ticket #N".
-pub fn thread_label(thread: &Thread) -> String {
-    thread.label()
 }
 
 /// The key that makes a second delivery of the same mail a duplicate: its

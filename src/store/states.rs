@@ -167,9 +167,15 @@ where
     T: std::str::FromStr<Err = String>,
 {
     let text = Option::<String>::deserialize(deserializer)?;
-    match text.as_deref().map(str::trim) {
-        None | Some("" | "all") => Ok(None),
-        Some(text) => text.parse().map(Some).map_err(|why: String| serde::de::Error::custom(format!("{why}, all"))),
+    state_filter(text.as_deref().unwrap_or("")).map_err(serde::de::Error::custom)
+}
+
+/// A state filter as text (the API's query, the console's field, the
+/// CLI's flag): a state's name, or `all` (or nothing) for every state.
+pub fn state_filter<T: std::str::FromStr<Err = String>>(text: &str) -> Result<Option<T>, String> {
+    match text.trim() {
+        "" | "all" => Ok(None),
+        text => text.parse().map(Some).map_err(|why: String| format!("{why}, all")),
     }
 }
 
