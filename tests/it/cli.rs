@@ -107,6 +107,11 @@ fn the_new_security_keys_refuse_bad_values_and_weak_tokens() {
         ("[notify]\nmax_message_bytes = 100\n", "notify.max_message_bytes"),
         ("[notify]\nmax_size = 1\n", "max_size"),
         ("[limits]\nmin_data_rate = \"slow\"\n", "min_data_rate"),
+        // Issue 31: a proxy list an attacker might slip in is checked too.
+        ("trusted_proxies = [\"everyone\"]\n", "trusted_proxies"),
+        ("trusted_proxies = [\"0.0.0.0/33\"]\n", "trusted_proxies"),
+        ("trusted_proxies = \"127.0.0.1\"\n", "trusted_proxies"),
+        ("smtp_listen = \"localhost\"\n", "smtp_listen"),
     ] {
         std::fs::write(&file, text).unwrap();
         let args = mailgate::config::ConfigArgs {

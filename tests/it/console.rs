@@ -687,3 +687,48 @@ async fn an_admin_edits_a_plan_in_the_console() {
     b.close().await.unwrap();
     app.stop().await;
 }
+
+/// Issue 31, as an attacker: the console's new forms (a plan saved, a held
+/// item restored) refuse a post without the session's CSRF token, or from
+/// another site's page, and change nothing.
+#[tokio::test]
+async fn the_new_forms_refuse_forged_posts() {
+    let app = crate::support::spawn_app().await;
+    let base = console(&app);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = http.post(format!("{base}/login")).form(&[("token", ADMIN_TOKEN)]).send().await.unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = http.get(format!("{base}/plans")).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap().to_owned();
+    let plan = [("id", "evil"), ("name", "Evil"), ("scope", "site"), ("tickets", "all"), ("phone", "none")];
+    let forged: [(Vec<(&str, &str)>, Option<&str>); 3] = [
+        (plan.to_vec(), None),
+        ([plan.as_slice(), &[("csrf", "not-the-token")]].concat(), None),
+        ([plan.as_slice(), &[("csrf", csrf.as_str())]].concat(), Some("https://evil.example")),
+    ];
+    for (form, origin) in forged {
+        let mut request = http.post(format!("{base}/plans")).header("cookie", &cookie).form(&form);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        let status = request.send().await.unwrap().status();
+        assert!(status == 403 || status == 422, "a forged plan post answered {status}");
+    }
+    let (_, plans) = app.get("/plans").await;
+    assert!(plans.as_array().unwrap().iter().all(|p| p["id"] != "evil"), "no plan was made");
+    let restore =
+        http.post(format!("{base}/held/1/restore")).header("cookie", &cookie).form(&[("csrf", "nope")]).send().await;
+    assert_eq!(restore.unwrap().status(), 403);
+    // The real form, with its token, from its own page, works.
+    let made = http
+        .post(format!("{base}/plans"))
+        .header("cookie", &cookie)
+        .form(&[plan.as_slice(), &[("csrf", csrf.as_str())]].concat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 303);
+    let (_, plans) = app.get("/plans").await;
+    assert!(plans.as_array().unwrap().iter().any(|p| p["id"] == "evil"), "the genuine form saved it");
+    app.stop().await;
+}

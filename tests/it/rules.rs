@@ -300,3 +300,29 @@ async fn rules_reload_under_load_and_a_broken_file_is_refused() {
 fn rand_suffix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
 }
+
+/// Issue 31, as an attacker: a rules text of a thousand blocks, every other
+/// one broken in its TOML and the rest in their meaning, is checked in one
+/// answer that names every error (each block read once; no error counted twice).
+#[tokio::test]
+async fn a_rules_text_with_a_thousand_broken_blocks_gets_every_error_in_one_answer() {
+    let app = crate::support::spawn_app().await;
+    let mut text = String::new();
+    for i in 0..1000 {
+        if i % 2 == 0 {
+            text.push_str(&format!(
+                "[[rules]]\nname = \"r{i}\"\n[rules.when]\nsubject = \"unclosed\n[rules.then]\ndrop = true\n\n"
+            ));
+        } else {
+            text.push_str(&format!(
+                "[[rules]]\nname = \"r{i}\"\n[rules.when]\nkind = \"robot\"\n[rules.then]\ndrop = true\n\n"
+            ));
+        }
+    }
+    let (status, answer) = app.admin_post("/rules/check", json!({ "rules": text })).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ok"], false);
+    let errors = answer["errors"].as_array().map(Vec::len).unwrap_or_default();
+    assert_eq!(errors, 1000, "one error per block: {}", &answer.to_string()[..400]);
+    app.stop().await;
+}
