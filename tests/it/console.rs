@@ -701,7 +701,8 @@ async fn the_new_forms_refuse_forged_posts() {
     let page = http.get(format!("{base}/plans")).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
     let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap().to_owned();
     let plan = [("id", "evil"), ("name", "Evil"), ("scope", "site"), ("tickets", "all"), ("phone", "none")];
-    let forged: [(Vec<(&str, &str)>, Option<&str>); 3] = [
+    type Fields<'a> = Vec<(&'a str, &'a str)>;
+    let forged: [(Fields, Option<&str>); 3] = [
         (plan.to_vec(), None),
         ([plan.as_slice(), &[("csrf", "not-the-token")]].concat(), None),
         ([plan.as_slice(), &[("csrf", csrf.as_str())]].concat(), Some("https://evil.example")),
