@@ -532,12 +532,15 @@ pub fn sender_auth(config: &Config) -> anyhow::Result<Option<Arc<crate::pipeline
     if !config.auth.enabled {
         return Ok(None);
     }
-    Ok(Some(Arc::new(crate::pipeline::authenticate::SenderAuth::new(
-        &config.auth.resolver,
-        &config.auth.records,
-        config.auth.on_dmarc_fail,
-        &config.hostname,
-    )?)))
+    Ok(Some(Arc::new(
+        crate::pipeline::authenticate::SenderAuth::new(
+            &config.auth.resolver,
+            &config.auth.records,
+            config.auth.on_dmarc_fail,
+            &config.hostname,
+        )?
+        .with_relays(config.auth.trusted_relays.clone(), config.auth.trusted_authserv_ids.clone()),
+    )))
 }
 
 /// The STARTTLS acceptor of a certificate chain and key (PEM files).

@@ -77,6 +77,10 @@ pub struct ConfigArgs {
     /// Address the SMTP listener binds to [default: 127.0.0.1:2525].
     #[arg(long, env = "MAILGATE_SMTP_LISTEN", value_name = "ADDR")]
     pub smtp_listen: Option<String>,
+    /// Also take mail over LMTP (RFC 2033) from the mail server in front,
+    /// on `HOST:PORT` or `unix:/path/to/socket` [default: no LMTP listener].
+    #[arg(long, env = "MAILGATE_LMTP_LISTEN", value_name = "ADDR")]
+    pub lmtp_listen: Option<String>,
     /// Address the HTTP API binds to [default: 127.0.0.1:8080].
     #[arg(long, env = "MAILGATE_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<String>,
@@ -136,6 +140,7 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     smtp_listen: Option<String>,
+    lmtp_listen: Option<String>,
     http_listen: Option<String>,
     metrics_listen: Option<String>,
     domain: Option<String>,
@@ -247,6 +252,12 @@ struct RawAuth {
     on_ambiguous_author: Option<String>,
     #[serde(default)]
     records: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    trusted_relays: Vec<String>,
+    #[serde(default)]
+    trusted_authserv_ids: Vec<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 /// Sender authentication (SPF, DKIM, DMARC) of inbound mail.
@@ -265,6 +276,16 @@ pub struct AuthConfig {
     /// Refuse (`550 5.7.1`) mail with no single author that names a
     /// conversation, instead of holding it (`ambiguous_author`).
     pub refuse_ambiguous_author: bool,
+    /// The mail servers in front of mailgate (`trusted_relays`): mail they
+    /// pass on is judged for the client they saw (XFORWARD or XCLIENT, their
+    /// `Received:` field, a trusted `Authentication-Results`).
+    pub trusted_relays: crate::domain::Networks,
+    /// The `Authentication-Results` fields believed (by authserv-id), on
+    /// mail from a trusted relay, over LMTP, or through `deliver`.
+    pub trusted_authserv_ids: Vec<String>,
+    /// TCP proxies whose PROXY protocol header (v1 or v2) names the client
+    /// (`[auth] trusted_proxies`).
+    pub proxy_protocol_from: crate::domain::Networks,
 }
 
 impl Default for AuthConfig {
@@ -276,6 +297,9 @@ impl Default for AuthConfig {
             records: Default::default(),
             hold_not_allowed: false,
             refuse_ambiguous_author: false,
+            trusted_relays: Default::default(),
+            trusted_authserv_ids: Vec::new(),
+            proxy_protocol_from: Default::default(),
         }
     }
 }
@@ -446,6 +470,8 @@ pub struct Config {
     pub database_url: String,
     /// SMTP listener address; port 0 picks a free port (tests).
     pub smtp_listen: SocketAddr,
+    /// Where LMTP is taken, when it is.
+    pub lmtp_listen: Option<ListenAddr>,
     /// HTTP API address; port 0 picks a free port (tests).
     pub http_listen: SocketAddr,
     /// Where `GET /metrics` is also served without a token, if anywhere.
@@ -554,6 +580,8 @@ impl ConfigArgs {
             Some(text) => parse_addr("smtp_listen", &text)?,
             None => SocketAddr::from(([127, 0, 0, 1], 2525)),
         };
+        let lmtp_listen =
+            args.lmtp_listen.clone().or(raw.lmtp_listen).map(|text| ListenAddr::lmtp(&text)).transpose()?;
         let http_listen = match args.http_listen.clone().or(raw.http_listen) {
             Some(text) => parse_addr("http_listen", &text)?,
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -595,6 +623,7 @@ impl ConfigArgs {
             data_dir,
             database_url,
             smtp_listen,
+            lmtp_listen,
             http_listen,
             metrics_listen,
             trusted_proxies: match &raw.trusted_proxies {
@@ -768,6 +797,23 @@ impl RawAuth {
                 Some("refuse") => true,
                 Some(other) => bail!("auth.on_ambiguous_author: {other:?} is not hold or refuse"),
             },
+            trusted_relays: crate::domain::Networks::parse(&self.trusted_relays)
+                .map_err(|why| anyhow::anyhow!("auth.trusted_relays: {why}"))?,
+            trusted_authserv_ids: self
+                .trusted_authserv_ids
+                .iter()
+                .map(|id| {
+                    let id = id.trim().to_ascii_lowercase();
+                    match !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)) {
+                        true => Ok(id),
+                        false => Err(anyhow::anyhow!(
+                            "auth.trusted_authserv_ids: {id:?} is not a host name such as mx.google.com"
+                        )),
+                    }
+                })
+                .collect::<anyhow::Result<_>>()?,
+            proxy_protocol_from: crate::domain::Networks::parse(&self.trusted_proxies)
+                .map_err(|why| anyhow::anyhow!("auth.trusted_proxies: {why}"))?,
         })
     }
 }
@@ -792,6 +838,7 @@ impl Config {
         Self {
             database_url: format!("sqlite://{}", data_dir.join("mailgate.db").display()),
             smtp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lmtp_listen: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: None,
             trusted_proxies: crate::http::throttle::TrustedProxies::default(),
@@ -822,6 +869,53 @@ impl Config {
     /// where mail that tries to start a conversation arrives.
     pub fn support_address(&self) -> String {
         format!("support@{}", self.domain)
+    }
+}
+
+/// Where a listener other than SMTP's takes connections: a TCP address, or
+/// a unix socket (`unix:/run/mailgate/lmtp.sock`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `HOST:PORT`.
+    Tcp(SocketAddr),
+    /// `unix:PATH`: the socket file is made with mode 0660, a stale one
+    /// replaced, and removed when the server stops.
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// Reads `HOST:PORT` or `unix:PATH` for `key`.
+    pub fn parse(key: &str, text: &str) -> anyhow::Result<Self> {
+        match text.trim().strip_prefix("unix:") {
+            Some(path) if path.trim().is_empty() => {
+                bail!("{key}: {text:?} names no socket file; write unix:/path/to/socket")
+            }
+            Some(path) => Ok(Self::Unix(PathBuf::from(path.trim()))),
+            None => parse_addr(key, text).map(Self::Tcp),
+        }
+    }
+
+    /// The LMTP listener's address: never port 25, which RFC 2033 §5
+    /// forbids to LMTP (a mail server would mistake it for SMTP).
+    pub fn lmtp(text: &str) -> anyhow::Result<Self> {
+        let addr = Self::parse("lmtp_listen", text)?;
+        if let Self::Tcp(socket) = &addr
+            && socket.port() == 25
+        {
+            bail!(
+                "lmtp_listen: {text:?} is port 25, which LMTP must not use (RFC 2033); use another port such as 24 or a unix socket"
+            );
+        }
+        Ok(addr)
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
     }
 }
 

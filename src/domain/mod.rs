@@ -7,6 +7,7 @@
 
 mod address;
 mod mail;
+pub mod networks;
 pub mod outcome;
 pub mod reply;
 mod role;
@@ -14,5 +15,6 @@ pub mod token;
 
 pub use address::EmailAddress;
 pub use mail::{MailKind, REPLY_ABOVE_MARKER};
+pub use networks::Networks;
 pub use role::{Role, Source, ThreadKind};
 pub use token::{ReplyToken, TokenError, TokenSigner};

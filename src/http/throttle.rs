@@ -103,12 +103,12 @@ impl Throttle {
 /// by default a proxy on this host: 127.0.0.0/8 and ::1). From any other
 /// peer those headers are ignored: anyone can send them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<ipnet::IpNet>);
+pub struct TrustedProxies(crate::domain::Networks);
 
 impl Default for TrustedProxies {
     fn default() -> Self {
-        let loopback = ["127.0.0.0/8", "::1/128"].map(|net| net.parse().unwrap_or_else(|_| unreachable!()));
-        Self(loopback.to_vec())
+        let loopback = ["127.0.0.0/8", "::1/128"].map(str::to_owned);
+        Self(crate::domain::Networks::parse(&loopback).unwrap_or_default())
     }
 }
 
@@ -116,21 +116,12 @@ impl TrustedProxies {
     /// Addresses (`10.0.0.5`) and networks (`10.0.0.0/8`); an empty list
     /// believes no forwarded header.
     pub fn parse(list: &[String]) -> Result<Self, String> {
-        list.iter()
-            .map(|text| {
-                let text = text.trim();
-                text.parse::<ipnet::IpNet>()
-                    .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| format!("{text:?} is not an address or a network like 10.0.0.0/8"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+        crate::domain::Networks::parse(list).map(Self)
     }
 
     /// Whether a connection from `peer` is one of the proxies.
     pub fn trust(&self, peer: IpAddr) -> bool {
-        let peer = peer.to_canonical();
-        self.0.iter().any(|net| net.contains(&peer))
+        self.0.contains(peer)
     }
 }
 

@@ -9,16 +9,17 @@
 //! the configuration (tests, and air-gapped set-ups); the others ask DNS, with
 //! the answers cached.
 
+use super::relayed::CheckedClient;
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::common::verify::DomainKey;
 use mail_auth::dmarc::Dmarc;
 use mail_auth::spf::Spf;
 use mail_auth::{
-    AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, Parameters, ResolverCache, SpfResult, Txt,
+    AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, Parameters, ResolverCache, SpfOutput,
+    SpfResult, Txt,
 };
 use serde::Serialize;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,9 @@ pub struct AuthResults {
     /// The one From address the checks read, or empty when they read none
     /// or several: the results are about this author only.
     pub author: String,
+    /// Where the client the checks judged came from (`connection`,
+    /// `xforward`, `received`, …; see `relayed::ClientSource`).
+    pub via: String,
 }
 
 impl AuthResults {
@@ -65,6 +69,9 @@ impl AuthResults {
         // author was recorded can be told from one that read no author.
         let author = if self.author.is_empty() { "-" } else { self.author.as_str() };
         summary.push_str(&format!(" author={author}"));
+        if !self.via.is_empty() && self.via != "connection" {
+            summary.push_str(&format!(" via={}", self.via));
+        }
         format!("{summary} ({})", self.from_domain)
     }
 
@@ -90,6 +97,7 @@ impl AuthResults {
                 "-" => String::new(),
                 author => author.to_owned(),
             },
+            via: optional("via"),
         })
     }
 
@@ -104,6 +112,7 @@ impl AuthResults {
             from_domain: author.rsplit_once('@').map_or("", |(_, d)| d).to_owned(),
             aligned: String::new(),
             author: author.to_owned(),
+            via: String::new(),
         }
     }
 
@@ -193,6 +202,10 @@ pub struct SenderAuth {
     host: String,
     /// What to do on a DMARC failure.
     pub on_fail: OnDmarcFail,
+    /// The mail servers in front of mailgate: what they saw is believed.
+    pub trusted_relays: crate::domain::Networks,
+    /// The verifiers whose `Authentication-Results` fields are believed.
+    pub trusted_authserv_ids: Vec<String>,
 }
 
 impl std::fmt::Debug for SenderAuth {
@@ -243,10 +256,26 @@ impl SenderAuth {
                 map.insert(name, (parsed, None));
             }
         }
-        Ok(Self { authenticator, cache, host: host.to_owned(), on_fail })
+        Ok(Self {
+            authenticator,
+            cache,
+            host: host.to_owned(),
+            on_fail,
+            trusted_relays: Default::default(),
+            trusted_authserv_ids: Vec::new(),
+        })
     }
 
-    /// Checks one message received from `ip`, which said `helo`, with envelope sender `mail_from`.
+    /// The same checker, believing what `relays` saw of their clients and
+    /// the `Authentication-Results` of `authserv_ids`.
+    pub fn with_relays(mut self, relays: crate::domain::Networks, authserv_ids: Vec<String>) -> Self {
+        self.trusted_relays = relays;
+        self.trusted_authserv_ids = authserv_ids;
+        self
+    }
+
+    /// Checks one message whose sending client is `client` (the connection,
+    /// or what a trusted relay saw), with envelope sender `mail_from`.
     ///
     /// mail-auth parses the message and its signatures itself; like
     /// mail-parser (see `parse.rs`), it must not take the session down on a
@@ -254,16 +283,17 @@ impl SenderAuth {
     /// `permerror` and DMARC `fail`, so that a message crafted to crash the
     /// checks is handled as `auth.on_dmarc_fail` says, never as if it had
     /// not been checked.
-    pub async fn check(&self, ip: IpAddr, helo: &str, mail_from: &str, raw: &[u8]) -> AuthResults {
+    pub async fn check(&self, client: &CheckedClient, mail_from: &str, raw: &[u8]) -> AuthResults {
         let started = Instant::now();
-        let results = failing_closed(self.verify(ip, helo, mail_from, raw), raw.len()).await;
+        let mut results = failing_closed(self.verify(client, mail_from, raw), raw.len()).await;
+        results.via = client.source.as_str().to_owned();
         CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         CHECK_US.fetch_add(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
         results
     }
 
     /// [`SenderAuth::check`] without the guard.
-    async fn verify(&self, ip: IpAddr, helo: &str, mail_from: &str, raw: &[u8]) -> AuthResults {
+    async fn verify(&self, client: &CheckedClient, mail_from: &str, raw: &[u8]) -> AuthResults {
         let Some(message) = AuthenticatedMessage::parse(raw) else {
             return AuthResults { spf: "none".into(), dkim: "none".into(), dmarc: "none".into(), ..Default::default() };
         };
@@ -273,22 +303,32 @@ impl SenderAuth {
             _ => String::new(),
         };
         let cache = self.cache.as_ref();
-        let helo = if helo.is_empty() { "unknown" } else { helo };
-        let spf_sender = if mail_from.is_empty() { format!("postmaster@{helo}") } else { mail_from.to_owned() };
-        let spf = self
-            .authenticator
-            .verify_spf(
-                Parameters::new(mail_auth::spf::verify::SpfParameters::verify_mail_from(
-                    ip,
-                    helo,
-                    &self.host,
-                    &spf_sender,
-                ))
-                .with_txt_cache(cache),
-            )
-            .await;
+        let helo = if client.helo.is_empty() { "unknown" } else { client.helo.as_str() };
+        let (spf_sender, spf) = match (&client.spf_verdict, client.ip) {
+            // A trusted verifier judged SPF where the message came in.
+            (Some((verdict, judged_from)), _) => {
+                let sender = judged_from.clone().filter(|s| s.contains('@')).unwrap_or_else(|| mail_from.to_owned());
+                let domain = sender.rsplit_once('@').map_or("", |(_, d)| d).to_owned();
+                let result = SpfResult::try_from(verdict.as_str()).unwrap_or(SpfResult::None);
+                (sender, SpfOutput::new(domain).with_result(result))
+            }
+            (None, Some(ip)) => {
+                let sender = if mail_from.is_empty() { format!("postmaster@{helo}") } else { mail_from.to_owned() };
+                let spf = self
+                    .authenticator
+                    .verify_spf(
+                        Parameters::new(mail_auth::spf::verify::SpfParameters::verify_mail_from(
+                            ip, helo, &self.host, &sender,
+                        ))
+                        .with_txt_cache(cache),
+                    )
+                    .await;
+                (sender, spf)
+            }
+            (None, None) => (mail_from.to_owned(), SpfOutput::new(String::new())),
+        };
         let dkim = self.authenticator.verify_dkim(Parameters::new(&message).with_txt_cache(cache)).await;
-        let mail_from_domain = spf_sender.rsplit_once('@').map_or(helo, |(_, d)| d).to_owned();
+        let mail_from_domain = spf_sender.rsplit_once('@').map_or(helo, |(_, d)| d).to_ascii_lowercase();
         let dmarc = self
             .authenticator
             .verify_dmarc(
@@ -340,6 +380,7 @@ impl SenderAuth {
             from_domain,
             aligned: aligned.to_owned(),
             author,
+            via: String::new(),
         }
     }
 }
@@ -414,6 +455,7 @@ mod tests {
             from_domain: "acme.example".into(),
             aligned: "spf".into(),
             author: "olivia@acme.example".into(),
+            via: "received".into(),
         };
         let read = AuthResults::from_summary(&results.summary()).unwrap();
         assert_eq!(read, results);

@@ -60,7 +60,7 @@ impl Pipeline {
             Some(analysis) if envelope.peer_ip.is_none() => {
                 analysis.from.as_deref().map(authenticate::AuthResults::assumed_for)
             }
-            Some(analysis) => self.authenticate(envelope, analysis.kind, raw).await,
+            Some(analysis) => self.authenticate(envelope, analysis, raw).await,
             None => None,
         };
         self.dry_run_with(envelope, analysis, auth, Mode::DryRun).await

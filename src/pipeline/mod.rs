@@ -20,6 +20,7 @@ pub mod explain;
 pub mod extract;
 pub mod held;
 pub mod parse;
+pub mod relayed;
 pub mod thread;
 pub mod tnef;
 
@@ -63,6 +64,9 @@ pub struct Envelope {
     /// recipients were accepted (moments before the message): deciding uses
     /// them instead of reading them again.
     pub threads: Vec<(Thread, RecentEmail)>,
+    /// Whether a trusted relay handed the message on, and what it said of
+    /// its own client (the sender checks judge that client).
+    pub relay: relayed::Relay,
 }
 
 /// A token found in a message and where.
@@ -359,13 +363,27 @@ impl Pipeline {
         }
     }
 
-    /// Runs SPF, DKIM and DMARC for a message that is not a bounce.
-    async fn authenticate(&self, envelope: &Envelope, kind: MailKind, raw: &[u8]) -> Option<authenticate::AuthResults> {
-        let (auth, ip) = (self.auth.as_ref()?, envelope.peer_ip?);
-        if kind == MailKind::Bounce {
+    /// Runs SPF, DKIM and DMARC for a message that is not a bounce, for
+    /// the client the connection or a trusted relay names (`relayed`).
+    async fn authenticate(
+        &self,
+        envelope: &Envelope,
+        analysis: &Analysis,
+        raw: &[u8],
+    ) -> Option<authenticate::AuthResults> {
+        let auth = self.auth.as_ref()?;
+        if analysis.kind == MailKind::Bounce {
             return None;
         }
-        Some(auth.check(ip, envelope.helo.as_deref().unwrap_or(""), &envelope.mail_from, raw).await)
+        let client = relayed::checked_client(
+            &envelope.relay,
+            envelope.peer_ip,
+            envelope.helo.as_deref(),
+            &analysis.parsed.headers,
+            &auth.trusted_relays,
+            &auth.trusted_authserv_ids,
+        )?;
+        Some(auth.check(&client, &envelope.mail_from, raw).await)
     }
 
     /// The rules in force.
@@ -546,7 +564,7 @@ impl Pipeline {
         // Judged once; the sender checks cost DNS lookups: not for a message refused anyway.
         let too_complex = analysis.as_ref().and_then(|a| self.mime_limits.check(&a.parsed));
         let auth = match &analysis {
-            Some(analysis) if too_complex.is_none() => self.authenticate(envelope, analysis.kind, raw).await,
+            Some(analysis) if too_complex.is_none() => self.authenticate(envelope, analysis, raw).await,
             _ => None,
         };
         let dmarc_verdict = self.dmarc_verdict(auth.as_ref());

@@ -508,3 +508,36 @@ mod tests {
         assert_eq!(parse(&raw).unwrap().text_body.as_deref().map(str::trim), Some("Caf\u{e9}"));
     }
 }
+
+/// What one `Received:` field says of the client its server took the
+/// message from (mail-parser reads Postfix's, Exim's and Sendmail's forms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedHop {
+    /// The client's address, from the brackets (`[192.0.2.1]`, `[IPv6:…]`).
+    pub ip: Option<std::net::IpAddr>,
+    /// The name the client gave in HELO or EHLO (Exim's `helo=`, or the
+    /// name after `from`).
+    pub helo: Option<String>,
+}
+
+/// Reads the value of one `Received:` field; `None` when it names no client.
+pub fn received_hop(value: &str) -> Option<ReceivedHop> {
+    // Bounded: a field is read only as far as its first 4 KiB.
+    let value = value.get(..value.len().min(4096)).unwrap_or(value);
+    let field = format!("Received: {}\r\n\r\n", value.replace(['\r', '\n'], " "));
+    let read = std::panic::catch_unwind(|| {
+        let parsed = MessageParser::default().parse_headers(field.as_bytes())?;
+        let received = parsed.received()?;
+        let name = |host: &mail_parser::Host<'_>| match host {
+            mail_parser::Host::Name(name) => Some(name.to_string()),
+            mail_parser::Host::IpAddr(ip) => Some(format!("[{ip}]")),
+        };
+        let ip = received.from_ip.or(match &received.from {
+            Some(mail_parser::Host::IpAddr(ip)) => Some(*ip),
+            _ => None,
+        });
+        let helo = received.helo.as_ref().and_then(name).or_else(|| received.from.as_ref().and_then(name));
+        Some(ReceivedHop { ip, helo })
+    });
+    read.ok().flatten().filter(|hop| hop.ip.is_some())
+}
