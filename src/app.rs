@@ -29,6 +29,8 @@ use tokio_util::task::TaskTracker;
 pub struct App {
     /// Where the SMTP listener is bound (the real port when 0 was asked for).
     pub smtp_addr: SocketAddr,
+    /// Where the LMTP listener is bound, when it listens on TCP.
+    pub lmtp_addr: Option<SocketAddr>,
     /// Where the HTTP API is bound.
     pub http_addr: SocketAddr,
     /// Where `GET /metrics` is served without a token, when configured.
@@ -150,16 +152,36 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         tasks.spawn(watch_rules(path, Arc::clone(&rules), Arc::clone(&metrics), shutdown.clone()));
     }
     tasks.spawn(purge(store.clone(), config.retention, shutdown.clone()));
-    let ctx = Arc::new(SessionContext {
-        hostname: config.hostname.clone(),
-        domain: config.domain.clone(),
-        limits: config.limits.clone(),
-        pipeline: pipeline.clone(),
-        metrics: Arc::clone(&metrics),
-        bad_tokens: Default::default(),
-        tls: config.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?,
-    });
-    tasks.spawn(listener::serve(listeners.smtp, ctx, shutdown.clone(), tasks.clone()));
+    let tls = config.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
+    let session_context = |lmtp: bool| {
+        Arc::new(SessionContext {
+            hostname: config.hostname.clone(),
+            domain: config.domain.clone(),
+            limits: config.limits.clone(),
+            pipeline: pipeline.clone(),
+            metrics: Arc::clone(&metrics),
+            bad_tokens: Default::default(),
+            tls: if lmtp { None } else { tls.clone() },
+            lmtp,
+            trusted_relays: config.auth.trusted_relays.clone(),
+            proxy_protocol_from: config.auth.proxy_protocol_from.clone(),
+        })
+    };
+    let lmtp_ctx = session_context(true);
+    let lmtp_addr = match &listeners.lmtp {
+        Some(LmtpListener::Tcp(tcp)) => Some(tcp.local_addr()?),
+        _ => None,
+    };
+    tasks.spawn(listener::serve(listeners.smtp, session_context(false), shutdown.clone(), tasks.clone()));
+    match listeners.lmtp {
+        Some(LmtpListener::Tcp(tcp)) => {
+            tasks.spawn(listener::serve(tcp, lmtp_ctx, shutdown.clone(), tasks.clone()));
+        }
+        Some(LmtpListener::Unix(unix, path)) => {
+            tasks.spawn(listener::serve_unix(unix, path, lmtp_ctx, shutdown.clone(), tasks.clone()));
+        }
+        None => {}
+    }
 
     let outbound_counters = Arc::new(OutboundCounters::default());
     let state = Arc::new(HttpState {
@@ -205,8 +227,14 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     tasks.spawn(crate::outbound::webhook::fan_out(store.clone(), shutdown.clone()));
     tasks.spawn(outbound.run(shutdown.clone()));
 
+    let lmtp = match (&config.lmtp_listen, lmtp_addr) {
+        (_, Some(addr)) => addr.to_string(),
+        (Some(listen), None) => listen.to_string(),
+        (None, None) => "off".to_owned(),
+    };
     tracing::info!(
         smtp = %smtp_addr,
+        lmtp = %lmtp,
         http = %http_addr,
         database = %config.database_url_for_logs(),
         outgoing = %delivered_by,
@@ -230,6 +258,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     };
     Ok(App {
         smtp_addr,
+        lmtp_addr,
         http_addr,
         metrics_addr,
         generated_api_token,
@@ -347,8 +376,39 @@ fn load_renderer(config: &Config) -> anyhow::Result<Arc<Renderer>> {
 /// port in use stops the start).
 struct Listeners {
     smtp: TcpListener,
+    lmtp: Option<LmtpListener>,
     http: TcpListener,
     metrics: Option<TcpListener>,
+}
+
+/// The LMTP listener: a TCP port, or a unix socket (with its path).
+enum LmtpListener {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+/// Binds a unix socket at `path` with mode 0660 (the mail server's group
+/// may connect): a stale socket left by a process that died is replaced;
+/// any other file there, or a live socket, stops the start.
+pub fn bind_unix_socket(path: &std::path::Path, what: &str) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            anyhow::bail!("{what}: {} exists and is not a socket; remove it or choose another path", path.display());
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("{what}: another process listens on {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("{what}: removing the stale socket {}", path.display()))?;
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("{what}: creating {}", parent.display()))?;
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).with_context(|| format!("{what}: binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("{what}: setting the mode of {}", path.display()))?;
+    Ok(listener)
 }
 
 impl Listeners {
@@ -356,6 +416,15 @@ impl Listeners {
         let smtp = TcpListener::bind(config.smtp_listen)
             .await
             .with_context(|| format!("binding SMTP listener to {}", config.smtp_listen))?;
+        let lmtp = match &config.lmtp_listen {
+            None => None,
+            Some(crate::config::ListenAddr::Tcp(addr)) => Some(LmtpListener::Tcp(
+                TcpListener::bind(addr).await.with_context(|| format!("binding the LMTP listener to {addr}"))?,
+            )),
+            Some(crate::config::ListenAddr::Unix(path)) => {
+                Some(LmtpListener::Unix(bind_unix_socket(path, "lmtp_listen")?, path.clone()))
+            }
+        };
         let http = TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("binding HTTP listener to {}", config.http_listen))?;
@@ -365,7 +434,7 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Self { smtp, http, metrics })
+        Ok(Self { smtp, lmtp, http, metrics })
     }
 
     /// The addresses bound (a port 0 became a real port).

@@ -39,7 +39,7 @@ enum Command {
     /// generated and printed at first start.
     Serve {
         #[command(flatten)]
-        config: ConfigArgs,
+        config: Box<ConfigArgs>,
     },
     /// Show what the pipeline sees in one message, without storing anything.
     ///
@@ -221,7 +221,7 @@ fn limit_malloc_arenas() {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => serve(config).await,
+        Command::Serve { config } => serve(*config).await,
         Command::Inspect { file, json, mail_from, rcpt, peer_ip, config } => {
             inspect(file, json, mail_from, rcpt, peer_ip, config).await
         }

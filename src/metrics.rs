@@ -44,6 +44,15 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// An answer of the policy service.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// `reject`, `defer_if_permit` or `dunno`.
+    pub action: &'static str,
+    /// Why: a recipient refusal's name, `new_chat`, `accepted` or `unavailable`.
+    pub reason: &'static str,
+}
+
 /// A failed credential check: which credential, and what came of it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CredentialLabels {
@@ -69,6 +78,8 @@ pub struct Metrics {
     pub smtp_sessions: Counter,
     /// SMTP transactions that sent a message, by outcome and reply code.
     pub smtp_transactions: Family<TransactionLabels, Counter>,
+    /// LMTP deliveries (one per recipient of a message), by outcome and reply code.
+    pub lmtp_deliveries: Family<TransactionLabels, Counter>,
     /// Seconds from the end of a message to its answer.
     pub data_answer_seconds: Histogram,
     /// Routing rules reloads, by result.
@@ -81,6 +92,8 @@ pub struct Metrics {
     smtp_refused: Family<ReasonLabels, Counter>,
     /// Recipients refused at RCPT time, by why.
     recipients_refused: Family<ReasonLabels, Counter>,
+    /// The policy service's answers, by action and reason.
+    policy_answers: Family<PolicyLabels, Counter>,
     held: Gauge,
     outbox: Family<StatusLabels, Gauge>,
     oldest_pending_seconds: Gauge<f64, AtomicU64>,
@@ -101,12 +114,14 @@ impl Default for Metrics {
         let metrics = Self {
             smtp_sessions: Counter::default(),
             smtp_transactions: Family::default(),
+            lmtp_deliveries: Family::default(),
             data_answer_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             rules_reloads: Family::default(),
             credential_failures: Family::default(),
             smtp_closed: Family::default(),
             smtp_refused: Family::default(),
             recipients_refused: Family::default(),
+            policy_answers: Family::default(),
             held: Gauge::default(),
             outbox: Family::default(),
             oldest_pending_seconds: Gauge::default(),
@@ -126,6 +141,16 @@ impl Default for Metrics {
             "smtp_transactions",
             "SMTP transactions that sent a message, by outcome and reply code",
             metrics.smtp_transactions.clone(),
+        );
+        registry.register(
+            "lmtp_deliveries",
+            "LMTP deliveries (one per accepted recipient of a message), by outcome and reply code",
+            metrics.lmtp_deliveries.clone(),
+        );
+        registry.register(
+            "policy_answers",
+            "Answers of the Postfix policy service (reject, defer_if_permit, dunno), by action and reason",
+            metrics.policy_answers.clone(),
         );
         registry.register(
             "smtp_data_answer_seconds",
@@ -224,15 +249,22 @@ impl Metrics {
         self.recipients_refused.get_or_create(&ReasonLabels { reason }).inc();
     }
 
+    /// Counts an answer of the policy service.
+    pub fn policy_answer(&self, action: &'static str, reason: &'static str) {
+        self.policy_answers.get_or_create(&PolicyLabels { action, reason }).inc();
+    }
+
     /// Counts a failed credential check (`credential`: `api`, `admin`,
     /// `console`; `result`: `wrong` or `locked`).
     pub fn credential_failure(&self, credential: &'static str, result: &'static str) {
         self.credential_failures.get_or_create(&CredentialLabels { credential, result }).inc();
     }
 
-    /// Counts one transaction that sent a message.
-    pub fn transaction(&self, outcome: &'static str, code: u16, seconds: f64) {
-        self.smtp_transactions.get_or_create(&TransactionLabels { outcome, code }).inc();
+    /// Counts one transaction that sent a message (`lmtp`: one recipient's
+    /// delivery over LMTP).
+    pub fn transaction(&self, lmtp: bool, outcome: &'static str, code: u16, seconds: f64) {
+        let family = if lmtp { &self.lmtp_deliveries } else { &self.smtp_transactions };
+        family.get_or_create(&TransactionLabels { outcome, code }).inc();
         self.data_answer_seconds.observe(seconds);
     }
 

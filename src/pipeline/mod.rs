@@ -69,6 +69,31 @@ pub struct Envelope {
     pub relay: relayed::Relay,
 }
 
+impl Envelope {
+    /// One envelope per accepted recipient, as LMTP delivers (each has its
+    /// own outcome): the recipient alone, with the thread its reply address
+    /// names; the first also carries the refused recipients, for the log.
+    pub fn each_recipient(&self) -> Vec<(String, Envelope)> {
+        self.recipients
+            .iter()
+            .enumerate()
+            .map(|(i, (address, target))| {
+                let thread_id = match target {
+                    RecipientTarget::Reply { parsed, .. } => Some(parsed.thread_id),
+                    _ => None,
+                };
+                let envelope = Envelope {
+                    recipients: vec![(address.clone(), target.clone())],
+                    refused: if i == 0 { self.refused.clone() } else { Vec::new() },
+                    threads: self.threads.iter().filter(|(t, _)| Some(t.id) == thread_id).cloned().collect(),
+                    ..self.clone()
+                };
+                (address.clone(), envelope)
+            })
+            .collect()
+    }
+}
+
 /// A token found in a message and where.
 #[derive(Debug, Clone, Serialize)]
 pub struct FoundToken {

@@ -11,7 +11,7 @@
 //! idle clients can fill the slots, but not keep them from anyone who is
 //! sending mail: a real client answers the greeting at once.
 
-use super::session::{self, Live, SessionContext};
+use super::session::{self, Live, Peer, SessionContext};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -54,75 +54,157 @@ pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>, shutdown: Ca
             }
         };
         let _ = stream.set_nodelay(true);
-        let refuse = |stream: tokio::net::TcpStream, reason: &'static str, text: &'static [u8]| {
-            ctx.metrics.smtp_refused(reason);
-            tasks.spawn(async move {
-                let mut stream = stream;
-                let _ = stream.write_all(text).await;
-                let _ = stream.shutdown().await;
-            });
-        };
-        let Some(ip_slot) = Slot::take(&per_ip, peer.ip(), ctx.limits.max_connections_per_ip) else {
-            refuse(stream, "per_ip", b"421 4.7.0 Too many connections from your address, please try again later\r\n");
-            continue;
-        };
-        let network = network_of(peer.ip());
-        let Some(network_slot) = Slot::take(&per_network, network, ctx.limits.max_connections_per_network) else {
-            refuse(
-                stream,
-                "per_network",
-                b"421 4.7.0 Too many connections from your network, please try again later\r\n",
-            );
-            continue;
-        };
-        let live = Arc::new(Live::default());
         next_id += 1;
         let id = next_id;
-        let span = tracing::info_span!("smtp", peer = %peer);
         let ctx = Arc::clone(&ctx);
         let shutdown = shutdown.clone();
-        let admission =
-            Admission { permits: Arc::clone(&permits), sessions: Arc::clone(&sessions), waiting: Arc::clone(&waiting) };
+        let admission = Admission {
+            permits: Arc::clone(&permits),
+            sessions: Arc::clone(&sessions),
+            waiting: Arc::clone(&waiting),
+            per_ip: Arc::clone(&per_ip),
+            per_network: Arc::clone(&per_network),
+        };
+        let span = tracing::info_span!("smtp", peer = %peer);
         tasks.spawn(
             async move {
-                let Some(permit) = admission.admit().await else {
-                    ctx.metrics.smtp_refused("max_connections");
-                    let mut stream = stream;
-                    let _ = stream.write_all(b"421 4.3.2 Too many connections, please try again later\r\n").await;
-                    let _ = stream.shutdown().await;
-                    return;
+                let mut stream = stream;
+                let peer = match ctx.proxy_protocol_from.contains(peer.ip()) {
+                    false => Peer::tcp(peer),
+                    true => match super::proxy::read_header(&mut stream).await {
+                        Ok(client) => {
+                            let addr = client.unwrap_or(peer);
+                            Peer { addr, name: addr.to_string(), proxied: client.is_some() }
+                        }
+                        Err(why) => {
+                            tracing::info!(why, "closing a connection from a trusted proxy");
+                            ctx.metrics.smtp_refused("proxy_header");
+                            return;
+                        }
+                    },
                 };
-                ctx.metrics.smtp_sessions.inc();
-                admission
-                    .sessions
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(id, (peer.ip(), Arc::clone(&live)));
-                tracing::debug!("connected");
-                session::run(stream, peer, ctx, shutdown, Some(live)).await;
-                tracing::debug!("disconnected");
-                admission.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
-                drop(permit);
-                drop(ip_slot);
-                drop(network_slot);
+                admission.run(stream, peer, id, ctx, shutdown).await;
             }
             .instrument(span),
         );
     }
 }
 
+/// Takes connections on the unix socket at `path` (LMTP from a mail server
+/// on this host) until `shutdown`; every client is this host, so only the
+/// global cap applies.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    path: std::path::PathBuf,
+    ctx: Arc<SessionContext>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(ctx.limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(error = %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            ctx.metrics.smtp_refused("max_connections");
+            tasks.spawn(async move {
+                let mut stream = stream;
+                let _ = stream.write_all(b"421 4.3.2 Too many connections, please try again later\r\n").await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        };
+        let (ctx, shutdown, peer) = (Arc::clone(&ctx), shutdown.clone(), Peer::unix(&path));
+        tasks.spawn(
+            async move {
+                ctx.metrics.smtp_sessions.inc();
+                session::run(stream, peer, ctx, shutdown, None).await;
+                drop(permit);
+            }
+            .instrument(tracing::info_span!("lmtp", peer = "unix")),
+        );
+    }
+    // A clean stop leaves no socket file behind.
+    let _ = std::fs::remove_file(&path);
+}
+
 /// Connections waiting for a slot at most; beyond them, `421` at once.
 const MAX_WAITING: usize = 64;
 
 /// What admitting a connection needs: the slots, the sessions (to close
-/// one), and how many wait.
+/// one), how many wait, and the connections per address and network.
 struct Admission {
     permits: Arc<Semaphore>,
     sessions: Sessions,
     waiting: Arc<std::sync::atomic::AtomicUsize>,
+    per_ip: Counts,
+    per_network: Counts,
 }
 
 impl Admission {
+    /// Runs a session for `peer` once it is admitted, or turns it away with
+    /// `421` (too many connections from its address, its network, or in all).
+    async fn run(
+        self,
+        mut stream: tokio::net::TcpStream,
+        peer: Peer,
+        id: u64,
+        ctx: Arc<SessionContext>,
+        shutdown: CancellationToken,
+    ) {
+        let ip = peer.addr.ip();
+        // A trusted relay carries many clients' mail: no per-address cap.
+        let (per_ip, per_network) = match ctx.trusted_relays.contains(ip) {
+            true => (usize::MAX, usize::MAX),
+            false => (ctx.limits.max_connections_per_ip, ctx.limits.max_connections_per_network),
+        };
+        let refuse = |reason: &'static str, text: &'static [u8]| {
+            ctx.metrics.smtp_refused(reason);
+            text
+        };
+        let slots = Slot::take(&self.per_ip, ip, per_ip)
+            .ok_or_else(|| {
+                refuse("per_ip", b"421 4.7.0 Too many connections from your address, please try again later\r\n")
+            })
+            .and_then(|ip_slot| {
+                let network = Slot::take(&self.per_network, network_of(ip), per_network);
+                let text = b"421 4.7.0 Too many connections from your network, please try again later\r\n";
+                network.map(|n| (ip_slot, n)).ok_or_else(|| refuse("per_network", text))
+            });
+        let slots = match slots {
+            Ok(slots) => slots,
+            Err(text) => {
+                let _ = stream.write_all(text).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+        };
+        let Some(permit) = self.admit().await else {
+            ctx.metrics.smtp_refused("max_connections");
+            let _ = stream.write_all(b"421 4.3.2 Too many connections, please try again later\r\n").await;
+            let _ = stream.shutdown().await;
+            return;
+        };
+        let live = Arc::new(Live::default());
+        ctx.metrics.smtp_sessions.inc();
+        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, (ip, Arc::clone(&live)));
+        tracing::debug!("connected");
+        session::run(stream, peer, ctx, shutdown, Some(live)).await;
+        tracing::debug!("disconnected");
+        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+        drop(permit);
+        drop(slots);
+    }
+
     /// A slot for a new connection: a free one, or one a session gives up
     /// when it is closed to make room. When no session can be closed yet
     /// (none has been without progress for [`EVICTION_GRACE`]), the

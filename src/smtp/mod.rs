@@ -5,4 +5,5 @@
 //! errors, `421`) are written here.
 
 pub mod listener;
+pub mod proxy;
 pub mod session;

@@ -12,10 +12,12 @@
 //! data timeout is dropped with `421`; after too many errors the session is
 //! closed.
 
+mod relay;
 mod verbs;
 
 use crate::config::Limits;
 use crate::domain::reply::{self, SmtpReply};
+use crate::pipeline::relayed::ToldClient;
 use crate::pipeline::{Disposition, Envelope, Pipeline};
 use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
 use smtp_proto::{Error as ProtoError, Request};
@@ -92,6 +94,37 @@ pub struct SessionContext {
     /// Bad reply tokens per client network: peers that keep guessing are
     /// answered more and more slowly.
     pub bad_tokens: Tarpit,
+    /// This listener speaks LMTP (RFC 2033): `LHLO`, and one answer per
+    /// recipient after the message.
+    pub lmtp: bool,
+    /// The mail servers in front of mailgate, whose `XFORWARD` and
+    /// `XCLIENT` are accepted (`[auth] trusted_relays`).
+    pub trusted_relays: crate::domain::Networks,
+    /// TCP proxies whose PROXY header names the client (`[auth] trusted_proxies`).
+    pub proxy_protocol_from: crate::domain::Networks,
+}
+
+/// Who is on the other end of a session.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its address; a unix-socket client is this host (`127.0.0.1`).
+    pub addr: SocketAddr,
+    /// How the logs name it: `IP:PORT`, or `unix:PATH`.
+    pub name: String,
+    /// The address came from a trusted proxy's PROXY header.
+    pub proxied: bool,
+}
+
+impl Peer {
+    /// A TCP client at `addr`.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Self { addr, name: addr.to_string(), proxied: false }
+    }
+
+    /// A client of the unix socket at `path`: this host.
+    pub fn unix(path: &std::path::Path) -> Self {
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], 0)), name: format!("unix:{}", path.display()), proxied: false }
+    }
 }
 
 /// Bad reply tokens per client network (an IPv4 address, an IPv6 /64):
@@ -179,7 +212,7 @@ struct Transaction {
 /// token that closes it to make room); `None` outside a listener.
 pub async fn run<S>(
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
     ctx: Arc<SessionContext>,
     shutdown: CancellationToken,
     live: Option<Arc<Live>>,
@@ -187,7 +220,13 @@ pub async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let now = std::time::Instant::now();
+    let trusted = ctx.lmtp || ctx.trusted_relays.contains(peer.addr.ip());
     let mut session = Session {
+        trusted,
+        peer_name: peer.name,
+        proxied: peer.proxied,
+        xforward: None,
+        xclient: None,
         live,
         started: now,
         last_read: now,
@@ -197,7 +236,7 @@ pub async fn run<S>(
         window_bytes: 0,
         commands: 0,
         ctx,
-        peer,
+        peer: peer.addr,
         helo: None,
         transaction: None,
         mode: Mode::Command,
@@ -211,7 +250,8 @@ pub async fn run<S>(
         tls_active: false,
     };
     // No enhanced status code in the greeting (RFC 2034).
-    session.out.extend_from_slice(format!("220 {} ESMTP mailgate ready\r\n", session.ctx.hostname).as_bytes());
+    let greeting = session.greeting();
+    session.out.extend_from_slice(greeting.as_bytes());
     if let Some(plain) = drive(&mut session, stream, &shutdown).await {
         // STARTTLS: the same session continues over TLS, from a clean state
         // (RFC 3207): no EHLO, no transaction, nothing pipelined before it.
@@ -359,9 +399,32 @@ struct Session {
     discarding_line: bool,
     /// The session already runs over TLS.
     tls_active: bool,
+    /// How the logs name the client.
+    peer_name: String,
+    /// The client's address came from a PROXY header.
+    proxied: bool,
+    /// The client is a trusted relay (or this is LMTP): its XFORWARD and
+    /// XCLIENT are accepted and what it saw is believed.
+    trusted: bool,
+    /// What the relay said with `XFORWARD` for the next transaction.
+    xforward: Option<ToldClient>,
+    /// What a proxy said with `XCLIENT`, for the rest of the session.
+    xclient: Option<ToldClient>,
 }
 
 impl Session {
+    /// The greeting, without enhanced status code (RFC 2034).
+    fn greeting(&self) -> String {
+        let protocol = if self.ctx.lmtp { "LMTP" } else { "ESMTP" };
+        format!("220 {} {protocol} mailgate ready\r\n", self.ctx.hostname)
+    }
+
+    /// The address that answers for what this session sends: the client a
+    /// trusted relay named, else the connection's (the tarpit's key).
+    fn client_ip(&self) -> std::net::IpAddr {
+        self.xclient.as_ref().or(self.xforward.as_ref()).and_then(|told| told.ip).unwrap_or(self.peer.ip())
+    }
+
     /// Notes `n` bytes received now.
     fn received(&mut self, n: usize) {
         let now = std::time::Instant::now();
@@ -558,6 +621,14 @@ impl Session {
                         Err(ProtoError::NeedsMoreData { .. }) => return Flow::Continue,
                         Err(error) => {
                             let line = std::mem::take(&mut self.line);
+                            if let ProtoError::UnknownCommand = error
+                                && let Some(flow) = self.relay_command(&line)
+                            {
+                                match flow {
+                                    Flow::Continue => continue,
+                                    other => return other,
+                                }
+                            }
                             let reply = match error {
                                 // A SIZE too large for smtp-proto's integer is too large for us.
                                 ProtoError::InvalidParameter { param: "SIZE" }
@@ -601,8 +672,16 @@ impl Session {
             {
                 self.error(SmtpReply::new(501, "5.5.4", "Invalid host name"))
             }
-            Request::Ehlo { host } => self.ehlo(host).await,
-            Request::Helo { host } | Request::Lhlo { host } => self.helo(host).await,
+            Request::Ehlo { .. } | Request::Helo { .. } if self.ctx.lmtp => self.error(SmtpReply::new(
+                500,
+                "5.5.1",
+                "This is an LMTP service (RFC 2033): greet it with LHLO, not EHLO or HELO",
+            )),
+            Request::Lhlo { .. } if !self.ctx.lmtp => {
+                self.error(SmtpReply::new(500, "5.5.1", "LHLO is for LMTP; greet this SMTP service with EHLO"))
+            }
+            Request::Ehlo { host } | Request::Lhlo { host } => self.ehlo(host).await,
+            Request::Helo { host } => self.helo(host).await,
             Request::Mail { from } => self.mail(from, line),
             Request::Rcpt { to } => self.rcpt(to).await,
             Request::Data => self.data(),
@@ -632,39 +711,58 @@ impl Session {
         Flow::Continue
     }
 
+    /// The message of the transaction has arrived: SMTP answers once for
+    /// the message, LMTP once for each accepted recipient, in RCPT order
+    /// (RFC 2033 §4.2), each with its own outcome.
     async fn message_complete(&mut self, too_large: bool) {
         self.data_started = None;
         let Some(transaction) = self.transaction.take() else {
             return;
         };
+        // XFORWARD speaks for one transaction.
+        self.xforward = None;
         let message = std::mem::take(&mut self.message);
         let started = std::time::Instant::now();
+        let answers = if self.ctx.lmtp { transaction.envelope.recipients.len() } else { 1 };
         if too_large {
-            let reply = SmtpReply::new(
-                552,
-                "5.3.4",
-                format!("Message too large: the limit is {} bytes", self.ctx.limits.max_message_size),
-            );
-            tracing::info!(peer = %self.peer, "message over the size limit refused");
+            let reply = self.too_large_reply();
+            tracing::info!(peer = %self.peer_name, "message over the size limit refused");
             self.ctx
                 .pipeline
                 .log_unreceived(&transaction.envelope, &reply.to_string(), "message over the size limit")
                 .await;
-            self.ctx.metrics.transaction("too_large", reply.code, started.elapsed().as_secs_f64());
+            for _ in 0..answers {
+                self.ctx.metrics.transaction(self.ctx.lmtp, "too_large", reply.code, started.elapsed().as_secs_f64());
+                self.push(&reply);
+            }
+            return;
+        }
+        if !self.ctx.lmtp {
+            let disposition = self.ctx.pipeline.ingest(&transaction.envelope, &message).await;
+            let reply = self.answered(&disposition, started);
             self.push(&reply);
             return;
         }
-        let disposition = self.ctx.pipeline.ingest(&transaction.envelope, &message).await;
-        let reply = reply::for_disposition(&disposition);
+        for (recipient, envelope) in transaction.envelope.each_recipient() {
+            let disposition = self.ctx.pipeline.ingest(&envelope, &message).await;
+            let mut reply = self.answered(&disposition, started);
+            reply.text = format!("<{recipient}> {}", reply.text);
+            self.push(&reply);
+        }
+    }
+
+    /// The answer to a message's `disposition`, counted and logged.
+    fn answered(&mut self, disposition: &Disposition, started: std::time::Instant) -> SmtpReply {
+        let reply = reply::for_disposition(disposition);
         let outcome = disposition.label();
-        self.ctx.metrics.transaction(outcome, reply.code, started.elapsed().as_secs_f64());
+        self.ctx.metrics.transaction(self.ctx.lmtp, outcome, reply.code, started.elapsed().as_secs_f64());
         if let Some(live) = &self.live {
             live.progressed();
             if matches!(disposition, Disposition::Accepted { .. }) {
                 live.delivered.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        match &disposition {
+        match disposition {
             Disposition::Accepted { thread_id, message_id, duplicate, .. } => {
                 tracing::info!(thread_id, message_id, duplicate, "message accepted");
             }
@@ -673,12 +771,13 @@ impl Session {
                 tracing::info!(outcome = other.label(), reason, answer = %reply, "message not posted");
             }
         }
-        self.push(&reply);
+        reply
     }
 
     /// Ends the current transaction without DATA; records it when some
     /// recipient was refused, so that every refusal is in the inbound log.
     async fn end_transaction(&mut self) {
+        self.xforward = None;
         let Some(transaction) = self.transaction.take() else {
             return;
         };

@@ -128,7 +128,13 @@ async fn converse(ctx: Arc<SessionContext>, input: Vec<u8>, chunk: usize) -> Vec
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let peer = std::net::SocketAddr::from(([127, (n >> 16) as u8, (n >> 8) as u8, n as u8], 40000));
-    let session = tokio::spawn(run(server, peer, ctx, tokio_util::sync::CancellationToken::new(), None));
+    let session = tokio::spawn(run(
+        server,
+        mailgate::smtp::session::Peer::tcp(peer),
+        ctx,
+        tokio_util::sync::CancellationToken::new(),
+        None,
+    ));
     let (mut read, mut write) = tokio::io::split(client);
     let writer = tokio::spawn(async move {
         for piece in input.chunks(chunk.max(1)) {
@@ -185,6 +191,9 @@ fn the_smtp_session_answers_any_conversation_in_smtp() {
             metrics: Default::default(),
             bad_tokens: Default::default(),
             tls: None,
+            lmtp: false,
+            trusted_relays: Default::default(),
+            proxy_protocol_from: Default::default(),
         })
     });
     let mut runner =

@@ -17,6 +17,7 @@ mod held;
 mod hostile;
 mod originals;
 mod postgres;
+mod relay;
 mod replay;
 mod roundtrip;
 mod rules;

@@ -9,7 +9,8 @@ use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{MailFrom, RcptTo};
 
 impl Session {
-    /// `EHLO`: a new start, and the extensions we offer.
+    /// `EHLO` (and, on LMTP, `LHLO`): a new start, and the extensions we
+    /// offer (`XFORWARD` and `XCLIENT` to a trusted relay only).
     pub(super) async fn ehlo(&mut self, host: String) -> Flow {
         self.end_transaction().await;
         self.helo = Some(host);
@@ -21,8 +22,14 @@ impl Session {
             "ENHANCEDSTATUSCODES".to_owned(),
             "SMTPUTF8".to_owned(),
         ];
-        if self.ctx.tls.is_some() && !self.tls_active {
+        if self.ctx.tls.is_some() && !self.tls_active && !self.ctx.lmtp {
             lines.insert(1, "STARTTLS".to_owned());
+        }
+        if self.trusted {
+            lines.push("XFORWARD NAME ADDR PROTO HELO SOURCE".to_owned());
+            if !self.ctx.lmtp {
+                lines.push("XCLIENT NAME ADDR PROTO HELO".to_owned());
+            }
         }
         for (i, line) in lines.iter().enumerate() {
             let sep = if i + 1 == lines.len() { ' ' } else { '-' };
@@ -31,7 +38,7 @@ impl Session {
         Flow::Continue
     }
 
-    /// `HELO` (and `LHLO`): a new start, without extensions.
+    /// `HELO`: a new start, without extensions.
     pub(super) async fn helo(&mut self, host: String) -> Flow {
         self.end_transaction().await;
         self.helo = Some(host);
@@ -57,10 +64,15 @@ impl Session {
             return self.error(needs_smtputf8());
         }
         let envelope = Envelope {
-            peer: self.peer.to_string(),
+            peer: self.peer_name.clone(),
             peer_ip: Some(self.peer.ip()),
             helo: self.helo.clone(),
             mail_from: from.address,
+            relay: crate::pipeline::relayed::Relay {
+                trusted: self.trusted,
+                proxied: self.proxied,
+                told: self.xforward.clone().or_else(|| self.xclient.clone()),
+            },
             ..Envelope::default()
         };
         self.transaction = Some(Transaction { envelope, smtputf8 });
@@ -87,8 +99,14 @@ impl Session {
             Err(refusal) => refusal,
         };
         self.ctx.metrics.recipient_refused(refusal.label());
-        if matches!(&refusal, crate::pipeline::RcptRefusal::BadToken(e) if *e != crate::domain::TokenError::Expired) {
-            let wait = self.ctx.penalty(self.peer.ip());
+        // Guessing is slowed for the guesser: behind a relay, the client it
+        // named (a relay that names none is not slowed: that would slow all
+        // of its mail).
+        let guesser = (!self.trusted || self.xforward.is_some() || self.xclient.is_some()).then(|| self.client_ip());
+        if matches!(&refusal, crate::pipeline::RcptRefusal::BadToken(e) if *e != crate::domain::TokenError::Expired)
+            && let Some(guesser) = guesser
+        {
+            let wait = self.ctx.penalty(guesser);
             if !wait.is_zero() {
                 tracing::info!(peer = %self.peer, wait_ms = wait.as_millis() as u64, "bad reply token: slowing down");
                 tokio::time::sleep(wait).await;
@@ -112,9 +130,11 @@ impl Session {
         self.answer(SmtpReply::new(354, "2.0.0", "Start mail input; end with <CRLF>.<CRLF>"))
     }
 
-    /// `RSET`: the transaction is forgotten (and logged if it refused someone).
+    /// `RSET`: the transaction is forgotten (and logged if it refused
+    /// someone), and what XFORWARD said with it.
     pub(super) async fn rset(&mut self) -> Flow {
         self.end_transaction().await;
+        self.xforward = None;
         self.answer(SmtpReply::new(250, "2.0.0", "Reset OK"))
     }
 

@@ -1,0 +1,384 @@
+//! Behind the mail system a desk already has (issue 32): the LMTP listener
+//! (TCP and unix socket), XFORWARD and XCLIENT from trusted relays, the
+//! client read from a trusted relay's Received: field or a trusted
+//! verifier's Authentication-Results, the PROXY protocol, and what an
+//! untrusted peer's claims change (nothing).
+
+use crate::support::*;
+use mailgate::config::{Config, ListenAddr};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// The customer's domain sends only from 203.0.113.5 and rejects what
+/// fails DMARC.
+fn strict_customer_domain(config: &mut Config) {
+    config.auth.records.insert("acme.example".to_owned(), "v=spf1 ip4:203.0.113.5 -all".to_owned());
+    config.auth.records.insert("_dmarc.acme.example".to_owned(), "v=DMARC1; p=reject".to_owned());
+}
+
+fn trusting_loopback(config: &mut Config) {
+    strict_customer_domain(config);
+    config.auth.trusted_relays = mailgate::domain::Networks::parse(&["127.0.0.0/8".to_owned()]).unwrap();
+}
+
+fn with_lmtp(config: &mut Config) {
+    config.lmtp_listen = Some(ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()));
+}
+
+/// A line-based client for LMTP or SMTP on any stream.
+struct Client<S> {
+    stream: BufReader<S>,
+    greeting: String,
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
+    async fn new(stream: S) -> Self {
+        let mut client = Self { stream: BufReader::new(stream), greeting: String::new() };
+        client.greeting = client.reply().await;
+        client
+    }
+
+    /// One reply, all its lines; empty at EOF.
+    async fn reply(&mut self) -> String {
+        let mut reply = String::new();
+        loop {
+            let mut line = String::new();
+            let read = tokio::time::timeout(std::time::Duration::from_secs(20), self.stream.read_line(&mut line))
+                .await
+                .expect("a reply within 20 s")
+                .unwrap_or(0);
+            reply.push_str(&line);
+            if read == 0 || line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return reply;
+            }
+        }
+    }
+
+    async fn cmd(&mut self, line: &str) -> String {
+        self.stream.get_mut().write_all(format!("{line}\r\n").as_bytes()).await.unwrap();
+        self.reply().await
+    }
+
+    /// Sends the message after a `354`, and its final dot.
+    async fn data(&mut self, message: &str) -> String {
+        let go = self.cmd("DATA").await;
+        assert!(go.starts_with("354"), "{go}");
+        self.stream.get_mut().write_all(&dot_stuff(message)).await.unwrap();
+        self.stream.get_mut().write_all(b".\r\n").await.unwrap();
+        self.reply().await
+    }
+}
+
+async fn lmtp(app: &TestApp) -> Client<tokio::net::TcpStream> {
+    let addr = app.app.as_ref().unwrap().lmtp_addr.expect("an LMTP listener on TCP");
+    Client::new(tokio::net::TcpStream::connect(addr).await.unwrap()).await
+}
+
+async fn smtp(app: &TestApp) -> Client<tokio::net::TcpStream> {
+    Client::new(tokio::net::TcpStream::connect(app.smtp).await.unwrap()).await
+}
+
+/// The checks the inbound log recorded for the newest entry.
+async fn last_checks(app: &TestApp) -> String {
+    let (_, log) = app.get("/inbound-log?limit=1").await;
+    log[0]["auth"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn lmtp_answers_once_per_accepted_recipient_in_order_and_refuses_ehlo() {
+    let app = spawn_app_with(with_lmtp).await;
+    let (_, chat, note) = app.chat_with_note().await;
+    let mut client = lmtp(&app).await;
+    assert!(client.greeting.starts_with("220 ") && client.greeting.contains("LMTP"), "{}", client.greeting);
+    let ehlo = client.cmd("EHLO mx.desk.example").await;
+    assert!(ehlo.starts_with("500 5.5.1") && ehlo.contains("LHLO"), "{ehlo}");
+    assert!(client.cmd("HELO mx.desk.example").await.starts_with("500 5.5.1"));
+    let lhlo = client.cmd("LHLO mx.desk.example").await;
+    assert!(lhlo.starts_with("250-") && lhlo.contains("PIPELINING") && lhlo.contains("ENHANCEDSTATUSCODES"), "{lhlo}");
+    assert!(lhlo.contains("XFORWARD"), "an LMTP client is the desk's own mail server: {lhlo}");
+    assert!(client.cmd(&format!("MAIL FROM:<{OWNER}>")).await.starts_with("250"));
+    assert!(client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await.starts_with("250"));
+    assert!(client.cmd(&format!("RCPT TO:<support@{DOMAIN}>")).await.starts_with("250"));
+    let forged = client.cmd(&format!("RCPT TO:<reply+AAAAAAAAAAAAAAAAAAAAAAAAAAAA@{DOMAIN}>")).await;
+    assert!(forged.starts_with("550"), "refused at RCPT: {forged}");
+    let message = reply_mail(OWNER, &note.reply_address(), "Hello", "lmtp-1@acme.example", "", "Over LMTP");
+    let first = client.data(&message).await;
+    let second = client.reply().await;
+    assert!(first.starts_with("250 2.0.0 <reply+") && first.contains(&format!("chat #{chat}")), "{first}");
+    assert!(
+        second.starts_with(&format!("550 5.7.1 <support@{DOMAIN}>")) && second.contains("can not be started"),
+        "{second}"
+    );
+    // Exactly two: the next line answers the next command.
+    assert!(client.cmd("NOOP").await.starts_with("250 2.0.0 OK"));
+    let texts: Vec<String> = app
+        .messages(&format!("/chats/{chat}"))
+        .await
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(texts.iter().filter(|t| t.contains("Over LMTP")).count(), 1, "{texts:?}");
+    // SMTP does not speak LMTP's greeting.
+    let mut plain = smtp(&app).await;
+    assert!(plain.cmd("LHLO mx").await.starts_with("500 5.5.1"));
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("mailgate_lmtp_deliveries_total{outcome=\"accepted\",code=\"250\"} 1"), "{metrics}");
+    assert!(metrics.contains("mailgate_lmtp_deliveries_total{outcome=\"rejected\",code=\"550\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_pipelining_lmtp_client_gets_every_answer_without_waiting() {
+    let app = spawn_app_with(with_lmtp).await;
+    let (_, _, note) = app.chat_with_note().await;
+    let mut client = lmtp(&app).await;
+    client.cmd("LHLO mx.desk.example").await;
+    // Everything in one write, as Postfix's lmtp client pipelines it.
+    let message = reply_mail(OWNER, &note.reply_address(), "Hi", "lmtp-pipe@acme.example", "", "Pipelined");
+    let mut batch = format!("MAIL FROM:<{OWNER}>\r\n").into_bytes();
+    for _ in 0..5 {
+        batch.extend_from_slice(format!("RCPT TO:<{}>\r\n", note.reply_address()).as_bytes());
+    }
+    batch.extend_from_slice(format!("RCPT TO:<nobody@{DOMAIN}>\r\nDATA\r\n").as_bytes());
+    client.stream.get_mut().write_all(&batch).await.unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        answers.push(client.reply().await);
+    }
+    assert!(
+        answers[0].starts_with("250") && answers[6].starts_with("550") && answers[7].starts_with("354"),
+        "{answers:?}"
+    );
+    client.stream.get_mut().write_all(&dot_stuff(&message)).await.unwrap();
+    client.stream.get_mut().write_all(b".\r\nQUIT\r\n").await.unwrap();
+    let mut after = Vec::new();
+    for _ in 0..6 {
+        after.push(client.reply().await);
+    }
+    assert!(after[0].contains("Message added"), "{after:?}");
+    assert!(after[1..5].iter().all(|a| a.starts_with("250 2.0.0") && a.contains("already received")), "{after:?}");
+    assert!(after[5].starts_with("221"), "five answers, then QUIT's: {after:?}");
+}
+
+#[tokio::test]
+async fn a_storage_failure_after_data_is_451_for_every_recipient_and_a_retry_stores_once() {
+    let app = spawn_app_with(with_lmtp).await;
+    let (_, chat, note) = app.chat_with_note().await;
+    let mut client = lmtp(&app).await;
+    client.cmd("LHLO mx.desk.example").await;
+    client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+    client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await;
+    client.cmd(&format!("RCPT TO:<support@{DOMAIN}>")).await;
+    // The database starts failing between RCPT and the end of the message.
+    let (inject, heal) = if on_postgres() {
+        (
+            "CREATE FUNCTION injected_failure() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected'; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER injected BEFORE INSERT ON inbound_log FOR EACH ROW EXECUTE FUNCTION injected_failure()",
+            "DROP TRIGGER injected ON inbound_log",
+        )
+    } else {
+        (
+            "CREATE TRIGGER injected BEFORE INSERT ON inbound_log BEGIN SELECT RAISE(ABORT, 'injected'); END",
+            "DROP TRIGGER injected",
+        )
+    };
+    for statement in
+        inject.split("; CREATE").enumerate().map(|(i, s)| if i == 0 { s.to_owned() } else { format!("CREATE{s}") })
+    {
+        execute_sql(&app.database_url, &statement).await;
+    }
+    let message = reply_mail(OWNER, &note.reply_address(), "Hello", "lmtp-fail@acme.example", "", "Stored once");
+    let first = client.data(&message).await;
+    let second = client.reply().await;
+    assert!(first.starts_with("451 4.3.0"), "{first}");
+    assert!(second.starts_with("451 4.3.0"), "{second}");
+    execute_sql(&app.database_url, heal).await;
+    // The client retries the same bytes (twice, as after a lost answer).
+    for _ in 0..2 {
+        client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+        client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await;
+        let again = client.data(&message).await;
+        assert!(again.starts_with("250"), "{again}");
+    }
+    let stored = app.messages(&format!("/chats/{chat}")).await;
+    assert_eq!(stored.iter().filter(|m| m["text"].as_str().unwrap_or("").contains("Stored once")).count(), 1);
+}
+
+#[tokio::test]
+async fn lmtp_on_a_unix_socket_is_0660_replaces_a_stale_socket_and_is_removed_at_stop() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("lmtp.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists(), "a stale socket left by a process that died");
+    let path = socket.clone();
+    let app = spawn_app_with(move |config| {
+        trusting_loopback(config);
+        config.lmtp_listen = Some(ListenAddr::Unix(path));
+    })
+    .await;
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o660);
+    let (_, chat, note) = app.chat_with_note().await;
+    let mut client = Client::new(tokio::net::UnixStream::connect(&socket).await.unwrap()).await;
+    client.cmd("LHLO mx.desk.example").await;
+    client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+    client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await;
+    // Postfix's Received: the client it took the message from.
+    let received = "Received: from mail.acme.example (mail.acme.example [203.0.113.5])\r\n\tby mx.desk.example (Postfix) with ESMTPS id 4Q2x9\r\n\tfor <x>; Mon, 07 Dec 2026 10:00:00 +0000\r\n";
+    let message = format!(
+        "{received}{}",
+        reply_mail(OWNER, &note.reply_address(), "Hello", "unix-1@acme.example", "", "Through the socket")
+    );
+    let answer = client.data(&message).await;
+    assert!(answer.starts_with("250") && answer.contains(&format!("chat #{chat}")), "{answer}");
+    let checks = last_checks(&app).await;
+    assert!(
+        checks.contains("spf=pass") && checks.contains("dmarc=pass") && checks.contains("via=received"),
+        "{checks}"
+    );
+    let (_, entry) = app.get("/inbound-log?limit=1").await;
+    assert!(entry[0]["peer"].as_str().unwrap().starts_with("unix:"), "{entry}");
+    client.cmd("QUIT").await;
+    app.stop().await;
+    assert!(!socket.exists(), "the socket file is removed at a clean stop");
+}
+
+#[tokio::test]
+async fn a_trusted_relay_names_its_client_with_xforward() {
+    let app = spawn_app_with(trusting_loopback).await;
+    let (_, chat, note) = app.chat_with_note().await;
+    let mut client = smtp(&app).await;
+    let ehlo = client.cmd("EHLO mx.desk.example").await;
+    assert!(ehlo.contains("XFORWARD") && ehlo.contains("XCLIENT"), "{ehlo}");
+    // Judged against the relay itself (127.0.0.1), the customer's own domain refuses it.
+    client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+    client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await;
+    let refused = client
+        .data(&reply_mail(OWNER, &note.reply_address(), "Hi", "xf-0@acme.example", "", "Judged on the relay"))
+        .await;
+    assert!(refused.starts_with("550 5.7.1") && refused.contains("DMARC"), "{refused}");
+    for (addr, message_id, expected) in
+        [("203.0.113.5", "xf-1@acme.example", "250"), ("IPv6:2001:db8::66", "xf-2@acme.example", "550 5.7.1")]
+    {
+        assert!(client.cmd(&format!("XFORWARD NAME=mail.acme.example ADDR={addr}")).await.starts_with("250"));
+        assert!(client.cmd("XFORWARD HELO=mail.acme.example PROTO=ESMTP").await.starts_with("250"));
+        client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+        client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await;
+        let text = format!("Sent from {addr}");
+        let answer = client.data(&reply_mail(OWNER, &note.reply_address(), "Hi", message_id, "", &text)).await;
+        assert!(answer.starts_with(expected), "{addr}: {answer}");
+        let checks = last_checks(&app).await;
+        assert!(checks.contains("via=xforward"), "{checks}");
+    }
+    // XFORWARD speaks for one transaction: the next is judged on the relay again.
+    client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+    client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await;
+    let again =
+        client.data(&reply_mail(OWNER, &note.reply_address(), "Hi", "xf-3@acme.example", "", "No XFORWARD")).await;
+    assert!(again.starts_with("550 5.7.1"), "{again}");
+    assert!(client.cmd("XFORWARD ADDR").await.starts_with("501"));
+    client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+    assert!(client.cmd("XFORWARD ADDR=203.0.113.5").await.starts_with("503"), "not inside a transaction");
+    client.cmd("RSET").await;
+    // XCLIENT starts the session again as the client it names.
+    let restarted = client.cmd("XCLIENT ADDR=203.0.113.5 HELO=mail.acme.example NAME=mail.acme.example").await;
+    assert!(restarted.starts_with("220"), "{restarted}");
+    client.cmd("EHLO mx.desk.example").await;
+    client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+    client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await;
+    let answer =
+        client.data(&reply_mail(OWNER, &note.reply_address(), "Hi", "xc-1@acme.example", "", "Via XCLIENT")).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    assert!(last_checks(&app).await.contains("via=xclient"));
+    let texts: Vec<Value> = app.messages(&format!("/chats/{chat}")).await;
+    assert_eq!(texts.len(), 4, "Hello, Hi, and the two replies from the customer's server: {texts:?}");
+}
+
+#[tokio::test]
+async fn a_trusted_verifiers_authentication_results_are_believed_over_lmtp() {
+    let app = spawn_app_with(|config| {
+        strict_customer_domain(config);
+        with_lmtp(config);
+        config.auth.trusted_authserv_ids = vec!["mx.trusted.example".to_owned()];
+    })
+    .await;
+    let (_, chat, note) = app.chat_with_note().await;
+    let mut client = lmtp(&app).await;
+    client.cmd("LHLO mx.desk.example").await;
+    let send = |verifier: &'static str, id: &'static str| {
+        format!(
+            "Authentication-Results: {verifier};\r\n spf=pass (sender designated) smtp.mailfrom={OWNER}\r\n{}",
+            reply_mail(OWNER, &note.reply_address(), "Hi", id, "", &format!("Verified by {verifier}"))
+        )
+    };
+    for (verifier, id, expected) in
+        [("mx.trusted.example", "ar-1@acme.example", "250"), ("mx.forged.example", "ar-2@acme.example", "550 5.7.1")]
+    {
+        client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+        client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await;
+        let answer = client.data(&send(verifier, id)).await;
+        assert!(answer.starts_with(expected), "{verifier}: {answer}");
+    }
+    assert_eq!(app.messages(&format!("/chats/{chat}")).await.len(), 3);
+}
+
+#[tokio::test]
+async fn an_untrusted_peers_xforward_received_and_authentication_results_change_nothing() {
+    let app = spawn_app_with(|config| {
+        strict_customer_domain(config);
+        config.auth.trusted_authserv_ids = vec!["mx.google.com".to_owned()];
+    })
+    .await;
+    let (_, chat, note) = app.chat_with_note().await;
+    let mut client = smtp(&app).await;
+    let ehlo = client.cmd("EHLO attacker.example").await;
+    assert!(!ehlo.contains("XFORWARD") && !ehlo.contains("XCLIENT"), "{ehlo}");
+    let xforward = client.cmd("XFORWARD ADDR=203.0.113.5 HELO=mail.acme.example").await;
+    assert!(xforward.starts_with("550 5.7.0"), "{xforward}");
+    assert!(client.cmd("XCLIENT ADDR=203.0.113.5").await.starts_with("550 5.7.0"));
+    let forged = format!(
+        "Received: from mail.acme.example (mail.acme.example [203.0.113.5]) by mx.desk.example (Postfix) with ESMTPS id F\r\n\
+         Authentication-Results: mx.google.com; spf=pass smtp.mailfrom={OWNER}; dmarc=pass header.from=acme.example\r\n{}",
+        reply_mail(OWNER, &note.reply_address(), "Hi", "forged-1@acme.example", "", "Forged claims")
+    );
+    client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+    client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await;
+    let answer = client.data(&forged).await;
+    assert!(answer.starts_with("550 5.7.1") && answer.contains("DMARC"), "{answer}");
+    assert!(!last_checks(&app).await.contains("via="), "judged on the connection");
+    assert_eq!(app.messages(&format!("/chats/{chat}")).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_proxy_header_names_the_client() {
+    let app = spawn_app_with(|config| {
+        strict_customer_domain(config);
+        config.auth.proxy_protocol_from = mailgate::domain::Networks::parse(&["127.0.0.1".to_owned()]).unwrap();
+    })
+    .await;
+    let (_, chat, note) = app.chat_with_note().await;
+    let mut stream = tokio::net::TcpStream::connect(app.smtp).await.unwrap();
+    stream.write_all(b"PROXY TCP4 203.0.113.5 192.0.2.1 40000 25\r\n").await.unwrap();
+    let mut client = Client::new(stream).await;
+    assert!(client.greeting.starts_with("220"), "{}", client.greeting);
+    client.cmd("EHLO mail.acme.example").await;
+    client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+    client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await;
+    let answer =
+        client.data(&reply_mail(OWNER, &note.reply_address(), "Hi", "proxy-1@acme.example", "", "Proxied")).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    assert!(last_checks(&app).await.contains("via=proxy"));
+    let (_, entry) = app.get("/inbound-log?limit=1").await;
+    assert_eq!(entry[0]["peer"], "203.0.113.5:40000");
+    assert_eq!(app.messages(&format!("/chats/{chat}")).await.len(), 3);
+    // Without the header, a trusted proxy's connection is closed unanswered.
+    let mut bare = tokio::net::TcpStream::connect(app.smtp).await.unwrap();
+    bare.write_all(b"EHLO x\r\n").await.unwrap();
+    let mut said = String::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_string(&mut bare, &mut said),
+    )
+    .await;
+    assert_eq!(said, "", "no greeting to a connection that is not what the proxy promised");
+}
