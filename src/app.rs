@@ -444,6 +444,15 @@ impl Listeners {
     }
 }
 
+/// The pipeline as the server runs it, on an existing database, for a
+/// command that takes mail beside the server (`deliver`, `policy`).
+pub async fn open_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
+    require_existing_database(config)?;
+    let (store, signer) = open_store(config).await?;
+    let rules = Arc::new(LiveRules::new(load_rules(config.rules_file.as_deref())?));
+    pipeline_for(config, store, signer, config.domain.clone(), rules)
+}
+
 /// The pipeline as the server and the tools run it, on `domain`.
 fn pipeline_for(
     config: &Config,

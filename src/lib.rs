@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod console;
+pub mod deliver;
 pub mod domain;
 pub mod http;
 pub mod metrics;

@@ -41,6 +41,32 @@ enum Command {
         #[command(flatten)]
         config: Box<ConfigArgs>,
     },
+    /// Take one message from a pipe transport (Postfix pipe(8), Exim's pipe,
+    /// an alias) on standard input, and store it as the server would.
+    ///
+    /// The exit code is what the mail server reads (sysexits): 0 stored or
+    /// held, 67 unknown or invalid reply address, 77 refused by policy (a
+    /// new chat by email, DMARC, a sender who may not write there), 75 try
+    /// again later (also for a broken configuration, an unreachable
+    /// database or a crash). The reason is one line on stderr. Runs beside
+    /// a server on the same database. See docs/deployment.md.
+    Deliver {
+        /// The envelope sender (Postfix: ${sender}); empty for a bounce.
+        #[arg(long, value_name = "ADDR", allow_hyphen_values = true)]
+        sender: String,
+        /// The envelope recipient (Postfix: ${recipient}).
+        #[arg(long, value_name = "ADDR")]
+        recipient: String,
+        /// The client the mail server took the message from (Postfix:
+        /// ${client_address}); empty or `unknown` for none.
+        #[arg(long, value_name = "IP")]
+        client_address: Option<String>,
+        /// The name that client gave in HELO (Postfix: ${client_helo}).
+        #[arg(long, value_name = "NAME")]
+        client_helo: Option<String>,
+        #[command(flatten)]
+        config: ToolArgs,
+    },
     /// Show what the pipeline sees in one message, without storing anything.
     ///
     /// Prints from, to, subject, message_id, kind (human, auto_reply, bounce),
@@ -184,6 +210,9 @@ enum RulesCommand {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    if std::env::args_os().nth(1).is_some_and(|verb| verb == "deliver") {
+        return ExitCode::from(deliver_command());
+    }
     let cli = Cli::parse();
     mailgate::telemetry::init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -219,9 +248,77 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// `mailgate deliver`: whatever goes wrong, the exit code is one a mail
+/// server reads (never clap's 2, an error's 1 or a panic's 101, which it
+/// would take as a permanent failure and bounce), and stderr is one line.
+fn deliver_command() -> u8 {
+    use mailgate::deliver::{Outcome, PipeEnvelope};
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(|| {
+        let cli = match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(error) if !error.use_stderr() => {
+                let _ = error.print();
+                return Outcome { code: 0, line: String::new() };
+            }
+            Err(error) => {
+                let why = error.to_string();
+                let first = why.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+                return Outcome::temporary(&format!("mailgate deliver was called wrongly ({first})"));
+            }
+        };
+        let Command::Deliver { sender, recipient, client_address, client_helo, config } = cli.command else {
+            return Outcome::temporary("mailgate deliver was called wrongly");
+        };
+        mailgate::telemetry::init_with("off");
+        let known = |value: Option<String>| value.filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("unknown"));
+        let pipe = PipeEnvelope {
+            sender,
+            recipient,
+            client_address: known(client_address)
+                .and_then(|ip| ip.trim_start_matches("IPv6:").trim_matches(|c| c == '[' || c == ']').parse().ok()),
+            client_helo: known(client_helo),
+        };
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(deliver(pipe, config)),
+            Err(error) => Outcome::temporary(&format!("could not start: {error}")),
+        }
+    })
+    .unwrap_or_else(|_| Outcome::temporary("mailgate stopped on an internal error (please report it)"));
+    if !outcome.line.is_empty() {
+        eprintln!("{}", outcome.line);
+    }
+    outcome.code
+}
+
+/// Reads the message and delivers it (see [`deliver_command`]).
+async fn deliver(pipe: mailgate::deliver::PipeEnvelope, args: ToolArgs) -> mailgate::deliver::Outcome {
+    use mailgate::deliver::Outcome;
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(error) => return Outcome::temporary(&format!("the configuration is broken: {error:#}")),
+    };
+    let raw = match mailgate::deliver::read_message(&mut std::io::stdin().lock(), config.limits.max_message_size) {
+        Ok(raw) => raw,
+        Err(error) => return Outcome::temporary(&format!("reading the message failed: {error}")),
+    };
+    // A crash must cost no mail: the suite makes one here to show it.
+    if std::env::var("MAILGATE_FAULT_INJECT").is_ok_and(|fault| fault == "deliver-panic") {
+        panic!("injected by MAILGATE_FAULT_INJECT");
+    }
+    let opened = tokio::time::timeout(std::time::Duration::from_secs(30), mailgate::app::open_pipeline(&config)).await;
+    let pipeline = match opened {
+        Ok(Ok(pipeline)) => pipeline,
+        Ok(Err(error)) => return Outcome::temporary(&format!("the database could not be opened: {error:#}")),
+        Err(_) => return Outcome::temporary("the database did not answer within 30 s"),
+    };
+    mailgate::deliver::deliver(&pipeline, &config, &pipe, &raw).await
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve(*config).await,
+        Command::Deliver { .. } => unreachable!("mailgate deliver runs in deliver_command"),
         Command::Inspect { file, json, mail_from, rcpt, peer_ip, config } => {
             inspect(file, json, mail_from, rcpt, peer_ip, config).await
         }

@@ -44,6 +44,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// What became of a message.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `accepted`, `duplicate`, `dropped`, `held`, `rejected`, `temporary`.
+    pub outcome: String,
+}
+
 /// An answer of the policy service.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -92,6 +99,8 @@ pub struct Metrics {
     smtp_refused: Family<ReasonLabels, Counter>,
     /// Recipients refused at RCPT time, by why.
     recipients_refused: Family<ReasonLabels, Counter>,
+    /// Pipe deliveries (`mailgate deliver`), by outcome, as counted in the store.
+    pipe_deliveries: Family<OutcomeLabels, Counter>,
     /// The policy service's answers, by action and reason.
     policy_answers: Family<PolicyLabels, Counter>,
     held: Gauge,
@@ -122,6 +131,7 @@ impl Default for Metrics {
             smtp_refused: Family::default(),
             recipients_refused: Family::default(),
             policy_answers: Family::default(),
+            pipe_deliveries: Family::default(),
             held: Gauge::default(),
             outbox: Family::default(),
             oldest_pending_seconds: Gauge::default(),
@@ -146,6 +156,12 @@ impl Default for Metrics {
             "lmtp_deliveries",
             "LMTP deliveries (one per accepted recipient of a message), by outcome and reply code",
             metrics.lmtp_deliveries.clone(),
+        );
+        registry.register(
+            "pipe_deliveries",
+            "Messages handed in by `mailgate deliver` (a pipe transport), by outcome (accepted, duplicate, \
+             dropped, held, rejected, temporary)",
+            metrics.pipe_deliveries.clone(),
         );
         registry.register(
             "policy_answers",
@@ -278,6 +294,10 @@ impl Metrics {
     /// store and the workers' totals brought up to date first.
     pub async fn render(&self, store: &Store, outbound: &OutboundCounters) -> anyhow::Result<String> {
         let (held, by_status, oldest, bounces) = store.operator_gauges().await?;
+        for (key, count) in store.settings_with_prefix(crate::deliver::PIPE_COUNTS).await? {
+            let outcome = key.trim_start_matches(crate::deliver::PIPE_COUNTS).to_owned();
+            catch_up(&self.pipe_deliveries.get_or_create(&OutcomeLabels { outcome }), count.parse().unwrap_or(0));
+        }
         self.held.set(held);
         for status in crate::store::OutboxStatus::ALL.iter().map(|s| s.as_str()) {
             let count = by_status.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);

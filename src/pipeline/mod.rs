@@ -411,6 +411,11 @@ impl Pipeline {
         Some(auth.check(&client, &envelope.mail_from, raw).await)
     }
 
+    /// The store it writes to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The rules in force.
     pub fn rules(&self) -> std::sync::Arc<rules::RuleSet> {
         self.rules.current()

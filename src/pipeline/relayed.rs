@@ -33,6 +33,8 @@ pub enum ClientSource {
     AuthenticationResults,
     /// The `Received:` field a trusted relay added.
     Received,
+    /// The client the pipe command was given (`deliver --client-address`).
+    Pipe,
 }
 
 impl ClientSource {
@@ -45,6 +47,7 @@ impl ClientSource {
             Self::Xclient => "xclient",
             Self::AuthenticationResults => "authentication-results",
             Self::Received => "received",
+            Self::Pipe => "pipe",
         }
     }
 
@@ -56,6 +59,7 @@ impl ClientSource {
             "xclient" => "the client the trusted proxy named with XCLIENT",
             "authentication-results" => "the SPF verdict of a trusted Authentication-Results field",
             "received" => "the client in the Received: field a trusted relay added",
+            "pipe" => "the client the mail server named to the pipe command (--client-address)",
             _ => "the connection that delivered the message",
         }
     }

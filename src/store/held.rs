@@ -40,9 +40,27 @@ const HELD_COLUMNS: &str = "SELECT h.id, h.received_at, h.peer, h.helo, h.mail_f
 impl Store {
     /// Keeps a message for an admin, with its log entry and the message as
     /// it arrived, in one transaction. Returns the held item's id.
+    ///
+    /// The same bytes from the same envelope while an earlier copy still
+    /// waits (a sender's retry after a lost answer, or a pipe command run
+    /// again) are that item: nothing is added.
     pub async fn hold(&self, held: &NewHeld, log: &InboundLogEntry, original: &Original) -> StoreResult<i64> {
         let id = writing!(self, |db, w| {
             let mut tx = db.begin().await?;
+            let waiting: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM held_messages WHERE original = $1 AND status = $2 AND mail_from = $3 AND rcpt_to = $4 \
+                 ORDER BY id LIMIT 1",
+            )
+            .bind(&original.sha256)
+            .bind(super::HeldStatus::Held)
+            .bind(log.mail_from.as_deref().unwrap_or(""))
+            .bind(&log.rcpt_to)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(id) = waiting {
+                tx.commit().await?;
+                return Ok(id);
+            }
             w::insert_originals(&mut tx, &[original], now_ms()).await?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO held_messages (received_at, mail_from, rcpt_to, reason, raw, reason_code, original, \

@@ -33,6 +33,20 @@ impl Store {
         Ok(())
     }
 
+    /// Adds one to the count kept under `key` (for totals that commands
+    /// running beside the server keep, such as `deliver`'s).
+    pub async fn count_up(&self, key: &str) -> StoreResult<()> {
+        writing!(self, |db| sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, '1') ON CONFLICT (key) DO UPDATE \
+             SET value = CAST(CAST(settings.value AS BIGINT) + 1 AS TEXT)"
+        )
+        .bind(key)
+        .execute(db)
+        .await
+        .map(drop))?;
+        Ok(())
+    }
+
     /// Deletes the setting `key`, if it exists.
     pub async fn delete_setting(&self, key: &str) -> StoreResult<()> {
         writing!(self, |db| sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(db).await.map(drop))?;

@@ -16,6 +16,7 @@ mod fuzz;
 mod held;
 mod hostile;
 mod originals;
+mod pipe;
 mod postgres;
 mod relay;
 mod replay;
