@@ -50,6 +50,10 @@ async fn deliver(args: &[&str], message: &str, env: &[(&str, &str)]) -> (i32, St
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// One row of the exit-code table: what, the arguments, the message, the
+/// environment, the exit code and what stderr says.
+type Case = (&'static str, Vec<String>, String, Vec<(&'static str, &'static str)>, i32, &'static str);
+
 #[tokio::test]
 async fn deliver_exit_codes_are_what_a_mail_server_reads_and_a_retry_stores_once() {
     let app = spawn_app_with(strict).await;
@@ -68,7 +72,7 @@ async fn deliver_exit_codes_are_what_a_mail_server_reads_and_a_retry_stores_once
     };
     let mut stored = base(&reply_address);
     stored.extend(from_customer.map(str::to_owned));
-    let cases: Vec<(&str, Vec<String>, String, Vec<(&str, &str)>, i32, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("a genuine reply", stored.clone(), genuine.clone(), vec![], 0, "2.0.0 Message added to chat"),
         ("the same bytes again", stored.clone(), genuine.clone(), vec![], 0, "already received"),
         (
