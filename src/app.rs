@@ -31,6 +31,8 @@ pub struct App {
     pub smtp_addr: SocketAddr,
     /// Where the LMTP listener is bound, when it listens on TCP.
     pub lmtp_addr: Option<SocketAddr>,
+    /// Where the policy service is bound, when it listens on TCP.
+    pub policy_addr: Option<SocketAddr>,
     /// Where the HTTP API is bound.
     pub http_addr: SocketAddr,
     /// Where `GET /metrics` is served without a token, when configured.
@@ -173,6 +175,15 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         _ => None,
     };
     tasks.spawn(listener::serve(listeners.smtp, session_context(false), shutdown.clone(), tasks.clone()));
+    let policy_addr = listeners.policy.as_ref().and_then(crate::policy::PolicyListener::local_addr);
+    if let Some(policy) = listeners.policy {
+        let service = crate::policy::PolicyService {
+            pipeline: pipeline.clone(),
+            domain: config.domain.clone(),
+            metrics: Some(Arc::clone(&metrics)),
+        };
+        tasks.spawn(service.serve(policy, shutdown.clone(), tasks.clone()));
+    }
     match listeners.lmtp {
         Some(LmtpListener::Tcp(tcp)) => {
             tasks.spawn(listener::serve(tcp, lmtp_ctx, shutdown.clone(), tasks.clone()));
@@ -259,6 +270,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     Ok(App {
         smtp_addr,
         lmtp_addr,
+        policy_addr,
         http_addr,
         metrics_addr,
         generated_api_token,
@@ -377,6 +389,7 @@ fn load_renderer(config: &Config) -> anyhow::Result<Arc<Renderer>> {
 struct Listeners {
     smtp: TcpListener,
     lmtp: Option<LmtpListener>,
+    policy: Option<crate::policy::PolicyListener>,
     http: TcpListener,
     metrics: Option<TcpListener>,
 }
@@ -425,6 +438,10 @@ impl Listeners {
                 Some(LmtpListener::Unix(bind_unix_socket(path, "lmtp_listen")?, path.clone()))
             }
         };
+        let policy = match &config.policy_listen {
+            Some(addr) => Some(crate::policy::PolicyListener::bind(addr).await?),
+            None => None,
+        };
         let http = TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("binding HTTP listener to {}", config.http_listen))?;
@@ -434,7 +451,7 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Self { smtp, lmtp, http, metrics })
+        Ok(Self { smtp, lmtp, policy, http, metrics })
     }
 
     /// The addresses bound (a port 0 became a real port).

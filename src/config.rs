@@ -81,6 +81,10 @@ pub struct ConfigArgs {
     /// on `HOST:PORT` or `unix:/path/to/socket` [default: no LMTP listener].
     #[arg(long, env = "MAILGATE_LMTP_LISTEN", value_name = "ADDR")]
     pub lmtp_listen: Option<String>,
+    /// Also answer Postfix's policy requests (check_policy_service) on
+    /// `HOST:PORT` or `unix:/path/to/socket` [default: no policy service].
+    #[arg(long, env = "MAILGATE_POLICY_LISTEN", value_name = "ADDR")]
+    pub policy_listen: Option<String>,
     /// Address the HTTP API binds to [default: 127.0.0.1:8080].
     #[arg(long, env = "MAILGATE_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<String>,
@@ -141,6 +145,7 @@ struct RawConfig {
     database_url: Option<String>,
     smtp_listen: Option<String>,
     lmtp_listen: Option<String>,
+    policy_listen: Option<String>,
     http_listen: Option<String>,
     metrics_listen: Option<String>,
     domain: Option<String>,
@@ -472,6 +477,8 @@ pub struct Config {
     pub smtp_listen: SocketAddr,
     /// Where LMTP is taken, when it is.
     pub lmtp_listen: Option<ListenAddr>,
+    /// Where the Postfix policy service answers, when it does.
+    pub policy_listen: Option<ListenAddr>,
     /// HTTP API address; port 0 picks a free port (tests).
     pub http_listen: SocketAddr,
     /// Where `GET /metrics` is also served without a token, if anywhere.
@@ -582,6 +589,12 @@ impl ConfigArgs {
         };
         let lmtp_listen =
             args.lmtp_listen.clone().or(raw.lmtp_listen).map(|text| ListenAddr::lmtp(&text)).transpose()?;
+        let policy_listen = args
+            .policy_listen
+            .clone()
+            .or(raw.policy_listen)
+            .map(|text| ListenAddr::parse("policy_listen", &text))
+            .transpose()?;
         let http_listen = match args.http_listen.clone().or(raw.http_listen) {
             Some(text) => parse_addr("http_listen", &text)?,
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -624,6 +637,7 @@ impl ConfigArgs {
             database_url,
             smtp_listen,
             lmtp_listen,
+            policy_listen,
             http_listen,
             metrics_listen,
             trusted_proxies: match &raw.trusted_proxies {
@@ -839,6 +853,7 @@ impl Config {
             database_url: format!("sqlite://{}", data_dir.join("mailgate.db").display()),
             smtp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             lmtp_listen: None,
+            policy_listen: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: None,
             trusted_proxies: crate::http::throttle::TrustedProxies::default(),

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod notify;
 pub mod outbound;
 pub mod pipeline;
+pub mod policy;
 pub mod rules;
 pub mod smtp;
 pub mod store;

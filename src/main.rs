@@ -67,6 +67,20 @@ enum Command {
         #[command(flatten)]
         config: ToolArgs,
     },
+    /// Answer Postfix's policy requests (check_policy_service) so that
+    /// Postfix refuses at RCPT time what mailgate would refuse.
+    ///
+    /// REJECT for an unknown or forged reply address (and for mail to the
+    /// support address from a sender the directory does not know),
+    /// DEFER_IF_PERMIT when the database cannot be asked, DUNNO otherwise.
+    /// `serve --policy-listen` runs the same service inside the server.
+    Policy {
+        /// `HOST:PORT` or `unix:/path/to/socket`.
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        #[command(flatten)]
+        config: ToolArgs,
+    },
     /// Show what the pipeline sees in one message, without storing anything.
     ///
     /// Prints from, to, subject, message_id, kind (human, auto_reply, bounce),
@@ -319,6 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve(*config).await,
         Command::Deliver { .. } => unreachable!("mailgate deliver runs in deliver_command"),
+        Command::Policy { listen, config } => policy(listen, config).await,
         Command::Inspect { file, json, mail_from, rcpt, peer_ip, config } => {
             inspect(file, json, mail_from, rcpt, peer_ip, config).await
         }
@@ -333,6 +348,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain { what, config } => review::explain(what, config).await,
         Command::Replay { what, config } => review::replay(what, config).await,
     }
+}
+
+async fn policy(listen: String, args: ToolArgs) -> anyhow::Result<ExitCode> {
+    let config = args.load()?;
+    let addr = mailgate::config::ListenAddr::parse("--listen", &listen)?;
+    let stop = StopSignals::register();
+    let pipeline = mailgate::app::open_pipeline(&config).await?;
+    let listener = mailgate::policy::PolicyListener::bind(&addr).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let service = mailgate::policy::PolicyService { pipeline, domain: config.domain.clone(), metrics: None };
+    tasks.spawn(service.serve(listener, shutdown.clone(), tasks.clone()));
+    tracing::info!(listen = %addr, domain = %config.domain, "mailgate policy service started");
+    stop.wait().await;
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(args: ConfigArgs) -> anyhow::Result<ExitCode> {

@@ -382,3 +382,57 @@ async fn a_trusted_proxys_proxy_header_names_the_client() {
     .await;
     assert_eq!(said, "", "no greeting to a connection that is not what the proxy promised");
 }
+
+/// Asks the policy service one question, as Postfix does.
+async fn ask(client: &mut BufReader<tokio::net::TcpStream>, state: &str, sender: &str, recipient: &str) -> String {
+    let request = format!(
+        "request=smtpd_access_policy\nprotocol_state={state}\nprotocol_name=ESMTP\nclient_address=203.0.113.5\n\
+         helo_name=mail.acme.example\nsender={sender}\nrecipient={recipient}\ninstance=1a2b.3c\n\n"
+    );
+    client.get_mut().write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    client.read_line(&mut answer).await.unwrap();
+    let mut blank = String::new();
+    client.read_line(&mut blank).await.unwrap();
+    assert_eq!(blank, "\n", "each answer ends with an empty line");
+    answer.trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn the_policy_service_refuses_at_rcpt_what_mailgate_would_refuse() {
+    let app =
+        spawn_app_with(|config| config.policy_listen = Some(ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))).await;
+    let (_, _, note) = app.chat_with_note().await;
+    let addr = app.app.as_ref().unwrap().policy_addr.unwrap();
+    let mut client = BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let support = format!("support@{DOMAIN}");
+    let forged = format!("reply+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA@{DOMAIN}");
+    let cases = [
+        ("RCPT", OWNER, note.reply_address(), "action=DUNNO"),
+        ("RCPT", OWNER, forged.clone(), "action=REJECT 5.1.1"),
+        ("RCPT", OWNER, format!("nobody@{DOMAIN}"), "action=REJECT 5.1.1"),
+        ("RCPT", OWNER, "someone@elsewhere.example".to_owned(), "action=REJECT 5.7.1 Relay denied"),
+        ("RCPT", "stranger@unknown.example", support.clone(), "action=REJECT 5.7.1 A chat can not be started by email"),
+        ("RCPT", OWNER, support.clone(), "action=DUNNO"),
+        ("RCPT", "", support.clone(), "action=DUNNO"),
+        ("DATA", OWNER, forged.clone(), "action=DUNNO"),
+    ];
+    for (state, sender, recipient, expected) in cases {
+        let answer = ask(&mut client, state, sender, &recipient).await;
+        assert!(answer.starts_with(expected), "{state} {sender} → {recipient}: {answer}");
+        assert!(!answer.contains('\r'), "{answer}");
+    }
+    // The database cannot be asked: Postfix is told to try later, never to refuse.
+    execute_sql(&app.database_url, "ALTER TABLE threads RENAME TO threads_away").await;
+    let answer = ask(&mut client, "RCPT", OWNER, &note.reply_address()).await;
+    execute_sql(&app.database_url, "ALTER TABLE threads_away RENAME TO threads").await;
+    assert!(answer.starts_with("action=DEFER_IF_PERMIT 4.3.0"), "{answer}");
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("mailgate_policy_answers_total{action=\"reject\",reason=\"bad_token\"} 1"), "{metrics}");
+    assert!(metrics.contains("mailgate_policy_answers_total{action=\"reject\",reason=\"new_chat\"} 1"), "{metrics}");
+    // A request past the limits ends the connection; nothing else changes.
+    client.get_mut().write_all(format!("recipient={}\n\n", "x".repeat(10_000)).as_bytes()).await.unwrap();
+    let mut rest = String::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), client.read_line(&mut rest)).await;
+    assert_eq!(rest, "");
+}
