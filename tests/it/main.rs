@@ -17,6 +17,7 @@ mod held;
 mod hostile;
 mod originals;
 mod pipe;
+mod postfix;
 mod postgres;
 mod relay;
 mod replay;
