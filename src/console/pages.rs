@@ -143,7 +143,13 @@ pub(crate) async fn log_entry(State(state): Shared, session: Session, Path(id): 
         }
         None => context! {},
     };
-    Ok(session.page("log_entry.html", context! { title => format!("Inbound log entry {id}"), entry, kept, ..detail }))
+    let checked_for = crate::pipeline::authenticate::AuthResults::from_summary(&entry.auth).map(|auth| {
+        crate::pipeline::relayed::ClientSource::describe(if auth.via.is_empty() { "connection" } else { &auth.via })
+    });
+    Ok(session.page(
+        "log_entry.html",
+        context! { title => format!("Inbound log entry {id}"), entry, kept, checked_for, ..detail },
+    ))
 }
 
 /// `GET /admin/log/{id}/raw`: a transaction's mail as it arrived, to download.

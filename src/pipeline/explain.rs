@@ -126,7 +126,9 @@ impl Pipeline {
             },
             authentication: match recorded.auth.as_str() {
                 "" => "not checked at receipt".to_owned(),
-                summary => summary.to_owned(),
+                summary => {
+                    format!("{summary}; judged for {}", super::relayed::ClientSource::describe(&via_of(summary)))
+                }
             },
             refused_recipients: envelope.refused.iter().map(|(a, why)| format!("{a}: {why}")).collect(),
             threading,
@@ -216,4 +218,12 @@ impl Pipeline {
             Authorization::Denied(reason) => format!("denied: {reason} ({label})"),
         })
     }
+}
+
+/// Where recorded checks' client came from (`connection` when not said).
+fn via_of(summary: &str) -> String {
+    AuthResults::from_summary(summary)
+        .map(|a| a.via)
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "connection".to_owned())
 }

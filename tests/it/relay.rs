@@ -270,6 +270,14 @@ async fn a_trusted_relay_names_its_client_with_xforward() {
         let checks = last_checks(&app).await;
         assert!(checks.contains("via=xforward"), "{checks}");
     }
+    // explain says where the checks' client came from.
+    let stored = app.messages(&format!("/chats/{chat}")).await;
+    let id = stored.iter().find(|m| m["text"].as_str().unwrap_or("").contains("203.0.113.5")).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let out = tokio::process::Command::from(app.command(&["explain", &id.to_string()])).output().await.unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("judged for the client the trusted relay named with XFORWARD"), "{out}");
     // XFORWARD speaks for one transaction: the next is judged on the relay again.
     client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
     client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await;
