@@ -1,9 +1,10 @@
-//! A real Postfix in front of mailgate (issue 32), configured as
-//! docs/deployment.md says: LMTP over a unix socket with the policy service,
-//! SMTP through Postfix's before-queue proxy with XFORWARD, and pipe(8) to
-//! `mailgate deliver`. Postfix runs from a throw-away folder on free ports
-//! (scripts/test installs Debian's postfix when missing); customers' mail
-//! comes from 127.0.0.2 (the address the customer's SPF names) or 127.0.0.3.
+//! A real Postfix in front of mailgate (issue 32), configured with the
+//! blocks of docs/deployment.md, read from the page: LMTP over a unix socket
+//! with the policy service, SMTP through Postfix's before-queue proxy and
+//! after its queue with XFORWARD, and pipe(8) to `mailgate deliver`. Postfix
+//! runs from a throw-away folder on free ports (scripts/test installs
+//! Debian's postfix when missing); customers' mail comes from 127.0.0.2 (the
+//! address the customer's SPF names) or 127.0.0.3.
 
 use crate::support::*;
 use mailgate::config::ListenAddr;
@@ -50,17 +51,19 @@ impl Postfix {
             "compatibility_level = 3.6\nqueue_directory = {root}/queue\ndata_directory = {root}/data\n\
              mail_owner = postfix\nsetgid_group = postdrop\nmyhostname = mx.desk.example\nmydomain = desk.example\n\
              myorigin = desk.example\nmydestination =\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n\
-             mynetworks = 127.0.0.1/32\nrelay_domains = {DOMAIN}\nmaillog_file = {root}/maillog\n\
+             mynetworks = 127.0.0.1/32\nmaillog_file = {root}/maillog\n\
              maillog_file_prefixes = {root}\nsmtp_host_lookup = native\nlmtp_host_lookup = native\n\
              alias_maps =\nalias_database =\nsmtpd_banner = $myhostname ESMTP\n\
              bounce_queue_lifetime = 0\nmaximal_queue_lifetime = 1h\n{main}\n"
         );
         std::fs::write(dir.path().join("main.cf"), main_cf).unwrap();
-        std::fs::write(
-            dir.path().join("master.cf"),
-            format!("127.0.0.1:{port} inet n - n - - smtpd\n{MASTER_CF}{master}\n"),
-        )
-        .unwrap();
+        // The guide's own smtpd, when it has one, listens here instead.
+        let smtpd = match master.contains(GUIDE_SMTPD) {
+            true => String::new(),
+            false => format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
+        };
+        let master = master.replace(GUIDE_SMTPD, &format!("127.0.0.1:{port}"));
+        std::fs::write(dir.path().join("master.cf"), format!("{smtpd}{MASTER_CF}{master}\n")).unwrap();
         let status = tokio::process::Command::new("postfix")
             .args(["-c", &root, "start"])
             .status()
@@ -143,6 +146,41 @@ fn chown(path: &Path, user: &str, group: &str) {
     assert!(status.success());
 }
 
+/// The address of the guide's own smtpd (the reply domain's MX).
+const GUIDE_SMTPD: &str = "192.0.2.25:smtp";
+
+/// What the guide's blocks name, and what stands for it here.
+#[derive(Default)]
+struct Here {
+    lmtp: String,
+    policy: String,
+    smtp: String,
+    binary: String,
+    config: String,
+}
+
+/// The block of docs/deployment.md whose first line is `title`, made to run
+/// here: the guide's domain, sockets, ports and paths replaced by the test's.
+fn guide(title: &str, here: &Here) -> String {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deployment.md")).unwrap();
+    let block = page
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .filter_map(|block| block.split_once('\n').map(|(_, body)| body))
+        .find(|body| body.lines().next() == Some(title))
+        .unwrap_or_else(|| panic!("docs/deployment.md has no block starting {title:?}"));
+    block
+        .replace("support.example.com", DOMAIN)
+        .replace("/run/mailgate/lmtp.sock", &here.lmtp)
+        .replace("/run/mailgate/policy.sock", &here.policy)
+        .replace("[127.0.0.1]:2525", &here.smtp.replace("127.0.0.1:", "[127.0.0.1]:"))
+        .replace("127.0.0.1:2525", &here.smtp)
+        .replace("/usr/bin/mailgate", &here.binary)
+        .replace("/etc/mailgate/mailgate.toml", &here.config)
+        .replace("user=mailgate", "user=nobody")
+}
+
 /// Postfix's own services (Debian's master.cf, nothing chrooted).
 const MASTER_CF: &str = "\
 pickup    unix  n       -       n       60      1       pickup
@@ -181,7 +219,7 @@ fn socket_for_postfix(path: &Path) {
 }
 
 /// The newest inbound-log entry about `message_id`.
-async fn logged(app: &TestApp, message_id: &str) -> serde_json::Value {
+async fn logged(app: &TestApp, message_id: &str, postfix: &Postfix) -> serde_json::Value {
     for _ in 0..300 {
         let (_, log) = app.get("/inbound-log?limit=20").await;
         if let Some(entry) = log.as_array().unwrap().iter().find(|e| e["message_id"] == message_id) {
@@ -189,7 +227,7 @@ async fn logged(app: &TestApp, message_id: &str) -> serde_json::Value {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{message_id} never reached mailgate");
+    panic!("{message_id} never reached mailgate; Postfix's log:\n{}", postfix.log());
 }
 
 #[tokio::test]
@@ -205,22 +243,14 @@ async fn behind_postfix_over_lmtp_with_the_policy_service() {
     .await;
     socket_for_postfix(&lmtp);
     socket_for_postfix(&policy);
-    let postfix = Postfix::start(
-        &format!(
-            "transport_maps = inline:{{ {DOMAIN}=lmtp:unix:{} }}\nlmtp_send_xforward_command = yes\n\
-             smtpd_recipient_restrictions = reject_unauth_destination, check_policy_service unix:{}\n",
-            lmtp.display(),
-            policy.display()
-        ),
-        "",
-    )
-    .await;
+    let here = Here { lmtp: lmtp.display().to_string(), policy: policy.display().to_string(), ..Here::default() };
+    let postfix = Postfix::start(&guide("# /etc/postfix/main.cf (LMTP)", &here), "").await;
     let (_, chat, note) = app.chat_with_note().await;
     let to = note.reply_address();
     let genuine = reply_mail(OWNER, &to, "Hello", "pf-lmtp-1@acme.example", "", "Through Postfix and LMTP");
     let replies = postfix.send(CUSTOMER_SERVER, OWNER, &to, &genuine).await;
     assert!(replies[5].starts_with("250"), "{replies:?}");
-    let entry = logged(&app, "pf-lmtp-1@acme.example").await;
+    let entry = logged(&app, "pf-lmtp-1@acme.example", &postfix).await;
     let checks = entry["auth"].as_str().unwrap();
     assert!(checks.contains("spf=pass") && checks.contains("dmarc=pass"), "{entry}");
     assert_eq!(entry["decision"], "accepted", "{entry}");
@@ -235,7 +265,7 @@ async fn behind_postfix_over_lmtp_with_the_policy_service() {
     postfix.send(ELSEWHERE, OWNER, &to, &forged).await;
     let refused = postfix.wait_for_log("said: 550 5.7.1").await;
     assert!(refused.contains("DMARC") && refused.contains("in reply to end of DATA command"), "{refused}");
-    assert_eq!(logged(&app, "pf-lmtp-2@acme.example").await["decision"], "rejected");
+    assert_eq!(logged(&app, "pf-lmtp-2@acme.example", &postfix).await["decision"], "rejected");
     // A forged reply address never reaches mailgate: Postfix refuses it at RCPT.
     let bad = format!("reply+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA@{DOMAIN}");
     let replies = postfix.send(CUSTOMER_SERVER, OWNER, &bad, &genuine).await;
@@ -245,14 +275,20 @@ async fn behind_postfix_over_lmtp_with_the_policy_service() {
 }
 
 #[tokio::test]
-async fn behind_postfix_over_smtp_with_xforward_refusals_stay_in_the_conversation() {
-    let app = spawn_app_with(behind_postfix).await;
+async fn behind_postfix_over_smtp_before_the_queue_refusals_stay_in_the_conversation() {
+    let sockets = open_folder();
+    let policy = sockets.path().join("policy.sock");
+    let p = policy.clone();
+    let app = spawn_app_with(move |config| {
+        behind_postfix(config);
+        config.policy_listen = Some(ListenAddr::Unix(p));
+    })
+    .await;
+    socket_for_postfix(&policy);
+    let here = Here { policy: policy.display().to_string(), smtp: app.smtp.to_string(), ..Here::default() };
     let postfix = Postfix::start(
-        &format!(
-            "smtpd_proxy_filter = 127.0.0.1:{}\nsmtpd_recipient_restrictions = reject_unauth_destination\n",
-            app.smtp.port()
-        ),
-        "",
+        &guide("# /etc/postfix/main.cf (SMTP, before the queue)", &here),
+        &guide("# /etc/postfix/master.cf (SMTP, before the queue)", &here),
     )
     .await;
     let (_, chat, note) = app.chat_with_note().await;
@@ -260,7 +296,7 @@ async fn behind_postfix_over_smtp_with_xforward_refusals_stay_in_the_conversatio
     let genuine = reply_mail(OWNER, &to, "Hello", "pf-smtp-1@acme.example", "", "Through Postfix over SMTP");
     let replies = postfix.send(CUSTOMER_SERVER, OWNER, &to, &genuine).await;
     assert!(replies[5].starts_with("250") && replies[5].contains("Message added"), "{replies:?}");
-    let entry = logged(&app, "pf-smtp-1@acme.example").await;
+    let entry = logged(&app, "pf-smtp-1@acme.example", &postfix).await;
     let checks = entry["auth"].as_str().unwrap();
     assert!(checks.contains("spf=pass") && checks.contains("dmarc=pass") && checks.contains("via=xforward"), "{entry}");
     assert_eq!(app.messages(&format!("/chats/{chat}")).await.len(), 3);
@@ -269,7 +305,28 @@ async fn behind_postfix_over_smtp_with_xforward_refusals_stay_in_the_conversatio
     let replies = postfix.send(ELSEWHERE, OWNER, &to, &forged).await;
     assert!(replies[5].starts_with("550 5.7.1") && replies[5].contains("DMARC"), "{replies:?}");
     postfix.wait_for_log("proxy-reject: END-OF-MESSAGE").await;
-    assert!(!postfix.log().contains("status=bounced"), "a refusal, no bounce: {}", postfix.log());
+    // And a forged reply address is refused at RCPT by the policy service.
+    let bad = format!("reply+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA@{DOMAIN}");
+    let replies = postfix.send(CUSTOMER_SERVER, OWNER, &bad, &genuine).await;
+    assert!(replies[3].starts_with("5") && replies[3].contains("5.1.1"), "{replies:?}");
+    assert!(!postfix.log().contains("status=bounced"), "refusals, no bounce: {}", postfix.log());
+}
+
+#[tokio::test]
+async fn behind_postfix_over_smtp_after_the_queue_with_xforward() {
+    let app = spawn_app_with(behind_postfix).await;
+    let here = Here { smtp: app.smtp.to_string(), ..Here::default() };
+    let postfix = Postfix::start(&guide("# /etc/postfix/main.cf (SMTP, after the queue)", &here), "").await;
+    let (_, chat, note) = app.chat_with_note().await;
+    let to = note.reply_address();
+    let genuine = reply_mail(OWNER, &to, "Hello", "pf-relay-1@acme.example", "", "Relayed after the queue");
+    let replies = postfix.send(CUSTOMER_SERVER, OWNER, &to, &genuine).await;
+    assert!(replies[5].starts_with("250"), "{replies:?}");
+    let entry = logged(&app, "pf-relay-1@acme.example", &postfix).await;
+    let checks = entry["auth"].as_str().unwrap();
+    assert!(checks.contains("dmarc=pass") && checks.contains("via=xforward"), "{entry}");
+    postfix.wait_for_log("status=sent").await;
+    assert_eq!(app.messages(&format!("/chats/{chat}")).await.len(), 3);
 }
 
 #[tokio::test]
@@ -296,14 +353,10 @@ async fn behind_postfix_through_a_pipe_to_mailgate_deliver() {
     )
     .unwrap();
     let binary: PathBuf = env!("CARGO_BIN_EXE_mailgate").into();
+    let here = Here { binary: binary.display().to_string(), config: config.display().to_string(), ..Here::default() };
     let postfix = Postfix::start(
-        &format!("transport_maps = inline:{{ {DOMAIN}=mailgate: }}\nmailgate_destination_recipient_limit = 1\n"),
-        &format!(
-            "mailgate  unix  -       n       n       -       -       pipe\n  flags=Rq user=nobody argv={} deliver --config {} \
-             --sender ${{sender}} --recipient ${{recipient}} --client-address ${{client_address}} --client-helo ${{client_helo}}",
-            binary.display(),
-            config.display()
-        ),
+        &guide("# /etc/postfix/main.cf (pipe)", &here),
+        &guide("# /etc/postfix/master.cf (pipe)", &here),
     )
     .await;
     let (_, chat, note) = app.chat_with_note().await;
@@ -311,7 +364,7 @@ async fn behind_postfix_through_a_pipe_to_mailgate_deliver() {
     let genuine = reply_mail(OWNER, &to, "Hello", "pf-pipe-1@acme.example", "", "Through Postfix and a pipe");
     let replies = postfix.send(CUSTOMER_SERVER, OWNER, &to, &genuine).await;
     assert!(replies[5].starts_with("250"), "{replies:?}");
-    let entry = logged(&app, "pf-pipe-1@acme.example").await;
+    let entry = logged(&app, "pf-pipe-1@acme.example", &postfix).await;
     assert!(entry["auth"].as_str().unwrap().contains("dmarc=pass"), "{entry}\n{}", postfix.log());
     postfix.wait_for_log("status=sent (delivered via mailgate service").await;
     assert!(
