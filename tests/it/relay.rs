@@ -444,3 +444,33 @@ async fn the_policy_service_refuses_at_rcpt_what_mailgate_would_refuse() {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), client.read_line(&mut rest)).await;
     assert_eq!(rest, "");
 }
+
+#[test]
+fn lmtp_on_port_25_and_a_broken_relay_list_stop_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+            .arg("serve")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = run(&["--lmtp-listen", "127.0.0.1:25"]);
+    assert!(said.contains("lmtp_listen") && said.contains("RFC 2033"), "{said}");
+    let said = run(&["--lmtp-listen", "unix:"]);
+    assert!(said.contains("lmtp_listen") && said.contains("unix:/path/to/socket"), "{said}");
+    for (key, value) in [
+        ("trusted_relays", "[\"10.0.0.0/33\"]"),
+        ("trusted_proxies", "[\"proxy.example\"]"),
+        ("trusted_authserv_ids", "[\"mx google\"]"),
+    ] {
+        let file = dir.path().join("broken.toml");
+        std::fs::write(&file, format!("[auth]\n{key} = {value}\n")).unwrap();
+        let said = run(&["--config", file.to_str().unwrap()]);
+        assert!(said.contains(&format!("auth.{key}")), "{key}: {said}");
+    }
+}
