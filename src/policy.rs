@@ -196,7 +196,7 @@ impl PolicyListener {
                     .with_context(|| format!("binding the policy service to {addr}"))?,
             ),
             crate::config::ListenAddr::Unix(path) => {
-                Self::Unix(crate::app::bind_unix_socket(path, "policy_listen")?, path.clone())
+                Self::Unix(crate::smtp::listener::bind_unix_socket(path, "policy_listen")?, path.clone())
             }
         })
     }

@@ -90,6 +90,31 @@ pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>, shutdown: Ca
     }
 }
 
+/// Binds a unix socket at `path` with mode 0660 (the mail server's group
+/// may connect): a stale socket left by a process that died is replaced;
+/// any other file there, or a live socket, stops the start.
+pub fn bind_unix_socket(path: &std::path::Path, what: &str) -> anyhow::Result<tokio::net::UnixListener> {
+    use anyhow::Context;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            anyhow::bail!("{what}: {} exists and is not a socket; remove it or choose another path", path.display());
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("{what}: another process listens on {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("{what}: removing the stale socket {}", path.display()))?;
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("{what}: creating {}", parent.display()))?;
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).with_context(|| format!("{what}: binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("{what}: setting the mode of {}", path.display()))?;
+    Ok(listener)
+}
+
 /// Takes connections on the unix socket at `path` (LMTP from a mail server
 /// on this host) until `shutdown`; every client is this host, so only the
 /// global cap applies.
