@@ -6,7 +6,8 @@
 //! receiver that does no work at all (Postfix's `smtp-sink`) with the same load
 //! in the same run.
 //!
-//! `cargo bench --bench smtp [-- [--backend sqlite|postgres] [--size 2|50] [--repeat N] [CONNECTIONS...]]`
+//! `cargo bench --bench smtp [-- [--backend sqlite|postgres] [--size 2|50] [--repeat N] [--lmtp] [CONNECTIONS...]]`
+//! (`--lmtp`: the same server also takes the load over LMTP, reported beside SMTP)
 //! (default: both backends, 2 KB and 50 KB replies, 1 10 50 connections, each
 //! measured once; with `--repeat N`, N rounds of mailgate then smtp-sink per
 //! level and the median of their ratios).
@@ -104,6 +105,7 @@ async fn drive(
     duration: Duration,
     senders: &[(String, String)],
     size_kb: usize,
+    greeting: &'static str,
 ) -> Load {
     let start = Instant::now();
     let attachment = data_encoding::BASE64.encode(&pdf_like_bytes(36_000));
@@ -117,7 +119,7 @@ async fn drive(
             let (read, mut write) = stream.into_split();
             let mut reader = BufReader::new(read);
             reply(&mut reader).await;
-            write.write_all(b"EHLO load.example\r\n").await.unwrap();
+            write.write_all(format!("{greeting} load.example\r\n").as_bytes()).await.unwrap();
             reply(&mut reader).await;
             let mut latencies = Vec::new();
             let mut n = 0;
@@ -162,12 +164,13 @@ async fn measured(
     connections: usize,
     senders: &[(String, String)],
     size_kb: usize,
+    greeting: &'static str,
 ) -> (Load, Cost) {
     // Writing 5 to clear_refs resets the peak resident size (VmHWM).
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
     let before = cpu_seconds(pid);
     let database_before = database.map(process_tree_cpu_seconds);
-    let load = drive(addr, connections, Duration::from_secs(SECONDS_PER_LEVEL), senders, size_kb).await;
+    let load = drive(addr, connections, Duration::from_secs(SECONDS_PER_LEVEL), senders, size_kb, greeting).await;
     let cost = Cost {
         cpu_seconds: cpu_seconds(pid) - before,
         peak_rss_mb: proc_status_mb(pid, "VmHWM:"),
@@ -258,9 +261,10 @@ struct Level {
     server: u32,
     /// PostgreSQL's postmaster, whose processes' CPU time is counted too.
     postmaster: Option<u32>,
-    /// The server's SMTP and HTTP addresses.
+    /// The server's SMTP and HTTP addresses, and its LMTP one with `--lmtp`.
     smtp: SocketAddr,
     http: SocketAddr,
+    lmtp: Option<SocketAddr>,
     /// Concurrent connections, and the replies' size in KB.
     connections: usize,
     size: usize,
@@ -272,10 +276,21 @@ struct Level {
 async fn compare(level: &Level, sink: u32, sink_addr: SocketAddr, senders: &[(String, String)]) -> (f64, Option<f64>) {
     let before = admin_stats(level.http).await;
     let (mut ours, our_cost) =
-        measured(level.server, level.postmaster, level.smtp, level.connections, senders, level.size).await;
+        measured(level.server, level.postmaster, level.smtp, level.connections, senders, level.size, "EHLO").await;
     let (rate, cpu) = report("mailgate", &mut ours, &our_cost);
     report_server_stats(&before, &admin_stats(level.http).await);
-    let (mut theirs, their_cost) = measured(sink, None, sink_addr, level.connections, senders, level.size).await;
+    if let Some(lmtp) = level.lmtp {
+        let (mut load, cost) =
+            measured(level.server, level.postmaster, lmtp, level.connections, senders, level.size, "LHLO").await;
+        let (lmtp_rate, lmtp_cpu) = report("LMTP", &mut load, &cost);
+        println!(
+            "  LMTP / SMTP: {:.2}x the messages per second, {:.2}x the CPU time per message",
+            lmtp_rate / rate,
+            lmtp_cpu / cpu
+        );
+    }
+    let (mut theirs, their_cost) =
+        measured(sink, None, sink_addr, level.connections, senders, level.size, "EHLO").await;
     let (reference, reference_cpu) = report("smtp-sink", &mut theirs, &their_cost);
     println!(
         "  mailgate / smtp-sink: {:.2}x the messages per second, {} the CPU time per message",
@@ -455,13 +470,18 @@ async fn measure_drain(pid: u32, database: Option<u32>, http: SocketAddr) {
 
 /// `mailgate serve` on `database_url`, as a process of its own: (process,
 /// SMTP address, HTTP address).
-fn serve(data: &std::path::Path, database_url: &str) -> (Child, SocketAddr, SocketAddr) {
+fn serve(
+    data: &std::path::Path,
+    database_url: &str,
+    lmtp: bool,
+) -> (Child, SocketAddr, SocketAddr, Option<SocketAddr>) {
     let config = data.join("mailgate.toml");
     // All load comes from one address, and there is no DNS on this machine.
     // Everything else is the default configuration.
     std::fs::write(&config, "[limits]\nmax_connections_per_ip = 10000\n\n[auth]\nresolver = \"static\"\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
         .args(["serve", "--smtp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--domain", DOMAIN])
+        .args(if lmtp { &["--lmtp-listen", "127.0.0.1:0"][..] } else { &[][..] })
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")
@@ -487,7 +507,8 @@ fn serve(data: &std::path::Path, database_url: &str) -> (Child, SocketAddr, Sock
         let rest = &started[started.find(name).unwrap() + name.len()..];
         rest.split_whitespace().next().unwrap().parse().unwrap()
     };
-    (child, field("smtp="), field("http="))
+    let lmtp = lmtp.then(|| field(" lmtp="));
+    (child, field("smtp="), field("http="), lmtp)
 }
 
 /// Customers, each with a chat, and one agent (so that every reply queues a
@@ -546,14 +567,17 @@ struct Options {
     levels: Vec<usize>,
     /// How many times each level is measured (mailgate, then smtp-sink, in turn).
     repeat: usize,
+    /// Also measure the same server over LMTP.
+    lmtp: bool,
 }
 
 fn options() -> Options {
-    let mut options = Options { backends: Vec::new(), sizes: Vec::new(), levels: Vec::new(), repeat: 1 };
+    let mut options = Options { backends: Vec::new(), sizes: Vec::new(), levels: Vec::new(), repeat: 1, lmtp: false };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--backend" => options.backends.push(args.next().expect("--backend sqlite|postgres")),
+            "--lmtp" => options.lmtp = true,
             "--size" => options.sizes.push(args.next().and_then(|s| s.parse().ok()).expect("--size 2|50")),
             "--repeat" => {
                 options.repeat = args.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0).expect("--repeat N");
@@ -614,13 +638,13 @@ fn main() {
         } else {
             format!("sqlite://{}", data.path().join("mailgate.db").display())
         };
-        let (mut server, smtp, http) = serve(data.path(), &database_url);
+        let (mut server, smtp, http, lmtp) = serve(data.path(), &database_url, options.lmtp);
         let senders = runtime.block_on(seed(&database_url, data.path()));
         let mut kept_before = runtime.block_on(storage(http));
         for &size in &options.sizes {
             for &connections in &options.levels {
                 println!("{backend}, {connections} connection(s), {size} KB replies:");
-                let level = Level { server: server.id(), postmaster, smtp, http, connections, size };
+                let level = Level { server: server.id(), postmaster, smtp, http, lmtp, connections, size };
                 let ratios: Vec<(f64, Option<f64>)> = (0..options.repeat)
                     .map(|_| runtime.block_on(compare(&level, sink.id(), sink_addr, &senders)))
                     .collect();
