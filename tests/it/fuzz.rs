@@ -114,9 +114,48 @@ proptest! {
     }
 
     #[test]
+    fn the_relay_readers_take_any_received_and_authentication_results(
+        fields in prop::collection::vec((prop::sample::select(vec!["received", "authentication-results"]), relay_field()), 0..40)
+    ) {
+        use mailgate::pipeline::relayed::{checked_client, ClientSource, Relay};
+        let headers: Vec<(String, String)> = fields.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+        let trusted = mailgate::domain::Networks::parse(&["127.0.0.0/8".to_owned()]).unwrap();
+        let relay = Relay { trusted: true, ..Relay::default() };
+        let peer = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+        let client = checked_client(&relay, peer, Some("mx"), &headers, &trusted, &["mx.trusted.example".to_owned()]);
+        let client = client.expect("a trusted relay's connection is always a client");
+        // Whatever the fields say, a client read from them is never a trusted relay.
+        if client.source == ClientSource::Received {
+            prop_assert!(!client.ip.is_some_and(|ip| trusted.contains(ip)));
+        }
+        // From a peer that is not trusted, the fields are never read.
+        let stranger = Some(std::net::IpAddr::from([198, 51, 100, 7]));
+        let client = checked_client(&Relay::default(), stranger, None, &headers, &trusted, &["mx.trusted.example".to_owned()]).unwrap();
+        prop_assert_eq!(client.source, ClientSource::Connection);
+        prop_assert_eq!(client.ip, stranger);
+    }
+
+    #[test]
     fn the_rules_compiler_takes_any_text(text in "(\\[\\[rules\\]\\]|name = \"x\"|\\[rules\\.(when|then|unless)\\]|subject = '[^']{0,8}'|drop = true|kind = \"[a-z_]{0,10}\"|\n){0,30}") {
         let _ = mailgate::rules::compile(&text, "fuzz.toml");
     }
+}
+
+/// A `Received:` or `Authentication-Results` value as an attacker might
+/// write it: real shapes, nested comments, brackets, addresses, junk.
+fn relay_field() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("from mail.acme.example (mail.acme.example [203.0.113.5]) by mx (Postfix) with ESMTPS id X".to_owned()),
+        Just("from [127.0.0.1] (helo=localhost) by mx with esmtp (Exim 4.96)".to_owned()),
+        Just("mx.trusted.example; spf=pass smtp.mailfrom=a@acme.example".to_owned()),
+        Just("mx.trusted.example 1; spf=fail (x (y (z".to_owned()),
+        Just("[IPv6:2001:db8::1]".to_owned()),
+        Just(";".to_owned()),
+        Just("\"".to_owned()),
+        "\\(".prop_map(|open| open.repeat(50)),
+        "[ -~\t]{0,120}",
+    ];
+    prop::collection::vec(piece, 0..6).prop_map(|pieces| pieces.join(" "))
 }
 
 /// Runs one SMTP session over an in-memory pipe, feeding `input` in chunks;
@@ -164,6 +203,12 @@ fn command() -> impl Strategy<Value = Vec<u8>> {
         Just(b"Subject: x\r\n\r\nbody\r\n.\r\n".to_vec()),
         Just(b"BDAT 10 LAST\r\n".to_vec()),
         Just(b"RSET\r\nNOOP\r\n".to_vec()),
+        Just(b"LHLO fuzz.example\r\n".to_vec()),
+        Just(b"XFORWARD ADDR=203.0.113.5 HELO=mail.acme.example NAME=[UNAVAILABLE]\r\n".to_vec()),
+        Just(b"XFORWARD ADDR=IPv6:2001:db8::1 PROTO=ESMTP SOURCE=REMOTE\r\n".to_vec()),
+        Just(b"XFORWARD HELO=a+2Bb+0A\r\n".to_vec()),
+        Just(b"XCLIENT ADDR=203.0.113.9 HELO=x\r\n".to_vec()),
+        Just(b"XCLIENT\r\n".to_vec()),
         Just(b"\r\n.\r\n".to_vec()),
         prop::collection::vec(any::<u8>(), 0..200),
     ]
@@ -171,6 +216,19 @@ fn command() -> impl Strategy<Value = Vec<u8>> {
 
 #[test]
 fn the_smtp_session_answers_any_conversation_in_smtp() {
+    answers_any_conversation(false, Default::default());
+}
+
+#[test]
+fn the_lmtp_session_from_a_trusted_relay_answers_any_conversation_in_lmtp() {
+    let trusted = mailgate::domain::Networks::parse(&["127.0.0.0/8".to_owned()]).unwrap();
+    answers_any_conversation(true, trusted);
+}
+
+/// Every line a session writes is a reply line, whatever it is sent, in
+/// whatever pieces; the session never panics. `lmtp`: the LMTP session;
+/// `trusted`: the relays whose XFORWARD and XCLIENT are taken.
+fn answers_any_conversation(lmtp: bool, trusted: mailgate::domain::Networks) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ctx = runtime.block_on(async {
@@ -191,8 +249,8 @@ fn the_smtp_session_answers_any_conversation_in_smtp() {
             metrics: Default::default(),
             bad_tokens: Default::default(),
             tls: None,
-            lmtp: false,
-            trusted_relays: Default::default(),
+            lmtp,
+            trusted_relays: trusted,
             proxy_protocol_from: Default::default(),
         })
     });
