@@ -610,7 +610,7 @@ pub fn sender_auth(config: &Config) -> anyhow::Result<Option<Arc<crate::pipeline
             config.auth.on_dmarc_fail,
             &config.hostname,
         )?
-        .with_relays(config.auth.trusted_relays.clone(), config.auth.trusted_authserv_ids.clone()),
+        .with_authserv_ids(config.auth.trusted_authserv_ids.clone()),
     )))
 }
 

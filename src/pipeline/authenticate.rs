@@ -202,8 +202,6 @@ pub struct SenderAuth {
     host: String,
     /// What to do on a DMARC failure.
     pub on_fail: OnDmarcFail,
-    /// The mail servers in front of mailgate: what they saw is believed.
-    pub trusted_relays: crate::domain::Networks,
     /// The verifiers whose `Authentication-Results` fields are believed.
     pub trusted_authserv_ids: Vec<String>,
 }
@@ -256,20 +254,12 @@ impl SenderAuth {
                 map.insert(name, (parsed, None));
             }
         }
-        Ok(Self {
-            authenticator,
-            cache,
-            host: host.to_owned(),
-            on_fail,
-            trusted_relays: Default::default(),
-            trusted_authserv_ids: Vec::new(),
-        })
+        Ok(Self { authenticator, cache, host: host.to_owned(), on_fail, trusted_authserv_ids: Vec::new() })
     }
 
-    /// The same checker, believing what `relays` saw of their clients and
-    /// the `Authentication-Results` of `authserv_ids`.
-    pub fn with_relays(mut self, relays: crate::domain::Networks, authserv_ids: Vec<String>) -> Self {
-        self.trusted_relays = relays;
+    /// The same checker, believing the `Authentication-Results` of
+    /// `authserv_ids` on relayed mail.
+    pub fn with_authserv_ids(mut self, authserv_ids: Vec<String>) -> Self {
         self.trusted_authserv_ids = authserv_ids;
         self
     }

@@ -70,27 +70,32 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// One envelope per accepted recipient, as LMTP delivers (each has its
-    /// own outcome): the recipient alone, with the thread its reply address
-    /// names; the first also carries the refused recipients, for the log.
-    pub fn each_recipient(&self) -> Vec<(String, Envelope)> {
-        self.recipients
-            .iter()
-            .enumerate()
-            .map(|(i, (address, target))| {
-                let thread_id = match target {
-                    RecipientTarget::Reply { parsed, .. } => Some(parsed.thread_id),
-                    _ => None,
-                };
-                let envelope = Envelope {
-                    recipients: vec![(address.clone(), target.clone())],
-                    refused: if i == 0 { self.refused.clone() } else { Vec::new() },
-                    threads: self.threads.iter().filter(|(t, _)| Some(t.id) == thread_id).cloned().collect(),
-                    ..self.clone()
-                };
-                (address.clone(), envelope)
-            })
-            .collect()
+    /// One envelope per distinct recipient target, as LMTP delivers (each
+    /// recipient has its own outcome), with the positions of its recipients
+    /// in RCPT order: the same reply address given twice, or any number of
+    /// `bounces+` addresses whose token does not verify, are one target and
+    /// read once. Each envelope has the thread its reply address names; the
+    /// first also carries the refused recipients, for the log.
+    pub fn by_target(&self) -> Vec<(Vec<usize>, Envelope)> {
+        let mut groups: Vec<(Vec<usize>, Envelope)> = Vec::new();
+        for (position, (address, target)) in self.recipients.iter().enumerate() {
+            if let Some((positions, _)) = groups.iter_mut().find(|(_, e)| e.recipients[0].1 == *target) {
+                positions.push(position);
+                continue;
+            }
+            let thread_id = match target {
+                RecipientTarget::Reply { parsed, .. } => Some(parsed.thread_id),
+                _ => None,
+            };
+            let envelope = Envelope {
+                recipients: vec![(address.clone(), target.clone())],
+                refused: if groups.is_empty() { self.refused.clone() } else { Vec::new() },
+                threads: self.threads.iter().filter(|(t, _)| Some(t.id) == thread_id).cloned().collect(),
+                ..self.clone()
+            };
+            groups.push((vec![position], envelope));
+        }
+        groups
     }
 }
 
@@ -405,7 +410,6 @@ impl Pipeline {
             envelope.peer_ip,
             envelope.helo.as_deref(),
             &analysis.parsed.headers,
-            &auth.trusted_relays,
             &auth.trusted_authserv_ids,
         )?;
         Some(auth.check(&client, &envelope.mail_from, raw).await)

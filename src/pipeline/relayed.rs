@@ -8,13 +8,12 @@
 //! 2. an `Authentication-Results` field from a verifier the admin trusts by
 //!    its authserv-id (`[auth] trusted_authserv_ids`): its SPF verdict is
 //!    taken as it stands (DKIM is always verified here);
-//! 3. the `Received:` fields the trusted relays added, read from the top:
-//!    the first client that is not itself a trusted relay.
+//! 3. the topmost `Received:` field, the one the relay that handed the
+//!    message on added: the client it names, as it stands.
 //!
 //! Nothing else is believed: from any other peer, `XFORWARD` is refused and
 //! `Received:` and `Authentication-Results` fields are only text.
 
-use crate::domain::Networks;
 use std::net::IpAddr;
 
 /// Where the client the checks judged was learned.
@@ -112,7 +111,6 @@ pub fn checked_client(
     peer_ip: Option<IpAddr>,
     helo: Option<&str>,
     headers: &[(String, String)],
-    trusted_relays: &Networks,
     authserv_ids: &[String],
 ) -> Option<CheckedClient> {
     let connection = |source| {
@@ -121,8 +119,11 @@ pub fn checked_client(
     if !relay.trusted {
         return connection(if relay.proxied { ClientSource::Proxy } else { ClientSource::Connection });
     }
+    // What the relay said is taken as it stands, even when it names a host
+    // that is itself trusted (mail submitted on the relay's own host is
+    // judged for that host, never for what its Received: fields claim).
     if let Some(told) = &relay.told
-        && let Some(ip) = told.ip.filter(|ip| !trusted_relays.contains(*ip))
+        && let Some(ip) = told.ip
     {
         let helo = told.helo.clone().unwrap_or_default();
         return Some(CheckedClient { ip: Some(ip), helo, source: told.source, spf_verdict: None });
@@ -135,14 +136,13 @@ pub fn checked_client(
             spf_verdict: Some((verdict, mail_from)),
         });
     }
-    // Each field was added by the server the one above it names: only
-    // while those are trusted relays is the next one credible.
-    for (_, value) in headers.iter().filter(|(name, _)| name == "received").take(MAX_HOPS) {
-        let Some(hop) = super::parse::received_hop(value) else { break };
-        let Some(ip) = hop.ip else { break };
-        if trusted_relays.contains(ip) {
-            continue;
-        }
+    // Only the topmost field is the trusted relay's own: it names the client
+    // the relay took the message from. Anything below was written by that
+    // client, whoever it is.
+    if let Some((_, value)) = headers.iter().find(|(name, _)| name == "received")
+        && let Some(hop) = super::parse::received_hop(value)
+        && let Some(ip) = hop.ip
+    {
         return Some(CheckedClient {
             ip: Some(ip),
             helo: hop.helo.unwrap_or_default(),
@@ -156,18 +156,20 @@ pub fn checked_client(
 }
 
 /// The SPF verdict of the topmost `Authentication-Results` field whose
-/// authserv-id is trusted (RFC 8601), with the `smtp.mailfrom` it judged.
+/// authserv-id is trusted (RFC 8601), with the `smtp.mailfrom` it judged;
+/// none when that field has no SPF result (an older field is never read:
+/// it may be the sender's own).
 fn trusted_spf_verdict(headers: &[(String, String)], authserv_ids: &[String]) -> Option<(String, Option<String>)> {
     if authserv_ids.is_empty() {
         return None;
     }
-    headers.iter().filter(|(name, _)| name == "authentication-results").take(MAX_HOPS).find_map(|(_, value)| {
-        let (id, results) = authentication_results(value)?;
-        if !authserv_ids.iter().any(|trusted| trusted.eq_ignore_ascii_case(&id)) {
-            return None;
-        }
-        results.into_iter().find(|r| r.method == "spf").map(|r| (r.result.clone(), r.property("smtp.mailfrom")))
-    })
+    let (_, results) = headers
+        .iter()
+        .filter(|(name, _)| name == "authentication-results")
+        .take(MAX_HOPS)
+        .filter_map(|(_, value)| authentication_results(value))
+        .find(|(id, _)| authserv_ids.iter().any(|trusted| trusted.eq_ignore_ascii_case(id)))?;
+    results.into_iter().find(|r| r.method == "spf").map(|r| (r.result.clone(), r.property("smtp.mailfrom")))
 }
 
 /// One `method=result` of an `Authentication-Results` field, with its
@@ -186,37 +188,51 @@ impl MethodResult {
 }
 
 /// Reads an `Authentication-Results` value: its authserv-id and results.
-/// Comments are dropped (nested ones too, at most 20 deep); a value over
-/// 8 KiB is not read.
+/// The authserv-id must be the value's first word and a plain host name
+/// (no comment before it, no escapes: a name a verifier that strips fields
+/// bearing its own would see the same way). Statements are split at `;`
+/// outside quoted strings and comments; comments are dropped (nested ones
+/// too, at most 20 deep); a value over 8 KiB is not read.
 fn authentication_results(value: &str) -> Option<(String, Vec<MethodResult>)> {
     if value.len() > 8192 {
         return None;
     }
-    let mut text = String::with_capacity(value.len());
+    let id: String = value.trim_start().chars().take_while(|c| !c.is_whitespace() && *c != ';').collect();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)) {
+        return None;
+    }
+    let mut statements = vec![String::new()];
     let (mut depth, mut quoted, mut escaped) = (0u32, false, false);
     for c in value.chars() {
+        let current = statements.last_mut()?;
+        if escaped {
+            escaped = false;
+            if depth == 0 {
+                current.push(c);
+            }
+            continue;
+        }
         match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
+            '\\' if quoted || depth > 0 => escaped = true,
             '"' if depth == 0 => quoted = !quoted,
             '(' if !quoted => depth += 1,
             ')' if !quoted && depth > 0 => {
                 depth -= 1;
-                text.push(' ');
-                continue;
+                if depth == 0 {
+                    current.push(' ');
+                }
             }
+            ';' if !quoted && depth == 0 => statements.push(String::new()),
+            _ if depth == 0 => current.push(c),
             _ => {}
         }
         if depth > 20 {
             return None;
         }
-        if depth == 0 && !(c == '\\' && escaped) && c != '"' {
-            text.push(c);
-        }
     }
-    let mut statements = text.split(';');
-    let id = statements.next()?.split_whitespace().next()?.to_ascii_lowercase();
     let results = statements
+        .iter()
+        .skip(1)
         .filter_map(|statement| {
             let mut words = statement.split_whitespace();
             let (method, result) = words.next()?.split_once('=')?;
@@ -229,7 +245,7 @@ fn authentication_results(value: &str) -> Option<(String, Vec<MethodResult>)> {
             })
         })
         .collect();
-    Some((id, results))
+    Some((id.to_ascii_lowercase(), results))
 }
 
 #[cfg(test)]
@@ -238,10 +254,6 @@ mod tests {
 
     fn headers(fields: &[(&str, &str)]) -> Vec<(String, String)> {
         fields.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
-    }
-
-    fn relays() -> Networks {
-        Networks::parse(&["127.0.0.0/8".to_owned(), "10.0.0.0/8".to_owned()]).unwrap()
     }
 
     fn trusted() -> Relay {
@@ -288,7 +300,6 @@ mod tests {
                 Some("127.0.0.1".parse().unwrap()),
                 Some("mx"),
                 &headers(&[("received", field)]),
-                &relays(),
                 &[],
             )
             .unwrap();
@@ -299,9 +310,8 @@ mod tests {
     }
 
     #[test]
-    fn only_fields_added_by_trusted_relays_are_believed() {
-        let fields = headers(&[
-            ("received", "from localhost (localhost [127.0.0.1]) by mx (Postfix) with ESMTP id A"),
+    fn only_the_relays_own_field_is_believed() {
+        let relayed = headers(&[
             (
                 "received",
                 "from mail.customer.example (mail.customer.example [203.0.113.5]) by mx (Postfix) with ESMTPS id B",
@@ -309,26 +319,32 @@ mod tests {
             ("received", "from forged.example (forged.example [198.51.100.66]) by mail.customer.example with SMTP"),
         ]);
         let peer = Some("127.0.0.1".parse().unwrap());
-        let client = checked_client(&trusted(), peer, Some("mx"), &fields, &relays(), &[]).unwrap();
-        assert_eq!(
-            client.ip,
-            Some("203.0.113.5".parse().unwrap()),
-            "walks past the trusted hop, stops at the first other"
-        );
+        let client = checked_client(&trusted(), peer, Some("mx"), &relayed, &[]).unwrap();
+        assert_eq!(client.ip, Some("203.0.113.5".parse().unwrap()));
+        // Mail submitted on the relay's own host is judged for that host,
+        // whatever the submitter wrote below.
+        let submitted = headers(&[
+            ("received", "from localhost (localhost [127.0.0.1]) by mx (Postfix) with ESMTP id A"),
+            ("received", "from mail.customer.example (mail.customer.example [203.0.113.5]) by mx (Postfix)"),
+        ]);
+        let client = checked_client(&trusted(), peer, Some("mx"), &submitted, &[]).unwrap();
+        assert_eq!((client.ip, client.source), (peer, ClientSource::Received));
+        let told = ToldClient { ip: peer, helo: None, source: ClientSource::Xforward };
+        let relay = Relay { trusted: true, told: Some(told), proxied: false };
+        let client = checked_client(&relay, peer, Some("mx"), &submitted, &[]).unwrap();
+        assert_eq!((client.ip, client.source), (peer, ClientSource::Xforward), "XFORWARD naming this host");
         // From a peer that is not trusted, nothing in the message counts.
         let untrusted = Relay::default();
         let attacker = Some("198.51.100.9".parse().unwrap());
-        let client =
-            checked_client(&untrusted, attacker, Some("evil"), &fields, &relays(), &["mx.google.com".into()]).unwrap();
+        let client = checked_client(&untrusted, attacker, Some("evil"), &relayed, &["mx.google.com".into()]).unwrap();
         assert_eq!((client.ip, client.source), (attacker, ClientSource::Connection));
-        // A top field that names no client ends the walk: nothing below it is credible.
+        // A top field that names no client: the relay is the client.
         let broken = headers(&[
             ("received", "by mx (Postfix, from userid 0) id C"),
             ("received", "from forged.example (forged.example [198.51.100.66]) by mx with SMTP"),
         ]);
-        let client = checked_client(&trusted(), peer, Some("mx"), &broken, &relays(), &[]).unwrap();
-        assert_eq!(client.ip, peer);
-        assert_eq!(client.source, ClientSource::Connection);
+        let client = checked_client(&trusted(), peer, Some("mx"), &broken, &[]).unwrap();
+        assert_eq!((client.ip, client.source), (peer, ClientSource::Connection));
     }
 
     #[test]
@@ -348,16 +364,35 @@ mod tests {
             source: ClientSource::Xforward,
         };
         let relay = Relay { trusted: true, told: Some(told), proxied: false };
-        let client = checked_client(&relay, peer, None, &fields, &relays(), &["mx.google.com".into()]).unwrap();
+        let client = checked_client(&relay, peer, None, &fields, &["mx.google.com".into()]).unwrap();
         assert_eq!((client.ip, client.source), (Some("203.0.113.77".parse().unwrap()), ClientSource::Xforward));
-        let client = checked_client(&trusted(), peer, None, &fields, &relays(), &["mx.google.com".into()]).unwrap();
+        let client = checked_client(&trusted(), peer, None, &fields, &["mx.google.com".into()]).unwrap();
         assert_eq!(client.source, ClientSource::AuthenticationResults);
         assert_eq!(client.spf_verdict, Some(("pass".into(), Some("a@customer.example".into()))));
         // The foreign field (evil.example) is never read, whatever it says.
-        let client = checked_client(&trusted(), peer, None, &fields, &relays(), &["evil.example".into()]).unwrap();
+        let client = checked_client(&trusted(), peer, None, &fields, &["evil.example".into()]).unwrap();
         assert_eq!(client.spf_verdict, Some(("pass".into(), Some("ceo@customer.example".into()))), "only when trusted");
-        let client = checked_client(&trusted(), peer, None, &fields, &relays(), &[]).unwrap();
+        let client = checked_client(&trusted(), peer, None, &fields, &[]).unwrap();
         assert_eq!(client.source, ClientSource::Received);
+    }
+
+    #[test]
+    fn a_verifiers_field_is_read_as_the_verifier_wrote_it() {
+        let ids = ["mx.trusted.example".to_owned()];
+        let verdict = |fields: &[(&str, &str)]| trusted_spf_verdict(&headers(fields), &ids).map(|(v, _)| v);
+        let ar = "authentication-results";
+        // Escaped or commented names are not the verifier's.
+        assert_eq!(verdict(&[(ar, "mx.trusted\\.example; spf=pass smtp.mailfrom=o@acme.example")]), None);
+        assert_eq!(verdict(&[(ar, "(x)mx.trusted.example; spf=pass smtp.mailfrom=o@acme.example")]), None);
+        // A `;` inside a quoted value does not start a statement.
+        let quoted = "mx.trusted.example; dkim=fail header.i=\"@x; spf=pass smtp.mailfrom=o@acme.example\"; spf=fail smtp.mailfrom=m@evil.example";
+        assert_eq!(verdict(&[(ar, quoted)]), Some("fail".to_owned()));
+        // The topmost trusted field without SPF: no verdict (older fields may be the sender's).
+        let fields = [
+            (ar, "mx.trusted.example; dkim=pass header.d=acme.example"),
+            (ar, "mx.trusted.example; spf=pass smtp.mailfrom=o@acme.example"),
+        ];
+        assert_eq!(verdict(&fields), None);
     }
 
     #[test]

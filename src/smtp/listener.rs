@@ -74,7 +74,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>, shutdown: Ca
                     true => match super::proxy::read_header(&mut stream).await {
                         Ok(client) => {
                             let addr = client.unwrap_or(peer);
-                            Peer { addr, name: addr.to_string(), proxied: client.is_some() }
+                            Peer { addr, name: addr.to_string(), proxied: client.is_some(), unix: false }
                         }
                         Err(why) => {
                             tracing::info!(why, "closing a connection from a trusted proxy");

@@ -113,17 +113,24 @@ pub struct Peer {
     pub name: String,
     /// The address came from a trusted proxy's PROXY header.
     pub proxied: bool,
+    /// A client of a unix socket (only a process on this host can be one).
+    pub unix: bool,
 }
 
 impl Peer {
     /// A TCP client at `addr`.
     pub fn tcp(addr: SocketAddr) -> Self {
-        Self { addr, name: addr.to_string(), proxied: false }
+        Self { addr, name: addr.to_string(), proxied: false, unix: false }
     }
 
     /// A client of the unix socket at `path`: this host.
     pub fn unix(path: &std::path::Path) -> Self {
-        Self { addr: SocketAddr::from(([127, 0, 0, 1], 0)), name: format!("unix:{}", path.display()), proxied: false }
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            name: format!("unix:{}", path.display()),
+            proxied: false,
+            unix: true,
+        }
     }
 }
 
@@ -220,7 +227,9 @@ pub async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let now = std::time::Instant::now();
-    let trusted = ctx.lmtp || ctx.trusted_relays.contains(peer.addr.ip());
+    // LMTP's unix socket only takes this host's mail server; over TCP, an
+    // LMTP client must be a trusted relay like any other.
+    let trusted = (ctx.lmtp && peer.unix) || ctx.trusted_relays.contains(peer.addr.ip());
     let mut session = Session {
         trusted,
         peer_name: peer.name,
@@ -249,6 +258,14 @@ pub async fn run<S>(
         discarding_line: false,
         tls_active: false,
     };
+    if session.ctx.lmtp && !session.trusted {
+        tracing::warn!(peer = %session.peer_name, "an LMTP client that is not in [auth] trusted_relays was turned away");
+        let mut stream = stream;
+        let refusal = "554 5.7.0 This LMTP service takes mail only from the mail servers in [auth] trusted_relays\r\n";
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.write_all(refusal.as_bytes())).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
     // No enhanced status code in the greeting (RFC 2034).
     let greeting = session.greeting();
     session.out.extend_from_slice(greeting.as_bytes());
@@ -743,9 +760,20 @@ impl Session {
             self.push(&reply);
             return;
         }
-        for (recipient, envelope) in transaction.envelope.each_recipient() {
+        // Recipients that are the same target (the same reply address, or
+        // any number of `bounces+` addresses without a valid token) share
+        // one reading and one outcome; each still gets its own answer.
+        let groups = transaction.envelope.by_target();
+        let mut answers = vec![None; transaction.envelope.recipients.len()];
+        for (positions, envelope) in groups {
             let disposition = self.ctx.pipeline.ingest(&envelope, &message).await;
-            let mut reply = self.answered(&disposition, started);
+            for position in positions {
+                answers[position] = Some(self.answered(&disposition, started));
+            }
+        }
+        for ((recipient, _), answer) in transaction.envelope.recipients.iter().zip(answers) {
+            let mut reply =
+                answer.unwrap_or_else(|| SmtpReply::new(451, "4.3.0", "Not processed; please try again later"));
             reply.text = format!("<{recipient}> {}", reply.text);
             self.push(&reply);
         }

@@ -21,8 +21,10 @@ fn trusting_loopback(config: &mut Config) {
     config.auth.trusted_relays = mailgate::domain::Networks::parse(&["127.0.0.0/8".to_owned()]).unwrap();
 }
 
+/// LMTP on a TCP port, for the mail server on this host (a trusted relay).
 fn with_lmtp(config: &mut Config) {
     config.lmtp_listen = Some(ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()));
+    config.auth.trusted_relays = mailgate::domain::Networks::parse(&["127.0.0.0/8".to_owned()]).unwrap();
 }
 
 /// A line-based client for LMTP or SMTP on any stream.
@@ -118,12 +120,44 @@ async fn lmtp_answers_once_per_accepted_recipient_in_order_and_refuses_ehlo() {
         .map(|m| m["text"].as_str().unwrap_or("").to_owned())
         .collect();
     assert_eq!(texts.iter().filter(|t| t.contains("Over LMTP")).count(), 1, "{texts:?}");
+    // XCLIENT is not LMTP's; DATA with no recipient is 503 (RFC 2033 §4.2).
+    assert!(client.cmd("XCLIENT ADDR=203.0.113.5").await.starts_with("502 5.5.1"));
+    client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+    client.cmd(&format!("RCPT TO:<nobody@{DOMAIN}>")).await;
+    assert!(client.cmd("DATA").await.starts_with("503 5.5.1"));
+    client.cmd("RSET").await;
+    // Many recipients that are one target are read once, each answered.
+    client.cmd("MAIL FROM:<>").await;
+    for i in 0..5 {
+        assert!(client.cmd(&format!("RCPT TO:<bounces+junk{i}@{DOMAIN}>")).await.starts_with("250"));
+    }
+    let report = "From: MAILER-DAEMON@elsewhere.example\r\nSubject: Undelivered\r\nMessage-ID: <b-group@elsewhere.example>\r\n\r\nIt failed.\r\n";
+    let mut answers = vec![client.data(report).await];
+    for _ in 0..4 {
+        answers.push(client.reply().await);
+    }
+    assert!(answers.iter().all(|a| a.starts_with("250")), "{answers:?}");
+    let (_, log) = app.get("/inbound-log?limit=5").await;
+    let entries = log.as_array().unwrap().iter().filter(|e| e["message_id"] == "b-group@elsewhere.example").count();
+    assert_eq!(entries, 1, "read and recorded once: {log}");
+    assert!(client.cmd("NOOP").await.starts_with("250 2.0.0 OK"));
     // SMTP does not speak LMTP's greeting.
     let mut plain = smtp(&app).await;
     assert!(plain.cmd("LHLO mx").await.starts_with("500 5.5.1"));
     let metrics = app.metrics().await;
     assert!(metrics.contains("mailgate_lmtp_deliveries_total{outcome=\"accepted\",code=\"250\"} 1"), "{metrics}");
     assert!(metrics.contains("mailgate_lmtp_deliveries_total{outcome=\"rejected\",code=\"550\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn an_lmtp_client_on_tcp_must_be_a_trusted_relay() {
+    let app = spawn_app_with(|config| config.lmtp_listen = Some(ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))).await;
+    let client = lmtp(&app).await;
+    assert!(
+        client.greeting.starts_with("554 5.7.0") && client.greeting.contains("trusted_relays"),
+        "{}",
+        client.greeting
+    );
 }
 
 #[tokio::test]
@@ -154,9 +188,11 @@ async fn a_pipelining_lmtp_client_gets_every_answer_without_waiting() {
     for _ in 0..6 {
         after.push(client.reply().await);
     }
-    assert!(after[0].contains("Message added"), "{after:?}");
-    assert!(after[1..5].iter().all(|a| a.starts_with("250 2.0.0") && a.contains("already received")), "{after:?}");
+    // The same address five times is one delivery, answered five times.
+    assert!(after[..5].iter().all(|a| a.starts_with("250 2.0.0 <reply+") && a.contains("Message added")), "{after:?}");
     assert!(after[5].starts_with("221"), "five answers, then QUIT's: {after:?}");
+    let stored = app.messages("/chats/1").await;
+    assert_eq!(stored.iter().filter(|m| m["text"].as_str().unwrap_or("").contains("Pipelined")).count(), 1);
 }
 
 #[tokio::test]
@@ -288,6 +324,23 @@ async fn a_trusted_relay_names_its_client_with_xforward() {
     client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
     assert!(client.cmd("XFORWARD ADDR=203.0.113.5").await.starts_with("503"), "not inside a transaction");
     client.cmd("RSET").await;
+    // Mail submitted on the relay's own host is judged for that host,
+    // whatever Received: field the submitter wrote.
+    client.cmd("XFORWARD ADDR=127.0.0.1 HELO=localhost").await;
+    client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+    client.cmd(&format!("RCPT TO:<{}>", note.reply_address())).await;
+    let local = format!(
+        "Received: from mail.acme.example (mail.acme.example [203.0.113.5]) by mx (Postfix) with ESMTPS id Z\r\n{}",
+        reply_mail(OWNER, &note.reply_address(), "Hi", "xf-local@acme.example", "", "Submitted locally")
+    );
+    let answer = client.data(&local).await;
+    assert!(answer.starts_with("550 5.7.1") && answer.contains("DMARC"), "{answer}");
+    // A trusted relay's refused recipients are not its errors: eleven in a row keep the session.
+    client.cmd(&format!("MAIL FROM:<{OWNER}>")).await;
+    for _ in 0..11 {
+        assert!(client.cmd(&format!("RCPT TO:<nobody@{DOMAIN}>")).await.starts_with("550"));
+    }
+    assert!(client.cmd("RSET").await.starts_with("250"), "still open");
     // XCLIENT starts the session again as the client it names.
     let restarted = client.cmd("XCLIENT ADDR=203.0.113.5 HELO=mail.acme.example NAME=mail.acme.example").await;
     assert!(restarted.starts_with("220"), "{restarted}");
@@ -298,6 +351,11 @@ async fn a_trusted_relay_names_its_client_with_xforward() {
         client.data(&reply_mail(OWNER, &note.reply_address(), "Hi", "xc-1@acme.example", "", "Via XCLIENT")).await;
     assert!(answer.starts_with("250"), "{answer}");
     assert!(last_checks(&app).await.contains("via=xclient"));
+    // The client XCLIENT named is not a trusted relay: it cannot name another.
+    let ehlo = client.cmd("EHLO mail.acme.example").await;
+    assert!(!ehlo.contains("XFORWARD") && !ehlo.contains("XCLIENT"), "{ehlo}");
+    assert!(client.cmd("XFORWARD ADDR=203.0.113.5").await.starts_with("550 5.7.0"));
+    assert!(client.cmd("XCLIENT ADDR=203.0.113.5").await.starts_with("550 5.7.0"));
     let texts: Vec<Value> = app.messages(&format!("/chats/{chat}")).await;
     assert_eq!(texts.len(), 4, "Hello, Hi, and the two replies from the customer's server: {texts:?}");
 }

@@ -31,6 +31,9 @@ impl Session {
                 format!("{verb} is accepted only from a trusted relay ([auth] trusted_relays)"),
             )));
         }
+        if source == ClientSource::Xclient && self.ctx.lmtp {
+            return Some(self.error(SmtpReply::new(502, "5.5.1", "XCLIENT is not offered on LMTP; use XFORWARD")));
+        }
         if self.transaction.is_some() {
             return Some(self.error(SmtpReply::new(503, "5.5.1", format!("{verb} must come before MAIL FROM"))));
         }
@@ -55,9 +58,12 @@ impl Session {
             return Some(self.answer(SmtpReply::new(250, "2.0.0", "Ok")));
         }
         // XCLIENT starts the session again as the named client (Postfix's
-        // semantics): a new greeting, and EHLO again.
+        // semantics): a new greeting, and EHLO again; from now on the session
+        // is that client's, trusted only if it is itself a trusted relay.
         self.helo = None;
         self.xforward = None;
+        let named = self.xclient.as_ref().and_then(|told| told.ip).unwrap_or(self.peer.ip());
+        self.trusted = self.ctx.trusted_relays.contains(named);
         let greeting = self.greeting();
         self.out.extend_from_slice(greeting.as_bytes());
         Some(Flow::Continue)

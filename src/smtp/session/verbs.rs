@@ -63,13 +63,15 @@ impl Session {
         if !smtputf8 && !from.address.is_ascii() {
             return self.error(needs_smtputf8());
         }
+        // What XCLIENT said came from a trusted proxy: it stands for the
+        // checks even when the client it named is not itself trusted.
         let envelope = Envelope {
             peer: self.peer_name.clone(),
             peer_ip: Some(self.peer.ip()),
             helo: self.helo.clone(),
             mail_from: from.address,
             relay: crate::pipeline::relayed::Relay {
-                trusted: self.trusted,
+                trusted: self.trusted || self.xclient.is_some(),
                 proxied: self.proxied,
                 told: self.xforward.clone().or_else(|| self.xclient.clone()),
             },
@@ -114,7 +116,9 @@ impl Session {
         }
         let reply = reply::for_rcpt_refusal(&refusal, &self.ctx.domain);
         tracing::info!(rcpt = %address, why = %refusal, reply = %reply, "recipient refused");
-        self.error(reply)
+        // A trusted relay carries many senders' mail on one connection: their
+        // refused recipients are not its errors.
+        if self.trusted { self.answer(reply) } else { self.error(reply) }
     }
 
     /// `DATA`: the message follows, when some recipient was accepted.
@@ -123,7 +127,9 @@ impl Session {
             return self.error(SmtpReply::new(503, "5.5.1", "Send MAIL FROM first"));
         };
         if transaction.envelope.recipients.is_empty() {
-            return self.error(SmtpReply::new(554, "5.5.1", "No valid recipients"));
+            // RFC 2033 §4.2: LMTP answers 503 here.
+            let code = if self.ctx.lmtp { 503 } else { 554 };
+            return self.error(SmtpReply::new(code, "5.5.1", "No valid recipients"));
         }
         self.message.clear();
         self.mode = Mode::Data { receiver: DataReceiver::new(), too_large: false };
