@@ -55,14 +55,15 @@ enum Command {
         #[arg(long, value_name = "ADDR", allow_hyphen_values = true)]
         sender: String,
         /// The envelope recipient (Postfix: ${recipient}).
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", allow_hyphen_values = true)]
         recipient: String,
         /// The client the mail server took the message from (Postfix:
         /// ${client_address}); empty or `unknown` for none.
-        #[arg(long, value_name = "IP")]
+        #[arg(long, value_name = "IP", allow_hyphen_values = true)]
         client_address: Option<String>,
-        /// The name that client gave in HELO (Postfix: ${client_helo}).
-        #[arg(long, value_name = "NAME")]
+        /// The name that client gave in HELO (Postfix: ${client_helo}; the
+        /// client chose it: pass it as --client-helo=${client_helo}).
+        #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
         client_helo: Option<String>,
         #[command(flatten)]
         config: ToolArgs,
@@ -70,8 +71,7 @@ enum Command {
     /// Answer Postfix's policy requests (check_policy_service) so that
     /// Postfix refuses at RCPT time what mailgate would refuse.
     ///
-    /// REJECT for an unknown or forged reply address (and for mail to the
-    /// support address from a sender the directory does not know),
+    /// REJECT for an unknown or forged address of the desk's domain,
     /// DEFER_IF_PERMIT when the database cannot be asked, DUNNO otherwise.
     /// `serve --policy-listen` runs the same service inside the server.
     Policy {
@@ -271,9 +271,11 @@ fn deliver_command() -> u8 {
     let outcome = std::panic::catch_unwind(|| {
         let cli = match Cli::try_parse() {
             Ok(cli) => cli,
+            // --help and --version print and store nothing: never 0, which
+            // would tell a mail server the message was delivered.
             Err(error) if !error.use_stderr() => {
                 let _ = error.print();
-                return Outcome { code: 0, line: String::new() };
+                return Outcome::temporary("mailgate deliver printed its help and stored nothing");
             }
             Err(error) => {
                 let why = error.to_string();
@@ -299,9 +301,10 @@ fn deliver_command() -> u8 {
         }
     })
     .unwrap_or_else(|_| Outcome::temporary("mailgate stopped on an internal error (please report it)"));
-    if !outcome.line.is_empty() {
-        eprintln!("{}", outcome.line);
-    }
+    // One line, whatever the reason held (a configuration error quotes the
+    // file); and a closed stderr is no reason to fail.
+    let line = outcome.line.split_whitespace().collect::<Vec<_>>().join(" ");
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
     outcome.code
 }
 

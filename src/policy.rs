@@ -6,20 +6,20 @@
 //! is one `action=…` line and an empty line; a connection carries many.
 //! The answers, in the SMTP answers' words:
 //!
-//! - `REJECT 5.1.1 …` (or the refusal's own status) for an address mailgate
-//!   refuses at RCPT: no such mailbox, a forged, damaged or expired reply
-//!   address, another domain;
-//! - `REJECT 5.7.1 A chat can not be started by email …` for mail to the
-//!   support address from a sender the directory does not know (no notice:
-//!   mailgate never writes to strangers). A known person's mail to the
-//!   support address may be a reply to a conversation: the message decides,
-//!   and a refusal then comes with its notice;
+//! - `REJECT 5.1.1 …` (or the refusal's own status) for an address of the
+//!   desk's domain that mailgate refuses at RCPT: no such mailbox, a forged,
+//!   damaged or expired reply address;
 //! - `DEFER_IF_PERMIT 4.3.0 …` when the database cannot be asked;
-//! - `DUNNO` otherwise (any other stage, or an address mailgate takes).
+//! - `DUNNO` otherwise: any other stage, another domain (Postfix's own
+//!   restrictions decide those), and every address mailgate takes. The
+//!   support address is one of those: mail to it may be a reply that finds
+//!   its conversation by its references, so only the message can decide;
+//!   and answering by who the sender is would tell anyone who asks which
+//!   addresses are the desk's customers.
 
 use crate::domain::reply::{self, SmtpReply};
 use crate::metrics::Metrics;
-use crate::pipeline::{Envelope, Pipeline, RcptRefusal, RecipientTarget};
+use crate::pipeline::{Envelope, Pipeline, RcptRefusal};
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,11 @@ const MAX_LINE: usize = 4096;
 const MAX_ATTRIBUTES: usize = 200;
 /// Postfix closes idle policy connections after 300 s; we wait a little longer.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(330);
+/// How long a client may take to read an answer.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Connections served at once; more are closed at once (Postfix opens a
+/// few per smtpd process and reuses them).
+const MAX_CONNECTIONS: usize = 256;
 
 /// What the service needs: the pipeline (its recipient checks and store),
 /// our domain for the answers' words, and the metrics when it runs inside
@@ -89,26 +94,11 @@ impl PolicyService {
         let Some(recipient) = get("recipient").filter(|r| !r.is_empty()) else {
             return Answer::dunno("not_rcpt");
         };
-        let sender = get("sender").unwrap_or("");
-        let mut envelope = Envelope { mail_from: sender.to_owned(), ..Envelope::default() };
+        let mut envelope = Envelope { mail_from: get("sender").unwrap_or("").to_owned(), ..Envelope::default() };
         match self.pipeline.add_recipient(&mut envelope, recipient.to_owned()).await {
             Err(RcptRefusal::Unavailable) => Answer::defer("unavailable"),
+            Err(RcptRefusal::RelayDenied) => Answer::dunno("other_domain"),
             Err(refusal) => Answer::reject(&reply::for_rcpt_refusal(&refusal, &self.domain), refusal.label()),
-            Ok(()) if envelope.recipients.first().is_some_and(|(_, t)| *t == RecipientTarget::Support) => {
-                if sender.is_empty() {
-                    return Answer::dunno("accepted");
-                }
-                match self.pipeline.store().user_by_email(&sender.to_ascii_lowercase()).await {
-                    Ok(Some(_)) => Answer::dunno("accepted"),
-                    Ok(None) => Answer::reject(
-                        &reply::for_disposition(&crate::pipeline::Disposition::Rejected(
-                            crate::pipeline::Refusal::NoNewChat,
-                        )),
-                        "new_chat",
-                    ),
-                    Err(_) => Answer::defer("unavailable"),
-                }
-            }
             Ok(()) => Answer::dunno("accepted"),
         }
     }
@@ -128,8 +118,10 @@ impl PolicyService {
             }
             tracing::debug!(action = %answer.action, "policy answer");
             let text = format!("action={}\n\n", answer.action);
-            if stream.get_mut().write_all(text.as_bytes()).await.is_err() {
-                return;
+            let write = tokio::time::timeout(WRITE_TIMEOUT, stream.get_mut().write_all(text.as_bytes()));
+            tokio::select! {
+                written = write => if !matches!(written, Ok(Ok(()))) { return },
+                () = shutdown.cancelled() => return,
             }
         }
     }
@@ -137,25 +129,33 @@ impl PolicyService {
     /// Takes connections on `listener` until `shutdown`.
     pub async fn serve(self, listener: PolicyListener, shutdown: CancellationToken, tasks: TaskTracker) {
         let service = Arc::new(self);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = shutdown.cancelled() => break,
             };
-            match accepted {
-                Ok(Connection::Tcp(stream)) => {
-                    let (service, shutdown) = (Arc::clone(&service), shutdown.clone());
-                    tasks.spawn(async move { service.session(stream, shutdown).await });
-                }
-                Ok(Connection::Unix(stream)) => {
-                    let (service, shutdown) = (Arc::clone(&service), shutdown.clone());
-                    tasks.spawn(async move { service.session(stream, shutdown).await });
-                }
+            let connection = match accepted {
+                Ok(connection) => connection,
                 Err(error) => {
                     tracing::warn!(error = %error, "policy service: accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
                 }
-            }
+            };
+            // Past the cap, the connection is closed (dropped) at once.
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                tracing::warn!("policy service: {MAX_CONNECTIONS} connections at once; closing another");
+                continue;
+            };
+            let (service, shutdown) = (Arc::clone(&service), shutdown.clone());
+            tasks.spawn(async move {
+                match connection {
+                    Connection::Tcp(stream) => service.session(stream, shutdown).await,
+                    Connection::Unix(stream) => service.session(stream, shutdown).await,
+                }
+                drop(slot);
+            });
         }
         if let PolicyListener::Unix(_, path) = &listener {
             let _ = std::fs::remove_file(path);

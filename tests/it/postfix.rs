@@ -244,7 +244,9 @@ async fn behind_postfix_over_lmtp_with_the_policy_service() {
     socket_for_postfix(&lmtp);
     socket_for_postfix(&policy);
     let here = Here { lmtp: lmtp.display().to_string(), policy: policy.display().to_string(), ..Here::default() };
-    let postfix = Postfix::start(&guide("# /etc/postfix/main.cf (LMTP)", &here), "").await;
+    // This Postfix also serves another domain: the policy service leaves it alone.
+    let main = format!("{}\nrelay_domains = {DOMAIN}, other.example\n", guide("# /etc/postfix/main.cf (LMTP)", &here));
+    let postfix = Postfix::start(&main, "").await;
     let (_, chat, note) = app.chat_with_note().await;
     let to = note.reply_address();
     let genuine = reply_mail(OWNER, &to, "Hello", "pf-lmtp-1@acme.example", "", "Through Postfix and LMTP");
@@ -272,6 +274,8 @@ async fn behind_postfix_over_lmtp_with_the_policy_service() {
     assert!(replies[3].starts_with("5") && replies[3].contains("5.1.1"), "{replies:?}");
     let line = postfix.wait_for_log("NOQUEUE: reject: RCPT").await;
     assert!(line.contains(&bad), "{line}");
+    let other = postfix.send(CUSTOMER_SERVER, OWNER, "ceo@other.example", &genuine).await;
+    assert!(other[3].starts_with("250"), "another domain's mail is not refused: {other:?}");
 }
 
 #[tokio::test]
