@@ -181,6 +181,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
             pipeline: pipeline.clone(),
             domain: config.domain.clone(),
             metrics: Some(Arc::clone(&metrics)),
+            refuse_support: config.policy_refuses_support,
         };
         tasks.spawn(service.serve(policy, shutdown.clone(), tasks.clone()));
     }

@@ -170,6 +170,8 @@ struct RawConfig {
     auth: RawAuth,
     #[serde(default)]
     notify: RawNotify,
+    #[serde(default)]
+    policy: RawPolicy,
     dkim: Option<RawDkim>,
     #[serde(default)]
     retention: RawRetention,
@@ -232,6 +234,12 @@ struct RawDelivery {
     retry_max_secs: Option<u64>,
     max_hard_bounces: Option<u32>,
     suppression_days: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    refuse_support_address: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -479,6 +487,10 @@ pub struct Config {
     pub lmtp_listen: Option<ListenAddr>,
     /// Where the Postfix policy service answers, when it does.
     pub policy_listen: Option<ListenAddr>,
+    /// The policy service refuses all mail to the support address at RCPT
+    /// (`[policy] refuse_support_address`): no new chat by email, and no
+    /// reply sent there finds its conversation.
+    pub policy_refuses_support: bool,
     /// HTTP API address; port 0 picks a free port (tests).
     pub http_listen: SocketAddr,
     /// Where `GET /metrics` is also served without a token, if anywhere.
@@ -638,6 +650,7 @@ impl ConfigArgs {
             smtp_listen,
             lmtp_listen,
             policy_listen,
+            policy_refuses_support: raw.policy.refuse_support_address.unwrap_or(false),
             http_listen,
             metrics_listen,
             trusted_proxies: match &raw.trusted_proxies {
@@ -854,6 +867,7 @@ impl Config {
             smtp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             lmtp_listen: None,
             policy_listen: None,
+            policy_refuses_support: false,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: None,
             trusted_proxies: crate::http::throttle::TrustedProxies::default(),

@@ -361,7 +361,12 @@ async fn policy(listen: String, args: ToolArgs) -> anyhow::Result<ExitCode> {
     let listener = mailgate::policy::PolicyListener::bind(&addr).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
-    let service = mailgate::policy::PolicyService { pipeline, domain: config.domain.clone(), metrics: None };
+    let service = mailgate::policy::PolicyService {
+        pipeline,
+        domain: config.domain.clone(),
+        metrics: None,
+        refuse_support: config.policy_refuses_support,
+    };
     tasks.spawn(service.serve(listener, shutdown.clone(), tasks.clone()));
     tracing::info!(listen = %addr, domain = %config.domain, "mailgate policy service started");
     stop.wait().await;

@@ -15,11 +15,15 @@
 //!   support address is one of those: mail to it may be a reply that finds
 //!   its conversation by its references, so only the message can decide;
 //!   and answering by who the sender is would tell anyone who asks which
-//!   addresses are the desk's customers.
+//!   addresses are the desk's customers;
+//! - with `[policy] refuse_support_address`, `REJECT 5.7.1 A chat can not be
+//!   started by email …` for every message to the support address, whoever
+//!   sends it (a known envelope sender also gets the refusal notice, at most
+//!   once an hour).
 
 use crate::domain::reply::{self, SmtpReply};
 use crate::metrics::Metrics;
-use crate::pipeline::{Envelope, Pipeline, RcptRefusal};
+use crate::pipeline::{Disposition, Envelope, Pipeline, RcptRefusal, RecipientTarget};
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
@@ -48,6 +52,8 @@ pub struct PolicyService {
     pub domain: String,
     /// Counts the answers (inside `serve`).
     pub metrics: Option<Arc<Metrics>>,
+    /// Refuse all mail to the support address at RCPT.
+    pub refuse_support: bool,
 }
 
 /// One answer: the `action=` text, and its labels for the metrics.
@@ -99,7 +105,34 @@ impl PolicyService {
             Err(RcptRefusal::Unavailable) => Answer::defer("unavailable"),
             Err(RcptRefusal::RelayDenied) => Answer::dunno("other_domain"),
             Err(refusal) => Answer::reject(&reply::for_rcpt_refusal(&refusal, &self.domain), refusal.label()),
+            Ok(()) if self.refuse_support && envelope.recipients[0].1 == RecipientTarget::Support => {
+                self.new_chat_notice(&envelope.mail_from).await;
+                let refusal = Disposition::Rejected(crate::pipeline::Refusal::NoNewChat);
+                Answer::reject(&reply::for_disposition(&refusal), "new_chat")
+            }
             Ok(()) => Answer::dunno("accepted"),
+        }
+    }
+
+    /// The refusal notice for a new chat by email, to `sender` when the
+    /// directory knows them and they had none in the last hour (as after a
+    /// message). Best effort: the answer to Postfix does not wait on it.
+    async fn new_chat_notice(&self, sender: &str) {
+        let store = self.pipeline.store();
+        let Ok(Some(user)) = store.user_by_email(&sender.to_ascii_lowercase()).await else { return };
+        let hour_ago = crate::store::now_ms() - 3600 * 1000;
+        if store.notice_sent_since(&user.email, hour_ago).await.unwrap_or(true) {
+            return;
+        }
+        let notice = crate::store::NewOutbox {
+            kind: "refusal_no_new_chat".to_owned(),
+            thread_id: None,
+            recipient_id: Some(user.id),
+            to_address: user.email,
+            context: serde_json::json!({ "subject": "", "reason": "" }),
+        };
+        if let Err(error) = store.enqueue(&notice, None).await {
+            tracing::warn!(error = %error, "policy service: could not queue a refusal notice");
         }
     }
 

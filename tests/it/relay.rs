@@ -551,3 +551,27 @@ fn lmtp_on_port_25_and_a_broken_relay_list_stop_the_start_naming_the_key() {
         assert!(said.contains(&format!("auth.{key}")), "{key}: {said}");
     }
 }
+
+#[tokio::test]
+async fn a_desk_that_takes_no_mail_at_the_support_address_refuses_it_at_rcpt_with_one_notice() {
+    let app = spawn_app_with(|config| {
+        config.policy_listen = Some(ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()));
+        config.policy_refuses_support = true;
+    })
+    .await;
+    let (_, _, note) = app.chat_with_note().await;
+    let addr = app.app.as_ref().unwrap().policy_addr.unwrap();
+    let mut client = BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let support = format!("support@{DOMAIN}");
+    for sender in ["stranger@unknown.example", OWNER, OWNER] {
+        let answer = ask(&mut client, "RCPT", sender, &support).await;
+        assert!(answer.starts_with("action=REJECT 5.7.1 A chat can not be started by email"), "{sender}: {answer}");
+    }
+    assert!(ask(&mut client, "RCPT", OWNER, &note.reply_address()).await.starts_with("action=DUNNO"));
+    // The known customer is told once (the two notifications of the chat, then the notice).
+    let mail = app.wait_for_mail(4).await;
+    assert_eq!(mail.len(), 4);
+    assert_eq!(mail[3].to(), OWNER, "the notice goes to the customer");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.read_outbox().len(), 4, "once: the second refusal in the hour sends nothing");
+}
