@@ -25,6 +25,44 @@ pub(super) async fn list_plans(State(state): Shared) -> ApiResult<Json<Vec<Plan>
 pub(super) struct NewOrganization {
     name: String,
     plan: Option<String>,
+    /// Its mail domains (`acme.example`): a person writing from one belongs to it.
+    domains: Option<Vec<String>>,
+}
+
+/// How many mail domains one organization may have.
+const MAX_DOMAINS: usize = 50;
+
+/// An organization's mail domains, checked: host names of two labels or more
+/// (lower-cased, each once), never the desk's own domain or one under it.
+fn organization_domains(state: &HttpState, domains: &[String]) -> ApiResult<Vec<String>> {
+    if domains.len() > MAX_DOMAINS {
+        return Err(ApiError::BadRequest(format!("domains: at most {MAX_DOMAINS} domains per organization")));
+    }
+    let mut checked = Vec::with_capacity(domains.len());
+    for domain in domains {
+        let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |label: &str| {
+            (1..=63).contains(&label.len())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        let labels: Vec<&str> = domain.split('.').collect();
+        if domain.len() > 253 || labels.len() < 2 || !labels.iter().all(|l| label_ok(l)) {
+            let shown: String = domain.chars().take(80).collect();
+            return Err(ApiError::BadRequest(format!("domains: {shown:?} is not a mail domain such as acme.example")));
+        }
+        if domain == state.domain || domain.ends_with(&format!(".{}", state.domain)) {
+            return Err(ApiError::BadRequest(format!(
+                "domains: {domain} is this desk's own mail domain, not a customer's"
+            )));
+        }
+        if !checked.contains(&domain) {
+            checked.push(domain);
+        }
+    }
+    checked.sort();
+    Ok(checked)
 }
 
 /// `POST /organizations`
@@ -36,7 +74,11 @@ pub(super) async fn create_organization(
     if let Some(plan) = &new.plan {
         organization_plan(&state, plan).await?;
     }
-    let org = state.store.create_organization(&required(&new.name, "name")?, new.plan.as_deref()).await?;
+    let domains = organization_domains(&state, new.domains.as_deref().unwrap_or_default())?;
+    let org = state
+        .store
+        .create_organization_with_domains(&required(&new.name, "name")?, new.plan.as_deref(), &domains)
+        .await?;
     Ok((StatusCode::CREATED, Json(org)))
 }
 
@@ -348,9 +390,12 @@ pub(super) struct OrganizationPatch {
     name: Option<String>,
     #[serde(default, deserialize_with = "present")]
     plan: Option<Option<String>>,
+    /// Its mail domains, replacing the ones it had (`[]` removes them all).
+    domains: Option<Vec<String>>,
 }
 
-/// `PATCH /organizations/{id}` `{name?, plan?}` (`"plan": null` removes it).
+/// `PATCH /organizations/{id}` `{name?, plan?, domains?}` (`"plan": null`
+/// removes it; `domains` replaces the list).
 pub(super) async fn update_organization(
     State(state): Shared,
     Path(id): Path<i64>,
@@ -361,7 +406,8 @@ pub(super) async fn update_organization(
         organization_plan(&state, plan).await?;
     }
     let name = patch.name.as_deref().map(|name| required(name, "name")).transpose()?;
-    let changes = OrganizationChanges { name, plan_id: patch.plan };
+    let domains = patch.domains.as_deref().map(|d| organization_domains(&state, d)).transpose()?;
+    let changes = OrganizationChanges { name, plan_id: patch.plan, domains };
     let organization = state.store.update_organization(id, &changes).await?;
     organization.map(Json).ok_or_else(|| ApiError::NotFound(format!("organization {id} not found")))
 }

@@ -69,23 +69,63 @@ impl Store {
 
     /// Creates an organization.
     pub async fn create_organization(&self, name: &str, plan_id: Option<&str>) -> StoreResult<Organization> {
-        Ok(writing!(self, |db| sqlx::query_as(
-            "INSERT INTO organizations (name, plan_id, created_at) VALUES ($1, $2, $3) RETURNING *"
+        self.create_organization_with_domains(name, plan_id, &[]).await
+    }
+
+    /// Creates an organization with its mail domains (lower case, checked
+    /// by the caller); a domain another organization has is a conflict
+    /// naming it, and nothing is created.
+    pub async fn create_organization_with_domains(
+        &self,
+        name: &str,
+        plan_id: Option<&str>,
+        domains: &[String],
+    ) -> StoreResult<Organization> {
+        let mut organization: Organization = writing!(self, |db, w| {
+            let mut tx = db.begin().await?;
+            let organization: Organization =
+                sqlx::query_as("INSERT INTO organizations (name, plan_id, created_at) VALUES ($1, $2, $3) RETURNING *")
+                    .bind(name)
+                    .bind(plan_id)
+                    .bind(now_ms())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if let Some(conflict) = w::claim_domains(&mut tx, organization.id, domains).await? {
+                return Err(StoreError::Conflict(conflict));
+            }
+            tx.commit().await?;
+            organization
+        });
+        organization.domains = sorted(domains);
+        Ok(organization)
+    }
+
+    /// The organization a mail domain belongs to, if any.
+    pub async fn organization_of_domain(&self, domain: &str) -> StoreResult<Option<i64>> {
+        Ok(reading!(self, |db| sqlx::query_scalar(
+            "SELECT organization_id FROM organization_domains WHERE domain = $1"
         )
-        .bind(name)
-        .bind(plan_id)
-        .bind(now_ms())
-        .fetch_one(db)
+        .bind(domain.to_ascii_lowercase())
+        .fetch_optional(db)
         .await)?)
     }
 
     /// One organization.
     pub async fn organization(&self, id: i64) -> StoreResult<Option<Organization>> {
         let read = async {
-            Ok(reading!(self, |db| sqlx::query_as("SELECT * FROM organizations WHERE id = $1")
-                .bind(id)
-                .fetch_optional(db)
-                .await)?)
+            let organization: Option<Organization> =
+                reading!(self, |db| sqlx::query_as("SELECT * FROM organizations WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(db)
+                    .await)?;
+            let Some(mut organization) = organization else { return Ok(None) };
+            organization.domains = reading!(self, |db| sqlx::query_scalar(
+                "SELECT domain FROM organization_domains WHERE organization_id = $1 ORDER BY domain"
+            )
+            .bind(id)
+            .fetch_all(db)
+            .await)?;
+            Ok(Some(organization))
         };
         through_directory(&self.directory, self.directory.organization(id), read, |org| {
             self.directory.keep_organization(org);
@@ -272,6 +312,9 @@ pub struct OrganizationChanges {
     pub name: Option<String>,
     /// A new plan, or none.
     pub plan_id: Option<Option<String>>,
+    /// Its mail domains, replacing the ones it had (lower case, checked by
+    /// the caller).
+    pub domains: Option<Vec<String>>,
 }
 
 impl Store {
@@ -333,18 +376,35 @@ impl Store {
         changes: &OrganizationChanges,
     ) -> StoreResult<Option<Organization>> {
         let (set_plan, plan) = split(changes.plan_id.clone());
-        let organization = writing!(self, |db| sqlx::query_as(
-            "UPDATE organizations SET name = COALESCE($1, name), \
-             plan_id = CASE WHEN $2 THEN $3 ELSE plan_id END WHERE id = $4 RETURNING *"
-        )
-        .bind(&changes.name)
-        .bind(set_plan)
-        .bind(plan)
-        .bind(id)
-        .fetch_optional(db)
-        .await)?;
+        let updated: Option<Organization> = writing!(self, |db, w| {
+            let mut tx = db.begin().await?;
+            let updated: Option<Organization> = sqlx::query_as(
+                "UPDATE organizations SET name = COALESCE($1, name), \
+                 plan_id = CASE WHEN $2 THEN $3 ELSE plan_id END WHERE id = $4 RETURNING *",
+            )
+            .bind(&changes.name)
+            .bind(set_plan)
+            .bind(plan)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let (Some(_), Some(domains)) = (&updated, &changes.domains) {
+                sqlx::query("DELETE FROM organization_domains WHERE organization_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(conflict) = w::claim_domains(&mut tx, id, domains).await? {
+                    return Err(StoreError::Conflict(conflict));
+                }
+            }
+            tx.commit().await?;
+            updated
+        });
         self.directory_changed().await;
-        Ok(organization)
+        match updated {
+            Some(_) => self.organization(id).await,
+            None => Ok(None),
+        }
     }
 
     /// After a directory row changed: this instance forgets its copy now,
@@ -360,6 +420,14 @@ impl Store {
             }
         }
     }
+}
+
+/// `domains` sorted, without repeats.
+fn sorted(domains: &[String]) -> Vec<String> {
+    let mut sorted = domains.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    sorted
 }
 
 /// (whether to set, the value) for a nullable column's `CASE WHEN`.

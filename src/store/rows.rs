@@ -46,6 +46,9 @@ pub struct Organization {
     #[serde(serialize_with = "time_ms")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
+    /// Its mail domains, sorted: a person writing from one belongs to it.
+    #[sqlx(skip)]
+    pub domains: Vec<String>,
 }
 
 /// A customer's site.

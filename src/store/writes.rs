@@ -615,3 +615,34 @@ async fn insert_logs(conn: &mut Connection, entries: &[(&InboundLogEntry, Option
     log.build().execute(&mut *conn).await?;
     Ok(())
 }
+
+/// Gives `domains` to organization `id`: the sentence naming the first one
+/// another organization has, if any (the caller rolls back).
+pub(super) async fn claim_domains(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    id: i64,
+    domains: &[String],
+) -> StoreResult<Option<String>> {
+    for domain in domains {
+        let owner: Option<i64> = sqlx::query_scalar("SELECT organization_id FROM organization_domains WHERE domain = $1")
+            .bind(domain)
+            .fetch_optional(&mut **tx)
+            .await?;
+        match owner {
+            Some(owner) if owner != id => {
+                return Ok(Some(format!("the domain {domain} belongs to organization {owner}")));
+            }
+            Some(_) => {}
+            None => {
+                sqlx::query("INSERT INTO organization_domains (domain, organization_id, created_at) VALUES ($1, $2, $3)")
+                    .bind(domain)
+                    .bind(id)
+                    .bind(now_ms())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(None)
+}
+

@@ -211,3 +211,54 @@ async fn an_erased_user_leaves_no_personal_data_and_their_tokens_stop() {
     assert_eq!(app.messages(&format!("/chats/{}", theirs["id"])).await.len(), 0);
     app.stop().await;
 }
+
+/// Issue 33: an organization's mail domains, checked, unique across
+/// organizations, never the desk's own.
+#[tokio::test]
+async fn organizations_have_mail_domains_that_are_theirs_alone() {
+    let app = spawn_app().await;
+    let (status, acme) = app
+        .post(
+            "/organizations",
+            json!({"name": "Acme", "domains": ["ACME.example", "acme.example", "acme-mail.example."]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{acme}");
+    assert_eq!(acme["domains"], json!(["acme-mail.example", "acme.example"]), "lower case, once, sorted");
+    let id = acme["id"].as_i64().unwrap();
+    let (_, read) = app.get(&format!("/organizations/{id}")).await;
+    assert_eq!(read["domains"], acme["domains"]);
+    // Another organization cannot take one of them, and nothing of it is created.
+    let (status, refused) =
+        app.post("/organizations", json!({"name": "Copycat", "domains": ["other.example", "acme.example"]})).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains(&format!("acme.example belongs to organization {id}")),
+        "{refused}"
+    );
+    let (status, other) = app.post("/organizations", json!({"name": "Other", "domains": ["other.example"]})).await;
+    assert_eq!(status, 201, "other.example was not kept by the refused request: {other}");
+    // Bad names and the desk's own domain are refused, naming the field.
+    for bad in ["not a domain", "localhost", "-acme.example", DOMAIN, &format!("mail.{DOMAIN}"), ""] {
+        let (status, answer) = app.post("/organizations", json!({"name": "Bad", "domains": [bad]})).await;
+        assert_eq!(status, 400, "{bad:?}: {answer}");
+        assert!(answer["error"].as_str().unwrap().starts_with("domains:"), "{answer}");
+    }
+    let many: Vec<String> = (0..51).map(|i| format!("d{i}.example")).collect();
+    assert_eq!(app.post("/organizations", json!({"name": "Many", "domains": many})).await.0, 400);
+    // PATCH replaces the list; a domain freed is free for another organization.
+    let (status, patched) = app.patch(&format!("/organizations/{id}"), json!({"domains": ["acme.example"]})).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["domains"], json!(["acme.example"]));
+    let other_id = other["id"].as_i64().unwrap();
+    let (status, taken) = app
+        .patch(&format!("/organizations/{other_id}"), json!({"domains": ["other.example", "acme-mail.example"]}))
+        .await;
+    assert_eq!(status, 200, "{taken}");
+    let (status, clash) = app.patch(&format!("/organizations/{other_id}"), json!({"domains": ["acme.example"]})).await;
+    assert_eq!(status, 409, "{clash}");
+    let (_, unchanged) = app.get(&format!("/organizations/{other_id}")).await;
+    assert_eq!(unchanged["domains"], json!(["acme-mail.example", "other.example"]), "a refused change changes nothing");
+    let (_, renamed) = app.patch(&format!("/organizations/{id}"), json!({"name": "Acme GmbH"})).await;
+    assert_eq!(renamed["domains"], json!(["acme.example"]), "a rename keeps the domains");
+}
