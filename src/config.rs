@@ -246,6 +246,8 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawNotify {
     max_message_bytes: Option<usize>,
+    from_name: Option<String>,
+    from_address: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -348,6 +350,12 @@ pub struct DeliveryConfig {
     pub suppression_days: u32,
     /// DKIM signing, when configured.
     pub dkim: Option<DkimSettings>,
+    /// The desk's name on its mail (`[notify] from_name`, "Support"): the
+    /// From of automatic mail, and after an agent's name on theirs.
+    pub from_name: String,
+    /// The From address of notifications (`[notify] from_address`); `None`
+    /// is `support@DOMAIN`.
+    pub from_address: Option<String>,
     /// The largest notification mailgate sends (`[notify] max_message_bytes`):
     /// long texts are cut and merged notifications shortened to fit.
     pub max_message_bytes: usize,
@@ -376,6 +384,8 @@ impl Default for DeliveryConfig {
             suppression_days: 30,
             dkim: None,
             max_message_bytes: 10 * 1024 * 1024,
+            from_name: "Support".to_owned(),
+            from_address: None,
         }
     }
 }
@@ -796,6 +806,19 @@ impl RawDelivery {
                 bail!("notify.max_message_bytes: {bytes} is too small (at least 65536 bytes)");
             }
             delivery.max_message_bytes = bytes;
+        }
+        if let Some(name) = &notify.from_name {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+                bail!("notify.from_name: {name:?} must be a name of 1 to 100 characters on one line");
+            }
+            delivery.from_name = name.to_owned();
+        }
+        if let Some(address) = &notify.from_address {
+            if crate::domain::EmailAddress::parse(address).is_none() {
+                bail!("notify.from_address: {address:?} is not an email address");
+            }
+            delivery.from_address = Some(address.trim().to_owned());
         }
         if let Some(url) = &delivery.relay_url
             && !(url.starts_with("smtp://") || url.starts_with("smtps://"))

@@ -214,6 +214,8 @@ pub struct PlanContext {
 pub struct MessageContext {
     /// Author's name.
     pub author_name: String,
+    /// Whether an agent wrote it.
+    pub from_agent: bool,
     /// `dashboard` or `email`.
     pub source: String,
     /// When it was written, e.g. `2026-11-23 10:05 UTC`.
@@ -388,6 +390,7 @@ pub fn header_safe(text: &str) -> String {
 pub fn sample_context(kind: &str) -> NotificationContext {
     let message = |author: &str, time: &str, body: &str, source: &str| MessageContext {
         author_name: author.to_owned(),
+        from_agent: author == "Alex Agent",
         source: source.to_owned(),
         time: time.to_owned(),
         body: body.to_owned(),

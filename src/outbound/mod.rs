@@ -508,7 +508,21 @@ impl Outbound {
     ) -> anyhow::Result<(String, lettre::address::Envelope, Vec<u8>)> {
         let rendered = self.renderer.render(&item.kind, context)?;
         let message_id = notification_message_id(&self.domain);
-        let support: Mailbox = format!("Support <support@{}>", self.domain).parse().context("support address")?;
+        // The From shows who wrote: "Anna Schmidt (Acme Support)" for an
+        // agent's message, the desk's name for automatic mail. Names go
+        // through lettre's encoder, never into the header as they are.
+        let desk = &self.delivery.from_name;
+        let from_name = match context.messages.last() {
+            Some(message) if message.from_agent && !message.author_name.trim().is_empty() => {
+                format!("{} ({desk})", message.author_name.trim())
+            }
+            _ => desk.clone(),
+        };
+        let from_address = match &self.delivery.from_address {
+            Some(address) => address.parse().context("notify.from_address")?,
+            None => format!("support@{}", self.domain).parse().context("support address")?,
+        };
+        let support = Mailbox::new(Some(from_name), from_address);
         let to_name = recipient.map(|u| u.name.clone());
         let to =
             Mailbox::new(to_name, item.to_address.parse().map_err(|e| anyhow::anyhow!("{}: {e}", item.to_address))?);
@@ -537,7 +551,7 @@ impl Outbound {
         }
         if let Some(token) = token {
             let reply_to = format!("reply+{token}@{}", self.domain).parse()?;
-            builder = builder.reply_to(Mailbox::new(Some("Support".to_owned()), reply_to));
+            builder = builder.reply_to(Mailbox::new(Some(desk.clone()), reply_to));
         }
         if let Some(thread) = thread {
             builder = builder
@@ -698,6 +712,7 @@ fn capitalize(text: &str) -> String {
 fn message_context(m: &StoredMessage, zone: chrono_tz::Tz) -> MessageContext {
     MessageContext {
         author_name: m.author_name.clone(),
+        from_agent: m.author_role == "agent",
         source: m.source.clone(),
         time: chrono::DateTime::from_timestamp_millis(m.created_at)
             .map(|t| t.with_timezone(&zone).format("%Y-%m-%d %H:%M %Z").to_string())

@@ -112,6 +112,11 @@ fn the_new_security_keys_refuse_bad_values_and_weak_tokens() {
         ("trusted_proxies = [\"0.0.0.0/33\"]\n", "trusted_proxies"),
         ("trusted_proxies = \"127.0.0.1\"\n", "trusted_proxies"),
         ("smtp_listen = \"localhost\"\n", "smtp_listen"),
+        // Issue 33: the desk's name and address on its mail.
+        ("[notify]\nfrom_name = \"Acme\\r\\nBcc: x@evil.example\"\n", "notify.from_name"),
+        ("[notify]\nfrom_name = \"\"\n", "notify.from_name"),
+        ("[notify]\nfrom_address = \"not an address\"\n", "notify.from_address"),
+        ("[policy]\nrefuse_support_address = \"yes\"\n", "refuse_support_address"),
     ] {
         std::fs::write(&file, text).unwrap();
         let args = mailgate::config::ConfigArgs {

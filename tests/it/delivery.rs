@@ -871,3 +871,31 @@ fn shown(mail: &crate::capture::Captured) -> (usize, usize) {
     let omitted = text.split("[... ").skip(1).filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok()).sum();
     (omitted, text.matches("still broken").count())
 }
+
+/// Issue 33: the From shows who wrote. An agent's message comes from
+/// "Name (Desk)", automatic mail from the desk's name (`[notify] from_name`),
+/// always at the support address (or `[notify] from_address`).
+#[tokio::test]
+async fn the_from_name_shows_the_agent_who_wrote_and_the_desk_otherwise() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |config| config.delivery.from_name = "Acme Support".to_owned()).await;
+    let w = app.world("sandbox", None).await;
+    let chat_id = chat(&app, &w).await;
+    relay.wait_for(2).await; // the agents hear of the new chat
+    app.create(&format!("/chats/{chat_id}/messages"), json!({"author_id": w.agent, "text": "On it"})).await;
+    relay.wait_for(3).await;
+    let mail = relay.messages();
+    let to_agent = mail.iter().find(|m| m.rcpt_to == [AGENT]).expect("the agent heard of the chat");
+    let decoded = |m: &crate::capture::Captured| {
+        let parsed = m.parsed();
+        let from = parsed.from().and_then(|a| a.first()).unwrap();
+        (from.name().unwrap_or_default().to_owned(), from.address().unwrap_or_default().to_owned())
+    };
+    assert_eq!(decoded(to_agent), ("Acme Support".to_owned(), format!("support@{DOMAIN}")), "the customer wrote it");
+    let to_owner = mail.iter().find(|m| m.rcpt_to == [OWNER]).expect("the customer heard of the answer");
+    assert_eq!(decoded(to_owner), ("Alex Agent (Acme Support)".to_owned(), format!("support@{DOMAIN}")));
+    assert!(
+        to_owner.header("Reply-To").starts_with("\"Acme Support\"")
+            || to_owner.header("Reply-To").starts_with("Acme Support")
+    );
+}
