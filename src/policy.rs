@@ -107,7 +107,7 @@ impl PolicyService {
             Err(refusal) => Answer::reject(&reply::for_rcpt_refusal(&refusal, &self.domain), refusal.label()),
             Ok(()) if self.refuse_support && envelope.recipients[0].1 == RecipientTarget::Support => {
                 self.new_chat_notice(&envelope.mail_from).await;
-                let refusal = Disposition::Rejected(crate::pipeline::Refusal::NoNewChat);
+                let refusal = Disposition::Rejected(crate::pipeline::Refusal::NoNewChat { emergency: None });
                 Answer::reject(&reply::for_disposition(&refusal), "new_chat")
             }
             Ok(()) => Answer::dunno("accepted"),

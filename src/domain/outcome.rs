@@ -97,8 +97,13 @@ impl std::fmt::Display for RcptRefusal {
 /// Why a message was refused after DATA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// It would start a new chat: chats start only in the Dashboard.
-    NoNewChat,
+    /// It would start a new chat: chats start only in the Dashboard. For a
+    /// customer whose plan pages on-call, the address that opens an
+    /// emergency ticket (`downtime@DOMAIN`), named in the answer and notice.
+    NoNewChat {
+        /// The emergency route, for customers with on-call only.
+        emergency: Option<String>,
+    },
     /// The sender may not write in the thread it points to.
     NotAllowed(String),
     /// It points at a thread that does not exist.
@@ -128,6 +133,9 @@ pub enum Refusal {
         text: String,
         /// The refusal notice to send, if any.
         notice: Option<String>,
+        /// For a new chat refused by a rule, to a customer whose plan pages
+        /// on-call: the address that opens an emergency ticket.
+        emergency: Option<String>,
     },
     /// Not an email at all.
     Unparseable,

@@ -64,13 +64,28 @@ pub fn for_disposition(disposition: &Disposition) -> SmtpReply {
     }
 }
 
+/// The sentence that tells a customer with on-call where an emergency goes
+/// (empty when they have no such route).
+fn emergency_route(address: Option<&str>) -> String {
+    match address {
+        Some(address) => format!(
+            ". For an outage or another emergency, write to {address}: it opens a ticket and pages the \
+             on-call engineers at once"
+        ),
+        None => String::new(),
+    }
+}
+
 fn for_refusal(refusal: &Refusal) -> SmtpReply {
     match refusal {
-        Refusal::NoNewChat => SmtpReply::new(
+        Refusal::NoNewChat { emergency } => SmtpReply::new(
             550,
             "5.7.1",
-            "A chat can not be started by email. Please start a new chat from your Dashboard \
-             (Support > Launch Chat); to continue a conversation, reply to its notification email",
+            format!(
+                "A chat can not be started by email. Please start a new chat from your Dashboard \
+                 (Support > Launch Chat); to continue a conversation, reply to its notification email{}",
+                emergency_route(emergency.as_deref())
+            ),
         ),
         Refusal::NotAllowed(reason) => SmtpReply::new(
             550,
@@ -92,7 +107,9 @@ fn for_refusal(refusal: &Refusal) -> SmtpReply {
             "This conversation is closed, so your reply was not added. If you still need help, start a new \
              chat from your Dashboard (Support > Launch Chat)",
         ),
-        Refusal::Rule { code, status, text, .. } => SmtpReply::dynamic(*code, status, text),
+        Refusal::Rule { code, status, text, emergency, .. } => {
+            SmtpReply::dynamic(*code, status, &format!("{text}{}", emergency_route(emergency.as_deref())))
+        }
         Refusal::TooComplex(why) => SmtpReply::new(552, "5.3.4", format!("Message too complex: {why}")),
         Refusal::AmbiguousAuthor(why) => SmtpReply::new(
             550,

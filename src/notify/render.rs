@@ -247,6 +247,9 @@ pub struct RefusalContext {
     pub subject: String,
     /// Why it was refused, in words.
     pub reason: String,
+    /// For a customer whose plan pages on-call: the address that opens an
+    /// emergency ticket; empty otherwise.
+    pub emergency_address: String,
 }
 
 /// "2 hours", "30 minutes", "1 day".
@@ -448,6 +451,7 @@ pub fn sample_context(kind: &str) -> NotificationContext {
     let refusal = kind.starts_with("refusal_").then(|| RefusalContext {
         subject: "Help: site down".to_owned(),
         reason: "sam@elsewhere.example may not write in this conversation".to_owned(),
+        emergency_address: "downtime@support.example.com".to_owned(),
     });
     let expects_reply = matches!(kind, "agent_replied" | "customer_replied" | "ticket_opened" | "ticket_received");
     NotificationContext {

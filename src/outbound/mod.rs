@@ -615,6 +615,7 @@ impl Outbound {
             refusal: item.kind.starts_with("refusal_").then(|| RefusalContext {
                 subject: extra["subject"].as_str().unwrap_or("(no subject)").to_owned(),
                 reason: extra["reason"].as_str().unwrap_or("").to_owned(),
+                emergency_address: extra["emergency"].as_str().unwrap_or("").to_owned(),
             }),
         };
         let Some(thread) = thread else { return Ok(context) };

@@ -42,7 +42,7 @@ impl Pipeline {
         refusal: &Refusal,
     ) -> Option<NewOutbox> {
         let kind = match refusal {
-            Refusal::NoNewChat => "refusal_no_new_chat",
+            Refusal::NoNewChat { .. } => "refusal_no_new_chat",
             Refusal::NotAllowed(_) => "refusal_not_allowed",
             Refusal::ThreadClosed => "refusal_thread_closed",
             Refusal::DmarcFailed(_)
@@ -66,12 +66,22 @@ impl Pipeline {
             Refusal::NotAllowed(reason) => reason.clone(),
             _ => String::new(),
         };
+        let emergency = match refusal {
+            Refusal::NoNewChat { emergency: Some(address) } | Refusal::Rule { emergency: Some(address), .. } => {
+                address.clone()
+            }
+            _ => String::new(),
+        };
         Some(NewOutbox {
             kind: kind.to_owned(),
             thread_id: None,
             recipient_id: Some(user.id),
             to_address: user.email,
-            context: serde_json::json!({ "subject": analysis.subject.as_deref().unwrap_or(""), "reason": reason }),
+            context: serde_json::json!({
+                "subject": analysis.subject.as_deref().unwrap_or(""),
+                "reason": reason,
+                "emergency": emergency,
+            }),
         })
     }
 
@@ -335,6 +345,7 @@ impl Pipeline {
                     status: status.clone(),
                     text: text.clone(),
                     notice: notice.clone(),
+                    emergency: None,
                 }),
                 thread_id,
             ),
@@ -352,6 +363,22 @@ impl Pipeline {
                 let accepted = matches!(outcome, Some(rules::Outcome::Accept));
                 self.default_plan(envelope, analysis, (thread, site, author), accepted, &decision, mode).await?
             }
+        };
+        // A customer whose plan pages on-call is told the emergency route
+        // (only when the message is proved theirs: a forged From learns nothing).
+        let proved = analysis.from.as_deref().is_some_and(|from| auth.is_some_and(|a| a.authenticates(from)));
+        let route = || rules.ticket_addresses.first().map(|local| format!("{local}@{}", self.domain));
+        let plan = match plan {
+            Plan::Log(Disposition::Rejected(Refusal::NoNewChat { .. }), id) if input.has_on_call && proved => {
+                Plan::Log(Disposition::Rejected(Refusal::NoNewChat { emergency: route() }), id)
+            }
+            Plan::Log(Disposition::Rejected(Refusal::Rule { code, status, text, notice, .. }), id)
+                if notice.as_deref() == Some("refusal_no_new_chat") && input.has_on_call && proved =>
+            {
+                let refusal = Refusal::Rule { code, status, text, notice, emergency: route() };
+                Plan::Log(Disposition::Rejected(refusal), id)
+            }
+            plan => plan,
         };
         Ok((plan, decision))
     }
@@ -420,7 +447,7 @@ impl Pipeline {
                 let reason = format!("auto-reply: {}", analysis.kind_reason);
                 return Ok(Plan::Log(Disposition::Dropped { reason }, None));
             }
-            let refusal = if to_support { Refusal::NoNewChat } else { Refusal::UnknownThread };
+            let refusal = if to_support { Refusal::NoNewChat { emergency: None } } else { Refusal::UnknownThread };
             return Ok(Plan::Log(Disposition::Rejected(refusal), None));
         };
         if analysis.kind == MailKind::AutoReply && !accepted_by_rule {
@@ -555,12 +582,13 @@ impl Pipeline {
                            from your Dashboard (Support > Launch Chat)"
                         .to_owned(),
                     notice: Some("refusal_tickets_not_in_plan".to_owned()),
+                    emergency: None,
                 }),
                 None,
             )
         };
         let (true, Some(customer)) = (to_ticket_address && !rules.ticket_addresses.is_empty(), sender) else {
-            return Ok(Plan::Log(Disposition::Rejected(Refusal::NoNewChat), None));
+            return Ok(Plan::Log(Disposition::Rejected(Refusal::NoNewChat { emergency: None }), None));
         };
         let Some(org) = customer.organization_id.filter(|_| customer.role().sees_org_tickets()) else {
             return Ok(not_in_plan());

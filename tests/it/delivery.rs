@@ -899,3 +899,54 @@ async fn the_from_name_shows_the_agent_who_wrote_and_the_desk_otherwise() {
             || to_owner.header("Reply-To").starts_with("Acme Support")
     );
 }
+
+/// Issue 33: a customer whose plan pages on-call, refused a new chat by
+/// email, is told the emergency route (in the answer and the notice);
+/// others are not, nor is a forged From.
+#[tokio::test]
+async fn a_refused_new_chat_names_the_emergency_route_to_customers_with_on_call_only() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |config| {
+        config.auth.records.insert("_dmarc.acme.example".to_owned(), "v=DMARC1; p=none".to_owned());
+    })
+    .await;
+    app.world("elite", None).await;
+    let support = format!("support@{DOMAIN}");
+    let emergency = format!("downtime@{DOMAIN}");
+    let message = format!(
+        "From: {OWNER}\r\nTo: {support}\r\nSubject: Site down\r\nMessage-ID: <oc1@acme.example>\r\n\r\nHelp\r\n"
+    );
+    let answer = app.send(OWNER, &[&support], &message).await;
+    let (_, log) = app.get("/inbound-log?limit=1").await;
+    assert!(answer.starts_with("550 5.7.1") && answer.contains(&emergency), "{answer} {log}");
+    let mails = relay.wait_for(1).await;
+    let text = mails[0].parsed().body_text(0).unwrap().into_owned();
+    assert!(text.contains(&format!("write to {emergency}")) && text.contains("pages the on-call engineers"), "{text}");
+    // The stranger on the same plan's domain is told nothing of it.
+    let stranger = format!(
+        "From: {STRANGER}\r\nTo: {support}\r\nSubject: Down\r\nMessage-ID: <oc2@elsewhere.example>\r\n\r\nHelp\r\n"
+    );
+    let answer = app.send(STRANGER, &[&support], &stranger).await;
+    assert!(answer.starts_with("550 5.7.1") && !answer.contains("downtime@"), "{answer}");
+    app.stop().await;
+
+    // A From that is not proved (SPF fails, no DMARC record) is not told either.
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |config| {
+        config.auth.records.insert("acme.example".to_owned(), "v=spf1 ip4:203.0.113.5 -all".to_owned());
+    })
+    .await;
+    app.world("elite", None).await;
+    let answer = app.send(OWNER, &[&support], &message).await;
+    assert!(answer.starts_with("550 5.7.1") && !answer.contains("downtime@"), "{answer}");
+    app.stop().await;
+
+    // On a plan without on-call, nobody is told of the route.
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |_| {}).await;
+    app.world("business", None).await;
+    let answer = app.send(OWNER, &[&support], &message).await;
+    assert!(answer.starts_with("550 5.7.1") && !answer.contains("downtime@"), "{answer}");
+    let mails = relay.wait_for(1).await;
+    assert!(!mails[0].parsed().body_text(0).unwrap().contains("downtime@"));
+}
