@@ -575,3 +575,28 @@ async fn a_desk_that_takes_no_mail_at_the_support_address_refuses_it_at_rcpt_wit
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(app.read_outbox().len(), 4, "once: the second refusal in the hour sends nothing");
 }
+
+/// `mailgate policy --listen`: the same service as a process of its own,
+/// beside the server, on the server's database.
+#[tokio::test]
+async fn the_policy_command_answers_beside_the_server() {
+    let app = spawn_app().await;
+    let (_, _, note) = app.chat_with_note().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut command = app.command(&["policy", "--listen", &format!("127.0.0.1:{port}"), "--domain", DOMAIN]);
+    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = tokio::process::Command::from(command).kill_on_drop(true).spawn().unwrap();
+    let mut stream = None;
+    for _ in 0..100 {
+        if let Ok(connected) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            stream = Some(connected);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut client = BufReader::new(stream.expect("mailgate policy listens"));
+    assert_eq!(ask(&mut client, "RCPT", OWNER, &note.reply_address()).await, "action=DUNNO");
+    let forged = format!("reply+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA@{DOMAIN}");
+    assert!(ask(&mut client, "RCPT", OWNER, &forged).await.starts_with("action=REJECT 5.1.1"));
+    child.kill().await.unwrap();
+}
