@@ -25,7 +25,7 @@ pub(super) async fn list_plans(State(state): Shared) -> ApiResult<Json<Vec<Plan>
 pub(super) struct NewOrganization {
     name: String,
     plan: Option<String>,
-    /// Its mail domains (`acme.example`): a person writing from one belongs to it.
+    /// Its mail domains (`acme.example`), each belonging to this organization alone.
     domains: Option<Vec<String>>,
 }
 

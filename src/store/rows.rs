@@ -46,7 +46,7 @@ pub struct Organization {
     #[serde(serialize_with = "time_ms")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
-    /// Its mail domains, sorted: a person writing from one belongs to it.
+    /// Its mail domains, sorted, each belonging to this organization alone.
     #[sqlx(skip)]
     pub domains: Vec<String>,
 }
