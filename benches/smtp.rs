@@ -542,6 +542,7 @@ async fn seed(database_url: &str, data: &std::path::Path) -> Vec<(String, String
             routing: None,
             extra_mail: vec![],
             original: None,
+            extras: None,
         };
         let (thread, _) = store.create_thread(thread, first, &[], None).await.unwrap();
         let token = signer.sign(mailgate::domain::ReplyToken { thread_id: thread.id, recipient_id: customer.id });

@@ -459,7 +459,8 @@ fn pipeline_for(
         .with_auth(sender_auth(config)?)
         .with_mime_limits(config.limits.mime)
         .with_loop_limit(config.limits.max_messages_per_sender_per_hour)
-        .with_auth_policy(&config.auth))
+        .with_auth_policy(&config.auth)
+        .with_participants(config.participants.clone()))
 }
 
 /// Serves the API and the console on `http`, and `/metrics` alone on the

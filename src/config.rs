@@ -172,6 +172,8 @@ struct RawConfig {
     notify: RawNotify,
     #[serde(default)]
     policy: RawPolicy,
+    #[serde(default)]
+    participants: RawParticipants,
     dkim: Option<RawDkim>,
     #[serde(default)]
     retention: RawRetention,
@@ -240,6 +242,54 @@ struct RawDelivery {
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     refuse_support_address: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParticipants {
+    outsiders: Option<crate::pipeline::participants::Outsiders>,
+    blocklist: Option<Vec<String>>,
+    max_per_conversation: Option<i64>,
+    max_new_outsiders_per_org_per_day: Option<i64>,
+}
+
+impl RawParticipants {
+    /// The `[participants]` table, checked: limits of at least 1, blocklist
+    /// entries that are addresses or `@domain`.
+    fn validated(self) -> anyhow::Result<crate::pipeline::participants::ParticipantPolicy> {
+        let defaults = crate::pipeline::participants::ParticipantPolicy::default();
+        let mut blocklist = Vec::new();
+        for entry in self.blocklist.unwrap_or_default() {
+            let entry = entry.trim().to_lowercase();
+            let valid = match entry.strip_prefix('@') {
+                Some(domain) => !domain.is_empty() && !domain.contains('@') && domain.contains('.'),
+                None => crate::domain::EmailAddress::parse(&entry).is_some(),
+            };
+            if !valid {
+                bail!("participants.blocklist: {entry:?} is neither an address (name@domain) nor a domain (@domain)");
+            }
+            blocklist.push(entry);
+        }
+        let limit = |value: Option<i64>, default: i64, name: &str| match value {
+            Some(n) if n < 1 => bail!("participants.{name}: {n} must be at least 1"),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        Ok(crate::pipeline::participants::ParticipantPolicy {
+            outsiders: self.outsiders.unwrap_or(defaults.outsiders),
+            blocklist,
+            max_per_conversation: limit(
+                self.max_per_conversation,
+                defaults.max_per_conversation,
+                "max_per_conversation",
+            )?,
+            max_new_outsiders_per_org_per_day: limit(
+                self.max_new_outsiders_per_org_per_day,
+                defaults.max_new_outsiders_per_org_per_day,
+                "max_new_outsiders_per_org_per_day",
+            )?,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -501,6 +551,8 @@ pub struct Config {
     /// (`[policy] refuse_support_address`): no new chat by email, and no
     /// reply sent there finds its conversation.
     pub policy_refuses_support: bool,
+    /// Who of the people copied on a message joins its conversation (`[participants]`).
+    pub participants: crate::pipeline::participants::ParticipantPolicy,
     /// HTTP API address; port 0 picks a free port (tests).
     pub http_listen: SocketAddr,
     /// Where `GET /metrics` is also served without a token, if anywhere.
@@ -661,6 +713,7 @@ impl ConfigArgs {
             lmtp_listen,
             policy_listen,
             policy_refuses_support: raw.policy.refuse_support_address.unwrap_or(false),
+            participants: raw.participants.validated()?,
             http_listen,
             metrics_listen,
             trusted_proxies: match &raw.trusted_proxies {
@@ -891,6 +944,7 @@ impl Config {
             lmtp_listen: None,
             policy_listen: None,
             policy_refuses_support: false,
+            participants: crate::pipeline::participants::ParticipantPolicy::default(),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: None,
             trusted_proxies: crate::http::throttle::TrustedProxies::default(),

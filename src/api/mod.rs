@@ -6,6 +6,7 @@ pub(crate) mod held;
 mod input;
 pub mod openapi;
 pub(crate) mod originals;
+mod participants;
 mod records;
 mod rules;
 mod suppressions;
@@ -98,6 +99,14 @@ fn api_routes() -> (Router<Arc<HttpState>>, Router<Arc<HttpState>>, Vec<RouteDoc
         post "/tickets/{number}/messages" => threads::post_ticket_message, "Post in a ticket", json::<threads::PostMessage>(), created::<threads::MessageView>();
         post "/tickets/{number}/close" => threads::close_ticket, "Close a ticket", none(), one::<crate::store::Thread>();
         post "/tickets/{number}/reopen" => threads::reopen_ticket, "Reopen a ticket", none(), one::<crate::store::Thread>();
+        get "/chats/{id}/participants" => participants::list_of_chat, "The people copied into a chat, with their standing", none(), list::<crate::store::Participant>();
+        post "/chats/{id}/participants" => participants::add_to_chat, "Add someone to a chat (their own reply address from the next notification)", json::<participants::NewPerson>(), created::<crate::store::Participant>();
+        get "/tickets/{number}/participants" => participants::list_of_ticket, "The people copied into a ticket, with their standing", none(), list::<crate::store::Participant>();
+        post "/tickets/{number}/participants" => participants::add_to_ticket, "Add someone to a ticket", json::<participants::NewPerson>(), created::<crate::store::Participant>();
+        get "/participants/pending" => participants::pending, "People copied into conversations who wait for an agent", none(), list::<crate::store::Participant>();
+        post "/participants/{id}/admit" => participants::admit, "Let a pending person in", none(), one::<crate::store::Participant>();
+        post "/participants/{id}/decline" => participants::decline, "Decline a pending person", none(), one::<crate::store::Participant>();
+        delete "/participants/{id}" => participants::remove, "Take someone out of a conversation", none(), one::<crate::store::Participant>();
         get "/attachments/{id}" => threads::download_attachment, "Download an attachment", none(), bytes();
         get "/messages/{id}" => originals::get_message, "One message with what extraction removed", none(), one::<originals::MessageDetail>();
         get "/messages/{id}/raw" => originals::message_raw, "The mail a message was read from, byte for byte", none(), bytes();
@@ -153,6 +162,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics).route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin)))
         // The token in the link is the credential: no bearer token here.
         .route("/unsubscribe/{token}", get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe))
+        .route("/leave/{token}", get(unsubscribe::leave_page).post(unsubscribe::leave))
         .with_state(state)
 }
 

@@ -63,6 +63,7 @@ fn dashboard_message(
         routing: None,
         extra_mail: Vec::new(),
         original: None,
+        extras: None,
     }
 }
 
@@ -155,7 +156,7 @@ async fn open_thread(
     Ok((StatusCode::CREATED, Json(ThreadView { thread, messages })))
 }
 
-async fn find_thread(state: &HttpState, kind: ThreadKind, id: i64) -> ApiResult<Thread> {
+pub(super) async fn find_thread(state: &HttpState, kind: ThreadKind, id: i64) -> ApiResult<Thread> {
     let thread = match kind {
         ThreadKind::Chat => state.store.thread(id).await?.filter(|t| t.kind() == ThreadKind::Chat),
         ThreadKind::Ticket => state.store.ticket_by_number(id).await?,
@@ -197,6 +198,8 @@ pub(super) async fn get_ticket(State(state): Shared, Path(number): Path<i64>) ->
 #[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct MessageView {
     id: i64,
+    /// `message`, `note` (an agent's internal note) or `system` (mailgate's own note).
+    kind: crate::store::MessageKind,
     author: AuthorView,
     text: String,
     source: String,
@@ -229,6 +232,7 @@ pub(super) fn message_view(m: StoredMessage) -> MessageView {
     MessageView {
         raw: m.original.as_ref().map(|_| format!("/api/v1/messages/{}/raw", m.id)),
         id: m.id,
+        kind: m.kind,
         author: AuthorView { id: m.author_id, name: m.author_name, email: m.author_email, role: m.author_role },
         text: m.body,
         source: m.source,
@@ -271,6 +275,9 @@ pub(super) async fn list_ticket_messages(
 pub(super) struct PostMessage {
     author_id: i64,
     text: String,
+    /// An agent's internal note: seen by agents, never mailed to the customer side.
+    #[serde(default)]
+    internal: bool,
 }
 
 /// `POST /chats/{id}/messages`
@@ -306,15 +313,43 @@ async fn post_message(
         .ok_or_else(|| ApiError::BadRequest(format!("user {} not found", post.author_id)))?;
     let site =
         state.store.site(thread.site_id).await?.ok_or_else(|| ApiError::NotFound("site not found".to_owned()))?;
-    if !author.is_agent() && !is_participant(&thread, &site, &author) {
+    if !author.is_agent() && !in_conversation(state, &thread, &site, &author).await? {
         return Err(ApiError::Forbidden(format!("user {} may not write in this conversation", author.id)));
     }
-    let notify = crate::notify::recipients(&state.store, &thread, &site, &author).await?;
-    let message = dashboard_message(thread.id, &author, text, notify);
+    if post.internal && !author.is_agent() {
+        return Err(ApiError::BadRequest("only agents write internal notes".to_owned()));
+    }
+    let notify = match post.internal {
+        true => crate::notify::note_recipients(&state.store, &thread, &author).await?,
+        false => crate::notify::recipients(&state.store, &thread, &site, &author, &[]).await?,
+    };
+    let mut message = dashboard_message(thread.id, &author, text, notify);
+    if post.internal {
+        message.extras =
+            Some(Box::new(crate::store::MessageExtras { kind: crate::store::MessageKind::Note, ..Default::default() }));
+    }
     let id = state.store.insert_message(message, None).await?.id();
     let stored = state.store.messages(thread.id).await?.into_iter().find(|m| m.id == id);
     let stored = stored.ok_or_else(|| ApiError::NotFound("message not found".to_owned()))?;
     Ok((StatusCode::CREATED, Json(message_view(stored))))
+}
+
+/// Whether `user` is on the customer side of `thread`: its customer, an
+/// organization member who sees its tickets, or a participant added to it.
+pub(super) async fn in_conversation(state: &HttpState, thread: &Thread, site: &Site, user: &User) -> ApiResult<bool> {
+    Ok(is_participant(thread, site, user) || state.store.is_active_participant(thread.id, user.id).await?)
+}
+
+/// Queues a participant's webhook event (`participant.added`, `.pending`, `.removed`).
+pub(super) async fn announce_participant(
+    state: &HttpState,
+    event: &'static str,
+    participant: &crate::store::Participant,
+) {
+    let data = serde_json::to_value(participant).unwrap_or_default();
+    if let Err(error) = state.store.queue_event(event, data).await {
+        tracing::warn!(%error, event, "queueing a participant event failed");
+    }
 }
 
 /// `Content-Disposition` for downloading `name` (RFC 6266): an ASCII
@@ -373,7 +408,7 @@ pub(super) async fn send_transcript(
         .ok_or_else(|| ApiError::BadRequest(format!("user {recipient_id} not found")))?;
     let site =
         state.store.site(thread.site_id).await?.ok_or_else(|| ApiError::NotFound("site not found".to_owned()))?;
-    if !recipient.is_agent() && !is_participant(&thread, &site, &recipient) {
+    if !recipient.is_agent() && !in_conversation(&state, &thread, &site, &recipient).await? {
         return Err(ApiError::Forbidden(format!("user {recipient_id} may not see this chat")));
     }
     let new = crate::store::NewOutbox {

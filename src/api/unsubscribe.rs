@@ -1,5 +1,7 @@
-//! The one-click unsubscribe link of a notification (RFC 8058): the page a
-//! person opens, and the POST a mail client sends. The token is the credential.
+//! The one-click links of a notification (RFC 8058): unsubscribe from a kind
+//! of notification, or (a participant copied into a conversation) leave that
+//! conversation. Each has the page a person opens, and the POST a mail client
+//! sends. The token is the credential.
 
 use super::{ApiError, HttpState};
 use axum::extract::{Path, State};
@@ -39,4 +41,32 @@ pub(super) async fn unsubscribe(State(state): Shared, Path(token): Path<String>)
     let what = kind.replace('_', " ");
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("Unsubscribed from {what} notifications.\n"))
         .into_response())
+}
+
+/// The participant row a leave link names, while they are in the conversation.
+async fn leave_target(state: &HttpState, token: &str) -> ApiResult<crate::store::Participant> {
+    let invalid = || ApiError::NotFound("this link is not valid, or you have left the conversation already".to_owned());
+    let (thread_id, user_id) = state.signer.verify_leave(token).map_err(|_| invalid())?;
+    state.store.participant_of(thread_id, user_id).await?.ok_or_else(invalid)
+}
+
+/// `GET /leave/{token}`: a page with a button (a GET changes nothing).
+pub(super) async fn leave_page(State(state): Shared, Path(token): Path<String>) -> ApiResult<Response> {
+    leave_target(&state, &token).await?;
+    let page = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Leave the conversation</title></head><body>\
+         <p>Leave this conversation? You will get no more mail about it; the others in it stay.</p>\
+         <form method=\"post\"><button type=\"submit\">Leave</button></form></body></html>";
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response())
+}
+
+/// `POST /leave/{token}`: the participant leaves the conversation (only
+/// them); the webhook event `participant.removed` says so.
+pub(super) async fn leave(State(state): Shared, Path(token): Path<String>) -> ApiResult<Response> {
+    let participant = leave_target(&state, &token).await?;
+    if let Some(left) =
+        state.store.set_participant_status(participant.id, crate::store::ParticipantStatus::Left).await?
+    {
+        super::threads::announce_participant(&state, "participant.removed", &left).await;
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "You have left the conversation.\n").into_response())
 }

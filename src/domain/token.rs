@@ -144,6 +144,17 @@ impl TokenSigner {
         self.verify_pair(Purpose::Bounce, text).map(|(outbox_id, _)| outbox_id)
     }
 
+    /// The token of a participant's one-click link that takes user
+    /// `user_id` out of conversation `thread_id` (and nobody else).
+    pub fn sign_leave(&self, thread_id: i64, user_id: i64) -> String {
+        self.sign_pair(Purpose::Leave, thread_id, user_id)
+    }
+
+    /// Checks a leave token: (thread id, user id).
+    pub fn verify_leave(&self, text: &str) -> Result<(i64, i64), TokenError> {
+        self.verify_pair(Purpose::Leave, text)
+    }
+
     fn sign_pair(&self, purpose: Purpose, a: i64, b: i64) -> String {
         self.sign_pair_on(purpose, a, b, today())
     }
@@ -205,6 +216,7 @@ enum Purpose {
     Reply,
     Unsubscribe,
     Bounce,
+    Leave,
 }
 
 fn mac_for(key: &TokenKey, purpose: Purpose) -> Hmac<Sha256> {
@@ -213,6 +225,7 @@ fn mac_for(key: &TokenKey, purpose: Purpose) -> Hmac<Sha256> {
         Purpose::Reply => CONTEXT,
         Purpose::Unsubscribe => b"mailgate unsubscribe token v1",
         Purpose::Bounce => b"mailgate bounce address v1",
+        Purpose::Leave => b"mailgate leave link v1",
     });
     mac
 }

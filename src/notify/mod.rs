@@ -7,7 +7,12 @@
 //!   organization.
 //! - A customer wrote: the assigned agent, or every agent while nobody is assigned.
 //!
-//! The author is never notified of their own message. An agent who opted
+//! - People copied into the conversation and added (participants) hear of
+//!   everything others write in it; when one of them writes, so does its customer.
+//! - An agent's internal note: the agents alone.
+//!
+//! Nobody hears of a message that was sent to them directly (they were in
+//! its `To` or `Cc`). The author is never notified of their own message. An agent who opted
 //! out of a kind gets no item; a customer who unsubscribed gets one that
 //! the outbound worker marks `skipped (unsubscribed)`, so that agents see
 //! why nothing was sent.
@@ -17,12 +22,15 @@ pub mod render;
 use crate::domain::ThreadKind;
 use crate::store::{NotificationKind, Site, Store, StoreResult, Thread, User};
 
-/// The notifications a message by `author` in `thread` causes.
+/// The notifications a message by `author` in `thread` causes; `direct`:
+/// the addresses the message itself went to (its `To` and `Cc`), whose
+/// owners have it already and get no notification of it.
 pub async fn recipients(
     store: &Store,
     thread: &Thread,
     site: &Site,
     author: &User,
+    direct: &[String],
 ) -> StoreResult<Vec<(NotificationKind, i64)>> {
     let kind = if author.is_agent() { NotificationKind::AgentReplied } else { NotificationKind::CustomerReplied };
     // One query per message: agents' opt-outs are filtered where they are read.
@@ -31,6 +39,49 @@ pub async fn recipients(
         (true, ..) => vec![thread.customer_id],
         (false, .., Some(agent)) => unless_opted_out(store, agent, kind).await?,
         (false, .., None) => store.subscribed_agents(kind.as_str()).await?,
+    };
+    let mut notify: Vec<(NotificationKind, i64)> = ids.drain(..).map(|id| (kind, id)).collect();
+    // People copied in and added hear of everything anyone else writes
+    // (and the customer of what they write); read only when there are some.
+    if thread.participants > 0 {
+        let side = NotificationKind::AgentReplied;
+        if !author.is_agent() && !notify.iter().any(|&(_, id)| id == thread.customer_id) {
+            notify.push((side, thread.customer_id));
+        }
+        for (id, _) in store.active_participants(thread.id).await? {
+            if !notify.iter().any(|&(_, known)| known == id) {
+                notify.push((side, id));
+            }
+        }
+    }
+    notify.retain(|&(_, id)| id != author.id);
+    if !direct.is_empty() && notify.iter().any(|&(kind, _)| kind == NotificationKind::AgentReplied) {
+        let mut kept = Vec::with_capacity(notify.len());
+        for (kind, id) in notify {
+            let copied = match store.user(id).await? {
+                Some(user) => direct.iter().any(|address| address.eq_ignore_ascii_case(&user.email)),
+                None => false,
+            };
+            if !copied {
+                kept.push((kind, id));
+            }
+        }
+        notify = kept;
+    }
+    Ok(notify)
+}
+
+/// The notifications an agent's internal note causes: the assigned agent,
+/// or every agent while nobody is assigned (never the customer side).
+pub async fn note_recipients(
+    store: &Store,
+    thread: &Thread,
+    author: &User,
+) -> StoreResult<Vec<(NotificationKind, i64)>> {
+    let kind = NotificationKind::CustomerReplied;
+    let mut ids = match thread.assigned_agent_id {
+        Some(agent) => unless_opted_out(store, agent, kind).await?,
+        None => store.subscribed_agents(kind.as_str()).await?,
     };
     ids.retain(|&id| id != author.id);
     Ok(ids.into_iter().map(|id| (kind, id)).collect())

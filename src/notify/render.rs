@@ -49,6 +49,9 @@ const BUILTIN: &[(&str, &str)] = builtin![
     "refusal_not_allowed.subject",
     "refusal_not_allowed.txt",
     "refusal_not_allowed.html",
+    "refusal_unknown_command.subject",
+    "refusal_unknown_command.txt",
+    "refusal_unknown_command.html",
     "on_call_page.subject",
     "on_call_page.txt",
     "on_call_page.html",
@@ -67,6 +70,7 @@ pub const KINDS: &[&str] = &[
     "refusal_tickets_not_in_plan",
     "refusal_thread_closed",
     "refusal_not_allowed",
+    "refusal_unknown_command",
     "on_call_page",
     "chat_transcript",
 ];
@@ -109,6 +113,12 @@ pub struct NotificationContext {
     pub ref_marker: String,
     /// For refusal notices: what was refused and why.
     pub refusal: Option<RefusalContext>,
+    /// The others in the conversation besides the recipient, by name, when
+    /// people were copied into it ("Also in this conversation: ...").
+    pub also: Vec<String>,
+    /// For a participant copied into the conversation: the link that takes
+    /// them (only them) out of it; empty otherwise.
+    pub leave_url: String,
 }
 
 /// Messages shown at most in one notification: the first and the last
@@ -475,6 +485,14 @@ pub fn sample_context(kind: &str) -> NotificationContext {
         reply_marker: if expects_reply { crate::domain::REPLY_ABOVE_MARKER.to_owned() } else { String::new() },
         ref_marker: if expects_reply { "[ref:aeaqcanljlyhz5giqsz4ratieq]".to_owned() } else { String::new() },
         refusal,
+        also: match kind {
+            "agent_replied" | "customer_replied" => vec!["Bob Jones".to_owned(), "Carla Díaz".to_owned()],
+            _ => Vec::new(),
+        },
+        leave_url: match kind {
+            "agent_replied" => "https://support.example.com/leave/aeaqcanljlyhz5giqsz4ratieq".to_owned(),
+            _ => String::new(),
+        },
     }
 }
 

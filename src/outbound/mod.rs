@@ -537,7 +537,18 @@ impl Outbound {
                 "OOF, AutoReply".to_owned(),
             ));
         let optional = crate::notify::OPTIONAL_KINDS.iter().position(|k| *k == item.kind);
-        if let (Some(kind), Some(user)) = (optional, recipient) {
+        if !context.leave_url.is_empty() {
+            // A participant's own way out: it takes them out of this conversation alone.
+            builder = builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    format!("<{}>", context.leave_url),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".to_owned(),
+                ));
+        } else if let (Some(kind), Some(user)) = (optional, recipient) {
             let token = self.signer.sign_unsubscribe(user.id, kind as i64);
             let mut links = format!("<mailto:unsubscribe+{token}@{}>", self.domain);
             if let Some(base) = &self.public_url {
@@ -617,6 +628,8 @@ impl Outbound {
                 reason: extra["reason"].as_str().unwrap_or("").to_owned(),
                 emergency_address: extra["emergency"].as_str().unwrap_or("").to_owned(),
             }),
+            also: Vec::new(),
+            leave_url: String::new(),
         };
         let Some(thread) = thread else { return Ok(context) };
         let zone = recipient.and_then(|u| u.time_zone.as_deref()?.parse().ok()).unwrap_or(self.time_zone);
@@ -645,20 +658,54 @@ impl Outbound {
             ticket_type: thread.ticket_type.clone(),
             url: self.dashboard_url.as_deref().map(|url| dashboard_link(url, kind, id)).unwrap_or_default(),
         });
+        if thread.participants > 0 {
+            self.add_participants(&mut context, thread, recipient).await?;
+        }
+        let public = recipient.is_none_or(|user| !user.is_agent());
         if item.kind == "chat_transcript" {
-            context.messages = self.store.messages(thread.id).await?.iter().map(message_context).collect();
+            let messages = self.store.messages(thread.id).await?;
+            context.messages = messages.iter().filter(|m| !public || m.is_public()).map(message_context).collect();
             return Ok(context);
         }
         let new_ids: std::collections::HashSet<i64> =
             item.message_id.into_iter().chain(merged.iter().filter_map(|m| m.message_id)).collect();
         // The new messages and the few before them, however long the thread
         // (the pass read each thread from a few before its earliest new one).
-        let all = reads.messages(thread.id);
+        // Internal notes are for agents: never shown to the customer side,
+        // new or in the history.
+        let all: Vec<&StoredMessage> = reads.messages(thread.id).iter().filter(|m| !public || m.is_public()).collect();
         let first_new = all.iter().position(|m| new_ids.contains(&m.id)).unwrap_or(all.len());
-        context.messages = all.iter().filter(|m| new_ids.contains(&m.id)).map(message_context).collect();
-        context.history =
-            all[first_new.saturating_sub(HISTORY as usize)..first_new].iter().rev().map(message_context).collect();
+        context.messages = all.iter().filter(|m| new_ids.contains(&m.id)).map(|m| message_context(m)).collect();
+        context.history = all[first_new.saturating_sub(HISTORY as usize)..first_new]
+            .iter()
+            .rev()
+            .map(|m| message_context(m))
+            .collect();
         Ok(context)
+    }
+
+    /// Names the others in a conversation people were copied into, and
+    /// gives a participant the link that takes them out of it.
+    async fn add_participants(
+        &self,
+        context: &mut NotificationContext,
+        thread: &Thread,
+        recipient: Option<&crate::store::User>,
+    ) -> anyhow::Result<()> {
+        let recipient_id = recipient.map(|u| u.id);
+        let listed = self.store.active_participants(thread.id).await?;
+        if recipient_id != Some(thread.customer_id)
+            && let Some(customer) = self.store.user(thread.customer_id).await?
+        {
+            context.also.push(customer.name);
+        }
+        context.also.extend(listed.iter().filter(|(id, _)| Some(*id) != recipient_id).map(|(_, name)| name.clone()));
+        if let (Some(id), Some(base)) = (recipient_id, &self.public_url)
+            && listed.iter().any(|(listed, _)| *listed == id)
+        {
+            context.leave_url = format!("{base}/leave/{}", self.signer.sign_leave(thread.id, id));
+        }
+        Ok(())
     }
 
     /// The plan whose promises apply to a site: its organization's plan when

@@ -126,6 +126,12 @@ impl AuthResults {
         self.is_about(author) && (self.dmarc == "pass" || self.dmarc == "none" && !self.aligned.is_empty())
     }
 
+    /// Whether `author`'s domain is proved the strong way an agent's
+    /// commands ask for: DMARC passed, or an aligned DKIM signature.
+    pub fn proves_strongly(&self, author: &str) -> bool {
+        self.is_about(author) && (self.dmarc == "pass" || self.aligned.contains("dkim"))
+    }
+
     /// Whether the checks read `author` as the message's one author and
     /// judged its domain.
     pub fn is_about(&self, author: &str) -> bool {

@@ -1,7 +1,8 @@
 //! Step 6: may this sender write in this thread?
 //!
 //! Allowed: the customer who opened the thread; for tickets any member of
-//! the site's organization who may see tickets (not Unprivileged); and a
+//! the site's organization who may see tickets (not Unprivileged); anyone
+//! added to it as a participant (and not since removed, declined or gone); and a
 //! support agent the token was issued to (matched by the From address). A
 //! token does not outlive its holder's standing: a member who became
 //! Unprivileged or left the organization may not write with a token issued
@@ -24,13 +25,21 @@ pub enum Authorization {
     Denied(String),
 }
 
-/// Decides whether `sender` may post into `thread`, reached through `via`.
-pub fn authorize(thread: &Thread, site: &Site, reference: &ThreadRef, sender: Option<&User>) -> Authorization {
+/// Decides whether `sender` may post into `thread`, reached through `via`;
+/// `listed`: the sender is an active participant of it (someone copied in
+/// and added, see `pipeline::participants`).
+pub fn authorize(
+    thread: &Thread,
+    site: &Site,
+    reference: &ThreadRef,
+    sender: Option<&User>,
+    listed: bool,
+) -> Authorization {
     let Some(sender) = sender else {
         return Authorization::Denied("the sender's address is not known to us".to_owned());
     };
     let token_holder = matches!(reference, ThreadRef::Token { recipient_id, .. } if *recipient_id == sender.id);
-    if (token_holder && sender.is_agent()) || is_participant(thread, site, sender) {
+    if (token_holder && sender.is_agent()) || listed || is_participant(thread, site, sender) {
         return Authorization::Allowed { author_id: sender.id };
     }
     Authorization::Denied(format!("{} may not write in this conversation", sender.email))

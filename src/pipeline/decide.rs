@@ -5,8 +5,8 @@
 
 use super::{
     Analysis, Authorization, Bounce, Disposition, Envelope, LOOP_WINDOW_MS, MailKind, Mode, NewMessage, NewOutbox,
-    NewThread, Pipeline, RecipientTarget, Refusal, Routing, Source, StoreError, Thread, ThreadRef, authorize, dedup_id,
-    extract, now_ms, recipient_tokens, rules, thread,
+    NewThread, Pipeline, RecipientTarget, Refusal, Routing, Source, StoreError, Thread, ThreadRef, authorize, commands,
+    dedup_id, extract, now_ms, recipient_tokens, rules, thread,
 };
 
 /// What `decide` concluded.
@@ -28,6 +28,26 @@ pub(super) enum Plan {
     },
     /// Store this message in this thread.
     Store { message: Box<NewMessage>, thread: Thread },
+    /// Post nothing, answer 250, and tell the sender why by mail (an
+    /// agent's unknown command).
+    Answer {
+        /// Why nothing was posted.
+        reason: String,
+        /// The thread it was for.
+        thread_id: Option<i64>,
+        /// The mail that tells the sender.
+        notice: Box<NewOutbox>,
+    },
+}
+
+/// What `decide` found for a message that may be posted: the thread, its
+/// site, the author allowed there, and whether the author's commands count.
+pub(super) struct Found {
+    thread: Option<Thread>,
+    site: Option<crate::store::Site>,
+    author: Option<crate::store::User>,
+    /// An agent on their own reply address, their domain authenticated.
+    may_command: bool,
 }
 
 impl Pipeline {
@@ -304,7 +324,8 @@ impl Pipeline {
         }
         let mut author = None;
         if let (Some(reference), Some(thread), Some(site)) = (&reference, &thread, &site) {
-            match authorize::authorize(thread, site, reference, sender.as_ref()) {
+            let listed = self.listed(thread, site, sender.as_ref()).await?;
+            match authorize::authorize(thread, site, reference, sender.as_ref(), listed) {
                 Authorization::Allowed { .. } => author = sender.clone(),
                 // An admin released it: the sender writes there this once.
                 Authorization::Denied(_) if mode == Mode::Release && sender.is_some() => author = sender.clone(),
@@ -361,7 +382,15 @@ impl Pipeline {
             }
             outcome => {
                 let accepted = matches!(outcome, Some(rules::Outcome::Accept));
-                self.default_plan(envelope, analysis, (thread, site, author), accepted, &decision, mode).await?
+                // An agent's commands count only on their own reply address,
+                // with their domain authenticated (DMARC, or aligned DKIM).
+                let own_address = matches!(&reference, Some(ThreadRef::Token { via: thread::Via::Recipient, recipient_id, .. })
+                    if author.as_ref().is_some_and(|a| a.id == *recipient_id));
+                let proved_agent = author.as_ref().is_some_and(crate::store::User::is_agent)
+                    && analysis.from.as_deref().is_some_and(|from| auth.is_some_and(|a| a.proves_strongly(from)));
+                let may_command = own_address && proved_agent && mode != Mode::Release;
+                let found = Found { thread, site, author, may_command };
+                self.default_plan(envelope, analysis, found, accepted, &decision, mode).await?
             }
         };
         // A customer whose plan pages on-call is told the emergency route
@@ -381,6 +410,22 @@ impl Pipeline {
             plan => plan,
         };
         Ok((plan, decision))
+    }
+
+    /// Whether `sender` writes in `thread` as a participant copied in and
+    /// added (read only for someone who is not its customer side or an agent).
+    pub(super) async fn listed(
+        &self,
+        thread: &Thread,
+        site: &crate::store::Site,
+        sender: Option<&crate::store::User>,
+    ) -> Result<bool, StoreError> {
+        match sender {
+            Some(user) if !user.is_agent() && !authorize::is_participant(thread, site, user) => {
+                self.store.is_active_participant(thread.id, user.id).await
+            }
+            _ => Ok(false),
+        }
     }
 
     /// What the rules see of a message.
@@ -433,12 +478,13 @@ impl Pipeline {
         &self,
         envelope: &Envelope,
         analysis: &Analysis,
-        found: (Option<Thread>, Option<crate::store::Site>, Option<crate::store::User>),
+        found: Found,
         accepted_by_rule: bool,
         decision: &rules::Decision,
         mode: Mode,
     ) -> Result<Plan, StoreError> {
-        let (Some(thread), Some(site), Some(author)) = found else {
+        let may_command = found.may_command;
+        let (Some(thread), Some(site), Some(author)) = (found.thread, found.site, found.author) else {
             let to_support = envelope.recipients.iter().any(|(_, t)| *t == RecipientTarget::Support);
             if !to_support && envelope.recipients.iter().all(|(_, t)| *t == RecipientTarget::Postmaster) {
                 return Ok(Plan::Log(Disposition::Dropped { reason: "mail to postmaster, recorded".to_owned() }, None));
@@ -454,11 +500,20 @@ impl Pipeline {
             let reason = format!("auto-reply: {}", analysis.kind_reason);
             return Ok(Plan::Log(Disposition::Dropped { reason }, Some(thread.id)));
         }
-        if thread.status == crate::store::ThreadStatus::Closed {
+        let given = match may_command {
+            true => commands::read(&analysis.reply_text),
+            false => commands::Commands::None,
+        };
+        let (given, lines, text) = match given {
+            commands::Commands::None => (Vec::new(), Vec::new(), None),
+            commands::Commands::Unknown { line } => return Ok(self.unknown_command(analysis, &author, &thread, &line)),
+            commands::Commands::Given { commands, lines, rest } => (commands, lines, Some(rest)),
+        };
+        if thread.status == crate::store::ThreadStatus::Closed && !given.contains(&commands::Command::Reopen) {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::ThreadClosed), Some(thread.id)));
         }
         let attachments = analysis.kept_attachments.clone();
-        let mut body = analysis.reply_text.clone();
+        let mut body = text.unwrap_or_else(|| analysis.reply_text.clone());
         if let Some(too_large) = analysis.oversized.first() {
             if mode != Mode::Release {
                 let reason = format!(
@@ -476,7 +531,7 @@ impl Pipeline {
                 ));
             }
         }
-        if body.trim().is_empty() && attachments.is_empty() {
+        if body.trim().is_empty() && attachments.is_empty() && given.is_empty() {
             return Ok(Plan::Log(Disposition::Rejected(Refusal::EmptyReply), Some(thread.id)));
         }
         // Counted at RCPT time when the token was the author's own (as it is
@@ -499,8 +554,42 @@ impl Pipeline {
             );
             return Ok(Plan::Log(Disposition::Deferred { reason }, Some(thread.id)));
         }
-        let notify = crate::notify::recipients(&self.store, &thread, &site, &author).await?;
-        let routing = self.routing(&thread, decision).await?;
+        let copying = self.copying(&analysis.parsed.copied, &thread, &site, &author).await?;
+        let mut routing = self.routing(&thread, decision).await?;
+        let mut extras = crate::store::MessageExtras {
+            participants: copying.participants,
+            system_notes: copying.note.into_iter().collect(),
+            ..Default::default()
+        };
+        let notify = if given.is_empty() {
+            crate::notify::recipients(&self.store, &thread, &site, &author, &analysis.to).await?
+        } else {
+            let record = format!("{} by email: {}", author.name, lines.join(", "));
+            if let Err(line) = self.apply_commands(&given, &thread, &author, &mut routing, &mut extras).await? {
+                return Ok(self.unknown_command(analysis, &author, &thread, &line));
+            }
+            extras.commands = Some((author.email.clone(), lines));
+            if body.trim().is_empty() && attachments.is_empty() {
+                // Commands alone: the message is their record, for agents.
+                extras.kind = crate::store::MessageKind::System;
+                body = record;
+                Vec::new()
+            } else if given.contains(&commands::Command::Note) {
+                extras.kind = crate::store::MessageKind::Note;
+                if given.len() > 1 {
+                    extras.system_notes.push(record);
+                }
+                crate::notify::note_recipients(&self.store, &thread, &author).await?
+            } else {
+                extras.system_notes.push(record);
+                crate::notify::recipients(&self.store, &thread, &site, &author, &analysis.to).await?
+            }
+        };
+        let plain = extras.participants.is_empty()
+            && extras.system_notes.is_empty()
+            && extras.commands.is_none()
+            && extras.kind == crate::store::MessageKind::Message;
+        let extras = (!plain).then(|| Box::new(extras));
         let message = NewMessage {
             thread_id: thread.id,
             author_id: author.id,
@@ -513,8 +602,79 @@ impl Pipeline {
             routing,
             extra_mail: self.pages(decision),
             original: None,
+            extras,
         };
         Ok(Plan::Store { message: Box::new(message), thread })
+    }
+
+    /// What an agent's commands change: the status (in `extras`), and the
+    /// assignment, priority and tags (in `routing`, over what the rules
+    /// set). `Err(line)`: a command names an agent there is not.
+    async fn apply_commands(
+        &self,
+        given: &[commands::Command],
+        thread: &Thread,
+        author: &crate::store::User,
+        routing: &mut Option<Routing>,
+        extras: &mut crate::store::MessageExtras,
+    ) -> Result<Result<(), String>, StoreError> {
+        use commands::Command;
+        let routing = routing.get_or_insert_with(|| Routing {
+            queue: None,
+            priority: None,
+            tags: serde_json::from_str(&thread.tags).unwrap_or_default(),
+            assign: None,
+        });
+        for command in given {
+            match command {
+                Command::Close => extras.status = Some(crate::store::ThreadStatus::Closed),
+                Command::Reopen => extras.status = Some(crate::store::ThreadStatus::Open),
+                Command::Priority(level) => routing.priority = Some(level.clone()),
+                Command::Tag(tag) => {
+                    if !routing.tags.contains(tag) {
+                        routing.tags.push(tag.clone());
+                    }
+                }
+                Command::Assign(who) => match self.agent_named(who, author).await? {
+                    Some(agent) => routing.assign = Some(agent),
+                    None => return Ok(Err(format!("#assign {who}"))),
+                },
+                Command::Note => {}
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// The agent `who` names: `me` (the writer), an address, or a name.
+    async fn agent_named(&self, who: &str, writer: &crate::store::User) -> Result<Option<i64>, StoreError> {
+        if who.eq_ignore_ascii_case("me") {
+            return Ok(Some(writer.id));
+        }
+        if who.contains('@') {
+            let found = self.store.user_by_email(&who.to_lowercase()).await?;
+            return Ok(found.filter(crate::store::User::is_agent).map(|u| u.id));
+        }
+        let agents = self.store.agents().await?;
+        let named: Vec<i64> = agents.iter().filter(|a| a.name.eq_ignore_ascii_case(who.trim())).map(|a| a.id).collect();
+        Ok(if named.len() == 1 { named.first().copied() } else { None })
+    }
+
+    /// Nothing is posted: an agent's message starts with a line that is no
+    /// command. The agent is told once, naming the line and the commands.
+    fn unknown_command(&self, analysis: &Analysis, author: &crate::store::User, thread: &Thread, line: &str) -> Plan {
+        let reason = format!("not posted: the line {line:?} at the top is not a command ({})", commands::LIST);
+        let notice = NewOutbox {
+            kind: "refusal_unknown_command".to_owned(),
+            thread_id: None,
+            recipient_id: Some(author.id),
+            to_address: author.email.clone(),
+            context: serde_json::json!({
+                "subject": analysis.subject.as_deref().unwrap_or(""),
+                "reason": line,
+                "emergency": "",
+            }),
+        };
+        Plan::Answer { reason, thread_id: Some(thread.id), notice: Box::new(notice) }
     }
 
     /// The on-call page the rules asked for, if any.
@@ -628,6 +788,7 @@ impl Pipeline {
             routing: None,
             extra_mail: self.pages(decision),
             original: None,
+            extras: None,
         };
         Ok(Plan::OpenTicket { thread: new_thread, first: Box::new(first) })
     }

@@ -87,6 +87,7 @@ impl Pipeline {
         let (disposition, thread) = match plan {
             Ok(Plan::Log(disposition, thread_id)) => (disposition, thread_id),
             Ok(Plan::Bounce(disposition, _)) => (disposition, None),
+            Ok(Plan::Answer { reason, thread_id, .. }) => (Disposition::Dropped { reason }, thread_id),
             Ok(Plan::Hold { reason, thread_id, .. }) => (Disposition::Held { reason }, thread_id),
             Ok(Plan::OpenTicket { .. }) => (
                 Disposition::Accepted {

@@ -213,7 +213,8 @@ impl Pipeline {
         let (Some(reference), label) = (reference, thread.label()) else {
             return Ok(String::new());
         };
-        Ok(match authorize(&thread, &site, &reference, sender.as_ref()) {
+        let listed = self.listed(&thread, &site, sender.as_ref()).await?;
+        Ok(match authorize(&thread, &site, &reference, sender.as_ref(), listed) {
             Authorization::Allowed { author_id } => format!("allowed: user {author_id} may write in {label}"),
             Authorization::Denied(reason) => format!("denied: {reason} ({label})"),
         })

@@ -14,12 +14,14 @@ pub mod authorize;
 pub mod bounce;
 pub mod budget;
 pub mod classify;
+pub mod commands;
 mod decide;
 mod dry_run;
 pub mod explain;
 pub mod extract;
 pub mod held;
 pub mod parse;
+pub mod participants;
 pub mod relayed;
 pub mod thread;
 pub mod tnef;
@@ -250,6 +252,8 @@ pub struct Pipeline {
     /// Refuse mail with no single author that names a conversation,
     /// instead of holding it.
     refuse_ambiguous_author: bool,
+    /// Who of the people copied on a message joins its conversation.
+    participants: participants::ParticipantPolicy,
 }
 
 /// DKIM signatures a message may carry: each one verified costs a DNS
@@ -331,6 +335,7 @@ impl Pipeline {
             loop_limit: 120,
             hold_not_allowed: false,
             refuse_ambiguous_author: false,
+            participants: participants::ParticipantPolicy::default(),
         }
     }
 
@@ -352,6 +357,17 @@ impl Pipeline {
         self.hold_not_allowed = auth.hold_not_allowed;
         self.refuse_ambiguous_author = auth.refuse_ambiguous_author;
         self
+    }
+
+    /// The same pipeline with other rules for people copied on a message.
+    pub fn with_participants(mut self, policy: participants::ParticipantPolicy) -> Self {
+        self.participants = policy;
+        self
+    }
+
+    /// The desk's rules for people copied on a message.
+    pub fn participant_policy(&self) -> &participants::ParticipantPolicy {
+        &self.participants
     }
 
     /// The same pipeline with another loop breaker: at most `per_hour`
@@ -662,6 +678,11 @@ impl Pipeline {
             }
             Ok(Plan::Bounce(disposition, bounce)) => self.store_bounce(log, raw, disposition, &bounce).await,
             Ok(Plan::Store { message, thread }) => self.store_reply(log, raw, *message, &thread).await,
+            Ok(Plan::Answer { reason, thread_id, notice }) => {
+                let (mut log, disposition) = (log, Disposition::Dropped { reason });
+                fill_log(&mut log, &disposition, thread_id);
+                self.store.enqueue(&notice, Some(&log)).await.map(|_| disposition)
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -768,10 +789,22 @@ impl Pipeline {
         let original = Original::of_message(raw, &message.attachments);
         log.original = Some(original.sha256.clone());
         message.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
+        let commands = message.extras.as_ref().and_then(|extras| extras.commands.clone());
+        let status = message.extras.as_ref().and_then(|extras| extras.status);
         let (message_id, duplicate) = match self.store.insert_message(message, Some(log)).await? {
             Inserted::New(id) => (id, false),
             Inserted::Duplicate(id) => (id, true),
         };
+        if let (Some((by, lines)), false) = (commands, duplicate) {
+            // An agent's commands changed the conversation: webhooks hear of it.
+            let data = serde_json::json!({
+                "thread_id": thread.id, "kind": thread.kind, "ticket_number": thread.ticket_number,
+                "by": by, "commands": lines, "status": status, "message_id": message_id,
+            });
+            if let Err(error) = self.store.queue_event("thread.updated", data).await {
+                tracing::warn!(%error, thread_id = thread.id, "queueing the thread.updated event failed");
+            }
+        }
         Ok(Disposition::Accepted { thread_id: thread.id, thread_label: label, message_id, duplicate })
     }
 }

@@ -20,6 +20,8 @@ pub struct ParsedMail {
     pub ambiguous_author: Option<String>,
     /// To: and Cc: addresses.
     pub to: Vec<String>,
+    /// To: and Cc: mailboxes: (address, display name or "").
+    pub copied: Vec<(String, String)>,
     /// Subject, decoded.
     pub subject: Option<String>,
     /// Message-ID without angle brackets.
@@ -170,10 +172,14 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
     };
     let parser_from_fields = message.headers().iter().filter(|h| h.name == mail_parser::HeaderName::From).count();
     let ambiguous_author = author_problem(raw, parser_from_fields, message.from());
-    let mut to = Vec::new();
+    let mut copied = Vec::new();
     for list in [message.to(), message.cc()].into_iter().flatten() {
-        to.extend(list.iter().filter_map(|a| a.address()).map(str::to_lowercase));
+        copied.extend(list.iter().filter_map(|a| {
+            let address = a.address()?.to_lowercase();
+            Some((address, a.name().unwrap_or("").trim().to_owned()))
+        }));
     }
+    let to = copied.iter().map(|(address, _)| address.clone()).collect();
     let (content_type, report_type) = match message.root_part().content_type() {
         Some(ct) => (
             format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase(),
@@ -246,6 +252,7 @@ fn read(raw: &[u8]) -> Option<ParsedMail> {
         from_name,
         ambiguous_author,
         to,
+        copied,
         subject: message.subject().map(str::to_owned),
         message_id: message.message_id().map(str::to_owned),
         in_reply_to: message_ids(message.in_reply_to()),

@@ -23,9 +23,9 @@ mod rows;
 mod wal_sync;
 
 pub use rows::{
-    Attachment, AuditEntry, BUSINESS_RANK, Bounce, HeldItem, InboundLogEntry, Inserted, KeptOriginal, NewAttachment,
-    NewHeld, NewMessage, NewOutbox, NewThread, NotificationKind, Organization, OutboxItem, Plan, Routing, Site,
-    StoredMessage, Suppression, Thread, User, rfc3339,
+    Attachment, AuditEntry, BUSINESS_RANK, Bounce, HeldItem, InboundLogEntry, Inserted, KeptOriginal, MessageExtras,
+    NewAttachment, NewHeld, NewMessage, NewOutbox, NewThread, NotificationKind, Organization, OutboxItem, Plan,
+    Routing, Site, StoredMessage, Suppression, Thread, User, rfc3339,
 };
 
 use crate::domain::Role;
@@ -161,7 +161,7 @@ macro_rules! writing {
 macro_rules! message_fields {
     () => {
         "m.id, m.thread_id, m.author_id, u.name AS author_name, u.email AS author_email, \
-         u.role AS author_role, m.body, m.source, m.rfc_message_id, m.created_at, m.original"
+         u.role AS author_role, m.body, m.source, m.rfc_message_id, m.created_at, m.original, m.kind"
     };
 }
 
@@ -182,6 +182,7 @@ mod lists;
 mod lookups;
 mod originals;
 mod outbox;
+mod participants;
 mod pass_reads;
 mod settings;
 pub mod states;
@@ -194,8 +195,9 @@ pub use held::HeldFilter;
 pub use lists::{BounceFilter, LogFilter, OutboxFilter, ThreadFilter, UserFilter};
 pub use originals::{Original, OriginalsStats};
 pub use outbox::InstanceNameLock;
+pub use participants::{NewParticipant, Participant};
 pub use pass_reads::{COALESCED_KINDS, PassReads};
-pub use states::{HeldAction, HeldStatus, OutboxStatus, ThreadStatus};
+pub use states::{HeldAction, HeldStatus, MessageKind, OutboxStatus, ParticipantStatus, ThreadStatus};
 pub use webhooks::{EVENTS, WEBHOOK_KIND, Webhook};
 
 /// A storage failure. Callers ask [`StoreError::is_transient`] whether trying

@@ -146,6 +146,10 @@ pub struct Thread {
     #[serde(serialize_with = "time_ms")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
+    /// How many people copied in are active participants (besides its
+    /// customer); their list is at `.../participants`.
+    #[sqlx(default)]
+    pub participants: i64,
 }
 
 impl Thread {
@@ -251,6 +255,27 @@ pub struct NewMessage {
     pub extra_mail: Vec<NewOutbox>,
     /// For mail: the message as it arrived.
     pub original: Option<KeptOriginal>,
+    /// What comes with it besides the usual (rare: a message with any is
+    /// never on the group commit's multi-row path).
+    pub extras: Option<Box<MessageExtras>>,
+}
+
+/// What a message may bring besides itself: its being an internal note,
+/// people copied into the conversation, a note of mailgate's own, and the
+/// changes an agent's commands make.
+#[derive(Debug, Clone, Default)]
+pub struct MessageExtras {
+    /// What the message is: a message, an agent's internal note, or (an
+    /// agent's commands with no text) a note of mailgate's own recording them.
+    pub kind: super::MessageKind,
+    /// People to add to the conversation, or to leave pending.
+    pub participants: Vec<super::NewParticipant>,
+    /// Notes of mailgate's own to write into the conversation (for agents).
+    pub system_notes: Vec<String>,
+    /// Close (`Closed`) or reopen (`Open`) the conversation.
+    pub status: Option<super::ThreadStatus>,
+    /// An agent's commands, for the audit log: (who, the lines as written).
+    pub commands: Option<(String, Vec<String>)>,
 }
 
 /// The original a message was read from: to store with it, or stored
@@ -370,6 +395,15 @@ pub struct StoredMessage {
     /// Attachments, filled in after the query.
     #[sqlx(skip)]
     pub attachments: Vec<Attachment>,
+    /// A message, an agent's internal note, or a note of mailgate's own.
+    pub kind: super::MessageKind,
+}
+
+impl StoredMessage {
+    /// Whether the customer side may see it (internal and system notes are for agents).
+    pub fn is_public(&self) -> bool {
+        self.kind == super::MessageKind::Message
+    }
 }
 
 /// A stored attachment's metadata.
@@ -591,7 +625,7 @@ impl OutboxItem {
 }
 
 /// Serializes Unix milliseconds as an RFC 3339 time.
-fn time_ms<S: serde::Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+pub(super) fn time_ms<S: serde::Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&rfc3339(*ms))
 }
 

@@ -159,6 +159,36 @@ text_state! {
     }
 }
 
+text_state! {
+    /// A person's standing in a conversation they were copied into.
+    ParticipantStatus {
+        /// In the conversation: notified, and may write.
+        Active = "active",
+        /// Waiting for an agent to let them in or decline.
+        Pending = "pending",
+        /// An agent declined them; a later copy does not bring them back.
+        Declined = "declined",
+        /// They left (their one-click link); a later copy does not bring them back.
+        Left = "left",
+        /// An agent removed them.
+        Removed = "removed",
+    }
+}
+
+text_state! {
+    /// What a stored message is.
+    #[derive(Default)]
+    MessageKind {
+        /// A message of the conversation, seen by everyone in it.
+        #[default]
+        Message = "message",
+        /// An agent's internal note: seen by agents, never mailed to the customer side.
+        Note = "note",
+        /// A note of mailgate's own (a participant limit reached), seen by agents.
+        System = "system",
+    }
+}
+
 /// For a filter's `status=`: a state by its text, and none for `all` or an
 /// empty value (every state). Anything else is refused naming the states.
 pub fn any_or<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>

@@ -28,6 +28,10 @@ pub const EVENTS: &[&str] = &[
     "delivery.failed",
     "thread.closed",
     "thread.reopened",
+    "thread.updated",
+    "participant.added",
+    "participant.pending",
+    "participant.removed",
 ];
 
 /// How many new rows of each source one fan-out reads.
@@ -61,6 +65,7 @@ impl Webhook {
 const LOG_CURSOR: (&str, &str) = ("webhooks.cursor.log", "inbound_log");
 const MESSAGE_CURSOR: (&str, &str) = ("webhooks.cursor.messages", "messages");
 const BOUNCE_CURSOR: (&str, &str) = ("webhooks.cursor.bounces", "bounces");
+const PARTICIPANT_CURSOR: (&str, &str) = ("webhooks.cursor.participants", "participants");
 
 /// The newest id of a cursor's table (in a transaction `$tx`).
 macro_rules! newest {
@@ -123,7 +128,7 @@ impl Store {
                 .await?;
             if active == 0 {
                 // Events from now on: the cursors start at the newest rows.
-                for cursor in [LOG_CURSOR, MESSAGE_CURSOR, BOUNCE_CURSOR] {
+                for cursor in [LOG_CURSOR, MESSAGE_CURSOR, BOUNCE_CURSOR, PARTICIPANT_CURSOR] {
                     let at = newest!(tx, cursor);
                     set_cursor!(tx, cursor, at);
                 }
@@ -265,12 +270,35 @@ impl Store {
                 let data = serde_json::to_value(bounce).unwrap_or_default();
                 events.push(Event { name: "bounce.recorded", data });
             }
+            // People copied in by mail or added through the API: a new row
+            // is announced here, a later change where it is made.
+            let participant_from = cursor!(tx, PARTICIPANT_CURSOR);
+            let participants: Vec<super::Participant> =
+                sqlx::query_as("SELECT * FROM participants WHERE id > $1 ORDER BY id LIMIT $2")
+                    .bind(participant_from)
+                    .bind(FAN_OUT_BATCH)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let participant_to = participants.last().map_or(participant_from, |p| p.id);
+            for participant in &participants {
+                let name = match participant.status {
+                    super::ParticipantStatus::Active => "participant.added",
+                    super::ParticipantStatus::Pending => "participant.pending",
+                    _ => continue,
+                };
+                events.push(Event { name, data: serde_json::to_value(participant).unwrap_or_default() });
+            }
             let mut queued = 0;
             for (hook, event) in addressed(&hooks, &events) {
                 w::insert_outbox(&mut tx, policy, &delivery(hook, event)).await?;
                 queued += 1;
             }
-            for (cursor, at) in [(LOG_CURSOR, log_to), (MESSAGE_CURSOR, message_to), (BOUNCE_CURSOR, bounce_to)] {
+            for (cursor, at) in [
+                (LOG_CURSOR, log_to),
+                (MESSAGE_CURSOR, message_to),
+                (BOUNCE_CURSOR, bounce_to),
+                (PARTICIPANT_CURSOR, participant_to),
+            ] {
                 set_cursor!(tx, cursor, at);
             }
             tx.commit().await?;

@@ -203,6 +203,7 @@ const ROWS_PER_STATEMENT: usize = 1_000;
 /// in together ([`insert_plain_messages`]).
 fn is_plain(message: &NewMessage) -> bool {
     !message.author_is_agent
+        && message.extras.is_none()
         && message.routing.is_none()
         && message.extra_mail.is_empty()
         && message.rfc_message_id.is_some()
@@ -438,9 +439,11 @@ pub(super) async fn insert_message(
     log: Option<&InboundLogEntry>,
 ) -> StoreResult<Inserted> {
     let now = now_ms();
+    let extras = message.extras.as_deref();
+    let kind = extras.map(|extras| extras.kind).unwrap_or_default();
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO messages (thread_id, author_id, body, source, rfc_message_id, created_at, original) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (thread_id, rfc_message_id) DO NOTHING RETURNING id",
+        "INSERT INTO messages (thread_id, author_id, body, source, rfc_message_id, created_at, original, kind) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (thread_id, rfc_message_id) DO NOTHING RETURNING id",
     )
     .bind(message.thread_id)
     .bind(message.author_id)
@@ -449,6 +452,7 @@ pub(super) async fn insert_message(
     .bind(&message.rfc_message_id)
     .bind(now)
     .bind(message.original.as_ref().map(super::KeptOriginal::sha256))
+    .bind(kind)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(id) = id else {
@@ -528,10 +532,125 @@ pub(super) async fn insert_message(
     for mail in &message.extra_mail {
         insert_outbox(conn, policy, &NewOutbox { thread_id: Some(message.thread_id), ..mail.clone() }).await?;
     }
+    if let Some(extras) = extras {
+        insert_extras(conn, message, extras, now).await?;
+    }
     if let Some(log) = log {
         insert_log(conn, log, Some(id)).await?;
     }
     Ok(Inserted::New(id))
+}
+
+/// What a message brings besides itself ([`super::MessageExtras`]): people
+/// copied in, mailgate's own notes, a status an agent's command set.
+async fn insert_extras(
+    conn: &mut Connection,
+    message: &NewMessage,
+    extras: &super::MessageExtras,
+    now: i64,
+) -> StoreResult<()> {
+    insert_participants(conn, message.thread_id, Some(message.author_id), &extras.participants).await?;
+    for note in &extras.system_notes {
+        sqlx::query(
+            "INSERT INTO messages (thread_id, author_id, body, source, created_at, kind) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(message.thread_id)
+        .bind(message.author_id)
+        .bind(note)
+        .bind(message.source.as_str())
+        .bind(now)
+        .bind(super::MessageKind::System)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some((actor, lines)) = &extras.commands {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, 'thread.commands', $3, $4)",
+        )
+        .bind(now)
+        .bind(actor)
+        .bind(format!("thread {}", message.thread_id))
+        .bind(serde_json::json!({ "commands": lines, "source": message.source.as_str() }).to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(status) = extras.status {
+        sqlx::query("UPDATE threads SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status)
+            .bind(now)
+            .bind(message.thread_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Records people copied into a conversation: each added one gets a user
+/// (their reply address is bound to it); a person with a row already
+/// (declined, left, or there) keeps it.
+pub(super) async fn insert_participants(
+    conn: &mut Connection,
+    thread_id: i64,
+    added_by: Option<i64>,
+    people: &[super::NewParticipant],
+) -> StoreResult<()> {
+    let now = now_ms();
+    for person in people {
+        let user_id = match (person.active, person.user_id) {
+            (true, None) => Some(participant_user(conn, &person.email, &person.name).await?),
+            (_, known) => known,
+        };
+        let status =
+            if person.active { super::ParticipantStatus::Active } else { super::ParticipantStatus::Pending };
+        sqlx::query(
+            "INSERT INTO participants (thread_id, email, name, user_id, organization_id, outsider, status, added_by, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+             ON CONFLICT (thread_id, email) DO NOTHING",
+        )
+        .bind(thread_id)
+        .bind(&person.email)
+        .bind(&person.name)
+        .bind(user_id)
+        .bind(person.organization_id)
+        .bind(person.outsider)
+        .bind(status)
+        .bind(added_by)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if people.iter().any(|p| p.active) {
+        count_participants(conn, thread_id).await?;
+    }
+    Ok(())
+}
+
+/// Sets a thread's count of active participants from their rows.
+pub(super) async fn count_participants(conn: &mut Connection, thread_id: i64) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE threads SET participants = (SELECT COUNT(*) FROM participants \
+         WHERE thread_id = $1 AND status = 'active') WHERE id = $1",
+    )
+    .bind(thread_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The user of a participant's address: theirs when they have one, else a
+/// new one of no organization (the conversation is all they may write in).
+pub(super) async fn participant_user(conn: &mut Connection, email: &str, name: &str) -> StoreResult<i64> {
+    sqlx::query(
+        "INSERT INTO users (email, name, role, organization_id, created_at) VALUES ($1, $2, 'member', NULL, $3) \
+         ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(email)
+    .bind(if name.trim().is_empty() { email } else { name })
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(email).fetch_one(&mut *conn).await?)
 }
 
 /// Sets the last activity of `threads` and of the threads of `emailed` to

@@ -6,6 +6,7 @@
 mod api;
 mod capture;
 mod cli;
+mod commands;
 mod console;
 mod crash;
 mod delivery;
@@ -16,6 +17,7 @@ mod fuzz;
 mod held;
 mod hostile;
 mod originals;
+mod participants;
 mod pipe;
 mod postfix;
 mod postgres;

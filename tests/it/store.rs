@@ -19,6 +19,7 @@ pub fn message(thread_id: i64, author_id: i64, id: &str) -> NewMessage {
         routing: None,
         extra_mail: Vec::new(),
         original: None,
+        extras: None,
     }
 }
 

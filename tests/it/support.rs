@@ -168,6 +168,10 @@ impl TestApp {
         json_of(self.http.patch(format!("{}{path}", self.base)).bearer_auth(&self.token).json(&body)).await
     }
 
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        json_of(self.http.delete(format!("{}{path}", self.base)).bearer_auth(&self.token)).await
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         json_of(self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token)).await
     }
