@@ -4,7 +4,7 @@
 //! announced to webhooks (`participant.added`, `.pending`, `.removed`).
 
 use super::input::{body, required};
-use super::threads::{announce_participant, find_thread};
+use super::threads::find_thread;
 use super::{ApiError, HttpState};
 use crate::domain::ThreadKind;
 use crate::store::{NewParticipant, Participant, ParticipantStatus, Thread};
@@ -75,60 +75,23 @@ pub(super) async fn add_to_ticket(
 
 /// `POST /participants/{id}/admit`: a pending (or declined) person is let in.
 pub(super) async fn admit(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Participant>> {
-    let row = row(&state, id).await?;
-    let thread = thread_of(&state, &row).await?;
-    let person = NewParticipant {
-        email: row.email.clone(),
-        name: row.name.clone(),
-        user_id: row.user_id,
-        organization_id: row.organization_id,
-        outsider: row.outsider,
-        active: true,
-    };
-    within_limit(&state, &thread, &row).await?;
-    let (added, _) = state.store.add_participant(thread.id, &person, row.added_by).await?;
-    if row.status != ParticipantStatus::Active {
-        announce_participant(&state, "participant.added", &added).await;
-    }
-    Ok(Json(added))
+    Ok(Json(state.pipeline.admit_participant(id).await?))
 }
 
 /// `POST /participants/{id}/decline`: a pending person is not let in (a
 /// later copy does not bring them back; an agent may still add them).
 pub(super) async fn decline(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Participant>> {
-    let row = row(&state, id).await?;
-    if row.status != ParticipantStatus::Pending {
-        return Err(ApiError::Conflict(format!("participant {id} is {}, not pending", row.status)));
-    }
-    let declined = state.store.set_participant_status(id, ParticipantStatus::Declined).await?;
-    Ok(Json(declined.unwrap_or(row)))
+    Ok(Json(state.pipeline.decline_participant(id).await?))
 }
 
 /// `DELETE /participants/{id}`: takes a person out of the conversation.
 pub(super) async fn remove(State(state): Shared, Path(id): Path<i64>) -> ApiResult<Json<Participant>> {
-    let row = row(&state, id).await?;
-    match state.store.set_participant_status(id, ParticipantStatus::Removed).await? {
-        Some(removed) => {
-            if row.status == ParticipantStatus::Active {
-                announce_participant(&state, "participant.removed", &removed).await;
-            }
-            Ok(Json(removed))
-        }
-        None => Ok(Json(row)),
-    }
+    Ok(Json(state.pipeline.remove_participant(id, ParticipantStatus::Removed).await?))
 }
 
 async fn list(state: &HttpState, kind: ThreadKind, id: i64) -> ApiResult<Json<Vec<Participant>>> {
     let thread = find_thread(state, kind, id).await?;
     Ok(Json(state.store.participants(thread.id).await?))
-}
-
-async fn row(state: &HttpState, id: i64) -> ApiResult<Participant> {
-    state.store.participant(id).await?.ok_or_else(|| ApiError::NotFound(format!("participant {id} not found")))
-}
-
-async fn thread_of(state: &HttpState, row: &Participant) -> ApiResult<Thread> {
-    state.store.thread(row.thread_id).await?.ok_or_else(|| ApiError::NotFound("conversation not found".to_owned()))
 }
 
 /// Refuses a person who would make the conversation larger than the
@@ -210,7 +173,7 @@ async fn add(
     let (added, created) = state.store.add_participant(thread.id, &new, person.added_by).await?;
     // A new row is announced by the webhook fan-out; a changed one here.
     if !created && existing.is_some_and(|e| e.status != ParticipantStatus::Active) {
-        announce_participant(state, "participant.added", &added).await;
+        state.pipeline.announce_participant("participant.added", &added).await;
     }
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(added)))
 }

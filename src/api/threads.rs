@@ -340,18 +340,6 @@ pub(super) async fn in_conversation(state: &HttpState, thread: &Thread, site: &S
     Ok(is_participant(thread, site, user) || state.store.is_active_participant(thread.id, user.id).await?)
 }
 
-/// Queues a participant's webhook event (`participant.added`, `.pending`, `.removed`).
-pub(super) async fn announce_participant(
-    state: &HttpState,
-    event: &'static str,
-    participant: &crate::store::Participant,
-) {
-    let data = serde_json::to_value(participant).unwrap_or_default();
-    if let Err(error) = state.store.queue_event(event, data).await {
-        tracing::warn!(%error, event, "queueing a participant event failed");
-    }
-}
-
 /// `Content-Disposition` for downloading `name` (RFC 6266): an ASCII
 /// `filename` for old clients and the real name, UTF-8 percent-encoded, in
 /// `filename*` (RFC 8187), which browsers prefer.

@@ -63,10 +63,6 @@ pub(super) async fn leave_page(State(state): Shared, Path(token): Path<String>) 
 /// them); the webhook event `participant.removed` says so.
 pub(super) async fn leave(State(state): Shared, Path(token): Path<String>) -> ApiResult<Response> {
     let participant = leave_target(&state, &token).await?;
-    if let Some(left) =
-        state.store.set_participant_status(participant.id, crate::store::ParticipantStatus::Left).await?
-    {
-        super::threads::announce_participant(&state, "participant.removed", &left).await;
-    }
+    state.pipeline.remove_participant(participant.id, crate::store::ParticipantStatus::Left).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "You have left the conversation.\n").into_response())
 }

@@ -51,6 +51,7 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("outbox_item.html", include_str!("templates/outbox_item.html")),
         ("bounces.html", include_str!("templates/bounces.html")),
         ("unsubscribes.html", include_str!("templates/unsubscribes.html")),
+        ("participants.html", include_str!("templates/participants.html")),
         ("rules.html", include_str!("templates/rules.html")),
         ("plans.html", include_str!("templates/plans.html")),
         ("templates.html", include_str!("templates/templates.html")),
@@ -91,6 +92,8 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/admin/bounces/lift", post(pages::lift_suppression))
         .route("/admin/unsubscribes", get(pages::unsubscribes))
         .route("/admin/unsubscribes/undo", post(pages::undo_unsubscribe))
+        .route("/admin/participants", get(pages::participants))
+        .route("/admin/participants/{action}", post(pages::decide_participant))
         .route("/admin/rules", get(playground::rules_page).post(playground::rules_action))
         .route("/admin/templates", get(playground::templates_page))
         .route("/admin/plans", get(pages::plans).post(pages::save_plan))

@@ -389,6 +389,64 @@ pub(crate) async fn undo_unsubscribe(State(state): Shared, session: Session, For
     Ok(session.done("/admin/unsubscribes", &message))
 }
 
+/// A page of people waiting to join.
+#[derive(Deserialize, Default)]
+pub(crate) struct AfterQuery {
+    after_id: Option<i64>,
+}
+
+/// People on one page of `/admin/participants`.
+const PARTICIPANTS_PAGE: i64 = 50;
+
+/// `GET /admin/participants?after_id=`: outsiders copied into conversations,
+/// waiting for an agent, oldest first.
+pub(crate) async fn participants(State(state): Shared, session: Session, Query(q): Query<AfterQuery>) -> Page {
+    let pending = state.store.pending_participants(q.after_id.unwrap_or(0), PARTICIPANTS_PAGE).await?;
+    let next = (pending.len() as i64 == PARTICIPANTS_PAGE).then(|| pending.last().map(|p| p.id)).flatten();
+    let mut rows = Vec::with_capacity(pending.len());
+    for p in pending {
+        let label =
+            state.store.thread(p.thread_id).await?.map_or_else(|| format!("thread {}", p.thread_id), |t| t.label());
+        let copied_by = match p.added_by {
+            Some(id) => state.store.user(id).await?.map_or_else(|| format!("user {id}"), |u| u.email),
+            None => String::new(),
+        };
+        rows.push(context! {
+            id => p.id, label, name => p.name, email => p.email, copied_by, at => crate::store::rfc3339(p.created_at),
+        });
+    }
+    Ok(session.page("participants.html", context! { title => "Waiting to join", rows, next }))
+}
+
+/// The admit and decline forms.
+#[derive(Deserialize)]
+pub(crate) struct ParticipantForm {
+    csrf: String,
+    id: i64,
+}
+
+/// `POST /admin/participants/{admit|decline}` `csrf, id`
+pub(crate) async fn decide_participant(
+    State(state): Shared,
+    session: Session,
+    Path(action): Path<String>,
+    Form(form): Form<ParticipantForm>,
+) -> Page {
+    session.check(&form.csrf)?;
+    let decided = match action.as_str() {
+        "admit" => state.pipeline.admit_participant(form.id).await,
+        "decline" => state.pipeline.decline_participant(form.id).await,
+        _ => return Err(ApiError::NotFound(format!("no action {action:?}")).into()),
+    };
+    let message = match decided {
+        Ok(p) if action == "admit" => format!("{} joined the conversation.", p.email),
+        Ok(p) => format!("{} was declined.", p.email),
+        Err(crate::store::StoreError::Conflict(why)) => why,
+        Err(error) => return Err(error.into()),
+    };
+    Ok(session.done("/admin/participants", &message))
+}
+
 /// The page's query: a plan to edit.
 #[derive(Deserialize, Default)]
 pub(crate) struct PlanQuery {

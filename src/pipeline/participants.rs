@@ -11,7 +11,9 @@
 //! costs no read at all.
 
 use crate::domain::{Role, ThreadKind};
-use crate::store::{NewParticipant, Site, Store, StoreResult, Thread, User};
+use crate::store::{
+    NewParticipant, Participant, ParticipantStatus, Site, Store, StoreError, StoreResult, Thread, User,
+};
 
 /// What becomes of an outsider copied on a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -141,6 +143,73 @@ impl super::Pipeline {
             return Ok(Copying::default());
         }
         copying(store, policy, candidates, thread, site).await
+    }
+}
+
+/// An agent's decisions about people in a conversation, for the API and the
+/// console alike; each change is announced to webhooks.
+impl super::Pipeline {
+    /// Lets a pending (or declined, or gone) person in; `Conflict` when the
+    /// conversation is full.
+    pub async fn admit_participant(&self, id: i64) -> StoreResult<Participant> {
+        let row = self.participant_row(id).await?;
+        let max = self.participants.max_per_conversation;
+        let counted = 1 + self.store.counted_participants(row.thread_id).await?;
+        let already = matches!(row.status, ParticipantStatus::Active | ParticipantStatus::Pending);
+        if counted + i64::from(!already) > max {
+            return Err(StoreError::Conflict(format!(
+                "the conversation has {counted} participants, its customer included: the limit is {max}"
+            )));
+        }
+        let person = NewParticipant {
+            email: row.email.clone(),
+            name: row.name.clone(),
+            user_id: row.user_id,
+            organization_id: row.organization_id,
+            outsider: row.outsider,
+            active: true,
+        };
+        let (added, _) = self.store.add_participant(row.thread_id, &person, row.added_by).await?;
+        if row.status != ParticipantStatus::Active {
+            self.announce_participant("participant.added", &added).await;
+        }
+        Ok(added)
+    }
+
+    /// Declines a pending person (a later copy does not bring them back).
+    pub async fn decline_participant(&self, id: i64) -> StoreResult<Participant> {
+        let row = self.participant_row(id).await?;
+        if row.status != ParticipantStatus::Pending {
+            return Err(StoreError::Conflict(format!("participant {id} is {}, not pending", row.status)));
+        }
+        Ok(self.store.set_participant_status(id, ParticipantStatus::Declined).await?.unwrap_or(row))
+    }
+
+    /// Takes a person out of their conversation: `Removed` by an agent, or
+    /// `Left` by their own link. Only an active one's going is announced.
+    pub async fn remove_participant(&self, id: i64, status: ParticipantStatus) -> StoreResult<Participant> {
+        let row = self.participant_row(id).await?;
+        match self.store.set_participant_status(id, status).await? {
+            Some(gone) => {
+                if row.status == ParticipantStatus::Active {
+                    self.announce_participant("participant.removed", &gone).await;
+                }
+                Ok(gone)
+            }
+            None => Ok(row),
+        }
+    }
+
+    /// Queues a participant's webhook event.
+    pub async fn announce_participant(&self, event: &'static str, participant: &Participant) {
+        let data = serde_json::to_value(participant).unwrap_or_default();
+        if let Err(error) = self.store.queue_event(event, data).await {
+            tracing::warn!(%error, event, "queueing a participant event failed");
+        }
+    }
+
+    async fn participant_row(&self, id: i64) -> StoreResult<Participant> {
+        self.store.participant(id).await?.ok_or(StoreError::NotFound("participant"))
     }
 }
 

@@ -733,3 +733,52 @@ async fn the_new_forms_refuse_forged_posts() {
     assert!(plans.as_array().unwrap().iter().any(|p| p["id"] == "evil"), "the genuine form saved it");
     app.stop().await;
 }
+
+/// Issue 33: outsiders copied on a reply wait on their own page, several
+/// pages of them; an agent lets one in and declines another there.
+#[tokio::test]
+async fn an_admin_lets_in_and_declines_people_waiting_to_join() {
+    let app = crate::support::spawn_app_with(|c| {
+        c.participants.max_per_conversation = 100;
+        c.participants.max_new_outsiders_per_org_per_day = 100;
+    })
+    .await;
+    let (_, chat_id, note) = app.chat_with_note().await;
+    let address = note.reply_address();
+    let outsiders: Vec<String> = (1..=55).map(|i| format!("Guest {i} <guest{i}@partner.example>")).collect();
+    let mail = reply_mail(
+        OWNER,
+        &address,
+        "Hello",
+        "wait1@acme.example",
+        &format!("Cc: {}\r\n", outsiders.join(", ")),
+        "See this",
+    );
+    assert!(app.send(OWNER, &[&address], &mail).await.starts_with("250"));
+    let (_driver, b) = browser().await;
+    let base = console(&app);
+    b.goto(&format!("{base}/login")).await.unwrap();
+    b.find(Locator::Css("#token")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
+    click(&b, "#login").await;
+    let (rows, pages) = every_page(&b, &format!("{base}/participants"), "#participants td:nth-child(3)").await;
+    assert_eq!((rows.len(), pages), (55, 2), "{rows:?}");
+    let mut unique = rows.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 55, "each person once");
+    b.goto(&format!("{base}/participants")).await.unwrap();
+    assert_eq!(text(&b, "#participants tr:nth-child(2) td:nth-child(1)").await, format!("chat #{chat_id}"));
+    click(&b, "#participants tr:nth-child(2) button").await;
+    assert_eq!(text(&b, "#flash").await, "guest1@partner.example joined the conversation.");
+    click(&b, "#participants tr:nth-child(2) button.quiet").await;
+    assert_eq!(text(&b, "#flash").await, "guest2@partner.example was declined.");
+    screenshot(&b, "participants").await;
+    let (_, list) = app.get(&format!("/chats/{chat_id}/participants")).await;
+    let status = |email: &str| list.as_array().unwrap().iter().find(|p| p["email"] == email).unwrap()["status"].clone();
+    assert_eq!(
+        (status("guest1@partner.example"), status("guest2@partner.example")),
+        (json!("active"), json!("declined"))
+    );
+    b.close().await.unwrap();
+    app.stop().await;
+}
