@@ -379,7 +379,7 @@ fn load_renderer(config: &Config) -> anyhow::Result<Arc<Renderer>> {
     if let Some(problem) = renderer.check().into_iter().next() {
         anyhow::bail!("broken template: {problem}");
     }
-    for warning in renderer.warnings() {
+    for warning in renderer.warnings().into_iter().chain(renderer.gaps()) {
         tracing::warn!("{warning}");
     }
     Ok(renderer)

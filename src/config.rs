@@ -297,6 +297,7 @@ impl RawParticipants {
 struct RawNotify {
     max_message_bytes: Option<usize>,
     from_name: Option<String>,
+    locale: Option<String>,
     from_address: Option<String>,
 }
 
@@ -406,6 +407,8 @@ pub struct DeliveryConfig {
     /// The From address of notifications (`[notify] from_address`); `None`
     /// is `support@DOMAIN`.
     pub from_address: Option<String>,
+    /// The language of mail to people who chose none (`[notify] locale`, `en`).
+    pub locale: String,
     /// The largest notification mailgate sends (`[notify] max_message_bytes`):
     /// long texts are cut and merged notifications shortened to fit.
     pub max_message_bytes: usize,
@@ -435,6 +438,7 @@ impl Default for DeliveryConfig {
             dkim: None,
             max_message_bytes: 10 * 1024 * 1024,
             from_name: "Support".to_owned(),
+            locale: crate::notify::locale::FALLBACK.to_owned(),
             from_address: None,
         }
     }
@@ -866,6 +870,11 @@ impl RawDelivery {
                 bail!("notify.from_name: {name:?} must be a name of 1 to 100 characters on one line");
             }
             delivery.from_name = name.to_owned();
+        }
+        if let Some(locale) = &notify.locale {
+            delivery.locale = crate::notify::locale::canonical(locale).ok_or_else(|| {
+                anyhow::anyhow!("notify.locale: {locale:?} is not a language tag such as en, de or pt-BR")
+            })?;
         }
         if let Some(address) = &notify.from_address {
             if crate::domain::EmailAddress::parse(address).is_none() {

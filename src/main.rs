@@ -179,8 +179,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TemplatesCommand {
-    /// Compile every template and render it with sample data; report every
-    /// error with its file and line. Exits 1 when something is wrong.
+    /// Compile every template and render it with sample data, in every
+    /// language; report every error with its file and line, and every
+    /// template a language lacks. Exits 1 when something is wrong.
     Check,
     /// Render one notification with sample data.
     Render {
@@ -189,6 +190,9 @@ enum TemplatesCommand {
         /// Print the HTML body instead of the subject and text.
         #[arg(long)]
         html: bool,
+        /// The language (BCP 47: de, pt-BR); falls back as mail does, to English last.
+        #[arg(long, default_value = "en")]
+        locale: String,
     },
 }
 
@@ -499,14 +503,15 @@ fn print_text(out: &mut impl Write, value: &serde_json::Value) -> std::io::Resul
 }
 
 fn templates(command: TemplatesCommand, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    use mailgate::notify::render::{KINDS, Renderer, sample_context};
+    use mailgate::notify::render::{KINDS, Renderer, sample_context_in};
     let renderer = Renderer::load(dir.as_deref())?;
     match command {
         TemplatesCommand::Check => {
             for warning in renderer.warnings() {
                 eprintln!("warning: {warning}");
             }
-            let problems = renderer.check();
+            let mut problems = renderer.gaps();
+            problems.extend(renderer.check());
             for problem in &problems {
                 eprintln!("error: {problem}");
             }
@@ -517,17 +522,24 @@ fn templates(command: TemplatesCommand, dir: Option<PathBuf>) -> anyhow::Result<
                     (Some(dir), 0) => format!("all built in: no file in {} overrides one", dir.display()),
                     (Some(_), _) => format!("overridden by {}", overridden.join(", ")),
                 };
-                println!("{} notifications, {} templates ({from}): all good", KINDS.len(), KINDS.len() * 3);
+                println!(
+                    "{} notifications, {} templates in {} languages ({}; {from}): all good",
+                    KINDS.len(),
+                    KINDS.len() * 3,
+                    renderer.locales().len(),
+                    renderer.locales().join(", ")
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
                 Ok(ExitCode::FAILURE)
             }
         }
-        TemplatesCommand::Render { name, html } => {
+        TemplatesCommand::Render { name, html, locale } => {
             if !KINDS.contains(&name.as_str()) {
                 anyhow::bail!("no notification {name:?}; there are: {}", KINDS.join(", "));
             }
-            let rendered = renderer.render(&name, &sample_context(&name))?;
+            let languages = mailgate::notify::locale::chain(&[Some(locale.as_str())]);
+            let rendered = renderer.render_in(&name, &sample_context_in(&name, &locale), &languages)?;
             if html {
                 print!("{}", rendered.html);
             } else {

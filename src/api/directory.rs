@@ -27,6 +27,19 @@ pub(super) struct NewOrganization {
     plan: Option<String>,
     /// Its mail domains (`acme.example`), each belonging to this organization alone.
     domains: Option<Vec<String>>,
+    /// The language of its members' mail (BCP 47: `de`, `pt-BR`).
+    locale: Option<String>,
+}
+
+/// A language tag from a body, in its usual spelling, or a sentence saying why not.
+fn locale_tag(tag: &str) -> ApiResult<String> {
+    crate::notify::locale::canonical(tag)
+        .ok_or_else(|| ApiError::BadRequest(format!("locale {tag:?} is not a language tag such as en, de or pt-BR")))
+}
+
+/// A locale change from a body: a tag, or `null` for none.
+fn locale_change(change: Option<Option<String>>) -> ApiResult<Option<Option<String>>> {
+    change.map(|tag| tag.as_deref().map(locale_tag).transpose()).transpose()
 }
 
 /// How many mail domains one organization may have.
@@ -75,10 +88,15 @@ pub(super) async fn create_organization(
         organization_plan(&state, plan).await?;
     }
     let domains = organization_domains(&state, new.domains.as_deref().unwrap_or_default())?;
-    let org = state
+    let locale = new.locale.as_deref().map(locale_tag).transpose()?;
+    let mut org = state
         .store
         .create_organization_with_domains(&required(&new.name, "name")?, new.plan.as_deref(), &domains)
         .await?;
+    if let Some(locale) = locale {
+        let changes = OrganizationChanges { locale: Some(Some(locale)), ..OrganizationChanges::default() };
+        org = state.store.update_organization(org.id, &changes).await?.unwrap_or(org);
+    }
     Ok((StatusCode::CREATED, Json(org)))
 }
 
@@ -124,6 +142,8 @@ pub(super) struct NewUser {
     organization_id: Option<i64>,
     /// IANA time zone, e.g. `Europe/Berlin`.
     time_zone: Option<String>,
+    /// The language of their mail (BCP 47: `de`, `pt-BR`); none: their organization's.
+    locale: Option<String>,
 }
 
 /// `POST /users`
@@ -149,11 +169,17 @@ pub(super) async fn create_user(
             "time_zone {zone:?} is not an IANA time zone name such as Europe/Berlin"
         )));
     }
+    let locale = new.locale.as_deref().map(locale_tag).transpose()?;
     let created = state
         .store
         .create_user_in_zone(email.as_str(), &name, role, new.organization_id, new.time_zone.as_deref())
         .await;
     match created {
+        Ok(user) if locale.is_some() => {
+            let changes = UserChanges { locale: Some(locale), ..UserChanges::default() };
+            let user = state.store.update_user(user.id, &changes).await?.unwrap_or(user);
+            Ok((StatusCode::CREATED, Json(user)))
+        }
         Ok(user) => Ok((StatusCode::CREATED, Json(user))),
         // The Dashboard learns which user has the address, to link to it.
         Err(crate::store::StoreError::Conflict(message)) => match state.store.user_by_email(email.as_str()).await? {
@@ -309,6 +335,8 @@ pub(super) struct UserPatch {
     organization_id: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
     time_zone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    locale: Option<Option<String>>,
 }
 
 /// `PATCH /users/{id}` `{name?, email?, role?, organization_id?, time_zone?}`
@@ -351,7 +379,14 @@ pub(super) async fn update_user(
     }
     let name = patch.name.as_deref().map(|name| required(name, "name")).transpose()?;
     let name = name.map(|name| crate::notify::render::header_safe(&name));
-    let changes = UserChanges { name, email, role, organization_id: patch.organization_id, time_zone: patch.time_zone };
+    let changes = UserChanges {
+        name,
+        email,
+        role,
+        organization_id: patch.organization_id,
+        time_zone: patch.time_zone,
+        locale: locale_change(patch.locale)?,
+    };
     let user = state.store.update_user(id, &changes).await?;
     user.map(Json).ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
 }
@@ -392,6 +427,8 @@ pub(super) struct OrganizationPatch {
     plan: Option<Option<String>>,
     /// Its mail domains, replacing the ones it had (`[]` removes them all).
     domains: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    locale: Option<Option<String>>,
 }
 
 /// `PATCH /organizations/{id}` `{name?, plan?, domains?}` (`"plan": null`
@@ -407,7 +444,7 @@ pub(super) async fn update_organization(
     }
     let name = patch.name.as_deref().map(|name| required(name, "name")).transpose()?;
     let domains = patch.domains.as_deref().map(|d| organization_domains(&state, d)).transpose()?;
-    let changes = OrganizationChanges { name, plan_id: patch.plan, domains };
+    let changes = OrganizationChanges { name, plan_id: patch.plan, domains, locale: locale_change(patch.locale)? };
     let organization = state.store.update_organization(id, &changes).await?;
     organization.map(Json).ok_or_else(|| ApiError::NotFound(format!("organization {id} not found")))
 }

@@ -198,7 +198,8 @@ pub(crate) async fn templates_page(State(state): Shared, session: Session) -> Pa
             return Ok(session.page("templates.html", context! { title => "Templates", folder, errors }));
         }
     };
-    let warnings = renderer.warnings();
+    let mut warnings = renderer.warnings();
+    warnings.extend(renderer.gaps());
     let errors = renderer.check();
     let overridden: Vec<String> = renderer.overridden().map(|(name, _)| name.to_owned()).collect();
     let previews: Vec<minijinja::Value> = KINDS

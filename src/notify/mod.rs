@@ -17,6 +17,7 @@
 //! the outbound worker marks `skipped (unsubscribed)`, so that agents see
 //! why nothing was sent.
 
+pub mod locale;
 pub mod render;
 
 use crate::domain::ThreadKind;

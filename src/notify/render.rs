@@ -14,51 +14,36 @@ use minijinja::Environment;
 use serde::Serialize;
 use std::path::Path;
 
-macro_rules! builtin {
-    ($($name:literal),* $(,)?) => {
-        &[$(($name, include_str!(concat!("../../templates/", $name)))),*]
+/// The template files of one folder of `templates/` (`""`: English, `"de/"`,
+/// ...): every one must exist, so a shipped translation is complete.
+macro_rules! files_in {
+    ($dir:literal) => {
+        files_in!(@ $dir;
+            "_layout.html", "_messages.html", "_messages.txt",
+            "agent_replied.subject", "agent_replied.txt", "agent_replied.html",
+            "customer_replied.subject", "customer_replied.txt", "customer_replied.html",
+            "ticket_opened.subject", "ticket_opened.txt", "ticket_opened.html",
+            "ticket_received.subject", "ticket_received.txt", "ticket_received.html",
+            "refusal_no_new_chat.subject", "refusal_no_new_chat.txt", "refusal_no_new_chat.html",
+            "refusal_tickets_not_in_plan.subject", "refusal_tickets_not_in_plan.txt", "refusal_tickets_not_in_plan.html",
+            "refusal_thread_closed.subject", "refusal_thread_closed.txt", "refusal_thread_closed.html",
+            "refusal_not_allowed.subject", "refusal_not_allowed.txt", "refusal_not_allowed.html",
+            "refusal_unknown_command.subject", "refusal_unknown_command.txt", "refusal_unknown_command.html",
+            "on_call_page.subject", "on_call_page.txt", "on_call_page.html",
+            "chat_transcript.subject", "chat_transcript.txt", "chat_transcript.html"
+        )
+    };
+    (@ $dir:literal; $($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../templates/", $dir, $name)))),*]
     };
 }
 
-/// Every template file: (name, built-in text).
-const BUILTIN: &[(&str, &str)] = builtin![
-    "_layout.html",
-    "_messages.html",
-    "_messages.txt",
-    "agent_replied.subject",
-    "agent_replied.txt",
-    "agent_replied.html",
-    "customer_replied.subject",
-    "customer_replied.txt",
-    "customer_replied.html",
-    "ticket_opened.subject",
-    "ticket_opened.txt",
-    "ticket_opened.html",
-    "ticket_received.subject",
-    "ticket_received.txt",
-    "ticket_received.html",
-    "refusal_no_new_chat.subject",
-    "refusal_no_new_chat.txt",
-    "refusal_no_new_chat.html",
-    "refusal_tickets_not_in_plan.subject",
-    "refusal_tickets_not_in_plan.txt",
-    "refusal_tickets_not_in_plan.html",
-    "refusal_thread_closed.subject",
-    "refusal_thread_closed.txt",
-    "refusal_thread_closed.html",
-    "refusal_not_allowed.subject",
-    "refusal_not_allowed.txt",
-    "refusal_not_allowed.html",
-    "refusal_unknown_command.subject",
-    "refusal_unknown_command.txt",
-    "refusal_unknown_command.html",
-    "on_call_page.subject",
-    "on_call_page.txt",
-    "on_call_page.html",
-    "chat_transcript.subject",
-    "chat_transcript.txt",
-    "chat_transcript.html",
-];
+/// Every template file in English: (name, built-in text).
+const BUILTIN: &[(&str, &str)] = files_in!("");
+
+/// The translations shipped: (language, its files), each complete.
+const SHIPPED: &[(&str, &[(&str, &str)])] =
+    &[("de", files_in!("de/")), ("fr", files_in!("fr/")), ("es", files_in!("es/")), ("ja", files_in!("ja/"))];
 
 /// Every kind of notification, by template name.
 pub const KINDS: &[&str] = &[
@@ -84,6 +69,8 @@ pub struct Rendered {
     pub text: String,
     /// HTML body.
     pub html: String,
+    /// The language it was written in (its `Content-Language`).
+    pub language: String,
 }
 
 /// What every template may use. Fields that do not apply to a kind are
@@ -119,6 +106,9 @@ pub struct NotificationContext {
     /// For a participant copied into the conversation: the link that takes
     /// them (only them) out of it; empty otherwise.
     pub leave_url: String,
+    /// The languages to write in, the recipient's first, English last.
+    #[serde(skip)]
+    pub languages: Vec<String>,
 }
 
 /// Messages shown at most in one notification: the first and the last
@@ -185,6 +175,8 @@ pub struct ThreadContext {
     pub label: String,
     /// `[Chat #N]` / `[Ticket #N]`, the stable subject tag.
     pub label_tag: String,
+    /// `Chat #N` / `Ticket #N` in the recipient's language (`チャット #N`).
+    pub name: String,
     /// Subject.
     pub subject: String,
     /// Tickets: the number.
@@ -262,65 +254,120 @@ pub struct RefusalContext {
     pub emergency_address: String,
 }
 
-/// "2 hours", "30 minutes", "1 day".
+/// "2 hours", "30 minutes", "1 day" (English; see [`super::locale::duration`]).
 pub fn human_minutes(minutes: i64) -> String {
-    let plural = |n: i64, unit: &str| {
-        if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") }
-    };
-    if minutes % (24 * 60) == 0 {
-        plural(minutes / (24 * 60), "day")
-    } else if minutes % 60 == 0 {
-        plural(minutes / 60, "hour")
-    } else {
-        plural(minutes, "minute")
-    }
+    super::locale::duration(minutes, super::locale::FALLBACK)
 }
 
-/// The compiled templates.
+/// The compiled templates: English ones by their name (`agent_replied.txt`),
+/// a translation's under its language (`de/agent_replied.txt`).
 #[derive(Debug)]
 pub struct Renderer {
     env: Environment<'static>,
     /// Template name -> the override file it was read from.
     overridden: std::collections::BTreeMap<String, std::path::PathBuf>,
-    /// Files in the override folder that match no template.
+    /// Files (and folders) in the override folder that match no template or language.
     unused: Vec<std::path::PathBuf>,
+    /// Every language with templates, English first.
+    locales: Vec<String>,
+    /// Every template's name.
+    names: std::sync::Arc<std::collections::HashSet<String>>,
+}
+
+/// The name of template file `file` in `locale` (English ones have none).
+fn localized(locale: &str, file: &str) -> String {
+    if locale == super::locale::FALLBACK { file.to_owned() } else { format!("{locale}/{file}") }
 }
 
 impl Renderer {
-    /// Compiles the built-in templates, each replaced by the file of the same
-    /// name in `override_dir` when there is one. Fails when the folder does
-    /// not exist, and names the file (and line) of a syntax error.
+    /// Compiles the built-in templates (English and the shipped
+    /// translations), each replaced by the file of the same name in
+    /// `override_dir` when there is one; a folder there named after a
+    /// language (`de/`, `pt-BR/`) holds that language's files. Fails when
+    /// the folder does not exist, and names the file (and line) of a syntax error.
     pub fn load(override_dir: Option<&Path>) -> anyhow::Result<Self> {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         let mut overridden = std::collections::BTreeMap::new();
         let mut unused = Vec::new();
+        // (template name, text) before compiling: built in, then replaced.
+        let mut texts: std::collections::BTreeMap<String, String> = BUILTIN
+            .iter()
+            .map(|(name, text)| ((*name).to_owned(), (*text).to_owned()))
+            .chain(SHIPPED.iter().flat_map(|(locale, files)| {
+                files.iter().map(move |(name, text)| (localized(locale, name), (*text).to_owned()))
+            }))
+            .collect();
+        let mut locales: Vec<String> = std::iter::once(super::locale::FALLBACK)
+            .chain(SHIPPED.iter().map(|(locale, _)| *locale))
+            .map(str::to_owned)
+            .collect();
         if let Some(dir) = override_dir {
             let entries =
                 std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("templates folder {}: {e}", dir.display()))?;
+            let mut folders = Vec::new();
             for entry in entries.flatten() {
+                let path = entry.path();
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if entry.path().is_file() && !BUILTIN.iter().any(|(known, _)| *known == name) {
-                    unused.push(entry.path());
+                if path.is_dir() {
+                    match super::locale::canonical(&name) {
+                        Some(locale) => folders.push((locale, path)),
+                        None => unused.push(path),
+                    }
+                } else if path.is_file() {
+                    folders.push((String::new(), path));
+                }
+            }
+            folders.sort();
+            for (locale, path) in folders {
+                let files: Vec<(String, std::path::PathBuf)> = if locale.is_empty() {
+                    vec![(path.file_name().unwrap_or_default().to_string_lossy().into_owned(), path)]
+                } else {
+                    if !locales.contains(&locale) {
+                        locales.push(locale.clone());
+                    }
+                    let mut files: Vec<_> = std::fs::read_dir(&path)
+                        .map_err(|e| anyhow::anyhow!("templates folder {}: {e}", path.display()))?
+                        .flatten()
+                        .filter(|e| e.path().is_file())
+                        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                        .collect();
+                    files.sort();
+                    files
+                };
+                for (file, path) in files {
+                    if !BUILTIN.iter().any(|(known, _)| *known == file) {
+                        unused.push(path);
+                        continue;
+                    }
+                    let language = if locale.is_empty() { super::locale::FALLBACK } else { locale.as_str() };
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow::anyhow!("reading template {}: {e}", path.display()))?;
+                    let name = localized(language, &file);
+                    texts.insert(name.clone(), text);
+                    overridden.insert(name, path);
                 }
             }
             unused.sort();
         }
-        for (name, builtin) in BUILTIN {
-            let text = match override_dir.map(|dir| dir.join(name)).filter(|p| p.is_file()) {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| anyhow::anyhow!("reading template {}: {e}", path.display()))?;
-                    overridden.insert((*name).to_owned(), path);
-                    text
-                }
-                None => (*builtin).to_owned(),
-            };
-            let added = env.add_template_owned(*name, text);
-            added.map_err(|e| template_error(&overridden, name, &e, None))?;
+        let names: std::sync::Arc<std::collections::HashSet<String>> =
+            std::sync::Arc::new(texts.keys().cloned().collect());
+        for (name, text) in texts {
+            let added = env.add_template_owned(name.clone(), text);
+            added.map_err(|e| template_error(&overridden, &name, &e, None))?;
         }
-        Ok(Self { env, overridden, unused })
+        // `{% include "_messages.txt" %}` in `de/agent_replied.txt` is
+        // `de/_messages.txt` when German has one, else the English one.
+        let known = std::sync::Arc::clone(&names);
+        env.set_path_join_callback(move |name, parent| match parent.split_once('/') {
+            Some((locale, _)) if !name.contains('/') => {
+                let translated = format!("{locale}/{name}");
+                if known.contains(&translated) { translated.into() } else { name.into() }
+            }
+            _ => name.into(),
+        });
+        Ok(Self { env, overridden, unused, locales, names })
     }
 
     /// The templates read from the override folder, with their files.
@@ -328,40 +375,103 @@ impl Renderer {
         self.overridden.iter().map(|(name, path)| (name.as_str(), path.as_path()))
     }
 
+    /// Every language with templates, English first.
+    pub fn locales(&self) -> &[String] {
+        &self.locales
+    }
+
     /// Warnings about the override folder: files that match no template
     /// (a misspelt name overrides nothing), with the names that would.
     pub fn warnings(&self) -> Vec<String> {
         self.unused
             .iter()
-            .map(|path| {
-                format!(
+            .map(|path| match path.is_dir() {
+                true => format!(
+                    "{} is not named after a language (a BCP 47 tag such as de or pt-BR), so its templates are not used",
+                    path.display()
+                ),
+                false => format!(
                     "{} overrides no template (template files are named KIND.subject, KIND.txt or KIND.html, \
                      KIND one of: {})",
                     path.display(),
                     KINDS.join(", ")
-                )
+                ),
             })
             .collect()
     }
 
-    /// Renders notification `kind` with `context`.
+    /// The first language of `chain` that has notification `kind`'s text.
+    pub fn language_for(&self, kind: &str, chain: &[String]) -> String {
+        let file = format!("{kind}.txt");
+        chain
+            .iter()
+            .find(|locale| self.names.contains(&localized(locale, &file)))
+            .cloned()
+            .unwrap_or_else(|| super::locale::FALLBACK.to_owned())
+    }
+
+    /// Renders notification `kind` with `context`, in English.
     pub fn render(&self, kind: &str, context: &NotificationContext) -> anyhow::Result<Rendered> {
+        self.render_in(kind, context, &[super::locale::FALLBACK.to_owned()])
+    }
+
+    /// Renders notification `kind` with `context`, each of its three files
+    /// in the first language of `chain` that has it.
+    pub fn render_in(&self, kind: &str, context: &NotificationContext, chain: &[String]) -> anyhow::Result<Rendered> {
         let render = |suffix: &str| -> anyhow::Result<String> {
-            let name = format!("{kind}.{suffix}");
+            let file = format!("{kind}.{suffix}");
+            let name = chain
+                .iter()
+                .map(|locale| localized(locale, &file))
+                .find(|name| self.names.contains(name))
+                .unwrap_or(file);
             let template =
                 self.env.get_template(&name).map_err(|e| template_error(&self.overridden, &name, &e, None))?;
             template.render(context).map_err(|e| template_error(&self.overridden, &name, &e, Some(&self.env)))
         };
-        Ok(Rendered { subject: header_safe(&render("subject")?), text: render("txt")?, html: render("html")? })
+        Ok(Rendered {
+            subject: header_safe(&render("subject")?),
+            text: render("txt")?,
+            html: render("html")?,
+            language: self.language_for(kind, chain),
+        })
     }
 
-    /// Renders every kind with sample data: finds undefined variables and
-    /// runtime errors that compiling alone does not.
+    /// Each language that lacks templates, naming them: mail in it falls
+    /// back to the next language (in the end English) for those.
+    pub fn gaps(&self) -> Vec<String> {
+        let mut gaps = Vec::new();
+        for locale in self.locales.iter().filter(|l| *l != super::locale::FALLBACK) {
+            let missing: Vec<&str> = BUILTIN
+                .iter()
+                .map(|(file, _)| *file)
+                .filter(|file| !self.names.contains(&localized(locale, file)))
+                .collect();
+            if !missing.is_empty() {
+                gaps.push(format!(
+                    "templates for {locale} lack {} (mail in {locale} falls back to the next language for them)",
+                    missing.join(", ")
+                ));
+            }
+        }
+        gaps
+    }
+
+    /// Renders every kind in every language with sample data: finds
+    /// undefined variables and runtime errors that compiling alone does not.
     pub fn check(&self) -> Vec<String> {
-        KINDS
-            .iter()
-            .filter_map(|kind| self.render(kind, &sample_context(kind)).err().map(|e| format!("{e:#}")))
-            .collect()
+        let mut problems = Vec::new();
+        for locale in &self.locales {
+            let chain = [locale.clone()];
+            problems.extend(
+                KINDS
+                    .iter()
+                    .filter_map(|kind| self.render_in(kind, &sample_context_in(kind, locale), &chain).err())
+                    .map(|e| format!("{e:#}")),
+            );
+        }
+        problems.dedup();
+        problems
     }
 }
 
@@ -399,6 +509,22 @@ pub fn header_safe(text: &str) -> String {
     flat.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect()
 }
 
+/// [`sample_context`] as mail in `locale` would have it: durations and the
+/// conversation's name in that language.
+pub fn sample_context_in(kind: &str, locale: &str) -> NotificationContext {
+    let mut context = sample_context(kind);
+    if let Some(plan) = &mut context.plan {
+        plan.ticket_response = Some(super::locale::duration(120, locale));
+        plan.on_call_response = Some(super::locale::duration(30, locale));
+    }
+    if let Some(thread) = &mut context.thread {
+        let number = thread.ticket_number.unwrap_or(thread.id);
+        thread.name = super::locale::thread_name(thread.ticket_number.is_some(), number, locale);
+    }
+    context.languages = super::locale::chain(&[Some(locale)]);
+    context
+}
+
 /// Sample data for `templates check`, `templates render` and the snapshot tests.
 pub fn sample_context(kind: &str) -> NotificationContext {
     let message = |author: &str, time: &str, body: &str, source: &str| MessageContext {
@@ -416,6 +542,7 @@ pub fn sample_context(kind: &str) -> NotificationContext {
         kind: if is_ticket { "ticket" } else { "chat" }.to_owned(),
         label: if is_ticket { "ticket #7" } else { "chat #12" }.to_owned(),
         label_tag: if is_ticket { "[Ticket #7]" } else { "[Chat #12]" }.to_owned(),
+        name: if is_ticket { "Ticket #7" } else { "Chat #12" }.to_owned(),
         subject: "Checkout returns a 502 <error>".to_owned(),
         ticket_number: is_ticket.then_some(7),
         ticket_type: is_ticket.then(|| if kind == "on_call_page" { "Emergency" } else { "Performance" }.to_owned()),
@@ -493,6 +620,7 @@ pub fn sample_context(kind: &str) -> NotificationContext {
             "agent_replied" => "https://support.example.com/leave/aeaqcanljlyhz5giqsz4ratieq".to_owned(),
             _ => String::new(),
         },
+        languages: vec![super::locale::FALLBACK.to_owned()],
     }
 }
 

@@ -21,9 +21,10 @@ pub mod webhook;
 use crate::config::DeliveryConfig;
 use crate::domain::REPLY_ABOVE_MARKER;
 use crate::domain::{ReplyToken, ThreadKind, TokenSigner};
+use crate::notify::locale;
 use crate::notify::render::{
     AttachmentContext, MessageContext, NotificationContext, PersonContext, PlanContext, RefusalContext, Renderer,
-    SiteContext, ThreadContext, human_minutes,
+    SiteContext, ThreadContext,
 };
 use crate::pipeline::thread::{body_marker, notification_message_id};
 use crate::store::{
@@ -506,7 +507,7 @@ impl Outbound {
         token: Option<&str>,
         reads: &PassReads,
     ) -> anyhow::Result<(String, lettre::address::Envelope, Vec<u8>)> {
-        let rendered = self.renderer.render(&item.kind, context)?;
+        let rendered = self.renderer.render_in(&item.kind, context, &context.languages)?;
         let message_id = notification_message_id(&self.domain);
         // The From shows who wrote: "Anna Schmidt (Acme Support)" for an
         // agent's message, the desk's name for automatic mail. Names go
@@ -531,6 +532,7 @@ impl Outbound {
             .to(to)
             .subject(rendered.subject)
             .message_id(Some(format!("<{message_id}>")))
+            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Content-Language"), rendered.language.clone()))
             .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".to_owned()))
             .raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
@@ -609,6 +611,8 @@ impl Outbound {
         token: Option<&str>,
     ) -> anyhow::Result<NotificationContext> {
         let extra: serde_json::Value = serde_json::from_str(&item.context).unwrap_or_default();
+        let languages = self.languages(recipient).await?;
+        let language = self.renderer.language_for(&item.kind, &languages);
         let mut context = NotificationContext {
             recipient: PersonContext {
                 name: recipient.map_or_else(|| item.to_address.clone(), |u| u.name.clone()),
@@ -630,15 +634,16 @@ impl Outbound {
             }),
             also: Vec::new(),
             leave_url: String::new(),
+            languages,
         };
         let Some(thread) = thread else { return Ok(context) };
         let zone = recipient.and_then(|u| u.time_zone.as_deref()?.parse().ok()).unwrap_or(self.time_zone);
-        let message_context = |m: &StoredMessage| message_context(m, zone);
+        let message_context = |m: &StoredMessage| message_context(m, zone, &language);
         let site = self.store.site(thread.site_id).await?.context("site vanished")?;
         context.plan = self.effective_plan(&site).await?.map(|plan| PlanContext {
             name: plan.name.clone(),
-            ticket_response: plan.ticket_response_minutes.map(human_minutes),
-            on_call_response: plan.on_call_response_minutes.map(human_minutes),
+            ticket_response: plan.ticket_response_minutes.map(|m| locale::duration(m, &language)),
+            on_call_response: plan.on_call_response_minutes.map(|m| locale::duration(m, &language)),
             support_hours: plan.support_hours.clone(),
         });
         let plan_name = self.store.plan(&site.plan_id).await?.map_or_else(|| site.plan_id.clone(), |p| p.name);
@@ -652,6 +657,7 @@ impl Outbound {
             id: thread.id,
             kind: thread.kind.clone(),
             label_tag: format!("[{}]", capitalize(&label)),
+            name: locale::thread_name(thread.kind() == ThreadKind::Ticket, id, &language),
             label,
             subject: thread.subject.clone(),
             ticket_number: thread.ticket_number,
@@ -708,6 +714,17 @@ impl Outbound {
         Ok(())
     }
 
+    /// The languages to write to `recipient` in, in order: theirs, their
+    /// organization's, the desk's (`[notify] locale`), English.
+    async fn languages(&self, recipient: Option<&crate::store::User>) -> anyhow::Result<Vec<String>> {
+        let organization = match recipient.and_then(|u| u.organization_id) {
+            Some(id) => self.store.organization(id).await?.and_then(|o| o.locale),
+            None => None,
+        };
+        let own = recipient.and_then(|u| u.locale.as_deref());
+        Ok(locale::chain(&[own, organization.as_deref(), Some(self.delivery.locale.as_str())]))
+    }
+
     /// The plan whose promises apply to a site: its organization's plan when
     /// that one promises a ticket response time, else the site's own plan.
     async fn effective_plan(&self, site: &Site) -> anyhow::Result<Option<Plan>> {
@@ -755,15 +772,16 @@ fn capitalize(text: &str) -> String {
     chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
-/// A message as the templates show it, its time in `zone`, the zone named
-/// (`2026-11-23 11:04 CET`).
-fn message_context(m: &StoredMessage, zone: chrono_tz::Tz) -> MessageContext {
+/// A message as the templates show it, its time in `zone` written the way
+/// `language` writes times, the zone named (`2026-11-23 11:04 CET`,
+/// `23.11.2026, 11:04 CET`).
+fn message_context(m: &StoredMessage, zone: chrono_tz::Tz, language: &str) -> MessageContext {
     MessageContext {
         author_name: m.author_name.clone(),
         from_agent: m.author_role == "agent",
         source: m.source.clone(),
         time: chrono::DateTime::from_timestamp_millis(m.created_at)
-            .map(|t| t.with_timezone(&zone).format("%Y-%m-%d %H:%M %Z").to_string())
+            .map(|t| t.with_timezone(&zone).format(locale::time_format(language)).to_string())
             .unwrap_or_default(),
         body: m.body.clone(),
         attachments: m

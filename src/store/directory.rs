@@ -292,6 +292,8 @@ pub struct UserChanges {
     pub organization_id: Option<Option<i64>>,
     /// A new time zone, or none (the desk's).
     pub time_zone: Option<Option<String>>,
+    /// A new language (BCP 47, checked by the caller), or none.
+    pub locale: Option<Option<String>>,
 }
 
 /// What a change to a site sets.
@@ -315,6 +317,8 @@ pub struct OrganizationChanges {
     /// Its mail domains, replacing the ones it had (lower case, checked by
     /// the caller).
     pub domains: Option<Vec<String>>,
+    /// A new language for its members' mail (BCP 47, checked by the caller), or none.
+    pub locale: Option<Option<String>>,
 }
 
 impl Store {
@@ -323,10 +327,12 @@ impl Store {
     pub async fn update_user(&self, id: i64, changes: &UserChanges) -> StoreResult<Option<User>> {
         let (set_org, org) = split(changes.organization_id);
         let (set_zone, zone) = split(changes.time_zone.clone());
+        let (set_locale, locale) = split(changes.locale.clone());
         let result = writing!(self, |db| sqlx::query_as(
             "UPDATE users SET name = COALESCE($1, name), email = COALESCE($2, email), role = COALESCE($3, role), \
              organization_id = CASE WHEN $4 THEN $5 ELSE organization_id END, \
-             time_zone = CASE WHEN $6 THEN $7 ELSE time_zone END WHERE id = $8 RETURNING *"
+             time_zone = CASE WHEN $6 THEN $7 ELSE time_zone END, \
+             locale = CASE WHEN $9 THEN $10 ELSE locale END WHERE id = $8 RETURNING *"
         )
         .bind(&changes.name)
         .bind(&changes.email)
@@ -336,6 +342,8 @@ impl Store {
         .bind(set_zone)
         .bind(zone)
         .bind(id)
+        .bind(set_locale)
+        .bind(locale)
         .fetch_optional(db)
         .await);
         let user = match result {
@@ -376,16 +384,20 @@ impl Store {
         changes: &OrganizationChanges,
     ) -> StoreResult<Option<Organization>> {
         let (set_plan, plan) = split(changes.plan_id.clone());
+        let (set_locale, locale) = split(changes.locale.clone());
         let updated: Option<Organization> = writing!(self, |db, w| {
             let mut tx = db.begin().await?;
             let updated: Option<Organization> = sqlx::query_as(
                 "UPDATE organizations SET name = COALESCE($1, name), \
-                 plan_id = CASE WHEN $2 THEN $3 ELSE plan_id END WHERE id = $4 RETURNING *",
+                 plan_id = CASE WHEN $2 THEN $3 ELSE plan_id END, \
+                 locale = CASE WHEN $5 THEN $6 ELSE locale END WHERE id = $4 RETURNING *",
             )
             .bind(&changes.name)
             .bind(set_plan)
             .bind(plan)
             .bind(id)
+            .bind(set_locale)
+            .bind(locale)
             .fetch_optional(&mut *tx)
             .await?;
             if let (Some(_), Some(domains)) = (&updated, &changes.domains) {
@@ -646,7 +658,7 @@ impl Store {
             }
             sqlx::query(
                 "UPDATE users SET email = $2, name = 'Erased user', role = 'unprivileged', organization_id = NULL, \
-                 time_zone = NULL, erased_at = $3 WHERE id = $1",
+                 time_zone = NULL, locale = NULL, erased_at = $3 WHERE id = $1",
             )
             .bind(id)
             .bind(&erased)

@@ -49,6 +49,10 @@ pub struct Organization {
     /// Its mail domains, sorted, each belonging to this organization alone.
     #[sqlx(skip)]
     pub domains: Vec<String>,
+    /// The language of its members' mail when they chose none (BCP 47);
+    /// `None`: the desk's.
+    #[sqlx(default)]
+    pub locale: Option<String>,
 }
 
 /// A customer's site.
@@ -95,6 +99,10 @@ pub struct User {
     #[serde(serialize_with = "opt_time_ms")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub erased_at: Option<i64>,
+    /// The language of their mail (BCP 47: `de`, `pt-BR`); `None`: their
+    /// organization's, then the desk's.
+    #[sqlx(default)]
+    pub locale: Option<String>,
 }
 
 impl User {

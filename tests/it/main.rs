@@ -16,6 +16,7 @@ mod forgery;
 mod fuzz;
 mod held;
 mod hostile;
+mod locales;
 mod originals;
 mod participants;
 mod pipe;

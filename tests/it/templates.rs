@@ -1,7 +1,7 @@
 //! Snapshots of every notification rendered with the sample data (subject,
 //! text and HTML), and the checks that guard the templates.
 
-use mailgate::notify::render::{KINDS, Renderer, sample_context};
+use mailgate::notify::render::{KINDS, Renderer, sample_context, sample_context_in};
 
 #[test]
 fn every_notification_renders_as_its_snapshot() {
@@ -10,6 +10,24 @@ fn every_notification_renders_as_its_snapshot() {
         let rendered = renderer.render(kind, &sample_context(kind)).expect("renders");
         let shown = format!("Subject: {}\n\n{}\n----- HTML -----\n{}", rendered.subject, rendered.text, rendered.html);
         insta::assert_snapshot!(*kind, shown);
+    }
+}
+
+/// The shipped translations, each notification in each, so that a change
+/// to one is read by a person before it ships.
+#[test]
+fn every_translation_renders_as_its_snapshot() {
+    let renderer = Renderer::load(None).expect("built-in templates compile");
+    assert!(renderer.gaps().is_empty(), "{:?}", renderer.gaps());
+    for locale in ["de", "fr", "es", "ja"] {
+        for kind in KINDS {
+            let rendered =
+                renderer.render_in(kind, &sample_context_in(kind, locale), &[locale.to_owned()]).expect("renders");
+            assert_eq!(rendered.language, locale);
+            let shown =
+                format!("Subject: {}\n\n{}\n----- HTML -----\n{}", rendered.subject, rendered.text, rendered.html);
+            insta::assert_snapshot!(format!("{locale}__{kind}"), shown);
+        }
     }
 }
 
