@@ -296,6 +296,8 @@ impl RawParticipants {
 #[serde(deny_unknown_fields)]
 struct RawNotify {
     max_message_bytes: Option<usize>,
+    attach_max_bytes: Option<usize>,
+    download_link_days: Option<u32>,
     from_name: Option<String>,
     locale: Option<String>,
     from_address: Option<String>,
@@ -407,6 +409,12 @@ pub struct DeliveryConfig {
     /// The From address of notifications (`[notify] from_address`); `None`
     /// is `support@DOMAIN`.
     pub from_address: Option<String>,
+    /// A customer's files are attached to an agent's notification when
+    /// together at most this large (`[notify] attach_max_bytes`, 10 MiB;
+    /// 0: never), else listed with download links.
+    pub attach_max_bytes: usize,
+    /// How long a download link works (`[notify] download_link_days`, 30).
+    pub download_link_days: u32,
     /// The language of mail to people who chose none (`[notify] locale`, `en`).
     pub locale: String,
     /// The largest notification mailgate sends (`[notify] max_message_bytes`):
@@ -437,6 +445,8 @@ impl Default for DeliveryConfig {
             suppression_days: 30,
             dkim: None,
             max_message_bytes: 10 * 1024 * 1024,
+            attach_max_bytes: 10 * 1024 * 1024,
+            download_link_days: 30,
             from_name: "Support".to_owned(),
             locale: crate::notify::locale::FALLBACK.to_owned(),
             from_address: None,
@@ -870,6 +880,18 @@ impl RawDelivery {
                 bail!("notify.from_name: {name:?} must be a name of 1 to 100 characters on one line");
             }
             delivery.from_name = name.to_owned();
+        }
+        if let Some(bytes) = notify.attach_max_bytes {
+            if bytes > 100 * 1024 * 1024 {
+                bail!("notify.attach_max_bytes: {bytes} is too large (at most 104857600 bytes; 0 attaches nothing)");
+            }
+            delivery.attach_max_bytes = bytes;
+        }
+        if let Some(days) = notify.download_link_days {
+            if !(1..=365).contains(&days) {
+                bail!("notify.download_link_days: {days} must be 1 to 365");
+            }
+            delivery.download_link_days = days;
         }
         if let Some(locale) = &notify.locale {
             delivery.locale = crate::notify::locale::canonical(locale).ok_or_else(|| {

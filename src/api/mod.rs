@@ -163,6 +163,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         // The token in the link is the credential: no bearer token here.
         .route("/unsubscribe/{token}", get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe))
         .route("/leave/{token}", get(unsubscribe::leave_page).post(unsubscribe::leave))
+        .route("/download/{token}", get(unsubscribe::download))
         .with_state(state)
 }
 

@@ -343,7 +343,7 @@ pub(super) async fn in_conversation(state: &HttpState, thread: &Thread, site: &S
 /// `Content-Disposition` for downloading `name` (RFC 6266): an ASCII
 /// `filename` for old clients and the real name, UTF-8 percent-encoded, in
 /// `filename*` (RFC 8187), which browsers prefer.
-fn content_disposition(name: &str) -> String {
+pub(super) fn content_disposition(name: &str) -> String {
     let fallback: String = name
         .chars()
         .map(|c| if (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\' { c } else { '_' })

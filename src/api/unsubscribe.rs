@@ -1,7 +1,8 @@
-//! The one-click links of a notification (RFC 8058): unsubscribe from a kind
-//! of notification, or (a participant copied into a conversation) leave that
-//! conversation. Each has the page a person opens, and the POST a mail client
-//! sends. The token is the credential.
+//! The links in a notification, each with its token as the credential: the
+//! one-click ones (RFC 8058), to unsubscribe from a kind of notification or
+//! (a participant copied into a conversation) to leave that conversation,
+//! each with the page a person opens and the POST a mail client sends; and
+//! an agent's link to download a customer's file that was too large to attach.
 
 use super::{ApiError, HttpState};
 use axum::extract::{Path, State};
@@ -65,4 +66,38 @@ pub(super) async fn leave(State(state): Shared, Path(token): Path<String>) -> Ap
     let participant = leave_target(&state, &token).await?;
     state.pipeline.remove_participant(participant.id, crate::store::ParticipantStatus::Left).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "You have left the conversation.\n").into_response())
+}
+
+/// `GET /download/{token}`: a file a notification listed instead of
+/// attaching it, while its link lasts (`[notify] download_link_days`).
+pub(super) async fn download(State(state): Shared, Path(token): Path<String>) -> ApiResult<Response> {
+    let id = match state.signer.verify_download(&token) {
+        Ok(id) => id,
+        Err(crate::domain::TokenError::Expired) => {
+            return Err(ApiError::Gone(
+                "this download link has expired; open the conversation in the Dashboard to get the file".to_owned(),
+            ));
+        }
+        Err(_) => return Err(ApiError::NotFound("this download link is not valid".to_owned())),
+    };
+    let (attachment, content) = state
+        .store
+        .attachment(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("this file is no longer stored".to_owned()))?;
+    let content_type = if attachment.content_type.bytes().all(|b| b.is_ascii_graphic()) {
+        attachment.content_type
+    } else {
+        "application/octet-stream".to_owned()
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_DISPOSITION, super::threads::content_disposition(&attachment.filename)),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (header::CACHE_CONTROL, "private, no-store".to_owned()),
+        ],
+        content,
+    )
+        .into_response())
 }

@@ -155,6 +155,27 @@ impl TokenSigner {
         self.verify_pair(Purpose::Leave, text)
     }
 
+    /// The token of a download link for attachment `attachment_id`, good
+    /// for `days` days from today.
+    pub fn sign_download(&self, attachment_id: i64, days: u32) -> String {
+        self.sign_pair(Purpose::Download, attachment_id, today() + i64::from(days))
+    }
+
+    /// Checks a download token: the attachment it names, unless its days are over.
+    pub fn verify_download(&self, text: &str) -> Result<i64, TokenError> {
+        let (attachment_id, last_day) = self.verify_pair(Purpose::Download, text)?;
+        if today() > last_day {
+            return Err(TokenError::Expired);
+        }
+        Ok(attachment_id)
+    }
+
+    /// A download token as if signed `days_ago` days ago (tests of expiry).
+    pub fn sign_download_issued_days_ago(&self, attachment_id: i64, days: u32, days_ago: i64) -> String {
+        let day = today() - days_ago;
+        self.sign_pair_on(Purpose::Download, attachment_id, day + i64::from(days), day)
+    }
+
     fn sign_pair(&self, purpose: Purpose, a: i64, b: i64) -> String {
         self.sign_pair_on(purpose, a, b, today())
     }
@@ -217,6 +238,7 @@ enum Purpose {
     Unsubscribe,
     Bounce,
     Leave,
+    Download,
 }
 
 fn mac_for(key: &TokenKey, purpose: Purpose) -> Hmac<Sha256> {
@@ -226,6 +248,7 @@ fn mac_for(key: &TokenKey, purpose: Purpose) -> Hmac<Sha256> {
         Purpose::Unsubscribe => b"mailgate unsubscribe token v1",
         Purpose::Bounce => b"mailgate bounce address v1",
         Purpose::Leave => b"mailgate leave link v1",
+        Purpose::Download => b"mailgate download link v1",
     });
     mac
 }
@@ -289,6 +312,19 @@ mod tests {
         let reply = signer().sign(ReplyToken { thread_id: 41, recipient_id: 0 });
         assert!(signer().verify_bounce(&reply).is_err(), "a reply token is not a bounce token");
         assert!(signer().verify_bounce("41").is_err(), "a bare outbox id is not a bounce token");
+    }
+
+    #[test]
+    fn download_and_leave_tokens_are_their_own_kind_and_downloads_expire() {
+        let signer = signer();
+        let link = signer.sign_download(7, 30);
+        assert_eq!(signer.verify_download(&link), Ok(7));
+        assert_eq!(signer.verify_download(&signer.sign_download_issued_days_ago(7, 30, 29)), Ok(7));
+        assert_eq!(signer.verify_download(&signer.sign_download_issued_days_ago(7, 30, 31)), Err(TokenError::Expired));
+        assert!(signer.verify_leave(&link).is_err() && signer.verify(&link).is_err());
+        let leave = signer.sign_leave(3, 9);
+        assert_eq!(signer.verify_leave(&leave), Ok((3, 9)));
+        assert!(signer.verify_download(&leave).is_err() && signer.verify_unsubscribe(&leave).is_err());
     }
 
     #[test]

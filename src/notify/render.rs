@@ -240,6 +240,14 @@ pub struct AttachmentContext {
     pub content_type: String,
     /// Bytes.
     pub size: i64,
+    /// Whether the file is attached to this mail.
+    pub attached: bool,
+    /// Where to download it (a signed link that expires), when it is not
+    /// attached and the server has a public URL; empty otherwise.
+    pub url: String,
+    /// The stored attachment.
+    #[serde(skip)]
+    pub id: i64,
 }
 
 /// A refused email.
@@ -563,6 +571,9 @@ pub fn sample_context(kind: &str) -> NotificationContext {
         filename: "error page.png".to_owned(),
         content_type: "image/png".to_owned(),
         size: 48213,
+        attached: false,
+        url: "https://support.example.com/download/aeaqcanljlyhz5giqsz4ratieq".to_owned(),
+        id: 1,
     });
     let (messages, history) = match kind {
         "agent_replied" => (

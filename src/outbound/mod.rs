@@ -477,6 +477,10 @@ impl Outbound {
             _ => None,
         };
         let context = self.context(item, merged, reads, recipient.as_ref(), thread, token.as_deref()).await?;
+        let files = self.attached_files(&context).await?;
+        // The files come on top of the size limit (attach_max_bytes bounds them).
+        let files_bytes: usize = files.iter().map(|f| f.content.len() * 4 / 3 + f.content.len() / 38 + 1024).sum();
+        let to = Addressed { recipient: recipient.as_ref(), thread, token: token.as_deref(), files: &files };
         // Texts get a twelfth of the size limit (each appears in the text
         // and the HTML part, escaped and encoded); should the mail still be
         // larger than the limit, they get a quarter as much, and so on.
@@ -484,8 +488,8 @@ impl Outbound {
         loop {
             let mut fitted = context.clone();
             fitted.fit(budget, item.kind == "chat_transcript");
-            let built = self.build_rendered(item, &fitted, recipient.as_ref(), thread, token.as_deref(), reads)?;
-            if built.2.len() <= self.delivery.max_message_bytes || budget <= 1024 {
+            let built = self.build_rendered(item, &fitted, &to, reads)?;
+            if built.2.len() <= self.delivery.max_message_bytes + files_bytes || budget <= 1024 {
                 return Ok(built);
             }
             tracing::info!(
@@ -497,16 +501,27 @@ impl Outbound {
         }
     }
 
+    /// The files a notification carries: the attachments its context marks
+    /// `attached`, read from the store.
+    async fn attached_files(&self, context: &NotificationContext) -> anyhow::Result<Vec<AttachedFile>> {
+        let mut files = Vec::new();
+        for attachment in context.messages.iter().flat_map(|m| &m.attachments).filter(|a| a.attached) {
+            if let Some((stored, content)) = self.store.attachment(attachment.id).await? {
+                files.push(AttachedFile { filename: stored.filename, content_type: stored.content_type, content });
+            }
+        }
+        Ok(files)
+    }
+
     /// Builds the mail of `item` from its context.
     fn build_rendered(
         &self,
         item: &OutboxItem,
         context: &NotificationContext,
-        recipient: Option<&crate::store::User>,
-        thread: Option<&Thread>,
-        token: Option<&str>,
+        to: &Addressed<'_>,
         reads: &PassReads,
     ) -> anyhow::Result<(String, lettre::address::Envelope, Vec<u8>)> {
+        let Addressed { recipient, thread, token, files } = *to;
         let rendered = self.renderer.render_in(&item.kind, context, &context.languages)?;
         let message_id = notification_message_id(&self.domain);
         // The From shows who wrote: "Anna Schmidt (Acme Support)" for an
@@ -589,9 +604,22 @@ impl Outbound {
         // sent back to it is known to be about this mail and no other.
         let verp = format!("bounces+{}@{}", self.signer.sign_bounce(item.id), self.domain).parse()?;
         let envelope = lettre::address::Envelope::new(Some(verp), vec![item.to_address.parse()?])?;
-        let email = builder
-            .envelope(envelope.clone())
-            .multipart(MultiPart::alternative_plain_html(rendered.text, rendered.html))?;
+        let bodies = MultiPart::alternative_plain_html(rendered.text, rendered.html);
+        let email = match files {
+            [] => builder.envelope(envelope.clone()).multipart(bodies)?,
+            files => {
+                let mut mixed = MultiPart::mixed().multipart(bodies);
+                for file in files {
+                    let content_type = lettre::message::header::ContentType::parse(&file.content_type)
+                        .unwrap_or(lettre::message::header::ContentType::parse("application/octet-stream")?);
+                    mixed = mixed.singlepart(
+                        lettre::message::Attachment::new(file.filename.clone())
+                            .body(file.content.clone(), content_type),
+                    );
+                }
+                builder.envelope(envelope.clone()).multipart(mixed)?
+            }
+        };
         let mut bytes = email.formatted();
         if let Some(dkim) = &self.dkim {
             let mut signed = dkim.header_for(&bytes)?.into_bytes();
@@ -682,12 +710,35 @@ impl Outbound {
         let all: Vec<&StoredMessage> = reads.messages(thread.id).iter().filter(|m| !public || m.is_public()).collect();
         let first_new = all.iter().position(|m| new_ids.contains(&m.id)).unwrap_or(all.len());
         context.messages = all.iter().filter(|m| new_ids.contains(&m.id)).map(|m| message_context(m)).collect();
+        if recipient.is_some_and(crate::store::User::is_agent) {
+            self.offer_files(&mut context);
+        }
         context.history = all[first_new.saturating_sub(HISTORY as usize)..first_new]
             .iter()
             .rev()
             .map(|m| message_context(m))
             .collect();
         Ok(context)
+    }
+
+    /// What an agent gets of the files the new messages brought: attached,
+    /// when together they are at most `attach_max_bytes`; else each with a
+    /// signed download link that expires (with a public URL to serve it).
+    fn offer_files(&self, context: &mut NotificationContext) {
+        let files = || context.messages.iter().flat_map(|m| &m.attachments);
+        let total: i64 = files().map(|a| a.size).sum();
+        if files().next().is_none() {
+            return;
+        }
+        let attach = usize::try_from(total).is_ok_and(|total| total <= self.delivery.attach_max_bytes);
+        for attachment in context.messages.iter_mut().flat_map(|m| &mut m.attachments) {
+            if attach {
+                attachment.attached = true;
+            } else if let Some(base) = &self.public_url {
+                let token = self.signer.sign_download(attachment.id, self.delivery.download_link_days);
+                attachment.url = format!("{base}/download/{token}");
+            }
+        }
     }
 
     /// Names the others in a conversation people were copied into, and
@@ -744,6 +795,26 @@ impl Outbound {
     }
 }
 
+/// Whom one notification goes to and what it carries besides its texts.
+#[derive(Clone, Copy)]
+struct Addressed<'a> {
+    /// The user it goes to, if a user.
+    recipient: Option<&'a crate::store::User>,
+    /// The conversation it is about.
+    thread: Option<&'a Thread>,
+    /// The recipient's reply token for that conversation.
+    token: Option<&'a str>,
+    /// Files attached to it.
+    files: &'a [AttachedFile],
+}
+
+/// A file attached to a notification.
+struct AttachedFile {
+    filename: String,
+    content_type: String,
+    content: Vec<u8>,
+}
+
 /// The link to a chat or ticket: the template with `{kind}` and `{id}`
 /// filled in, or for a base URL `BASE/chats/N` or `BASE/tickets/N`.
 pub fn dashboard_link(url: &str, kind: &str, id: i64) -> String {
@@ -791,6 +862,9 @@ fn message_context(m: &StoredMessage, zone: chrono_tz::Tz, language: &str) -> Me
                 filename: a.filename.clone(),
                 content_type: a.content_type.clone(),
                 size: a.size,
+                attached: false,
+                url: String::new(),
+                id: a.id,
             })
             .collect(),
         omitted_before: 0,

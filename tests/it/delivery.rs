@@ -950,3 +950,88 @@ async fn a_refused_new_chat_names_the_emergency_route_to_customers_with_on_call_
     let mails = relay.wait_for(1).await;
     assert!(!mails[0].parsed().body_text(0).unwrap().contains("downtime@"));
 }
+
+/// Waits for the `n`th mail to `address`.
+async fn nth_to(relay: &Capture, address: &str, n: usize) -> crate::capture::Captured {
+    for _ in 0..400 {
+        let mails: Vec<_> = relay.messages().into_iter().filter(|m| m.rcpt_to == [address]).collect();
+        if let Some(mail) = mails.into_iter().nth(n - 1) {
+            return mail;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no mail {n} to {address}");
+}
+
+/// A reply from the owner to `to` carrying PDF files (name, bytes).
+fn reply_with_files(to: &str, subject: &str, id: &str, files: &[(&str, &[u8])]) -> String {
+    let mut message = format!(
+        "From: {OWNER}\r\nTo: {to}\r\nSubject: Re: {subject}\r\nMessage-ID: <{id}>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=files\r\n\r\n--files\r\nContent-Type: text/plain\r\n\r\nThe logs.\r\n"
+    );
+    for (name, content) in files {
+        let encoded = data_encoding::BASE64.encode(content);
+        let lines: Vec<&str> = encoded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        message.push_str(&format!(
+            "--files\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"{name}\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+            lines.join("\r\n")
+        ));
+    }
+    message.push_str("--files--\r\n");
+    message
+}
+
+/// Issue 33: an agent's notification carries the customer's files when
+/// together they are small enough, else a signed download link for each.
+#[tokio::test]
+async fn an_agent_gets_the_customers_files_attached_or_as_download_links() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |c| {
+        c.public_url = Some("https://mailgate.example.com".to_owned());
+        c.delivery.attach_max_bytes = 100_000;
+    })
+    .await;
+    let w = app.world("sandbox", None).await;
+    let (_, note) = answered_chat(&app, &relay, &w).await;
+    let address = note.reply_address();
+    let subject = note.header("Subject");
+    let small: Vec<u8> = (0..5_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mail = reply_with_files(&address, &subject, "f1@acme.example", &[("small.pdf", &small)]);
+    assert!(app.send(OWNER, &[&address], &mail).await.starts_with("250"));
+    // The agents heard of the chat (1); the reply with a small file (2).
+    let mail = nth_to(&relay, AGENT, 2).await;
+    let parsed = mail.parsed();
+    let attached = parsed.attachments().next().expect("the file is attached");
+    let name = mail_parser::MimeHeaders::attachment_name(attached);
+    assert_eq!((name, attached.contents()), (Some("small.pdf"), &small[..]));
+    assert!(parsed.body_text(0).unwrap().contains("small.pdf (application/pdf, 5000 bytes) [attached]"));
+
+    // Two files over the limit together: listed with links, none attached.
+    let big: Vec<u8> = (0..60_000u32).map(|i| (i * 13 % 256) as u8).collect();
+    let mail = reply_with_files(&address, &subject, "f2@acme.example", &[("a.pdf", &big), ("b.pdf", &big[..50_000])]);
+    assert!(app.send(OWNER, &[&address], &mail).await.starts_with("250"));
+    let mail = nth_to(&relay, AGENT, 3).await;
+    let parsed = mail.parsed();
+    assert_eq!(parsed.attachments().count(), 0);
+    let text = parsed.body_text(0).unwrap().into_owned();
+    let links: Vec<&str> =
+        text.split_whitespace().filter(|w| w.starts_with("https://mailgate.example.com/download/")).collect();
+    assert_eq!(links.len(), 2, "{text}");
+    let http = app.app.as_ref().unwrap().http_addr;
+    let fetch = |link: &str| {
+        let url = link.replacen("https://mailgate.example.com", &format!("http://{http}"), 1);
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    let response = fetch(links[0]).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-disposition"].to_str().unwrap().contains("a.pdf"));
+    assert_eq!(response.bytes().await.unwrap(), big);
+    // A link changed by one letter downloads nothing.
+    let mut forged = links[1].to_owned();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'a' { 'b' } else { 'a' });
+    assert_eq!(fetch(&forged).await.status(), 404);
+    // The customer's own notifications never carry files or links.
+    assert!(relay.messages().iter().filter(|m| m.rcpt_to == [OWNER]).all(|m| !m.data.contains("/download/")));
+}
