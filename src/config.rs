@@ -711,6 +711,11 @@ impl ConfigArgs {
             algorithm: d.algorithm.unwrap_or_else(|| "rsa".to_owned()),
         });
         let on_call_address = raw.on_call_address.unwrap_or_else(|| format!("oncall@{domain}"));
+        // The desk's own addresses on other domains never join a conversation either.
+        let mut participants = raw.participants.validated()?;
+        for own in [Some(&on_call_address), delivery.from_address.as_ref()].into_iter().flatten() {
+            participants.blocklist.push(own.trim().to_lowercase());
+        }
         Ok(Config {
             outbox_dir: args.outbox_dir.clone().or(raw.outbox_dir).unwrap_or_else(|| data_dir.join("outbox")),
             templates_dir: args.templates_dir.clone().or(raw.templates_dir),
@@ -727,7 +732,7 @@ impl ConfigArgs {
             lmtp_listen,
             policy_listen,
             policy_refuses_support: raw.policy.refuse_support_address.unwrap_or(false),
-            participants: raw.participants.validated()?,
+            participants,
             http_listen,
             metrics_listen,
             trusted_proxies: match &raw.trusted_proxies {

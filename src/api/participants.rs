@@ -128,6 +128,14 @@ async fn add(
         )));
     }
     let user = state.store.user_by_email(&email).await?;
+    if user.as_ref().is_some_and(|u| u.erased_at.is_some()) {
+        return Err(ApiError::BadRequest(format!("{email} belongs to an erased user")));
+    }
+    if let Some(by) = person.added_by
+        && !state.store.user(by).await?.is_some_and(|u| u.is_agent())
+    {
+        return Err(ApiError::BadRequest(format!("added_by: user {by} is not an agent")));
+    }
     if user.as_ref().is_some_and(crate::store::User::is_agent) {
         return Err(ApiError::BadRequest(format!("{email} is an agent: agents are in every conversation already")));
     }

@@ -24,8 +24,9 @@ use crate::domain::ThreadKind;
 use crate::store::{NotificationKind, Site, Store, StoreResult, Thread, User};
 
 /// The notifications a message by `author` in `thread` causes; `direct`:
-/// the addresses the message itself went to (its `To` and `Cc`), whose
-/// owners have it already and get no notification of it.
+/// the addresses the message itself went to (its `To` and `Cc`, given only
+/// for mail proved its author's), whose owners on the customer side have it
+/// already and get no notification of it.
 pub async fn recipients(
     store: &Store,
     thread: &Thread,
@@ -59,9 +60,12 @@ pub async fn recipients(
     if !direct.is_empty() && notify.iter().any(|&(kind, _)| kind == NotificationKind::AgentReplied) {
         let mut kept = Vec::with_capacity(notify.len());
         for (kind, id) in notify {
-            let copied = match store.user(id).await? {
-                Some(user) => direct.iter().any(|address| address.eq_ignore_ascii_case(&user.email)),
-                None => false,
+            // Only the customer side is spared: agents always hear of it.
+            let copied = match (kind, store.user(id).await?) {
+                (NotificationKind::AgentReplied, Some(user)) => {
+                    direct.iter().any(|address| address.eq_ignore_ascii_case(&user.email))
+                }
+                _ => false,
             };
             if !copied {
                 kept.push((kind, id));

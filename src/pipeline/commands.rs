@@ -52,22 +52,32 @@ pub enum Commands {
 pub const LIST: &str = "#close (or #solve), #reopen, #assign me|EMAIL|NAME, #priority low|normal|high|urgent, \
                         #tag NAME, #note (the rest of the message is an internal note)";
 
+/// Characters that show nothing, which a client may put before a `#`.
+const INVISIBLE: &[char] = &['\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{00AD}'];
+
+/// Whether `text` starts with a line that looks like a command (`#...`),
+/// whether or not it is one: what must never be posted as it stands.
+pub fn looks_like_commands(text: &str) -> bool {
+    read(text) != Commands::None
+}
+
 /// Most command lines read at the top of a message.
 const MAX_LINES: usize = 20;
 
-/// Reads the command lines at the top of `text` (blank lines before them
-/// are skipped; the first line that does not start with `#`, or `#note`,
-/// ends them).
+/// Reads the command lines at the top of `text` (blank lines among them
+/// are skipped; the first other line that does not start with `#`, or
+/// `#note`, ends them). Invisible characters at a line's start (a
+/// zero-width space, a byte-order mark) do not hide a `#`.
 pub fn read(text: &str) -> Commands {
     let mut commands = Vec::new();
     let mut lines = Vec::new();
     let mut rest_at = text.len();
     let mut offset = 0;
     for raw in text.split_inclusive('\n') {
-        let line = raw.trim();
+        let line = raw.trim().trim_start_matches(INVISIBLE).trim();
         let start = offset;
         offset += raw.len();
-        if line.is_empty() && commands.is_empty() {
+        if line.is_empty() {
             continue;
         }
         if !line.starts_with('#') {
@@ -174,6 +184,8 @@ mod tests {
         assert_eq!(read("#not\nsecret"), Commands::Unknown { line: "#not".to_owned() });
         assert_eq!(read("#close\n#priority someday\nhi"), Commands::Unknown { line: "#priority someday".to_owned() });
         assert_eq!(read("#tag two words"), Commands::Unknown { line: "#tag two words".to_owned() });
+        assert_eq!(read("#close\n\n#nte secret"), Commands::Unknown { line: "#nte secret".to_owned() });
+        assert_eq!(read("\u{200B}#not\nsecret"), Commands::Unknown { line: "#not".to_owned() });
         assert_eq!(read("#commnd"), Commands::Unknown { line: "#commnd".to_owned() });
         assert_eq!(read("#assign"), Commands::Unknown { line: "#assign".to_owned() });
         let long = format!("#{}", "x".repeat(500));

@@ -48,6 +48,10 @@ pub(super) struct Found {
     author: Option<crate::store::User>,
     /// An agent on their own reply address, their domain authenticated.
     may_command: bool,
+    /// The author's domain is authenticated (DMARC pass, or an aligned SPF
+    /// or DKIM pass without a DMARC record): what copying people in and
+    /// sparing direct recipients a notification ask for.
+    proved_author: bool,
 }
 
 impl Pipeline {
@@ -389,7 +393,9 @@ impl Pipeline {
                 let proved_agent = author.as_ref().is_some_and(crate::store::User::is_agent)
                     && analysis.from.as_deref().is_some_and(|from| auth.is_some_and(|a| a.proves_strongly(from)));
                 let may_command = own_address && proved_agent && mode != Mode::Release;
-                let found = Found { thread, site, author, may_command };
+                let proved_author =
+                    analysis.from.as_deref().is_some_and(|from| auth.is_some_and(|a| a.authenticates(from)));
+                let found = Found { thread, site, author, may_command, proved_author };
                 self.default_plan(envelope, analysis, found, accepted, &decision, mode).await?
             }
         };
@@ -483,7 +489,7 @@ impl Pipeline {
         decision: &rules::Decision,
         mode: Mode,
     ) -> Result<Plan, StoreError> {
-        let may_command = found.may_command;
+        let (may_command, proved_author) = (found.may_command, found.proved_author);
         let (Some(thread), Some(site), Some(author)) = (found.thread, found.site, found.author) else {
             let to_support = envelope.recipients.iter().any(|(_, t)| *t == RecipientTarget::Support);
             if !to_support && envelope.recipients.iter().all(|(_, t)| *t == RecipientTarget::Postmaster) {
@@ -499,6 +505,17 @@ impl Pipeline {
         if analysis.kind == MailKind::AutoReply && !accepted_by_rule {
             let reason = format!("auto-reply: {}", analysis.kind_reason);
             return Ok(Plan::Log(Disposition::Dropped { reason }, Some(thread.id)));
+        }
+        // An agent's lines that look like commands never reach the customer
+        // unless they count: held for an admin (released, they are a note).
+        let unproven = author.is_agent() && !may_command && commands::looks_like_commands(&analysis.reply_text);
+        if unproven && mode != Mode::Release {
+            let reason = format!(
+                "{} wrote command lines (#...), which count only on the agent's own reply address with their domain \
+                 proved (DMARC pass or aligned DKIM); held so that nothing meant for agents reaches the customer",
+                author.email
+            );
+            return Ok(Plan::Hold { code: "unproven_command", reason, thread_id: Some(thread.id) });
         }
         let given = match may_command {
             true => commands::read(&analysis.reply_text),
@@ -554,15 +571,27 @@ impl Pipeline {
             );
             return Ok(Plan::Log(Disposition::Deferred { reason }, Some(thread.id)));
         }
-        let copying = self.copying(&analysis.parsed.copied, &thread, &site, &author).await?;
+        // People copied join only through mail that was proved its author's
+        // and not let in by an admin's release (a release admits the sender
+        // once, not whom they copied).
+        let copying = match mode {
+            Mode::Release => super::participants::Copying::default(),
+            _ => self.copying(&analysis.parsed.copied, &thread, &site, &author, proved_author).await?,
+        };
         let mut routing = self.routing(&thread, decision).await?;
         let mut extras = crate::store::MessageExtras {
             participants: copying.participants,
             system_notes: copying.note.into_iter().collect(),
+            participant_limits: copying.limits,
             ..Default::default()
         };
-        let notify = if given.is_empty() {
-            crate::notify::recipients(&self.store, &thread, &site, &author, &analysis.to).await?
+        let direct: &[String] = if proved_author { &analysis.to } else { &[] };
+        let notify = if unproven {
+            // Released by an admin: kept for agents, never mailed to the customer.
+            extras.kind = crate::store::MessageKind::Note;
+            crate::notify::note_recipients(&self.store, &thread, &author).await?
+        } else if given.is_empty() {
+            crate::notify::recipients(&self.store, &thread, &site, &author, direct).await?
         } else {
             let record = format!("{} by email: {}", author.name, lines.join(", "));
             if let Err(line) = self.apply_commands(&given, &thread, &author, &mut routing, &mut extras).await? {
@@ -582,7 +611,7 @@ impl Pipeline {
                 crate::notify::note_recipients(&self.store, &thread, &author).await?
             } else {
                 extras.system_notes.push(record);
-                crate::notify::recipients(&self.store, &thread, &site, &author, &analysis.to).await?
+                crate::notify::recipients(&self.store, &thread, &site, &author, direct).await?
             }
         };
         let plain = extras.participants.is_empty()

@@ -801,8 +801,19 @@ impl Pipeline {
                 "thread_id": thread.id, "kind": thread.kind, "ticket_number": thread.ticket_number,
                 "by": by, "commands": lines, "status": status, "message_id": message_id,
             });
-            if let Err(error) = self.store.queue_event("thread.updated", data).await {
+            if let Err(error) = self.store.queue_event("thread.updated", data.clone()).await {
                 tracing::warn!(%error, thread_id = thread.id, "queueing the thread.updated event failed");
+            }
+            // Closing or reopening by email is announced as it is from the API.
+            let event = match status {
+                Some(crate::store::ThreadStatus::Closed) => Some("thread.closed"),
+                Some(crate::store::ThreadStatus::Open) => Some("thread.reopened"),
+                None => None,
+            };
+            if let Some(event) = event
+                && let Err(error) = self.store.queue_event(event, data).await
+            {
+                tracing::warn!(%error, thread_id = thread.id, event, "queueing the event failed");
             }
         }
         Ok(Disposition::Accepted { thread_id: thread.id, thread_label: label, message_id, duplicate })

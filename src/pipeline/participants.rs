@@ -53,12 +53,15 @@ impl Default for ParticipantPolicy {
 }
 
 impl ParticipantPolicy {
-    /// Whether `address` is on the blocklist (itself, or its domain).
+    /// Whether `address` is on the blocklist: itself, or without its `+tag`,
+    /// or its domain or a domain above it.
     fn blocks(&self, address: &str) -> bool {
+        let address = address.to_ascii_lowercase();
+        let plain = without_tag(&address);
         let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
         self.blocklist.iter().any(|entry| match entry.strip_prefix('@') {
-            Some(blocked) => blocked == domain,
-            None => entry == address,
+            Some(blocked) => domain == blocked || domain.ends_with(&format!(".{blocked}")),
+            None => *entry == address || *entry == plain,
         })
     }
 }
@@ -81,6 +84,14 @@ const ROLE_LOCAL_PARTS: &[&str] = &[
 /// copies more is a list, not a conversation (the limit stops it anyway).
 const MAX_COPIED: usize = 100;
 
+/// An address without the `+tag` of its local part (`bob+x@a` → `bob@a`).
+fn without_tag(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => format!("{}@{domain}", local.split('+').next().unwrap_or(local)),
+        None => address.to_owned(),
+    }
+}
+
 /// The addresses of a message's `To` and `Cc` that might join, with their
 /// names: each once, none of the desk's domain, no role or null address,
 /// none on the blocklist, nobody in `skip` (the author, the customer).
@@ -96,8 +107,9 @@ pub fn screen<'a>(
         let address = person.0.as_str();
         let Some((local, domain)) = address.rsplit_once('@') else { continue };
         let local = local.split('+').next().unwrap_or(local);
-        let ours = domain.eq_ignore_ascii_case(desk_domain)
-            || domain.to_ascii_lowercase().ends_with(&format!(".{}", desk_domain.to_ascii_lowercase()));
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let desk = desk_domain.trim_end_matches('.').to_ascii_lowercase();
+        let ours = domain == desk || domain.ends_with(&format!(".{desk}")) || domain.starts_with('[');
         if ours
             || local.is_empty()
             || ROLE_LOCAL_PARTS.contains(&local.to_ascii_lowercase().as_str())
@@ -121,6 +133,9 @@ pub struct Copying {
     pub participants: Vec<NewParticipant>,
     /// A note for the agents, when a limit stopped the copying.
     pub note: Option<String>,
+    /// The limits, checked again where the people are written (two messages
+    /// copying people at once must not pass a limit together).
+    pub limits: Option<crate::store::ParticipantLimits>,
 }
 
 /// The time between two of mailgate's notes in one conversation.
@@ -136,13 +151,14 @@ impl super::Pipeline {
         thread: &Thread,
         site: &Site,
         author: &User,
+        proved: bool,
     ) -> StoreResult<Copying> {
         let (store, policy) = (&self.store, &self.participants);
         let candidates = screen(copied, &self.domain, policy, &[author.email.as_str()]);
         if candidates.is_empty() {
             return Ok(Copying::default());
         }
-        copying(store, policy, candidates, thread, site).await
+        copying(store, policy, candidates, thread, site, proved).await
     }
 }
 
@@ -220,15 +236,40 @@ async fn copying(
     candidates: Vec<&(String, String)>,
     thread: &Thread,
     site: &Site,
+    proved: bool,
 ) -> StoreResult<Copying> {
     let known: Vec<String> = store.participants(thread.id).await?.into_iter().map(|p| p.email).collect();
     let org = site.organization_id;
+    let ticket = thread.kind() == ThreadKind::Ticket;
     let mut participants = Vec::new();
+    // At most twice the limit looked up: more than that is over it anyway.
+    let mut looked_up = 0;
     for (address, name) in candidates {
         if known.contains(address) {
             continue; // there, pending, declined or left: a copy changes nothing
         }
+        looked_up += 1;
+        if looked_up > 2 * policy.max_per_conversation {
+            participants.push(NewParticipant {
+                email: address.clone(),
+                name: address.clone(),
+                user_id: None,
+                organization_id: org,
+                outsider: true,
+                active: false,
+            });
+            continue;
+        }
+        let plain = without_tag(address);
+        let untagged = match plain != *address {
+            true => store.user_by_email(&plain).await?,
+            false => None,
+        };
+        if untagged.as_ref().is_some_and(|u| u.is_agent() || u.id == thread.customer_id) {
+            continue; // an agent's, or the customer's, own address with a tag
+        }
         let user = store.user_by_email(address).await?;
+        let known_user = user.is_some();
         let same_org = match &user {
             Some(user) if user.id == thread.customer_id => continue,
             Some(user) if user.is_agent() || user.erased_at.is_some() => continue,
@@ -246,10 +287,15 @@ async fn copying(
                 _ => false,
             },
         };
+        // Who joins at once: someone of the organization, on mail proved
+        // its author's; on a ticket, only a member the directory knows (an
+        // unknown address at the organization's domain might be anyone's
+        // alias). Everyone else waits for an agent, or is ignored.
         let active = match (same_org, policy.outsiders) {
-            (true, _) | (false, Outsiders::Add) => true,
-            (false, Outsiders::Ask) => false,
             (false, Outsiders::Never) => continue,
+            (true, _) => proved && (known_user || !ticket),
+            (false, Outsiders::Add) => proved,
+            (false, Outsiders::Ask) => false,
         };
         let name = crate::notify::render::header_safe(&name.chars().take(100).collect::<String>());
         let name = match (name.is_empty(), &user) {
@@ -294,10 +340,16 @@ async fn copying(
             )
         })
     };
-    let Some(why) = over else { return Ok(Copying { participants, note: None }) };
+    let limits = crate::store::ParticipantLimits {
+        per_conversation: policy.max_per_conversation,
+        outsiders_per_day: policy.max_new_outsiders_per_org_per_day,
+        site_id: site.id,
+        since: crate::store::now_ms() - 24 * NOTE_EVERY_MS,
+    };
+    let Some(why) = over else { return Ok(Copying { participants, note: None, limits: Some(limits) }) };
     let noted_lately =
         store.last_system_note_at(thread.id).await?.is_some_and(|at| at > crate::store::now_ms() - NOTE_EVERY_MS);
-    Ok(Copying { participants: Vec::new(), note: (!noted_lately).then_some(why) })
+    Ok(Copying { participants: Vec::new(), note: (!noted_lately).then_some(why), limits: None })
 }
 
 #[cfg(test)]

@@ -325,6 +325,7 @@ impl Store {
     /// Changes a user; `None` when there is no such user. Takes effect at
     /// once on every instance (who is notified, who may write where).
     pub async fn update_user(&self, id: i64, changes: &UserChanges) -> StoreResult<Option<User>> {
+        let before = self.user(id).await?;
         let (set_org, org) = split(changes.organization_id);
         let (set_zone, zone) = split(changes.time_zone.clone());
         let (set_locale, locale) = split(changes.locale.clone());
@@ -355,8 +356,45 @@ impl Store {
             }
             other => other?,
         };
+        if let (Some(before), Some(after)) = (&before, &user) {
+            self.participants_follow_standing(before, after).await?;
+        }
         self.directory_changed().await;
         Ok(user)
+    }
+
+    /// A participant's standing follows their directory entry: someone made
+    /// an agent leaves every conversation they were copied into (agents are
+    /// in all of them); someone who left their organization, those they
+    /// joined as its member; someone made Unprivileged, its tickets.
+    async fn participants_follow_standing(&self, before: &User, after: &User) -> StoreResult<()> {
+        let agent = after.role() == Role::Agent && before.role() != Role::Agent;
+        let left = before.organization_id.is_some() && after.organization_id != before.organization_id;
+        let unprivileged = after.role() == Role::Unprivileged && before.role() != Role::Unprivileged;
+        if !(agent || left || unprivileged) {
+            return Ok(());
+        }
+        writing!(self, |db, w| {
+            let mut tx = db.begin().await?;
+            let threads: Vec<i64> = sqlx::query_scalar(
+                "UPDATE participants SET status = 'removed', updated_at = $1 WHERE user_id = $2 AND status = 'active' \
+                 AND ($3 OR (outsider = $4 AND ($5 OR ($6 AND thread_id IN \
+                 (SELECT id FROM threads WHERE kind = 'ticket'))))) RETURNING thread_id",
+            )
+            .bind(now_ms())
+            .bind(after.id)
+            .bind(agent)
+            .bind(false)
+            .bind(left)
+            .bind(unprivileged)
+            .fetch_all(&mut *tx)
+            .await?;
+            for thread_id in threads {
+                w::count_participants(&mut tx, thread_id).await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
     }
 
     /// Changes a site; `None` when there is no such site.
@@ -536,7 +574,7 @@ impl Store {
             ErasedMessages::Anonymise => "anonymise",
             ErasedMessages::Remove => "remove",
         };
-        writing!(self, |db| {
+        writing!(self, |db, w| {
             let mut tx = db.begin().await?;
             let theirs = "SELECT id FROM messages WHERE author_id = $1";
             let blobs: Vec<String> =
@@ -647,6 +685,28 @@ impl Store {
             .await?;
             sqlx::query("DELETE FROM bounces WHERE LOWER(COALESCE(recipient, '')) = $1")
                 .bind(&email)
+                .execute(&mut *tx)
+                .await?;
+            // The conversations they were copied into forget them, and
+            // mailgate's own notes that named them name them no more.
+            let copied_into: Vec<i64> =
+                sqlx::query_scalar("SELECT DISTINCT thread_id FROM participants WHERE user_id = $1 OR email = $2")
+                    .bind(id)
+                    .bind(&email)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            sqlx::query("DELETE FROM participants WHERE user_id = $1 OR email = $2")
+                .bind(id)
+                .bind(&email)
+                .execute(&mut *tx)
+                .await?;
+            for thread_id in copied_into {
+                w::count_participants(&mut tx, thread_id).await?;
+            }
+            sqlx::query("UPDATE messages SET body = REPLACE(body, $1, $2) WHERE kind = 'system' AND body LIKE $3")
+                .bind(&email)
+                .bind(&erased)
+                .bind(format!("%{email}%"))
                 .execute(&mut *tx)
                 .await?;
             for statement in [

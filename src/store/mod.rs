@@ -24,8 +24,8 @@ mod wal_sync;
 
 pub use rows::{
     Attachment, AuditEntry, BUSINESS_RANK, Bounce, HeldItem, InboundLogEntry, Inserted, KeptOriginal, MessageExtras,
-    NewAttachment, NewHeld, NewMessage, NewOutbox, NewThread, NotificationKind, Organization, OutboxItem, Plan,
-    Routing, Site, StoredMessage, Suppression, Thread, User, rfc3339,
+    NewAttachment, NewHeld, NewMessage, NewOutbox, NewThread, NotificationKind, Organization, OutboxItem,
+    ParticipantLimits, Plan, Routing, Site, StoredMessage, Suppression, Thread, User, rfc3339,
 };
 
 use crate::domain::Role;

@@ -213,6 +213,18 @@ impl Store {
             .await?;
             if let Some((_, thread_id)) = changed {
                 w::count_participants(&mut tx, thread_id).await?;
+                // Whoever is out gets nothing more, not even mail queued for them.
+                if status != super::ParticipantStatus::Active {
+                    sqlx::query(
+                        "UPDATE outbox SET status = 'skipped', last_error = 'skipped: they are no longer in the \
+                         conversation' WHERE thread_id = $1 AND status = 'pending' AND recipient_id = \
+                         (SELECT user_id FROM participants WHERE id = $2)",
+                    )
+                    .bind(thread_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
             tx.commit().await?;
             Ok::<_, StoreError>(changed)

@@ -284,6 +284,23 @@ pub struct MessageExtras {
     pub status: Option<super::ThreadStatus>,
     /// An agent's commands, for the audit log: (who, the lines as written).
     pub commands: Option<(String, Vec<String>)>,
+    /// The limits `participants` were judged against, checked again in the
+    /// transaction that writes them.
+    pub participant_limits: Option<ParticipantLimits>,
+}
+
+/// The desk's limits on people copied into conversations, as the writing
+/// transaction checks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParticipantLimits {
+    /// Most people in one conversation, its customer included.
+    pub per_conversation: i64,
+    /// Most outsiders copied into one organization's conversations since `since`.
+    pub outsiders_per_day: i64,
+    /// The conversation's site (outsiders are counted per site without an organization).
+    pub site_id: i64,
+    /// The start of the day counted (Unix ms).
+    pub since: i64,
 }
 
 /// The original a message was read from: to store with it, or stored

@@ -549,7 +549,13 @@ async fn insert_extras(
     extras: &super::MessageExtras,
     now: i64,
 ) -> StoreResult<()> {
-    insert_participants(conn, message.thread_id, Some(message.author_id), &extras.participants).await?;
+    let people = match &extras.participant_limits {
+        Some(limits) if !extras.participants.is_empty() => {
+            within_limits(conn, message, &extras.participants, limits, now).await?
+        }
+        _ => extras.participants.clone(),
+    };
+    insert_participants(conn, message.thread_id, Some(message.author_id), &people).await?;
     for note in &extras.system_notes {
         sqlx::query(
             "INSERT INTO messages (thread_id, author_id, body, source, created_at, kind) \
@@ -584,6 +590,85 @@ async fn insert_extras(
             .await?;
     }
     Ok(())
+}
+
+/// The people of `people` to write, checked again against `limits` in the
+/// writing transaction, the thread's row locked first (so that messages
+/// copying people into one conversation are counted one after another):
+/// all of them, or (over a limit) none, with a note for the agents.
+async fn within_limits(
+    conn: &mut Connection,
+    message: &NewMessage,
+    people: &[super::NewParticipant],
+    limits: &super::ParticipantLimits,
+    now: i64,
+) -> StoreResult<Vec<super::NewParticipant>> {
+    let thread_id = message.thread_id;
+    sqlx::query("UPDATE threads SET participants = participants WHERE id = $1").bind(thread_id).execute(&mut *conn).await?;
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT email, status FROM participants WHERE thread_id = $1")
+        .bind(thread_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    let counted = rows.iter().filter(|(_, status)| status == "active" || status == "pending").count() as i64;
+    let fresh: Vec<&super::NewParticipant> =
+        people.iter().filter(|p| !rows.iter().any(|(email, _)| *email == p.email)).collect();
+    let outsiders = fresh.iter().filter(|p| p.outsider).count() as i64;
+    let mut over = 1 + counted + fresh.len() as i64 > limits.per_conversation;
+    if !over && outsiders > 0 {
+        let organization = fresh.iter().find_map(|p| p.organization_id);
+        let today: i64 = match organization {
+            Some(org) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM participants WHERE organization_id = $1 AND outsider = $2 AND created_at >= $3",
+                )
+                .bind(org)
+                .bind(true)
+                .bind(limits.since)
+                .fetch_one(&mut *conn)
+                .await?
+            }
+            None => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM participants p JOIN threads t ON t.id = p.thread_id \
+                     WHERE t.site_id = $1 AND p.organization_id IS NULL AND p.outsider = $2 AND p.created_at >= $3",
+                )
+                .bind(limits.site_id)
+                .bind(true)
+                .bind(limits.since)
+                .fetch_one(&mut *conn)
+                .await?
+            }
+        };
+        over = today + outsiders > limits.outsiders_per_day;
+    }
+    if !over {
+        return Ok(people.to_vec());
+    }
+    let noted: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(created_at) FROM messages WHERE thread_id = $1 AND kind = 'system'")
+            .bind(thread_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if noted.is_none_or(|at| at <= now - 3_600_000) {
+        let names: Vec<&str> = fresh.iter().map(|p| p.email.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO messages (thread_id, author_id, body, source, created_at, kind) VALUES ($1, $2, $3, 'email', $4, $5)",
+        )
+        .bind(thread_id)
+        .bind(message.author_id)
+        .bind(format!(
+            "Not added to this conversation: {} (messages copying people arrived together, and together they would \
+             pass the limits of {} participants a conversation or {} outsiders a day)",
+            names.join(", "),
+            limits.per_conversation,
+            limits.outsiders_per_day
+        ))
+        .bind(now)
+        .bind(super::MessageKind::System)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Vec::new())
 }
 
 /// Records people copied into a conversation: each added one gets a user

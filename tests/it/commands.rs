@@ -178,3 +178,26 @@ async fn a_forged_agent_cannot_close_a_conversation() {
     let messages = app.messages(&format!("/chats/{chat_id}")).await;
     assert!(messages.iter().all(|m| m["text"] != "#close"), "{messages:?}");
 }
+
+#[tokio::test]
+async fn an_agents_command_lines_that_do_not_count_are_held_never_posted() {
+    let relay = Capture::start().await;
+    // The agents' domain publishes no DMARC and signs nothing: their mail
+    // is theirs (SPF), but that is not proof enough for commands.
+    let app = app_with_relay(&relay, |_| {}).await;
+    let (_, chat_id, agent_address) = opened(&app, &relay).await;
+    let before = app.messages(&format!("/chats/{chat_id}")).await.len();
+    let mail = agent_reply(&agent_address, "h1@agents.example", "#note\nThe customer owes us money.");
+    assert!(app.send(AGENT, &[&agent_address], &mail).await.starts_with("250"));
+    assert_eq!(app.messages(&format!("/chats/{chat_id}")).await.len(), before, "nothing posted");
+    let (_, held) = app.admin_get("/held").await;
+    assert_eq!(held[0]["reason_code"], "unproven_command", "{held}");
+    // Released by an admin, it is a note for agents, never the customer's.
+    let id = held[0]["id"].as_i64().unwrap();
+    let (status, released) = app.admin_post(&format!("/held/{id}/release"), json!({"by": "admin"})).await;
+    assert_eq!(status, 200, "{released}");
+    let messages = app.messages(&format!("/chats/{chat_id}")).await;
+    assert_eq!(messages.last().unwrap()["kind"], "note");
+    settle(&relay).await;
+    assert!(mails_to(&relay, OWNER).is_empty(), "the customer got mail of it");
+}

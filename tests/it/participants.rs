@@ -241,3 +241,71 @@ async fn the_twenty_first_participant_is_refused_with_one_note() {
         app.post(&format!("/chats/{chat_id}/participants"), json!({"email": "late3@acme.example"})).await;
     assert_eq!(status, 409, "{body}");
 }
+
+#[tokio::test]
+async fn mail_not_proved_its_authors_copies_nobody_in_and_limits_hold_for_messages_at_once() {
+    let relay = Capture::start().await;
+    // The customer's domain passes nothing from this host and publishes no
+    // DMARC: her own reply address still takes her reply, unproved.
+    let app = app_with_relay(&relay, |c| {
+        c.auth.records.insert("acme.example".to_owned(), "v=spf1 ip4:203.0.113.7 -all".to_owned());
+    })
+    .await;
+    let (_, chat_id, note) = chat_with_answer(&app, &relay).await;
+    let owner_address = note.reply_address();
+    let mail = reply_with_cc(OWNER, &owner_address, COLLEAGUE, "u1@acme.example", "Carla, see this");
+    assert!(app.send(OWNER, &[&owner_address], &mail).await.starts_with("250"));
+    let list = participants(&app, chat_id).await;
+    assert_eq!((list.len(), list[0]["status"].as_str()), (1, Some("pending")), "an agent decides: {list:?}");
+    app.stop().await;
+
+    // Ten messages at once, each copying 19 colleagues: the limit of 20 holds.
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |_| {}).await;
+    let (_, chat_id, note) = chat_with_answer(&app, &relay).await;
+    let owner_address = note.reply_address();
+    let sends = (0..10).map(|batch| {
+        let cc: Vec<String> = (0..19).map(|i| format!("b{batch}c{i}@acme.example")).collect();
+        let mail =
+            reply_with_cc(OWNER, &owner_address, &cc.join(", "), &format!("race{batch}@acme.example"), "All of you");
+        let (app, address) = (&app, owner_address.clone());
+        async move { app.send(OWNER, &[&address], &mail).await }
+    });
+    for answer in futures_util::future::join_all(sends).await {
+        assert!(answer.starts_with("250"), "{answer}");
+    }
+    let list = participants(&app, chat_id).await;
+    assert!(list.len() <= 19, "{} people in one chat", list.len());
+    let (_, chat) = app.get(&format!("/chats/{chat_id}")).await;
+    assert_eq!(chat["participants"].as_i64(), Some(list.len() as i64));
+}
+
+#[tokio::test]
+async fn who_leaves_the_organization_or_is_erased_is_out_of_its_conversations() {
+    let relay = Capture::start().await;
+    let app = app_with_relay(&relay, |_| {}).await;
+    let (w, chat_id, note) = chat_with_answer(&app, &relay).await;
+    let owner_address = note.reply_address();
+    let mail = reply_with_cc(
+        OWNER,
+        &owner_address,
+        &format!("Mike <{MEMBER}>, Carla <{COLLEAGUE}>"),
+        "s1@acme.example",
+        "Both of you",
+    );
+    assert!(app.send(OWNER, &[&owner_address], &mail).await.starts_with("250"));
+    assert_eq!(participants(&app, chat_id).await.iter().filter(|p| p["status"] == "active").count(), 2);
+    // Mike leaves the organization: he is out of the chat he joined as its member.
+    app.patch(&format!("/users/{}", w.member), json!({"organization_id": null})).await;
+    let list = participants(&app, chat_id).await;
+    let mike = list.iter().find(|p| p["email"] == MEMBER).unwrap();
+    assert_eq!(mike["status"], "removed");
+    // Carla is erased: her row, and her address in mailgate's notes, are gone.
+    let carla = list.iter().find(|p| p["email"] == COLLEAGUE).unwrap()["user_id"].as_i64().unwrap();
+    let (status, _) = app.delete(&format!("/users/{carla}?by=dpo")).await;
+    assert_eq!(status, 200);
+    let list = participants(&app, chat_id).await;
+    assert!(list.iter().all(|p| p["email"] != COLLEAGUE), "{list:?}");
+    let (_, chat) = app.get(&format!("/chats/{chat_id}")).await;
+    assert_eq!(chat["participants"], 0);
+}
