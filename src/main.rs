@@ -462,17 +462,25 @@ async fn inspect(
         let analysis = pipeline.analyze(&envelope, &raw);
         let decision = pipeline.dry_run(&envelope, &raw).await;
         store.close().await;
-        let mut value = serde_json::to_value(&analysis)?;
+        let mut value = match &analysis {
+            Some(analysis) => serde_json::to_value(analysis)?,
+            None => unreadable(),
+        };
         if let Some(map) = value.as_object_mut() {
             map.insert("decision".to_owned(), serde_json::to_value(decision)?);
         }
         value
     } else {
-        serde_json::to_value(pipeline::analyze(&mail_from, &rcpt, &raw))?
+        match pipeline::analyze(&mail_from, &rcpt, &raw) {
+            Some(analysis) => serde_json::to_value(analysis)?,
+            None => unreadable(),
+        }
     };
-    if output.is_null() {
-        eprintln!("error: not an email: no header section, or a broken MIME structure");
-        return Ok(ExitCode::FAILURE);
+    if output["readable"] == false {
+        eprintln!(
+            "not an email: no header section, or a broken MIME structure; the server holds such a message \
+             (reading_failed), kept as it arrived"
+        );
     }
     let mut stdout = std::io::stdout().lock();
     if json {
@@ -481,6 +489,18 @@ async fn inspect(
         print_text(&mut stdout, &output)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `inspect` prints for a message that cannot be read as an email:
+/// what the server does with it (holds it, kept as it arrived).
+fn unreadable() -> serde_json::Value {
+    serde_json::json!({
+        "readable": false,
+        "held": {
+            "reason_code": "reading_failed",
+            "reason": "no header section, or a broken MIME structure: held for an admin, kept as it arrived",
+        },
+    })
 }
 
 fn print_text(out: &mut impl Write, value: &serde_json::Value) -> std::io::Result<()> {

@@ -40,6 +40,21 @@ pub(super) enum Plan {
     },
 }
 
+impl Plan {
+    /// A message that cannot be read as an email at all (no header section,
+    /// or a structure no reader makes sense of): held for an admin with its
+    /// bytes, never refused and never dropped.
+    pub(super) fn unreadable() -> Self {
+        Plan::Hold {
+            code: "reading_failed",
+            reason: "mailgate could not read this message as an email (no header section, or a broken MIME \
+                     structure); it is kept as it arrived"
+                .to_owned(),
+            thread_id: None,
+        }
+    }
+}
+
 /// What `decide` found for a message that may be posted: the thread, its
 /// site, the author allowed there, and whether the author's commands count.
 pub(super) struct Found {

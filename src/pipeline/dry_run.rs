@@ -2,8 +2,7 @@
 //! nothing (`inspect`, `rules test`, the admin API's rule tests).
 
 use super::{
-    Analysis, Disposition, Envelope, InboundLogEntry, Mode, Pipeline, Plan, Refusal, Serialize, authenticate, fill_log,
-    rules,
+    Analysis, Disposition, Envelope, InboundLogEntry, Mode, Pipeline, Plan, Serialize, authenticate, fill_log, rules,
 };
 
 /// What a message would get, for `inspect` and dry runs.
@@ -76,7 +75,7 @@ impl Pipeline {
         mode: Mode,
     ) -> DryRun {
         let decided = match (analysis, self.dmarc_verdict(auth.as_ref())) {
-            (None, _) => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), rules::Decision::default())),
+            (None, _) => Ok((Plan::unreadable(), rules::Decision::default())),
             (Some(_), Some(verdict)) => Ok((verdict, rules::Decision::default())),
             (Some(analysis), None) => self.decide(envelope, &analysis, auth.as_ref(), mode).await,
         };

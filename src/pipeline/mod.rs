@@ -623,7 +623,7 @@ impl Pipeline {
                 Plan::Log(Disposition::Dropped { reason: format!("unsubscribed from {kind} notifications") }, None),
                 no_rules(),
             )),
-            (None, _, _) => Ok((Plan::Log(Disposition::Rejected(Refusal::Unparseable), None), no_rules())),
+            (None, _, _) => Ok((Plan::unreadable(), no_rules())),
             (Some(_), _, _) if let Some(why) = too_complex => {
                 Ok((Plan::Log(Disposition::Rejected(Refusal::TooComplex(why)), None), no_rules()))
             }

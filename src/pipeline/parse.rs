@@ -100,7 +100,7 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
         tracing::warn!(bytes = raw.len(), containers, "a message with too many multiparts or messages inside");
         return Some(ParsedMail { part_count: containers, depth: containers, ..ParsedMail::default() });
     }
-    match std::panic::catch_unwind(|| read(raw)) {
+    match std::panic::catch_unwind(|| read_repaired(raw)) {
         Ok(parsed) => parsed,
         Err(_) => {
             tracing::warn!(bytes = raw.len(), "mail-parser gave up on a malformed message");
@@ -160,7 +160,48 @@ fn utf8_despite_label(raw: &[u8], part: &mail_parser::MessagePart<'_>) -> Option
     (!text.is_ascii()).then(|| text.to_owned())
 }
 
-/// [`parse`] without the guard.
+/// [`read`], after the repairs other readers make without a word: lines
+/// that are blank or hold only spaces before the header fields are
+/// skipped, and a message whose lines end in a bare CR (old Mac clients,
+/// some web forms) is read with CRLF line ends.
+fn read_repaired(raw: &[u8]) -> Option<ParsedMail> {
+    let skip = leading_blank_lines(raw);
+    let rest = &raw[skip..];
+    if !rest.contains(&b'\n') && rest.contains(&b'\r') {
+        let mut lines = Vec::with_capacity(rest.len() + rest.len() / 16);
+        for &byte in rest {
+            lines.push(byte);
+            if byte == b'\r' {
+                lines.push(b'\n');
+            }
+        }
+        // Offsets into the copy are not offsets into the message as it arrived.
+        let mut parsed = read(&lines)?;
+        parsed.attachments.iter_mut().for_each(|a| a.base64_body = None);
+        return Some(parsed);
+    }
+    let mut parsed = read(rest)?;
+    parsed.header_bytes += skip;
+    for attachment in &mut parsed.attachments {
+        attachment.base64_body = attachment.base64_body.map(|(start, end)| (start + skip, end + skip));
+    }
+    Some(parsed)
+}
+
+/// How many bytes of blank lines (or lines of only spaces and tabs) come
+/// before the first header field.
+fn leading_blank_lines(raw: &[u8]) -> usize {
+    let mut skip = 0;
+    while let Some(end) = raw[skip..].iter().position(|&b| b == b'\n').map(|at| skip + at + 1) {
+        match raw[skip..end].iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) {
+            true => skip = end,
+            false => break,
+        }
+    }
+    skip
+}
+
+/// [`parse`] without the guard and the repairs.
 fn read(raw: &[u8]) -> Option<ParsedMail> {
     let message = MessageParser::default().parse(raw)?;
     if message.headers().is_empty() {

@@ -236,12 +236,17 @@ fn each_command_lists_its_own_flags_and_addresses_may_be_names() {
 }
 
 #[test]
-fn inspect_fails_on_something_that_is_not_mail() {
+fn inspect_says_what_the_server_does_with_something_that_is_not_mail() {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), b"just some words, no header section\n").unwrap();
     let out = mailgate().args(["inspect", file.path().to_str().unwrap()]).output().unwrap();
-    assert!(!out.status.success());
+    assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an email"));
+    let out = mailgate().args(["inspect", "--json", file.path().to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success());
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON object");
+    assert_eq!(value["readable"], false, "{value}");
+    assert_eq!(value["held"]["reason_code"], "reading_failed", "{value}");
 }
 
 /// Issue 22: the API and admin tokens are generated only by a start that

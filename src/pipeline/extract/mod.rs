@@ -8,10 +8,13 @@
 //!
 //! 1. cut at the start of quoted history ([`quotes::history_start`]);
 //! 2. drop `>` quotes; when the person answered inline, between quotes,
-//!    keep the answers with the quoted line each one answers;
+//!    keep what they answered: from the attribution to the last answer;
 //! 3. cut the signature: a `-- ` delimiter, mobile footers ("Sent from my
 //!    iPhone" in many languages), a trailing block that starts with the
 //!    sender's name; unless the signature is all the message has.
+//!
+//! A mobile footer below the person's text ends what they wrote: whatever
+//! follows it is the older messages their phone put below.
 //!
 //! Pure: no IO.
 
@@ -86,11 +89,27 @@ fn normalized(text: &str) -> String {
 
 /// Where the forwarded part of a message starts: the first history marker
 /// when the subject says it is a forward, or a forwarded-message banner that
-/// is the first history marker in the text.
+/// is the first history marker in the text (below a separator rule, if any).
 fn forward_start(lines: &[&str], forward_subject: bool) -> Option<usize> {
     let scan = quotes::scan(lines);
     let at = (scan.end < lines.len()).then_some(scan.end)?;
-    (forward_subject || quotes::is_forward_banner(lines[at])).then_some(at)
+    let marker = lines[at..].iter().find(|l| !is_blank(l) && !quotes::is_rule(l)).copied().unwrap_or("");
+    (forward_subject || quotes::is_forward_banner(marker)).then_some(at)
+}
+
+/// Whether a character shows nothing: zero-width spaces and joiners, word
+/// joiners, the byte order mark, soft hyphens, direction marks, the
+/// combining grapheme joiner (tracking glyphs are made of these).
+pub(super) fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}' | '\u{034F}' | '\u{180E}'
+    )
+}
+
+/// Whether a line shows nothing: only spaces and invisible characters.
+pub(super) fn is_blank(line: &str) -> bool {
+    line.chars().all(|c| c.is_whitespace() || is_invisible(c))
 }
 
 /// The note above a forward, read like a reply, then the forwarded part as
@@ -150,10 +169,15 @@ pub fn explain(mail: &ParsedMail) -> Extraction {
     let lines: Vec<&str> = source.lines().collect();
     let scan = quotes::scan(&lines);
     let forward_at = forward_start(&lines, forward);
-    let end = forward_at.unwrap_or(scan.end);
-    if forward_at.is_none() && scan.end < lines.len() {
-        let why = format!("quoted history starts at line {}: {}", scan.end + 1, quotes::describe_start(&lines, end));
-        cuts.push(Cut { what: "history", why, text: tidy(&lines[scan.end..]) });
+    let history = signature::footer_cut(&lines, scan.end);
+    let end = forward_at.unwrap_or(history);
+    if forward_at.is_none() && history < lines.len() {
+        let what = match history < scan.end {
+            true => "a mobile footer (\"Sent from my ...\") and the older messages below it",
+            false => quotes::describe_start(&lines, end),
+        };
+        let why = format!("quoted history starts at line {}: {what}", history + 1);
+        cuts.push(Cut { what: "history", why, text: tidy(&lines[history..]) });
     }
     let Steps { above, written, signed } = Steps::of(&lines, end, &scan.drop, mail.from_name.as_deref());
     let dropped_quotes = removed_lines(&above.join("\n"), &written.join("\n"));
@@ -213,7 +237,8 @@ pub fn new_text(text: &str, sender_name: Option<&str>) -> String {
     }
     let lines: Vec<&str> = text.lines().collect();
     let scan = quotes::scan(&lines);
-    let steps = Steps::of(&lines, scan.end, &scan.drop, sender_name);
+    let end = signature::footer_cut(&lines, scan.end);
+    let steps = Steps::of(&lines, end, &scan.drop, sender_name);
     let result = tidy(&steps.signed);
     if result.is_empty() {
         // The signature (or what precedes the history) is all there is: keep it.
@@ -228,7 +253,7 @@ pub fn new_text(text: &str, sender_name: Option<&str>) -> String {
 /// What reading a plain-text reply does to its lines above the history,
 /// step by step: what [`new_text`] posts and [`explain`] accounts for.
 struct Steps<'a> {
-    /// The lines above the history, less the attribution lines of answered quotes.
+    /// The lines above the history.
     above: Vec<&'a str>,
     /// Those without their quotes (an inline answer keeps its context line).
     written: Vec<&'a str>,
@@ -237,30 +262,33 @@ struct Steps<'a> {
 }
 
 impl<'a> Steps<'a> {
-    /// The steps for `lines` whose history starts at `end`, with the lines
-    /// `drop` left out, from a sender called `sender_name`.
-    fn of(lines: &[&'a str], end: usize, drop: &[usize], sender_name: Option<&str>) -> Self {
-        let mut dropped = vec![false; end];
-        for &i in drop.iter().filter(|&&i| i < end) {
-            dropped[i] = true;
+    /// The steps for `lines` whose history starts at `end`, with the
+    /// attribution lines `attributions` (of answered quotes), from a sender
+    /// called `sender_name`.
+    fn of(lines: &[&'a str], end: usize, attributions: &[usize], sender_name: Option<&str>) -> Self {
+        let mut attribution = vec![false; end];
+        for &i in attributions.iter().filter(|&&i| i < end) {
+            attribution[i] = true;
         }
-        let above: Vec<&str> = lines[..end].iter().zip(&dropped).filter(|(_, d)| !**d).map(|(l, _)| *l).collect();
+        let above: Vec<&str> = lines[..end].to_vec();
         // A signature below a quote is not an answer to it: quotes are judged
         // on the lines above the delimiter, and the signature goes after.
         let body_end = signature::delimiter(&above).unwrap_or(above.len());
-        let mut written = without_quotes(&above[..body_end]);
+        let mut written = without_quotes(&above[..body_end], &attribution[..body_end]);
         written.extend_from_slice(&above[body_end..]);
         let signed = signature::strip(&written, sender_name);
         Self { above, written, signed }
     }
 }
 
-/// Drops `>` quoted lines. When the person wrote between quotes (inline
-/// answers), each answer keeps the last quoted line before it, for context.
-/// A line between two quoted lines that is the rest of a long link wrapped
-/// by the mail client (no spaces, right after a quoted line with a link) is
-/// part of the quote, not an answer.
-fn without_quotes<'a>(lines: &[&'a str]) -> Vec<&'a str> {
+/// Drops `>` quoted lines and the attribution lines (`attribution`) that
+/// introduce them. When the person wrote between quotes (inline answers),
+/// what they answered stays: from the attribution to the last answer, the
+/// quotes as they are; nothing below the last answer. A line between two
+/// quoted lines that is the rest of a long link wrapped by the mail client
+/// (no spaces, right after a quoted line with a link) is part of the quote,
+/// not an answer.
+fn without_quotes<'a>(lines: &[&'a str], attribution: &[bool]) -> Vec<&'a str> {
     let starts_quoted = |l: &str| l.trim_start().starts_with('>');
     let quote: Vec<bool> = (0..lines.len())
         .map(|i| {
@@ -271,33 +299,31 @@ fn without_quotes<'a>(lines: &[&'a str]) -> Vec<&'a str> {
                 && starts_quoted(lines[i - 1])
                 && lines[i - 1].contains("://")
                 && lines.get(i + 1).is_some_and(|next| starts_quoted(next));
-            starts_quoted(line) || wrapped_link
+            starts_quoted(line) || wrapped_link || attribution[i]
         })
         .collect();
-    let text: Vec<bool> = (0..lines.len()).map(|i| !lines[i].trim().is_empty() && !quote[i]).collect();
-    // Whether the person wrote something below the quote block ending at `i`.
-    let answered = |i: usize| (i + 1..lines.len()).take_while(|&j| !quote[j]).any(|j| text[j]);
-    let last_of_block = |i: usize| quote[i] && quote.get(i + 1).is_none_or(|next| !next);
+    let text: Vec<bool> = (0..lines.len()).map(|i| !is_blank(lines[i]) && !quote[i]).collect();
+    // A quote block: quoted lines, with the blank lines between them. It is
+    // answered when the next line that is neither blank nor quoted is text.
+    let mut next_nonblank = vec![lines.len(); lines.len() + 1];
+    for i in (0..lines.len()).rev() {
+        next_nonblank[i] = if is_blank(lines[i]) { next_nonblank[i + 1] } else { i };
+    }
+    let ends_answered_block = |i: usize| quote[i] && next_nonblank[i + 1] < lines.len() && text[next_nonblank[i + 1]];
     // Interleaved: text above and below some quote, or several answered quote
     // blocks. A single quote followed by the answer (bottom posting) is not.
-    let answered_blocks = (0..lines.len()).filter(|&i| last_of_block(i) && answered(i)).count();
+    let answered_blocks = (0..lines.len()).filter(|&i| ends_answered_block(i)).count();
     let first_text = text.iter().position(|t| *t);
     let first_quote = quote.iter().position(|q| *q);
+    let last_text = text.iter().rposition(|t| *t);
     let text_above_a_quote = matches!((first_text, first_quote), (Some(t), Some(q)) if t < q);
     let interleaved = answered_blocks >= 2 || text_above_a_quote && answered_blocks >= 1;
-    let mut kept = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        if !quote[i] {
-            kept.push(*line);
-            continue;
-        }
-        // Keep a quoted line only when it is the last of its block and an answer follows.
-        let has_words = line.trim_start().trim_start_matches('>').trim().chars().any(char::is_alphanumeric);
-        if interleaved && last_of_block(i) && answered(i) && has_words {
-            kept.push(*line);
-        }
-    }
-    kept
+    lines
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| !quote[i] || interleaved && last_text.is_some_and(|last| i < last))
+        .map(|(_, line)| *line)
+        .collect()
 }
 
 /// Trims blank lines at both ends and trailing spaces, and folds runs of
@@ -305,7 +331,7 @@ fn without_quotes<'a>(lines: &[&'a str]) -> Vec<&'a str> {
 fn tidy(lines: &[&str]) -> String {
     let mut out: Vec<&str> = Vec::with_capacity(lines.len());
     for line in lines {
-        let line = line.trim_end();
+        let line = if is_blank(line) { "" } else { line.trim_end() };
         if line.is_empty() && out.last().is_none_or(|l: &&str| l.is_empty()) {
             continue;
         }

@@ -58,10 +58,12 @@ static ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
 /// How attributions begin, for recognising one wrapped over two lines.
 static LEAD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)^\s*(on|am|le|el|em|il|op|den|w dniu)\s").expect("valid regex"));
-/// Gmail's older attribution: a date like `2011/4/7` and the sender with
-/// their address, with or without a colon.
+/// Gmail's older attribution, with no verb: a date like `2011/4/7` or
+/// `2016-03-03 17:21 GMT+01:00`, then the sender with their address (with
+/// or without a colon) or their name and a colon.
 static DATED_SENDER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^\s*\d{4}/\d{1,2}/\d{1,2}\b.{0,120}<[^<>\s]+@[^<>\s]+>\s*[:：]?\s*$").expect("valid regex")
+    Regex::new(r"^\s*\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b.{0,120}(<[^<>\s]+@[^<>\s]+>\s*[:：]?|\D[:：])\s*$")
+        .expect("valid regex")
 });
 static ADDRESS_TAIL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*\S*@\S*>").expect("valid regex"));
 static HAS_DATE_OR_ADDRESS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d|@").expect("valid regex"));
@@ -105,7 +107,7 @@ pub(super) fn describe_start(lines: &[&str], at: usize) -> &'static str {
         "our \"reply above this line\" marker"
     } else if is_forward_banner(line) {
         "a forwarded-message banner"
-    } else if BANNERS.is_match(line) {
+    } else if BANNERS.is_match(line) || is_rule(line) {
         "an original-message banner or separator rule"
     } else if header_block_at(lines, at) {
         "a From:/Sent:/To:/Subject: header block"
@@ -129,13 +131,15 @@ fn is_attribution(line: &str) -> bool {
         && HAS_DATE_OR_ADDRESS.is_match(line)
 }
 
-/// Where quoted history starts, and the attribution lines to drop that
-/// introduce quotes the person answered below (inline or bottom posting).
+/// Where quoted history starts, and the attribution lines that introduce
+/// quotes the person answered below (inline or bottom posting).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Scan {
-    /// The first line of trailing history (`lines.len()` when none).
+    /// The first line of trailing history (`lines.len()` when none): a
+    /// separator rule right above it counts as history too.
     pub(super) end: usize,
-    /// Attribution lines above quotes that were answered.
+    /// Attribution lines above quotes that were answered: they go with
+    /// their quote (kept for an interleaved reply, dropped otherwise).
     pub(super) drop: Vec<usize>,
 }
 
@@ -145,6 +149,12 @@ pub(super) struct Scan {
 /// that is not blank, the next the person wrote) is worked out once for all
 /// lines, from the bottom up, not searched again from each line.
 pub(super) fn scan(lines: &[&str]) -> Scan {
+    let Scan { end, drop } = scan_markers(lines);
+    Scan { end: with_separator(lines, end), drop }
+}
+
+/// [`scan`] without the separator above the history.
+fn scan_markers(lines: &[&str]) -> Scan {
     let below = Below::of(lines);
     let mut drop = Vec::new();
     let mut i = 0;
@@ -153,7 +163,10 @@ pub(super) fn scan(lines: &[&str]) -> Scan {
             return Scan { end: i, drop };
         }
         if let Some(span) = attribution_at(lines, i, &below) {
-            if below.answered(i + span) {
+            // Answered when a quote follows it and the person wrote below
+            // that; unquoted text right below is an earlier message pasted
+            // in, which is history like the rest.
+            if below.quote_follows(lines, i + span) && below.answered(i + span) {
                 drop.extend(i..i + span);
                 i += span;
                 continue;
@@ -208,6 +221,11 @@ impl Below {
     fn answered(&self, from: usize) -> bool {
         let n = self.written.len() - 1;
         self.written[from.min(n)] < n
+    }
+
+    /// Whether the first line at or after `from` that is not blank is quoted.
+    fn quote_follows(&self, lines: &[&str], from: usize) -> bool {
+        self.next_nonblank(lines, from).is_some_and(|l| l.trim_start().starts_with('>'))
     }
 
     /// The first line at or after `from` that is not blank, if any.
@@ -292,9 +310,9 @@ fn attribution_before(lines: &[&str], marker: usize) -> Option<usize> {
     None
 }
 
-/// A From: line followed within four lines by another header label; or a
-/// block that starts with its Date: line (Outlook for Mac, some webmails)
-/// followed within two lines by the From: line.
+/// A From: line that names a sender, followed within four lines by another
+/// header label; or a block that starts with its Date: line (Outlook for
+/// Mac, some webmails) followed within two lines by the From: line.
 fn header_block_at(lines: &[&str], at: usize) -> bool {
     let mut i = at;
     while lines.get(i).is_some_and(|l| l.trim().is_empty()) && i < at + 2 {
@@ -303,10 +321,47 @@ fn header_block_at(lines: &[&str], at: usize) -> bool {
     let Some(line) = lines.get(i) else {
         return false;
     };
-    if FROM_LABEL.is_match(line) {
-        return lines.iter().skip(i + 1).take(4).any(|next| SENT_LABEL.is_match(next));
+    if let Some(label) = FROM_LABEL.find(line) {
+        return names_a_sender(&line[label.end()..])
+            && lines.iter().skip(i + 1).take(4).any(|next| SENT_LABEL.is_match(next));
     }
     DATE_LABEL.is_match(line) && lines.iter().skip(i + 1).take(2).any(|next| FROM_LABEL.is_match(next))
+}
+
+/// Whether the value of a From: label reads as a sender, not as a sentence
+/// that happens to start with the label's word (Dutch "Van: de boekhouding
+/// kreeg ik de vraag ..."): an address, or a name of a few words.
+fn names_a_sender(value: &str) -> bool {
+    let value = value.trim().trim_matches('*').trim();
+    value.contains('@')
+        || (!value.is_empty()
+            && value.split_whitespace().count() <= 6
+            && !value.ends_with(['.', '?', '!', '。', '？', '！']))
+}
+
+/// A separator rule: a line of at least three dashes, underscores, equals
+/// signs, em or en dashes, box-drawing lines or asterisks (and spaces).
+pub(super) fn is_rule(line: &str) -> bool {
+    let line = line.trim_matches(|c: char| c.is_whitespace() || super::is_invisible(c));
+    line.chars().count() >= 3
+        && line.chars().all(|c| matches!(c, '-' | '_' | '=' | '—' | '–' | '─' | '━' | '*' | '~' | ' '))
+}
+
+/// `end` moved up over the blank lines and the separator rule right above
+/// it, when there is such a rule: the rule Outlook and others put above
+/// the quoted header block belongs to the history.
+fn with_separator(lines: &[&str], end: usize) -> usize {
+    if end >= lines.len() {
+        return end;
+    }
+    let mut i = end;
+    while i > 0 && super::is_blank(lines[i - 1]) {
+        i -= 1;
+    }
+    match i > 0 && is_rule(lines[i - 1]) {
+        true => i - 1,
+        false => end,
+    }
 }
 
 /// The Date: label of a quoted header block, localized.

@@ -8,9 +8,9 @@ use std::sync::LazyLock;
 static MOBILE_FOOTER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
         r"(?i)^\s*(",
-        r"sent from my \S|sent from (outlook|mail for windows|yahoo mail|samsung|my mobile)|sent via |get outlook for |sent from proton",
+        r"sent from my \S|sent from (outlook|mail|yahoo mail|samsung|my mobile)|sent via |sent with blackberry|get outlook for |sent from proton",
         r"|von meinem .{1,40} gesendet|gesendet von meinem |gesendet mit |von meinem .{1,40} gesendet",
-        r"|envoyé de mon |envoyé depuis mon |obtenir outlook pour ",
+        r"|envoyé de mon |envoyé depuis mon |envoyé depuis l'application |obtenir outlook pour ",
         r"|enviado desde mi |enviado desde |obtener outlook para ",
         r"|enviado do meu |enviado de meu |obter o outlook para ",
         r"|inviato da |scarica outlook per ",
@@ -46,19 +46,70 @@ pub(super) fn strip<'a>(lines: &[&'a str], sender_name: Option<&str>) -> Vec<&'a
     lines
 }
 
-/// Whether `line` is a mobile footer ("Sent from my iPhone", ...).
+/// Whether `line` is a mobile footer ("Sent from my iPhone", ...): the
+/// device phrase and a few words naming the device or app, perhaps a link,
+/// perhaps "please excuse typos"; not a sentence of the writer's own that
+/// happens to start the same way ("Sent from my phone at the airport, so
+/// ...").
 pub(super) fn is_mobile_footer(line: &str) -> bool {
-    MOBILE_FOOTER.is_match(line)
+    MOBILE_FOOTER.is_match(line) && footer_shaped(line)
+}
+
+/// Links (`<https://...>`, bare URLs, `(www...)`) in a footer line.
+static LINK: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"<[^<>]*>|\((?:https?://|www\.)[^()]*\)|https?://\S+").expect("valid regex"));
+/// What a footer may say after the device: an apology for its brevity.
+static EXCUSE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)excuse|typo|brevity|brief|entschuldig|tippfehler|kürze|fautes|concision|disculp|errores|scusa|refuso|desculp")
+        .expect("valid regex")
+});
+
+/// Whether a line that starts like a footer is shaped like one: at most
+/// eight words once links are left out, and no second clause unless it
+/// excuses the brevity.
+fn footer_shaped(line: &str) -> bool {
+    let bare = LINK.replace_all(line, " ");
+    let bare = bare.trim().trim_end_matches(['.', '!']);
+    let (device, rest) = match bare.find([',', '.', ';', '?', '!', '，', '。']) {
+        Some(at) => bare.split_at(at),
+        None => (bare, ""),
+    };
+    let rest = rest.trim_start_matches([',', '.', ';', '?', '!', '，', '。']).trim();
+    device.split_whitespace().count() <= 8 && (rest.is_empty() || EXCUSE.is_match(rest)) && !bare.contains('?')
+}
+
+/// Where the person's text ends, given that quoted history starts at
+/// `end`: at the first mobile footer below something they wrote, when
+/// anything but blank lines follows it (the older messages a phone puts
+/// below, quoted or not); else `end`.
+pub(super) fn footer_cut(lines: &[&str], end: usize) -> usize {
+    let mut wrote = false;
+    for (i, line) in lines[..end].iter().enumerate() {
+        if wrote && is_mobile_footer(line) {
+            let more = lines[i + 1..].iter().any(|l| !super::is_blank(l));
+            return if more { i } else { end };
+        }
+        wrote |= !super::is_blank(line) && !line.trim_start().starts_with('>');
+    }
+    end
 }
 
 fn drop_trailing_footers(lines: &mut Vec<&str>) {
     while let Some(last) = lines.last() {
-        if last.trim().is_empty() || MOBILE_FOOTER.is_match(last) {
+        let footer_below = |i: usize| i > 0 && is_footer_link(lines[i]) && is_mobile_footer(lines[i - 1]);
+        if super::is_blank(last) || is_mobile_footer(last) || footer_below(lines.len() - 1) {
             lines.pop();
         } else {
             break;
         }
     }
+}
+
+/// A line that is only a link in parentheses, as BlackBerry puts below its
+/// footer: `(www.blackberry.com)`.
+fn is_footer_link(line: &str) -> bool {
+    let line = line.trim();
+    line.starts_with('(') && line.ends_with(')') && LINK.replace_all(line, "").trim().is_empty()
 }
 
 /// In the last paragraph: a line that is the sender's name followed by more
