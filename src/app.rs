@@ -518,7 +518,7 @@ impl App {
 /// keeps being stored meanwhile; a purge cut short (a crash, a stop) leaves
 /// only whole transactions behind and the next one goes on.
 async fn purge(store: Store, retention: crate::config::Retention, shutdown: CancellationToken) {
-    if retention.raw.is_none() && retention.held.is_none() {
+    if retention.raw.is_none() && retention.held.is_none() && retention.notification_text.is_none() {
         return;
     }
     let mut every = tokio::time::interval(retention.purge_interval);
@@ -530,14 +530,16 @@ async fn purge(store: Store, retention: crate::config::Retention, shutdown: Canc
         }
         let now = crate::store::now_ms();
         let before = |keep: Option<std::time::Duration>| keep.map(|keep| now - keep.as_millis() as i64);
-        let purging = store.purge(before(retention.raw), before(retention.held));
+        let purging = store.purge(before(retention.raw), before(retention.held), before(retention.notification_text));
         let result = tokio::select! {
             () = shutdown.cancelled() => return,
             result = purging => result,
         };
         match result {
-            Ok((0, 0)) => {}
-            Ok((originals, held)) => tracing::info!(originals, held, "purged what was past its retention"),
+            Ok((0, 0, 0)) => {}
+            Ok((originals, held, notification_texts)) => {
+                tracing::info!(originals, held, notification_texts, "purged what was past its retention");
+            }
             Err(error) => tracing::warn!(error = %error, "purging failed; trying again later"),
         }
     }

@@ -199,6 +199,10 @@ pub struct Retention {
     pub held: Option<Duration>,
     /// How often the server purges.
     pub purge_interval: Duration,
+    /// The text of sent notifications (matched in replies that bring it
+    /// back) is cleared this long after sending: as long as reply addresses
+    /// stay valid (`token_lifetime_days`); `None` keeps it for ever.
+    pub notification_text: Option<Duration>,
 }
 
 impl Default for Retention {
@@ -207,6 +211,7 @@ impl Default for Retention {
             raw: Some(Duration::from_secs(90 * DAY)),
             held: Some(Duration::from_secs(30 * DAY)),
             purge_interval: Duration::from_secs(3600),
+            notification_text: Some(Duration::from_secs(180 * DAY)),
         }
     }
 }
@@ -771,6 +776,10 @@ impl ConfigArgs {
                 raw: retention_days(raw.retention.raw_days, Retention::default().raw, "raw_days")?,
                 held: retention_days(raw.retention.held_days, Retention::default().held, "held_days")?,
                 purge_interval: Duration::from_secs(raw.retention.purge_interval_secs.unwrap_or(3600).max(1)),
+                notification_text: match raw.token_lifetime_days.unwrap_or(180) {
+                    0 => None,
+                    days => Some(Duration::from_secs(u64::from(days) * DAY)),
+                },
             },
         })
     }

@@ -55,6 +55,18 @@ const LEASE_MS: i64 = 5 * 60 * 1000;
 /// last of them still goes out (4 minutes at worst) before its lease ends.
 const ITEMS_PER_SLOT: usize = 4;
 
+/// A notification built and ready to send.
+struct Built {
+    /// Its Message-ID.
+    message_id: String,
+    /// Its envelope.
+    envelope: lettre::address::Envelope,
+    /// The mail as it goes out.
+    bytes: Vec<u8>,
+    /// Its plain text, compressed, when it carries a reply address.
+    sent_text: Option<Vec<u8>>,
+}
+
 /// Everything the worker needs.
 pub struct Outbound {
     /// Where the outbox lives.
@@ -361,7 +373,7 @@ impl Outbound {
             let sending = Instant::now();
             let result = self.webhooks.deliver(&self.store, &item).await;
             OutboundCounters::add_time(&self.counters.send_us, sending);
-            return Ok(self.settle(&item, result, &[]).await);
+            return Ok(self.settle(&item, result.map(|id| (id, None)), &[]).await);
         }
         let preparing = Instant::now();
         let (bounces, opted_out) = reads.standing(&item);
@@ -390,9 +402,9 @@ impl Outbound {
         let built = self.build(&item, &merged, reads).await;
         OutboundCounters::add_time(&self.counters.prepare_us, preparing);
         let result = match built {
-            Ok((message_id, envelope, bytes)) => {
+            Ok(Built { message_id, envelope, bytes, sent_text }) => {
                 let sending = Instant::now();
-                let sent = self.mailer.send(item.id, &envelope, &bytes).await.map(|()| message_id);
+                let sent = self.mailer.send(item.id, &envelope, &bytes).await.map(|()| (message_id, sent_text));
                 OutboundCounters::add_time(&self.counters.send_us, sending);
                 sent
             }
@@ -407,11 +419,11 @@ impl Outbound {
     async fn settle(
         &self,
         item: &OutboxItem,
-        result: Result<String, DeliveryError>,
+        result: Result<(String, Option<Vec<u8>>), DeliveryError>,
         merged: &[OutboxItem],
     ) -> Delivery {
         match result {
-            Ok(rfc_message_id) => {
+            Ok((rfc_message_id, sent_text)) => {
                 let merged: Vec<i64> = merged.iter().map(|m| m.id).collect();
                 if item.kind == webhook::KIND {
                     tracing::info!(outbox_id = item.id, to = %item.to_address, "webhook delivered");
@@ -419,7 +431,7 @@ impl Outbound {
                     let via = self.mailer.describe();
                     tracing::info!(outbox_id = item.id, kind = %item.kind, merged = merged.len(), %via, "mail sent");
                 }
-                Delivery::Sent { id: item.id, rfc_message_id, merged }
+                Delivery::Sent { id: item.id, rfc_message_id, merged, sent_text }
             }
             Err(error) => {
                 let attempts = item.attempts + 1;
@@ -458,13 +470,8 @@ impl Outbound {
         (exponential * jitter).max(1.0) as i64
     }
 
-    /// Renders and builds the mail of `item`: its Message-ID, envelope and bytes.
-    async fn build(
-        &self,
-        item: &OutboxItem,
-        merged: &[OutboxItem],
-        reads: &PassReads,
-    ) -> anyhow::Result<(String, lettre::address::Envelope, Vec<u8>)> {
+    /// Renders and builds the mail of `item`.
+    async fn build(&self, item: &OutboxItem, merged: &[OutboxItem], reads: &PassReads) -> anyhow::Result<Built> {
         let recipient = match item.recipient_id {
             Some(id) => self.store.user(id).await?,
             None => None,
@@ -489,12 +496,12 @@ impl Outbound {
             let mut fitted = context.clone();
             fitted.fit(budget, item.kind == "chat_transcript");
             let built = self.build_rendered(item, &fitted, &to, reads)?;
-            if built.2.len() <= self.delivery.max_message_bytes + files_bytes || budget <= 1024 {
+            if built.bytes.len() <= self.delivery.max_message_bytes + files_bytes || budget <= 1024 {
                 return Ok(built);
             }
             tracing::info!(
                 outbox_id = item.id,
-                bytes = built.2.len(),
+                bytes = built.bytes.len(),
                 "a notification over its size limit: cut shorter"
             );
             budget /= 4;
@@ -520,7 +527,7 @@ impl Outbound {
         context: &NotificationContext,
         to: &Addressed<'_>,
         reads: &PassReads,
-    ) -> anyhow::Result<(String, lettre::address::Envelope, Vec<u8>)> {
+    ) -> anyhow::Result<Built> {
         let Addressed { recipient, thread, token, files } = *to;
         let rendered = self.renderer.render_in(&item.kind, context, &context.languages)?;
         let message_id = notification_message_id(&self.domain);
@@ -604,6 +611,8 @@ impl Outbound {
         // sent back to it is known to be about this mail and no other.
         let verp = format!("bounces+{}@{}", self.signer.sign_bounce(item.id), self.domain).parse()?;
         let envelope = lettre::address::Envelope::new(Some(verp), vec![item.to_address.parse()?])?;
+        // Kept (compressed) when it carries a reply address: a reply may bring it back unquoted.
+        let sent_text = token.map(|_| crate::store::SentNotification::compress(&rendered.text));
         let bodies = MultiPart::alternative_plain_html(rendered.text, rendered.html);
         let email = match files {
             [] => builder.envelope(envelope.clone()).multipart(bodies)?,
@@ -626,7 +635,7 @@ impl Outbound {
             signed.append(&mut bytes);
             bytes = signed;
         }
-        Ok((message_id, envelope, bytes))
+        Ok(Built { message_id, envelope, bytes, sent_text })
     }
 
     async fn context(

@@ -109,7 +109,10 @@ impl Pipeline {
         let tokens = recipient_tokens(&envelope);
         let threading = thread::signals(&tokens, &analysis.parsed, &self.signer, &self.domain);
         let authorization = self.authorization(&envelope, &analysis).await?;
-        let extraction = extract::explain(&analysis.parsed);
+        let mut extraction = extract::explain(&analysis.parsed);
+        if let Some(removed) = &analysis.notification_removed {
+            extraction = extraction.with_notification_removed(&analysis.reply_text, removed);
+        }
         let auth = AuthResults::from_summary(&recorded.auth);
         Ok(Some(Explanation {
             size: raw.len(),

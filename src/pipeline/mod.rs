@@ -66,6 +66,10 @@ pub struct Envelope {
     /// recipients were accepted (moments before the message): deciding uses
     /// them instead of reading them again.
     pub threads: Vec<(Thread, RecentEmail)>,
+    /// The last notification sent about each of those threads to the
+    /// token's recipient, read with the thread: a reply that brings it back
+    /// unquoted is matched against it.
+    pub notifications: Vec<crate::store::SentNotification>,
     /// Whether a trusted relay handed the message on, and what it said of
     /// its own client (the sender checks judge that client).
     pub relay: relayed::Relay,
@@ -85,14 +89,20 @@ impl Envelope {
                 positions.push(position);
                 continue;
             }
-            let thread_id = match target {
-                RecipientTarget::Reply { parsed, .. } => Some(parsed.thread_id),
-                _ => None,
+            let (thread_id, holder) = match target {
+                RecipientTarget::Reply { parsed, .. } => (Some(parsed.thread_id), Some(parsed.recipient_id)),
+                _ => (None, None),
             };
             let envelope = Envelope {
                 recipients: vec![(address.clone(), target.clone())],
                 refused: if groups.is_empty() { self.refused.clone() } else { Vec::new() },
                 threads: self.threads.iter().filter(|(t, _)| Some(t.id) == thread_id).cloned().collect(),
+                notifications: self
+                    .notifications
+                    .iter()
+                    .filter(|n| Some(n.thread_id) == thread_id && Some(n.recipient_id) == holder)
+                    .cloned()
+                    .collect(),
                 ..self.clone()
             };
             groups.push((vec![position], envelope));
@@ -138,6 +148,9 @@ pub struct Analysis {
     /// Attachments too large to store (the message is held for an admin).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub oversized: Vec<AttachmentInfo>,
+    /// Our own notification's text, found unquoted in the reply and removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification_removed: Option<NotificationRemoved>,
     /// For bounces: what failed, and for which of our messages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bounce: Option<bounce::BounceReport>,
@@ -146,6 +159,17 @@ pub struct Analysis {
     /// The attachments to store, chosen and named once.
     #[serde(skip)]
     kept_attachments: Vec<crate::store::NewAttachment>,
+}
+
+/// Our notification's text that a reply brought back, and was removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationRemoved {
+    /// The outbox item of the notification it matched.
+    pub outbox_id: i64,
+    /// How many lines were removed.
+    pub lines: usize,
+    /// The text removed.
+    pub text: String,
 }
 
 /// An attachment as `inspect` and the API list it.
@@ -202,6 +226,7 @@ fn build_analysis(mail_from: &str, mut parsed: parse::ParsedMail, thread_token: 
             })
             .collect(),
         oversized,
+        notification_removed: None,
         parsed,
         kept_attachments,
     }
@@ -223,6 +248,7 @@ impl Analysis {
             reply_text: String::new(),
             attachments: Vec::new(),
             oversized: Vec::new(),
+            notification_removed: None,
             bounce: None,
             parsed,
             kept_attachments: Vec::new(),
@@ -446,9 +472,12 @@ impl Pipeline {
     /// or to its refused ones.
     pub async fn add_recipient(&self, envelope: &mut Envelope, address: String) -> Result<(), RcptRefusal> {
         match self.resolve_recipient(&address).await {
-            Ok((target, thread)) => {
+            Ok((target, seen)) => {
                 envelope.recipients.push((address, target));
-                envelope.threads.extend(thread);
+                if let Some((thread, recent, sent)) = seen {
+                    envelope.threads.push((thread, recent));
+                    envelope.notifications.extend(sent);
+                }
                 Ok(())
             }
             Err(refusal) => {
@@ -462,7 +491,8 @@ impl Pipeline {
     async fn resolve_recipient(
         &self,
         address: &str,
-    ) -> Result<(RecipientTarget, Option<(Thread, RecentEmail)>), RcptRefusal> {
+    ) -> Result<(RecipientTarget, Option<(Thread, RecentEmail, Option<crate::store::SentNotification>)>), RcptRefusal>
+    {
         let address = EmailAddress::parse(address).ok_or(RcptRefusal::UnknownMailbox)?;
         if address.domain() != self.domain {
             return Err(RcptRefusal::RelayDenied);
@@ -557,7 +587,22 @@ impl Pipeline {
             }
             _ => None,
         };
-        Some(build_analysis(&envelope.mail_from, parsed, thread_token))
+        let mut analysis = build_analysis(&envelope.mail_from, parsed, thread_token);
+        // The notification the reply address came with, read with the thread at RCPT.
+        let sent = match &found {
+            Some(ThreadRef::Token { thread_id, recipient_id, .. }) => {
+                envelope.notifications.iter().find(|n| n.thread_id == *thread_id && n.recipient_id == *recipient_id)
+            }
+            _ => None,
+        };
+        if let Some(sent) = sent.filter(|_| analysis.kind == MailKind::Human)
+            && let Some(removed) = extract::echo::remove(&analysis.reply_text, &sent.text)
+        {
+            analysis.reply_text = removed.text;
+            analysis.notification_removed =
+                Some(NotificationRemoved { outbox_id: sent.outbox_id, lines: removed.lines, text: removed.removed });
+        }
+        Some(analysis)
     }
 
     /// Reads a message within the reading budget, catching panics: its

@@ -6,21 +6,27 @@
 //! commit does for writes. One connection's lookup is answered as soon as it
 //! is asked.
 
-use super::{Backend, Readers, RecentEmail, StoreError, StoreResult, Thread, padded, push_wanted};
+use super::{Backend, Readers, RecentEmail, SentNotification, StoreError, StoreResult, Thread, padded, push_wanted};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most lookups answered by one query.
 const LOOKUPS_PER_QUERY: usize = 64;
 
+/// What one RCPT's question is answered with: the thread, the loop
+/// breaker's counts, and the last notification about the thread sent to
+/// the token's recipient.
+pub(super) type ThreadSeen = (Thread, RecentEmail, Option<SentNotification>);
+
 /// One RCPT's question: a thread, with the emailed messages since `since`
-/// by `author_id` and in the thread, each counted up to `cap`.
+/// by `author_id` and in the thread, each counted up to `cap`, and the last
+/// notification sent to `author_id` about it.
 #[derive(Debug)]
 pub(super) struct ThreadLookup {
     pub(super) thread_id: i64,
     pub(super) author_id: i64,
     pub(super) since: i64,
     pub(super) cap: i64,
-    pub(super) reply: oneshot::Sender<StoreResult<Option<(Thread, RecentEmail)>>>,
+    pub(super) reply: oneshot::Sender<StoreResult<Option<ThreadSeen>>>,
 }
 
 /// A thread row with the counts for one of the authors asked about.
@@ -31,6 +37,8 @@ struct Found {
     wanted_author: i64,
     recent_by_author: i64,
     recent_in_thread: i64,
+    notification_id: Option<i64>,
+    notification_text: Option<Vec<u8>>,
 }
 
 /// What [`reading!`] needs: the backend's readers.
@@ -56,7 +64,16 @@ pub(super) async fn answer_lookups(backend: Backend, mut lookups: mpsc::Receiver
                             by_author: f.recent_by_author.min(lookup.cap),
                             in_thread: f.recent_in_thread.min(lookup.cap),
                         };
-                        (f.thread.clone(), recent)
+                        let notification = match (f.notification_id, &f.notification_text) {
+                            (Some(outbox_id), Some(text)) => Some(SentNotification {
+                                outbox_id,
+                                thread_id: lookup.thread_id,
+                                recipient_id: lookup.author_id,
+                                text: SentNotification::decompress(text).into(),
+                            }),
+                            _ => None,
+                        };
+                        (f.thread.clone(), recent, notification)
                     });
                     let _ = lookup.reply.send(Ok(answer));
                 }
@@ -72,7 +89,9 @@ pub(super) async fn answer_lookups(backend: Backend, mut lookups: mpsc::Receiver
 }
 
 impl Lookups {
-    /// One query for the whole batch. A count is read when its window
+    /// One query for the whole batch, which also brings the last
+    /// notification text sent to each token's recipient about its thread
+    /// (for matching it in the reply: no read of its own). A count is read when its window
     /// started at or after the earliest `since` asked (a lookup that waited
     /// accepts a window a few milliseconds older, never a younger one); each
     /// answer is capped at its own cap.
@@ -95,8 +114,11 @@ impl Lookups {
                    AS recent_by_author, CASE WHEN t.email_window_start >= ",
             );
             query.push_bind(since).push(
-                " THEN t.emails_in_window ELSE 0 END AS recent_in_thread \
-                 FROM wanted w JOIN threads t ON t.id = w.thread_id",
+                " THEN t.emails_in_window ELSE 0 END AS recent_in_thread, \
+                   n.id AS notification_id, n.sent_text AS notification_text \
+                 FROM wanted w JOIN threads t ON t.id = w.thread_id \
+                 LEFT JOIN outbox n ON n.id = (SELECT MAX(o.id) FROM outbox o WHERE o.thread_id = w.thread_id \
+                   AND o.recipient_id = w.author_id AND o.sent_text IS NOT NULL)",
             );
             query.build_query_as::<Found>().fetch_all(db).await
         })?)

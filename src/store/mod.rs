@@ -490,6 +490,9 @@ pub enum Delivery {
         rfc_message_id: String,
         /// Pending items about the same thread and person that it carried.
         merged: Vec<i64>,
+        /// Its plain text, lz4-compressed, when it carried a reply address:
+        /// a reply that brings it back unquoted is matched against it.
+        sent_text: Option<Vec<u8>>,
     },
     /// Not delivered: tried again at `retry_at`, or failed for good when `None`.
     Failed {
@@ -507,6 +510,33 @@ pub enum Delivery {
         /// Why.
         why: String,
     },
+}
+
+/// The last notification sent to one person about one thread (the one
+/// their reply address came with), as [`Store::thread_with_recent`] read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentNotification {
+    /// The outbox item.
+    pub outbox_id: i64,
+    /// The thread it was about.
+    pub thread_id: i64,
+    /// The person it went to.
+    pub recipient_id: i64,
+    /// Its plain text as sent.
+    pub text: std::sync::Arc<str>,
+}
+
+impl SentNotification {
+    /// Compresses a notification's text for [`Delivery::Sent`].
+    pub fn compress(text: &str) -> Vec<u8> {
+        lz4_flex::block::compress_prepend_size(text.as_bytes())
+    }
+
+    /// The text of a compressed notification (damaged bytes read as empty).
+    pub fn decompress(bytes: &[u8]) -> String {
+        let bytes = lz4_flex::block::decompress_size_prepended(bytes).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
 }
 
 /// Emailed messages counted for the loop breaker, as [`Store::thread_with_recent`] read them.

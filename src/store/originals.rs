@@ -236,10 +236,17 @@ impl Store {
 
     /// Deletes originals stored before `before` (Unix ms), except those of
     /// held items still waiting for an admin, and held items that were acted
-    /// on before `held_before`; in short transactions of a few hundred rows,
-    /// so that ingest never waits long behind a purge. Returns how many
-    /// originals and held items went.
-    pub async fn purge(&self, before: Option<i64>, held_before: Option<i64>) -> StoreResult<(u64, u64)> {
+    /// on before `held_before`, and the text of notifications sent before
+    /// `texts_before` (their reply addresses no longer verify); in short
+    /// transactions of a few hundred rows, so that ingest never waits long
+    /// behind a purge. Returns how many originals, held items and
+    /// notification texts went.
+    pub async fn purge(
+        &self,
+        before: Option<i64>,
+        held_before: Option<i64>,
+        texts_before: Option<i64>,
+    ) -> StoreResult<(u64, u64, u64)> {
         let mut originals = 0;
         if let Some(before) = before {
             loop {
@@ -314,7 +321,26 @@ impl Store {
                 tokio::task::yield_now().await;
             }
         }
-        Ok((originals, held))
+        let mut texts = 0;
+        if let Some(before) = texts_before {
+            loop {
+                let cleared = writing!(self, |db| sqlx::query(
+                    "UPDATE outbox SET sent_text = NULL WHERE id IN (SELECT id FROM outbox \
+                     WHERE sent_text IS NOT NULL AND sent_at < $1 ORDER BY sent_at LIMIT $2)",
+                )
+                .bind(before)
+                .bind(PURGE_BATCH)
+                .execute(db)
+                .await
+                .map(|done| done.rows_affected()))?;
+                texts += cleared;
+                if cleared < PURGE_BATCH as u64 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok((originals, held, texts))
     }
 }
 

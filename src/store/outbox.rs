@@ -121,11 +121,11 @@ impl Store {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let mut sent: Vec<(i64, &str)> = Vec::new();
+        let mut sent: Vec<(i64, &str, Option<&[u8]>)> = Vec::new();
         let mut merged: Vec<(i64, &str, String)> = Vec::new();
         for outcome in outcomes {
-            if let Delivery::Sent { id, rfc_message_id, merged: carried } = outcome {
-                sent.push((*id, rfc_message_id));
+            if let Delivery::Sent { id, rfc_message_id, merged: carried, sent_text } = outcome {
+                sent.push((*id, rfc_message_id, sent_text.as_deref()));
                 let why = format!("sent together with notification {id}");
                 merged.extend(carried.iter().map(|other| (*other, rfc_message_id.as_str(), why.clone())));
             }
@@ -136,11 +136,11 @@ impl Store {
             for chunk in sent.chunks(ROWS_PER_UPDATE) {
                 let mut update = sqlx::QueryBuilder::new("UPDATE outbox SET status = 'sent', sent_at = ");
                 update.push_bind(now).push(
-                    ", rfc_message_id = v.column2, attempts = attempts + 1, claimed_until = NULL, \
-                     last_error = NULL FROM (",
+                    ", rfc_message_id = v.column2, sent_text = v.column3, attempts = attempts + 1, \
+                     claimed_until = NULL, last_error = NULL FROM (",
                 );
-                update.push_values(chunk, |mut row, (id, rfc_message_id)| {
-                    row.push_bind(*id).push_bind(*rfc_message_id);
+                update.push_values(chunk, |mut row, (id, rfc_message_id, text)| {
+                    row.push_bind(*id).push_bind(*rfc_message_id).push_bind(*text);
                 });
                 update.push(") AS v WHERE outbox.id = v.column1");
                 update.build().execute(&mut *tx).await?;

@@ -158,16 +158,17 @@ impl Store {
     }
 
     /// A thread with its recent emailed messages by `author_id` and in the
-    /// thread since `since` (each counted up to `cap`): what the RCPT of a
-    /// reply token reads, so that deciding needs neither again. Lookups
-    /// made at the same time share one query (`lookups.rs`).
+    /// thread since `since` (each counted up to `cap`), and the last
+    /// notification about it sent to `author_id`: what the RCPT of a reply
+    /// token reads, so that reading and deciding need none of it again.
+    /// Lookups made at the same time share one query (`lookups.rs`).
     pub async fn thread_with_recent(
         &self,
         id: i64,
         author_id: i64,
         since: i64,
         cap: i64,
-    ) -> StoreResult<Option<(Thread, RecentEmail)>> {
+    ) -> StoreResult<Option<(Thread, RecentEmail, Option<super::SentNotification>)>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let lookup = lookups::ThreadLookup { thread_id: id, author_id, since, cap, reply };
         self.lookups.send(lookup).await.map_err(|_| StoreError::Batch("the store is closed".to_owned()))?;

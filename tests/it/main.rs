@@ -22,6 +22,7 @@ mod participants;
 mod pipe;
 mod postfix;
 mod postgres;
+mod reading;
 mod relay;
 mod replay;
 mod roundtrip;

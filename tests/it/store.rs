@@ -187,7 +187,8 @@ async fn a_pass_reads_its_recipients_standing_and_latest_references() {
     // Twenty-two notifications sent about the thread, one after another.
     for n in 0..22 {
         let item = notify_agent().await;
-        let sent = Delivery::Sent { id: item.id, rfc_message_id: format!("sent-{n}@x"), merged: vec![] };
+        let sent =
+            Delivery::Sent { id: item.id, rfc_message_id: format!("sent-{n}@x"), merged: vec![], sent_text: None };
         store.record_deliveries(&[sent]).await.unwrap();
     }
     let next = notify_agent().await;
@@ -303,14 +304,14 @@ async fn thread_lookups_asked_at_once_each_get_their_own_thread_and_counts() {
         answers.push(task.await.unwrap());
     }
     for (i, &(thread, customer)) in chats.iter().enumerate() {
-        let (found, recent) = answers[i].clone().expect("the thread exists");
+        let (found, recent, _) = answers[i].clone().expect("the thread exists");
         assert_eq!((found.id, found.customer_id, recent.author_id), (thread, customer, customer));
         assert_eq!((recent.by_author, recent.in_thread), (1 + i as i64, 1 + i as i64), "customer {i}");
     }
-    let (found, recent) = answers[12].clone().expect("thread 0 exists");
+    let (found, recent, _) = answers[12].clone().expect("thread 0 exists");
     assert_eq!((found.id, recent.author_id, recent.by_author, recent.in_thread), (chats[0].0, chats[5].1, 6, 1));
     assert!(answers[13].is_none(), "an unknown thread is not found");
-    let (_, recent) = answers[14].clone().unwrap();
+    let (_, recent, _) = answers[14].clone().unwrap();
     assert_eq!((recent.by_author, recent.in_thread), (3, 3), "counted up to the cap asked");
 }
 
@@ -395,7 +396,7 @@ async fn the_loop_breaker_counts_emailed_messages_per_hour_window() {
     let counts = |store: Store| async move {
         let since = mailgate::store::now_ms() - mailgate::store::EMAIL_WINDOW_MS;
         let direct = store.recent_email(customer, thread, since, 120).await.unwrap();
-        let (_, at_rcpt) = store.thread_with_recent(thread, customer, since, 120).await.unwrap().unwrap();
+        let (_, at_rcpt, _) = store.thread_with_recent(thread, customer, since, 120).await.unwrap().unwrap();
         assert_eq!(direct, (at_rcpt.by_author, at_rcpt.in_thread), "RCPT time and deciding read the same counts");
         direct
     };

@@ -18,6 +18,7 @@
 //!
 //! Pure: no IO.
 
+pub mod echo;
 pub mod html;
 mod quotes;
 mod signature;
@@ -139,10 +140,22 @@ pub struct Extraction {
     pub from_html: bool,
 }
 
+impl Extraction {
+    /// The account with our own notification's text removed from what is
+    /// posted (see [`echo`]): `posted` is the text without it.
+    pub fn with_notification_removed(mut self, posted: &str, removed: &super::NotificationRemoved) -> Self {
+        self.text = posted.to_owned();
+        let why = format!("removed {} lines matching notification {}", removed.lines, removed.outbox_id);
+        self.cuts.push(Cut { what: "notification", why, text: removed.text.clone() });
+        self.quoted = self.cuts.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join("\n\n");
+        self
+    }
+}
+
 /// One piece that extraction removed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Cut {
-    /// `history`, `quote`, `signature` or `html_quote`.
+    /// `history`, `quote`, `signature`, `html_quote` or `notification`.
     pub what: &'static str,
     /// Why, in words.
     pub why: String,

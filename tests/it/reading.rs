@@ -1,0 +1,79 @@
+//! Issue 34: a reply that brings our own notification back without quote
+//! marks (re-wrapped, its marker lost) has that text removed by matching
+//! what was sent, and `explain` says so.
+
+use crate::support::*;
+
+/// The words of `text` wrapped again at `width` columns, as a client that
+/// re-flows a quote does, without quote marks and without our marker line.
+fn rewrapped(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.lines().filter(|l| !l.contains("Reply above this line")).flat_map(str::split_whitespace) {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            out.push_str(&line);
+            out.push_str("\r\n");
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out + &line + "\r\n"
+}
+
+#[tokio::test]
+async fn our_notification_coming_back_unquoted_is_removed_by_matching_it() {
+    let app = spawn_app().await;
+    let w = app.world("sandbox", None).await;
+    let chat = app
+        .create("/chats", serde_json::json!({"site_id": w.site, "customer_id": w.owner, "message": "Export is empty"}))
+        .await;
+    let chat_id = chat["id"].as_i64().unwrap();
+    let text =
+        "We restarted the export job on the live server. Could you check whether last night's file is complete now?";
+    app.create(&format!("/chats/{chat_id}/messages"), serde_json::json!({"author_id": w.agent, "text": text})).await;
+    let note = app.wait_for_mail(3).await.remove(2);
+    assert_eq!(note.to(), OWNER);
+    assert!(note.body.contains("Could you check whether"), "{}", note.body);
+
+    // The notification as some clients return it: below the answer, no quote
+    // marks, no marker, wrapped at another width.
+    let reply = format!(
+        "From: Olivia Owner <{OWNER}>\r\nTo: {}\r\nSubject: Re: {}\r\nMessage-ID: <echo-1@acme.example>\r\n\
+         Date: Mon, 07 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Yes, the file is complete now.\r\n\r\nThanks,\r\nOlivia\r\n\r\n{}",
+        note.reply_address(),
+        note.header("Subject"),
+        rewrapped(&note.body, 47)
+    );
+    let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    let messages = app.messages(&format!("/chats/{chat_id}")).await;
+    assert_eq!(messages.last().unwrap()["text"], "Yes, the file is complete now.\n\nThanks,\nOlivia");
+
+    // explain names the notification it matched and how much went.
+    let id = messages.last().unwrap()["id"].as_i64().unwrap();
+    let out = tokio::process::Command::from(app.command(&["explain", &id.to_string()])).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(regex::Regex::new(r"removed \d+ lines matching notification \d+").unwrap().is_match(&stdout), "{stdout}");
+
+    // A reply that only repeats a sentence of ours in its own line keeps it.
+    let own = format!(
+        "From: Olivia Owner <{OWNER}>\r\nTo: {}\r\nSubject: Re: {}\r\nMessage-ID: <echo-2@acme.example>\r\n\
+         Date: Mon, 07 Dec 2026 10:05:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         You asked whether last night's file is complete now: it is not, sorry.\r\n",
+        note.reply_address(),
+        note.header("Subject"),
+    );
+    let answer = app.send(OWNER, &[&note.reply_address()], &own).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    let messages = app.messages(&format!("/chats/{chat_id}")).await;
+    assert_eq!(
+        messages.last().unwrap()["text"],
+        "You asked whether last night's file is complete now: it is not, sorry."
+    );
+    app.stop().await;
+}
