@@ -77,3 +77,30 @@ async fn our_notification_coming_back_unquoted_is_removed_by_matching_it() {
     );
     app.stop().await;
 }
+
+/// The kept text of a notification goes when its reply address expires:
+/// after that, the purge has cleared it, and nothing is matched any more.
+#[tokio::test]
+async fn a_notifications_text_is_kept_only_as_long_as_its_reply_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(dir.path()).await;
+    let app = start_in(dir, url.clone(), |c| {
+        c.retention.notification_text = Some(std::time::Duration::from_millis(1500));
+        c.retention.purge_interval = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let (_, _, note) = app.chat_with_note().await;
+    assert!(!note.reply_address().is_empty());
+    let kept = "SELECT COUNT(*) FROM outbox WHERE sent_text IS NOT NULL";
+    assert!(query_i64(&url, kept).await >= 1, "the notification's text is kept");
+    let mut left = 1;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = query_i64(&url, kept).await;
+        if left == 0 {
+            break;
+        }
+    }
+    assert_eq!(left, 0, "the text outlived its reply address");
+    app.stop().await;
+}

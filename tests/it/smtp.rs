@@ -191,11 +191,23 @@ async fn garbage_input_gets_errors_then_the_door() {
 }
 
 #[tokio::test]
-async fn message_without_headers_is_refused_clearly() {
+async fn a_message_without_headers_is_held_with_its_bytes_never_lost() {
     let app = spawn_app().await;
     let (_, note) = chat_with_notification(&app).await;
-    let answer = app.send(OWNER, &[&note.reply_address()], "\r\n\r\njust a body without any header\r\n").await;
-    assert!(answer.starts_with("550 5.6.0"), "{answer}");
+    let body = "\r\n\r\njust a body without any header\r\n";
+    let answer = app.send(OWNER, &[&note.reply_address()], body).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    let (_, held) = app.admin_get("/held").await;
+    assert_eq!(held[0]["reason_code"], "reading_failed", "{held}");
+    assert!(held[0]["reason"].as_str().unwrap().contains("could not read"), "{held}");
+    // Blank lines before the header fields are damage other readers take in
+    // their stride: such a reply is read and posted.
+    let reply = format!(
+        "\r\n  \r\nFrom: {OWNER}\r\nTo: {}\r\nSubject: Re: x\r\nMessage-ID: <blank-first@acme.example>\r\n\r\nLive only.\r\n",
+        note.reply_address()
+    );
+    let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("250 2.0.0"), "{answer}");
     app.stop().await;
 }
 
