@@ -17,11 +17,11 @@
 //! the person wrote above it stay, even short ones that happen to be words
 //! of ours. The whole reply is never removed.
 //!
-//! Linear in the size of both texts: each word is hashed a bounded number
-//! of times. Pure.
+//! Linear in the size of both texts: each word is hashed once, each run of
+//! words looked up once. Pure.
 
 use std::collections::HashSet;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Fewest words a run of matching lines must hold to be removed: a
 /// sentence of ours that the person repeats in a line of their own is not.
@@ -41,52 +41,105 @@ pub struct Removed {
     pub lines: usize,
 }
 
-/// The words of a line: letters and digits, lower case, with punctuation
-/// at their ends dropped (`>` quote marks, `*bold*`, `(links)`).
-fn words(line: &str) -> impl Iterator<Item = String> + '_ {
-    line.split_whitespace()
-        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase())
-        .filter(|w| !w.is_empty())
+/// The words of a line, each as a hash of its letters and digits in lower
+/// case, with punctuation at its ends dropped (`>` quote marks, `*bold*`,
+/// `(links)`): no word is copied.
+fn words(line: &str) -> impl Iterator<Item = u64> + '_ {
+    line.split_whitespace().filter_map(|word| {
+        let word = word.trim_matches(|c: char| !c.is_alphanumeric());
+        (!word.is_empty()).then(|| {
+            // FNV-1a over the lower-case UTF-8 bytes.
+            let step = |hash: u64, byte: u8| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+            let start: u64 = 0xcbf2_9ce4_8422_2325;
+            if word.is_ascii() {
+                return word.bytes().fold(start, |hash, byte| step(hash, byte.to_ascii_lowercase()));
+            }
+            let mut buf = [0u8; 4];
+            word.chars()
+                .flat_map(char::to_lowercase)
+                .fold(start, |hash, c| c.encode_utf8(&mut buf).bytes().fold(hash, step))
+        })
+    })
 }
 
-/// The runs of one, two and three words of what we sent, hashed.
+/// Two or three word hashes as one (order matters).
+fn joined(words: &[u64]) -> u64 {
+    words.iter().fold(words.len() as u64, |acc, w| acc.rotate_left(23).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ w)
+}
+
+/// A hasher for values that are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type Hashes = HashSet<u64, BuildHasherDefault<Prehashed>>;
+
+/// The runs of three words of what we sent, hashed; runs of one and two
+/// words only when a short line asks (most replies have none worth it).
 struct Sent {
-    hasher: std::collections::hash_map::RandomState,
-    singles: HashSet<u64>,
-    pairs: HashSet<u64>,
-    triples: HashSet<u64>,
+    stream: Vec<u64>,
+    triples: Hashes,
+    short: std::cell::OnceCell<(Hashes, Hashes)>,
 }
 
 impl Sent {
-    fn of(text: &str) -> Self {
-        let hasher = std::collections::hash_map::RandomState::new();
-        let stream: Vec<String> = text.lines().flat_map(words).collect();
-        let mut sent = Sent { hasher, singles: HashSet::new(), pairs: HashSet::new(), triples: HashSet::new() };
-        for i in 0..stream.len() {
-            sent.singles.insert(sent.hash(&stream[i..=i]));
-            if i + 2 <= stream.len() {
-                sent.pairs.insert(sent.hash(&stream[i..i + 2]));
-            }
-            if i + 3 <= stream.len() {
-                sent.triples.insert(sent.hash(&stream[i..i + 3]));
-            }
+    /// What we sent, as the stream of its words' hashes.
+    fn of(stream: Vec<u64>) -> Self {
+        let triples = stream.windows(3).map(joined).collect();
+        Sent { stream, triples, short: std::cell::OnceCell::new() }
+    }
+
+    /// The single words and the runs of two words of what we sent.
+    fn short(&self) -> &(Hashes, Hashes) {
+        self.short.get_or_init(|| (self.stream.iter().copied().collect(), self.stream.windows(2).map(joined).collect()))
+    }
+
+    /// Whether a line of one or two words is words of what we sent.
+    fn ours(&self, line: Line) -> bool {
+        match line {
+            Line::Few(1, [one, _]) => self.short().0.contains(&one),
+            Line::Few(_, pair) => self.short().1.contains(&joined(&pair)),
+            _ => false,
         }
-        sent
     }
 
-    fn hash(&self, words: &[String]) -> u64 {
-        self.hasher.hash_one(words)
-    }
-
-    /// How a line of the reply matches what we sent.
+    /// How a line of the reply matches what we sent (a line of one or two
+    /// words is looked up only when a run of ours comes near it).
     fn line(&self, line: &str) -> Line {
-        let words: Vec<String> = words(line).collect();
-        match words.len() {
-            0 => Line::Blank,
-            1 if self.singles.contains(&self.hash(&words)) => Line::Short(1),
-            2 if self.pairs.contains(&self.hash(&words)) => Line::Short(2),
-            n if n >= 3 && words.windows(3).all(|w| self.triples.contains(&self.hash(w))) => Line::Long(n),
-            _ => Line::Other,
+        let mut words = words(line);
+        let first: [Option<u64>; 3] = [words.next(), words.next(), words.next()];
+        match first {
+            [None, ..] => Line::Blank,
+            [Some(one), None, _] => Line::Few(1, [one, 0]),
+            [Some(one), Some(two), None] => Line::Few(2, [one, two]),
+            [Some(one), Some(two), Some(three)] => {
+                let mut window = [one, two, three];
+                let mut count = 3;
+                if !self.triples.contains(&joined(&window)) {
+                    return Line::Other;
+                }
+                for word in words {
+                    window = [window[1], window[2], word];
+                    count += 1;
+                    if !self.triples.contains(&joined(&window)) {
+                        return Line::Other;
+                    }
+                }
+                Line::Long(count)
+            }
         }
     }
 }
@@ -96,8 +149,8 @@ impl Sent {
 enum Line {
     /// No words.
     Blank,
-    /// One or two words, both ours.
-    Short(usize),
+    /// One or two words (their hashes), ours or not: see [`Sent::ours`].
+    Few(usize, [u64; 2]),
     /// Three words or more, every run of three ours.
     Long(usize),
     /// Anything else: the person's.
@@ -110,8 +163,22 @@ pub fn remove(reply: &str, sent: &str) -> Option<Removed> {
     if sent.trim().is_empty() || reply.trim().is_empty() {
         return None;
     }
-    let ours = Sent::of(sent);
     let lines: Vec<&str> = reply.lines().collect();
+    // Most replies bring nothing of ours back: unless the first three words
+    // of some line of the reply are a run of ours, stop before hashing more.
+    let firsts: Hashes = lines
+        .iter()
+        .take(MAX_LINES)
+        .filter_map(|line| {
+            let mut words = words(line);
+            Some(joined(&[words.next()?, words.next()?, words.next()?]))
+        })
+        .collect();
+    let stream: Vec<u64> = sent.lines().flat_map(words).collect();
+    if !stream.windows(3).any(|run| firsts.contains(&joined(run))) {
+        return None;
+    }
+    let ours = Sent::of(stream);
     let kinds: Vec<Line> = lines.iter().take(MAX_LINES).map(|l| ours.line(l)).collect();
     let mut gone = vec![false; lines.len()];
     let mut i = 0;
@@ -129,20 +196,19 @@ pub fn remove(reply: &str, sent: &str) -> Option<Removed> {
                     words += n;
                     end = j;
                 }
-                Line::Short(_) | Line::Blank => {}
-                Line::Other => break,
+                Line::Blank => {}
+                few @ Line::Few(..) if ours.ours(few) => {}
+                _ => break,
             }
             j += 1;
         }
-        while end + 1 < kinds.len() && matches!(kinds[end + 1], Line::Short(_) | Line::Blank) {
+        let short_or_blank = |line: Line| line == Line::Blank || ours.ours(line);
+        while end + 1 < kinds.len() && short_or_blank(kinds[end + 1]) {
             end += 1;
         }
         // Quoted short lines right above it are ours too (a digest's greeting).
         let mut start = i;
-        while start > 0
-            && matches!(kinds[start - 1], Line::Short(_) | Line::Blank)
-            && lines[start - 1].trim_start().starts_with('>')
-        {
+        while start > 0 && short_or_blank(kinds[start - 1]) && lines[start - 1].trim_start().starts_with('>') {
             start -= 1;
         }
         if words >= MIN_WORDS {
