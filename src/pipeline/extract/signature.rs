@@ -52,7 +52,21 @@ pub(super) fn strip<'a>(lines: &[&'a str], sender_name: Option<&str>) -> Vec<&'a
 /// happens to start the same way ("Sent from my phone at the airport, so
 /// ...").
 pub(super) fn is_mobile_footer(line: &str) -> bool {
-    MOBILE_FOOTER.is_match(line) && footer_shaped(line)
+    could_be_footer(line) && MOBILE_FOOTER.is_match(line) && footer_shaped(line)
+}
+
+/// A cheap test before the footer regex, which every line of a reply may
+/// meet: a footer is short and starts with one of the letters its phrases
+/// start with (Japanese ones end in から送信).
+fn could_be_footer(line: &str) -> bool {
+    let line = line.trim_start();
+    line.len() <= 300
+        && (line.chars().next().is_some_and(|c| {
+            matches!(
+                c.to_ascii_lowercase(),
+                's' | 'g' | 'v' | 'e' | 'o' | 'i' | 'h' | 'w' | 'p' | 'п' | 'П' | 'о' | 'О' | '发' | '从' | '從' | '寄'
+            )
+        }) || line.contains("から送信"))
 }
 
 /// Links (`<https://...>`, bare URLs, `(www...)`) in a footer line.
