@@ -62,6 +62,17 @@ pub(crate) fn all() -> Vec<Shape> {
         },
         Shape { name: "one long line (text)", build: |s| message("text/plain; charset=utf-8", &"word ".repeat(s / 5)) },
         Shape {
+            name: "non-ASCII lines ending in a colon",
+            build: |s| {
+                let line = "Привет мир это строка текста schrieb:\r\n";
+                message("text/plain; charset=utf-8", &line.repeat(s / line.len() + 1))
+            },
+        },
+        Shape {
+            name: "one long non-ASCII line ending in a colon",
+            build: |s| message("text/plain; charset=utf-8", &format!("{} schrieb x:", "é".repeat(s / 2))),
+        },
+        Shape {
             name: "many small parts",
             build: |s| {
                 let part = "--b\r\nContent-Type: text/plain\r\n\r\nx\r\n";

@@ -112,6 +112,12 @@ static RETURNED_COPY: LazyLock<Regex> = LazyLock::new(|| {
 static REPLY_PREFIX: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)^\s*(re|aw|sv|vs|fw|fwd|wg|tr|rv|r|antw|odp)\s*:").expect("valid regex"));
 
+/// Whether a subject starts with a reply or forward prefix (`Re:`, `Fwd:`,
+/// `AW:`, ...): a person answering about something.
+pub(super) fn is_reply_subject(subject: &str) -> bool {
+    REPLY_PREFIX.is_match(subject)
+}
+
 /// Display names and local parts mail systems send their reports as.
 fn sender_is_mail_system(mail: &ParsedMail) -> bool {
     let local = mail.from.as_deref().and_then(|f| f.split('@').next()).unwrap_or("").to_ascii_lowercase();

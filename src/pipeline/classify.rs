@@ -149,7 +149,9 @@ pub fn classify(mail_from: &str, mail: &ParsedMail) -> Classification {
     if is_mail_system(from_local) && BOUNCE_SUBJECTS.iter().any(|p| subject.starts_with(p)) {
         return bounce("delivery failure subject from the mail system");
     }
-    if is_qmail_report(&mail.readable_text) {
+    // A person forwarding or answering about one is not the report itself.
+    let replying = super::bounce::is_reply_subject(mail.subject.as_deref().unwrap_or(""));
+    if !replying && is_qmail_report(&mail.readable_text) {
         return bounce("qmail delivery report");
     }
     if let Some(signal) = super::bounce::failure_report(mail, has_automatic_header(mail)) {
@@ -191,7 +193,16 @@ pub fn classify(mail_from: &str, mail: &ParsedMail) -> Classification {
     }
     if let Some(subject) = &mail.subject {
         let subject = subject.trim().to_lowercase();
-        if let Some(prefix) = AUTO_REPLY_SUBJECTS.iter().find(|p| subject.starts_with(*p)) {
+        // The phrase as a prefix ("Out of Office: ...", "自動応答"), not the
+        // first words of a person's subject ("Out of office hours support
+        // number?", "Ausência de resposta ao pedido", "不在票が入っていました").
+        let as_prefix = |p: &&&str| {
+            subject.strip_prefix(**p).is_some_and(|rest| {
+                let rest = rest.trim_start();
+                p.ends_with(':') || rest.is_empty() || rest.starts_with([':', '：', '-', '(', '[', '|'])
+            })
+        };
+        if let Some(prefix) = AUTO_REPLY_SUBJECTS.iter().find(as_prefix) {
             return auto(format!("out-of-office subject ({prefix})"));
         }
     }

@@ -25,6 +25,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 /// Fewest words a run of matching lines must hold to be removed: a
 /// sentence of ours that the person repeats in a line of their own is not.
+/// A run must also hold a quarter of the words we sent, up to 40.
 pub const MIN_WORDS: usize = 8;
 
 /// Lines of a reply compared at most (the rest is kept as it is).
@@ -178,6 +179,9 @@ pub fn remove(reply: &str, sent: &str) -> Option<Removed> {
     if !stream.windows(3).any(|run| firsts.contains(&joined(run))) {
         return None;
     }
+    // A quarter of what we sent (up to 40 words): a few questions of ours
+    // that the person copied to answer them one by one are not an echo.
+    let needed = MIN_WORDS.max((stream.len() / 4).min(40));
     let ours = Sent::of(stream);
     let kinds: Vec<Line> = lines.iter().take(MAX_LINES).map(|l| ours.line(l)).collect();
     let mut gone = vec![false; lines.len()];
@@ -211,7 +215,7 @@ pub fn remove(reply: &str, sent: &str) -> Option<Removed> {
         while start > 0 && short_or_blank(kinds[start - 1]) && lines[start - 1].trim_start().starts_with('>') {
             start -= 1;
         }
-        if words >= MIN_WORDS {
+        if words >= needed {
             gone[start..=end].iter_mut().for_each(|g| *g = true);
         }
         i = end + 1;
@@ -262,7 +266,8 @@ mod tests {
 
     #[test]
     fn a_digest_of_earlier_replies_goes_with_its_short_lines() {
-        let reply = "Done.\n\n> Hello Anna,\n>\n> We restarted the backup job on the live server.\n> Alex\n";
+        let reply = "Done.\n\n> Hello Anna,\n>\n> We restarted the backup job on the live server.\n> Could you check \
+                     whether last night's export is complete now?\n> Alex\n";
         let removed = remove(reply, SENT).expect("a match");
         assert_eq!(removed.text, "Done.");
     }

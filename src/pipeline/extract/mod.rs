@@ -309,13 +309,22 @@ fn without_quotes<'a>(lines: &[&'a str], attribution: &[bool]) -> Vec<&'a str> {
             let wrapped_link = i > 0
                 && !line.is_empty()
                 && !line.contains(char::is_whitespace)
+                && line.contains(['/', '=', '&', '?', '#', '%'])
                 && starts_quoted(lines[i - 1])
-                && lines[i - 1].contains("://")
+                && lines[i - 1].split_whitespace().last().is_some_and(|word| word.contains("://"))
                 && lines.get(i + 1).is_some_and(|next| starts_quoted(next));
             starts_quoted(line) || wrapped_link || attribution[i]
         })
         .collect();
-    let text: Vec<bool> = (0..lines.len()).map(|i| !is_blank(lines[i]) && !quote[i]).collect();
+    // Below a separator rule that no quote follows (a mailing list's
+    // footer) nothing answers a quote.
+    let footer_rule = (0..lines.len())
+        .rev()
+        .take_while(|&i| !quote[i])
+        .filter(|&i| quotes::is_rule(lines[i]))
+        .last()
+        .unwrap_or(lines.len());
+    let text: Vec<bool> = (0..lines.len()).map(|i| i < footer_rule && !is_blank(lines[i]) && !quote[i]).collect();
     // A quote block: quoted lines, with the blank lines between them. It is
     // answered when the next line that is neither blank nor quoted is text.
     let mut next_nonblank = vec![lines.len(); lines.len() + 1];

@@ -51,7 +51,7 @@ const ATTRIBUTION_ENDINGS: &[&str] = &[
 static ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
     let verbs = ATTRIBUTION_ENDINGS.iter().map(|v| regex::escape(v)).collect::<Vec<_>>().join("|");
     Regex::new(&format!(
-        r"(?i)(?:{verbs})\s*[:：]\s*$|@[^\s<>]+>\s*[:：]\s*$|\b(?:schrieb|schreef|skrev)\s.{{1,120}}[:：]\s*$"
+        r"(?i)(?:{verbs})\s*[:：]\s*$|@[^\s<>]+>\s*[:：]\s*$|(?-u:\b)(?:schrieb|schreef|skrev)\s.{{1,120}}[:：]\s*$"
     ))
     .expect("valid attribution regex")
 });
@@ -127,8 +127,8 @@ fn is_attribution(line: &str) -> bool {
     line.ends_with([':', '：'])
         && !line.starts_with('>')
         && line.len() < 400
-        && ATTRIBUTION.is_match(line)
         && HAS_DATE_OR_ADDRESS.is_match(line)
+        && ATTRIBUTION.is_match(line)
 }
 
 /// Where quoted history starts, and the attribution lines that introduce
@@ -164,14 +164,21 @@ fn scan_markers(lines: &[&str]) -> Scan {
         }
         if let Some(span) = attribution_at(lines, i, &below) {
             // Answered when a quote follows it and the person wrote below
-            // that; unquoted text right below is an earlier message pasted
-            // in, which is history like the rest.
-            if below.quote_follows(lines, i + span) && below.answered(i + span) {
+            // that. Unquoted text right below a full attribution (an
+            // address and a time) is an earlier message pasted in, which is
+            // history like the rest; below a weaker one ("On 3 March you
+            // wrote:") it is the person's own text, and the line is theirs.
+            let quoted = below.quote_follows(lines, i + span);
+            if quoted && below.answered(i + span) {
                 drop.extend(i..i + span);
                 i += span;
                 continue;
             }
-            return Scan { end: i, drop };
+            if quoted || below.next_nonblank(lines, i + span).is_none() || is_full_attribution(&lines[i..i + span]) {
+                return Scan { end: i, drop };
+            }
+            i += span;
+            continue;
         }
         if is_our_marker(lines[i]) {
             if lines[i].trim_start().starts_with('>') && below.answered(i + 1) {
@@ -194,6 +201,17 @@ fn scan_markers(lines: &[&str]) -> Scan {
 pub(super) fn history_start(lines: &[&str]) -> Option<usize> {
     let scan = scan(lines);
     (scan.end < lines.len()).then_some(scan.end)
+}
+
+/// A time like `10:00` or `17.21`, as attributions name the hour.
+static TIME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b\d{1,2}[:.]\d{2}\b").expect("valid regex"));
+
+/// Whether attribution lines name the sender's address (in angle brackets
+/// or as a `mailto:`) and a time: what a client writes, not a person.
+fn is_full_attribution(lines: &[&str]) -> bool {
+    let text = lines.join(" ");
+    let address = text.contains("mailto:") || text.contains('<') && text.contains('@') && text.contains('>');
+    address && TIME.is_match(&text)
 }
 
 /// What lies below each line, worked out once from the bottom up.
@@ -238,7 +256,8 @@ impl Below {
 fn attribution_at(lines: &[&str], i: usize, below: &Below) -> Option<usize> {
     let line = lines[i];
     if let Some(next) = lines.get(i + 1).filter(|n| n.trim_end().ends_with([':', '：']) && !line.trim().is_empty()) {
-        let wrapped = line.trim_end().ends_with(['<', ',', '('])
+        let wrapped = line.trim_end().ends_with(['<', '('])
+            || line.trim_end().ends_with(',') && line.contains(|c: char| c.is_ascii_digit())
             || ADDRESS_TAIL.is_match(next)
             || LEAD.is_match(line) && !is_attribution(line);
         if wrapped && is_attribution(&format!("{} {}", line.trim_end(), next.trim_start())) {
@@ -265,8 +284,12 @@ fn attribution_at(lines: &[&str], i: usize, below: &Below) -> Option<usize> {
     if quote_follows && DATED_SENDER.is_match(line) {
         return Some(1);
     }
-    (trimmed.ends_with([':', '：']) && !trimmed.starts_with('>') && ATTRIBUTION.is_match(trimmed) && quote_follows)
-        .then_some(1)
+    (trimmed.ends_with([':', '：'])
+        && !trimmed.starts_with('>')
+        && trimmed.len() < 400
+        && quote_follows
+        && ATTRIBUTION.is_match(trimmed))
+    .then_some(1)
 }
 
 /// A banner or header block that starts history at `i`.
@@ -334,9 +357,7 @@ fn header_block_at(lines: &[&str], at: usize) -> bool {
 fn names_a_sender(value: &str) -> bool {
     let value = value.trim().trim_matches('*').trim();
     value.contains('@')
-        || (!value.is_empty()
-            && value.split_whitespace().count() <= 6
-            && !value.ends_with(['.', '?', '!', '。', '？', '！']))
+        || (!value.is_empty() && value.split_whitespace().count() <= 6 && !value.ends_with(['?', '!', '？', '！']))
 }
 
 /// A separator rule: a line of at least three dashes, underscores, equals
@@ -432,6 +453,25 @@ mod tests {
     #[test]
     fn an_attribution_without_a_date_is_known_by_the_quote_below_it() {
         assert_eq!(start("Thanks\n\nOn Sun, Alex wrote:\n> old"), Some(2));
+    }
+
+    #[test]
+    fn unquoted_text_below_an_attribution_is_history_only_below_a_full_one() {
+        // A client's attribution (address and time) over a pasted earlier message.
+        assert_eq!(start("Thanks.\n\nOn Mon, 23 Nov 2026 at 10:00, Support <s@x.example> wrote:\nold text"), Some(2));
+        // A person's own words that read like one keep what follows.
+        assert_eq!(start("Hello,\n\nOn 3 March you wrote:\n\"We will refund.\"\n\nPlease escalate."), None);
+        assert_eq!(start("Hi,\nour admin (admin@corp.example) wrote:\nplease reset it"), None);
+        assert_eq!(start("Hallo,\nich schrieb Ihnen am 3. März Folgendes:\nDie Rechnung ist doppelt."), None);
+    }
+
+    #[test]
+    fn lines_of_non_ascii_text_ending_in_a_colon_read_in_linear_time() {
+        // Unicode word boundaries sent the attribution regex to a slow engine.
+        let text = "Привет мир это строка текста schrieb:\n".repeat(20_000);
+        assert_eq!(start(&text), None);
+        let line = format!("{} schrieb x:", "é".repeat(200_000));
+        assert_eq!(start(&line), None);
     }
 
     #[test]

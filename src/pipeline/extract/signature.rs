@@ -84,28 +84,51 @@ static EXCUSE: LazyLock<Regex> = LazyLock::new(|| {
 fn footer_shaped(line: &str) -> bool {
     let bare = LINK.replace_all(line, " ");
     let bare = bare.trim().trim_end_matches(['.', '!']);
-    let (device, rest) = match bare.find([',', '.', ';', '?', '!', '，', '。']) {
+    let (device, rest) = match bare.find([',', '.', ';', ':', '?', '!', '，', '。']) {
         Some(at) => bare.split_at(at),
         None => (bare, ""),
     };
-    let rest = rest.trim_start_matches([',', '.', ';', '?', '!', '，', '。']).trim();
+    let rest = rest.trim_start_matches([',', '.', ';', ':', '?', '!', '，', '。']).trim();
     device.split_whitespace().count() <= 8 && (rest.is_empty() || EXCUSE.is_match(rest)) && !bare.contains('?')
 }
 
 /// Where the person's text ends, given that quoted history starts at
-/// `end`: at the first mobile footer below something they wrote, when
-/// anything but blank lines follows it (the older messages a phone puts
-/// below, quoted or not); else `end`.
+/// `end`: at the first mobile footer that stands as a paragraph of its own
+/// below something they wrote, when older messages follow it (the history
+/// starts below it, the next line is quoted or names a sender with their
+/// address, or another footer comes further down: a phone's chain); else
+/// `end`. A footer followed only by
+/// more of the person's text (a PS) ends nothing.
 pub(super) fn footer_cut(lines: &[&str], end: usize) -> usize {
     let mut wrote = false;
+    let mut footers = (0..end).filter(|&i| {
+        let starts_paragraph = i == 0 || super::is_blank(lines[i - 1]);
+        starts_paragraph && starts_capitalized(lines[i]) && is_mobile_footer(lines[i])
+    });
+    let first = footers.next();
+    let another = footers.next().is_some();
     for (i, line) in lines[..end].iter().enumerate() {
-        if wrote && is_mobile_footer(line) {
-            let more = lines[i + 1..].iter().any(|l| !super::is_blank(l));
-            return if more { i } else { end };
+        if Some(i) == first {
+            let next = lines[i + 1..].iter().find(|l| !super::is_blank(l));
+            // What follows is older when it is quoted, or names a sender
+            // as `Name <address>` (Yahoo's one-line "On ..., X<x@y> wrote: ...").
+            let older = end < lines.len()
+                || another
+                || next.is_some_and(|l| l.trim_start().starts_with('>') || l.contains('<') && l.contains('@'));
+            return if wrote && older { i } else { end };
         }
         wrote |= !super::is_blank(line) && !line.trim_start().starts_with('>');
     }
     end
+}
+
+/// Whether a line starts with a capital letter or a letter of a script
+/// without case, as a footer does ("Sent from ..."), not with a lower-case
+/// one, as the middle of a wrapped sentence does ("... you\nsent from my
+/// account page ..."). `iPhoneから送信` is a footer too.
+fn starts_capitalized(line: &str) -> bool {
+    let line = line.trim_start();
+    line.chars().next().is_some_and(|c| !c.is_lowercase()) || line.contains("から送信")
 }
 
 fn drop_trailing_footers(lines: &mut Vec<&str>) {
