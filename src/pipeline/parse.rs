@@ -163,14 +163,17 @@ fn utf8_despite_label(raw: &[u8], part: &mail_parser::MessagePart<'_>) -> Option
 /// [`read`], after the repairs other readers make without a word: lines
 /// that are blank or hold only spaces before the header fields are
 /// skipped, and a message whose lines end in a bare CR (old Mac clients,
-/// some web forms; more bare CRs than line feeds, as a relay's CRLF
+/// some web forms; more bare CRs than line feeds in its first 4 KB, as a relay's CRLF
 /// `Received:` field or the CRLF before SMTP's final dot leave a few) is
 /// read with CRLF line ends.
 fn read_repaired(raw: &[u8]) -> Option<ParsedMail> {
     let skip = leading_blank_lines(raw);
     let rest = &raw[skip..];
+    // Judged on the first 4 KB (the header section at least): a bare-CR
+    // message has them everywhere, and a large message is not read twice.
+    let head = &rest[..rest.len().min(4096)];
     let (mut bare_cr, mut lf) = (0usize, 0usize);
-    for (i, &byte) in rest.iter().enumerate() {
+    for (i, &byte) in head.iter().enumerate() {
         match byte {
             b'\n' => lf += 1,
             b'\r' if rest.get(i + 1) != Some(&b'\n') => bare_cr += 1,
@@ -178,7 +181,7 @@ fn read_repaired(raw: &[u8]) -> Option<ParsedMail> {
         }
     }
     if bare_cr > lf {
-        let mut lines = Vec::with_capacity(rest.len() + bare_cr);
+        let mut lines = Vec::with_capacity(rest.len() + rest.len() / 32);
         for (i, &byte) in rest.iter().enumerate() {
             lines.push(byte);
             if byte == b'\r' && rest.get(i + 1) != Some(&b'\n') {
