@@ -18,6 +18,7 @@ pub mod outbound;
 pub mod pipeline;
 pub mod policy;
 pub mod rules;
+pub mod service;
 pub mod smtp;
 pub mod store;
 pub mod telemetry;

@@ -397,8 +397,11 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         println!("  {token}");
     }
     let _ = std::io::stdout().flush();
+    // Everything is up: a `Type=notify` unit counts as started from here.
+    mailgate::service::notify("READY=1\nSTATUS=taking mail");
     stop.wait().await;
     tracing::info!("shutting down");
+    mailgate::service::notify("STOPPING=1");
     app.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -28,6 +28,7 @@ mod replay;
 mod roundtrip;
 mod rules;
 mod security;
+mod service;
 mod slow;
 mod smtp;
 mod store;
