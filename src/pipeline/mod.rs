@@ -596,7 +596,7 @@ impl Pipeline {
             _ => None,
         };
         if let Some(sent) = sent.filter(|_| analysis.kind == MailKind::Human)
-            && let Some(removed) = extract::echo::remove(&analysis.reply_text, &sent.text)
+            && let Some(removed) = extract::echo::remove(&analysis.reply_text, &sent.text())
         {
             analysis.reply_text = removed.text;
             analysis.notification_removed =

@@ -69,7 +69,7 @@ pub(super) async fn answer_lookups(backend: Backend, mut lookups: mpsc::Receiver
                                 outbox_id,
                                 thread_id: lookup.thread_id,
                                 recipient_id: lookup.author_id,
-                                text: SentNotification::decompress(text).into(),
+                                compressed: text.as_slice().into(),
                             }),
                             _ => None,
                         };

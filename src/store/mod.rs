@@ -522,11 +522,17 @@ pub struct SentNotification {
     pub thread_id: i64,
     /// The person it went to.
     pub recipient_id: i64,
-    /// Its plain text as sent.
-    pub text: std::sync::Arc<str>,
+    /// Its plain text as sent, lz4-compressed (read with [`Self::text`]
+    /// only when a person's reply is matched against it).
+    pub compressed: std::sync::Arc<[u8]>,
 }
 
 impl SentNotification {
+    /// Its plain text as sent.
+    pub fn text(&self) -> String {
+        Self::decompress(&self.compressed)
+    }
+
     /// Compresses a notification's text for [`Delivery::Sent`].
     pub fn compress(text: &str) -> Vec<u8> {
         lz4_flex::block::compress_prepend_size(text.as_bytes())

@@ -249,41 +249,21 @@ impl Store {
     ) -> StoreResult<(u64, u64, u64)> {
         let mut originals = 0;
         if let Some(before) = before {
-            loop {
-                let deleted = writing!(self, |db| sqlx::query(
+            originals = self
+                .in_batches(
                     "DELETE FROM originals WHERE id IN (SELECT o.id FROM originals o WHERE o.stored_at < $1 \
                      AND NOT EXISTS (SELECT 1 FROM held_messages h WHERE h.original = o.sha256 AND h.status = 'held') \
                      ORDER BY o.stored_at LIMIT $2)",
+                    before,
                 )
-                .bind(before)
-                .bind(PURGE_BATCH)
-                .execute(db)
-                .await
-                .map(|done| done.rows_affected()))?;
-                originals += deleted;
-                if deleted < PURGE_BATCH as u64 {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-        }
-        if let Some(before) = before {
+                .await?;
             // Refused mail's header fields go when originals of its age do.
-            loop {
-                let cleared = writing!(self, |db| sqlx::query(
-                    "UPDATE inbound_log SET headers = NULL WHERE id IN (SELECT id FROM inbound_log \
-                     WHERE headers IS NOT NULL AND received_at < $1 ORDER BY received_at LIMIT $2)",
-                )
-                .bind(before)
-                .bind(PURGE_BATCH)
-                .execute(db)
-                .await
-                .map(|done| done.rows_affected()))?;
-                if cleared < PURGE_BATCH as u64 {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
+            self.in_batches(
+                "UPDATE inbound_log SET headers = NULL WHERE id IN (SELECT id FROM inbound_log \
+                 WHERE headers IS NOT NULL AND received_at < $1 ORDER BY received_at LIMIT $2)",
+                before,
+            )
+            .await?;
         }
         let mut held = 0;
         if let Some(before) = held_before {
@@ -323,24 +303,35 @@ impl Store {
         }
         let mut texts = 0;
         if let Some(before) = texts_before {
-            loop {
-                let cleared = writing!(self, |db| sqlx::query(
+            texts = self
+                .in_batches(
                     "UPDATE outbox SET sent_text = NULL WHERE id IN (SELECT id FROM outbox \
                      WHERE sent_text IS NOT NULL AND sent_at < $1 ORDER BY sent_at LIMIT $2)",
+                    before,
                 )
+                .await?;
+        }
+        Ok((originals, held, texts))
+    }
+
+    /// Runs `sql` (a statement on at most `$2` rows older than `$1`) in
+    /// transactions of [`PURGE_BATCH`] rows until fewer are left, yielding
+    /// between them; returns how many rows it touched.
+    async fn in_batches(&self, sql: &'static str, before: i64) -> StoreResult<u64> {
+        let mut total = 0;
+        loop {
+            let touched = writing!(self, |db| sqlx::query(sql)
                 .bind(before)
                 .bind(PURGE_BATCH)
                 .execute(db)
                 .await
                 .map(|done| done.rows_affected()))?;
-                texts += cleared;
-                if cleared < PURGE_BATCH as u64 {
-                    break;
-                }
-                tokio::task::yield_now().await;
+            total += touched;
+            if touched < PURGE_BATCH as u64 {
+                return Ok(total);
             }
+            tokio::task::yield_now().await;
         }
-        Ok((originals, held, texts))
     }
 }
 

@@ -98,14 +98,12 @@ fn forward_start(lines: &[&str], forward_subject: bool) -> Option<usize> {
     (forward_subject || quotes::is_forward_banner(marker)).then_some(at)
 }
 
-/// Whether a character shows nothing: zero-width spaces and joiners, word
-/// joiners, the byte order mark, soft hyphens, direction marks, the
-/// combining grapheme joiner (tracking glyphs are made of these).
+/// Whether a character shows nothing: the invisible formatting characters
+/// a file name loses ([`is_invisible_format`]), and soft hyphens, the
+/// combining grapheme joiner and the Mongolian vowel separator (tracking
+/// glyphs are made of these).
 pub(super) fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}' | '\u{034F}' | '\u{180E}'
-    )
+    is_invisible_format(c) || matches!(c, '\u{00AD}' | '\u{034F}' | '\u{180E}')
 }
 
 /// Whether a line shows nothing: only spaces and invisible characters.
