@@ -69,6 +69,23 @@ pub(crate) fn all() -> Vec<Shape> {
             },
         },
         Shape {
+            name: "bare-CR line ends",
+            build: |s| {
+                let body = "Some text.\r\n> quoted\r\nSent from my iPhone\r\n".repeat(s / 40 + 1);
+                String::from_utf8(message("text/plain; charset=utf-8", &body))
+                    .unwrap()
+                    .replace("\r\n", "\r")
+                    .into_bytes()
+            },
+        },
+        Shape {
+            name: "pasted chain of attributions and footers",
+            build: |s| {
+                let older = "Thanks.\r\n\r\nSent from my iPhone\r\n\r\nOn Mon, 23 Nov 2026 at 10:00, Support <s@x.example> wrote:\r\nolder text\r\n\r\n";
+                message("text/plain; charset=utf-8", &older.repeat(s / older.len() + 1))
+            },
+        },
+        Shape {
             name: "one long non-ASCII line ending in a colon",
             build: |s| message("text/plain; charset=utf-8", &format!("{} schrieb x:", "é".repeat(s / 2))),
         },

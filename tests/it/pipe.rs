@@ -167,6 +167,15 @@ async fn deliver_exit_codes_are_what_a_mail_server_reads_and_a_retry_stores_once
             "2.0.0 Message added",
         ),
         (
+            // Not an email at all: held with its bytes, as over SMTP, never bounced.
+            "a message with no header section",
+            base(&reply_address),
+            "\r\n  \r\njust words, no header section\r\n".to_owned(),
+            vec![],
+            0,
+            "2.0.0 Message received; it is held for review",
+        ),
+        (
             "--help itself",
             vec!["--help".to_owned()],
             genuine.clone(),

@@ -23,6 +23,19 @@ fn rewrapped(text: &str, width: usize) -> String {
     out + &line + "\r\n"
 }
 
+/// Waits until a notification to `address` is recorded as sent.
+async fn sent_to(app: &TestApp, address: &str) {
+    for _ in 0..200 {
+        let (_, items) = app.get("/outbox?status=sent").await;
+        let items = items.as_array().cloned().unwrap_or_default();
+        if items.iter().any(|i| i["to_address"] == address || i["to"] == address) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no notification to {address} recorded as sent");
+}
+
 #[tokio::test]
 async fn our_notification_coming_back_unquoted_is_removed_by_matching_it() {
     let app = spawn_app().await;
@@ -37,6 +50,8 @@ async fn our_notification_coming_back_unquoted_is_removed_by_matching_it() {
     let note = app.wait_for_mail(3).await.remove(2);
     assert_eq!(note.to(), OWNER);
     assert!(note.body.contains("Could you check whether"), "{}", note.body);
+    // The mail file is written before its delivery is recorded with its text.
+    sent_to(&app, OWNER).await;
 
     // The notification as some clients return it: below the answer, no quote
     // marks, no marker, wrapped at another width.
@@ -91,6 +106,7 @@ async fn a_notifications_text_is_kept_only_as_long_as_its_reply_address() {
     .await;
     let (_, _, note) = app.chat_with_note().await;
     assert!(!note.reply_address().is_empty());
+    sent_to(&app, OWNER).await;
     let kept = "SELECT COUNT(*) FROM outbox WHERE sent_text IS NOT NULL";
     assert!(query_i64(&url, kept).await >= 1, "the notification's text is kept");
     let mut left = 1;
