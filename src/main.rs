@@ -16,6 +16,8 @@ use std::process::ExitCode;
 
 #[path = "cli/admin.rs"]
 mod admin;
+#[path = "cli/operations.rs"]
+mod operations;
 #[path = "cli/review.rs"]
 mod review;
 
@@ -129,6 +131,36 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: StoreArgs,
+    },
+    /// Bring the database's schema up to date (what `serve` does at start),
+    /// or with --check list the migrations pending and exit 1 if there are
+    /// any. Refuses a database a newer mailgate has upgraded.
+    Migrate {
+        /// Only list what is pending; change nothing.
+        #[arg(long)]
+        check: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: StoreArgs,
+    },
+    /// Copy the SQLite database to FILE while the server runs and takes
+    /// mail: one consistent snapshot, mode 0600. It holds the signing
+    /// secrets: keep it as safe as the data folder. (PostgreSQL: pg_dump.)
+    Backup {
+        /// Where to write the copy; must not exist.
+        file: PathBuf,
+        #[command(flatten)]
+        config: StoreArgs,
+    },
+    /// Make a backup the database of an empty data folder, brought up to
+    /// this version's schema. Never overwrites a database.
+    Restore {
+        /// The backup `mailgate backup` wrote.
+        file: PathBuf,
         #[command(flatten)]
         config: StoreArgs,
     },
@@ -350,6 +382,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokens { command } => admin::tokens(command).await,
         Command::Rules { command } => rules(command).await,
         Command::Keys { command } => admin::keys(command).await,
+        Command::Migrate { check, json, config } => operations::migrate(check, json, config).await,
+        Command::Backup { file, config } => operations::backup(file, config).await,
+        Command::Restore { file, config } => operations::restore(file, config).await,
         Command::Log { rule, limit, json, config } => log(rule, limit, json, config).await,
         Command::Held { command } => review::held(command).await,
         Command::Explain { what, config } => review::explain(what, config).await,

@@ -184,6 +184,7 @@ mod originals;
 mod outbox;
 mod participants;
 mod pass_reads;
+pub mod schema;
 mod settings;
 pub mod states;
 mod threads;
@@ -210,6 +211,17 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A newer mailgate has migrated the database past what this build knows.
+    #[error(
+        "this database was upgraded by a newer mailgate (schema version {found}; this mailgate knows up to {known}): \
+         run that newer version, or restore the backup made before the upgrade"
+    )]
+    NewerSchema {
+        /// The newest migration the database has.
+        found: i64,
+        /// The newest migration this build has.
+        known: i64,
+    },
     /// A row that must exist does not.
     #[error("{0} not found")]
     NotFound(&'static str),

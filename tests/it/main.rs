@@ -17,6 +17,7 @@ mod fuzz;
 mod held;
 mod hostile;
 mod locales;
+mod operations;
 mod originals;
 mod participants;
 mod pipe;
