@@ -92,35 +92,116 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Store, TokenSigner)>
     let store = open_database(config).await?.with_outbox_policy(policy);
     // Read first: a tool looking at a running gateway's data then writes
     // nothing, and never waits for the server's writer.
-    if store.setting("token_key.1").await?.is_none() {
-        store.setting_or_init("token_key.1", || random_hex(32)).await?;
+    let mut keys = read_token_keys(&store).await?;
+    if keys.is_none() {
+        store.setting_or_init(&format!("{TOKEN_KEY}1"), || random_hex(32)).await?;
+        keys = read_token_keys(&store).await?;
     }
+    let (current, older, retired) = keys.context("no token key")?;
+    let signer = TokenSigner::new(current.clone(), older.clone()).with_lifetime_days(config.token_lifetime_days);
+    signer.replace_keys(current, older, retired);
+    Ok((store, signer))
+}
+
+/// Settings `token_key.N`: the secret of signing key N (hex).
+const TOKEN_KEY: &str = "token_key.";
+/// Settings `token_key_retired.N`: when key N was retired (Unix seconds).
+const RETIRED_TOKEN_KEY: &str = "token_key_retired.";
+
+/// The signing keys in the database: (the newest, which signs; the older
+/// ones, which verify; the ids of retired keys). `None` before the first key.
+async fn read_token_keys(store: &Store) -> anyhow::Result<Option<(TokenKey, Vec<TokenKey>, Vec<u8>)>> {
+    let retired = retired_key_ids(store).await?;
     let mut keys = Vec::new();
-    for (name, value) in store.settings_with_prefix("token_key.").await? {
-        let id: u8 = name.trim_start_matches("token_key.").parse().with_context(|| format!("setting {name}"))?;
+    for (name, value) in store.settings_with_prefix(TOKEN_KEY).await? {
+        let id: u8 = name.trim_start_matches(TOKEN_KEY).parse().with_context(|| format!("setting {name}"))?;
         let secret =
             data_encoding::HEXLOWER.decode(value.as_bytes()).with_context(|| format!("setting {name} is not hex"))?;
-        keys.push(TokenKey::new(id, secret));
+        if !retired.contains(&id) {
+            keys.push(TokenKey::new(id, secret));
+        }
     }
     keys.sort_by_key(|k| k.id);
-    let current = keys.pop().context("no token key")?;
-    Ok((store, TokenSigner::new(current, keys).with_lifetime_days(config.token_lifetime_days)))
+    Ok(keys.pop().map(|current| (current, keys, retired)))
+}
+
+async fn retired_key_ids(store: &Store) -> anyhow::Result<Vec<u8>> {
+    Ok(store
+        .settings_with_prefix(RETIRED_TOKEN_KEY)
+        .await?
+        .iter()
+        .filter_map(|(name, _)| name.trim_start_matches(RETIRED_TOKEN_KEY).parse::<u8>().ok())
+        .collect())
 }
 
 /// Adds a new token key and makes it the one new tokens are signed with;
 /// tokens signed with older keys keep verifying. Returns the new key's id.
-/// A running server picks it up at its next start.
+/// Running servers sign with it within [`credentials::REFRESH`] ([`follow_token_keys`]).
 pub async fn rotate_token_key(store: &Store) -> anyhow::Result<u8> {
-    let newest = store
-        .settings_with_prefix("token_key.")
-        .await?
+    let held = store.settings_with_prefix(TOKEN_KEY).await?;
+    let newest = held
         .iter()
-        .filter_map(|(name, _)| name.trim_start_matches("token_key.").parse::<u8>().ok())
+        .filter_map(|(name, _)| name.trim_start_matches(TOKEN_KEY).parse::<u8>().ok())
+        .chain(retired_key_ids(store).await?)
         .max()
         .unwrap_or(0);
     let id = newest.checked_add(1).context("255 keys exist; no room for another")?;
-    store.setting_or_init(&format!("token_key.{id}"), || random_hex(32)).await?;
+    store.setting_or_init(&format!("{TOKEN_KEY}{id}"), || random_hex(32)).await?;
     Ok(id)
+}
+
+/// Takes key `id` out of service for good: its secret is deleted and every
+/// token it signed (reply addresses, links, bounce addresses) is refused
+/// from then on, by every instance within [`credentials::REFRESH`]. The
+/// newest key cannot be retired: rotate first.
+pub async fn retire_token_key(store: &Store, id: u8) -> anyhow::Result<()> {
+    let Some((current, _, retired)) = read_token_keys(store).await? else {
+        anyhow::bail!("there are no signing keys yet");
+    };
+    if retired.contains(&id) {
+        anyhow::bail!("key {id} is already retired");
+    }
+    if store.setting(&format!("{TOKEN_KEY}{id}")).await?.is_none() {
+        anyhow::bail!("there is no key {id} (`mailgate keys list` shows them)");
+    }
+    if current.id == id {
+        anyhow::bail!(
+            "key {id} is the newest key, which signs every new reply address: run `mailgate keys rotate` first, \
+             then retire {id}"
+        );
+    }
+    // Marked first, deleted second: a crash between leaves it refused.
+    store.put_setting(&format!("{RETIRED_TOKEN_KEY}{id}"), &chrono::Utc::now().timestamp().to_string()).await?;
+    store.delete_setting(&format!("{TOKEN_KEY}{id}")).await?;
+    Ok(())
+}
+
+/// Keeps `signer` (and so every part of this server) on the keys in the
+/// database: a rotation or a retirement made by `mailgate keys` on any
+/// host reaches this instance within [`credentials::REFRESH`].
+async fn follow_token_keys(store: Store, signer: TokenSigner, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(credentials::REFRESH) => {}
+        }
+        match read_token_keys(&store).await {
+            Ok(Some((current, older, retired))) => {
+                let mut held: Vec<u8> = std::iter::once(current.id).chain(older.iter().map(|k| k.id)).collect();
+                held.sort_unstable_by(|a, b| b.cmp(a));
+                let mut retired_sorted = retired.clone();
+                retired_sorted.sort_unstable();
+                let (was_held, mut was_retired) = signer.key_ids();
+                was_retired.sort_unstable();
+                if (&held, &retired_sorted) != (&was_held, &was_retired) {
+                    tracing::info!(signing = current.id, retired = ?retired_sorted, "signing keys changed");
+                    signer.replace_keys(current, older, retired);
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(error = %error, "could not read the signing keys; keeping the ones held"),
+        }
+    }
 }
 
 /// The setting that records the mail domain the server runs with.
@@ -154,6 +235,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         tasks.spawn(watch_rules(path, Arc::clone(&rules), Arc::clone(&metrics), shutdown.clone()));
     }
     tasks.spawn(purge(store.clone(), config.retention, shutdown.clone()));
+    tasks.spawn(follow_token_keys(store.clone(), signer.clone(), shutdown.clone()));
     let tls = config.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
     let session_context = |lmtp: bool| {
         Arc::new(SessionContext {

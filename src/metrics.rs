@@ -187,7 +187,7 @@ impl Default for Metrics {
         );
         registry.register(
             "smtp_recipients_refused",
-            "Recipients refused at RCPT time, by why (relay_denied, unknown_mailbox, expired_token, bad_token, \
+            "Recipients refused at RCPT time, by why (relay_denied, unknown_mailbox, expired_token, retired_key, bad_token, \
              unknown_thread, revoked, unavailable)",
             metrics.recipients_refused.clone(),
         );

@@ -9,9 +9,18 @@ use std::process::ExitCode;
 
 #[derive(Subcommand)]
 pub(crate) enum KeysCommand {
-    /// Add a new signing key: new tokens use it (after a restart); tokens
-    /// signed with older keys keep verifying.
+    /// Add a new signing key: new tokens use it (running servers within
+    /// seconds); tokens signed with older keys keep verifying.
     Rotate {
+        #[command(flatten)]
+        config: StoreArgs,
+    },
+    /// Take a key out of service (a stolen secret): every reply address and
+    /// link it signed is refused from then on, on every running server
+    /// within seconds. The newest key cannot be retired: rotate first.
+    Retire {
+        /// The key's id (`mailgate keys list`).
+        id: u8,
         #[command(flatten)]
         config: StoreArgs,
     },
@@ -218,24 +227,38 @@ pub(crate) async fn suppressions(command: SuppressionsCommand) -> anyhow::Result
 }
 
 pub(crate) async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
-    let (KeysCommand::Rotate { config: args } | KeysCommand::List { config: args }) = &command;
+    let (KeysCommand::Rotate { config: args }
+    | KeysCommand::List { config: args }
+    | KeysCommand::Retire { config: args, .. }) = &command;
     let config = args.load()?;
     mailgate::app::require_existing_database(&config)?;
     let (store, signer) = mailgate::app::open_store(&config).await?;
     match command {
         KeysCommand::Rotate { .. } => {
             let id = mailgate::app::rotate_token_key(&store).await?;
-            println!("token key {id} added; restart mailgate to sign new tokens with it (older keys keep verifying)");
+            println!(
+                "token key {id} added; running servers sign new tokens with it within {} seconds \
+                 (tokens of older keys keep verifying until you retire them)",
+                mailgate::http::credentials::REFRESH.as_secs()
+            );
+        }
+        KeysCommand::Retire { id, .. } => {
+            mailgate::app::retire_token_key(&store, id).await?;
+            println!(
+                "token key {id} retired: its secret is deleted, and reply addresses and links it signed are refused \
+                 by running servers within {} seconds",
+                mailgate::http::credentials::REFRESH.as_secs()
+            );
         }
         KeysCommand::List { .. } => {
-            for (name, _) in store.settings_with_prefix("token_key.").await? {
-                println!("{name}");
+            let (held, retired) = signer.key_ids();
+            for id in &held {
+                let role = if *id == signer.current_key_id() { "signs new tokens" } else { "verifies" };
+                println!("key {id}: {role}");
             }
-            println!(
-                "newest key: {} (a running server signs with the newest key it found when it started; \
-                 restart it after a rotation)",
-                signer.current_key_id()
-            );
+            for id in retired {
+                println!("key {id}: retired");
+            }
         }
     }
     store.close().await;

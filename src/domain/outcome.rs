@@ -59,12 +59,13 @@ pub enum RcptRefusal {
 
 impl RcptRefusal {
     /// The refusal's name, for metrics: `relay_denied`, `unknown_mailbox`,
-    /// `expired_token`, `bad_token`, `unknown_thread`, `revoked`, `unavailable`.
+    /// `expired_token`, `retired_key`, `bad_token`, `unknown_thread`, `revoked`, `unavailable`.
     pub fn label(&self) -> &'static str {
         match self {
             RcptRefusal::RelayDenied => "relay_denied",
             RcptRefusal::UnknownMailbox => "unknown_mailbox",
             RcptRefusal::BadToken(TokenError::Expired) => "expired_token",
+            RcptRefusal::BadToken(TokenError::Retired) => "retired_key",
             RcptRefusal::BadToken(_) => "bad_token",
             RcptRefusal::UnknownThread => "unknown_thread",
             RcptRefusal::Revoked => "revoked",
@@ -83,6 +84,9 @@ impl std::fmt::Display for RcptRefusal {
             RcptRefusal::BadToken(TokenError::Malformed) => "a reply address whose token is damaged",
             RcptRefusal::BadToken(TokenError::UnknownKey) => {
                 "a reply address signed with a key this desk does not hold (forged, or from another desk)"
+            }
+            RcptRefusal::BadToken(TokenError::Retired) => {
+                "a reply address signed with a key the desk has retired (`mailgate keys retire`)"
             }
             RcptRefusal::BadToken(TokenError::BadSignature) => {
                 "a reply address whose signature does not verify (forged or altered)"

@@ -165,6 +165,12 @@ pub fn for_rcpt_refusal(refusal: &RcptRefusal, domain: &str) -> SmtpReply {
             "5.1.1",
             "This reply address has expired. Reply to a newer notification, or write in the Dashboard",
         ),
+        RcptRefusal::BadToken(crate::domain::TokenError::Retired) => SmtpReply::new(
+            550,
+            "5.7.1",
+            "This reply address was withdrawn for your security. Please answer the latest notification \
+             email you received from us instead, or write in the Dashboard",
+        ),
         RcptRefusal::BadToken(_) => SmtpReply::new(
             550,
             "5.1.1",

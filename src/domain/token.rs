@@ -48,6 +48,10 @@ pub enum TokenError {
     /// Genuine, but older than the configured lifetime.
     #[error("reply token has expired")]
     Expired,
+    /// Signed with a key the desk has retired (`mailgate keys retire`),
+    /// e.g. because its secret was stolen.
+    #[error("reply token of a retired key")]
+    Retired,
 }
 
 /// One signing secret with its id.
@@ -79,11 +83,22 @@ pub fn random_hex(bytes: usize) -> String {
     data_encoding::HEXLOWER.encode(&buf)
 }
 
-/// Signs with the current key and verifies with any known key.
-#[derive(Debug, Clone)]
-pub struct TokenSigner {
+/// The keys a signer holds at one moment.
+#[derive(Debug)]
+struct KeyRing {
     current: TokenKey,
     older: Vec<TokenKey>,
+    /// Ids of keys taken out of service: their tokens are refused as
+    /// [`TokenError::Retired`] rather than as unknown.
+    retired: Vec<u8>,
+}
+
+/// Signs with the current key and verifies with any known key. Clones
+/// share their keys: [`TokenSigner::replace_keys`] on one (a rotation or a
+/// retirement read from the database) reaches every part of the server.
+#[derive(Debug, Clone)]
+pub struct TokenSigner {
+    keys: std::sync::Arc<std::sync::RwLock<std::sync::Arc<KeyRing>>>,
     /// Tokens older than this many days are refused; `None`: never.
     lifetime_days: Option<i64>,
 }
@@ -91,7 +106,28 @@ pub struct TokenSigner {
 impl TokenSigner {
     /// A signer that signs with `current` and also accepts tokens of `older` keys.
     pub fn new(current: TokenKey, older: Vec<TokenKey>) -> Self {
-        Self { current, older, lifetime_days: None }
+        let ring = KeyRing { current, older, retired: Vec::new() };
+        Self { keys: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(ring))), lifetime_days: None }
+    }
+
+    /// Puts new keys in place for this signer and all its clones: `current`
+    /// signs from now on, `older` still verify, tokens of `retired` ids are
+    /// refused as retired.
+    pub fn replace_keys(&self, current: TokenKey, older: Vec<TokenKey>, retired: Vec<u8>) {
+        let ring = std::sync::Arc::new(KeyRing { current, older, retired });
+        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = ring;
+    }
+
+    /// The ids of the keys held now, newest first (the first signs), and the retired ids.
+    pub fn key_ids(&self) -> (Vec<u8>, Vec<u8>) {
+        let ring = self.ring();
+        let mut held: Vec<u8> = std::iter::once(ring.current.id).chain(ring.older.iter().map(|k| k.id)).collect();
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        (held, ring.retired.clone())
+    }
+
+    fn ring(&self) -> std::sync::Arc<KeyRing> {
+        std::sync::Arc::clone(&self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// The same signer, refusing tokens older than `days`.
@@ -102,7 +138,7 @@ impl TokenSigner {
 
     /// The id of the key new tokens are signed with.
     pub fn current_key_id(&self) -> u8 {
-        self.current.id
+        self.ring().current.id
     }
 
     /// A reply token as if issued `days_ago` days ago (tests of expiry).
@@ -181,13 +217,14 @@ impl TokenSigner {
     }
 
     fn sign_pair_on(&self, purpose: Purpose, a: i64, b: i64, day: i64) -> String {
+        let ring = self.ring();
         let mut bytes = Vec::with_capacity(24);
         bytes.push(VERSION);
-        bytes.push(self.current.id);
+        bytes.push(ring.current.id);
         write_varint(&mut bytes, a as u64);
         write_varint(&mut bytes, b as u64);
         write_varint(&mut bytes, (day - EPOCH_DAY).max(0) as u64);
-        let mac = compute_mac(&self.current, purpose, &bytes);
+        let mac = compute_mac(&ring.current, purpose, &bytes);
         bytes.extend_from_slice(&mac[..MAC_LEN]);
         BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
     }
@@ -204,8 +241,12 @@ impl TokenSigner {
         if payload[0] != VERSION {
             return Err(TokenError::UnknownKey);
         }
-        let key = std::iter::once(&self.current)
-            .chain(&self.older)
+        let ring = self.ring();
+        if ring.retired.contains(&payload[1]) {
+            return Err(TokenError::Retired);
+        }
+        let key = std::iter::once(&ring.current)
+            .chain(&ring.older)
             .find(|key| key.id == payload[1])
             .ok_or(TokenError::UnknownKey)?;
         let mut verifier = mac_for(key, purpose);
@@ -302,6 +343,22 @@ mod tests {
         assert!(text.len() <= 40, "{text} is too long for a comfortable local part");
         assert_eq!(signer().verify(&text), Ok(token));
         assert_eq!(signer().verify(&text.to_uppercase()), Ok(token));
+    }
+
+    #[test]
+    fn a_key_replaced_on_one_clone_is_replaced_on_all_and_a_retired_key_verifies_nothing() {
+        let first = signer();
+        let clone = first.clone();
+        let token = ReplyToken { thread_id: 7, recipient_id: 8 };
+        let (old_reply, old_link) = (first.sign(token), first.sign_download(3, 5));
+        first.replace_keys(TokenKey::new(2, vec![9; 32]), vec![TokenKey::new(1, vec![7; 32])], vec![]);
+        assert_eq!(clone.current_key_id(), 2, "a clone signs with the new key at once");
+        assert_eq!(clone.verify(&old_reply), Ok(token), "the older key still verifies");
+        clone.replace_keys(TokenKey::new(2, vec![9; 32]), vec![], vec![1]);
+        assert_eq!(first.verify(&old_reply), Err(TokenError::Retired));
+        assert_eq!(first.verify_download(&old_link), Err(TokenError::Retired), "links too");
+        assert_eq!(first.verify(&first.sign(token)), Ok(token));
+        assert_eq!(first.key_ids(), (vec![2], vec![1]));
     }
 
     #[test]

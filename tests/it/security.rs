@@ -209,7 +209,8 @@ async fn rotated_keys_keep_old_tokens_working_and_expired_tokens_are_refused() {
     let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
     assert!(answer.starts_with("250"), "a token of the old key still verifies: {answer}");
     let list = app.command(&["keys", "list"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&list.stdout).contains("newest key: 2"));
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(list.contains("key 2: signs new tokens") && list.contains("key 1: verifies"), "{list}");
 
     // A genuine token, issued 200 days ago, is past the 180-day lifetime.
     let (store, signer) = mailgate::app::open_store(&app.config()).await.unwrap();
@@ -221,6 +222,81 @@ async fn rotated_keys_keep_old_tokens_working_and_expired_tokens_are_refused() {
     smtp.expect(&format!("MAIL FROM:<{OWNER}>"), "250").await;
     let reply = smtp.expect(&format!("RCPT TO:<reply+{old}@{DOMAIN}>"), "550 5.1.1").await;
     assert!(reply.contains("expired"), "{reply}");
+    app.stop().await;
+}
+
+/// The id of the key that signed a reply token (its second byte).
+fn key_of(token: &str) -> u8 {
+    data_encoding::BASE32_NOPAD.decode(token.to_ascii_uppercase().as_bytes()).unwrap()[1]
+}
+
+/// `mailgate ARGS` on the app's data: (success, stdout + stderr).
+fn keys_command(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let out = app.command(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn a_stolen_key_is_rotated_out_and_retired_on_the_running_server_without_a_restart() {
+    let app = spawn_app().await;
+    let (w, chat_id, note) = app.chat_with_note().await;
+    let stolen_address = note.reply_address();
+    assert_eq!(key_of(&note.token()), 1);
+
+    let (ok, said) = keys_command(&app, &["keys", "rotate"]);
+    assert!(ok && said.contains("token key 2 added"), "{said}");
+    let (ok, said) = keys_command(&app, &["keys", "retire", "2"]);
+    assert!(!ok && said.contains("rotate` first"), "the newest key is never retired: {said}");
+
+    // The running server signs with key 2 within seconds: new notifications carry it.
+    let mut mails = 3;
+    let new_address = loop {
+        let text = format!("Answer {mails}");
+        app.create(&format!("/chats/{chat_id}/messages"), serde_json::json!({"author_id": w.agent, "text": text}))
+            .await;
+        mails += 1;
+        let note = app.wait_for_mail(mails).await.pop().unwrap();
+        if key_of(&note.token()) == 2 {
+            break note.reply_address();
+        }
+        assert!(mails < 40, "the running server never signed with the rotated key");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+
+    let (ok, said) = keys_command(&app, &["keys", "retire", "1"]);
+    assert!(ok && said.contains("token key 1 retired"), "{said}");
+    // Within seconds, the stolen key's addresses are refused, with a sentence for the customer.
+    let mut smtp = app.smtp().await;
+    smtp.expect("EHLO acme.example", "250").await;
+    let mut tries = 0;
+    let refusal = loop {
+        smtp.expect(&format!("MAIL FROM:<{OWNER}>"), "250").await;
+        let answer = smtp.cmd(&format!("RCPT TO:<{stolen_address}>")).await;
+        smtp.expect("RSET", "250").await;
+        if !answer.starts_with("250") {
+            break answer;
+        }
+        tries += 1;
+        assert!(tries < 60, "the running server still takes the retired key's addresses");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert!(refusal.starts_with("550 5.7.1"), "{refusal}");
+    assert!(refusal.contains("answer the latest notification"), "{refusal}");
+    // The new key's address still works, and so does the whole reply.
+    let reply = reply_mail(OWNER, &new_address, "x", "after-retirement@acme.example", "", "Still here");
+    let answer = app.send(OWNER, &[&new_address], &reply).await;
+    assert!(answer.starts_with("250"), "{answer}");
+    let (ok, list) = keys_command(&app, &["keys", "list"]);
+    assert!(ok && list.contains("key 1: retired") && list.contains("key 2: signs new tokens"), "{list}");
+    let (ok, said) = keys_command(&app, &["keys", "retire", "1"]);
+    assert!(!ok && said.contains("already retired"), "{said}");
+    // A restart keeps it retired (and makes no new key 1).
+    let app = app.restart().await;
+    let mut smtp = app.smtp().await;
+    smtp.expect("EHLO acme.example", "250").await;
+    smtp.expect(&format!("MAIL FROM:<{OWNER}>"), "250").await;
+    smtp.expect(&format!("RCPT TO:<{stolen_address}>"), "550 5.7.1").await;
     app.stop().await;
 }
 

@@ -105,7 +105,9 @@ impl Session {
         // named (a relay that names none is not slowed: that would slow all
         // of its mail).
         let guesser = (!self.trusted || self.xforward.is_some() || self.xclient.is_some()).then(|| self.client_ip());
-        if matches!(&refusal, crate::pipeline::RcptRefusal::BadToken(e) if *e != crate::domain::TokenError::Expired)
+        // An expired or retired address was genuine once: its sender is no guesser.
+        if matches!(&refusal, crate::pipeline::RcptRefusal::BadToken(e)
+            if !matches!(e, crate::domain::TokenError::Expired | crate::domain::TokenError::Retired))
             && let Some(guesser) = guesser
         {
             let wait = self.ctx.penalty(guesser);
