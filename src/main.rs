@@ -29,6 +29,10 @@ mod review;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to stderr: `text`, or `json` (one object
+    /// per line, with the transaction's id on every line of it).
+    #[arg(long, global = true, env = "MAILGATE_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: mailgate::telemetry::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -264,7 +268,7 @@ fn main() -> ExitCode {
         return ExitCode::from(deliver_command());
     }
     let cli = Cli::parse();
-    mailgate::telemetry::init();
+    mailgate::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(error) => {
@@ -322,7 +326,7 @@ fn deliver_command() -> u8 {
         let Command::Deliver { sender, recipient, client_address, client_helo, config } = cli.command else {
             return Outcome::temporary("mailgate deliver was called wrongly");
         };
-        mailgate::telemetry::init_with("off");
+        mailgate::telemetry::init_with("off", cli.log_format);
         let known = |value: Option<String>| value.filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("unknown"));
         let pipe = PipeEnvelope {
             sender,

@@ -115,10 +115,7 @@ pub(crate) async fn restore(file: PathBuf, args: StoreArgs) -> anyhow::Result<Ex
         )
     };
     if target.exists() {
-        bail!(
-            "{} exists: restore only into an empty data folder (move the old one aside first)",
-            target.display()
-        );
+        bail!("{} exists: restore only into an empty data folder (move the old one aside first)", target.display());
     }
     // A backup of ours, whole, and of a schema this build can run.
     let url = format!("sqlite://{}", file.to_str().context("the backup's file name is not UTF-8")?);

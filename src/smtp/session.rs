@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Errors after which the session is closed.
 const MAX_ERRORS: u32 = 10;
@@ -207,6 +208,8 @@ enum Flow {
 
 struct Transaction {
     envelope: Envelope,
+    /// Every log line of the transaction is in it: `transaction{id=…}`.
+    span: tracing::Span,
     /// MAIL FROM said `SMTPUTF8`: addresses may be UTF-8 (RFC 6531).
     smtputf8: bool,
 }
@@ -600,7 +603,8 @@ impl Session {
                     }
                     let too_large = *too_large;
                     self.mode = Mode::Command;
-                    self.message_complete(too_large).await;
+                    let span = self.transaction_span();
+                    self.message_complete(too_large).instrument(span).await;
                 }
                 Mode::Command => {
                     let rest = iter.as_slice();
@@ -663,7 +667,8 @@ impl Session {
                         }
                     };
                     let line = std::mem::take(&mut self.line);
-                    match self.command(request, &line).await {
+                    let span = self.transaction_span();
+                    match self.command(request, &line).instrument(span).await {
                         Flow::Continue => {}
                         other => return other,
                     }
@@ -720,6 +725,11 @@ impl Session {
                 self.error(SmtpReply::new(502, "5.5.1", "Command not implemented"))
             }
         }
+    }
+
+    /// The span of the transaction under way (none between transactions).
+    fn transaction_span(&self) -> tracing::Span {
+        self.transaction.as_ref().map_or_else(tracing::Span::none, |t| t.span.clone())
     }
 
     /// Answers `reply` and goes on.

@@ -113,13 +113,15 @@ where
     usize: sqlx::ColumnIndex<<C::Database as sqlx::Database>::Row>,
 {
     // The catalog names are ours, never input: formatting them in is safe.
-    let exists: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {catalog} WHERE {name_column} = '_sqlx_migrations'"))
-        .fetch_one(&mut *connection)
-        .await?;
+    let exists: i64 =
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {catalog} WHERE {name_column} = '_sqlx_migrations'"))
+            .fetch_one(&mut *connection)
+            .await?;
     if exists == 0 {
         return Ok(Vec::new());
     }
-    let versions: Vec<(i64, bool)> =
-        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version").fetch_all(&mut *connection).await?;
+    let versions: Vec<(i64, bool)> = sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(&mut *connection)
+        .await?;
     Ok(versions.into_iter().filter(|(_, success)| *success).map(|(version, _)| version).collect())
 }

@@ -112,10 +112,9 @@ async fn a_database_upgraded_by_a_newer_mailgate_is_refused_with_a_sentence_that
     let (code, _, err) = run(&mut mailgate(dir, &url, &["migrate", "--check"]));
     assert_eq!(code, 1);
     assert!(err.contains(expected), "{err}");
-    let (code, _, err) = run(mailgate(dir, &url, &["serve"]).args(["--smtp-listen", "127.0.0.1:0"]).args([
-        "--http-listen",
-        "127.0.0.1:0",
-    ]));
+    let (code, _, err) = run(mailgate(dir, &url, &["serve"])
+        .args(["--smtp-listen", "127.0.0.1:0"])
+        .args(["--http-listen", "127.0.0.1:0"]));
     assert_eq!(code, 1, "serve refuses to start: {err}");
     assert!(err.contains(expected) && err.contains("restore the backup made before the upgrade"), "{err}");
     let (code, _, err) = run(mailgate(dir, &url, &["log"]).arg("--json"));
@@ -194,7 +193,11 @@ async fn a_backup_taken_under_load_restores_into_a_fresh_folder_with_every_ackno
 
     let restored = start_in(fresh, fresh_url.clone(), |_| {}).await;
     for id in &before {
-        let found = query_i64(&fresh_url, &format!("SELECT COUNT(*) FROM messages WHERE rfc_message_id = '<{id}>' OR rfc_message_id = '{id}'")).await;
+        let found = query_i64(
+            &fresh_url,
+            &format!("SELECT COUNT(*) FROM messages WHERE rfc_message_id = '<{id}>' OR rfc_message_id = '{id}'"),
+        )
+        .await;
         assert_eq!(found, 1, "{id} was acknowledged before the backup began and is in it");
     }
     // A reply address issued before the backup still verifies.

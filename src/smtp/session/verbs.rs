@@ -77,7 +77,10 @@ impl Session {
             },
             ..Envelope::default()
         };
-        self.transaction = Some(Transaction { envelope, smtputf8 });
+        // A short random id that ties together the log lines of one transaction.
+        let span = tracing::info_span!("transaction", id = %crate::domain::token::random_hex(6));
+        span.in_scope(|| tracing::debug!(from = %envelope.mail_from, "transaction begins"));
+        self.transaction = Some(Transaction { envelope, smtputf8, span });
         self.answer(SmtpReply::new(250, "2.1.0", "Sender OK"))
     }
 
