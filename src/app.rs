@@ -45,6 +45,13 @@ pub struct App {
     /// The database handle.
     pub store: Store,
     shutdown: CancellationToken,
+    /// Stops the HTTP side, once the mail listeners have drained (so that
+    /// `/readyz` answers "shutting down" meanwhile).
+    http_stop: CancellationToken,
+    /// The SMTP and LMTP listeners, which end once their sessions have.
+    mail_listeners: Vec<tokio::task::JoinHandle<()>>,
+    /// `[limits] shutdown_grace_secs`.
+    grace: std::time::Duration,
     tasks: TaskTracker,
     /// This instance's name and data folder, locked while it runs.
     _instance_lock: Option<InstanceLock>,
@@ -256,7 +263,13 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         Some(LmtpListener::Tcp(tcp)) => Some(tcp.local_addr()?),
         _ => None,
     };
-    tasks.spawn(listener::serve(listeners.smtp, session_context(false), shutdown.clone(), tasks.clone()));
+    let mut mail_listeners = Vec::new();
+    mail_listeners.push(tasks.spawn(listener::serve(
+        listeners.smtp,
+        session_context(false),
+        shutdown.clone(),
+        tasks.clone(),
+    )));
     let policy_addr = listeners.policy.as_ref().and_then(crate::policy::PolicyListener::local_addr);
     if let Some(policy) = listeners.policy {
         let service = crate::policy::PolicyService {
@@ -269,10 +282,11 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     }
     match listeners.lmtp {
         Some(LmtpListener::Tcp(tcp)) => {
-            tasks.spawn(listener::serve(tcp, lmtp_ctx, shutdown.clone(), tasks.clone()));
+            mail_listeners.push(tasks.spawn(listener::serve(tcp, lmtp_ctx, shutdown.clone(), tasks.clone())));
         }
         Some(LmtpListener::Unix(unix, path)) => {
-            tasks.spawn(listener::serve_unix(unix, path, lmtp_ctx, shutdown.clone(), tasks.clone()));
+            let serving = listener::serve_unix(unix, path, lmtp_ctx, shutdown.clone(), tasks.clone());
+            mail_listeners.push(tasks.spawn(serving));
         }
         None => {}
     }
@@ -294,8 +308,10 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         pipeline,
         throttle: crate::http::throttle::Throttle::default(),
         trusted_proxies: config.trusted_proxies.clone(),
+        stopping: shutdown.clone(),
     });
-    serve_http(&tasks, &shutdown, state, listeners.http, listeners.metrics);
+    let http_stop = CancellationToken::new();
+    serve_http(&tasks, &http_stop, state, listeners.http, listeners.metrics);
 
     let delivered_by = mailer.describe();
     // What this instance was sending when it was last killed goes out now;
@@ -360,6 +376,9 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         generated_admin_token,
         store,
         shutdown,
+        http_stop,
+        mail_listeners,
+        grace: config.limits.shutdown_grace,
         tasks,
         _instance_lock: instance_lock,
     })
@@ -580,12 +599,20 @@ fn serve_http(
 }
 
 impl App {
-    /// Stops accepting, lets sessions reach a safe point, waits for every
-    /// task, and closes the database.
+    /// Stops taking mail (new connections get `421`), lets the sessions
+    /// under way finish their message within `[limits] shutdown_grace_secs`,
+    /// then stops the HTTP side and every other task and closes the
+    /// database. Bounded: what is still running after the grace (and a few
+    /// seconds for the HTTP side) is left, unacknowledged, to the process's end.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
+        let listeners = futures_util::future::join_all(self.mail_listeners);
+        let _ = tokio::time::timeout(self.grace + std::time::Duration::from_secs(1), listeners).await;
+        self.http_stop.cancel();
         self.tasks.close();
-        self.tasks.wait().await;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), self.tasks.wait()).await.is_err() {
+            tracing::warn!("stopped without waiting longer for the tasks still running");
+        }
         self.store.close().await;
     }
 

@@ -493,6 +493,7 @@ struct RawLimits {
     data_rate_window_secs: Option<u64>,
     session_lifetime_secs: Option<u64>,
     max_connections_per_network: Option<usize>,
+    shutdown_grace_secs: Option<u64>,
 }
 
 /// Limits that protect the SMTP listener from oversized or slow clients.
@@ -530,6 +531,9 @@ pub struct Limits {
     pub mime: crate::pipeline::MimeLimits,
     /// Loop breaker: messages accepted from one sender in an hour; `451` beyond it.
     pub max_messages_per_sender_per_hour: u32,
+    /// On SIGTERM, how long sessions under way may take to finish (new
+    /// connections get `421` meanwhile); the server stops after it at the latest.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
@@ -549,6 +553,7 @@ impl Default for Limits {
             session_lifetime: Duration::from_secs(1800),
             mime: crate::pipeline::MimeLimits::default(),
             max_messages_per_sender_per_hour: 120,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -800,6 +805,9 @@ impl RawLimits {
         }
         if let Some(secs) = self.command_timeout_secs {
             limits.command_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = self.shutdown_grace_secs {
+            limits.shutdown_grace = Duration::from_secs(secs);
         }
         if let Some(secs) = self.data_timeout_secs {
             limits.data_timeout = Duration::from_secs(secs);

@@ -182,7 +182,7 @@ impl Default for Metrics {
         );
         registry.register(
             "smtp_connections_refused",
-            "SMTP connections turned away with 421 at accept (max_connections, per_ip, per_network)",
+            "SMTP connections turned away with 421 at accept (max_connections, per_ip, per_network, proxy_header, shutting_down)",
             metrics.smtp_refused.clone(),
         );
         registry.register(

@@ -159,12 +159,32 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .merge(apis)
         .route("/", get(home))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics).route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin)))
         // The token in the link is the credential: no bearer token here.
         .route("/unsubscribe/{token}", get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe))
         .route("/leave/{token}", get(unsubscribe::leave_page).post(unsubscribe::leave))
         .route("/download/{token}", get(unsubscribe::download))
         .with_state(state)
+}
+
+/// `GET /readyz`, for a load balancer or an orchestrator: `200` when this
+/// instance takes mail (its listeners are up, which they are from before
+/// the HTTP side answers until a stop, and the database answers within 2
+/// seconds), `503` with the reason otherwise. No token.
+async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    let not_ready = |why: String| {
+        let body = serde_json::json!({"ready": false, "why": why});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    };
+    if state.stopping.is_cancelled() {
+        return not_ready("shutting down: new mail gets 421".to_owned());
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.setting("served_domain")).await {
+        Ok(Ok(_)) => axum::Json(serde_json::json!({"ready": true})).into_response(),
+        Ok(Err(error)) => not_ready(format!("the database does not answer: {error}")),
+        Err(_) => not_ready("the database does not answer within 2 seconds".to_owned()),
+    }
 }
 
 /// `GET /`: where things are, for a person or a client that found the port.
@@ -176,6 +196,7 @@ async fn home() -> axum::Json<serde_json::Value> {
         "api": "/api/v1/",
         "description": "/api/v1/openapi.json",
         "health": "/healthz",
+        "ready": "/readyz",
     }))
 }
 

@@ -48,6 +48,8 @@ pub struct HttpState {
     pub throttle: throttle::Throttle,
     /// The reverse proxies whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: throttle::TrustedProxies,
+    /// Cancelled when the server begins to stop (`/readyz` then says so).
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// The client address of a request (see [`throttle::client_ip`]).

@@ -133,3 +133,95 @@ async fn json_logs_are_one_object_per_line_with_the_transactions_id_on_each_of_i
     }
     assert_ne!(transaction_of(refused[0]), transaction_of(refused[1]), "each transaction its own id");
 }
+
+/// `GET /readyz` (no token): (status, body).
+async fn readyz(http: &reqwest::Client, base: &str) -> (u16, serde_json::Value) {
+    let url = format!("{}/readyz", base.trim_end_matches("/api/v1"));
+    let response = http.get(url).send().await.expect("the HTTP side answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_stop_finishes_the_message_under_way_and_turns_new_connections_away_with_421() {
+    let mut app = spawn_app_with(|c| c.limits.shutdown_grace = Duration::from_secs(30)).await;
+    let (_, chat_id, note) = app.chat_with_note().await;
+    let reply_to = note.reply_address();
+    let (status, body) = readyz(&app.http, &app.base).await;
+    assert_eq!((status, &body["ready"]), (200, &serde_json::json!(true)), "{body}");
+
+    // A client in the middle of its message when the stop comes.
+    let mut busy = app.smtp().await;
+    busy.expect("EHLO acme.example", "250").await;
+    busy.expect(&format!("MAIL FROM:<{OWNER}>"), "250").await;
+    busy.expect(&format!("RCPT TO:<{reply_to}>"), "250").await;
+    busy.expect("DATA", "354").await;
+    let mail = reply_mail(OWNER, &reply_to, "Hello", "under-way@acme.example", "", "Sent while the server stopped");
+    let (first, second) = mail.split_at(mail.len() / 2);
+    busy.write(first.as_bytes()).await;
+
+    let running = app.app.take().unwrap();
+    let smtp = app.smtp;
+    let stopping = tokio::spawn(running.shutdown());
+    // New connections are told to come back later; the HTTP side says why it is not ready.
+    let mut turned_away = String::new();
+    for _ in 0..100 {
+        turned_away = Smtp::connect(smtp).await.greeting;
+        if turned_away.starts_with("421") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(turned_away.starts_with("421 4.3.2") && turned_away.contains("shutting down"), "{turned_away}");
+    let (status, body) = readyz(&app.http, &app.base).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["why"].as_str().unwrap_or_default().contains("shutting down"), "{body}");
+
+    // The message under way is finished, stored and acknowledged; then the session is closed.
+    busy.write(second.as_bytes()).await;
+    busy.write(b"\r\n.\r\n").await;
+    let answer = busy.read_reply().await;
+    assert!(answer.starts_with("250"), "the message under way is taken: {answer}");
+    let next = busy.cmd("MAIL FROM:<someone@acme.example>").await;
+    assert!(next.is_empty() || next.starts_with("421"), "{next}");
+    tokio::time::timeout(Duration::from_secs(60), stopping).await.expect("the stop ends").unwrap();
+
+    let app = app.restart().await;
+    let texts: Vec<String> = app
+        .messages(&format!("/chats/{chat_id}"))
+        .await
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(texts.iter().any(|t| t == "Sent while the server stopped"), "{texts:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_stop_does_not_wait_longer_than_the_grace_for_a_client_that_never_finishes() {
+    let mut app = spawn_app_with(|c| c.limits.shutdown_grace = Duration::from_secs(1)).await;
+    let (_, chat_id, note) = app.chat_with_note().await;
+    let reply_to = note.reply_address();
+    let mut stuck = app.smtp().await;
+    stuck.expect("EHLO acme.example", "250").await;
+    stuck.expect(&format!("MAIL FROM:<{OWNER}>"), "250").await;
+    stuck.expect(&format!("RCPT TO:<{reply_to}>"), "250").await;
+    stuck.expect("DATA", "354").await;
+    let mail = reply_mail(OWNER, &reply_to, "Hello", "never-finished@acme.example", "", "Never finished");
+    stuck.write(&mail.as_bytes()[..mail.len() / 2]).await;
+
+    // Bounded: the stop ends although the client never sends the end of its message
+    // (the limit here only keeps a broken build from hanging the suite).
+    let running = app.app.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), running.shutdown()).await.expect("the stop ends after its grace");
+    drop(stuck);
+    let app = app.restart().await;
+    let texts: Vec<String> = app
+        .messages(&format!("/chats/{chat_id}"))
+        .await
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(!texts.iter().any(|t| t == "Never finished"), "never acknowledged, never stored half: {texts:?}");
+    app.stop().await;
+}
