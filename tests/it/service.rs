@@ -225,3 +225,119 @@ async fn a_stop_does_not_wait_longer_than_the_grace_for_a_client_that_never_fini
     assert!(!texts.iter().any(|t| t == "Never finished"), "never acknowledged, never stored half: {texts:?}");
     app.stop().await;
 }
+
+fn run_ok(command: &mut Command) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("{command:?} runs: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{command:?}: {text}");
+    text
+}
+
+#[test]
+fn the_debian_package_installs_the_binary_the_unit_and_a_configuration_dpkg_keeps() {
+    if on_postgres() {
+        return; // The package is the same on either backend; built once, on the SQLite pass.
+    }
+    // cargo-deb packages target/release/mailgate: the binary this test run built, stripped, stands in.
+    let work = tempfile::tempdir().unwrap();
+    let target = work.path().join("target");
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    run_ok(Command::new("strip").arg("-o").arg(target.join("release/mailgate")).arg(env!("CARGO_BIN_EXE_mailgate")));
+    let out = work.path().join("out");
+    run_ok(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+            .args(["deb", "--no-build", "--fast", "--output"])
+            .arg(&out)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CARGO_TARGET_DIR", &target),
+    );
+    let deb = std::fs::read_dir(&out).unwrap().next().expect("a .deb was written").unwrap().path();
+
+    // The control data: a conffile dpkg keeps when the admin changed it, and adduser for the user.
+    let control = work.path().join("control");
+    run_ok(Command::new("dpkg-deb").arg("--control").arg(&deb).arg(&control));
+    let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
+    assert!(conffiles.lines().any(|l| l == "/etc/mailgate/mailgate.toml"), "{conffiles}");
+    let fields = std::fs::read_to_string(control.join("control")).unwrap();
+    assert!(fields.contains("Package: mailgate") && fields.contains("adduser"), "{fields}");
+    let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
+    run_ok(Command::new("sh").arg("-n").arg(control.join("postinst")));
+    for step in ["adduser --system --group", "install -d -o mailgate -g mailgate -m 0700 /var/lib/mailgate"] {
+        assert!(postinst.contains(step), "postinst lacks {step}: {postinst}");
+    }
+    assert!(postinst.contains("dpkg-statoverride --update --add root mailgate 0640 /etc/mailgate/mailgate.toml"));
+    let writes_config = postinst.lines().any(|l| {
+        let l = l.replace(' ', "");
+        l.contains(">/etc/mailgate") || (l.contains("mailgate.toml") && ["cp", "mv", "sed-i", "tee"].iter().any(|w| l.contains(w)))
+    });
+    assert!(!writes_config, "postinst never writes the configuration: {postinst}");
+    assert!(!postinst.contains("systemctl start") && !postinst.contains("--now"), "not started before it is configured");
+
+    // The files, where the unit and the guide say they are.
+    let root = work.path().join("root");
+    run_ok(Command::new("dpkg-deb").arg("--extract").arg(&deb).arg(&root));
+    for file in [
+        "usr/bin/mailgate",
+        "etc/mailgate/mailgate.toml",
+        "usr/lib/systemd/system/mailgate.service",
+        "usr/share/doc/mailgate/operations.md",
+        "usr/share/doc/mailgate/mailgate.example.toml",
+        "usr/share/doc/mailgate/copyright",
+    ] {
+        assert!(root.join(file).exists(), "the package lacks /{file}");
+    }
+    let unit = std::fs::read_to_string(root.join("usr/lib/systemd/system/mailgate.service")).unwrap();
+    assert!(unit.contains("--config /etc/mailgate/mailgate.toml --data-dir /var/lib/mailgate"), "{unit}");
+    // The packaged binary runs and reads the packaged configuration.
+    let binary = root.join("usr/bin/mailgate");
+    assert!(run_ok(Command::new(&binary).arg("--version")).contains(env!("CARGO_PKG_VERSION")));
+    let data = work.path().join("data");
+    let out = Command::new(&binary)
+        .args(["migrate", "--check", "--config"])
+        .arg(root.join("etc/mailgate/mailgate.toml"))
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("migration(s) pending"), "{said}{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_published_crate_holds_what_cargo_install_needs_and_no_test_mail() {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .args(["package", "--list", "--locked", "--allow-dirty"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for file in [
+        "LICENSE",
+        "Cargo.lock",
+        "src/main.rs",
+        "rules/default.toml",
+        "migrations/sqlite/0001_initial.sql",
+        "migrations/postgres/0001_initial.sql",
+        "contrib/systemd/mailgate.service",
+    ] {
+        assert!(list.lines().any(|l| l == file), "the crate lacks {file}");
+    }
+    // Every file the build reads (migrations, templates) is in it.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for folder in ["migrations/sqlite", "migrations/postgres", "templates", "src/console/templates"] {
+        let mut stack = vec![root.join(folder)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                    assert!(list.lines().any(|l| l == name), "the crate lacks {name}");
+                }
+            }
+        }
+    }
+    assert!(!list.lines().any(|l| l.starts_with("fixtures/") || l.starts_with("tests/")), "no test mail: {list}");
+}
