@@ -309,6 +309,7 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         throttle: crate::http::throttle::Throttle::default(),
         trusted_proxies: config.trusted_proxies.clone(),
         stopping: shutdown.clone(),
+        doctor: Arc::new(crate::doctor::Setup::from_config(&config, None)?),
     });
     let http_stop = CancellationToken::new();
     serve_http(&tasks, &http_stop, state, listeners.http, listeners.metrics);

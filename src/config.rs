@@ -324,13 +324,50 @@ struct RawAuth {
     on_not_allowed: Option<String>,
     on_ambiguous_author: Option<String>,
     #[serde(default)]
-    records: std::collections::HashMap<String, String>,
+    records: std::collections::HashMap<String, RawRecord>,
     #[serde(default)]
     trusted_relays: Vec<String>,
     #[serde(default)]
     trusted_authserv_ids: Vec<String>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+}
+
+/// One name's entry in `[auth.records]`: a TXT value, or records by type.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawRecord {
+    Txt(String),
+    Typed(RawRecordSet),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecordSet {
+    #[serde(default)]
+    txt: Vec<String>,
+    #[serde(default)]
+    mx: Vec<String>,
+    #[serde(default)]
+    a: Vec<std::net::Ipv4Addr>,
+    #[serde(default)]
+    aaaa: Vec<std::net::Ipv6Addr>,
+    #[serde(default)]
+    ptr: Vec<String>,
+}
+
+/// Records served without DNS, by type (`[auth.records]`; `mailgate doctor`
+/// reads them all, the sender checks the TXT ones).
+#[derive(Debug, Clone, Default)]
+pub struct RecordSet {
+    /// TXT values.
+    pub txt: Vec<String>,
+    /// MX records: (preference, exchange).
+    pub mx: Vec<(u16, String)>,
+    /// A and AAAA addresses.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// PTR names (for an entry named by an IP address).
+    pub ptr: Vec<String>,
 }
 
 /// Sender authentication (SPF, DKIM, DMARC) of inbound mail.
@@ -342,8 +379,11 @@ pub struct AuthConfig {
     pub resolver: String,
     /// What a DMARC failure leads to.
     pub on_dmarc_fail: crate::pipeline::authenticate::OnDmarcFail,
-    /// TXT records served without DNS (name -> value).
+    /// TXT records the sender checks read without DNS (name -> value).
     pub records: std::collections::HashMap<String, String>,
+    /// Every record of `[auth.records]`, by lower-case name without the
+    /// final dot (an IP address for PTR records).
+    pub dns_records: std::collections::HashMap<String, RecordSet>,
     /// Hold mail from a sender who may not write in the thread (instead of refusing it).
     pub hold_not_allowed: bool,
     /// Refuse (`550 5.7.1`) mail with no single author that names a
@@ -368,6 +408,7 @@ impl Default for AuthConfig {
             resolver: "system".to_owned(),
             on_dmarc_fail: crate::pipeline::authenticate::OnDmarcFail::Refuse,
             records: Default::default(),
+            dns_records: Default::default(),
             hold_not_allowed: false,
             refuse_ambiguous_author: false,
             trusted_relays: Default::default(),
@@ -935,14 +976,75 @@ impl RawDelivery {
     }
 }
 
+/// `[auth.records]` as the sender checks read it (a TXT value for each name
+/// that has an SPF, DKIM or DMARC record) and by type, for `mailgate doctor`.
+#[allow(clippy::type_complexity)]
+fn records_by_type(
+    raw: std::collections::HashMap<String, RawRecord>,
+) -> anyhow::Result<(std::collections::HashMap<String, String>, std::collections::HashMap<String, RecordSet>)> {
+    let (mut checked, mut typed) = (std::collections::HashMap::new(), std::collections::HashMap::new());
+    for (name, record) in raw {
+        let key = match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => name.trim_end_matches('.').to_ascii_lowercase(),
+        };
+        let set = match record {
+            // A bare value is a TXT record the checks read, as it always was.
+            RawRecord::Txt(value) => {
+                checked.insert(name, value.clone());
+                RecordSet { txt: vec![value], ..RecordSet::default() }
+            }
+            RawRecord::Typed(set) => {
+                let read_by_checks = |value: &&String| {
+                    let value = value.trim_start().to_ascii_lowercase();
+                    if key.starts_with("_dmarc.") {
+                        value.starts_with("v=dmarc1")
+                    } else if key.contains("._domainkey.") {
+                        value.starts_with("v=dkim1") || value.contains("p=")
+                    } else {
+                        value.starts_with("v=spf1")
+                    }
+                };
+                if let Some(value) = set.txt.iter().find(read_by_checks) {
+                    checked.insert(name.clone(), value.clone());
+                }
+                let mut mx = Vec::new();
+                for entry in &set.mx {
+                    let parsed = entry.split_once(char::is_whitespace).and_then(|(preference, exchange)| {
+                        Some((
+                            preference.parse::<u16>().ok()?,
+                            exchange.trim().trim_end_matches('.').to_ascii_lowercase(),
+                        ))
+                    });
+                    mx.push(parsed.with_context(|| {
+                        format!(
+                            "auth.records.{name:?}.mx: {entry:?} is not PREFERENCE HOST (e.g. \"10 mx.example.com\")"
+                        )
+                    })?);
+                }
+                RecordSet {
+                    txt: set.txt,
+                    mx,
+                    addresses: set.a.into_iter().map(Into::into).chain(set.aaaa.into_iter().map(Into::into)).collect(),
+                    ptr: set.ptr.iter().map(|p| p.trim_end_matches('.').to_ascii_lowercase()).collect(),
+                }
+            }
+        };
+        typed.insert(key, set);
+    }
+    Ok((checked, typed))
+}
+
 impl RawAuth {
     /// The sender checks and what to do with their failures, checked.
     fn validated(self) -> anyhow::Result<AuthConfig> {
+        let (records, dns_records) = records_by_type(self.records)?;
         Ok(AuthConfig {
             enabled: self.enabled.unwrap_or(true),
             resolver: self.resolver.unwrap_or_else(|| "system".to_owned()),
             on_dmarc_fail: self.on_dmarc_fail.unwrap_or(crate::pipeline::authenticate::OnDmarcFail::Refuse),
-            records: self.records,
+            records,
+            dns_records,
             hold_not_allowed: match self.on_not_allowed.as_deref() {
                 None | Some("refuse") => false,
                 Some("hold") => true,

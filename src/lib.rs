@@ -10,6 +10,7 @@ pub mod app;
 pub mod config;
 pub mod console;
 pub mod deliver;
+pub mod doctor;
 pub mod domain;
 pub mod http;
 pub mod metrics;

@@ -168,6 +168,20 @@ enum Command {
         #[command(flatten)]
         config: StoreArgs,
     },
+    /// Check the DNS that decides whether our mail is believed and replies
+    /// reach us: MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, PTR. One line per
+    /// check (ok, warn, fail, skip) with the record to publish; exit 1 on any fail.
+    Doctor {
+        /// The address notifications leave this network from [default: the
+        /// relay's, or this host's when the relay runs here].
+        #[arg(long, value_name = "IP")]
+        outbound_ip: Option<std::net::IpAddr>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ToolArgs,
+    },
     /// Manage the secrets that sign reply tokens.
     Keys {
         #[command(subcommand)]
@@ -386,6 +400,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokens { command } => admin::tokens(command).await,
         Command::Rules { command } => rules(command).await,
         Command::Keys { command } => admin::keys(command).await,
+        Command::Doctor { outbound_ip, json, config } => operations::doctor(outbound_ip, json, config).await,
         Command::Migrate { check, json, config } => operations::migrate(check, json, config).await,
         Command::Backup { file, config } => operations::backup(file, config).await,
         Command::Restore { file, config } => operations::restore(file, config).await,

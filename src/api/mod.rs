@@ -122,6 +122,7 @@ fn api_routes() -> (Router<Arc<HttpState>>, Router<Arc<HttpState>>, Vec<RouteDoc
         post "/rules/check" => rules::check_rules, "Check a rules file", json::<rules::RulesText>(), object();
         post "/rules/test" => rules::test_rules, "Dry-run a message against the rules", json::<rules::RulesTest>(), object();
         get "/stats" => records::stats, "Running totals since start", none(), object();
+        get "/doctor" => records::doctor, "The DNS checks of mailgate doctor: MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, PTR", none(), object();
         get "/held" => held::list, "The held queue, with filters", none(), list::<crate::store::HeldItem>();
         post "/held/bulk" => held::bulk, "Release, discard or answer several held items", json::<held::Bulk>(), objects();
         get "/held/{id}" => held::show, "One held item, explained", none(), one::<held::HeldDetail>();

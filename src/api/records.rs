@@ -53,6 +53,13 @@ pub(super) async fn stats(State(state): Shared, Query(q): Query<StatsQuery>) -> 
     Ok(Json(stats))
 }
 
+/// `GET /api/v1/admin/doctor`: the report `mailgate doctor --json` prints
+/// (every lookup made now, through the configured resolver).
+pub(super) async fn doctor(State(state): Shared) -> ApiResult<Json<serde_json::Value>> {
+    let report = state.doctor.run().await;
+    Ok(Json(serde_json::json!({ "failed": report.failed(), "checks": report.checks })))
+}
+
 #[derive(Deserialize)]
 pub(super) struct StatsQuery {
     /// Also count what the kept originals take (reads the whole table).

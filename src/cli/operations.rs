@@ -1,9 +1,9 @@
-//! The operator's commands around the database itself: `migrate` (upgrade
-//! the schema, or say what an upgrade would do), `backup` (a consistent copy
-//! while the server runs) and `restore` (a backup into an empty data folder).
+//! The operator's commands: `migrate` (upgrade the schema, or say what an
+//! upgrade would do), `backup` (a consistent copy while the server runs),
+//! `restore` (a backup into an empty data folder) and `doctor` (the DNS).
 
 use anyhow::{Context, bail};
-use mailgate::config::StoreArgs;
+use mailgate::config::{StoreArgs, ToolArgs};
 use mailgate::store::schema;
 use sqlx::{ConnectOptions, Connection};
 use std::io::Write;
@@ -184,4 +184,20 @@ async fn summary(file: &Path) -> anyhow::Result<(i64, u64)> {
     let messages: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&mut connection).await?;
     let _ = connection.close().await;
     Ok((messages, std::fs::metadata(file)?.len()))
+}
+
+/// `mailgate doctor`: the DNS checks, one line each (or JSON); exit 1 on a fail.
+pub(crate) async fn doctor(
+    outbound_ip: Option<std::net::IpAddr>,
+    json: bool,
+    args: ToolArgs,
+) -> anyhow::Result<ExitCode> {
+    let config = args.load()?;
+    let report = mailgate::doctor::Setup::from_config(&config, outbound_ip)?.run().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

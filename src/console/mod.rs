@@ -54,6 +54,7 @@ static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("participants.html", include_str!("templates/participants.html")),
         ("rules.html", include_str!("templates/rules.html")),
         ("plans.html", include_str!("templates/plans.html")),
+        ("doctor.html", include_str!("templates/doctor.html")),
         ("templates.html", include_str!("templates/templates.html")),
     ] {
         env.add_template(name, source).unwrap_or_else(|e| panic!("console template {name}: {e}"));
@@ -97,6 +98,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/admin/rules", get(playground::rules_page).post(playground::rules_action))
         .route("/admin/templates", get(playground::templates_page))
         .route("/admin/plans", get(pages::plans).post(pages::save_plan))
+        .route("/admin/doctor", get(pages::doctor))
         .layer(axum::middleware::map_response(protect))
         .with_state(state)
 }

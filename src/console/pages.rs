@@ -460,6 +460,13 @@ pub(crate) async fn plans(State(state): Shared, session: Session, Query(q): Quer
     Ok(session.page("plans.html", context! { title => "Plans", plans, edit }))
 }
 
+/// `GET /admin/doctor`: the DNS checks of `mailgate doctor`, run now.
+pub(crate) async fn doctor(State(state): Shared, session: Session) -> Page {
+    let report = state.doctor.run().await;
+    let doctor_failed = report.failed();
+    Ok(session.page("doctor.html", context! { title => "DNS checks", checks => report.checks, doctor_failed }))
+}
+
 /// The plan form (checkboxes are sent only when ticked; numbers as text).
 #[derive(Deserialize)]
 pub(crate) struct PlanForm {

@@ -48,6 +48,8 @@ pub struct HttpState {
     pub throttle: throttle::Throttle,
     /// The reverse proxies whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: throttle::TrustedProxies,
+    /// The DNS checks of `mailgate doctor`, for the console and the API.
+    pub doctor: Arc<crate::doctor::Setup>,
     /// Cancelled when the server begins to stop (`/readyz` then says so).
     pub stopping: tokio_util::sync::CancellationToken,
 }

@@ -263,6 +263,21 @@ impl SenderAuth {
         Ok(Self { authenticator, cache, host: host.to_owned(), on_fail, trusted_authserv_ids: Vec::new() })
     }
 
+    /// SPF's verdict (`pass`, `fail`, `softfail`, …) for mail from `sender`
+    /// sent from `ip`, through the configured resolver and records
+    /// (`mailgate doctor` asks it about our own notifications).
+    pub async fn spf_verdict(&self, ip: std::net::IpAddr, sender: &str) -> &'static str {
+        let params = mail_auth::spf::verify::SpfParameters::verify_mail_from(ip, &self.host, &self.host, sender);
+        let output = self.authenticator.verify_spf(Parameters::new(params).with_txt_cache(self.cache.as_ref())).await;
+        spf_result(output.result())
+    }
+
+    /// The DNS resolver the checks use (`mailgate doctor` looks up MX, A and
+    /// PTR records through the same one).
+    pub fn authenticator(&self) -> &MessageAuthenticator {
+        &self.authenticator
+    }
+
     /// The same checker, believing the `Authentication-Results` of
     /// `authserv_ids` on relayed mail.
     pub fn with_authserv_ids(mut self, authserv_ids: Vec<String>) -> Self {
@@ -402,7 +417,9 @@ async fn failing_closed(checks: impl std::future::Future<Output = AuthResults>, 
 /// The registrable domain, for DMARC alignment: the public suffix list
 /// decides (`acme.co.uk`, not `co.uk`, so that any `.co.uk` sender is not
 /// aligned with every other); a name it does not know stays as it is.
-fn organizational_domain(domain: &str) -> &str {
+/// The organizational domain of `domain` (`mail.acme.co.uk` → `acme.co.uk`),
+/// by the public suffix list, as DMARC's relaxed alignment compares them.
+pub fn organizational_domain(domain: &str) -> &str {
     psl::domain_str(domain).unwrap_or(domain)
 }
 

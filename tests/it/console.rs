@@ -782,3 +782,26 @@ async fn an_admin_lets_in_and_declines_people_waiting_to_join() {
     b.close().await.unwrap();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_admin_reads_the_dns_checks_with_the_record_to_publish() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, ours) = crate::doctor::dkim_key(keys.path(), "ours");
+    let (_, theirs) = crate::doctor::dkim_key(keys.path(), "theirs");
+    let app = crate::support::spawn_app_with(|c| crate::doctor::static_dns(c, &key, &theirs)).await;
+    let (_driver, b) = browser().await;
+    let base = console(&app);
+    b.goto(&format!("{base}/login")).await.unwrap();
+    b.find(Locator::Css("#token")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
+    click(&b, "#login").await;
+    b.goto(&format!("{base}/doctor")).await.unwrap();
+    assert!(text(&b, "#doctor-failed").await.contains("Some checks fail"));
+    let statuses = texts(&b, "#doctor tr[data-check] td:first-child").await;
+    assert_eq!(statuses.len(), 8, "{statuses:?}");
+    assert_eq!(text(&b, "#doctor tr[data-check='dkim'] td:first-child").await, "fail");
+    assert_eq!(text(&b, "#doctor tr[data-check='spf'] td:first-child").await, "ok");
+    let fix = text(&b, "#doctor tr[data-check='dkim'] code.fix").await;
+    assert_eq!(fix, format!("mg._domainkey.support.example.com. TXT \"v=DKIM1; k=rsa; p={ours}\""));
+    screenshot(&b, "doctor").await;
+    app.stop().await;
+}

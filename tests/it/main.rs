@@ -11,6 +11,7 @@ mod console;
 mod crash;
 mod delivery;
 mod directory;
+mod doctor;
 mod fixtures;
 mod forgery;
 mod fuzz;

@@ -268,10 +268,14 @@ fn the_debian_package_installs_the_binary_the_unit_and_a_configuration_dpkg_keep
     assert!(postinst.contains("dpkg-statoverride --update --add root mailgate 0640 /etc/mailgate/mailgate.toml"));
     let writes_config = postinst.lines().any(|l| {
         let l = l.replace(' ', "");
-        l.contains(">/etc/mailgate") || (l.contains("mailgate.toml") && ["cp", "mv", "sed-i", "tee"].iter().any(|w| l.contains(w)))
+        l.contains(">/etc/mailgate")
+            || (l.contains("mailgate.toml") && ["cp", "mv", "sed-i", "tee"].iter().any(|w| l.contains(w)))
     });
     assert!(!writes_config, "postinst never writes the configuration: {postinst}");
-    assert!(!postinst.contains("systemctl start") && !postinst.contains("--now"), "not started before it is configured");
+    assert!(
+        !postinst.contains("systemctl start") && !postinst.contains("--now"),
+        "not started before it is configured"
+    );
 
     // The files, where the unit and the guide say they are.
     let root = work.path().join("root");
