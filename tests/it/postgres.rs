@@ -337,3 +337,68 @@ async fn a_directory_change_on_one_instance_is_in_force_on_another_at_once() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The CA that signed the test server's certificate (scripts/postgres makes both).
+fn test_server_ca() -> String {
+    std::env::var("MAILGATE_TEST_POSTGRES_CA").unwrap_or_else(|_| {
+        panic!(
+            "MAILGATE_TEST_POSTGRES_CA is not set: this test needs the CA of the test PostgreSQL's certificate. \
+             Run scripts/test, whose throw-away server takes TLS"
+        )
+    })
+}
+
+#[tokio::test]
+async fn mailgate_talks_to_postgresql_over_tls_and_refuses_a_server_it_cannot_verify() {
+    let ca = test_server_ca();
+    let plain = postgres_database().await;
+    let name = plain.rsplit('/').next().unwrap().to_owned();
+    // verify-full: the certificate must chain to the CA and name the host.
+    let tls = format!("{}?sslmode=verify-full&sslrootcert={ca}", plain.replace("127.0.0.1", "localhost"));
+    let app = start_in(tempfile::tempdir().unwrap(), tls.clone(), |_| {}).await;
+    let (_, chat_id, note) = app.chat_with_note().await;
+    let reply = reply_mail(OWNER, &note.reply_address(), "Hello", "over-tls@acme.example", "", "Over TLS");
+    assert!(app.send(OWNER, &[&note.reply_address()], &reply).await.starts_with("250"));
+    assert!(app.messages(&format!("/chats/{chat_id}")).await.iter().any(|m| m["text"] == "Over TLS"));
+    let encrypted = query_i64(
+        &plain,
+        &format!(
+            "SELECT COUNT(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE datname = '{name}' AND ssl AND pid <> pg_backend_pid()"
+        ),
+    )
+    .await;
+    let unencrypted = query_i64(
+        &plain,
+        &format!(
+            "SELECT COUNT(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE datname = '{name}' AND NOT ssl AND pid <> pg_backend_pid()"
+        ),
+    )
+    .await;
+    assert!(encrypted >= 8, "every connection of the instance is encrypted: {encrypted}");
+    assert_eq!(unencrypted, 0);
+    app.stop().await;
+
+    // Another CA: the server cannot be verified, and nothing is sent to it.
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.crt");
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=another CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-keyout"])
+        .arg(dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success());
+    let wrong = tls.replace(&ca, other_ca.to_str().unwrap());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["migrate", "--check", "--database-url", &wrong, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "the error names the certificate: {stderr}");
+}
