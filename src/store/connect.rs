@@ -131,8 +131,9 @@ pub(super) async fn open_sqlite(
         // The multi-row statements of group commit differ by batch size.
         .statement_cache_capacity(512);
     let mut writer = options.connect().await?;
-    schema::refuse_newer(&mut writer, &schema::SQLITE, ("sqlite_master", "name")).await?;
-    schema::SQLITE.run(&mut writer).await?;
+    if schema::anything_pending(&mut writer, &schema::SQLITE, ("sqlite_master", "name")).await? {
+        schema::SQLITE.run(&mut writer).await?;
+    }
     let log = wal_sync::WalSync::start(options.get_filename().to_path_buf(), counters)
         .map_err(|error| StoreError::Batch(format!("starting the log's sync: {error}")))?;
     let writer = SqliteWriter { connection: Arc::new(tokio::sync::Mutex::new(Some(writer))), log: Arc::new(log) };
@@ -191,7 +192,8 @@ pub(super) async fn open_postgres(url: &str) -> StoreResult<(Readers<PgConnectio
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.clone())
         .await?;
-    schema::refuse_newer(&mut *pool.acquire().await?, &schema::POSTGRES, ("pg_tables", "tablename")).await?;
-    schema::POSTGRES.run(&pool).await?;
+    if schema::anything_pending(&mut *pool.acquire().await?, &schema::POSTGRES, ("pg_tables", "tablename")).await? {
+        schema::POSTGRES.run(&pool).await?;
+    }
     Ok((Readers::open(options, POSTGRES_READERS).await?, pool))
 }

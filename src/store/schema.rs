@@ -74,9 +74,15 @@ pub async fn status(url: &str) -> StoreResult<SchemaStatus> {
     Ok(compare(migrator, &applied))
 }
 
-/// Refuses a database that a newer mailgate has migrated: this build's
-/// code would misread tables it does not know.
-pub(super) async fn refuse_newer<C>(connection: &mut C, migrator: &Migrator, catalog: (&str, &str)) -> StoreResult<()>
+/// Whether this build has migrations the database lacks; refuses a
+/// database that a newer mailgate has migrated (this build's code would
+/// misread tables it does not know). With nothing pending, the migrator is
+/// not run at all: a role with only the data privileges can then serve.
+pub(super) async fn anything_pending<C>(
+    connection: &mut C,
+    migrator: &Migrator,
+    catalog: (&str, &str),
+) -> StoreResult<bool>
 where
     C: Connection,
     for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
@@ -86,7 +92,7 @@ where
     usize: sqlx::ColumnIndex<<C::Database as sqlx::Database>::Row>,
 {
     let status = compare(migrator, &applied_versions(connection, catalog.0, catalog.1).await?);
-    if status.is_newer() { Err(status.newer_error()) } else { Ok(()) }
+    if status.is_newer() { Err(status.newer_error()) } else { Ok(!status.pending.is_empty()) }
 }
 
 fn compare(migrator: &Migrator, applied: &[i64]) -> SchemaStatus {

@@ -402,3 +402,47 @@ async fn mailgate_talks_to_postgresql_over_tls_and_refuses_a_server_it_cannot_ve
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.to_lowercase().contains("certificate"), "the error names the certificate: {stderr}");
 }
+
+#[tokio::test]
+async fn an_instance_serves_as_a_role_with_only_the_data_privileges_the_guide_grants() {
+    let database = postgres_database().await;
+    // Migrated by the owner...
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["migrate", "--database-url", &database, "--data-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // ...served by a role with the grants of docs/operations.md, and nothing else.
+    let role = format!("mailgate_app_{:08x}", rand::random::<u32>());
+    let name = database.rsplit('/').next().unwrap();
+    for grant in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT CONNECT ON DATABASE {name} TO {role}"),
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}"),
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        execute_sql(&database, &grant).await;
+    }
+    let as_app = database.replacen("postgres@", &format!("{role}@"), 1);
+    let app = start_in(tempfile::tempdir().unwrap(), as_app.clone(), |_| {}).await;
+    let (_, chat_id, note) = app.chat_with_note().await;
+    let reply =
+        reply_mail(OWNER, &note.reply_address(), "Hello", "as-app-role@acme.example", "", "With few privileges");
+    assert!(app.send(OWNER, &[&note.reply_address()], &reply).await.starts_with("250"));
+    assert!(app.messages(&format!("/chats/{chat_id}")).await.iter().any(|m| m["text"] == "With few privileges"));
+    app.stop().await;
+    // The role cannot change the schema: a pending migration needs the owner.
+    execute_sql(&database, "DELETE FROM _sqlx_migrations WHERE version = 20").await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["migrate", "--database-url", &as_app, "--data-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "the app role migrates nothing");
+    execute_sql(&database, &format!("DROP OWNED BY {role}")).await;
+}
