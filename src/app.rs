@@ -309,7 +309,8 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
         throttle: crate::http::throttle::Throttle::default(),
         trusted_proxies: config.trusted_proxies.clone(),
         stopping: shutdown.clone(),
-        doctor: Arc::new(crate::doctor::Setup::from_config(&config, None)?),
+        // Never a reason not to start: the checks say why they cannot run.
+        doctor: crate::doctor::Setup::from_config(&config, None).map(Arc::new).map_err(|e| format!("{e:#}")),
     });
     let http_stop = CancellationToken::new();
     serve_http(&tasks, &http_stop, state, listeners.http, listeners.metrics);

@@ -462,9 +462,14 @@ pub(crate) async fn plans(State(state): Shared, session: Session, Query(q): Quer
 
 /// `GET /admin/doctor`: the DNS checks of `mailgate doctor`, run now.
 pub(crate) async fn doctor(State(state): Shared, session: Session) -> Page {
-    let report = state.doctor.run().await;
-    let doctor_failed = report.failed();
-    Ok(session.page("doctor.html", context! { title => "DNS checks", checks => report.checks, doctor_failed }))
+    let (checks, doctor_failed, unavailable) = match &state.doctor {
+        Ok(setup) => {
+            let report = setup.run().await;
+            (report.checks.clone(), report.failed(), None)
+        }
+        Err(why) => (Vec::new(), false, Some(why.clone())),
+    };
+    Ok(session.page("doctor.html", context! { title => "DNS checks", checks, doctor_failed, unavailable }))
 }
 
 /// The plan form (checkboxes are sent only when ticked; numbers as text).

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// Too many wrong credentials from this client: try again after this long.
     #[error("too many wrong tokens from your address; try again in {} seconds", .0.as_secs().max(1))]
     TooManyAttempts(std::time::Duration),
+    /// Cannot be done on this instance as it is set up (a `503`).
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything else; details go to the log, not the client.
     #[error("internal error")]
     Internal(#[source] StoreError),
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(error) => {
                 tracing::error!(error = %error, "API request failed");
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -48,8 +48,9 @@ pub struct HttpState {
     pub throttle: throttle::Throttle,
     /// The reverse proxies whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: throttle::TrustedProxies,
-    /// The DNS checks of `mailgate doctor`, for the console and the API.
-    pub doctor: Arc<crate::doctor::Setup>,
+    /// The DNS checks of `mailgate doctor`, for the console and the API;
+    /// why not, when they could not be set up (no resolver configuration).
+    pub doctor: Result<Arc<crate::doctor::Setup>, String>,
     /// Cancelled when the server begins to stop (`/readyz` then says so).
     pub stopping: tokio_util::sync::CancellationToken,
 }
