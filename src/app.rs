@@ -201,7 +201,8 @@ async fn follow_token_keys(store: Store, signer: TokenSigner, shutdown: Cancella
                 let (was_held, mut was_retired) = signer.key_ids();
                 was_retired.sort_unstable();
                 if (&held, &retired_sorted) != (&was_held, &was_retired) {
-                    tracing::info!(signing = current.id, retired = ?retired_sorted, "signing keys changed");
+                    let retired_ids = retired_sorted.iter().map(u8::to_string).collect::<Vec<_>>().join(", ");
+                    tracing::info!(signing = current.id, retired = %retired_ids, "signing keys changed");
                     signer.replace_keys(current, older, retired);
                 }
             }
@@ -244,8 +245,10 @@ pub async fn start(config: Config) -> anyhow::Result<App> {
     tasks.spawn(purge(store.clone(), config.retention, shutdown.clone()));
     tasks.spawn(follow_token_keys(store.clone(), signer.clone(), shutdown.clone()));
     let tls = config.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
+    let open_sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let session_context = |lmtp: bool| {
         Arc::new(SessionContext {
+            open_sessions: Arc::clone(&open_sessions),
             hostname: config.hostname.clone(),
             domain: config.domain.clone(),
             limits: config.limits.clone(),

@@ -335,7 +335,11 @@ struct RawAuth {
 
 /// One name's entry in `[auth.records]`: a TXT value, or records by type.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a TXT value (a string), or a table of lists: { txt = [\"…\"], mx = [\"10 mx.example.com\"], \
+                 a = [\"192.0.2.1\"], aaaa = [\"2001:db8::1\"], ptr = [\"host.example.com\"] }"
+)]
 enum RawRecord {
     Txt(String),
     Typed(RawRecordSet),
@@ -988,33 +992,27 @@ fn records_by_type(
             Ok(ip) => ip.to_string(),
             Err(_) => name.trim_end_matches('.').to_ascii_lowercase(),
         };
-        let set = match record {
-            // A bare value is a TXT record the checks read, as it always was.
-            RawRecord::Txt(value) => {
-                checked.insert(name, value.clone());
-                RecordSet { txt: vec![value], ..RecordSet::default() }
+        // The TXT values the sender checks read at this name: SPF at a
+        // domain, DKIM keys at `._domainkey.`, DMARC at `_dmarc.`; others
+        // (MTA-STS, TLS-RPT, site verifications) are for `mailgate doctor`.
+        let read_by_checks = |value: &&String| {
+            let value = value.trim_start().to_ascii_lowercase();
+            if key.starts_with("_dmarc.") {
+                value.starts_with("v=dmarc1")
+            } else if key.contains("._domainkey.") {
+                value.starts_with("v=dkim1") || value.contains("p=")
+            } else {
+                value.starts_with("v=spf1")
             }
+        };
+        let set = match record {
+            RawRecord::Txt(value) => RecordSet { txt: vec![value], ..RecordSet::default() },
             RawRecord::Typed(set) => {
-                let read_by_checks = |value: &&String| {
-                    let value = value.trim_start().to_ascii_lowercase();
-                    if key.starts_with("_dmarc.") {
-                        value.starts_with("v=dmarc1")
-                    } else if key.contains("._domainkey.") {
-                        value.starts_with("v=dkim1") || value.contains("p=")
-                    } else {
-                        value.starts_with("v=spf1")
-                    }
-                };
-                if let Some(value) = set.txt.iter().find(read_by_checks) {
-                    checked.insert(name.clone(), value.clone());
-                }
                 let mut mx = Vec::new();
                 for entry in &set.mx {
                     let parsed = entry.split_once(char::is_whitespace).and_then(|(preference, exchange)| {
-                        Some((
-                            preference.parse::<u16>().ok()?,
-                            exchange.trim().trim_end_matches('.').to_ascii_lowercase(),
-                        ))
+                        let exchange = exchange.trim().trim_end_matches('.').to_ascii_lowercase();
+                        Some((preference.parse::<u16>().ok()?, exchange)).filter(|(_, e)| !e.is_empty())
                     });
                     mx.push(parsed.with_context(|| {
                         format!(
@@ -1030,7 +1028,12 @@ fn records_by_type(
                 }
             }
         };
-        typed.insert(key, set);
+        if let Some(value) = set.txt.iter().find(read_by_checks) {
+            checked.insert(key.clone(), value.clone());
+        }
+        if typed.insert(key.clone(), set).is_some() {
+            bail!("auth.records: {name:?} names {key:?} a second time (names are compared without case and final dot)");
+        }
     }
     Ok((checked, typed))
 }

@@ -259,13 +259,16 @@ impl Setup {
             }
             (_, Ok(ips)) => ips,
         };
-        let record = self
-            .dns
-            .txt(&self.domain)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .find(|t| t.to_ascii_lowercase().starts_with("v=spf1"));
+        let records: Vec<String> =
+            self.dns.txt(&self.domain).await.unwrap_or_default().into_iter().filter(|t| is_spf(t)).collect();
+        if records.len() > 1 {
+            let listed = records.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
+            let found = format!("{} SPF records: {listed}", records.len());
+            let fix =
+                format!("publish one SPF record at {} (receivers give permerror for two, RFC 7208 §4.5)", self.domain);
+            return fail("spf", subject, &found, expected, Some(fix));
+        }
+        let record = records.into_iter().next();
         let mechanisms = ips
             .iter()
             .map(|ip| match ip {
@@ -336,7 +339,7 @@ impl Setup {
                 };
                 if let Some(name) = target.filter(|n| !n.contains('%') && depth < 10 && count <= 10) {
                     let txt = self.dns.txt(&name).await.unwrap_or_default();
-                    if let Some(next) = txt.into_iter().find(|t| t.to_ascii_lowercase().starts_with("v=spf1")) {
+                    if let Some(next) = txt.into_iter().find(|t| is_spf(t)) {
                         work.push((next, depth + 1));
                     }
                 }
@@ -650,6 +653,12 @@ impl Dns {
             Err(error) => absent_or(error),
         }
     }
+}
+
+/// Whether a TXT value is an SPF record (`v=spf1`, then a space or nothing).
+fn is_spf(value: &str) -> bool {
+    let value = value.trim_start().to_ascii_lowercase();
+    value == "v=spf1" || value.starts_with("v=spf1 ")
 }
 
 /// A name as the resolver takes it: fully qualified, so that no search domain is tried.

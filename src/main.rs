@@ -456,8 +456,16 @@ async fn serve(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     stop.wait().await;
     tracing::info!("shutting down");
     mailgate::service::notify("STOPPING=1");
-    app.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    // A second signal during the drain stops at once: what was not yet
+    // acknowledged is sent again by its sender, and nothing half-stored stays.
+    let again = StopSignals::register();
+    tokio::select! {
+        () = app.shutdown() => Ok(ExitCode::SUCCESS),
+        () = again.wait() => {
+            tracing::warn!("a second stop signal: stopping at once, without waiting for the sessions under way");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// SIGTERM and SIGINT (Ctrl-C), listened for from the moment of `register`.

@@ -56,7 +56,8 @@ pub(super) async fn stats(State(state): Shared, Query(q): Query<StatsQuery>) -> 
 /// `GET /api/v1/admin/doctor`: the report `mailgate doctor --json` prints
 /// (every lookup made now, through the configured resolver).
 pub(super) async fn doctor(State(state): Shared) -> ApiResult<Json<serde_json::Value>> {
-    let setup = state.doctor.as_ref().map_err(|why| ApiError::Unavailable(format!("the DNS checks cannot run: {why}")))?;
+    let setup =
+        state.doctor.as_ref().map_err(|why| ApiError::Unavailable(format!("the DNS checks cannot run: {why}")))?;
     let report = setup.run().await;
     Ok(Json(serde_json::json!({ "failed": report.failed(), "checks": report.checks })))
 }

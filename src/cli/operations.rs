@@ -71,41 +71,52 @@ pub(crate) async fn backup(file: PathBuf, args: StoreArgs) -> anyhow::Result<Exi
         )
     };
     mailgate::app::require_existing_database(&config)?;
-    if file.exists() {
-        bail!("{} exists; a backup never overwrites a file", file.display());
-    }
-    // Made empty with its final mode first: the copy is never readable by others, not even for a moment.
-    create_private(&file)?;
-    let made = async {
-        let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&source)
-            .read_only(true)
-            .busy_timeout(std::time::Duration::from_secs(30))
-            .connect()
-            .await
-            .with_context(|| format!("opening {}", source.display()))?;
-        let target = file.to_str().context("the backup's file name is not UTF-8")?;
-        sqlx::query("VACUUM INTO ?").bind(target).execute(&mut connection).await.context("copying the database")?;
-        let _ = connection.close().await;
-        std::fs::File::open(&file)?.sync_all()?;
-        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(error) = made {
-        let _ = std::fs::remove_file(&file);
-        return Err(error);
-    }
-    let (messages, size) = summary(&file).await?;
+    snapshot(&source, &file).await?;
+    let (messages, size) = summary(&file).await.unwrap_or((0, 0));
     println!("backed up {messages} messages ({size} bytes) to {}", file.display());
     eprintln!("warning: {SECRETS_WARNING}");
     Ok(ExitCode::SUCCESS)
 }
 
+/// Copies the database `source` (with what its log holds) to the new file
+/// `target`: one consistent snapshot by `VACUUM INTO`, into a file made
+/// empty with mode 0600 first (never readable by others, not even for a
+/// moment), synced with its folder. Never overwrites; removes what it made
+/// when it fails.
+async fn snapshot(source: &Path, target: &Path) -> anyhow::Result<()> {
+    // SQLite reads a name starting with `file:` as a URI: an absolute path never does.
+    let target = std::path::absolute(target).with_context(|| format!("{}", target.display()))?;
+    if std::fs::symlink_metadata(&target).is_ok() {
+        bail!("{} exists; a backup never overwrites a file", target.display());
+    }
+    create_private(&target)?;
+    let made = async {
+        let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(source)
+            .read_only(true)
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .connect()
+            .await
+            .with_context(|| format!("opening {}", source.display()))?;
+        let name = target.to_str().context("the file name is not UTF-8")?;
+        sqlx::query("VACUUM INTO ?").bind(name).execute(&mut connection).await.context("copying the database")?;
+        let _ = connection.close().await;
+        std::fs::File::open(&target)?.sync_all()?;
+        if let Some(parent) = target.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if made.is_err() {
+        let _ = std::fs::remove_file(&target);
+    }
+    made
+}
+
 /// `mailgate restore FILE`: a backup becomes the data folder's database.
-/// Only into a folder without one: a restore never overwrites mail.
+/// Only into a folder without one (nor a log or journal left of one): a
+/// restore never overwrites mail, and never mixes two databases.
 pub(crate) async fn restore(file: PathBuf, args: StoreArgs) -> anyhow::Result<ExitCode> {
     let config = args.load()?;
     let Some(target) = sqlite_path(&config.database_url) else {
@@ -114,39 +125,68 @@ pub(crate) async fn restore(file: PathBuf, args: StoreArgs) -> anyhow::Result<Ex
              (docs/operations.md, \"Backup and restore\")"
         )
     };
-    if target.exists() {
-        bail!("{} exists: restore only into an empty data folder (move the old one aside first)", target.display());
+    let leftovers =
+        [target.clone(), with_suffix(&target, "-wal"), with_suffix(&target, "-shm"), with_suffix(&target, "-journal")];
+    if let Some(found) = leftovers.iter().find(|f| std::fs::symlink_metadata(f).is_ok()) {
+        bail!(
+            "{} exists: restore only into an empty data folder (move the old folder aside whole, \
+             with its -wal and -shm files)",
+            found.display()
+        );
     }
-    // A backup of ours, whole, and of a schema this build can run.
-    let url = format!("sqlite://{}", file.to_str().context("the backup's file name is not UTF-8")?);
-    let status = schema::status(&url).await.with_context(|| format!("{} is not a mailgate backup", file.display()))?;
-    if status.database_version == 0 {
-        bail!("{} is not a mailgate backup (it has no mailgate schema)", file.display());
+    if !file.is_file() {
+        bail!("{} is not a file", file.display());
     }
-    if status.is_newer() {
-        return Err(status.newer_error().into());
-    }
-    check_integrity(&file).await?;
     if let Some(folder) = target.parent() {
         std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
     }
-    let partial = target.with_extension("db.restoring");
+    // Copied as SQLite reads it (a live database's log included), then the copy is checked:
+    // a mailgate schema this build can run, every page whole.
+    let partial = with_suffix(&target, ".restoring");
     let _ = std::fs::remove_file(&partial);
-    create_private(&partial)?;
-    let mut from = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
-    let mut to = std::fs::OpenOptions::new().write(true).open(&partial)?;
-    std::io::copy(&mut from, &mut to).context("copying the backup")?;
-    to.sync_all()?;
+    snapshot(&file, &partial).await.with_context(|| format!("{} is not a mailgate backup", file.display()))?;
+    let checked = async {
+        let status = schema::status_of_file(&partial).await?;
+        if status.database_version == 0 {
+            bail!("{} is not a mailgate backup (it has no mailgate schema)", file.display());
+        }
+        if status.is_newer() {
+            return Err(status.newer_error().into());
+        }
+        check_integrity(&partial).await.with_context(|| format!("{} is damaged", file.display()))
+    }
+    .await;
+    if let Err(error) = checked {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error);
+    }
     std::fs::rename(&partial, &target)?;
     if let Some(folder) = target.parent() {
         std::fs::File::open(folder)?.sync_all()?;
     }
-    // Brought up to this build's schema now, not at the server's start.
-    let store = mailgate::app::open_database(&config).await?;
-    store.close().await;
+    // Brought up to this build's schema now, not at the server's start; a
+    // failure leaves the folder as it was.
+    match mailgate::app::open_database(&config).await {
+        Ok(store) => store.close().await,
+        Err(error) => {
+            for file in &leftovers {
+                let _ = std::fs::remove_file(file);
+            }
+            return Err(
+                error.context("bringing the restored database up to this version's schema; nothing was restored")
+            );
+        }
+    }
     let (messages, _) = summary(&target).await?;
     println!("restored {messages} messages into {}; start the server with this data folder", target.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `path` with `suffix` added to its file name (`mailgate.db-wal`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// The file of a `sqlite:` URL.
@@ -173,7 +213,7 @@ async fn check_integrity(file: &Path) -> anyhow::Result<()> {
     let verdict: String = sqlx::query_scalar("PRAGMA quick_check").fetch_one(&mut connection).await?;
     let _ = connection.close().await;
     if verdict != "ok" {
-        bail!("{} is damaged ({verdict}); nothing was restored", file.display());
+        bail!("{verdict}; nothing was restored");
     }
     Ok(())
 }

@@ -88,25 +88,25 @@ pub async fn serve(listener: TcpListener, ctx: Arc<SessionContext>, shutdown: Ca
             .instrument(span),
         );
     }
-    let total = ctx.limits.max_connections;
-    turn_away_while_draining(|| async { listener.accept().await.map(|(s, _)| s) }, &permits, total, &ctx).await;
+    turn_away_while_draining(|| async { listener.accept().await.map(|(s, _)| s) }, &ctx).await;
 }
 
 /// What a connection made while the server shuts down is told.
 const SHUTTING_DOWN: &[u8] = b"421 4.3.2 mailgate is shutting down; please try again later\r\n";
 
-/// After a stop is asked for: the listener keeps its port and answers each
-/// new connection `421` (the client tries again later, or its next MX) until
-/// every session under way has finished (all `permits` are back) or
-/// `[limits] shutdown_grace_secs` is over.
-async fn turn_away_while_draining<S, F, Fut>(mut accept: F, permits: &Semaphore, total: usize, ctx: &SessionContext)
+/// After a stop is asked for: the listener keeps its port (or socket) and
+/// answers each new connection `421` (the client tries again later, or its
+/// next MX) until every session under way on any mail listener has
+/// finished, or `[limits] shutdown_grace_secs` is over.
+async fn turn_away_while_draining<S, F, Fut>(mut accept: F, ctx: &SessionContext)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::io::Result<S>>,
     S: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    use std::sync::atomic::Ordering;
     let deadline = tokio::time::Instant::now() + ctx.limits.shutdown_grace;
-    while permits.available_permits() < total {
+    while ctx.open_sessions.load(Ordering::Acquire) > 0 {
         tokio::select! {
             accepted = accept() => {
                 let Ok(mut stream) = accepted else { continue };
@@ -118,7 +118,7 @@ where
             }
             () = tokio::time::sleep(Duration::from_millis(50)) => {}
             () = tokio::time::sleep_until(deadline) => {
-                let open = total - permits.available_permits();
+                let open = ctx.open_sessions.load(Ordering::Acquire);
                 tracing::warn!(open, "stopping with sessions still open: their messages were not acknowledged");
                 return;
             }
@@ -194,8 +194,7 @@ pub async fn serve_unix(
             .instrument(tracing::info_span!("lmtp", peer = "unix")),
         );
     }
-    let total = ctx.limits.max_connections;
-    turn_away_while_draining(|| async { listener.accept().await.map(|(s, _)| s) }, &permits, total, &ctx).await;
+    turn_away_while_draining(|| async { listener.accept().await.map(|(s, _)| s) }, &ctx).await;
     // A clean stop leaves no socket file behind.
     let _ = std::fs::remove_file(&path);
 }

@@ -103,6 +103,25 @@ pub struct SessionContext {
     pub trusted_relays: crate::domain::Networks,
     /// TCP proxies whose PROXY header names the client (`[auth] trusted_proxies`).
     pub proxy_protocol_from: crate::domain::Networks,
+    /// Sessions running, on every mail listener of the server (shared by
+    /// their contexts): a stop turns new connections away until it is 0.
+    pub open_sessions: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a session in [`SessionContext::open_sessions`] while it lives.
+struct OpenSession(Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenSession {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Who is on the other end of a session.
@@ -229,6 +248,7 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let _open = OpenSession::new(&ctx.open_sessions);
     let now = std::time::Instant::now();
     // LMTP's unix socket only takes this host's mail server; over TCP, an
     // LMTP client must be a trusted relay like any other.

@@ -74,6 +74,14 @@ pub async fn status(url: &str) -> StoreResult<SchemaStatus> {
     Ok(compare(migrator, &applied))
 }
 
+/// [`status`] of the SQLite file at `path` (named as a path, never read as a URL).
+pub async fn status_of_file(path: &std::path::Path) -> StoreResult<SchemaStatus> {
+    let mut connection = SqliteConnectOptions::new().filename(path).read_only(true).connect().await?;
+    let applied = applied_versions(&mut connection, "sqlite_master", "name").await;
+    let _ = connection.close().await;
+    Ok(compare(&SQLITE, &applied?))
+}
+
 /// Whether this build has migrations the database lacks; refuses a
 /// database that a newer mailgate has migrated (this build's code would
 /// misread tables it does not know). With nothing pending, the migrator is

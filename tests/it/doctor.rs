@@ -249,3 +249,46 @@ pub fn static_dns(config: &mut mailgate::config::Config, key: &std::path::Path, 
         algorithm: "rsa".to_owned(),
     });
 }
+
+#[test]
+fn two_spf_records_fail_and_bare_tls_records_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, p) = dkim_key(dir.path(), "ours");
+    // Two SPF records at one name: receivers give permerror, whatever each says.
+    let records = healthy_records(&p).replace(
+        "\"v=spf1 ip4:198.51.100.7 -all\", \"google-site-verification=abc\"",
+        "\"v=spf1 ip4:198.51.100.7 -all\", \"v=spf1 include:other.example -all\"",
+    );
+    let (code, checks) = doctor(&config_with(dir.path(), &key, &records));
+    assert_eq!((code, &checks["spf"]["status"]), (1, &serde_json::json!("fail")), "{}", checks["spf"]);
+    assert!(checks["spf"]["found"].as_str().unwrap().starts_with("2 SPF records"));
+    // MTA-STS and TLS-RPT given as bare strings are TXT records like any other.
+    let records =
+        healthy_records(&p).replace("{ txt = [\"v=STSv1; id=2026120701\"] }", "\"v=STSv1; id=2026120701\"").replace(
+            "{ txt = [\"v=TLSRPTv1; rua=mailto:tls@support.example.com\"] }",
+            "\"v=TLSRPTv1; rua=mailto:tls@support.example.com\"",
+        );
+    let (code, checks) = doctor(&config_with(dir.path(), &key, &records));
+    assert_eq!(
+        (code, &checks["mta-sts"]["status"], &checks["tls-rpt"]["status"]),
+        (0, &serde_json::json!("ok"), &serde_json::json!("ok"))
+    );
+}
+
+#[test]
+fn broken_records_are_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, p) = dkim_key(dir.path(), "ours");
+    for (records, said) in [
+        ("\"a.example\" = { mx = [\"10 \"] }", "is not PREFERENCE HOST"),
+        ("\"a.example\" = { txt = \"v=spf1 -all\" }", "a table of lists"),
+        ("\"a.example\" = \"v=spf1 -all\"\n\"A.example.\" = \"v=spf1 +all\"", "a second time"),
+    ] {
+        let config = config_with(dir.path(), &key, &format!("{}{records}\n", healthy_records(&p)));
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_mailgate")).args(["doctor", "--config"]).arg(&config).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(said) && stderr.contains("a.example"), "{records}: {stderr}");
+    }
+}

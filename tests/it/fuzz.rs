@@ -242,6 +242,7 @@ fn answers_any_conversation(lmtp: bool, trusted: mailgate::domain::Networks) {
             ..Limits::default()
         };
         Arc::new(SessionContext {
+            open_sessions: Default::default(),
             hostname: "fuzz.test".to_owned(),
             domain: "fuzz.test".to_owned(),
             limits,

@@ -102,12 +102,12 @@ async fn a_database_upgraded_by_a_newer_mailgate_is_refused_with_a_sentence_that
     let url = fresh_database_url(dir.path()).await;
     start_in(tempfile::tempdir().unwrap(), url.clone(), |_| {}).await.stop().await;
     let dir = dir.path();
-    execute_sql(
-        &url,
+    let checksum = if url.starts_with("sqlite:") { "X'00'" } else { "decode('00', 'hex')" };
+    let future = format!(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (9999, 'from the future', TRUE, X'00', 1)",
-    )
-    .await;
+         VALUES (9999, 'from the future', TRUE, {checksum}, 1)"
+    );
+    execute_sql(&url, &future).await;
     let expected = "this database was upgraded by a newer mailgate (schema version 9999";
     let (code, _, err) = run(&mut mailgate(dir, &url, &["migrate", "--check"]));
     assert_eq!(code, 1);
@@ -189,6 +189,23 @@ async fn a_backup_taken_under_load_restores_into_a_fresh_folder_with_every_ackno
     let (code, _, err) = run(&mut mailgate(fresh.path(), &fresh_url, &["restore", backup.to_str().unwrap()]));
     assert_eq!(code, 1);
     assert!(err.contains("restore only into an empty data folder"), "{err}");
+
+    // Restoring straight from the live database file takes what its log holds too (the keys).
+    let live = app.dir.path().join("mailgate.db");
+    let copy = tempfile::tempdir().unwrap();
+    let copy_url = format!("sqlite://{}", copy.path().join("mailgate.db").display());
+    let (code, out, err) = run(&mut mailgate(copy.path(), &copy_url, &["restore", live.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}{err}");
+    let keys = query_i64(&copy_url, "SELECT COUNT(*) FROM settings WHERE key LIKE 'token_key.%'").await;
+    assert!(keys >= 1, "the signing keys came along");
+    // A log left of another database in the target folder is never applied to the backup.
+    let other = tempfile::tempdir().unwrap();
+    let other_url = format!("sqlite://{}", other.path().join("mailgate.db").display());
+    std::fs::write(other.path().join("mailgate.db-wal"), b"not ours").unwrap();
+    let (code, _, err) = run(&mut mailgate(other.path(), &other_url, &["restore", backup.to_str().unwrap()]));
+    assert_eq!(code, 1);
+    assert!(err.contains("mailgate.db-wal exists"), "{err}");
+    assert!(!other.path().join("mailgate.db").exists());
     app.stop().await;
 
     let restored = start_in(fresh, fresh_url.clone(), |_| {}).await;
@@ -212,6 +229,36 @@ async fn a_backup_taken_under_load_restores_into_a_fresh_folder_with_every_ackno
         .collect();
     assert!(texts.iter().any(|t| t == "After the restore"), "{texts:?}");
     restored.stop().await;
+}
+
+#[tokio::test]
+async fn backup_and_restore_take_file_names_as_names() {
+    let app = spawn_app().await;
+    if on_postgres() {
+        app.stop().await;
+        return;
+    }
+    // `file:` would be a URI to SQLite, `%41` an escape to a URL parser: here both are names.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["file:snap.db", "pct%41 and 'quotes'.db"] {
+        let mut command = app.command(&["backup", name]);
+        let (code, out, err) = run(command.current_dir(dir.path()));
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        let written = dir.path().join(name);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&written).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+        assert!(std::fs::metadata(&written).unwrap().len() > 0, "{name} holds the copy");
+        let target = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", target.path().join("mailgate.db").display());
+        let (code, out, err) = run(&mut mailgate(target.path(), &url, &["restore", written.to_str().unwrap()]));
+        assert_eq!(code, 0, "{name}: {out}{err}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no other file was written");
+    app.stop().await;
 }
 
 #[tokio::test]

@@ -446,3 +446,38 @@ async fn an_instance_serves_as_a_role_with_only_the_data_privileges_the_guide_gr
     assert_eq!(out.status.code(), Some(1), "the app role migrates nothing");
     execute_sql(&database, &format!("DROP OWNED BY {role}")).await;
 }
+
+/// Sends MAIL and RCPT to `smtp` until RCPT is refused (at most 30 s); the refusal.
+async fn refused_within_seconds(smtp: std::net::SocketAddr, rcpt: &str) -> String {
+    let mut session = Smtp::connect(smtp).await;
+    session.expect("EHLO acme.example", "250").await;
+    for _ in 0..100 {
+        session.expect(&format!("MAIL FROM:<{OWNER}>"), "250").await;
+        let answer = session.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+        session.expect("RSET", "250").await;
+        if !answer.starts_with("250") {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("{rcpt} was still taken after 30 s");
+}
+
+#[tokio::test]
+async fn a_key_retired_from_one_host_is_refused_by_every_instance_without_a_restart() {
+    let database_url = postgres_database().await;
+    let a = start_in(tempfile::tempdir().unwrap(), database_url.clone(), |_| {}).await;
+    let b = start_in(tempfile::tempdir().unwrap(), database_url.clone(), |_| {}).await;
+    let (_, _, note) = a.chat_with_note().await;
+    let stolen = note.reply_address();
+    for args in [&["keys", "rotate"][..], &["keys", "retire", "1"]] {
+        let out = a.command(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for instance in [&a, &b] {
+        let refusal = refused_within_seconds(instance.smtp, &stolen).await;
+        assert!(refusal.starts_with("550 5.7.1") && refusal.contains("latest notification"), "{refusal}");
+    }
+    a.stop().await;
+    b.stop().await;
+}

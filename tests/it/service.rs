@@ -345,3 +345,38 @@ fn the_published_crate_holds_what_cargo_install_needs_and_no_test_mail() {
     }
     assert!(!list.lines().any(|l| l.starts_with("fixtures/") || l.starts_with("tests/")), "no test mail: {list}");
 }
+
+#[tokio::test]
+async fn during_a_stop_the_lmtp_socket_answers_421_while_an_smtp_session_finishes() {
+    use tokio::io::AsyncBufReadExt;
+    let sockets = tempfile::tempdir().unwrap();
+    let socket = sockets.path().join("lmtp.sock");
+    let path = socket.clone();
+    let mut app = spawn_app_with(move |c| c.lmtp_listen = Some(mailgate::config::ListenAddr::Unix(path))).await;
+    let (_, _, note) = app.chat_with_note().await;
+    let reply_to = note.reply_address();
+    let mut busy = app.smtp().await;
+    busy.expect("EHLO acme.example", "250").await;
+    busy.expect(&format!("MAIL FROM:<{OWNER}>"), "250").await;
+    busy.expect(&format!("RCPT TO:<{reply_to}>"), "250").await;
+    busy.expect("DATA", "354").await;
+    busy.write(b"Subject: half\r\n").await;
+
+    let stopping = tokio::spawn(app.app.take().unwrap().shutdown());
+    let mut greeting = String::new();
+    for _ in 0..100 {
+        if let Ok(stream) = tokio::net::UnixStream::connect(&socket).await {
+            greeting.clear();
+            let _ = tokio::io::BufReader::new(stream).read_line(&mut greeting).await;
+            if greeting.starts_with("421") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(greeting.starts_with("421 4.3.2"), "the LMTP socket is there and says why: {greeting:?}");
+    busy.write(b"\r\nStill here\r\n.\r\n").await;
+    assert!(busy.read_reply().await.starts_with("250"));
+    tokio::time::timeout(Duration::from_secs(60), stopping).await.expect("the stop ends").unwrap();
+    assert!(!socket.exists(), "a clean stop removes the socket");
+}
