@@ -85,9 +85,10 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Store> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }
-    Store::open(&config.database_url)
+    Ok(Store::open(&config.database_url)
         .await
-        .with_context(|| format!("opening database {}", config.database_url_for_logs()))
+        .with_context(|| format!("opening database {}", config.database_url_for_logs()))?
+        .with_stall(config.limits.store_stall))
 }
 
 /// Opens the database and loads the token signer (creating its secret on first start).

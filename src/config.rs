@@ -539,6 +539,7 @@ struct RawLimits {
     session_lifetime_secs: Option<u64>,
     max_connections_per_network: Option<usize>,
     shutdown_grace_secs: Option<u64>,
+    store_stall_secs: Option<u64>,
 }
 
 /// Limits that protect the SMTP listener from oversized or slow clients.
@@ -579,6 +580,10 @@ pub struct Limits {
     /// On SIGTERM, how long sessions under way may take to finish (new
     /// connections get `421` meanwhile); the server stops after it at the latest.
     pub shutdown_grace: Duration,
+    /// How long a message may wait for the database to commit it; past it
+    /// (or while the database has been writing one transaction longer than
+    /// this) messages get `451 4.3.2` instead of waiting.
+    pub store_stall: Duration,
 }
 
 impl Default for Limits {
@@ -599,6 +604,7 @@ impl Default for Limits {
             mime: crate::pipeline::MimeLimits::default(),
             max_messages_per_sender_per_hour: 120,
             shutdown_grace: Duration::from_secs(30),
+            store_stall: Duration::from_secs(30),
         }
     }
 }
@@ -853,6 +859,9 @@ impl RawLimits {
         }
         if let Some(secs) = self.shutdown_grace_secs {
             limits.shutdown_grace = Duration::from_secs(secs);
+        }
+        if let Some(secs) = self.store_stall_secs {
+            limits.store_stall = Duration::from_secs(secs.max(1));
         }
         if let Some(secs) = self.data_timeout_secs {
             limits.data_timeout = Duration::from_secs(secs);

@@ -110,6 +110,7 @@ pub struct Metrics {
     deliveries_sent: Counter,
     deliveries_not_sent: Counter,
     commits: Counter,
+    pushed_back: Counter,
     committed_messages: Counter,
     commit_seconds: Counter<f64, AtomicU64>,
     dns_answers: Counter,
@@ -139,6 +140,7 @@ impl Default for Metrics {
             deliveries_sent: Counter::default(),
             deliveries_not_sent: Counter::default(),
             commits: Counter::default(),
+            pushed_back: Counter::default(),
             committed_messages: Counter::default(),
             commit_seconds: Counter::default(),
             dns_answers: Counter::default(),
@@ -215,6 +217,11 @@ impl Default for Metrics {
             metrics.deliveries_not_sent.clone(),
         );
         registry.register("group_commits", "Transactions of the group-commit writer", metrics.commits.clone());
+        registry.register(
+            "store_pushed_back",
+            "Messages turned away with 451 4.3.2 because the database had fallen behind ([limits] store_stall_secs)",
+            metrics.pushed_back.clone(),
+        );
         registry.register(
             "group_commit_messages",
             "Messages the group-commit writer stored (divide by transactions: the group size)",
@@ -311,6 +318,7 @@ impl Metrics {
         catch_up(&self.deliveries_not_sent, sent.not_sent);
         let group = store.group_commit_stats();
         catch_up(&self.commits, group.transactions);
+        catch_up(&self.pushed_back, group.pushed_back);
         catch_up(&self.committed_messages, group.messages);
         let seconds = group.commit_us as f64 / 1e6;
         self.commit_seconds.inc_by((seconds - self.commit_seconds.get()).max(0.0));

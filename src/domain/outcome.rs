@@ -182,6 +182,8 @@ pub enum Disposition {
     TempFail {
         /// The error, for the log.
         reason: String,
+        /// The database had fallen behind (`451 4.3.2`), rather than failed.
+        busy: bool,
     },
 }
 
@@ -197,6 +199,7 @@ impl Disposition {
             Disposition::Held { .. } => "held",
             Disposition::Rejected(_) => "rejected",
             Disposition::Deferred { .. } => "deferred",
+            Disposition::TempFail { busy: true, .. } => "busy",
             Disposition::TempFail { .. } => "tempfail",
         }
     }
@@ -207,7 +210,7 @@ impl Disposition {
             Disposition::Dropped { reason }
             | Disposition::Held { reason }
             | Disposition::Deferred { reason }
-            | Disposition::TempFail { reason } => Some(reason),
+            | Disposition::TempFail { reason, .. } => Some(reason),
             Disposition::Accepted { .. } | Disposition::Rejected(_) => None,
         }
     }

@@ -58,6 +58,9 @@ pub fn for_disposition(disposition: &Disposition) -> SmtpReply {
         Disposition::Deferred { .. } => {
             SmtpReply::new(451, "4.7.1", "Too many messages in a short time (a mail loop?); please try again later")
         }
+        Disposition::TempFail { busy: true, .. } => {
+            SmtpReply::new(451, "4.3.2", "The system is busy storing mail; please try again later")
+        }
         Disposition::TempFail { .. } => {
             SmtpReply::new(451, "4.3.0", "Temporary problem storing the message; please try again later")
         }

@@ -652,7 +652,10 @@ impl Pipeline {
             .collect();
         for (user_id, kind) in &unsubscribes {
             if let Err(error) = self.store.opt_out(*user_id, kind).await {
-                return Disposition::TempFail { reason: error.to_string() };
+                return Disposition::TempFail {
+                    busy: matches!(error, crate::store::StoreError::Busy(_)),
+                    reason: error.to_string(),
+                };
             }
         }
         let no_rules = rules::Decision::default;
@@ -734,7 +737,10 @@ impl Pipeline {
             Ok(disposition) => disposition,
             Err(error) => {
                 tracing::error!(error = %error, "storing an inbound message failed; answering 451");
-                Disposition::TempFail { reason: error.to_string() }
+                Disposition::TempFail {
+                    busy: matches!(error, crate::store::StoreError::Busy(_)),
+                    reason: error.to_string(),
+                }
             }
         }
     }

@@ -237,6 +237,10 @@ pub enum StoreError {
     /// The group commit failed or stopped; the message was not stored.
     #[error("storing failed: {0}")]
     Batch(String),
+    /// The database has fallen behind (its writer stalled, or too much
+    /// waits for it): the message was not taken; the sender tries later.
+    #[error("{0}")]
+    Busy(String),
     /// Stored data that cannot be read back (a damaged original).
     #[error("{0}")]
     Corrupt(String),
@@ -253,7 +257,7 @@ impl StoreError {
 
     /// Whether the same operation may succeed later (busy database, I/O).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Batch(_))
+        matches!(self, StoreError::Batch(_) | StoreError::Busy(_))
             || matches!(self, StoreError::Database(e) if !matches!(e, sqlx::Error::RowNotFound | sqlx::Error::ColumnDecode { .. }))
     }
 }
@@ -337,6 +341,8 @@ pub struct Store {
     group: tokio::sync::mpsc::Sender<WriteJob>,
     /// What the group-commit writer has done.
     group_counters: Arc<GroupCommitCounters>,
+    /// How long a message may wait for its commit (`[limits] store_stall_secs`).
+    stall: Duration,
     /// RCPT-time thread reads, answered together (`lookups.rs`).
     lookups: tokio::sync::mpsc::Sender<lookups::ThreadLookup>,
     /// Sites, plan features and users already read (they never change).
@@ -441,11 +447,23 @@ pub struct GroupCommitStats {
     pub syncs: u64,
     /// Time those syncs took, in microseconds.
     pub sync_us: u64,
+    /// Messages turned away (`451 4.3.2`) because the database had fallen
+    /// behind: a commit slower than `[limits] store_stall_secs`, or more
+    /// than [`HIGH_WATER`] messages waiting.
+    pub pushed_back: u64,
 }
+
+/// Messages waiting for the group-commit writer above which new ones are
+/// turned away rather than queued (the queue holds 1,024).
+pub const HIGH_WATER: usize = 512;
 
 /// The group-commit writer's running totals.
 #[derive(Debug, Default)]
 struct GroupCommitCounters {
+    /// When the transaction being written began (Unix ms; 0: none is).
+    writing_since_ms: std::sync::atomic::AtomicI64,
+    /// Messages turned away because the database had fallen behind.
+    pushed_back: AtomicU64,
     transactions: AtomicU64,
     messages: AtomicU64,
     statements_us: AtomicU64,
@@ -477,6 +495,7 @@ impl GroupCommitCounters {
             commit_us: self.commit_us.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
             sync_us: self.sync_us.load(Ordering::Relaxed),
+            pushed_back: self.pushed_back.load(Ordering::Relaxed),
         }
     }
 }
@@ -630,10 +649,31 @@ impl Store {
             shared_policy,
             group,
             group_counters,
+            stall: Duration::from_secs(30),
             lookups,
             directory,
             subscribed_agents,
         })
+    }
+
+    /// The same store, turning messages away once their commit would wait
+    /// longer than `stall` (`[limits] store_stall_secs`).
+    pub fn with_stall(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
+    }
+
+    /// Why the database cannot take a message now, if it cannot: its
+    /// writer has been in one transaction for longer than the stall limit,
+    /// or too many messages already wait.
+    fn falling_behind(&self) -> Option<String> {
+        let since = self.group_counters.writing_since_ms.load(Ordering::Acquire);
+        let stalled_ms = if since == 0 { 0 } else { now_ms() - since };
+        if stalled_ms > self.stall.as_millis() as i64 {
+            return Some(format!("the database has been writing one transaction for {} s", stalled_ms / 1000));
+        }
+        let waiting = self.group.max_capacity() - self.group.capacity();
+        (waiting >= HIGH_WATER).then(|| format!("{waiting} messages wait for the database"))
     }
 
     /// The same store with another outbox timing.

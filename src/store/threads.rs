@@ -194,13 +194,37 @@ impl Store {
     /// written again with a savepoint per message, so that one failure does
     /// not undo the others. Every caller still returns only
     /// after the commit that holds its message.
+    ///
+    /// Pushes back instead of waiting without bound: when the database has
+    /// fallen behind (a transaction written for longer than the stall limit,
+    /// or too many messages waiting), or this message's commit does not come
+    /// within the limit, the answer is [`StoreError::Busy`]. A message given
+    /// up on that way may still be committed later, whole; its sender's
+    /// retry is then a duplicate, stored once.
     pub async fn insert_message(&self, message: NewMessage, log: Option<InboundLogEntry>) -> StoreResult<Inserted> {
+        use std::sync::atomic::Ordering;
+        let busy = |why: String| {
+            self.group_counters.pushed_back.fetch_add(1, Ordering::Relaxed);
+            StoreError::Busy(why)
+        };
+        if let Some(why) = self.falling_behind() {
+            return Err(busy(why));
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.group
-            .send(WriteJob { message, log, reply })
-            .await
-            .map_err(|_| StoreError::Batch("the store is closed".to_owned()))?;
-        answer.await.map_err(|_| StoreError::Batch("the group commit writer stopped".to_owned()))?
+        let queued = match self.group.try_send(WriteJob { message, log, reply }) {
+            Ok(()) => Ok(()),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                Err(busy("the database's queue is full".to_owned()))
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                Err(StoreError::Batch("the store is closed".to_owned()))
+            }
+        };
+        queued?;
+        match tokio::time::timeout(self.stall, answer).await {
+            Ok(answer) => answer.map_err(|_| StoreError::Batch("the group commit writer stopped".to_owned()))?,
+            Err(_) => Err(busy(format!("the database did not commit within {} s", self.stall.as_secs()))),
+        }
     }
 
     /// A thread's messages, oldest first, with their attachments.

@@ -23,6 +23,9 @@ pub(super) async fn group_writer(
     while let Some(first) = jobs.recv().await {
         let mut batch = super::with_waiting(first, &mut jobs, GROUP_LIMIT);
         let policy = *policy.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // While this batch is written, how long it takes says whether the
+        // database has fallen behind (`Store::falling_behind`).
+        let _writing = Writing::since_now(&counters);
         // The common case: every message goes in, and the batch needs no
         // savepoints (two statements fewer per message). If anything fails,
         // the transaction is rolled back and the batch written again below
@@ -61,6 +64,22 @@ pub(super) async fn group_writer(
                 break;
             }
         }
+    }
+}
+
+/// Marks the group-commit writer as inside a batch, until dropped.
+struct Writing<'c>(&'c GroupCommitCounters);
+
+impl<'c> Writing<'c> {
+    fn since_now(counters: &'c GroupCommitCounters) -> Self {
+        counters.writing_since_ms.store(super::now_ms(), std::sync::atomic::Ordering::Release);
+        Self(counters)
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.writing_since_ms.store(0, std::sync::atomic::Ordering::Release);
     }
 }
 

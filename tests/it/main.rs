@@ -24,6 +24,7 @@ mod participants;
 mod pipe;
 mod postfix;
 mod postgres;
+mod pressure;
 mod reading;
 mod relay;
 mod replay;

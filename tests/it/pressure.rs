@@ -1,0 +1,119 @@
+//! Issue 36, pushing back under pressure: when the database falls behind
+//! (another connection holds SQLite's write lock, or a PostgreSQL table
+//! lock), new messages get `451 4.3.2` at DATA instead of waiting without
+//! bound, those already waiting get it after `[limits] store_stall_secs`,
+//! `deliver` exits 75, nothing is half-stored, and every retry afterwards is
+//! stored once.
+
+use crate::support::*;
+use sqlx::Connection;
+use std::time::Duration;
+
+/// A connection of another client holding the lock every message's
+/// transaction needs, until it is dropped or rolled back.
+enum Lock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Lock {
+    async fn hold(database_url: &str) -> Lock {
+        if database_url.starts_with("sqlite:") {
+            let mut connection = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut connection).await.unwrap();
+            Lock::Sqlite(connection)
+        } else {
+            let mut connection = sqlx::PgConnection::connect(database_url).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
+            sqlx::query("LOCK TABLE messages IN EXCLUSIVE MODE").execute(&mut connection).await.unwrap();
+            Lock::Postgres(connection)
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Lock::Sqlite(mut c) => sqlx::query("ROLLBACK").execute(&mut c).await.map(drop).unwrap(),
+            Lock::Postgres(mut c) => sqlx::query("ROLLBACK").execute(&mut c).await.map(drop).unwrap(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_database_gets_451_at_data_and_every_retry_is_stored_once() {
+    let app = spawn_app_with(|c| c.limits.store_stall = Duration::from_secs(2)).await;
+    let (_, chat_id, note) = app.chat_with_note().await;
+    let reply_to = note.reply_address();
+    let mail = |n: usize| {
+        reply_mail(OWNER, &reply_to, "Hello", &format!("stall-{n}@acme.example"), "", &format!("During the stall {n}"))
+    };
+
+    let lock = Lock::hold(&app.database_url).await;
+    // The first waits for its commit as long as the limit allows, then is told to come back.
+    let first = app.send(OWNER, &[&reply_to], &mail(0)).await;
+    assert!(first.starts_with("451 4.3.2"), "{first}");
+    // The database is known to be behind now: the next is turned away at once.
+    let second = app.send(OWNER, &[&reply_to], &mail(1)).await;
+    assert!(second.starts_with("451 4.3.2"), "{second}");
+    // A pipe delivery beside the server: exit 75, the mail server's "try again later".
+    let config = app.dir.path().join("stall.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "domain = \"{DOMAIN}\"\n[limits]\nstore_stall_secs = 2\n[auth]\nresolver = \"static\"\n[auth.records]\n\
+             \"acme.example\" = \"v=spf1 ip4:127.0.0.0/8 -all\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let mut deliver = app
+        .command(&[
+            "deliver",
+            "--sender",
+            OWNER,
+            "--recipient",
+            &reply_to,
+            "--client-address",
+            "127.0.0.1",
+            "--config",
+            config,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut deliver.stdin.take().unwrap(), mail(2).as_bytes()).unwrap();
+    let out = deliver.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{said}");
+    assert!(said.contains("4.3.2") && said.contains("busy"), "{said}");
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("outcome=\"busy\",code=\"451\""), "the metrics show it");
+    let pushed_back = metrics.lines().find(|l| l.starts_with("mailgate_store_pushed_back_total")).unwrap_or_default();
+    assert!(pushed_back.ends_with(" 2") || pushed_back.ends_with(" 3"), "{pushed_back}");
+
+    // Once the database catches up, every retry is taken and each message is there once.
+    lock.release().await;
+    for n in 0..3 {
+        let mut answer = String::new();
+        for _ in 0..40 {
+            answer = app.send(OWNER, &[&reply_to], &mail(n)).await;
+            if answer.starts_with("250") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(answer.starts_with("250"), "retry {n}: {answer}");
+    }
+    let texts: Vec<String> = app
+        .messages(&format!("/chats/{chat_id}"))
+        .await
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for n in 0..3 {
+        let count = texts.iter().filter(|t| **t == format!("During the stall {n}")).count();
+        assert_eq!(count, 1, "message {n} stored once: {texts:?}");
+    }
+    app.stop().await;
+}
