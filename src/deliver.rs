@@ -122,8 +122,14 @@ pub async fn deliver(pipeline: &Pipeline, config: &Config, pipe: &PipeEnvelope, 
         Disposition::Deferred { .. } | Disposition::TempFail { .. } => "temporary",
         other => other.label(),
     };
-    if let Err(error) = pipeline.store().count_up(&format!("{PIPE_COUNTS}{label}")).await {
-        tracing::warn!(error = %error, "could not count a pipe delivery");
+    // A count for the metrics: never worth keeping the mail server waiting
+    // (a stalled database is why a delivery was turned away in the first place).
+    let key = format!("{PIPE_COUNTS}{label}");
+    let counting = pipeline.store().count_up(&key);
+    match tokio::time::timeout(std::time::Duration::from_secs(2), counting).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(error = %error, "could not count a pipe delivery"),
+        Err(_) => tracing::warn!("the database did not take the pipe delivery's count within 2 s; not counted"),
     }
     let reply = reply::for_disposition(&disposition);
     let code = match disposition {

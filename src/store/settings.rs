@@ -53,9 +53,11 @@ impl Store {
         Ok(())
     }
 
-    /// Every setting whose key starts with `prefix`.
+    /// Every setting whose key starts with `prefix`. Read on a reader, so
+    /// that `/metrics` and the key refresh answer while the writer is busy
+    /// (or stalled: see `Store::insert_message`).
     pub async fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, String)>> {
-        Ok(writing!(self, |db| sqlx::query_as(
+        Ok(reading!(self, |db| sqlx::query_as(
             "SELECT key, value FROM settings WHERE key LIKE $1 || '%' ORDER BY key"
         )
         .bind(prefix)
