@@ -106,8 +106,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Store, TokenSigner)>
         keys = read_token_keys(&store).await?;
     }
     let (current, older, retired) = keys.context("no token key")?;
-    let signer = TokenSigner::new(current.clone(), older.clone()).with_lifetime_days(config.token_lifetime_days);
-    signer.replace_keys(current, older, retired);
+    let signer = TokenSigner::new(current, older).with_retired(retired).with_lifetime_days(config.token_lifetime_days);
     Ok((store, signer))
 }
 
@@ -195,16 +194,10 @@ async fn follow_token_keys(store: Store, signer: TokenSigner, shutdown: Cancella
         }
         match read_token_keys(&store).await {
             Ok(Some((current, older, retired))) => {
-                let mut held: Vec<u8> = std::iter::once(current.id).chain(older.iter().map(|k| k.id)).collect();
-                held.sort_unstable_by(|a, b| b.cmp(a));
-                let mut retired_sorted = retired.clone();
-                retired_sorted.sort_unstable();
-                let (was_held, mut was_retired) = signer.key_ids();
-                was_retired.sort_unstable();
-                if (&held, &retired_sorted) != (&was_held, &was_retired) {
-                    let retired_ids = retired_sorted.iter().map(u8::to_string).collect::<Vec<_>>().join(", ");
-                    tracing::info!(signing = current.id, retired = %retired_ids, "signing keys changed");
-                    signer.replace_keys(current, older, retired);
+                let signing = current.id;
+                if signer.replace_keys(current, older, retired) {
+                    let retired = signer.key_ids().1.iter().map(u8::to_string).collect::<Vec<_>>().join(", ");
+                    tracing::info!(signing, retired = %retired, "signing keys changed");
                 }
             }
             Ok(None) => {}

@@ -93,6 +93,15 @@ struct KeyRing {
     retired: Vec<u8>,
 }
 
+impl KeyRing {
+    /// (held ids, newest first; retired ids, sorted).
+    fn ids(&self) -> (Vec<u8>, Vec<u8>) {
+        let mut held: Vec<u8> = std::iter::once(self.current.id).chain(self.older.iter().map(|k| k.id)).collect();
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        (held, self.retired.clone())
+    }
+}
+
 /// Signs with the current key and verifies with any known key. Clones
 /// share their keys: [`TokenSigner::replace_keys`] on one (a rotation or a
 /// retirement read from the database) reaches every part of the server.
@@ -110,20 +119,31 @@ impl TokenSigner {
         Self { keys: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(ring))), lifetime_days: None }
     }
 
+    /// A signer with `retired` key ids besides (their tokens are refused as retired).
+    pub fn with_retired(self, retired: Vec<u8>) -> Self {
+        let ring = self.ring();
+        self.replace_keys(ring.current.clone(), ring.older.clone(), retired);
+        self
+    }
+
     /// Puts new keys in place for this signer and all its clones: `current`
     /// signs from now on, `older` still verify, tokens of `retired` ids are
-    /// refused as retired.
-    pub fn replace_keys(&self, current: TokenKey, older: Vec<TokenKey>, retired: Vec<u8>) {
-        let ring = std::sync::Arc::new(KeyRing { current, older, retired });
-        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = ring;
+    /// refused as retired. Says whether anything changed (keys are told
+    /// apart by id: an id never names another secret).
+    pub fn replace_keys(&self, current: TokenKey, older: Vec<TokenKey>, mut retired: Vec<u8>) -> bool {
+        retired.sort_unstable();
+        let ring = KeyRing { current, older, retired };
+        let mut held = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ring.ids() == held.ids() {
+            return false;
+        }
+        *held = std::sync::Arc::new(ring);
+        true
     }
 
     /// The ids of the keys held now, newest first (the first signs), and the retired ids.
     pub fn key_ids(&self) -> (Vec<u8>, Vec<u8>) {
-        let ring = self.ring();
-        let mut held: Vec<u8> = std::iter::once(ring.current.id).chain(ring.older.iter().map(|k| k.id)).collect();
-        held.sort_unstable_by(|a, b| b.cmp(a));
-        (held, ring.retired.clone())
+        self.ring().ids()
     }
 
     fn ring(&self) -> std::sync::Arc<KeyRing> {

@@ -131,7 +131,8 @@ pub(super) async fn open_sqlite(
         // The multi-row statements of group commit differ by batch size.
         .statement_cache_capacity(512);
     let mut writer = options.connect().await?;
-    if schema::anything_pending(&mut writer, &schema::SQLITE, ("sqlite_master", "name")).await? {
+    let applied = schema::applied_versions(&mut writer, schema::SQLITE_TABLES).await?;
+    if schema::anything_pending(&schema::SQLITE, &applied)? {
         schema::SQLITE.run(&mut writer).await?;
     }
     let log = wal_sync::WalSync::start(options.get_filename().to_path_buf(), counters)
@@ -192,7 +193,8 @@ pub(super) async fn open_postgres(url: &str) -> StoreResult<(Readers<PgConnectio
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.clone())
         .await?;
-    if schema::anything_pending(&mut *pool.acquire().await?, &schema::POSTGRES, ("pg_tables", "tablename")).await? {
+    let applied = schema::applied_versions(&mut *pool.acquire().await?, schema::POSTGRES_TABLES).await?;
+    if schema::anything_pending(&schema::POSTGRES, &applied)? {
         schema::POSTGRES.run(&pool).await?;
     }
     Ok((Readers::open(options, POSTGRES_READERS).await?, pool))

@@ -54,7 +54,7 @@ pub async fn status(url: &str) -> StoreResult<SchemaStatus> {
         let options = SqliteConnectOptions::from_str(url)?;
         let applied = if options.get_filename().exists() {
             let mut connection = options.read_only(true).connect().await?;
-            let applied = applied_versions(&mut connection, "sqlite_master", "name").await;
+            let applied = applied_versions(&mut connection, SQLITE_TABLES).await;
             let _ = connection.close().await;
             applied?
         } else {
@@ -63,7 +63,7 @@ pub async fn status(url: &str) -> StoreResult<SchemaStatus> {
         (&SQLITE, applied)
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let mut connection = PgConnectOptions::from_str(url)?.connect().await?;
-        let applied = applied_versions(&mut connection, "pg_tables", "tablename").await;
+        let applied = applied_versions(&mut connection, POSTGRES_TABLES).await;
         let _ = connection.close().await;
         (&POSTGRES, applied?)
     } else {
@@ -77,29 +77,18 @@ pub async fn status(url: &str) -> StoreResult<SchemaStatus> {
 /// [`status`] of the SQLite file at `path` (named as a path, never read as a URL).
 pub async fn status_of_file(path: &std::path::Path) -> StoreResult<SchemaStatus> {
     let mut connection = SqliteConnectOptions::new().filename(path).read_only(true).connect().await?;
-    let applied = applied_versions(&mut connection, "sqlite_master", "name").await;
+    let applied = applied_versions(&mut connection, SQLITE_TABLES).await;
     let _ = connection.close().await;
     Ok(compare(&SQLITE, &applied?))
 }
 
-/// Whether this build has migrations the database lacks; refuses a
-/// database that a newer mailgate has migrated (this build's code would
-/// misread tables it does not know). With nothing pending, the migrator is
-/// not run at all: a role with only the data privileges can then serve.
-pub(super) async fn anything_pending<C>(
-    connection: &mut C,
-    migrator: &Migrator,
-    catalog: (&str, &str),
-) -> StoreResult<bool>
-where
-    C: Connection,
-    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
-    for<'q> <C::Database as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, C::Database>,
-    for<'r> i64: sqlx::Decode<'r, C::Database> + sqlx::Type<C::Database>,
-    for<'r> bool: sqlx::Decode<'r, C::Database> + sqlx::Type<C::Database>,
-    usize: sqlx::ColumnIndex<<C::Database as sqlx::Database>::Row>,
-{
-    let status = compare(migrator, &applied_versions(connection, catalog.0, catalog.1).await?);
+/// Whether this build has migrations a database with `applied` lacks;
+/// refuses a database that a newer mailgate has migrated (this build's code
+/// would misread tables it does not know). With nothing pending, the
+/// migrator is not run at all: a role with only the data privileges can
+/// then serve.
+pub(super) fn anything_pending(migrator: &Migrator, applied: &[i64]) -> StoreResult<bool> {
+    let status = compare(migrator, applied);
     if status.is_newer() { Err(status.newer_error()) } else { Ok(!status.pending.is_empty()) }
 }
 
@@ -116,8 +105,16 @@ fn compare(migrator: &Migrator, applied: &[i64]) -> SchemaStatus {
     }
 }
 
+/// Where each backend lists its tables: (catalog, name column).
+pub(super) const SQLITE_TABLES: (&str, &str) = ("sqlite_master", "name");
+/// PostgreSQL's list of tables.
+pub(super) const POSTGRES_TABLES: (&str, &str) = ("pg_tables", "tablename");
+
 /// The versions recorded as applied; none when the table is not there yet.
-async fn applied_versions<C>(connection: &mut C, catalog: &str, name_column: &str) -> StoreResult<Vec<i64>>
+pub(super) async fn applied_versions<C>(
+    connection: &mut C,
+    (catalog, name_column): (&str, &str),
+) -> StoreResult<Vec<i64>>
 where
     C: Connection,
     for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,

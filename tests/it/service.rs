@@ -187,12 +187,7 @@ async fn a_stop_finishes_the_message_under_way_and_turns_new_connections_away_wi
     tokio::time::timeout(Duration::from_secs(60), stopping).await.expect("the stop ends").unwrap();
 
     let app = app.restart().await;
-    let texts: Vec<String> = app
-        .messages(&format!("/chats/{chat_id}"))
-        .await
-        .iter()
-        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let texts = app.texts(&format!("/chats/{chat_id}")).await;
     assert!(texts.iter().any(|t| t == "Sent while the server stopped"), "{texts:?}");
     app.stop().await;
 }
@@ -216,12 +211,7 @@ async fn a_stop_does_not_wait_longer_than_the_grace_for_a_client_that_never_fini
     tokio::time::timeout(Duration::from_secs(60), running.shutdown()).await.expect("the stop ends after its grace");
     drop(stuck);
     let app = app.restart().await;
-    let texts: Vec<String> = app
-        .messages(&format!("/chats/{chat_id}"))
-        .await
-        .iter()
-        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let texts = app.texts(&format!("/chats/{chat_id}")).await;
     assert!(!texts.iter().any(|t| t == "Never finished"), "never acknowledged, never stored half: {texts:?}");
     app.stop().await;
 }

@@ -227,6 +227,11 @@ impl TestApp {
         value.as_array().cloned().unwrap_or_default()
     }
 
+    /// The texts of a chat's or ticket's messages, oldest first.
+    pub async fn texts(&self, thread: &str) -> Vec<String> {
+        self.messages(thread).await.iter().map(|m| m["text"].as_str().unwrap_or_default().to_owned()).collect()
+    }
+
     /// Waits until the outbox folder holds `count` .eml files; returns them
     /// (parsed into headers and body) ordered by outbox id.
     pub async fn wait_for_mail(&self, count: usize) -> Vec<Eml> {
