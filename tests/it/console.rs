@@ -788,13 +788,23 @@ async fn an_admin_reads_the_dns_checks_with_the_record_to_publish() {
     let keys = tempfile::tempdir().unwrap();
     let (key, ours) = crate::doctor::dkim_key(keys.path(), "ours");
     let (_, theirs) = crate::doctor::dkim_key(keys.path(), "theirs");
-    let app = crate::support::spawn_app_with(|c| crate::doctor::static_dns(c, &key, &theirs)).await;
+    // DNS data is anyone's: markup in a record is shown as text.
+    let hostile = "v=STSv1; id=<script>document.title='owned'</script><img src=x onerror=alert(1)>";
+    let app = crate::support::spawn_app_with(|c| {
+        crate::doctor::static_dns(c, &key, &theirs);
+        let record = mailgate::config::RecordSet { txt: vec![hostile.to_owned()], ..Default::default() };
+        c.auth.dns_records.insert("_mta-sts.support.example.com".to_owned(), record);
+    })
+    .await;
     let (_driver, b) = browser().await;
     let base = console(&app);
     b.goto(&format!("{base}/login")).await.unwrap();
     b.find(Locator::Css("#token")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
     click(&b, "#login").await;
     b.goto(&format!("{base}/doctor")).await.unwrap();
+    assert!(text(&b, "#doctor tr[data-check='mta-sts']").await.contains("<script>"), "shown as text");
+    assert!(b.find(Locator::Css("#doctor script, #doctor img")).await.is_err(), "never as markup");
+    assert_ne!(b.title().await.unwrap(), "owned");
     assert!(text(&b, "#doctor-failed").await.contains("Some checks fail"));
     let statuses = texts(&b, "#doctor tr[data-check] td:first-child").await;
     assert_eq!(statuses.len(), 8, "{statuses:?}");

@@ -292,3 +292,36 @@ fn broken_records_are_named_at_start() {
         assert!(stderr.contains(said) && stderr.contains("a.example"), "{records}: {stderr}");
     }
 }
+
+#[test]
+fn hostile_records_loops_and_garbage_get_verdicts_not_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, p) = dkim_key(dir.path(), "ours");
+    // An SPF record that includes itself, and one that redirects in a circle.
+    let records = healthy_records(&p)
+        .replace("v=spf1 ip4:198.51.100.7 -all", "v=spf1 include:support.example.com ip4:198.51.100.7 -all");
+    let (code, checks) = doctor(&config_with(dir.path(), &key, &records));
+    assert_eq!(code, 1);
+    assert_eq!(checks["spf"]["status"], "fail", "a loop is more than 10 lookups: {}", checks["spf"]);
+    // A DKIM key that does not decode is refused where it is configured, with its name.
+    let records = healthy_records(&p).replace(&format!("k=rsa; p={p}"), "k=rsa; p=!!!not base64!!!");
+    let config = config_with(dir.path(), &key, &records);
+    let out = Command::new(env!("CARGO_BIN_EXE_mailgate")).args(["doctor", "--config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("mg._domainkey.support.example.com"), "{stderr}");
+    let records = healthy_records(&p).replace("v=spf1 ip4:198.51.100.7 -all", "v=spf1 redirect=b.spf.example")
+        + "\"b.spf.example\" = \"v=spf1 redirect=support.example.com\"\n";
+    let (_, checks) = doctor(&config_with(dir.path(), &key, &records));
+    assert_eq!(checks["spf"]["status"], "fail", "{}", checks["spf"]);
+    // A 60 KB TXT value and an empty DKIM key: verdicts, no crash.
+    let huge = "x".repeat(60_000);
+    let records = healthy_records(&p)
+        .replace("\"google-site-verification=abc\"", &format!("\"{huge}\""))
+        .replace(&format!("k=rsa; p={p}"), "k=rsa; p=");
+    let (code, checks) = doctor(&config_with(dir.path(), &key, &records));
+    assert_eq!(
+        (code, &checks["spf"]["status"], &checks["dkim"]["status"]),
+        (1, &serde_json::json!("ok"), &serde_json::json!("fail"))
+    );
+}

@@ -112,3 +112,57 @@ async fn a_stalled_database_gets_451_at_data_and_every_retry_is_stored_once() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn over_lmtp_each_recipient_gets_451_4_3_2_while_the_database_is_stalled() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let sockets = tempfile::tempdir().unwrap();
+    let socket = sockets.path().join("lmtp.sock");
+    let path = socket.clone();
+    let app = spawn_app_with(move |c| {
+        c.limits.store_stall = Duration::from_secs(2);
+        c.lmtp_listen = Some(mailgate::config::ListenAddr::Unix(path));
+    })
+    .await;
+    let (_, chat_id, note) = app.chat_with_note().await;
+    let reply_to = note.reply_address();
+    let mail = reply_mail(OWNER, &reply_to, "Hello", "lmtp-stall@acme.example", "", "Over LMTP in a stall");
+
+    let lock = Lock::hold(&app.database_url).await;
+    let (read, mut write) = tokio::net::UnixStream::connect(&socket).await.unwrap().into_split();
+    let mut read = tokio::io::BufReader::new(read);
+    let mut line = String::new();
+    read.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("220"), "{line}");
+    let commands = format!("LHLO relay.example\r\nMAIL FROM:<{OWNER}>\r\nRCPT TO:<{reply_to}>\r\nDATA\r\n");
+    write.write_all(commands.as_bytes()).await.unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < 4 {
+        line.clear();
+        read.read_line(&mut line).await.unwrap();
+        if line.as_bytes().get(3) != Some(&b'-') {
+            answers.push(line.clone());
+        }
+    }
+    assert!(answers[3].starts_with("354"), "{answers:?}");
+    write.write_all(&dot_stuff(&mail)).await.unwrap();
+    write.write_all(b".\r\n").await.unwrap();
+    line.clear();
+    tokio::time::timeout(Duration::from_secs(30), read.read_line(&mut line)).await.unwrap().unwrap();
+    assert!(line.starts_with("451 4.3.2"), "the recipient's answer: {line}");
+    lock.release().await;
+
+    // The mail server's retry, once the database is back, is stored once.
+    let mut answer = String::new();
+    for _ in 0..40 {
+        answer = app.send(OWNER, &[&reply_to], &mail).await;
+        if answer.starts_with("250") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(answer.starts_with("250"), "{answer}");
+    let texts = app.texts(&format!("/chats/{chat_id}")).await;
+    assert_eq!(texts.iter().filter(|t| *t == "Over LMTP in a stall").count(), 1, "{texts:?}");
+    app.stop().await;
+}

@@ -370,3 +370,26 @@ async fn during_a_stop_the_lmtp_socket_answers_421_while_an_smtp_session_finishe
     tokio::time::timeout(Duration::from_secs(60), stopping).await.expect("the stop ends").unwrap();
     assert!(!socket.exists(), "a clean stop removes the socket");
 }
+
+#[tokio::test]
+async fn addresses_built_to_forge_json_fields_stay_inside_their_own_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, log, smtp) = serve_logging_to(dir.path(), &["--log-format", "json"]);
+    let mut session = Smtp::connect(smtp.parse().unwrap()).await;
+    session.expect("EHLO client.example", "250").await;
+    session.expect(r#"MAIL FROM:<"x\"},\"level\":\"ERROR\",\"y\":{\""@client.example>"#, "250").await;
+    let forged = r#"RCPT TO:<"q\"}\n{\"level\":\"ERROR\",\"message\":\"forged\""@logs.example.test>"#;
+    let answer = session.cmd(forged).await;
+    assert!(answer.starts_with('5'), "{answer}");
+    session.cmd("QUIT").await;
+    signal(&child, "TERM");
+    let mut child = child;
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in text.lines() {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        assert_ne!(object["level"], "ERROR", "{line}");
+        assert_ne!(object["message"], "forged", "{line}");
+    }
+}
