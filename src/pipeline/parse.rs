@@ -125,8 +125,8 @@ fn container_types(raw: &[u8]) -> usize {
     let ends_with =
         |end: usize, word: &[u8]| end >= word.len() && raw[end - word.len()..end].eq_ignore_ascii_case(word);
     let (mut types, mut delimiters) = (0, 0);
-    for (i, b) in raw.iter().enumerate() {
-        match b {
+    for i in memchr::memchr2_iter(b'/', b'\n', raw) {
+        match raw[i] {
             b'/' if ends_with(i, b"multipart") || ends_with(i, b"message") => types += 1,
             b'\n' if raw.get(i + 1..i + 3) == Some(b"--") => delimiters += 1,
             _ => {}
@@ -172,14 +172,8 @@ fn read_repaired(raw: &[u8]) -> Option<ParsedMail> {
     // Judged on the first 4 KB (the header section at least): a bare-CR
     // message has them everywhere, and a large message is not read twice.
     let head = &rest[..rest.len().min(4096)];
-    let (mut bare_cr, mut lf) = (0usize, 0usize);
-    for (i, &byte) in head.iter().enumerate() {
-        match byte {
-            b'\n' => lf += 1,
-            b'\r' if rest.get(i + 1) != Some(&b'\n') => bare_cr += 1,
-            _ => {}
-        }
-    }
+    let lf = memchr::memchr_iter(b'\n', head).count();
+    let bare_cr = memchr::memchr_iter(b'\r', head).filter(|&i| rest.get(i + 1) != Some(&b'\n')).count();
     if bare_cr > lf {
         let mut lines = Vec::with_capacity(rest.len() + rest.len() / 32);
         for (i, &byte) in rest.iter().enumerate() {

@@ -22,6 +22,7 @@ mod operations;
 mod originals;
 mod participants;
 mod pipe;
+mod plans;
 mod postfix;
 mod postgres;
 mod pressure;

@@ -26,6 +26,7 @@ mod signature;
 use super::parse::{ParsedAttachment, ParsedMail};
 use crate::store::NewAttachment;
 use regex::Regex;
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 pub use crate::domain::REPLY_ABOVE_MARKER;
@@ -44,11 +45,11 @@ pub fn is_forward(mail: &ParsedMail) -> bool {
 
 /// The text a message's reading starts from: the plain-text body, else its
 /// HTML as text (with quote containers removed unless `keep_quotes`).
-fn source_text(mail: &ParsedMail, keep_quotes: bool) -> String {
+fn source_text(mail: &ParsedMail, keep_quotes: bool) -> Cow<'_, str> {
     match (&mail.text_body, &mail.html_body) {
-        (Some(text), _) if !text.trim().is_empty() => text.clone(),
-        (_, Some(html)) => html::to_text(html, !keep_quotes),
-        _ => mail.readable_text.clone(),
+        (Some(text), _) if !text.trim().is_empty() => Cow::Borrowed(text),
+        (_, Some(html)) => Cow::Owned(html::to_text(html, !keep_quotes)),
+        _ => Cow::Borrowed(&mail.readable_text),
     }
 }
 
@@ -56,8 +57,8 @@ fn source_text(mail: &ParsedMail, keep_quotes: bool) -> String {
 /// note above it): it is the customer's evidence, not history.
 pub fn reply_text(mail: &ParsedMail) -> String {
     let forward = is_forward(mail);
-    let text = source_text(mail, forward);
-    let text = normalized(&text);
+    let source = source_text(mail, forward);
+    let text = normalized(&source);
     // Only the first lines are read (see MAX_READ_LINES); the rest follows as it is.
     let (head, rest) = split_at_line(&text, MAX_READ_LINES);
     let lines: Vec<&str> = head.lines().collect();
@@ -65,11 +66,14 @@ pub fn reply_text(mail: &ParsedMail) -> String {
         "" => read,
         rest => format!("{read}\n{rest}"),
     };
-    match forward_start(&lines, forward) {
+    let scan = quotes::scan(&lines);
+    match forward_start(&lines, &scan, forward) {
         Some(start) => with_rest(with_forwarded(&lines, start, mail.from_name.as_deref())),
         // A forward without a banner or header block: what it quotes is
         // what it forwards, kept as it is.
         None if forward => with_rest(tidy(&lines)),
+        // Read once: the lines and their scan are those `new_text` would make.
+        None if rest.is_empty() => read_lines(&lines, scan, mail.from_name.as_deref()),
         None => new_text(&text, mail.from_name.as_deref()),
     }
 }
@@ -83,16 +87,45 @@ fn split_at_line(text: &str, max: usize) -> (&str, &str) {
     }
 }
 
-/// Line endings made `\n`, invisible characters removed.
-fn normalized(text: &str) -> String {
-    text.replace("\r\n", "\n").replace('\r', "\n").replace(['\u{feff}', '\u{200b}'], "")
+/// Line endings made `\n`, invisible characters (U+FEFF, U+200B)
+/// removed; in one pass, and without a copy when there is nothing to change.
+fn normalized(text: &str) -> Cow<'_, str> {
+    const BOM: &[u8] = "\u{feff}".as_bytes();
+    const ZWSP: &[u8] = "\u{200b}".as_bytes();
+    let bytes = text.as_bytes();
+    let mut out: Option<String> = None;
+    // `text[copied..]` is not in `out` yet; `at` is always on a character boundary.
+    let (mut copied, mut at) = (0, 0);
+    while let Some(found) = memchr::memchr3(b'\r', BOM[0], ZWSP[0], &bytes[at..]) {
+        let i = at + found;
+        let (length, put) = match bytes[i] {
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => (2, "\n"),
+            b'\r' => (1, "\n"),
+            _ if bytes[i..].starts_with(BOM) || bytes[i..].starts_with(ZWSP) => (3, ""),
+            _ => {
+                // Another three-byte character with the same first byte: kept.
+                at = i + 3;
+                continue;
+            }
+        };
+        let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        out.push_str(&text[copied..i]);
+        out.push_str(put);
+        (copied, at) = (i + length, i + length);
+    }
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut out) => {
+            out.push_str(&text[copied..]);
+            Cow::Owned(out)
+        }
+    }
 }
 
 /// Where the forwarded part of a message starts: the first history marker
 /// when the subject says it is a forward, or a forwarded-message banner that
 /// is the first history marker in the text (below a separator rule, if any).
-fn forward_start(lines: &[&str], forward_subject: bool) -> Option<usize> {
-    let scan = quotes::scan(lines);
+fn forward_start(lines: &[&str], scan: &quotes::Scan, forward_subject: bool) -> Option<usize> {
     let at = (scan.end < lines.len()).then_some(scan.end)?;
     let marker = lines[at..].iter().find(|l| !is_blank(l) && !quotes::is_rule(l)).copied().unwrap_or("");
     (forward_subject || quotes::is_forward_banner(marker)).then_some(at)
@@ -176,10 +209,11 @@ pub fn explain(mail: &ParsedMail) -> Extraction {
             cuts.push(Cut { what: "html_quote", why, text: removed });
         }
     }
-    let source = normalized(&source_text(mail, forward));
+    let source = source_text(mail, forward);
+    let source = normalized(&source);
     let lines: Vec<&str> = source.lines().collect();
     let scan = quotes::scan(&lines);
-    let forward_at = forward_start(&lines, forward);
+    let forward_at = forward_start(&lines, &scan, forward);
     let history = signature::footer_cut(&lines, scan.end);
     let end = forward_at.unwrap_or(history);
     if forward_at.is_none() && history < lines.len() {
@@ -248,8 +282,14 @@ pub fn new_text(text: &str, sender_name: Option<&str>) -> String {
     }
     let lines: Vec<&str> = text.lines().collect();
     let scan = quotes::scan(&lines);
-    let end = signature::footer_cut(&lines, scan.end);
-    let steps = Steps::of(&lines, end, &scan.drop, sender_name);
+    read_lines(&lines, scan, sender_name)
+}
+
+/// What [`new_text`] posts from a text's lines (normalized, at most
+/// [`MAX_READ_LINES`]) and their scan for history.
+fn read_lines(lines: &[&str], scan: quotes::Scan, sender_name: Option<&str>) -> String {
+    let end = signature::footer_cut(lines, scan.end);
+    let steps = Steps::of(lines, end, &scan.drop, sender_name);
     let result = tidy(&steps.signed);
     if result.is_empty() {
         // The signature (or what precedes the history) is all there is: keep it.
@@ -511,6 +551,34 @@ pub fn extension(content_type: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::new_text;
+
+    /// What `normalized` does, written the plain way (three passes).
+    fn normalized_slowly(text: &str) -> String {
+        text.replace("\r\n", "\n").replace('\r', "\n").replace(['\u{feff}', '\u{200b}'], "")
+    }
+
+    #[test]
+    fn normalizing_in_one_pass_gives_what_three_replacements_give() {
+        for text in [
+            "",
+            "plain\nlines",
+            "a\r\nb\rc\r\r\nd\r",
+            "\u{feff}start\u{200b}mid\r\u{feff}\nend\u{200b}",
+            "€ and ℃ and \u{200c} and \u{fefe} kept\r\n",
+        ] {
+            assert_eq!(super::normalized(text), normalized_slowly(text), "{text:?}");
+        }
+        assert!(matches!(super::normalized("nothing to change\n"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalizing_any_text_in_one_pass_gives_what_three_replacements_give(
+            text in "(\r|\n|\u{feff}|\u{200b}|\u{200c}|\u{fffe}|€|a| ){0,40}"
+        ) {
+            proptest::prop_assert_eq!(super::normalized(&text), normalized_slowly(&text));
+        }
+    }
 
     #[test]
     fn unnamed_parts_get_the_usual_extension() {
