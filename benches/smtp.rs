@@ -6,14 +6,20 @@
 //! receiver that does no work at all (Postfix's `smtp-sink`) with the same load
 //! in the same run.
 //!
-//! `cargo bench --bench smtp [-- [--backend sqlite|postgres] [--size 2|50] [--repeat N] [--lmtp] [CONNECTIONS...]]`
+//! `cargo bench --bench smtp [-- [--backend sqlite|postgres] [--size 2|50] [--repeat N] [--lmtp] [--prefill N] [CONNECTIONS...]]`
 //! (`--lmtp`: the same server also takes the load over LMTP, reported beside SMTP)
 //! (default: both backends, 2 KB and 50 KB replies, 1 10 50 connections, each
 //! measured once; with `--repeat N`, N rounds of mailgate then smtp-sink per
 //! level and the median of their ratios).
 //! PostgreSQL is a throw-away cluster from `scripts/postgres`.
+//! `--prefill N` first fills the fresh store with N messages and all that
+//! surrounds them, as years of traffic leave it (`support/prefill.rs`), and
+//! reports the time it took, the bytes on disk and the server's start-up.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark reports on the console")]
+
+#[path = "support/prefill.rs"]
+mod prefill;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -333,6 +339,7 @@ fn proc_status_mb(pid: u32, field: &str) -> f64 {
 
 /// The admin credential the benchmark gives `mailgate serve`.
 const ADMIN_TOKEN: &str = "bench-admin-token-3e7a1c5f9b2d4e6a8c0f1b3d5e7a9c2f";
+const API_TOKEN: &str = "bench-api-token-6a2c4e8f1b3d5f7a9c0e2b4d6f8a1c3e";
 
 /// The server's running totals, from the admin API (`null` if it did not answer).
 async fn admin_stats(http: SocketAddr) -> serde_json::Value {
@@ -487,7 +494,7 @@ fn serve(
         .arg("--data-dir")
         .arg(data)
         .env("MAILGATE_DATABASE_URL", database_url)
-        .env("MAILGATE_API_TOKEN", "bench-api-token-6a2c4e8f1b3d5f7a9c0e2b4d6f8a1c3e")
+        .env("MAILGATE_API_TOKEN", API_TOKEN)
         .env("MAILGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn,mailgate=info")
         .stdout(Stdio::null())
@@ -552,6 +559,117 @@ async fn seed(database_url: &str, data: &std::path::Path) -> Vec<(String, String
     senders
 }
 
+/// The API's lists and the console's pages, each read 40 times in turn
+/// (first page and a page further back): their p99 in ms.
+async fn measure_reads(http: SocketAddr) {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let origin = format!("http://{http}");
+    let login = client
+        .post(format!("{origin}/admin/login"))
+        .header("origin", &origin)
+        .form(&[("token", ADMIN_TOKEN), ("name", "bench")])
+        .send()
+        .await
+        .unwrap();
+    let cookie: String = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let api = |path: &str| (format!("{origin}/api/v1{path}"), false);
+    let mut targets: Vec<(String, bool)> = [
+        "/chats",
+        "/chats?before_id=1500000",
+        "/tickets",
+        "/users",
+        "/users?before_id=1010000",
+        "/inbound-log",
+        "/inbound-log?before_id=1500000",
+        "/inbound-log?decision=rejected",
+        "/outbox",
+        "/outbox?status=failed",
+        "/bounces",
+        "/participants/pending",
+        "/admin/held",
+        "/admin/suppressions",
+        "/admin/audit",
+        "/admin/stats",
+    ]
+    .iter()
+    .map(|p| api(p))
+    .collect();
+    for page in ["log", "held", "outbox", "bounces", "unsubscribes", "participants", "plans"] {
+        targets.push((format!("{origin}/admin/{page}"), true));
+    }
+    let mut worst: Vec<(f64, String)> = Vec::new();
+    println!("  reads (p99 of 40, ms):");
+    let mut line = String::new();
+    for (url, console) in &targets {
+        let mut times = Vec::new();
+        for _ in 0..40 {
+            let request = match console {
+                true => client.get(url).header("cookie", &cookie),
+                false => client.get(url).bearer_auth(if url.contains("/admin/") { ADMIN_TOKEN } else { API_TOKEN }),
+            };
+            let start = Instant::now();
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let _ = response.bytes().await;
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+            assert!(status.is_success(), "{url}: {status}");
+        }
+        times.sort_by(f64::total_cmp);
+        let p99 = times[times.len() * 99 / 100];
+        let name = url.trim_start_matches(&origin).trim_start_matches("/api/v1").to_owned();
+        line.push_str(&format!("{name} {p99:.1}; "));
+        worst.push((p99, name));
+    }
+    println!("    {line}");
+    worst.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("    slowest: {} at {:.1} ms", worst[0].1, worst[0].0);
+}
+
+/// `mailgate replay --since 7d` on the server's data: seconds and peak
+/// resident memory, from `/usr/bin/time`.
+fn measure_replay(data: &std::path::Path, database_url: &str) {
+    let output = Command::new("/usr/bin/time")
+        .args(["-f", "%e %M"])
+        .arg(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["replay", "--since", "7d", "--data-dir"])
+        .arg(data)
+        .env("MAILGATE_DATABASE_URL", database_url)
+        .env("MAILGATE_DOMAIN", DOMAIN)
+        .stdout(Stdio::null())
+        .output()
+        .expect("/usr/bin/time runs (apt-get install time)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or("");
+    let mut fields = last.split_whitespace();
+    let (seconds, kb) =
+        (fields.next().unwrap_or("?"), fields.next().and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0));
+    println!("  replay --since 7d: {seconds} s, peak {:.0} MB", kb / 1024.0);
+}
+
+/// The bytes the database takes on disk: the SQLite file and its log, or
+/// PostgreSQL's database size.
+async fn database_bytes(database_url: &str, data: &std::path::Path) -> u64 {
+    if database_url.starts_with("sqlite:") {
+        ["mailgate.db", "mailgate.db-wal"]
+            .iter()
+            .filter_map(|name| std::fs::metadata(data.join(name)).ok())
+            .map(|m| m.len())
+            .sum()
+    } else {
+        use sqlx::Connection;
+        let mut connection = sqlx::PgConnection::connect(database_url).await.unwrap();
+        let size: i64 =
+            sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(&mut connection).await.unwrap();
+        size as u64
+    }
+}
+
 /// A throw-away PostgreSQL cluster: (its directory, the server URL).
 fn start_postgres() -> (String, String) {
     let out = Command::new("scripts/postgres").arg("start").output().expect("scripts/postgres runs");
@@ -570,15 +688,19 @@ struct Options {
     repeat: usize,
     /// Also measure the same server over LMTP.
     lmtp: bool,
+    /// Messages written into the store before the server starts (`--prefill N`).
+    prefill: u64,
 }
 
 fn options() -> Options {
-    let mut options = Options { backends: Vec::new(), sizes: Vec::new(), levels: Vec::new(), repeat: 1, lmtp: false };
+    let mut options =
+        Options { backends: Vec::new(), sizes: Vec::new(), levels: Vec::new(), repeat: 1, lmtp: false, prefill: 0 };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--backend" => options.backends.push(args.next().expect("--backend sqlite|postgres")),
             "--lmtp" => options.lmtp = true,
+            "--prefill" => options.prefill = args.next().and_then(|n| n.parse().ok()).expect("--prefill N"),
             "--size" => options.sizes.push(args.next().and_then(|s| s.parse().ok()).expect("--size 2|50")),
             "--repeat" => {
                 options.repeat = args.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0).expect("--repeat N");
@@ -639,7 +761,30 @@ fn main() {
         } else {
             format!("sqlite://{}", data.path().join("mailgate.db").display())
         };
+        if options.prefill > 0 {
+            let migrated = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+                .args(["migrate", "--data-dir"])
+                .arg(data.path())
+                .env("MAILGATE_DATABASE_URL", &database_url)
+                .env("MAILGATE_DOMAIN", DOMAIN)
+                .output()
+                .expect("mailgate migrate runs");
+            assert!(migrated.status.success(), "migrate: {}", String::from_utf8_lossy(&migrated.stderr));
+            let filled = runtime.block_on(prefill::prefill(&database_url, options.prefill, DOMAIN));
+            println!(
+                "{backend}: prefilled {} messages in {} conversations, {} users, {} organizations in {:.0} s; \
+                 {:.0} MB on disk",
+                filled.messages,
+                filled.threads,
+                filled.users,
+                filled.organizations,
+                filled.seconds,
+                runtime.block_on(database_bytes(&database_url, data.path())) as f64 / 1e6
+            );
+        }
+        let starting = Instant::now();
         let (mut server, smtp, http, lmtp) = serve(data.path(), &database_url, options.lmtp);
+        println!("{backend}: mailgate serve started in {} ms", starting.elapsed().as_millis());
         let senders = runtime.block_on(seed(&database_url, data.path()));
         let mut kept_before = runtime.block_on(storage(http));
         for &size in &options.sizes {
@@ -659,6 +804,10 @@ fn main() {
                 }
             }
             runtime.block_on(measure_drain(server.id(), postmaster, http));
+            if options.prefill > 0 {
+                runtime.block_on(measure_reads(http));
+                measure_replay(data.path(), &database_url);
+            }
             let kept = runtime.block_on(storage(http));
             report_storage(&kept_before, &kept, size);
             kept_before = kept;
