@@ -130,40 +130,57 @@ pub struct BounceFilter {
 }
 
 impl Store {
-    /// Chats (`kind` = `chat`) or tickets, newest first.
+    /// Chats (`kind` = `chat`) or tickets, newest first. Only the filters
+    /// given are in the statement, so that a customer's or a site's threads
+    /// are found through their index, not by walking every thread.
     pub async fn threads_page(&self, kind: &str, filter: &ThreadFilter) -> StoreResult<Vec<Thread>> {
-        Ok(reading!(self, |db| sqlx::query_as(
-            "SELECT * FROM threads WHERE kind = $1 AND ($2 IS NULL OR site_id = $2) \
-             AND ($3 IS NULL OR site_id IN (SELECT id FROM sites WHERE organization_id = $3)) \
-             AND ($4 IS NULL OR customer_id = $4) AND ($5 IS NULL OR status = $5) \
-             AND ($6 IS NULL OR updated_at >= $6) AND ($7 IS NULL OR id < $7) ORDER BY id DESC LIMIT $8"
-        )
-        .bind(kind)
-        .bind(filter.site_id)
-        .bind(filter.organization_id)
-        .bind(filter.customer_id)
-        .bind(filter.status)
-        .bind(filter.updated_since)
-        .bind(filter.before_id)
-        .bind(page(filter.limit))
-        .fetch_all(db)
-        .await)?)
+        Ok(reading!(self, |db| {
+            let mut query = sqlx::QueryBuilder::new("SELECT * FROM threads WHERE kind = ");
+            query.push_bind(kind);
+            if let Some(site) = filter.site_id {
+                query.push(" AND site_id = ").push_bind(site);
+            }
+            if let Some(organization) = filter.organization_id {
+                query.push(" AND site_id IN (SELECT id FROM sites WHERE organization_id = ").push_bind(organization);
+                query.push(")");
+            }
+            if let Some(customer) = filter.customer_id {
+                query.push(" AND customer_id = ").push_bind(customer);
+            }
+            if let Some(status) = filter.status {
+                query.push(" AND status = ").push_bind(status);
+            }
+            if let Some(since) = filter.updated_since {
+                query.push(" AND updated_at >= ").push_bind(since);
+            }
+            if let Some(before) = filter.before_id {
+                query.push(" AND id < ").push_bind(before);
+            }
+            query.push(" ORDER BY id DESC LIMIT ").push_bind(page(filter.limit));
+            query.build_query_as().fetch_all(db).await
+        })?)
     }
 
-    /// Users, newest first.
+    /// Users, newest first; only the filters given are in the statement.
     pub async fn users_page(&self, filter: &UserFilter) -> StoreResult<Vec<User>> {
         let email = filter.email.as_ref().map(|e| e.trim().to_lowercase());
-        Ok(reading!(self, |db| sqlx::query_as(
-            "SELECT * FROM users WHERE ($1 IS NULL OR email = $1) AND ($2 IS NULL OR organization_id = $2) \
-             AND ($3 IS NULL OR role = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
-        )
-        .bind(&email)
-        .bind(filter.organization_id)
-        .bind(&filter.role)
-        .bind(filter.before_id)
-        .bind(page(filter.limit))
-        .fetch_all(db)
-        .await)?)
+        Ok(reading!(self, |db| {
+            let mut query = sqlx::QueryBuilder::new("SELECT * FROM users WHERE TRUE");
+            if let Some(email) = &email {
+                query.push(" AND email = ").push_bind(email);
+            }
+            if let Some(organization) = filter.organization_id {
+                query.push(" AND organization_id = ").push_bind(organization);
+            }
+            if let Some(role) = &filter.role {
+                query.push(" AND role = ").push_bind(role);
+            }
+            if let Some(before) = filter.before_id {
+                query.push(" AND id < ").push_bind(before);
+            }
+            query.push(" ORDER BY id DESC LIMIT ").push_bind(page(filter.limit));
+            query.build_query_as().fetch_all(db).await
+        })?)
     }
 
     /// Inbound log entries, newest first.

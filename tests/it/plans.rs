@@ -390,8 +390,14 @@ async fn plan_of(database_url: &str, sql: &str) -> Vec<String> {
 /// The growing table `plan` reads whole, if any. A scan that walks a table
 /// (or an index) in the order the statement asks for, with no sort of its
 /// own, under a `LIMIT`, stops after a page: that is not a full scan.
+/// But a statement that asks for the rows of one thing (an equality on a
+/// `..._id` column: a customer's threads, an organization's users) must find
+/// them through an index: walking newest first to find a customer's three
+/// threads among a million is a full scan.
 fn full_scan(sql: &str, plan: &[String]) -> Option<String> {
+    let of_one = regex::Regex::new(r"(?i)\b\w+_id\s*(=\s*(\?|\$\d+)|IN\s*\(\s*SELECT)").unwrap().is_match(sql);
     let paged = sql.to_ascii_uppercase().contains(" LIMIT ")
+        && !of_one
         && !plan
             .iter()
             .any(|line| line.contains("USE TEMP B-TREE FOR ORDER BY") || line.trim_start().starts_with("->  Sort"));
