@@ -15,6 +15,8 @@
 //! `--prefill N` first fills the fresh store with N messages and all that
 //! surrounds them, as years of traffic leave it (`support/prefill.rs`), and
 //! reports the time it took, the bytes on disk and the server's start-up.
+//! `MAILGATE_BENCH_RAW_DAYS=30` with it keeps originals for 30 days instead
+//! of 90, so that the retention purge deletes a backlog during the load.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark reports on the console")]
 
@@ -485,7 +487,15 @@ fn serve(
     let config = data.join("mailgate.toml");
     // All load comes from one address, and there is no DNS on this machine.
     // Everything else is the default configuration.
-    std::fs::write(&config, "[limits]\nmax_connections_per_ip = 10000\n\n[auth]\nresolver = \"static\"\n").unwrap();
+    let retention = std::env::var("MAILGATE_BENCH_RAW_DAYS").map(|days| format!("\n[retention]\nraw_days = {days}\n"));
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nmax_connections_per_ip = 10000\n\n[auth]\nresolver = \"static\"\n{}",
+            retention.unwrap_or_default()
+        ),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
         .args(["serve", "--smtp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--domain", DOMAIN])
         .args(if lmtp { &["--lmtp-listen", "127.0.0.1:0"][..] } else { &[][..] })
