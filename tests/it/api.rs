@@ -742,3 +742,37 @@ async fn a_client_generated_from_the_description_drives_the_server() {
     assert_eq!(chat["messages"].as_array().map(Vec::len), Some(2), "stored, as the server reads it");
     app.stop().await;
 }
+
+/// The lists build their statements from the filters given (issue 36): an
+/// attacker's values are bound, never spliced, and every combination, an
+/// out-of-range cursor or page size, and a filter naming nobody give an
+/// answer, not an error.
+#[tokio::test]
+async fn list_filters_combined_or_hostile_are_values_not_sql() {
+    let app = spawn_app().await;
+    let w = app.world("sandbox", None).await;
+    app.create("/chats", json!({"site_id": w.site, "customer_id": w.owner, "message": "Hi"})).await;
+    let all = format!(
+        "/chats?site_id={}&organization_id={}&customer_id={}&status=open&updated_since=0&before_id=9223372036854775807&limit=1000",
+        w.site, w.org, w.owner
+    );
+    let (status, chats) = app.get(&all).await;
+    assert_eq!((status, chats.as_array().map(Vec::len)), (200, Some(1)), "{chats}");
+    let (_, none) = app.get(&format!("/chats?customer_id={}", w.stranger)).await;
+    assert_eq!(none, json!([]), "another customer's filter finds none of these");
+    for hostile in [
+        "/users?email=%27%20OR%201%3D1%20--",
+        "/users?role=agent%27%3B%20DROP%20TABLE%20users%3B%20--",
+        "/users?limit=-5&before_id=-1",
+        "/chats?limit=0&before_id=0",
+    ] {
+        let (status, body) = app.get(hostile).await;
+        assert_eq!(status, 200, "{hostile}: {body}");
+        assert!(body.as_array().is_some_and(|rows| rows.len() <= 1), "{hostile} matched rows it should not: {body}");
+    }
+    let (status, _) = app.get("/chats?customer_id=1%20OR%201%3D1").await;
+    assert_eq!(status, 400, "a number filter takes only a number");
+    let (_, users) = app.get("/users?limit=1000").await;
+    assert_eq!(users.as_array().map(Vec::len), Some(6), "the users table is whole: {users}");
+    app.stop().await;
+}
