@@ -85,10 +85,9 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Store> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }
-    Ok(Store::open(&config.database_url)
+    Store::open_with_stall(&config.database_url, config.limits.store_stall)
         .await
-        .with_context(|| format!("opening database {}", config.database_url_for_logs()))?
-        .with_stall(config.limits.store_stall))
+        .with_context(|| format!("opening database {}", config.database_url_for_logs()))
 }
 
 /// Opens the database and loads the token signer (creating its secret on first start).

@@ -106,13 +106,7 @@ impl Pipeline {
                 },
                 Some(thread.id),
             ),
-            Err(error) => (
-                Disposition::TempFail {
-                    busy: matches!(error, crate::store::StoreError::Busy(_)),
-                    reason: error.to_string(),
-                },
-                None,
-            ),
+            Err(error) => (Disposition::TempFail { busy: error.is_busy(), reason: error.to_string() }, None),
         };
         let mut log = InboundLogEntry::default();
         fill_log(&mut log, &disposition, thread);

@@ -652,10 +652,7 @@ impl Pipeline {
             .collect();
         for (user_id, kind) in &unsubscribes {
             if let Err(error) = self.store.opt_out(*user_id, kind).await {
-                return Disposition::TempFail {
-                    busy: matches!(error, crate::store::StoreError::Busy(_)),
-                    reason: error.to_string(),
-                };
+                return Disposition::TempFail { busy: error.is_busy(), reason: error.to_string() };
             }
         }
         let no_rules = rules::Decision::default;
@@ -737,10 +734,7 @@ impl Pipeline {
             Ok(disposition) => disposition,
             Err(error) => {
                 tracing::error!(error = %error, "storing an inbound message failed; answering 451");
-                Disposition::TempFail {
-                    busy: matches!(error, crate::store::StoreError::Busy(_)),
-                    reason: error.to_string(),
-                }
+                Disposition::TempFail { busy: error.is_busy(), reason: error.to_string() }
             }
         }
     }

@@ -115,6 +115,7 @@ impl SqliteWriter {
 pub(super) async fn open_sqlite(
     url: &str,
     counters: Arc<GroupCommitCounters>,
+    stall: Duration,
 ) -> StoreResult<(Readers<SqliteConnection>, SqliteWriter)> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
@@ -123,7 +124,10 @@ pub(super) async fn open_sqlite(
         // anything is reported stored (`wal_sync.rs`).
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10))
+        // Another process holding the write lock (a `deliver`, a tool) is
+        // waited for as long as a message may wait for its commit; then the
+        // write fails as busy and the sender is told to come back.
+        .busy_timeout(stall)
         .pragma("cache_size", "-4000")
         // Checkpoints every 16 MB of log rather than SQLite's 4 MB: the pages
         // every group commit changes (the newest rows' leaves, the indexes'
@@ -163,8 +167,11 @@ const POSTGRES_READERS: usize = 8;
 
 /// Connects to PostgreSQL with durable commits, schema up to date: (readers,
 /// a pool for writes). Several instances starting at once take turns
-/// migrating (sqlx holds an advisory lock).
-pub(super) async fn open_postgres(url: &str) -> StoreResult<(Readers<PgConnection>, PgPool)> {
+/// migrating (sqlx holds an advisory lock). A statement waits for another
+/// session's lock at most `stall`, and a write for a free connection as
+/// long: then it fails as busy (`StoreError::is_busy`) instead of waiting
+/// without bound.
+pub(super) async fn open_postgres(url: &str, stall: Duration) -> StoreResult<(Readers<PgConnection>, PgPool)> {
     // 250 means stored: a commit returns only once its WAL record is on disk.
     // Random page reads priced near sequential ones, as for an SSD or a
     // working set in memory (the threads, users and outbox rows mailgate
@@ -182,10 +189,8 @@ pub(super) async fn open_postgres(url: &str) -> StoreResult<(Readers<PgConnectio
     // reason (refused, no such host, wrong password) within seconds, not
     // after the pool's timeout as "pool timed out".
     let server = format!("{}:{}", options.get_host(), options.get_port());
-    match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&options)).await {
-        Ok(Ok(connection)) => {
-            let _ = connection.close().await;
-        }
+    let mut first = match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&options)).await {
+        Ok(Ok(connection)) => connection,
         Ok(Err(error)) => {
             return Err(StoreError::Unreachable(format!("cannot connect to PostgreSQL at {server}: {error}")));
         }
@@ -194,15 +199,15 @@ pub(super) async fn open_postgres(url: &str) -> StoreResult<(Readers<PgConnectio
                 "cannot connect to PostgreSQL at {server}: no answer within 5 seconds"
             )));
         }
-    }
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options.clone())
-        .await?;
-    let applied = schema::applied_versions(&mut *pool.acquire().await?, schema::POSTGRES_TABLES).await?;
+    };
+    // Migrations on that connection, without the lock limit below: building
+    // an index on a large table may wait for (and take) longer.
+    let applied = schema::applied_versions(&mut first, schema::POSTGRES_TABLES).await?;
     if schema::anything_pending(&schema::POSTGRES, &applied)? {
-        schema::POSTGRES.run(&pool).await?;
+        schema::POSTGRES.run(&mut first).await?;
     }
+    let _ = first.close().await;
+    let options = options.options([("lock_timeout", stall.as_millis().to_string())]);
+    let pool = PgPoolOptions::new().max_connections(10).acquire_timeout(stall).connect_with(options.clone()).await?;
     Ok((Readers::open(options, POSTGRES_READERS).await?, pool))
 }

@@ -138,7 +138,13 @@ macro_rules! writing {
                 #[allow(unused_imports)]
                 use sqlite_writes as $w;
                 let result = {
-                    let mut connection = writer.lock().await?;
+                    // Never longer than the stall limit behind the group
+                    // commit's writer (itself waiting for another process's
+                    // lock, perhaps).
+                    let mut connection = match tokio::time::timeout($store.stall, writer.lock()).await {
+                        Ok(connection) => connection?,
+                        Err(_) => return Err($store.writer_busy().into()),
+                    };
                     let $db = &mut *connection;
                     $body
                 };
@@ -253,6 +259,28 @@ impl StoreError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::Database(e))
             if matches!(e.code().as_deref(), Some("40P01" | "40001")))
+    }
+
+    /// Whether the database turned this away for being behind: the store's
+    /// own push-back, or a wait for a lock or a connection that ran out
+    /// (SQLite's busy timeout, PostgreSQL's `lock_timeout`, the pool's).
+    /// The sender is told `451 4.3.2` and comes back later.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            StoreError::Busy(_) => true,
+            StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            StoreError::Database(sqlx::Error::Database(e)) => match e.code().as_deref() {
+                // lock_not_available, as lock_timeout ends a wait.
+                Some("55P03") => true,
+                // SQLITE_BUSY and SQLITE_LOCKED with their extended codes.
+                Some(code) => {
+                    e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                        && code.parse::<i32>().is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+                }
+                None => false,
+            },
+            _ => false,
+        }
     }
 
     /// Whether the same operation may succeed later (busy database, I/O).
@@ -453,6 +481,10 @@ pub struct GroupCommitStats {
     pub pushed_back: u64,
 }
 
+/// How long a write may wait for the database unless told otherwise
+/// (`[limits] store_stall_secs`).
+pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
+
 /// Messages waiting for the group-commit writer above which new ones are
 /// turned away rather than queued (the queue holds 1,024).
 pub const HIGH_WATER: usize = 512;
@@ -606,8 +638,16 @@ impl Default for OutboxPolicy {
 
 impl Store {
     /// Opens the database at `url` (`sqlite://FILE`, created if needed, or
-    /// `postgres://...`) and brings its schema up to date.
+    /// `postgres://...`) and brings its schema up to date, with the default
+    /// stall limit ([`DEFAULT_STALL`]).
     pub async fn open(url: &str) -> StoreResult<Self> {
+        Self::open_with_stall(url, DEFAULT_STALL).await
+    }
+
+    /// [`Store::open`], turning writes away as busy once they would wait
+    /// longer than `stall` (`[limits] store_stall_secs`): a message for its
+    /// commit, any write for the writer or for another session's lock.
+    pub async fn open_with_stall(url: &str, stall: Duration) -> StoreResult<Self> {
         let outbox_wakeup = Arc::new(OutboxSignal::default());
         let shared_policy = Arc::new(std::sync::RwLock::new(OutboxPolicy::default()));
         let (group, jobs) = tokio::sync::mpsc::channel(1024);
@@ -615,14 +655,14 @@ impl Store {
         let group_counters = Arc::new(GroupCommitCounters::default());
         let counters = Arc::clone(&group_counters);
         let backend = if url.starts_with("sqlite:") {
-            let (readers, writer) = open_sqlite(url, Arc::clone(&counters)).await?;
+            let (readers, writer) = open_sqlite(url, Arc::clone(&counters), stall).await?;
             on_own_thread(
                 "mailgate-writer",
                 sqlite_writes::group_writer(writer.clone(), policy, wake, counters, jobs),
             )?;
             Backend::Sqlite { readers: Arc::new(readers), writer }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let (readers, pool) = open_postgres(url).await?;
+            let (readers, pool) = open_postgres(url, stall).await?;
             tokio::spawn(postgres_writes::group_writer(pool.clone(), policy, wake, counters, jobs));
             Backend::Postgres { readers: Arc::new(readers), pool }
         } else {
@@ -649,18 +689,18 @@ impl Store {
             shared_policy,
             group,
             group_counters,
-            stall: Duration::from_secs(30),
+            stall,
             lookups,
             directory,
             subscribed_agents,
         })
     }
 
-    /// The same store, turning messages away once their commit would wait
-    /// longer than `stall` (`[limits] store_stall_secs`).
-    pub fn with_stall(mut self, stall: Duration) -> Self {
-        self.stall = stall;
-        self
+    /// The answer to a write that waited the whole stall limit for the
+    /// writer connection (SQLite), counted as pushed back.
+    fn writer_busy(&self) -> StoreError {
+        self.group_counters.pushed_back.fetch_add(1, Ordering::Relaxed);
+        StoreError::Busy(format!("the database's writer has been busy for {} s", self.stall.as_secs()))
     }
 
     /// Why the database cannot take a message now, if it cannot: its

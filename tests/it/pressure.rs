@@ -3,7 +3,8 @@
 //! lock), new messages get `451 4.3.2` at DATA instead of waiting without
 //! bound, those already waiting get it after `[limits] store_stall_secs`,
 //! `deliver` exits 75, nothing is half-stored, and every retry afterwards is
-//! stored once.
+//! stored once. Writes outside the group commit (held mail) are bounded the
+//! same way: many sessions waiting at once all get their answer.
 
 use crate::support::*;
 use sqlx::Connection;
@@ -25,7 +26,12 @@ impl Lock {
         } else {
             let mut connection = sqlx::PgConnection::connect(database_url).await.unwrap();
             sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
-            sqlx::query("LOCK TABLE messages IN EXCLUSIVE MODE").execute(&mut connection).await.unwrap();
+            // Every table a message's writes touch first: replies (messages),
+            // held mail (held_messages) and every log entry (inbound_log).
+            sqlx::query("LOCK TABLE messages, held_messages, inbound_log IN EXCLUSIVE MODE")
+                .execute(&mut connection)
+                .await
+                .unwrap();
             Lock::Postgres(connection)
         }
     }
@@ -164,5 +170,76 @@ async fn over_lmtp_each_recipient_gets_451_4_3_2_while_the_database_is_stalled()
     assert!(answer.starts_with("250"), "{answer}");
     let texts = app.texts(&format!("/chats/{chat_id}")).await;
     assert_eq!(texts.iter().filter(|t| *t == "Over LMTP in a stall").count(), 1, "{texts:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn many_sessions_waiting_at_once_in_a_stall_all_get_451_and_their_retries_are_stored_once() {
+    const REPLIES: usize = 12;
+    const STRANGERS: usize = 4;
+    let app = spawn_app_with(|c| {
+        c.limits.store_stall = Duration::from_secs(2);
+        // A stranger's reply is held for an admin: written outside the group commit.
+        c.auth.hold_not_allowed = true;
+    })
+    .await;
+    let (_, chat_id, note) = app.chat_with_note().await;
+    let reply_to = note.reply_address();
+    let mail = |from: &str, n: usize| {
+        reply_mail(from, &reply_to, "Hello", &format!("crowd-{n}@acme.example"), "", &format!("In the crowd {n}"))
+    };
+    let senders: Vec<(&str, String)> = (0..REPLIES + STRANGERS)
+        .map(|n| {
+            let from = if n < REPLIES { OWNER } else { STRANGER };
+            (from, mail(from, n))
+        })
+        .collect();
+
+    let lock = Lock::hold(&app.database_url).await;
+    // All at once, each in its own session; none may wait without bound
+    // (the lock is never given up while they wait).
+    let answers =
+        futures_util::future::join_all(
+            senders.iter().map(|(from, message)| {
+                let (addr, to) = (app.smtp, reply_to.as_str());
+                async move {
+                    tokio::time::timeout(Duration::from_secs(30), Smtp::send_once(addr, from, &[to], message)).await
+                }
+            }),
+        )
+        .await;
+    for (n, answer) in answers.iter().enumerate() {
+        let answer = answer.as_ref().unwrap_or_else(|_| panic!("session {n} was not answered within 30 s"));
+        assert!(answer.starts_with("451 4.3.2"), "session {n}: {answer}");
+    }
+    let metrics = app.metrics().await;
+    let busy = metrics
+        .lines()
+        .find(|l| l.starts_with("mailgate_smtp_transactions_total") && l.contains("outcome=\"busy\""))
+        .unwrap_or_default();
+    assert!(busy.ends_with(&format!(" {}", REPLIES + STRANGERS)), "every one counted as busy: {busy}");
+    lock.release().await;
+
+    // Each sender's mail server tries again until it is taken.
+    for (n, (from, message)) in senders.iter().enumerate() {
+        let mut answer = String::new();
+        for _ in 0..40 {
+            answer = app.send(from, &[&reply_to], message).await;
+            if answer.starts_with("250") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(answer.starts_with("250"), "retry {n}: {answer}");
+    }
+    let texts = app.texts(&format!("/chats/{chat_id}")).await;
+    for n in 0..REPLIES {
+        let count = texts.iter().filter(|t| **t == format!("In the crowd {n}")).count();
+        assert_eq!(count, 1, "reply {n} stored once: {texts:?}");
+    }
+    let (status, held) = app.admin_get("/held").await;
+    assert_eq!(status, 200, "{held}");
+    let held = held.as_array().unwrap();
+    assert_eq!(held.len(), STRANGERS, "each stranger's message held once: {held:?}");
     app.stop().await;
 }
