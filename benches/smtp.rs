@@ -6,8 +6,11 @@
 //! receiver that does no work at all (Postfix's `smtp-sink`) with the same load
 //! in the same run.
 //!
-//! `cargo bench --bench smtp [-- [--backend sqlite|postgres] [--size 2|50] [--repeat N] [--lmtp] [--prefill N] [CONNECTIONS...]]`
+//! `cargo bench --bench smtp [-- [--backend sqlite|postgres] [--size 2|50] [--repeat N] [--lmtp] [--prefill N] [--instances 2] [CONNECTIONS...]]`
 //! (`--lmtp`: the same server also takes the load over LMTP, reported beside SMTP)
+//! (`--instances 2`, PostgreSQL only: a second `serve` on the same database,
+//! each with its own data folder and database connections, then each level
+//! measured on one instance and on both at once, in turn)
 //! (default: both backends, 2 KB and 50 KB replies, 1 10 50 connections, each
 //! measured once; with `--repeat N`, N rounds of mailgate then smtp-sink per
 //! level and the median of their ratios).
@@ -32,7 +35,8 @@ use tokio::net::TcpStream;
 const DOMAIN: &str = "bench.example";
 const SINK_ADDR: &str = "127.0.0.1:25251";
 const SECONDS_PER_LEVEL: u64 = 5;
-/// Enough customers that none sends more than the loop breaker's 120 an hour.
+/// Enough customers that none sends more than the loop breaker's 120 an hour
+/// (twice as many with `--instances 2`, which sends twice the mail).
 const CUSTOMERS: usize = 2_000;
 
 /// What one load run measured on the client side.
@@ -315,6 +319,45 @@ async fn compare(level: &Level, sink: u32, sink_addr: SocketAddr, senders: &[(St
     (rate / reference, (reference_cpu > 0.0).then(|| cpu / reference_cpu))
 }
 
+/// A `mailgate serve` process under load and its SMTP address.
+#[derive(Clone, Copy)]
+struct Instance {
+    pid: u32,
+    smtp: SocketAddr,
+}
+
+/// One round of part 5 of issue 36: the first instance alone with
+/// `connections` clients, then every instance at once with as many each;
+/// prints both and the ratio of their total messages per second.
+async fn one_against_two(
+    instances: &[Instance],
+    postmaster: Option<u32>,
+    connections: usize,
+    size: usize,
+    senders: &[(String, String)],
+) {
+    let (first, _) = instances.split_first().expect("an instance");
+    let (mut alone, cost) = measured(first.pid, postmaster, first.smtp, connections, senders, size, "EHLO").await;
+    let (one_rate, _) = report("one", &mut alone, &cost);
+    let runs = futures_util::future::join_all(
+        instances.iter().map(|i| measured(i.pid, postmaster, i.smtp, connections, senders, size, "EHLO")),
+    )
+    .await;
+    let mut together = Load { messages: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+    let mut cost = Cost { cpu_seconds: 0.0, peak_rss_mb: 0.0, database_cpu_seconds: None };
+    for (load, each) in runs {
+        together.messages += load.messages;
+        together.elapsed = together.elapsed.max(load.elapsed);
+        together.latencies.extend(load.latencies);
+        cost.cpu_seconds += each.cpu_seconds;
+        cost.peak_rss_mb = cost.peak_rss_mb.max(each.peak_rss_mb);
+        // Each run counted the whole PostgreSQL server over the same time.
+        cost.database_cpu_seconds = each.database_cpu_seconds;
+    }
+    let (both_rate, _) = report(&format!("{} at once", instances.len()), &mut together, &cost);
+    println!("  {} instances / one: {:.2}x the messages per second", instances.len(), both_rate / one_rate);
+}
+
 /// The middle value (the mean of the two middle ones for an even count);
 /// NaN for none.
 fn median(mut values: Vec<f64>) -> f64 {
@@ -530,14 +573,14 @@ fn serve(
 
 /// Customers, each with a chat, and one agent (so that every reply queues a
 /// notification); returns (sender, reply address) pairs.
-async fn seed(database_url: &str, data: &std::path::Path) -> Vec<(String, String)> {
+async fn seed(database_url: &str, data: &std::path::Path, customers: usize) -> Vec<(String, String)> {
     let mut config = mailgate::config::Config::for_data_dir(data, DOMAIN);
     config.database_url = database_url.to_owned();
     let (store, signer) = mailgate::app::open_store(&config).await.unwrap();
     let site = store.create_site("bench", "sandbox", None).await.unwrap();
     store.create_user("agent@agents.example", "Agent", mailgate::domain::Role::Agent, None).await.unwrap();
     let mut senders = Vec::new();
-    for i in 0..CUSTOMERS {
+    for i in 0..customers {
         let email = format!("customer{i}@bench.example");
         let customer = store.create_user(&email, "C", mailgate::domain::Role::Owner, None).await.unwrap();
         let thread = mailgate::store::NewThread {
@@ -700,17 +743,30 @@ struct Options {
     lmtp: bool,
     /// Messages written into the store before the server starts (`--prefill N`).
     prefill: u64,
+    /// Instances on one PostgreSQL database to compare with one (`--instances 2`).
+    instances: usize,
 }
 
 fn options() -> Options {
-    let mut options =
-        Options { backends: Vec::new(), sizes: Vec::new(), levels: Vec::new(), repeat: 1, lmtp: false, prefill: 0 };
+    let mut options = Options {
+        backends: Vec::new(),
+        sizes: Vec::new(),
+        levels: Vec::new(),
+        repeat: 1,
+        lmtp: false,
+        prefill: 0,
+        instances: 1,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--backend" => options.backends.push(args.next().expect("--backend sqlite|postgres")),
             "--lmtp" => options.lmtp = true,
             "--prefill" => options.prefill = args.next().and_then(|n| n.parse().ok()).expect("--prefill N"),
+            "--instances" => {
+                options.instances =
+                    args.next().and_then(|n| n.parse().ok()).filter(|&n| n == 2).expect("--instances 2");
+            }
             "--size" => options.sizes.push(args.next().and_then(|s| s.parse().ok()).expect("--size 2|50")),
             "--repeat" => {
                 options.repeat = args.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0).expect("--repeat N");
@@ -795,7 +851,7 @@ fn main() {
         let starting = Instant::now();
         let (mut server, smtp, http, lmtp) = serve(data.path(), &database_url, options.lmtp);
         println!("{backend}: mailgate serve started in {} ms", starting.elapsed().as_millis());
-        let senders = runtime.block_on(seed(&database_url, data.path()));
+        let senders = runtime.block_on(seed(&database_url, data.path(), CUSTOMERS * options.instances));
         let mut kept_before = runtime.block_on(storage(http));
         for &size in &options.sizes {
             for &connections in &options.levels {
@@ -814,6 +870,23 @@ fn main() {
                 }
             }
             runtime.block_on(measure_drain(server.id(), postmaster, http));
+            if options.instances == 2 && postmaster.is_some() {
+                let other_data = tempfile::tempdir().unwrap();
+                let (mut other, other_smtp, _, _) = serve(other_data.path(), &database_url, false);
+                for &connections in &options.levels {
+                    println!(
+                        "{backend}, {size} KB replies: one instance against two, {connections} connection(s) each:"
+                    );
+                    let one = Instance { pid: server.id(), smtp };
+                    let two = [one, Instance { pid: other.id(), smtp: other_smtp }];
+                    for _ in 0..options.repeat {
+                        runtime.block_on(one_against_two(&two, postmaster, connections, size, &senders));
+                    }
+                }
+                let _ = Command::new("kill").args(["-TERM", &other.id().to_string()]).status();
+                let _ = other.wait();
+                finished.push(other_data);
+            }
             if options.prefill > 0 {
                 runtime.block_on(measure_reads(http));
                 measure_replay(data.path(), &database_url);
