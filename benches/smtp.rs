@@ -723,6 +723,26 @@ async fn database_bytes(database_url: &str, data: &std::path::Path) -> u64 {
     }
 }
 
+/// Bytes the kept originals take in the database, their indexes included
+/// (SQLite: the pages of `originals` and its indexes, from `dbstat`).
+async fn originals_bytes(database_url: &str) -> u64 {
+    use sqlx::Connection;
+    let size: i64 = if database_url.starts_with("sqlite:") {
+        let mut connection = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(pgsize), 0) AS INTEGER) FROM dbstat WHERE name = 'originals' \
+             OR name IN (SELECT name FROM sqlite_master WHERE tbl_name = 'originals' AND type = 'index')",
+        )
+        .fetch_one(&mut connection)
+        .await
+        .unwrap()
+    } else {
+        let mut connection = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query_scalar("SELECT pg_total_relation_size('originals')").fetch_one(&mut connection).await.unwrap()
+    };
+    size as u64
+}
+
 /// A throw-away PostgreSQL cluster: (its directory, the server URL).
 fn start_postgres() -> (String, String) {
     let out = Command::new("scripts/postgres").arg("start").output().expect("scripts/postgres runs");
@@ -839,13 +859,14 @@ fn main() {
             let filled = runtime.block_on(prefill::prefill(&database_url, options.prefill, DOMAIN));
             println!(
                 "{backend}: prefilled {} messages in {} conversations, {} users, {} organizations in {:.0} s; \
-                 {:.0} MB on disk",
+                 {:.0} MB on disk, {:.0} MB of it the kept originals",
                 filled.messages,
                 filled.threads,
                 filled.users,
                 filled.organizations,
                 filled.seconds,
-                runtime.block_on(database_bytes(&database_url, data.path())) as f64 / 1e6
+                runtime.block_on(database_bytes(&database_url, data.path())) as f64 / 1e6,
+                runtime.block_on(originals_bytes(&database_url)) as f64 / 1e6
             );
         }
         let starting = Instant::now();

@@ -199,7 +199,7 @@ pub(crate) async fn prefill(database_url: &str, messages: u64, domain: &str) -> 
         "threads (id, kind, site_id, customer_id, ticket_number, ticket_type, subject, status, created_at, updated_at)",
     );
     let mut rows = Rows::new("messages (id, thread_id, author_id, body, source, rfc_message_id, created_at, original)");
-    let mut originals = Rows::new("originals (id, sha256, size, compression, content, holes, stored_at)");
+    let mut originals = Rows::new("originals (id, original_key, size, compression, content, holes, stored_at)");
     let mut log = Rows::new(
         "inbound_log (id, received_at, peer, helo, mail_from, rcpt_to, message_id, decision, reason, smtp_reply, \
          thread_id, stored_message, rules, auth, original, subject)",
@@ -263,7 +263,7 @@ pub(crate) async fn prefill(database_url: &str, messages: u64, domain: &str) -> 
                     "({id}, {thread}, {customer}, {}, 'email', {}, {at}, {})",
                     text(&body),
                     text(&rfc),
-                    text(&original.sha256)
+                    text(&original.key)
                 )))
                 .await;
                 // Kept for the default 90 days (`[retention] raw_days`): older
@@ -271,7 +271,7 @@ pub(crate) async fn prefill(database_url: &str, messages: u64, domain: &str) -> 
                 if at >= now - RAW_DAYS * DAY_MS {
                     w.put(originals.push(format!(
                         "({original_id}, {}, {}, '{}', {}, NULL, {at})",
-                        text(&original.sha256),
+                        text(&original.key),
                         original.size,
                         original.compression,
                         literal(&original.content)
@@ -286,7 +286,7 @@ pub(crate) async fn prefill(database_url: &str, messages: u64, domain: &str) -> 
                     id % 250,
                     text(&email),
                     text(&format!("<{rfc}>")),
-                    text(&original.sha256)
+                    text(&original.key)
                 ))).await;
                 log_id += 1;
                 if dice.below(10) == 0 {

@@ -746,7 +746,7 @@ impl Pipeline {
         let disposition = Disposition::Held { reason: held.reason.clone() };
         fill_log(&mut log, &disposition, held.thread_id);
         let original = Original::of(raw);
-        log.original = Some(original.sha256.clone());
+        log.original = Some(original.key.clone());
         self.store.hold(&held, &log, &original).await.map(|_| disposition)
     }
 
@@ -762,7 +762,7 @@ impl Pipeline {
         log.decision = "accepted".to_owned();
         log.reason = "opened a ticket from email".to_owned();
         let original = Original::of_message(raw, &first.attachments);
-        log.original = Some(original.sha256.clone());
+        log.original = Some(original.key.clone());
         first.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
         let (thread, message_id) = self.store.create_thread(thread, first, &[], Some(&log)).await?;
         Ok(Disposition::Accepted { thread_id: thread.id, thread_label: thread.label(), message_id, duplicate: false })
@@ -792,7 +792,7 @@ impl Pipeline {
             (Some(notice), _) => self.store.enqueue(&notice, Some(&log)).await.map(|_| disposition),
             (None, Disposition::Dropped { .. }) => {
                 let original = Original::of(raw);
-                log.original = Some(original.sha256.clone());
+                log.original = Some(original.key.clone());
                 self.store.log_inbound_with_original(&log, &original).await.map(|()| disposition)
             }
             (None, _) => self.store.log_inbound(&log).await.map(|()| disposition),
@@ -809,7 +809,7 @@ impl Pipeline {
     ) -> Result<Disposition, StoreError> {
         fill_log(&mut log, &disposition, None);
         let original = Original::of(raw);
-        log.original = Some(original.sha256.clone());
+        log.original = Some(original.key.clone());
         self.store.record_bounce(&log, bounce, Some(&original)).await.map(|()| disposition)
     }
 
@@ -832,7 +832,7 @@ impl Pipeline {
         fill_log(&mut log, &accepted, Some(thread.id));
         log.reason = format!("reply from {} stored in {label}", log.mail_from.as_deref().unwrap_or(""));
         let original = Original::of_message(raw, &message.attachments);
-        log.original = Some(original.sha256.clone());
+        log.original = Some(original.key.clone());
         message.original = Some(KeptOriginal::New(std::sync::Arc::new(original)));
         let commands = message.extras.as_ref().and_then(|extras| extras.commands.clone());
         let status = message.extras.as_ref().and_then(|extras| extras.status);

@@ -620,7 +620,7 @@ impl Store {
                     .bind(sha256)
                     .execute(&mut *tx)
                     .await?;
-                report.originals_removed += sqlx::query("DELETE FROM originals WHERE sha256 = $1")
+                report.originals_removed += sqlx::query("DELETE FROM originals WHERE original_key = $1")
                     .bind(sha256)
                     .execute(&mut *tx)
                     .await?

@@ -35,7 +35,7 @@ pub struct HeldFilter {
 const HELD_COLUMNS: &str = "SELECT h.id, h.received_at, h.peer, h.helo, h.mail_from, h.rcpt_to, h.from_address, \
      h.subject, h.message_id, h.reason_code, h.reason, h.auth, h.thread_id, h.status, h.acted_by, h.acted_at, \
      h.released_message, CAST(COALESCE(o.size, LENGTH(h.raw)) AS BIGINT) AS size, h.original \
-     FROM held_messages h LEFT JOIN originals o ON o.sha256 = h.original";
+     FROM held_messages h LEFT JOIN originals o ON o.original_key = h.original";
 
 impl Store {
     /// Keeps a message for an admin, with its log entry and the message as
@@ -47,11 +47,12 @@ impl Store {
     pub async fn hold(&self, held: &NewHeld, log: &InboundLogEntry, original: &Original) -> StoreResult<i64> {
         let id = writing!(self, |db, w| {
             let mut tx = db.begin().await?;
+            // The same bytes: the keys' SHA-256 (each copy has its own key).
             let waiting: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM held_messages WHERE original = $1 AND status = $2 AND mail_from = $3 AND rcpt_to = $4 \
-                 ORDER BY id LIMIT 1",
+                "SELECT id FROM held_messages WHERE status = $2 AND mail_from = $3 AND rcpt_to = $4 \
+                 AND SUBSTR(original, LENGTH(original) - 63) = $1 ORDER BY id LIMIT 1",
             )
-            .bind(&original.sha256)
+            .bind(original.sha256())
             .bind(super::HeldStatus::Held)
             .bind(log.mail_from.as_deref().unwrap_or(""))
             .bind(&log.rcpt_to)
@@ -73,7 +74,7 @@ impl Store {
             .bind(&held.reason)
             .bind(&b""[..])
             .bind(&held.reason_code)
-            .bind(&original.sha256)
+            .bind(&original.key)
             .bind(&log.peer)
             .bind(&log.helo)
             .bind(&held.from_address)
@@ -202,7 +203,7 @@ impl Store {
             let restored: Option<i64> = sqlx::query_scalar(
                 "UPDATE held_messages SET status = 'held', acted_by = NULL, acted_at = NULL \
                  WHERE id = $1 AND status = 'discarded' \
-                 AND (LENGTH(raw) > 0 OR EXISTS (SELECT 1 FROM originals o WHERE o.sha256 = held_messages.original)) \
+                 AND (LENGTH(raw) > 0 OR EXISTS (SELECT 1 FROM originals o WHERE o.original_key = held_messages.original)) \
                  RETURNING id",
             )
             .bind(id)

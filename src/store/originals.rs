@@ -1,11 +1,13 @@
 //! Messages kept exactly as they arrived.
 //!
 //! Every message mailgate answers `250` (stored in a thread, held for an
-//! admin, or recorded and dropped) keeps its raw bytes in `originals`: once
-//! per content (the SHA-256 of the raw bytes), compressed with lz4 by
-//! mailgate (PostgreSQL is told not to compress it again), written in the
-//! same transaction as the message or log entry that refers to it. The
-//! message, its inbound-log entry and a held item refer to it by that hash.
+//! admin, or recorded and dropped) keeps its raw bytes in `originals`,
+//! compressed with lz4 by mailgate (PostgreSQL is told not to compress it
+//! again), written in the same transaction as the message or log entry that
+//! refers to it. The message, its inbound-log entry and a held item refer to
+//! it by its key ([`Original::key`]): the time it was kept, then the SHA-256
+//! of the raw bytes. Keys grow with time, so that each new original goes at
+//! the end of the key's index instead of on a random page of it.
 //!
 //! Retention deletes rows older than `retention.raw_days`, a few hundred at
 //! a time in short transactions, so that a purge never holds the writer for
@@ -23,8 +25,9 @@ use sqlx::Connection;
 /// A received message's raw bytes, ready to store.
 #[derive(Debug, Clone)]
 pub struct Original {
-    /// SHA-256 of the raw bytes, lower-case hex: how everything refers to it.
-    pub sha256: String,
+    /// How everything refers to it: the time it was kept (Unix ms, 12
+    /// lower-case hex digits), then the SHA-256 of the raw bytes (64).
+    pub key: String,
     /// Size of the raw bytes.
     pub size: i64,
     /// `lz4`, or `none` when compressing would not make it smaller.
@@ -33,6 +36,18 @@ pub struct Original {
     pub content: Vec<u8>,
     /// The holes, as JSON (`None`: the bytes are whole).
     pub holes: Option<String>,
+}
+
+/// A key for `raw` kept now: the time (Unix ms, 12 hex digits), then the
+/// SHA-256 of the bytes.
+fn new_key(raw: &[u8]) -> String {
+    format!("{:012x}{}", super::now_ms().max(0), hex(&Sha256::digest(raw)))
+}
+
+/// The SHA-256 at the end of an original's key (keys written before issue
+/// 36 are the SHA-256 alone).
+fn content_sha256(key: &str) -> &str {
+    key.get(key.len().saturating_sub(64)..).unwrap_or(key)
 }
 
 /// A stretch of a message left out of its stored bytes: the base64 body of
@@ -56,7 +71,7 @@ struct Hole {
 impl Original {
     /// The raw bytes of a message, hashed and compressed.
     pub fn of(raw: &[u8]) -> Self {
-        Self::stored(hex(&Sha256::digest(raw)), raw.len(), raw, Vec::new())
+        Self::stored(new_key(raw), raw.len(), raw, Vec::new())
     }
 
     /// The raw bytes of a message whose `attachments` are stored with it:
@@ -64,7 +79,7 @@ impl Original {
     /// gives exactly those bytes (most mail clients' output), so that an
     /// attachment is not written twice.
     pub fn of_message(raw: &[u8], attachments: &[super::NewAttachment]) -> Self {
-        let sha256 = hex(&Sha256::digest(raw));
+        let key = new_key(raw);
         let mut spans: Vec<(usize, usize, Hole)> = attachments
             .iter()
             .filter_map(|a| {
@@ -75,7 +90,7 @@ impl Original {
             })
             .collect();
         if spans.is_empty() {
-            return Self::stored(sha256, raw.len(), raw, Vec::new());
+            return Self::stored(key, raw.len(), raw, Vec::new());
         }
         spans.sort_unstable_by_key(|(start, _, _)| *start);
         let left_out: usize = spans.iter().map(|(start, end, _)| end - start).sum();
@@ -91,19 +106,24 @@ impl Original {
             copied = end;
         }
         stripped.extend_from_slice(&raw[copied..]);
-        Self::stored(sha256, raw.len(), &stripped, holes)
+        Self::stored(key, raw.len(), &stripped, holes)
     }
 
-    /// An original of `size` raw bytes hashing to `sha256`, stored as
-    /// `bytes` (the raw bytes less `holes`), compressed when that helps.
-    fn stored(sha256: String, size: usize, bytes: &[u8], holes: Vec<Hole>) -> Self {
+    /// The SHA-256 of its raw bytes (the end of its key).
+    pub fn sha256(&self) -> &str {
+        content_sha256(&self.key)
+    }
+
+    /// An original of `size` raw bytes under `key`, stored as `bytes` (the
+    /// raw bytes less `holes`), compressed when that helps.
+    fn stored(key: String, size: usize, bytes: &[u8], holes: Vec<Hole>) -> Self {
         let size = i64::try_from(size).unwrap_or(i64::MAX);
         let holes = (!holes.is_empty()).then(|| serde_json::to_string(&holes).unwrap_or_default());
         let compressed = lz4_flex::block::compress_prepend_size(bytes);
         if compressed.len() < bytes.len() {
-            Self { sha256, size, compression: "lz4", content: compressed, holes }
+            Self { key, size, compression: "lz4", content: compressed, holes }
         } else {
-            Self { sha256, size, compression: "none", content: bytes.to_vec(), holes }
+            Self { key, size, compression: "none", content: bytes.to_vec(), holes }
         }
     }
 }
@@ -207,14 +227,15 @@ const PURGE_BATCH: i64 = 200;
 const PURGE_SHARE: u32 = 10;
 
 impl Store {
-    /// The raw bytes of the original with this SHA-256; `None` when there is
+    /// The raw bytes of the original with this key; `None` when there is
     /// none (never kept, or purged after its retention).
-    pub async fn original(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>> {
-        let row: Option<(String, Vec<u8>, Option<String>)> =
-            reading!(self, |db| sqlx::query_as("SELECT compression, content, holes FROM originals WHERE sha256 = $1")
-                .bind(sha256)
-                .fetch_optional(db)
-                .await)?;
+    pub async fn original(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let row: Option<(String, Vec<u8>, Option<String>)> = reading!(self, |db| sqlx::query_as(
+            "SELECT compression, content, holes FROM originals WHERE original_key = $1"
+        )
+        .bind(key)
+        .fetch_optional(db)
+        .await)?;
         let Some((compression, content, holes)) = row else { return Ok(None) };
         let stored = decompress(&compression, &content)?;
         let Some(holes) = holes else { return Ok(Some(stored)) };
@@ -225,8 +246,8 @@ impl Store {
                 .await)?)
         })
         .await?;
-        if hex(&Sha256::digest(&raw)) != sha256 {
-            return Err(StoreError::Corrupt(format!("the original {sha256} does not rebuild to its own bytes")));
+        if hex(&Sha256::digest(&raw)) != content_sha256(key) {
+            return Err(StoreError::Corrupt(format!("the original {key} does not rebuild to its own bytes")));
         }
         Ok(Some(raw))
     }
@@ -259,7 +280,7 @@ impl Store {
             originals = self
                 .in_batches(
                     "DELETE FROM originals WHERE id IN (SELECT o.id FROM originals o WHERE o.stored_at < $1 \
-                     AND NOT EXISTS (SELECT 1 FROM held_messages h WHERE h.original = o.sha256 AND h.status = 'held') \
+                     AND NOT EXISTS (SELECT 1 FROM held_messages h WHERE h.original = o.original_key AND h.status = 'held') \
                      ORDER BY o.stored_at LIMIT $2)",
                     before,
                 )
@@ -292,7 +313,7 @@ impl Store {
                         gone.iter().filter(|(o, status)| o.is_some() && *status != super::HeldStatus::Released)
                     {
                         sqlx::query(
-                            "DELETE FROM originals WHERE sha256 = $1 AND NOT EXISTS \
+                            "DELETE FROM originals WHERE original_key = $1 AND NOT EXISTS \
                              (SELECT 1 FROM held_messages h WHERE h.original = $1)",
                         )
                         .bind(original)
@@ -420,8 +441,24 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::{Original, encoded_span, fill_holes};
+    use super::{Original, content_sha256, encoded_span, fill_holes};
     use crate::store::NewAttachment;
+    use sha2::Digest;
+
+    #[test]
+    fn keys_grow_with_time_and_end_with_the_bytes_sha256() {
+        let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"; // of no bytes
+        let first = Original::of(b"");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = Original::of(b"");
+        assert_eq!((first.key.len(), first.sha256(), second.sha256()), (76, sha, sha));
+        assert!(first.key < second.key, "{} then {}", first.key, second.key);
+        assert!(first.key[..12].bytes().all(|b| b.is_ascii_hexdigit()), "{}", first.key);
+        // Keys from before issue 36 are the SHA-256 alone; a short one is itself.
+        assert_eq!((content_sha256(sha), content_sha256("abc")), (sha, "abc"));
+        let attached = Original::of_message(b"x", &[]);
+        assert_eq!(attached.sha256(), super::hex(&sha2::Sha256::digest(b"x")));
+    }
 
     /// A message with `body` as the base64 body of its attachment of `content`.
     fn message(body: &str) -> Vec<u8> {

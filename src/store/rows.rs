@@ -309,16 +309,16 @@ pub struct ParticipantLimits {
 pub enum KeptOriginal {
     /// Store these bytes with the message.
     New(std::sync::Arc<super::Original>),
-    /// Already stored under this SHA-256.
+    /// Already stored under this key.
     Stored(String),
 }
 
 impl KeptOriginal {
-    /// The SHA-256 the message refers to.
-    pub fn sha256(&self) -> &str {
+    /// The key of the original the message refers to.
+    pub fn key(&self) -> &str {
         match self {
-            KeptOriginal::New(original) => &original.sha256,
-            KeptOriginal::Stored(sha256) => sha256,
+            KeptOriginal::New(original) => &original.key,
+            KeptOriginal::Stored(key) => key,
         }
     }
 

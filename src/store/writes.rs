@@ -253,7 +253,7 @@ async fn insert_plain_messages(
             .push_bind(message.source.as_str())
             .push_bind(&message.rfc_message_id)
             .push_bind(now)
-            .push_bind(message.original.as_ref().map(super::KeptOriginal::sha256));
+            .push_bind(message.original.as_ref().map(super::KeptOriginal::key));
     });
     insert.push(" ON CONFLICT (thread_id, rfc_message_id) DO NOTHING RETURNING id, thread_id, rfc_message_id");
     let stored: Vec<(i64, i64, Option<String>)> = insert.build_query_as().fetch_all(&mut *conn).await?;
@@ -382,30 +382,30 @@ fn as_duplicate(log: &InboundLogEntry, existing: i64) -> InboundLogEntry {
     }
 }
 
-/// Stores originals (see `originals.rs`): each content once, in SHA-256
-/// order so that two instances take the rows' locks in the same order; one
-/// stored before has its `stored_at` renewed, so that retention counts from
-/// its last delivery.
+/// Stores originals (see `originals.rs`), each key once, in key order (the
+/// order they were kept, and the same order on two instances); a key stored
+/// already (the same bytes kept in the same millisecond) has its
+/// `stored_at` renewed.
 pub(super) async fn insert_originals(
     conn: &mut Connection,
     originals: &[&super::Original],
     now: i64,
 ) -> StoreResult<()> {
     let mut sorted: Vec<&super::Original> = originals.to_vec();
-    sorted.sort_unstable_by(|a, b| a.sha256.cmp(&b.sha256));
-    sorted.dedup_by(|a, b| a.sha256 == b.sha256);
+    sorted.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    sorted.dedup_by(|a, b| a.key == b.key);
     for chunk in sorted.chunks(ROWS_PER_STATEMENT) {
         let mut insert =
-            sqlx::QueryBuilder::<Db>::new("INSERT INTO originals (sha256, size, compression, content, holes, stored_at) ");
+            sqlx::QueryBuilder::<Db>::new("INSERT INTO originals (original_key, size, compression, content, holes, stored_at) ");
         insert.push_values(chunk, |mut row, original| {
-            row.push_bind(original.sha256.as_str())
+            row.push_bind(original.key.as_str())
                 .push_bind(original.size)
                 .push_bind(original.compression)
                 .push_bind(&original.content[..])
                 .push_bind(original.holes.as_deref())
                 .push_bind(now);
         });
-        insert.push(" ON CONFLICT (sha256) DO UPDATE SET stored_at = excluded.stored_at");
+        insert.push(" ON CONFLICT (original_key) DO UPDATE SET stored_at = excluded.stored_at");
         insert.build().execute(&mut *conn).await?;
     }
     Ok(())
@@ -470,7 +470,7 @@ pub(super) async fn insert_message(
     .bind(message.source.as_str())
     .bind(&message.rfc_message_id)
     .bind(now)
-    .bind(message.original.as_ref().map(super::KeptOriginal::sha256))
+    .bind(message.original.as_ref().map(super::KeptOriginal::key))
     .bind(kind)
     .fetch_optional(&mut *conn)
     .await?;

@@ -202,11 +202,11 @@ async fn sigkill_during_a_purge_loses_nothing_still_in_retention() {
     app.stop().await;
     // 20,000 originals from long ago: past any retention.
     let old = if on_postgres() {
-        "INSERT INTO originals (sha256, size, compression, content, stored_at) SELECT lpad(i::text, 64, '0'), 2000, \
+        "INSERT INTO originals (original_key, size, compression, content, stored_at) SELECT lpad(i::text, 64, '0'), 2000, \
          'none', decode(repeat(md5(i::text), 62), 'hex'), 0 FROM generate_series(1, 20000) AS i"
     } else {
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
-         INSERT INTO originals (sha256, size, compression, content, stored_at) \
+         INSERT INTO originals (original_key, size, compression, content, stored_at) \
          SELECT printf('%064d', i), 2000, 'none', randomblob(2000), 0 FROM n"
     };
     execute_sql(&database_url, old).await;
