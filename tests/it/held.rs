@@ -161,3 +161,25 @@ async fn the_cli_lists_shows_and_releases_held_mail() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("released already by carol"));
     assert_eq!(app.messages(&format!("/chats/{chat}")).await.last().unwrap()["author"]["email"], STRANGER);
 }
+
+#[tokio::test]
+async fn the_same_held_mail_delivered_again_is_the_same_item_and_its_original_is_kept_once() {
+    let app = spawn_app_with(|c| c.auth.hold_not_allowed = true).await;
+    let (_, _, note) = app.chat_with_note().await;
+    let to = note.reply_address();
+    let reply = reply_mail(STRANGER, &to, "x", "twice@elsewhere.example", "", "Please let me in");
+    // A sending server's retry after a lost answer: the same bytes, the same envelope.
+    for _ in 0..2 {
+        let answer = app.send(STRANGER, &[&to], &reply).await;
+        assert_eq!(answer.trim(), "250 2.0.0 Message received; it is held for review");
+    }
+    let (_, items) = app.admin_get("/held").await;
+    assert_eq!(items.as_array().map(Vec::len), Some(1), "one item: {items}");
+    let (_, stats) = app.admin_get("/stats?storage=true").await;
+    assert_eq!(stats["originals"]["count"], 1, "one original: {stats}");
+    // Other bytes from the same sender are an item of their own.
+    let other = reply_mail(STRANGER, &to, "x", "other@elsewhere.example", "", "Please let me in");
+    assert!(app.send(STRANGER, &[&to], &other).await.starts_with("250"));
+    assert_eq!(app.admin_get("/held").await.1.as_array().map(Vec::len), Some(2));
+    app.stop().await;
+}
