@@ -656,6 +656,35 @@ async fn measure_reads(http: SocketAddr) {
     for page in ["log", "held", "outbox", "bounces", "unsubscribes", "participants", "plans"] {
         targets.push((format!("{origin}/admin/{page}"), true));
     }
+    // The lists under one thing, and the pages of one item: the newest of
+    // each (none on an empty store: those are left out).
+    let first = |path: &'static str, field: &'static str| {
+        let (client, url) = (client.clone(), format!("{origin}/api/v1{path}"));
+        async move {
+            let token = if path.starts_with("/admin/") { ADMIN_TOKEN } else { API_TOKEN };
+            let list: serde_json::Value =
+                client.get(&url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            list[0][field].as_i64()
+        }
+    };
+    let (chat, ticket, user) =
+        (first("/chats", "id").await, first("/tickets", "ticket_number").await, first("/users", "id").await);
+    let (log, held, outbox) =
+        (first("/inbound-log", "id").await, first("/admin/held", "id").await, first("/outbox", "id").await);
+    let under = |id: Option<i64>, paths: &[&str]| -> Vec<String> {
+        id.map(|id| paths.iter().map(|p| p.replace("ID", &id.to_string())).collect()).unwrap_or_default()
+    };
+    let mut paths = vec!["/plans".to_owned(), "/admin/rules".to_owned(), "/admin/webhooks".to_owned()];
+    paths.extend(under(user, &["/users/ID/unsubscribes"]));
+    paths.extend(under(chat, &["/chats/ID", "/chats/ID/messages", "/chats/ID/participants"]));
+    paths.extend(under(ticket, &["/tickets/ID/messages", "/tickets/ID/participants"]));
+    targets.extend(paths.iter().map(|p| api(p)));
+    // (`/admin` itself sends the browser to the log.)
+    let mut pages = vec!["/rules".to_owned(), "/templates".to_owned(), "/doctor".to_owned()];
+    pages.extend(under(log, &["/log/ID"]));
+    pages.extend(under(held, &["/held/ID"]));
+    pages.extend(under(outbox, &["/outbox/ID"]));
+    targets.extend(pages.iter().map(|page| (format!("{origin}/admin{page}"), true)));
     let mut worst: Vec<(f64, String)> = Vec::new();
     println!("  reads (p99 of 40, ms):");
     let mut line = String::new();
