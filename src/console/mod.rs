@@ -239,7 +239,8 @@ pub(crate) struct Session {
     pub(crate) secure: bool,
     /// The message left by the last form, shown once.
     pub(crate) flash: Option<String>,
-    /// Held items waiting and failed outbox items, for the menu (pages only).
+    /// Held items waiting and failed outbox items, for the menu (pages only),
+    /// each counted up to `MENU_COUNT_CAP` + 1.
     waiting: (i64, i64),
     /// Who is logged in, as recorded with their actions.
     pub(crate) actor: String,
@@ -254,7 +255,7 @@ impl Session {
 
     /// What every page's template needs: the CSRF token and the flash.
     pub(crate) fn context(&self, page: &str) -> minijinja::Value {
-        minijinja::context! { csrf => self.csrf, flash => self.flash, page, held_waiting => self.waiting.0, failed => self.waiting.1, actor => self.actor }
+        minijinja::context! { csrf => self.csrf, flash => self.flash, page, held_waiting => menu_count(self.waiting.0), failed => menu_count(self.waiting.1), actor => self.actor }
     }
 
     /// A page with the flash cookie cleared when one was shown.
@@ -420,10 +421,27 @@ async fn logout(
     Ok(response)
 }
 
+/// A count for the menu: none, the number, or `999+` past the cap.
+fn menu_count(count: i64) -> Option<String> {
+    match count {
+        ..=0 => None,
+        n if n > crate::store::MENU_COUNT_CAP => Some(format!("{}+", crate::store::MENU_COUNT_CAP)),
+        n => Some(n.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::same_origin;
+    use super::{menu_count, same_origin};
     use axum::http::HeaderMap;
+
+    #[test]
+    fn the_menu_counts_up_to_the_cap_then_says_more() {
+        assert_eq!(menu_count(0), None);
+        assert_eq!(menu_count(2).as_deref(), Some("2"));
+        assert_eq!(menu_count(999).as_deref(), Some("999"));
+        assert_eq!(menu_count(1000).as_deref(), Some("999+"));
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -201,7 +201,7 @@ pub use directory::{ErasedMessages, Erasure, OrganizationChanges, SiteChanges, U
 pub use held::HeldFilter;
 pub use lists::{BounceFilter, LogFilter, OutboxFilter, ThreadFilter, UserFilter};
 pub use originals::{Original, OriginalsStats};
-pub use outbox::InstanceNameLock;
+pub use outbox::{InstanceNameLock, MENU_COUNT_CAP};
 pub use participants::{NewParticipant, Participant};
 pub use pass_reads::{COALESCED_KINDS, PassReads};
 pub use states::{HeldAction, HeldStatus, MessageKind, OutboxStatus, ParticipantStatus, ThreadStatus};

@@ -5,6 +5,10 @@ use super::{
     StoreResult, now_ms, postgres_writes, sqlite_writes,
 };
 
+/// The most the console's menu counts of anything ([`Store::waiting_for_an_admin`]);
+/// more shows as `999+`.
+pub const MENU_COUNT_CAP: i64 = 999;
+
 impl Store {
     /// Claims up to `limit` due items for `lease_ms` (and up to `limit` more
     /// whose previous worker's lease ran out: it died).
@@ -320,11 +324,14 @@ impl Store {
     }
 
     /// What the console's menu counts: held mail waiting, failed outbox items
-    /// (both read through an index).
+    /// (both read through an index), each up to [`MENU_COUNT_CAP`] + 1 only:
+    /// every page shows them, and counting the failed mail of years (tens of
+    /// thousands of rows) on each page made the console's pages the slowest
+    /// reads at a million messages on PostgreSQL (issue 36).
     pub async fn waiting_for_an_admin(&self) -> StoreResult<(i64, i64)> {
         Ok(reading!(self, |db| sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM held_messages WHERE status = 'held'), \
-                    (SELECT COUNT(*) FROM outbox WHERE status = 'failed')"
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM held_messages WHERE status = 'held' LIMIT 1000) h), \
+                    (SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE status = 'failed' LIMIT 1000) f)"
         )
         .fetch_one(db)
         .await)?)
