@@ -129,6 +129,19 @@ pub struct BounceFilter {
     pub limit: Option<i64>,
 }
 
+/// Adds `condition` (ending in an operator) and `value` to a list's
+/// statement when the filter was given: a statement carries only the filters
+/// given, so that the planner can use their indexes.
+fn and_if<'a, DB, T>(query: &mut sqlx::QueryBuilder<'a, DB>, condition: &str, value: Option<T>)
+where
+    DB: sqlx::Database,
+    T: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB> + Send,
+{
+    if let Some(value) = value {
+        query.push(condition).push_bind(value);
+    }
+}
+
 impl Store {
     /// Chats (`kind` = `chat`) or tickets, newest first. Only the filters
     /// given are in the statement, so that a customer's or a site's threads
@@ -137,25 +150,15 @@ impl Store {
         Ok(reading!(self, |db| {
             let mut query = sqlx::QueryBuilder::new("SELECT * FROM threads WHERE kind = ");
             query.push_bind(kind);
-            if let Some(site) = filter.site_id {
-                query.push(" AND site_id = ").push_bind(site);
-            }
+            and_if(&mut query, " AND site_id = ", filter.site_id);
             if let Some(organization) = filter.organization_id {
                 query.push(" AND site_id IN (SELECT id FROM sites WHERE organization_id = ").push_bind(organization);
                 query.push(")");
             }
-            if let Some(customer) = filter.customer_id {
-                query.push(" AND customer_id = ").push_bind(customer);
-            }
-            if let Some(status) = filter.status {
-                query.push(" AND status = ").push_bind(status);
-            }
-            if let Some(since) = filter.updated_since {
-                query.push(" AND updated_at >= ").push_bind(since);
-            }
-            if let Some(before) = filter.before_id {
-                query.push(" AND id < ").push_bind(before);
-            }
+            and_if(&mut query, " AND customer_id = ", filter.customer_id);
+            and_if(&mut query, " AND status = ", filter.status);
+            and_if(&mut query, " AND updated_at >= ", filter.updated_since);
+            and_if(&mut query, " AND id < ", filter.before_id);
             query.push(" ORDER BY id DESC LIMIT ").push_bind(page(filter.limit));
             query.build_query_as().fetch_all(db).await
         })?)
@@ -166,18 +169,10 @@ impl Store {
         let email = filter.email.as_ref().map(|e| e.trim().to_lowercase());
         Ok(reading!(self, |db| {
             let mut query = sqlx::QueryBuilder::new("SELECT * FROM users WHERE TRUE");
-            if let Some(email) = &email {
-                query.push(" AND email = ").push_bind(email);
-            }
-            if let Some(organization) = filter.organization_id {
-                query.push(" AND organization_id = ").push_bind(organization);
-            }
-            if let Some(role) = &filter.role {
-                query.push(" AND role = ").push_bind(role);
-            }
-            if let Some(before) = filter.before_id {
-                query.push(" AND id < ").push_bind(before);
-            }
+            and_if(&mut query, " AND email = ", email.as_ref());
+            and_if(&mut query, " AND organization_id = ", filter.organization_id);
+            and_if(&mut query, " AND role = ", filter.role.as_ref());
+            and_if(&mut query, " AND id < ", filter.before_id);
             query.push(" ORDER BY id DESC LIMIT ").push_bind(page(filter.limit));
             query.build_query_as().fetch_all(db).await
         })?)

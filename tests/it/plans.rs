@@ -252,23 +252,8 @@ fn filters_of(path: &str, id: i64, organization: i64) -> Vec<String> {
 
 /// Logs in to the console and follows every link under `/admin/` it finds.
 async fn visit_every_console_page(app: &TestApp, http: &str) {
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let origin = format!("http://{http}");
-    let login = client
-        .post(format!("{origin}/admin/login"))
-        .header("origin", &origin)
-        .form(&[("token", app.admin_token()), ("name", "plans".to_owned())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status().as_u16(), 303, "the console takes the admin token");
-    let cookie = login
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let (client, cookie) = console_login(&origin, &app.admin_token()).await;
     let link = regex::Regex::new(r##"href="(/admin/[^"#]*)""##).unwrap();
     let mut seen: HashSet<String> = HashSet::new();
     let mut queue = vec!["/admin/log".to_owned()];

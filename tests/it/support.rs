@@ -272,6 +272,28 @@ impl TestApp {
     }
 }
 
+/// Logs in to the console at `origin` (`http://HOST:PORT`) with the admin
+/// token: a client that does not follow redirects, and the session's cookie.
+pub async fn console_login(origin: &str, token: &str) -> (reqwest::Client, String) {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = client
+        .post(format!("{origin}/admin/login"))
+        .header("origin", origin)
+        .form(&[("token", token), ("name", "test")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303, "the console takes the admin token");
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .collect::<Vec<_>>()
+        .join("; ");
+    (client, cookie)
+}
+
 /// The address of a header value like `Name <address>` (or a bare address).
 pub fn address_in(value: &str) -> String {
     let start = value.find('<').map_or(0, |i| i + 1);
