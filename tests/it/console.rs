@@ -815,3 +815,27 @@ async fn an_admin_reads_the_dns_checks_with_the_record_to_publish() {
     screenshot(&b, "doctor").await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_menu_counts_a_flood_of_failed_mail_as_999_plus_without_reading_it_all() {
+    use crate::support::{console_login, execute_sql, spawn_app};
+    let app = spawn_app().await;
+    let (_, chat_id, _) = app.chat_with_note().await;
+    // An attacker's bounces (or years of dead addresses) leave thousands of
+    // failed notifications: every page shows the count, so it must stay cheap.
+    let mut sql = String::from(
+        "INSERT INTO outbox (kind, thread_id, recipient_id, to_address, status, next_attempt_at, expires_at, created_at) VALUES ",
+    );
+    let rows: Vec<String> = (0..1_200)
+        .map(|n| format!("('new_message', {chat_id}, 1, 'dead{n}@elsewhere.example', 'failed', 0, 0, 0)"))
+        .collect();
+    sql.push_str(&rows.join(", "));
+    execute_sql(&app.database_url, &sql).await;
+    let origin = app.base.trim_end_matches("/api/v1").to_owned();
+    let (client, cookie) = console_login(&origin, &app.admin_token()).await;
+    let page = client.get(format!("{origin}/admin/log")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"id="failed-badge">999+ failed</span>"#), "{html}");
+    app.stop().await;
+}
