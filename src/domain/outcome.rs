@@ -145,6 +145,16 @@ pub enum Refusal {
     Unparseable,
 }
 
+/// Why a message was deferred (451): the answer tells the sender which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeferCause {
+    /// The loop breaker: too many messages from one sender or in one thread
+    /// within the hour.
+    LoopBreaker,
+    /// The author's DMARC policy could not be read: DNS did not answer.
+    Dns,
+}
+
 /// The outcome of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
@@ -173,10 +183,12 @@ pub enum Disposition {
     },
     /// Refused with a permanent error.
     Rejected(Refusal),
-    /// Not now: a loop breaker tripped; the sender should retry later.
+    /// Not now: the sender should retry later.
     Deferred {
-        /// Why.
+        /// Why, for the log.
         reason: String,
+        /// What tripped, for the answer.
+        cause: DeferCause,
     },
     /// Could not be stored now; the sender should retry.
     TempFail {
@@ -209,7 +221,7 @@ impl Disposition {
         match self {
             Disposition::Dropped { reason }
             | Disposition::Held { reason }
-            | Disposition::Deferred { reason }
+            | Disposition::Deferred { reason, .. }
             | Disposition::TempFail { reason, .. } => Some(reason),
             Disposition::Accepted { .. } | Disposition::Rejected(_) => None,
         }

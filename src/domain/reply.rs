@@ -4,7 +4,7 @@
 //! protocol's own replies (the greeting, `354`, `452`, syntax errors, the
 //! listener's `421`) are written where the protocol is spoken, in `smtp`.
 
-use super::outcome::{Disposition, RcptRefusal, Refusal};
+use super::outcome::{DeferCause, Disposition, RcptRefusal, Refusal};
 use std::fmt;
 
 /// One SMTP reply line.
@@ -55,9 +55,14 @@ pub fn for_disposition(disposition: &Disposition) -> SmtpReply {
         }
         Disposition::Held { .. } => SmtpReply::new(250, "2.0.0", "Message received; it is held for review"),
         Disposition::Rejected(refusal) => for_refusal(refusal),
-        Disposition::Deferred { .. } => {
+        Disposition::Deferred { cause: DeferCause::LoopBreaker, .. } => {
             SmtpReply::new(451, "4.7.1", "Too many messages in a short time (a mail loop?); please try again later")
         }
+        Disposition::Deferred { cause: DeferCause::Dns, .. } => SmtpReply::new(
+            451,
+            "4.4.3",
+            "The sender's DMARC policy could not be looked up (DNS); please try again later",
+        ),
         Disposition::TempFail { busy: true, .. } => {
             SmtpReply::new(451, "4.3.2", "The system is busy storing mail; please try again later")
         }
@@ -189,5 +194,22 @@ pub fn for_rcpt_refusal(refusal: &RcptRefusal, domain: &str) -> SmtpReply {
         RcptRefusal::Unavailable => {
             SmtpReply::new(451, "4.3.0", "Temporary problem checking this address; please try again later")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender told "a mail loop?" when DNS failed would look for the
+    /// wrong problem: each cause of a deferral has its own answer.
+    #[test]
+    fn a_deferral_says_what_tripped() {
+        let deferred = |cause| Disposition::Deferred { reason: "for the log".to_owned(), cause };
+        let dns = for_disposition(&deferred(DeferCause::Dns)).to_string();
+        assert!(dns.starts_with("451 4.4.3 ") && dns.contains("DMARC") && dns.contains("DNS"), "{dns}");
+        assert!(!dns.contains("loop") && !dns.contains("for the log"), "{dns}");
+        let looping = for_disposition(&deferred(DeferCause::LoopBreaker)).to_string();
+        assert!(looping.starts_with("451 4.7.1 ") && looping.contains("mail loop"), "{looping}");
     }
 }

@@ -169,9 +169,15 @@ pub static CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 pub static CHECK_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A TXT cache: records from the configuration (kept for ever) and answers
-/// from DNS (kept for their TTL, at most 4096 of them).
+/// from DNS (kept for their TTL, at most 4096 of them). With the `static`
+/// resolver (`only_given`) it is the whole of DNS: a name it lacks has no
+/// record, as a real server would say, rather than a lookup that fails for
+/// want of a server (which would make every DMARC check a `temperror`).
 #[derive(Default)]
-struct TxtCache(Mutex<HashMap<String, (Txt, Option<Instant>)>>);
+struct TxtCache {
+    answers: Mutex<HashMap<String, (Txt, Option<Instant>)>>,
+    only_given: bool,
+}
 
 impl ResolverCache<String, Txt> for TxtCache {
     fn get<Q>(&self, name: &Q) -> Option<Txt>
@@ -179,20 +185,25 @@ impl ResolverCache<String, Txt> for TxtCache {
         String: std::borrow::Borrow<Q>,
         Q: std::hash::Hash + Eq + ?Sized,
     {
-        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (value, until) = map.get(name)?;
-        until.is_none_or(|t| t > Instant::now()).then(|| value.clone())
+        let map = self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(name) {
+            Some((value, until)) => until.is_none_or(|t| t > Instant::now()).then(|| value.clone()),
+            None if self.only_given => Some(Txt::Error(mail_auth::Error::DnsRecordNotFound(
+                mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain,
+            ))),
+            None => None,
+        }
     }
     fn remove<Q>(&self, name: &Q) -> Option<Txt>
     where
         String: std::borrow::Borrow<Q>,
         Q: std::hash::Hash + Eq + ?Sized,
     {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name).map(|(v, _)| v)
+        self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name).map(|(v, _)| v)
     }
     fn insert(&self, key: String, value: Txt, valid_until: Instant) {
         DNS_ANSWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= 4096 {
             map.retain(|_, (_, until)| until.is_none());
         }
@@ -243,9 +254,9 @@ impl SenderAuth {
             other => anyhow::bail!("auth.resolver: {other:?} is not system, cloudflare, google, quad9 or static"),
         }
         .map_err(|e| anyhow::anyhow!("auth.resolver: {e}"))?;
-        let cache = Arc::new(TxtCache::default());
+        let cache = Arc::new(TxtCache { only_given: resolver == "static", ..TxtCache::default() });
         {
-            let mut map = cache.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut map = cache.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for (name, value) in records {
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
                 let parsed = if name.starts_with("_dmarc.") {

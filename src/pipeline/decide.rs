@@ -4,9 +4,9 @@
 //! notification it reports on. Reads only; `ingest` stores the plan.
 
 use super::{
-    Analysis, Authorization, Bounce, Disposition, Envelope, LOOP_WINDOW_MS, MailKind, Mode, NewMessage, NewOutbox,
-    NewThread, Pipeline, RecipientTarget, Refusal, Routing, Source, StoreError, Thread, ThreadRef, authorize, commands,
-    dedup_id, extract, now_ms, recipient_tokens, rules, thread,
+    Analysis, Authorization, Bounce, DeferCause, Disposition, Envelope, LOOP_WINDOW_MS, MailKind, Mode, NewMessage,
+    NewOutbox, NewThread, Pipeline, RecipientTarget, Refusal, Routing, Source, StoreError, Thread, ThreadRef,
+    authorize, commands, dedup_id, extract, now_ms, recipient_tokens, rules, thread,
 };
 
 /// What `decide` concluded.
@@ -251,7 +251,7 @@ impl Pipeline {
             // DNS did not answer: the sending server will try again.
             (true, "temperror") => {
                 let reason = format!("the DMARC policy of {author}'s domain could not be read (DNS); try later");
-                return Some(Plan::Log(Disposition::Deferred { reason }, thread_id));
+                return Some(Plan::Log(Disposition::Deferred { reason, cause: DeferCause::Dns }, thread_id));
             }
             // No DMARC record (or no checks at all), or a desk that only records failures.
             (true, "none" | "") => return None,
@@ -584,7 +584,7 @@ impl Pipeline {
                 thread.label(),
                 self.loop_limit
             );
-            return Ok(Plan::Log(Disposition::Deferred { reason }, Some(thread.id)));
+            return Ok(Plan::Log(Disposition::Deferred { reason, cause: DeferCause::LoopBreaker }, Some(thread.id)));
         }
         // People copied join only through mail that was proved its author's
         // and not let in by an admin's release (a release admits the sender

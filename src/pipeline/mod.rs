@@ -26,7 +26,7 @@ pub mod relayed;
 pub mod thread;
 pub mod tnef;
 
-pub use crate::domain::outcome::{Disposition, RcptRefusal, RecipientTarget, Refusal};
+pub use crate::domain::outcome::{DeferCause, Disposition, RcptRefusal, RecipientTarget, Refusal};
 use crate::domain::reply;
 use crate::domain::{EmailAddress, ReplyToken, Source, TokenSigner};
 use crate::rules;

@@ -454,3 +454,22 @@ async fn an_oversized_header_section_is_refused() {
     assert!(answer.starts_with("552 5.3.4") && answer.contains("header section"), "{answer}");
     app.stop().await;
 }
+
+/// With `resolver = "static"` the records given are the whole of DNS: a
+/// domain without any is "no record" (DMARC none, the reply posted), not a
+/// failed lookup that would defer every reply with a 451 (which the tests'
+/// mock DNS once hid: a release build deferred them all).
+#[tokio::test]
+async fn with_the_static_resolver_a_domain_without_records_has_none_and_its_reply_is_posted() {
+    // acme.example, the customer's domain, publishes nothing at all.
+    let app = spawn_app_with(|c| c.auth.records = HashMap::new()).await;
+    let note = chat_note(&app).await;
+    let reply = reply_mail(OWNER, &note.reply_address(), "x", "no-records-1@acme.example", "", "Plain reply");
+    let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("250 2.0.0 Message added"), "{answer}");
+    let (_, log) = app.get("/inbound-log").await;
+    let auth = log[0]["auth"].as_str().unwrap();
+    assert!(auth.contains("spf=none") && auth.contains("dmarc=none"), "{}", log[0]);
+    assert!(!auth.contains("temperror"), "{}", log[0]);
+    app.stop().await;
+}
