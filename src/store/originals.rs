@@ -220,11 +220,13 @@ pub struct OriginalsStats {
 const PURGE_BATCH: i64 = 200;
 
 /// A purge takes at most one part in this many of the writer's time: after
-/// each batch it waits nine times as long as the batch took. A backlog (a
-/// retention just turned on or shortened: a million originals) then goes
+/// each batch it waits nineteen times as long as the batch took. A backlog
+/// (a retention just turned on or shortened: a million originals) then goes
 /// out over minutes instead of taking the writer from the mail arriving
-/// (issue 36: unpaced, such a purge cut the 2 KB rate to 0.41x).
-const PURGE_SHARE: u32 = 10;
+/// (issue 36: unpaced, such a purge cut the 2 KB rate to 0.41x; at one part
+/// in ten it still cost PostgreSQL 0.84x to 0.88x, the database's CPU being
+/// what bounds it there).
+const PURGE_SHARE: u32 = 20;
 
 impl Store {
     /// The raw bytes of the original with this key; `None` when there is
