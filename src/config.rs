@@ -379,7 +379,8 @@ pub struct RecordSet {
 pub struct AuthConfig {
     /// Whether to check at all.
     pub enabled: bool,
-    /// `system`, `cloudflare`, `google`, `quad9` or `static`.
+    /// `system`, `cloudflare`, `google`, `quad9`, `static`, or one name
+    /// server's `IP:PORT`.
     pub resolver: String,
     /// What a DMARC failure leads to.
     pub on_dmarc_fail: crate::pipeline::authenticate::OnDmarcFail,
@@ -1037,8 +1038,29 @@ fn records_by_type(
                 }
             }
         };
-        if let Some(value) = set.txt.iter().find(read_by_checks) {
-            checked.insert(key.clone(), value.clone());
+        // A record the checks cannot read must not pass for no record: with
+        // the static resolver a missing `_dmarc.` record is "no policy", and a
+        // forged From would pass a domain meant to publish `p=reject`.
+        for value in &set.txt {
+            let trimmed = value.trim();
+            if trimmed.len() >= 2 && trimmed.starts_with('"') && trimmed.ends_with('"') {
+                bail!("auth.records.{name:?}: {value:?} is in quotes (copied from a zone file?); give the text alone");
+            }
+        }
+        let unread = |what: &str| {
+            anyhow::anyhow!(
+                "auth.records.{name:?}: no value here is a {what} record, which the sender checks need at this name"
+            )
+        };
+        match set.txt.iter().find(read_by_checks) {
+            Some(value) => {
+                checked.insert(key.clone(), value.clone());
+            }
+            None if key.starts_with("_dmarc.") && !set.txt.is_empty() => return Err(unread("DMARC (v=DMARC1; ...)")),
+            None if key.contains("._domainkey.") && !set.txt.is_empty() => {
+                return Err(unread("DKIM key (v=DKIM1; ...)"));
+            }
+            None => {}
         }
         if typed.insert(key.clone(), set).is_some() {
             bail!("auth.records: {name:?} names {key:?} a second time (names are compared without case and final dot)");

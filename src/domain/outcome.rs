@@ -151,7 +151,8 @@ pub enum DeferCause {
     /// The loop breaker: too many messages from one sender or in one thread
     /// within the hour.
     LoopBreaker,
-    /// The author's DMARC policy could not be read: DNS did not answer.
+    /// The author's domain could not be checked: DNS did not answer for
+    /// its DMARC (or SPF) record.
     Dns,
 }
 

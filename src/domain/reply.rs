@@ -61,7 +61,7 @@ pub fn for_disposition(disposition: &Disposition) -> SmtpReply {
         Disposition::Deferred { cause: DeferCause::Dns, .. } => SmtpReply::new(
             451,
             "4.4.3",
-            "The sender's DMARC policy could not be looked up (DNS); please try again later",
+            "The sender's domain could not be checked: its DMARC or SPF record did not come from DNS; please try again later",
         ),
         Disposition::TempFail { busy: true, .. } => {
             SmtpReply::new(451, "4.3.2", "The system is busy storing mail; please try again later")

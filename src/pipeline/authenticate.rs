@@ -251,7 +251,20 @@ impl SenderAuth {
                 ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::with_capacity(0)),
                 options,
             ),
-            other => anyhow::bail!("auth.resolver: {other:?} is not system, cloudflare, google, quad9 or static"),
+            // One name server of the desk's own (a local resolver), by address.
+            other => match other.parse::<std::net::SocketAddr>() {
+                Ok(server) => MessageAuthenticator::new(
+                    ResolverConfig::from_parts(
+                        None,
+                        vec![],
+                        NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true),
+                    ),
+                    options,
+                ),
+                Err(_) => anyhow::bail!(
+                    "auth.resolver: {other:?} is not system, cloudflare, google, quad9, static or a name server's IP:PORT"
+                ),
+            },
         }
         .map_err(|e| anyhow::anyhow!("auth.resolver: {e}"))?;
         let cache = Arc::new(TxtCache { only_given: resolver == "static", ..TxtCache::default() });
@@ -381,6 +394,15 @@ impl SenderAuth {
             _ => "none",
         };
         let from_domain = dmarc.domain().to_owned();
+        // mail-auth reads any answer without a record as "no policy", a
+        // server failure (SERVFAIL, REFUSED) included: during a DNS outage a
+        // forged From would pass a domain that publishes `p=reject`. "none"
+        // stands only once DNS has said there is no record.
+        let dmarc_word = if dmarc_word == "none" && !self.cache.only_given && !from_domain.is_empty() {
+            self.no_policy_or_temperror(&from_domain).await
+        } else {
+            dmarc_word
+        };
         let aligned_with = |domain: &str| {
             !from_domain.is_empty()
                 && organizational_domain(&domain.to_ascii_lowercase())
@@ -404,6 +426,25 @@ impl SenderAuth {
             author,
             via: String::new(),
         }
+    }
+}
+
+impl SenderAuth {
+    /// `none` when DNS says that neither `_dmarc.` of `domain` nor that of
+    /// its organizational domain holds a record (no such name, or no TXT
+    /// there); `temperror` when a lookup failed instead.
+    async fn no_policy_or_temperror(&self, domain: &str) -> &'static str {
+        use mail_auth::hickory_resolver::proto::op::ResponseCode;
+        let organizational = organizational_domain(domain);
+        let names = std::iter::once(domain).chain((organizational != domain).then_some(organizational));
+        for name in names {
+            match self.authenticator.txt_raw_lookup(format!("_dmarc.{name}").as_str()).await {
+                Ok(_) => {}
+                Err(mail_auth::Error::DnsRecordNotFound(ResponseCode::NXDomain | ResponseCode::NoError)) => {}
+                Err(_) => return "temperror",
+            }
+        }
+        "none"
     }
 }
 

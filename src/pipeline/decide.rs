@@ -270,6 +270,11 @@ impl Pipeline {
                 reason: format!("{author} is not authenticated ({checked}) and the message {way}"),
                 thread_id,
             }),
+            // DNS did not answer: a temporary failure, never a refusal.
+            None if auth.is_some_and(|a| a.dmarc == "temperror" || (a.spf == "temperror" && a.dmarc != "fail")) => {
+                let reason = format!("{author} could not be authenticated: DNS did not answer ({checked}); try later");
+                Some(Plan::Log(Disposition::Deferred { reason, cause: DeferCause::Dns }, None))
+            }
             None => Some(Plan::Log(Disposition::Rejected(Refusal::Unauthenticated(author.to_owned())), None)),
         }
     }

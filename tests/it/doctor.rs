@@ -283,6 +283,11 @@ fn broken_records_are_named_at_start() {
         ("\"a.example\" = { mx = [\"10 \"] }", "is not PREFERENCE HOST"),
         ("\"a.example\" = { txt = \"v=spf1 -all\" }", "a table of lists"),
         ("\"a.example\" = \"v=spf1 -all\"\n\"A.example.\" = \"v=spf1 +all\"", "a second time"),
+        // Quotes copied from a zone file, and a DMARC or DKIM name without
+        // a record the checks read: either would pass for "no record".
+        ("\"_dmarc.a.example\" = \"\\\"v=DMARC1; p=reject\\\"\"", "in quotes"),
+        ("\"_dmarc.a.example\" = \"p=reject\"", "no value here is a DMARC"),
+        ("\"s1._domainkey.a.example\" = \"k=rsa\"", "no value here is a DKIM"),
     ] {
         let config = config_with(dir.path(), &key, &format!("{}{records}\n", healthy_records(&p)));
         let out =

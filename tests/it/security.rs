@@ -473,3 +473,87 @@ async fn with_the_static_resolver_a_domain_without_records_has_none_and_its_repl
     assert!(!auth.contains("temperror"), "{}", log[0]);
     app.stop().await;
 }
+
+/// A name server of the test's own, on UDP: TXT answers for the names in
+/// `records`, and `SERVFAIL` (what a resolver answers when a domain's own
+/// servers are down) for every other question.
+async fn name_server_failing_but(records: HashMap<String, String>) -> std::net::SocketAddr {
+    use mail_auth::hickory_resolver::proto::op::{Message, ResponseCode};
+    use mail_auth::hickory_resolver::proto::rr::{RData, Record, RecordType, rdata::TXT};
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buffer = vec![0; 4096];
+        while let Ok((n, peer)) = socket.recv_from(&mut buffer).await {
+            let Ok(query) = Message::from_vec(&buffer[..n]) else { continue };
+            let mut answer = Message::response(query.id(), query.op_code());
+            answer.set_recursion_desired(true).set_recursion_available(true);
+            for question in query.queries() {
+                answer.add_query(question.clone());
+                let name = question.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+                match records.get(&name) {
+                    Some(value) if question.query_type() == RecordType::TXT => {
+                        let txt = RData::TXT(TXT::new(vec![value.clone()]));
+                        answer.add_answer(Record::from_rdata(question.name().clone(), 60, txt));
+                    }
+                    _ => {
+                        answer.set_response_code(ResponseCode::ServFail);
+                    }
+                }
+            }
+            let _ = socket.send_to(&answer.to_vec().unwrap(), peer).await;
+        }
+    });
+    address
+}
+
+/// DNS that fails is never "no record": acme.example's DMARC policy
+/// (`p=reject`) cannot be read, and a forged reply (SPF fails: 127.0.0.1 is
+/// not acme.example's sender) is deferred, not posted as if acme.example
+/// published no policy.
+#[tokio::test]
+async fn a_dmarc_policy_dns_fails_to_give_is_a_temporary_error_not_no_policy() {
+    let server =
+        name_server_failing_but(HashMap::from([("acme.example".to_owned(), "v=spf1 ip4:192.0.2.1 -all".to_owned())]))
+            .await;
+    let app = spawn_app_with(move |c| {
+        c.auth.resolver = server.to_string();
+        c.auth.records = HashMap::new();
+    })
+    .await;
+    let (_, chat_id, note) = app.chat_with_note().await;
+    let reply = reply_mail(OWNER, &note.reply_address(), "x", "servfail-1@acme.example", "", "I am Olivia, honest");
+    let answer = app.send(OWNER, &[&note.reply_address()], &reply).await;
+    assert!(answer.starts_with("451 4.4.3 "), "{answer}");
+    let (_, log) = app.get("/inbound-log").await;
+    let auth = log[0]["auth"].as_str().unwrap();
+    assert!(auth.contains("spf=fail") && auth.contains("dmarc=temperror"), "{}", log[0]);
+    assert_eq!(log[0]["decision"], "deferred", "{}", log[0]);
+    let (_, messages) = app.get(&format!("/chats/{chat_id}/messages")).await;
+    assert!(!messages.to_string().contains("I am Olivia, honest"), "{messages}");
+    app.stop().await;
+}
+
+/// An emergency ticket by mail (`downtime@`, which pages on-call) from a
+/// customer whose domain DNS cannot check right now is deferred, so the
+/// sending server tries again, not refused for good.
+#[tokio::test]
+async fn an_emergency_ticket_while_dns_fails_is_deferred_not_refused() {
+    let server = name_server_failing_but(HashMap::new()).await;
+    let app = spawn_app_with(move |c| {
+        c.auth.resolver = server.to_string();
+        c.auth.records = HashMap::new();
+    })
+    .await;
+    app.world("elite", None).await;
+    let emergency = format!("downtime@{DOMAIN}");
+    let message = format!(
+        "From: {OWNER}\r\nTo: {emergency}\r\nSubject: Site down\r\nMessage-ID: <dns-down-1@acme.example>\r\n\r\nHelp\r\n"
+    );
+    let answer = app.send(OWNER, &[&emergency], &message).await;
+    assert!(answer.starts_with("451 4.4.3 "), "{answer}");
+    let (_, log) = app.get("/inbound-log?limit=1").await;
+    assert_eq!(log[0]["decision"], "deferred", "{}", log[0]);
+    assert!(log[0]["auth"].as_str().unwrap().contains("temperror"), "{}", log[0]);
+    app.stop().await;
+}
