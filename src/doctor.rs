@@ -259,8 +259,10 @@ impl Setup {
             }
             (_, Ok(ips)) => ips,
         };
-        let records: Vec<String> =
-            self.dns.txt(&self.domain).await.unwrap_or_default().into_iter().filter(|t| is_spf(t)).collect();
+        let records: Vec<String> = match self.dns.txt(&self.domain).await {
+            Ok(values) => values.into_iter().filter(|t| is_spf(t)).collect(),
+            Err(error) => return fail("spf", subject, &format!("the lookup failed: {error}"), expected, None),
+        };
         if records.len() > 1 {
             let listed = records.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
             let found = format!("{} SPF records: {listed}", records.len());
@@ -370,7 +372,10 @@ impl Setup {
             key.algorithm,
             key.bits.map_or_else(|| "Ed25519".to_owned(), |b| format!("{b} bits"))
         );
-        let published = self.dns.txt(&name).await.unwrap_or_default();
+        let published = match self.dns.txt(&name).await {
+            Ok(values) => values,
+            Err(error) => return fail("dkim", name, &format!("the lookup failed: {error}"), expected, None),
+        };
         let Some(value) = published.iter().find(|t| dkim_tag(t, "p").is_some()) else {
             return fail("dkim", name, "no DKIM record", expected, Some(record));
         };
@@ -413,11 +418,15 @@ impl Setup {
         let mut name = format!("_dmarc.{}", self.from_domain);
         let mut record = self.dmarc_record(&name).await;
         let org = organizational_domain(&self.from_domain).to_owned();
-        if record.is_none() && org != self.from_domain {
+        if matches!(record, Ok(None)) && org != self.from_domain {
             name = format!("_dmarc.{org}");
             record = self.dmarc_record(&name).await;
         }
         let expected = "a DMARC policy of quarantine or reject".to_owned();
+        let record = match record {
+            Ok(record) => record,
+            Err(error) => return (fail("dmarc", name, &format!("the lookup failed: {error}"), expected, None), None),
+        };
         let Some(record) = record else {
             let fix = format!(
                 "_dmarc.{}. TXT \"v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@{}\"",
@@ -445,13 +454,9 @@ impl Setup {
         (check, Some(record))
     }
 
-    async fn dmarc_record(&self, name: &str) -> Option<String> {
-        self.dns
-            .txt(name)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .find(|t| t.to_ascii_lowercase().starts_with("v=dmarc1"))
+    /// The DMARC record at `name`, or why the lookup failed.
+    async fn dmarc_record(&self, name: &str) -> Result<Option<String>, String> {
+        Ok(self.dns.txt(name).await?.into_iter().find(|t| t.to_ascii_lowercase().starts_with("v=dmarc1")))
     }
 
     /// Whether our From passes DMARC by an aligned SPF or DKIM domain.
@@ -494,7 +499,10 @@ impl Setup {
     async fn tls_record(&self, check: &'static str, prefix: &str, version: &str, example: &str) -> Check {
         let name = format!("{prefix}.{}", self.domain);
         let expected = format!("a {version} record");
-        let found = self.dns.txt(&name).await.unwrap_or_default().into_iter().find(|t| t.starts_with(version));
+        let found = match self.dns.txt(&name).await {
+            Ok(values) => values.into_iter().find(|t| t.starts_with(version)),
+            Err(error) => return warn(check, name, &format!("the lookup failed: {error}"), &expected, None),
+        };
         match found {
             Some(record) => ok(check, name, format!("\"{record}\""), expected),
             None => {
@@ -666,11 +674,20 @@ fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.'))
 }
 
-/// "No such record" is an empty answer; any other failure is an error.
-fn absent_or<T>(error: impl std::fmt::Display) -> Result<Vec<T>, String> {
-    let text = error.to_string();
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("no record") || lower.contains("nxdomain") { Ok(Vec::new()) } else { Err(text) }
+/// "No such name" (NXDOMAIN) or an answer without the record is an empty
+/// answer; any other failure (no answer, SERVFAIL, REFUSED) is an error, so
+/// that a failed lookup is never reported as a record to publish.
+fn absent_or<T>(error: mail_auth::hickory_resolver::proto::ProtoError) -> Result<Vec<T>, String> {
+    use mail_auth::hickory_resolver::proto::{ProtoErrorKind, op::ResponseCode};
+    match error.kind() {
+        ProtoErrorKind::NoRecordsFound(none)
+            if matches!(none.response_code, ResponseCode::NXDomain | ResponseCode::NoError) =>
+        {
+            Ok(Vec::new())
+        }
+        ProtoErrorKind::NoRecordsFound(none) => Err(format!("the name server answered {}", none.response_code)),
+        _ => Err(error.to_string()),
+    }
 }
 
 /// The value of tag `name` in a `tag=value; …` record (DKIM, DMARC).

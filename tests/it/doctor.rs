@@ -330,3 +330,27 @@ fn hostile_records_loops_and_garbage_get_verdicts_not_hangs() {
         (1, &serde_json::json!("ok"), &serde_json::json!("fail"))
     );
 }
+
+/// A lookup that fails (here every answer is SERVFAIL) is reported as a
+/// failed lookup, never as "no record" with a record to publish: the
+/// records may be there, and the name server down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_name_server_is_reported_as_such_not_as_missing_records() {
+    let server = name_server_failing_but(std::collections::HashMap::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = dkim_key(dir.path(), "ours");
+    let config = config_with(dir.path(), &key, "");
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace("resolver = \"static\"", &format!("resolver = \"{server}\""));
+    std::fs::write(&config, text).unwrap();
+    let (code, checks) = tokio::task::spawn_blocking(move || doctor(&config)).await.unwrap();
+    assert_eq!(code, 1);
+    for check in ["dkim", "dmarc", "mta-sts", "tls-rpt"] {
+        let found = checks[check]["found"].as_str().unwrap_or_default();
+        assert!(found.contains("the lookup failed") && found.contains("Server Failure"), "{check}: {}", checks[check]);
+        assert!(checks[check]["fix"].is_null(), "{check}: {}", checks[check]);
+    }
+    // SPF stops earlier, at the outbound address it could not look up.
+    let spf = checks["spf"]["found"].as_str().unwrap_or_default();
+    assert!(spf.contains("Server Failure") && !spf.contains("no SPF record"), "{}", checks["spf"]);
+}

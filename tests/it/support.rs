@@ -583,3 +583,36 @@ pub fn signal(child: &std::process::Child, name: &str) {
     let status = std::process::Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
     assert!(status.expect("kill runs").success());
 }
+
+/// A name server of the test's own, on UDP: TXT answers for the names in
+/// `records`, and `SERVFAIL` (what a resolver answers when a domain's own
+/// servers are down) for every other question.
+pub async fn name_server_failing_but(records: std::collections::HashMap<String, String>) -> std::net::SocketAddr {
+    use mail_auth::hickory_resolver::proto::op::{Message, ResponseCode};
+    use mail_auth::hickory_resolver::proto::rr::{RData, Record, RecordType, rdata::TXT};
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buffer = vec![0; 4096];
+        while let Ok((n, peer)) = socket.recv_from(&mut buffer).await {
+            let Ok(query) = Message::from_vec(&buffer[..n]) else { continue };
+            let mut answer = Message::response(query.id(), query.op_code());
+            answer.set_recursion_desired(true).set_recursion_available(true);
+            for question in query.queries() {
+                answer.add_query(question.clone());
+                let name = question.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+                match records.get(&name) {
+                    Some(value) if question.query_type() == RecordType::TXT => {
+                        let txt = RData::TXT(TXT::new(vec![value.clone()]));
+                        answer.add_answer(Record::from_rdata(question.name().clone(), 60, txt));
+                    }
+                    _ => {
+                        answer.set_response_code(ResponseCode::ServFail);
+                    }
+                }
+            }
+            let _ = socket.send_to(&answer.to_vec().unwrap(), peer).await;
+        }
+    });
+    address
+}
