@@ -129,13 +129,14 @@ pub(super) async fn open_sqlite(
         // write fails as busy and the sender is told to come back.
         .busy_timeout(stall)
         .pragma("cache_size", "-4000")
-        // Checkpoints every 16 MB of log rather than SQLite's 4 MB: the pages
+        // Checkpoints every 8 MB of log rather than SQLite's 4 MB: the pages
         // every group commit changes (the newest rows' leaves, the indexes'
         // hot pages) are copied into the database once per checkpoint, so
-        // fewer checkpoints copy fewer pages per message (issue 36: a tenth
-        // more messages a second at 2 KB; p99 at 50 connections rose from
-        // about 16 to 22 ms, the price of a longer copy now and then).
-        .pragma("wal_autocheckpoint", "4000")
+        // fewer checkpoints copy fewer pages per message. Each checkpoint
+        // holds up the group commit while it copies: at 16 MB p99 rose by a
+        // third; at 8 MB it is back near 4375a43's at the same rate (issue
+        // 36, docs/performance.md, ninth session).
+        .pragma("wal_autocheckpoint", "2000")
         // Statement journals (a multi-row insert may need to undo itself) in
         // memory rather than in a temporary file.
         .pragma("temp_store", "memory")
