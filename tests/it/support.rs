@@ -232,10 +232,12 @@ impl TestApp {
         self.messages(thread).await.iter().map(|m| m["text"].as_str().unwrap_or_default().to_owned()).collect()
     }
 
-    /// Waits until the outbox folder holds `count` .eml files; returns them
-    /// (parsed into headers and body) ordered by outbox id.
+    /// Waits until the outbox folder holds `count` .eml files (up to 15 s:
+    /// on a loaded 2-core machine running the whole suite, 5 s was once too
+    /// short); returns them (parsed into headers and body) ordered by
+    /// outbox id.
     pub async fn wait_for_mail(&self, count: usize) -> Vec<Eml> {
-        for _ in 0..200 {
+        for _ in 0..600 {
             let mails = self.read_outbox();
             if mails.len() >= count {
                 return mails;
