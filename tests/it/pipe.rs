@@ -256,3 +256,29 @@ async fn held_mail_handed_in_twice_is_held_once() {
     let (_, held) = app.admin_get("/held").await;
     assert_eq!(held.as_array().map(Vec::len), Some(1), "{held}");
 }
+
+/// The pipe while DNS fails (every answer SERVFAIL): a reply to the
+/// customer's own reply address is a temporary failure (exit 75, which the
+/// mail server retries), never stored as if the domain published nothing.
+#[tokio::test]
+async fn a_reply_piped_while_dns_fails_exits_75_and_is_not_stored() {
+    let server = name_server_failing_but(std::collections::HashMap::new()).await;
+    let app = spawn_app().await;
+    let (_, chat, note) = app.chat_with_note().await;
+    let config = app.dir.path().join("deliver-dns-down.toml");
+    let text = format!(
+        "data_dir = {:?}\ndatabase_url = {:?}\ndomain = {DOMAIN:?}\n[auth]\nresolver = \"{server}\"\n",
+        app.dir.path().display().to_string(),
+        app.database_url,
+    );
+    std::fs::write(&config, text).unwrap();
+    let reply_address = note.reply_address();
+    let message = reply_mail(OWNER, &reply_address, "Hello", "pipe-dns-1@acme.example", "", "While DNS is down");
+    let args = ["--config", config.to_str().unwrap(), "--sender", OWNER, "--recipient", &reply_address];
+    let (code, stderr) = deliver(&[&args[..], &["--client-address", "203.0.113.5"]].concat(), &message, &[]).await;
+    assert_eq!(code, 75, "{stderr}");
+    assert!(stderr.contains("4.4.3"), "{stderr}");
+    let (_, messages) = app.get(&format!("/chats/{chat}/messages")).await;
+    assert!(!messages.to_string().contains("While DNS is down"), "{messages}");
+    app.stop().await;
+}
