@@ -524,3 +524,46 @@ async fn an_emergency_ticket_while_dns_fails_is_deferred_not_refused() {
     assert!(log[0]["auth"].as_str().unwrap().contains("temperror"), "{}", log[0]);
     app.stop().await;
 }
+
+/// Over LMTP (the mail server in front hands the reply on) while DNS fails:
+/// the recipient gets 451 4.4.3, so the mail server keeps the mail and
+/// retries, and nothing is posted.
+#[tokio::test]
+async fn over_lmtp_a_reply_while_dns_fails_gets_451_for_its_recipient() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let server = name_server_failing_but(HashMap::new()).await;
+    let sockets = tempfile::tempdir().unwrap();
+    let socket = sockets.path().join("lmtp.sock");
+    let path = socket.clone();
+    let app = spawn_app_with(move |c| {
+        c.auth.resolver = server.to_string();
+        c.auth.records = HashMap::new();
+        c.lmtp_listen = Some(mailgate::config::ListenAddr::Unix(path));
+    })
+    .await;
+    let (_, chat_id, note) = app.chat_with_note().await;
+    let reply_to = note.reply_address();
+    let mail = reply_mail(OWNER, &reply_to, "Hello", "lmtp-dns@acme.example", "", "Over LMTP without DNS");
+    let (read, mut write) = tokio::net::UnixStream::connect(&socket).await.unwrap().into_split();
+    let mut read = tokio::io::BufReader::new(read);
+    let commands = format!("LHLO relay.example\r\nMAIL FROM:<{OWNER}>\r\nRCPT TO:<{reply_to}>\r\nDATA\r\n");
+    write.write_all(commands.as_bytes()).await.unwrap();
+    let mut answers = Vec::new();
+    let mut line = String::new();
+    while answers.len() < 5 {
+        line.clear();
+        read.read_line(&mut line).await.unwrap();
+        if line.as_bytes().get(3) != Some(&b'-') {
+            answers.push(line.clone());
+        }
+    }
+    assert!(answers[4].starts_with("354"), "{answers:?}");
+    write.write_all(&dot_stuff(&mail)).await.unwrap();
+    write.write_all(b".\r\n").await.unwrap();
+    line.clear();
+    read.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("451 4.4.3"), "the recipient's answer: {line}");
+    let texts = app.texts(&format!("/chats/{chat_id}")).await;
+    assert!(!texts.iter().any(|t| t == "Over LMTP without DNS"), "{texts:?}");
+    app.stop().await;
+}
